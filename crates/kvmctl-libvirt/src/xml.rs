@@ -1,0 +1,318 @@
+//! Pure builders for the libvirt XML documents kvmctl writes: domains, storage volumes and
+//! storage pools.
+//!
+//! Every element and attribute goes through quick-xml's writer, which escapes text and
+//! attribute values; no user string is ever pasted into XML. Output is deterministic (same
+//! spec, same bytes) so that golden files can pin it.
+
+use kvmctl_types::{Name, VmId};
+use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
+use quick_xml::Writer;
+use std::path::PathBuf;
+
+/// XML namespace of kvmctl's `<metadata>` element in a domain.
+pub const METADATA_NS: &str = "https://kvmctl.dev/xmlns/domain/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum XmlError {
+    #[error("{field} is not valid UTF-8 or contains a NUL byte: {value:?}")]
+    BadText { field: &'static str, value: String },
+    #[error("writing XML")]
+    Io(#[from] std::io::Error),
+}
+
+/// libvirt domain type: hardware acceleration, or TCG emulation where KVM does not work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainType {
+    Kvm,
+    Qemu,
+}
+
+impl DomainType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainType::Kvm => "kvm",
+            DomainType::Qemu => "qemu",
+        }
+    }
+}
+
+/// How the guest boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// From the first disk, through the firmware.
+    Disk,
+    /// Direct kernel boot (the tiny test guest; fast image tests).
+    Kernel { kernel: PathBuf, initrd: Option<PathBuf>, cmdline: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    Qcow2,
+    Raw,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Raw => "raw",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub source: PathBuf,
+    pub format: DiskFormat,
+    /// Guest device name, `vda`, `vdb`, ...
+    pub target: String,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicSource {
+    /// A libvirt network by name.
+    Network(String),
+    /// An existing host bridge.
+    Bridge(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub source: NicSource,
+    /// `52:54:00:..`-style MAC; libvirt picks one when absent.
+    pub mac: Option<String>,
+}
+
+/// kvmctl's own record inside the domain, so a node alone tells which VM a domain is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    pub vm_id: VmId,
+    pub owner: String,
+    pub plan: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSpec {
+    pub name: Name,
+    pub domain_type: DomainType,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub boot: Boot,
+    pub disks: Vec<Disk>,
+    pub nics: Vec<Nic>,
+    /// File the serial console is logged to (by virtlogd), on the node.
+    pub serial_log: Option<PathBuf>,
+    /// VNC on 127.0.0.1 with this password, when set.
+    pub vnc_password: Option<String>,
+    pub guest_agent: bool,
+    pub metadata: Metadata,
+}
+
+/// A small wrapper that keeps element nesting readable and every string escaped.
+struct Doc {
+    w: Writer<Vec<u8>>,
+}
+
+impl Doc {
+    fn new() -> Self {
+        Doc { w: Writer::new_with_indent(Vec::new(), b' ', 2) }
+    }
+
+    fn open(&mut self, tag: &str, attrs: &[(&str, &str)]) -> Result<(), XmlError> {
+        let start = BytesStart::new(tag).with_attributes(attrs.iter().copied());
+        self.w.write_event(Event::Start(start))?;
+        Ok(())
+    }
+
+    fn close(&mut self, tag: &str) -> Result<(), XmlError> {
+        self.w.write_event(Event::End(BytesEnd::new(tag)))?;
+        Ok(())
+    }
+
+    fn empty(&mut self, tag: &str, attrs: &[(&str, &str)]) -> Result<(), XmlError> {
+        let start = BytesStart::new(tag).with_attributes(attrs.iter().copied());
+        self.w.write_event(Event::Empty(start))?;
+        Ok(())
+    }
+
+    fn text(&mut self, tag: &str, attrs: &[(&str, &str)], text: &str) -> Result<(), XmlError> {
+        self.open(tag, attrs)?;
+        self.w.write_event(Event::Text(BytesText::new(text)))?;
+        self.close(tag)
+    }
+
+    fn finish(self) -> String {
+        let mut s = String::from_utf8(self.w.into_inner()).expect("writer only receives &str");
+        s.push('\n');
+        s
+    }
+}
+
+fn path_str(field: &'static str, p: &std::path::Path) -> Result<String, XmlError> {
+    let s = p.to_str().ok_or_else(|| XmlError::BadText { field, value: p.to_string_lossy().into_owned() })?;
+    checked(field, s)
+}
+
+/// XML 1.0 cannot carry NUL or most control characters, escaped or not.
+fn checked(field: &'static str, s: &str) -> Result<String, XmlError> {
+    if s.chars().any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) {
+        return Err(XmlError::BadText { field, value: s.to_owned() });
+    }
+    Ok(s.to_owned())
+}
+
+/// Renders a domain definition for `virDomainDefineXML`.
+pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
+    let mut d = Doc::new();
+    let memory = spec.memory_mib.to_string();
+    let vcpus = spec.vcpus.to_string();
+    let uuid = spec.metadata.vm_id.to_string();
+    d.open("domain", &[("type", spec.domain_type.as_str())])?;
+    d.text("name", &[], spec.name.as_str())?;
+    d.text("uuid", &[], &uuid)?;
+    metadata(&mut d, &spec.metadata)?;
+    d.text("memory", &[("unit", "MiB")], &memory)?;
+    d.text("currentMemory", &[("unit", "MiB")], &memory)?;
+    d.text("vcpu", &[("placement", "static")], &vcpus)?;
+
+    d.open("os", &[])?;
+    d.text("type", &[("arch", "x86_64"), ("machine", "q35")], "hvm")?;
+    match &spec.boot {
+        Boot::Disk => d.empty("boot", &[("dev", "hd")])?,
+        Boot::Kernel { kernel, initrd, cmdline } => {
+            d.text("kernel", &[], &path_str("kernel", kernel)?)?;
+            if let Some(initrd) = initrd {
+                d.text("initrd", &[], &path_str("initrd", initrd)?)?;
+            }
+            d.text("cmdline", &[], &checked("cmdline", cmdline)?)?;
+        }
+    }
+    d.close("os")?;
+
+    d.open("features", &[])?;
+    d.empty("acpi", &[])?;
+    d.empty("apic", &[])?;
+    d.close("features")?;
+    // KVM: the host CPU as it is. TCG: QEMU's `max` model, the fastest to emulate here.
+    match spec.domain_type {
+        DomainType::Kvm => d.empty("cpu", &[("mode", "host-passthrough"), ("check", "none")])?,
+        DomainType::Qemu => d.empty("cpu", &[("mode", "maximum"), ("check", "none")])?,
+    }
+    d.empty("clock", &[("offset", "utc")])?;
+    d.text("on_poweroff", &[], "destroy")?;
+    d.text("on_reboot", &[], "restart")?;
+    d.text("on_crash", &[], "destroy")?;
+
+    d.open("devices", &[])?;
+    for disk in &spec.disks {
+        d.open("disk", &[("type", "file"), ("device", "disk")])?;
+        d.empty("driver", &[("name", "qemu"), ("type", disk.format.as_str()), ("discard", "unmap")])?;
+        d.empty("source", &[("file", &path_str("disk source", &disk.source)?)])?;
+        d.empty("target", &[("dev", &checked("disk target", &disk.target)?), ("bus", "virtio")])?;
+        if disk.readonly {
+            d.empty("readonly", &[])?;
+        }
+        d.close("disk")?;
+    }
+    for nic in &spec.nics {
+        let (kind, source) = match &nic.source {
+            NicSource::Network(n) => ("network", ("network", n.as_str())),
+            NicSource::Bridge(b) => ("bridge", ("bridge", b.as_str())),
+        };
+        d.open("interface", &[("type", kind)])?;
+        if let Some(mac) = &nic.mac {
+            d.empty("mac", &[("address", &checked("mac", mac)?)])?;
+        }
+        d.empty("source", &[(source.0, &checked("network", source.1)?)])?;
+        d.empty("model", &[("type", "virtio")])?;
+        d.close("interface")?;
+    }
+    d.open("serial", &[("type", "pty")])?;
+    if let Some(log) = &spec.serial_log {
+        d.empty("log", &[("file", &path_str("serial log", log)?), ("append", "off")])?;
+    }
+    d.empty("target", &[("port", "0")])?;
+    d.close("serial")?;
+    d.open("console", &[("type", "pty")])?;
+    d.empty("target", &[("type", "serial"), ("port", "0")])?;
+    d.close("console")?;
+    if spec.guest_agent {
+        d.open("channel", &[("type", "unix")])?;
+        d.empty("target", &[("type", "virtio"), ("name", "org.qemu.guest_agent.0")])?;
+        d.close("channel")?;
+    }
+    if let Some(pw) = &spec.vnc_password {
+        d.open("graphics", &[("type", "vnc"), ("autoport", "yes"), ("passwd", &checked("vnc password", pw)?)])?;
+        d.empty("listen", &[("type", "address"), ("address", "127.0.0.1")])?;
+        d.close("graphics")?;
+        d.open("video", &[])?;
+        d.empty("model", &[("type", "vga")])?;
+        d.close("video")?;
+    }
+    // Entropy for the guest: key generation at first boot otherwise stalls under emulation.
+    d.open("rng", &[("model", "virtio")])?;
+    d.text("backend", &[("model", "random")], "/dev/urandom")?;
+    d.close("rng")?;
+    d.empty("memballoon", &[("model", "virtio")])?;
+    d.close("devices")?;
+    d.close("domain")?;
+    Ok(d.finish())
+}
+
+fn metadata(d: &mut Doc, m: &Metadata) -> Result<(), XmlError> {
+    d.open("metadata", &[])?;
+    d.open("kvmctl:vm", &[("xmlns:kvmctl", METADATA_NS)])?;
+    d.text("kvmctl:id", &[], &m.vm_id.to_string())?;
+    d.text("kvmctl:owner", &[], &checked("owner", &m.owner)?)?;
+    if let Some(plan) = &m.plan {
+        d.text("kvmctl:plan", &[], &checked("plan", plan)?)?;
+    }
+    d.close("kvmctl:vm")?;
+    d.close("metadata")
+}
+
+/// A storage volume to create in a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpec {
+    /// File name inside the pool.
+    pub name: String,
+    pub capacity_bytes: u64,
+    pub format: DiskFormat,
+    /// Copy-on-write backing file (absolute path on the node) and its format.
+    pub backing: Option<(PathBuf, DiskFormat)>,
+}
+
+pub fn volume_xml(v: &VolumeSpec) -> Result<String, XmlError> {
+    let mut d = Doc::new();
+    d.open("volume", &[])?;
+    d.text("name", &[], &checked("volume name", &v.name)?)?;
+    d.text("capacity", &[("unit", "bytes")], &v.capacity_bytes.to_string())?;
+    d.open("target", &[])?;
+    d.empty("format", &[("type", v.format.as_str())])?;
+    d.open("permissions", &[])?;
+    d.text("mode", &[], "0644")?;
+    d.close("permissions")?;
+    d.close("target")?;
+    if let Some((path, format)) = &v.backing {
+        d.open("backingStore", &[])?;
+        d.text("path", &[], &path_str("backing path", path)?)?;
+        d.empty("format", &[("type", format.as_str())])?;
+        d.close("backingStore")?;
+    }
+    d.close("volume")?;
+    Ok(d.finish())
+}
+
+/// A directory storage pool.
+pub fn dir_pool_xml(name: &str, path: &std::path::Path) -> Result<String, XmlError> {
+    let mut d = Doc::new();
+    d.open("pool", &[("type", "dir")])?;
+    d.text("name", &[], &checked("pool name", name)?)?;
+    d.open("target", &[])?;
+    d.text("path", &[], &path_str("pool path", path)?)?;
+    d.close("target")?;
+    d.close("pool")?;
+    Ok(d.finish())
+}

@@ -1,0 +1,111 @@
+//! Golden files for the XML documents. `UPDATE_GOLDEN=1 cargo test -p kvmctl-libvirt` rewrites
+//! them; review the diff before committing.
+
+use kvmctl_libvirt::xml::*;
+use kvmctl_types::{Name, VmId};
+use std::path::{Path, PathBuf};
+
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(actual, expected, "{} differs; run with UPDATE_GOLDEN=1 and review the diff", path.display());
+}
+
+fn vm_id() -> VmId {
+    VmId(uuid::Uuid::parse_str("6f1c2a1e-8d4b-4c1e-9a57-0c1d2e3f4a5b").unwrap())
+}
+
+fn tiny() -> DomainSpec {
+    DomainSpec {
+        name: Name::parse("tiny-1").unwrap(),
+        domain_type: DomainType::Qemu,
+        vcpus: 1,
+        memory_mib: 256,
+        boot: Boot::Kernel {
+            kernel: PathBuf::from("/var/cache/kvmctl/tiny/vmlinuz"),
+            initrd: Some(PathBuf::from("/var/cache/kvmctl/tiny/initrd.gz")),
+            cmdline: "console=ttyS0 quiet".into(),
+        },
+        disks: vec![Disk { source: "/var/lib/kvmctl/pool/tiny-1-seed.iso".into(), format: DiskFormat::Raw, target: "vdb".into(), readonly: true }],
+        nics: vec![Nic { source: NicSource::Network("kvmctl-test".into()), mac: Some("52:54:00:aa:bb:cc".into()) }],
+        serial_log: Some("/var/log/libvirt/qemu/tiny-1-serial.log".into()),
+        vnc_password: None,
+        guest_agent: false,
+        metadata: Metadata { vm_id: vm_id(), owner: "root".into(), plan: None },
+    }
+}
+
+#[test]
+fn tiny_guest_domain() {
+    golden("domain-tiny.xml", &domain_xml(&tiny()).unwrap());
+}
+
+#[test]
+fn disk_boot_kvm_domain_with_vnc_and_agent() {
+    let spec = DomainSpec {
+        name: Name::parse("web-1").unwrap(),
+        domain_type: DomainType::Kvm,
+        vcpus: 2,
+        memory_mib: 2048,
+        boot: Boot::Disk,
+        disks: vec![
+            Disk { source: "/var/lib/kvmctl/pool/web-1.qcow2".into(), format: DiskFormat::Qcow2, target: "vda".into(), readonly: false },
+            Disk { source: "/var/lib/kvmctl/pool/web-1-seed.iso".into(), format: DiskFormat::Raw, target: "vdb".into(), readonly: true },
+        ],
+        nics: vec![Nic { source: NicSource::Bridge("br0".into()), mac: None }],
+        serial_log: Some("/var/log/libvirt/qemu/web-1-serial.log".into()),
+        vnc_password: Some("s3cret".into()),
+        guest_agent: true,
+        metadata: Metadata { vm_id: vm_id(), owner: "alice".into(), plan: Some("small".into()) },
+    };
+    golden("domain-disk-kvm.xml", &domain_xml(&spec).unwrap());
+}
+
+#[test]
+fn volumes_and_pools() {
+    let overlay = VolumeSpec {
+        name: "web-1.qcow2".into(),
+        capacity_bytes: 20 << 30,
+        format: DiskFormat::Qcow2,
+        backing: Some(("/var/lib/kvmctl/pool/debian-12.qcow2".into(), DiskFormat::Qcow2)),
+    };
+    golden("volume-overlay.xml", &volume_xml(&overlay).unwrap());
+    golden("pool-dir.xml", &dir_pool_xml("kvmctl", Path::new("/var/lib/kvmctl/pool")).unwrap());
+}
+
+/// User strings come back out of the XML exactly as they went in: the writer escapes them.
+#[test]
+fn user_strings_are_escaped_not_pasted() {
+    let mut spec = tiny();
+    let nasty = r#"a<b>&"c'</kvmctl:owner><x/>"#;
+    spec.metadata.owner = nasty.into();
+    spec.boot = Boot::Kernel { kernel: "/k".into(), initrd: None, cmdline: "console=ttyS0 x=\"<&>\"".into() };
+    let xml = domain_xml(&spec).unwrap();
+    assert!(!xml.contains("<x/>"));
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let mut in_owner = false;
+    let mut owner = None;
+    loop {
+        match reader.read_event().unwrap() {
+            quick_xml::events::Event::Start(e) if e.name().as_ref() == b"kvmctl:owner" => in_owner = true,
+            quick_xml::events::Event::Text(t) if in_owner => {
+                owner = Some(t.unescape().unwrap().into_owned());
+                in_owner = false;
+            }
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(owner.as_deref(), Some(nasty));
+}
+
+#[test]
+fn control_characters_are_refused() {
+    let mut spec = tiny();
+    spec.metadata.owner = "a\u{1}b".into();
+    let err = domain_xml(&spec).unwrap_err().to_string();
+    assert!(err.contains("owner"), "{err}");
+}

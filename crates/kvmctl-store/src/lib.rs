@@ -1,0 +1,184 @@
+//! kvmctl's state: an embedded SQLite database (PostgreSQL for replicated control planes
+//! comes later with the same portable SQL).
+//!
+//! Owns the schema and its migrations (`migrations/`, embedded in the binary and applied on
+//! open) and exposes `DataStore` methods named `<resource>_<verb>`. It decides no policy:
+//! callers validate and authorise, the store records.
+
+use kvmctl_types::Name;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the database directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the database at {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot apply database migrations to {path}")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+}
+
+impl From<StoreError> for kvmctl_core::Error {
+    fn from(e: StoreError) -> Self {
+        kvmctl_core::Error::Unavailable(format!("database: {}", error_chain(&e)))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A compute node as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub name: Name,
+    pub uri: String,
+    pub state: String,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DataStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl DataStore {
+    /// Opens (creating if needed) the SQLite database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        }
+        let opts = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+        MIGRATIONS.run(&pool).await.map_err(|source| StoreError::Migrate { path: path.to_owned(), source })?;
+        Ok(DataStore { pool, path: path.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The highest migration applied.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("v")?)
+    }
+
+    /// The highest migration this binary knows; a database ahead of it was written by a newer kvmctl.
+    pub fn schema_version_known() -> i64 {
+        MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// Records a node, or updates its URI if the name is known. Returns the stored record.
+    pub async fn node_upsert(&self, name: &Name, uri: &str) -> Result<NodeRecord, StoreError> {
+        let now = unix_now();
+        sqlx::query(
+            "INSERT INTO nodes (name, uri, state, created_at, updated_at) VALUES ($1, $2, 'active', $3, $3)
+             ON CONFLICT (name) DO UPDATE SET uri = excluded.uri, updated_at = excluded.updated_at",
+        )
+        .bind(name.as_str())
+        .bind(uri)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(self.node_get(name).await?.expect("row just written"))
+    }
+
+    pub async fn node_get(&self, name: &Name) -> Result<Option<NodeRecord>, StoreError> {
+        let row = sqlx::query("SELECT name, uri, state FROM nodes WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(node_from_row).transpose()
+    }
+
+    pub async fn node_list(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let rows = sqlx::query("SELECT name, uri, state FROM nodes ORDER BY name").fetch_all(&self.pool).await?;
+        rows.into_iter().map(node_from_row).collect()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn node_from_row(row: sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError> {
+    let name: String = row.try_get("name")?;
+    let name = Name::parse(&name).map_err(|e| sqlx::Error::Decode(format!("node name {name:?} {e}").into()))?;
+    Ok(NodeRecord { name, uri: row.try_get("uri")?, state: row.try_get("state")? })
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_migrates_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/kvmctl.db");
+        let store = DataStore::open(&path).await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), DataStore::schema_version_known());
+        assert!(DataStore::schema_version_known() >= 1);
+        let local = Name::parse("local").unwrap();
+        store.node_upsert(&local, "qemu:///system").await.unwrap();
+        store.close().await;
+
+        let again = DataStore::open(&path).await.unwrap();
+        let nodes = again.node_list().await.unwrap();
+        assert_eq!(nodes, vec![NodeRecord { name: local.clone(), uri: "qemu:///system".into(), state: "active".into() }]);
+        let updated = again.node_upsert(&local, "test:///default").await.unwrap();
+        assert_eq!(updated.uri, "test:///default");
+        assert_eq!(again.node_list().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn unwritable_path_says_where() {
+        let err = DataStore::open(Path::new("/proc/kvmctl/x.db")).await.unwrap_err();
+        assert!(err.to_string().contains("/proc/kvmctl"), "{err}");
+    }
+}
