@@ -71,12 +71,22 @@ pid_netns() { ip netns identify "$1" 2>/dev/null; }
 # daemon_pid NAME: pid of a running daemon named NAME, or nothing.
 daemon_pid() { pgrep -x "$1" | head -1; }
 
+# kvm_dev_permissions: /dev/kvm as udev sets it on an ordinary host (0660 root:kvm).
+# Without udev it stays 0600 root:root; libvirt then finds KVM "not available" to the qemu
+# user and re-probes QEMU's capabilities on every domain define (30-70 s each here).
+kvm_dev_permissions() {
+  [ -c /dev/kvm ] || return 0
+  getent group kvm >/dev/null || groupadd -r kvm
+  [ "$(stat -c '%G %a' /dev/kvm)" = "kvm 660" ] || { log "setting /dev/kvm to 0660 root:kvm (as udev does)"; chgrp kvm /dev/kvm; chmod 0660 /dev/kvm; }
+}
+
 # libvirt_ensure: virtlogd and libvirtd running inside the namespace.
 # Hosts without systemd (these machines) get them started directly. A libvirtd already
 # running outside the namespace is stopped and restarted inside it, so that guest
 # networks never appear in the host's own network stack.
 libvirt_ensure() {
   local d pid
+  kvm_dev_permissions
   for d in virtlogd libvirtd; do
     pid=$(daemon_pid "$d")
     if [ -n "$pid" ] && [ "$(pid_netns "$pid")" != "$KVMCTL_NETNS" ]; then

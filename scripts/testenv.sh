@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Prepares the real-libvirt test environment on a Debian machine, idempotently:
+#   - apt packages the tests need;
+#   - network namespace $KVMCTL_NETNS with virtlogd and libvirtd running inside it, so that
+#     libvirt networks, dnsmasq, guest NICs and nftables rules never touch the host's network;
+#   - the isolated libvirt network and the storage pool tests use;
+#   - guest fixtures, built once into $KVMCTL_CACHE keyed by a hash of their inputs.
+# Writes the settings tests read to $KVMCTL_RUN/env (source it to run one test by hand).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+need_root "scripts/testenv.sh"
+distro_check
+apt_ensure "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+netns_ensure
+libvirt_ensure
+
+KVMCTL_TEST_NETWORK=${KVMCTL_TEST_NETWORK:-kvmctl-test}
+KVMCTL_TEST_POOL=${KVMCTL_TEST_POOL:-kvmctl-test}
+KVMCTL_TEST_POOL_DIR=${KVMCTL_TEST_POOL_DIR:-/var/lib/kvmctl-test/pool}
+
+# An isolated network (no forward element: nothing routes out of it) on a subnet that only
+# exists inside the namespace.
+if ! virsh net-info "$KVMCTL_TEST_NETWORK" >/dev/null 2>&1; then
+  log "defining libvirt network $KVMCTL_TEST_NETWORK"
+  xml=$(mktemp)
+  cat > "$xml" <<XML
+<network>
+  <name>$KVMCTL_TEST_NETWORK</name>
+  <bridge name='kvt0' stp='off'/>
+  <ip address='10.77.0.1' netmask='255.255.255.0'>
+    <dhcp><range start='10.77.0.100' end='10.77.0.250'/></dhcp>
+  </ip>
+</network>
+XML
+  virsh -q net-define "$xml" >/dev/null; rm -f "$xml"
+  virsh -q net-autostart "$KVMCTL_TEST_NETWORK" >/dev/null
+fi
+virsh net-info "$KVMCTL_TEST_NETWORK" | grep -q 'Active:.*yes' || virsh -q net-start "$KVMCTL_TEST_NETWORK" >/dev/null
+
+mkdir -p "$KVMCTL_TEST_POOL_DIR" "$KVMCTL_CACHE" "$KVMCTL_RUN"
+if ! virsh pool-info "$KVMCTL_TEST_POOL" >/dev/null 2>&1; then
+  virsh -q pool-define-as "$KVMCTL_TEST_POOL" dir --target "$KVMCTL_TEST_POOL_DIR" >/dev/null
+  virsh -q pool-autostart "$KVMCTL_TEST_POOL" >/dev/null
+fi
+virsh pool-info "$KVMCTL_TEST_POOL" | grep -q 'State:.*running' || virsh -q pool-start "$KVMCTL_TEST_POOL" >/dev/null
+
+tiny=$(KVMCTL_CACHE="$KVMCTL_CACHE" "$here/../tests/fixtures/tiny-guest/build.sh")
+
+# KVM exists here but may hang guests; until `kvmctl host doctor` decides, tests use TCG
+# unless told otherwise.
+cat > "$KVMCTL_RUN/env" <<ENV
+export KVMCTL_NETNS=$KVMCTL_NETNS
+export KVMCTL_TEST_URI=qemu:///system
+export KVMCTL_TEST_TINY=$tiny
+export KVMCTL_TEST_NETWORK=$KVMCTL_TEST_NETWORK
+export KVMCTL_TEST_POOL=$KVMCTL_TEST_POOL
+export KVMCTL_TEST_POOL_DIR=$KVMCTL_TEST_POOL_DIR
+export KVMCTL_TEST_DOMAIN_TYPE=${KVMCTL_TEST_DOMAIN_TYPE:-qemu}
+ENV
+log "test environment ready ($KVMCTL_RUN/env)"
