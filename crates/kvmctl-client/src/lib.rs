@@ -1,14 +1,174 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Typed client of the kvmctl daemon.
+//!
+//! Speaks HTTP/1.1 over the daemon's unix socket (the default, `/run/kvmctl/kvmctl.sock`) or
+//! over TCP (`http://host:port`). One connection per request: the CLI makes few requests,
+//! and a fresh connection can never be half-broken by a daemon restart.
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use kvmctl_types::api::{ErrorBody, StatusResponse};
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+
+/// Where the daemon is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    /// `host:port` of a plain-HTTP listener.
+    Tcp(String),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "{}", p.display()),
+            Endpoint::Tcp(a) => write!(f, "http://{a}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the kvmctl daemon at {endpoint}; start it with `kvmctl serve` (as root), or point at it with --socket/--url")]
+    Unreachable {
+        endpoint: Endpoint,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("permission denied on {endpoint}; run as root or as a member of the daemon's socket group")]
+    PermissionDenied { endpoint: Endpoint },
+    #[error("talking to the daemon at {endpoint} failed")]
+    Http {
+        endpoint: Endpoint,
+        #[source]
+        source: hyper::Error,
+    },
+    /// The daemon answered with an error; its message says what to do.
+    #[error("{}", .body.message)]
+    Api { status: u16, body: ErrorBody },
+    #[error("the daemon's answer (HTTP {status}) is not what this client understands: {message}")]
+    Decode { status: u16, message: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    endpoint: Endpoint,
+}
+
+impl Client {
+    pub fn unix(path: impl AsRef<Path>) -> Self {
+        Client { endpoint: Endpoint::Unix(path.as_ref().to_owned()) }
+    }
+
+    /// `url` is `http://host:port` (a trailing `/` is fine).
+    pub fn http(url: &str) -> Result<Self, String> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: only http:// URLs are supported for now"))?;
+        let host = rest.trim_end_matches('/');
+        if host.is_empty() || host.contains('/') {
+            return Err(format!("{url:?}: expected http://HOST:PORT"));
+        }
+        Ok(Client { endpoint: Endpoint::Tcp(host.to_owned()) })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub async fn status(&self) -> Result<StatusResponse, ClientError> {
+        self.get("/v1/status").await
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let (status, body) = self.request(Method::GET, path, None).await?;
+        decode(status, &body)
+    }
+
+    /// One request on a fresh connection; returns the status and the whole body.
+    pub async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes), ClientError> {
+        let host = match &self.endpoint {
+            Endpoint::Unix(_) => "localhost".to_owned(),
+            Endpoint::Tcp(h) => h.clone(),
+        };
+        let mut req = Request::builder().method(method).uri(path).header(hyper::header::HOST, host);
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).expect("valid request");
+        let resp = match &self.endpoint {
+            Endpoint::Unix(p) => {
+                let stream = tokio::net::UnixStream::connect(p).await.map_err(|e| self.connect_error(e))?;
+                self.send(TokioIo::new(stream), req).await?
+            }
+            Endpoint::Tcp(a) => {
+                let stream = tokio::net::TcpStream::connect(a.as_str()).await.map_err(|e| self.connect_error(e))?;
+                self.send(TokioIo::new(stream), req).await?
+            }
+        };
+        let status = resp.status();
+        let bytes =
+            resp.into_body().collect().await.map_err(|source| ClientError::Http { endpoint: self.endpoint.clone(), source })?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    fn connect_error(&self, source: std::io::Error) -> ClientError {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            ClientError::PermissionDenied { endpoint: self.endpoint.clone() }
+        } else {
+            ClientError::Unreachable { endpoint: self.endpoint.clone(), source }
+        }
+    }
+
+    async fn send<IO>(&self, io: TokioIo<IO>, req: Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let http_err = |source| ClientError::Http { endpoint: self.endpoint.clone(), source };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(http_err)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        sender.send_request(req).await.map_err(http_err)
+    }
+}
+
+fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, ClientError> {
+    if status.is_success() {
+        return serde_json::from_slice(body).map_err(|e| ClientError::Decode { status: status.as_u16(), message: e.to_string() });
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(body) => Err(ClientError::Api { status: status.as_u16(), body }),
+        Err(_) => Err(ClientError::Decode { status: status.as_u16(), message: String::from_utf8_lossy(body).chars().take(200).collect() }),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn no_daemon_says_how_to_start_one() {
+        let dir = std::env::temp_dir().join(format!("kvmctl-client-test-{}", std::process::id()));
+        let c = Client::unix(dir.join("none.sock"));
+        let e = c.status().await.unwrap_err().to_string();
+        assert!(e.contains("kvmctl serve") && e.contains("none.sock"), "{e}");
+    }
+
     #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    fn urls() {
+        assert_eq!(Client::http("http://127.0.0.1:8443/").unwrap().endpoint(), &Endpoint::Tcp("127.0.0.1:8443".into()));
+        assert!(Client::http("https://x").is_err());
+        assert!(Client::http("http://x/y").is_err());
+    }
+
+    #[test]
+    fn error_bodies_become_api_errors() {
+        let body = br#"{"error":"not_found","message":"vm \"x\" not found"}"#;
+        match decode::<StatusResponse>(StatusCode::NOT_FOUND, body) {
+            Err(ClientError::Api { status: 404, body }) => assert_eq!(body.error, "not_found"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decode::<StatusResponse>(StatusCode::BAD_GATEWAY, b"<html>"), Err(ClientError::Decode { status: 502, .. })));
     }
 }

@@ -56,6 +56,19 @@ impl Error {
     }
 }
 
+/// `err` and all its sources, joined with ": ", for the one place an error is logged or
+/// shown. (`Display` of each error leaves its source out, so nothing repeats.)
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,9 +121,7 @@ impl VmEvent {
             VmEvent::Stop => "stop",
             VmEvent::Reboot => "reboot",
             VmEvent::Delete => "delete",
-            VmEvent::ObservedRunning | VmEvent::ObservedStopped | VmEvent::ObservedCrashed | VmEvent::ObservedVanished => {
-                "observe"
-            }
+            VmEvent::ObservedRunning | VmEvent::ObservedStopped | VmEvent::ObservedCrashed | VmEvent::ObservedVanished => "observe",
         }
     }
 

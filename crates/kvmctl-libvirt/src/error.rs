@@ -8,6 +8,12 @@ pub enum NodeError {
         #[source]
         source: virt::error::Error,
     },
+    #[error("lost the connection to libvirt at {uri}; is libvirtd running? (start it with `libvirtd -d` or `systemctl start libvirtd`); the next request reconnects")]
+    Lost {
+        uri: String,
+        #[source]
+        source: Box<NodeError>,
+    },
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
     #[error("{kind} {name:?} already exists")]
@@ -55,20 +61,11 @@ impl NodeError {
 impl From<NodeError> for kvmctl_core::Error {
     fn from(e: NodeError) -> Self {
         use kvmctl_core::Error as E;
-        let chain = {
-            let mut s = e.to_string();
-            let mut cur = std::error::Error::source(&e);
-            while let Some(c) = cur {
-                s.push_str(": ");
-                s.push_str(&c.to_string());
-                cur = c.source();
-            }
-            s
-        };
+        let chain = kvmctl_core::error::chain(&e);
         match e {
             NodeError::NotFound { kind, name } => E::NotFound { kind, name },
             NodeError::AlreadyExists { .. } | NodeError::InvalidState { .. } => E::Conflict(chain),
-            NodeError::Connect { .. } => E::Unavailable(chain),
+            NodeError::Connect { .. } | NodeError::Lost { .. } => E::Unavailable(chain),
             NodeError::Libvirt { .. } | NodeError::Xml(_) => E::Internal(chain),
         }
     }

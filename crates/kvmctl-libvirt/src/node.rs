@@ -147,10 +147,13 @@ impl LibvirtNode {
         let result = f(conn);
         // A call that failed because the connection broke leaves no live connection behind;
         // the next call reconnects.
-        if result.is_err() && !conn.is_alive().unwrap_or(false) {
-            *guard = None;
+        match result {
+            Err(e) if !conn.is_alive().unwrap_or(false) => {
+                *guard = None;
+                Err(NodeError::Lost { uri: self.uri.clone(), source: Box::new(e) })
+            }
+            r => r,
         }
-        result
     }
 
     fn domain(conn: &Connect, name: &str, op: &'static str) -> Result<Domain, NodeError> {
@@ -262,9 +265,7 @@ impl Node for LibvirtNode {
 
     fn domain_xml(&self, name: &str) -> Result<String, NodeError> {
         self.with_conn(|c| {
-            Self::domain(c, name, "read XML of")?
-                .get_xml_desc(0)
-                .map_err(|e| NodeError::from_virt("read XML of", "domain", name, e))
+            Self::domain(c, name, "read XML of")?.get_xml_desc(0).map_err(|e| NodeError::from_virt("read XML of", "domain", name, e))
         })
     }
 

@@ -49,7 +49,8 @@ fn seed_iso(dir: &Path, hostname: &str, user: &str, key: &str) -> Vec<u8> {
     let src = dir.join("seed");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("meta-data"), format!("instance-id: {hostname}\nlocal-hostname: {hostname}\n")).unwrap();
-    std::fs::write(src.join("user-data"), format!("#cloud-config\nusers:\n  - name: {user}\n    ssh_authorized_keys:\n      - {key}\n")).unwrap();
+    std::fs::write(src.join("user-data"), format!("#cloud-config\nusers:\n  - name: {user}\n    ssh_authorized_keys:\n      - {key}\n"))
+        .unwrap();
     let iso = dir.join("seed.iso");
     let st = Command::new("genisoimage").args(["-quiet", "-V", "cidata", "-J", "-r", "-o"]).arg(&iso).arg(&src).status().unwrap();
     assert!(st.success(), "genisoimage failed");
@@ -106,7 +107,8 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
 
     {
-        let mut debris = Debris { node: &node, pool: pool.clone(), domain: None, volumes: vec![], files: vec![serial_log.clone(), qemu_log.clone()] };
+        let mut debris =
+            Debris { node: &node, pool: pool.clone(), domain: None, volumes: vec![], files: vec![serial_log.clone(), qemu_log.clone()] };
 
         // A base volume and a copy-on-write overlay on it, as every VM disk will be.
         let base = format!("{name}-base.qcow2");
@@ -118,7 +120,12 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
         let o = node
             .volume_create(
                 &pool,
-                &VolumeSpec { name: overlay.clone(), capacity_bytes: 128 << 20, format: DiskFormat::Qcow2, backing: Some((b.path.clone(), DiskFormat::Qcow2)) },
+                &VolumeSpec {
+                    name: overlay.clone(),
+                    capacity_bytes: 128 << 20,
+                    format: DiskFormat::Qcow2,
+                    backing: Some((b.path.clone(), DiskFormat::Qcow2)),
+                },
             )
             .unwrap();
         debris.volumes.push(overlay);
@@ -127,7 +134,8 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
         assert!(info.contains(&b.path.display().to_string()), "overlay must have the base as backing file: {info}");
 
         // The seed, uploaded through a libvirt stream.
-        let seed_bytes = seed_iso(tmp.path(), "smoke", "tester", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForSmokeTestOnly0000000000000000 t@t");
+        let seed_bytes =
+            seed_iso(tmp.path(), "smoke", "tester", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForSmokeTestOnly0000000000000000 t@t");
         let seed_name = format!("{name}-seed.iso");
         let seed = node.volume_upload(&pool, &seed_name, &seed_bytes).unwrap();
         debris.volumes.push(seed_name);
@@ -138,7 +146,11 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
             domain_type,
             vcpus: 1,
             memory_mib: 256,
-            boot: Boot::Kernel { kernel: tiny.join("vmlinuz"), initrd: Some(tiny.join("initrd.gz")), cmdline: "console=ttyS0 quiet panic=-1".into() },
+            boot: Boot::Kernel {
+                kernel: tiny.join("vmlinuz"),
+                initrd: Some(tiny.join("initrd.gz")),
+                cmdline: "console=ttyS0 quiet panic=-1".into(),
+            },
             disks: vec![
                 Disk { source: o.path.clone(), format: DiskFormat::Qcow2, target: "vda".into(), readonly: false },
                 Disk { source: seed.path.clone(), format: DiskFormat::Raw, target: "vdb".into(), readonly: true },

@@ -75,7 +75,8 @@ fn volumes_create_upload_list_delete() {
     assert!(up.to_string().contains("upload"), "{up}");
     let names: Vec<_> = node.volume_list("kt").unwrap().into_iter().map(|v| v.name).collect();
     assert_eq!(names, ["base.qcow2"]);
-    node.volume_create("kt", &VolumeSpec { name: "seed.iso".into(), capacity_bytes: 4096, format: DiskFormat::Raw, backing: None }).unwrap();
+    node.volume_create("kt", &VolumeSpec { name: "seed.iso".into(), capacity_bytes: 4096, format: DiskFormat::Raw, backing: None })
+        .unwrap();
     assert!(matches!(node.volume_create("kt", &base), Err(NodeError::AlreadyExists { .. })), "same name twice is a conflict");
     node.volume_delete("kt", "seed.iso").unwrap();
     node.volume_delete("kt", "base.qcow2").unwrap();

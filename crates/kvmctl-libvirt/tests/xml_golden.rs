@@ -29,7 +29,12 @@ fn tiny() -> DomainSpec {
             initrd: Some(PathBuf::from("/var/cache/kvmctl/tiny/initrd.gz")),
             cmdline: "console=ttyS0 quiet".into(),
         },
-        disks: vec![Disk { source: "/var/lib/kvmctl/pool/tiny-1-seed.iso".into(), format: DiskFormat::Raw, target: "vdb".into(), readonly: true }],
+        disks: vec![Disk {
+            source: "/var/lib/kvmctl/pool/tiny-1-seed.iso".into(),
+            format: DiskFormat::Raw,
+            target: "vdb".into(),
+            readonly: true,
+        }],
         nics: vec![Nic { source: NicSource::Network("kvmctl-test".into()), mac: Some("52:54:00:aa:bb:cc".into()) }],
         serial_log: Some("/var/log/libvirt/qemu/tiny-1-serial.log".into()),
         vnc_password: None,

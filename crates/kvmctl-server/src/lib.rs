@@ -1,14 +1,15 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The kvmctl daemon (`kvmctl serve`).
+//!
+//! Layout: `config` (file, environment, flags), `http/` thin entrypoints that parse and
+//! answer, `app/` the logic behind them, `openapi` the API document generated from the code.
+//! The daemon owns the database and the libvirt connections; every client, the CLI and the
+//! web console included, goes through its API.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod app;
+pub mod config;
+mod http;
+pub mod openapi;
+mod server;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use config::Config;
+pub use server::{RunningServer, ServeError};

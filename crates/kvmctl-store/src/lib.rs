@@ -40,19 +40,8 @@ pub enum StoreError {
 
 impl From<StoreError> for kvmctl_core::Error {
     fn from(e: StoreError) -> Self {
-        kvmctl_core::Error::Unavailable(format!("database: {}", error_chain(&e)))
+        kvmctl_core::Error::Unavailable(format!("database: {}", kvmctl_core::error::chain(&e)))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// A compute node as recorded.
@@ -99,9 +88,8 @@ impl DataStore {
 
     /// The highest migration applied.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM _sqlx_migrations WHERE success = TRUE")
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM _sqlx_migrations WHERE success = TRUE").fetch_one(&self.pool).await?;
         Ok(row.try_get("v")?)
     }
 
@@ -126,10 +114,7 @@ impl DataStore {
     }
 
     pub async fn node_get(&self, name: &Name) -> Result<Option<NodeRecord>, StoreError> {
-        let row = sqlx::query("SELECT name, uri, state FROM nodes WHERE name = $1")
-            .bind(name.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT name, uri, state FROM nodes WHERE name = $1").bind(name.as_str()).fetch_optional(&self.pool).await?;
         row.map(node_from_row).transpose()
     }
 

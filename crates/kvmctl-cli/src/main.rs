@@ -1,0 +1,87 @@
+//! `kvmctl`: one binary. `kvmctl serve` runs the daemon; every other command is a client of
+//! its API (the host commands, when they arrive, run locally). One module per noun.
+
+mod output;
+mod serve;
+mod status;
+
+use clap::{Parser, Subcommand};
+use kvmctl_client::Client;
+use output::OutputFormat;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Virtual machines on KVM/QEMU hosts, through libvirt.
+#[derive(Parser, Debug)]
+#[command(name = "kvmctl", version, max_term_width = 100, propagate_version = true)]
+#[command(
+    after_help = "Start the daemon with `kvmctl serve` (as root); the other commands talk to it.\nDocumentation: README.md and docs/ in the source tree."
+)]
+struct Cli {
+    /// Unix socket of the daemon: `serve` listens on it, other commands connect to it
+    /// [default: /run/kvmctl/kvmctl.sock].
+    #[arg(long, global = true, env = "KVMCTL_SOCKET", hide_env_values = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Talk to a daemon over HTTP instead of the socket (http://HOST:PORT).
+    #[arg(long, global = true, env = "KVMCTL_URL", hide_env_values = true, value_name = "URL")]
+    url: Option<String>,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon (REST API on a unix socket, optionally TCP).
+    Serve(serve::ServeArgs),
+    /// Show the daemon's version, database and hypervisor; exits 1 when libvirt is unreachable.
+    Status,
+    /// Print the daemon's OpenAPI document.
+    Openapi,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args, cli.socket).await,
+        Command::Openapi => {
+            print!("{}", kvmctl_server::openapi::openapi_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            let client = client(cli.socket, cli.url.as_deref())?;
+            status::run(&client, cli.output).await
+        }
+    }
+}
+
+fn client(socket: Option<PathBuf>, url: Option<&str>) -> anyhow::Result<Client> {
+    match url {
+        Some(u) => Client::http(u).map_err(|e| anyhow::anyhow!("invalid --url: {e}")),
+        None => Ok(Client::unix(socket.unwrap_or_else(|| kvmctl_server::config::DEFAULT_SOCKET.into()))),
+    }
+}
+
+/// The error and its causes on one line: "what failed: why".
+fn chain(e: &anyhow::Error) -> String {
+    e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+}

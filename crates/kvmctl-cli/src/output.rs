@@ -1,0 +1,84 @@
+//! `-o table|json|yaml` for every list and show command.
+//!
+//! JSON and YAML print the API's own response types, so scripts see exactly what the API
+//! returns; tables are for people and may change.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// A response that can also be shown as a table.
+pub trait Table {
+    /// Rows of the table; the first is the header when `header()` is true.
+    fn rows(&self) -> Vec<Vec<String>>;
+    fn header(&self) -> bool {
+        true
+    }
+}
+
+pub fn print<T: Serialize + Table>(value: &T, format: OutputFormat) -> anyhow::Result<()> {
+    print!("{}", render(value, format)?);
+    Ok(())
+}
+
+pub fn render<T: Serialize + Table>(value: &T, format: OutputFormat) -> anyhow::Result<String> {
+    Ok(match format {
+        OutputFormat::Json => {
+            let mut s = serde_json::to_string_pretty(value)?;
+            s.push('\n');
+            s
+        }
+        OutputFormat::Yaml => serde_yaml::to_string(value)?,
+        OutputFormat::Table => table(&value.rows(), value.header()),
+    })
+}
+
+/// Left-aligned columns separated by two spaces; a header row is upper-cased.
+pub fn table(rows: &[Vec<String>], header: bool) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let cell = if header && i == 0 { cell.to_uppercase() } else { cell.clone() };
+            if c + 1 == row.len() {
+                line.push_str(&cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct T {
+        a: u32,
+    }
+    impl Table for T {
+        fn rows(&self) -> Vec<Vec<String>> {
+            vec![vec!["name".into(), "value".into()], vec!["a-long-name".into(), self.a.to_string()]]
+        }
+    }
+
+    #[test]
+    fn formats() {
+        let t = T { a: 7 };
+        assert_eq!(render(&t, OutputFormat::Table).unwrap(), "NAME         VALUE\na-long-name  7\n");
+        assert_eq!(render(&t, OutputFormat::Json).unwrap(), "{\n  \"a\": 7\n}\n");
+        assert_eq!(render(&t, OutputFormat::Yaml).unwrap(), "a: 7\n");
+    }
+}

@@ -1,0 +1,48 @@
+//! `kvmctl status`.
+
+use crate::output::{self, OutputFormat, Table};
+use kvmctl_client::Client;
+use kvmctl_types::api::StatusResponse;
+use std::process::ExitCode;
+
+struct View(StatusResponse);
+
+impl serde::Serialize for View {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl Table for View {
+    fn header(&self) -> bool {
+        false
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        let s = &self.0;
+        let h = &s.hypervisor;
+        let libvirt = if h.reachable {
+            format!(
+                "{} reachable: libvirt {}, {} {} on {}",
+                h.uri,
+                h.libvirt_version.as_deref().unwrap_or("?"),
+                h.driver.as_deref().unwrap_or("hypervisor"),
+                h.hypervisor_version.as_deref().unwrap_or("?"),
+                h.hostname.as_deref().unwrap_or("?"),
+            )
+        } else {
+            format!("{} UNREACHABLE: {}", h.uri, h.error.as_deref().unwrap_or("no reason given"))
+        };
+        vec![
+            vec!["daemon:".into(), format!("kvmctl {} (up {}s)", s.version, s.uptime_seconds)],
+            vec!["database:".into(), format!("{} (schema {})", s.database.path, s.database.schema_version)],
+            vec!["libvirt:".into(), libvirt],
+        ]
+    }
+}
+
+pub async fn run(client: &Client, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    let status = client.status().await?;
+    let reachable = status.hypervisor.reachable;
+    output::print(&View(status), format)?;
+    Ok(if reachable { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

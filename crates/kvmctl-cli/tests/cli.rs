@@ -1,0 +1,120 @@
+//! The `kvmctl` binary as a user runs it.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kvmctl");
+
+fn kvmctl(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env_remove("KVMCTL_SOCKET").env_remove("KVMCTL_URL").output().unwrap()
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(actual, expected, "{} differs; run with UPDATE_GOLDEN=1 and review the diff", path.display());
+}
+
+#[test]
+fn help_texts() {
+    for (args, file) in
+        [(&["--help"][..], "help.txt"), (&["serve", "--help"][..], "help-serve.txt"), (&["status", "--help"][..], "help-status.txt")]
+    {
+        let out = kvmctl(args);
+        assert!(out.status.success());
+        golden(file, &String::from_utf8(out.stdout).unwrap());
+    }
+    let v = kvmctl(&["--version"]);
+    assert_eq!(String::from_utf8(v.stdout).unwrap(), format!("kvmctl {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn status_without_a_daemon_says_how_to_start_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    let out = kvmctl(&["--socket", sock.to_str().unwrap(), "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("error: cannot reach the kvmctl daemon at") && err.contains("kvmctl serve"), "{err}");
+}
+
+#[test]
+fn bad_output_format_names_the_choices() {
+    let out = kvmctl(&["status", "-o", "xml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("table, json, yaml"), "{err}");
+}
+
+/// A daemon process, killed on drop.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn daemon(dir: &Path, uri: &str) -> Daemon {
+    let sock = dir.join("k.sock");
+    let child = Command::new(BIN)
+        .args(["serve", "--socket", sock.to_str().unwrap(), "--database", dir.join("k.db").to_str().unwrap(), "--libvirt-uri", uri])
+        .env("KVMCTL_CONFIG", dir.join("none.toml")) // never read the machine's /etc/kvmctl
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let d = Daemon(child);
+    for _ in 0..200 {
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("daemon did not come up on {}", sock.display());
+}
+
+#[test]
+fn serve_then_status_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("none.toml"), "").unwrap();
+    let _d = daemon(dir.path(), "test:///default");
+    let sock = dir.path().join("k.sock");
+    let s = sock.to_str().unwrap();
+
+    let json = kvmctl(&["--socket", s, "status", "-o", "json"]);
+    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["hypervisor"]["reachable"], true);
+    assert_eq!(v["hypervisor"]["driver"], "TEST");
+    assert_eq!(v["database"]["schema_version"], 1);
+
+    let yaml = String::from_utf8(kvmctl(&["--socket", s, "status", "-o", "yaml"]).stdout).unwrap();
+    assert!(yaml.contains("reachable: true"), "{yaml}");
+
+    let table = String::from_utf8(kvmctl(&["--socket", s, "status"]).stdout).unwrap();
+    assert!(table.contains("libvirt:") && table.contains("test:///default reachable"), "{table}");
+}
+
+#[test]
+fn status_exits_1_when_libvirt_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("none.toml"), "").unwrap();
+    let uri = format!("qemu+unix:///system?socket={}/nosock", dir.path().display());
+    let _d = daemon(dir.path(), &uri);
+    let out = kvmctl(&["--socket", dir.path().join("k.sock").to_str().unwrap(), "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("UNREACHABLE"));
+}
+
+#[test]
+fn openapi_command_prints_the_committed_document() {
+    let out = kvmctl(&["openapi"]);
+    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../openapi/kvmctl.json")).unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), committed);
+}

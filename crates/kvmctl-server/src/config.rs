@@ -1,0 +1,140 @@
+//! Daemon configuration: built-in defaults, overridden by `/etc/kvmctl/kvmctl.toml` (or the
+//! file named by `--config`/`KVMCTL_CONFIG`), overridden by environment variables, overridden
+//! by command-line flags. Every key is documented in `docs/configuration.md`.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kvmctl/kvmctl.toml";
+pub const DEFAULT_SOCKET: &str = "/run/kvmctl/kvmctl.sock";
+pub const DEFAULT_DATABASE: &str = "/var/lib/kvmctl/kvmctl.db";
+pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Unix socket the API listens on.
+    pub socket: PathBuf,
+    /// Group that may use the socket (mode 0660); unset leaves it to root (0600).
+    pub socket_group: Option<String>,
+    /// Optional TCP listen address, e.g. `127.0.0.1:8443`.
+    pub listen: Option<SocketAddr>,
+    /// SQLite database file.
+    pub database: PathBuf,
+    /// libvirt URI of the local compute node.
+    pub libvirt_uri: String,
+    /// tracing filter, e.g. `info` or `kvmctl_server=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: DEFAULT_SOCKET.into(),
+            socket_group: None,
+            listen: None,
+            database: DEFAULT_DATABASE.into(),
+            libvirt_uri: DEFAULT_LIBVIRT_URI.into(),
+            log: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} is invalid")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("environment variable {name}={value:?} is invalid: {message}")]
+    Env { name: &'static str, value: String, message: String },
+}
+
+impl Config {
+    /// Defaults, then the file (`path`, or the default path when it exists), then the
+    /// environment as read by `env` (a parameter so tests need not touch the process).
+    pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let explicit = path.map(Path::to_path_buf).or_else(|| env("KVMCTL_CONFIG").map(PathBuf::from));
+        let file = explicit.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        let mut cfg = match std::fs::read_to_string(&file) {
+            Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse { path: file.clone(), source })?,
+            // A missing default file is normal; a missing file the user named is an error.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => Config::default(),
+            Err(source) => return Err(ConfigError::Read { path: file, source }),
+        };
+        if let Some(v) = env("KVMCTL_SOCKET") {
+            cfg.socket = v.into();
+        }
+        if let Some(v) = env("KVMCTL_SOCKET_GROUP") {
+            cfg.socket_group = Some(v).filter(|g| !g.is_empty());
+        }
+        if let Some(v) = env("KVMCTL_LISTEN") {
+            cfg.listen = if v.is_empty() {
+                None
+            } else {
+                Some(v.parse().map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                    name: "KVMCTL_LISTEN",
+                    value: v.clone(),
+                    message: format!("{e}; expected ADDRESS:PORT such as 127.0.0.1:8443"),
+                })?)
+            };
+        }
+        if let Some(v) = env("KVMCTL_DATABASE") {
+            cfg.database = v.into();
+        }
+        if let Some(v) = env("KVMCTL_LIBVIRT_URI") {
+            cfg.libvirt_uri = v;
+        }
+        if let Some(v) = env("KVMCTL_LOG") {
+            cfg.log = v;
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k.toml");
+        std::fs::write(&f, "socket = \"/tmp/a.sock\"\nlibvirt_uri = \"test:///default\"\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        let cfg = Config::load(Some(&f), env_of(&[("KVMCTL_LIBVIRT_URI", "qemu:///session")])).unwrap();
+        assert_eq!(cfg.socket, PathBuf::from("/tmp/a.sock"));
+        assert_eq!(cfg.libvirt_uri, "qemu:///session", "environment beats the file");
+        assert_eq!(cfg.listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(cfg.database, PathBuf::from(DEFAULT_DATABASE));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k.toml");
+        std::fs::write(&f, "sockett = \"/x\"\n").unwrap();
+        let e = Config::load(Some(&f), env_of(&[])).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+        let e = Config::load(Some(&dir.path().join("missing.toml")), env_of(&[])).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        let empty = dir.path().join("empty.toml");
+        std::fs::write(&empty, "").unwrap();
+        let e = Config::load(Some(&empty), env_of(&[("KVMCTL_LISTEN", "nope")])).unwrap_err().to_string();
+        assert!(e.contains("KVMCTL_LISTEN") && e.contains("127.0.0.1:8443"), "{e}");
+    }
+}

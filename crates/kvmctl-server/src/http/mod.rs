@@ -1,0 +1,50 @@
+//! HTTP entrypoints: parse, call `app`, answer. No logic lives here.
+//!
+//! `error.rs` is the one place a `kvmctl_core::Error` becomes an HTTP status.
+
+pub(crate) mod error;
+pub(crate) mod status;
+
+use crate::app::Context;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+
+/// Header carrying the id that ties a response to the daemon's log lines.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+#[derive(Clone, Debug)]
+pub(crate) struct RequestId(pub String);
+
+pub(crate) fn router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status::status_get))
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn(request_id))
+        .with_state(ctx)
+}
+
+/// Gives every request an id (the caller's, when it sent a sane one), logs the request
+/// once with its outcome, and returns the id in the response.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let started = std::time::Instant::now();
+    let mut resp = next.run(req).await;
+    tracing::info!(request_id = %id, %method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    resp
+}

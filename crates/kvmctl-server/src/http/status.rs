@@ -1,0 +1,28 @@
+use super::error::ApiError;
+use super::RequestId;
+use crate::app::{self, Context};
+use axum::extract::State;
+use axum::{Extension, Json};
+use kvmctl_types::api::{ErrorBody, StatusResponse};
+use std::sync::Arc;
+
+/// Daemon version, database, and the local hypervisor's reachability and versions.
+///
+/// Answers 200 even when libvirt is down: `hypervisor.reachable` is then false and
+/// `hypervisor.error` says why.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "system",
+    operation_id = "status_get",
+    responses(
+        (status = 200, description = "Daemon status", body = StatusResponse),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    )
+)]
+pub(crate) async fn status_get(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+) -> Result<Json<StatusResponse>, ApiError> {
+    app::status::status_get(&ctx).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}

@@ -1,0 +1,148 @@
+//! Starting and stopping the daemon: open the database, register the local node, bind the
+//! unix socket (and TCP when configured), serve until told to stop.
+
+use crate::app::Context;
+use crate::config::Config;
+use kvmctl_libvirt::LibvirtNode;
+use kvmctl_store::{DataStore, StoreError};
+use kvmctl_types::Name;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the database")]
+    Store(#[from] StoreError),
+    #[error("cannot create the socket directory {path}")]
+    SocketDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another kvmctl daemon is already serving {0}; stop it first, or pick another socket with --socket")]
+    AlreadyRunning(PathBuf),
+    #[error("cannot listen on {path}")]
+    BindUnix {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}")]
+    BindTcp {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("socket group {0:?} does not exist; create it (groupadd {0}) or unset socket_group")]
+    NoSuchGroup(String),
+    #[error("cannot set ownership of {path}")]
+    Chown {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A daemon serving in the background of the current runtime.
+pub struct RunningServer {
+    pub socket: PathBuf,
+    pub tcp_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    store: DataStore,
+}
+
+impl RunningServer {
+    /// Opens everything and starts serving; returns once the sockets accept connections.
+    pub async fn start(cfg: &Config) -> Result<Self, ServeError> {
+        let store = DataStore::open(&cfg.database).await?;
+        let local = Name::parse("local").expect("valid");
+        store.node_upsert(&local, &cfg.libvirt_uri).await?;
+        // libvirt may be down at start-up; the node connects on first use and reconnects
+        // whenever libvirtd restarts, so the daemon itself never has to.
+        let local_node = Arc::new(LibvirtNode::new(cfg.libvirt_uri.clone()));
+        let ctx = Arc::new(Context { store: store.clone(), local_node, started: Instant::now() });
+        let app = crate::http::router(ctx);
+
+        let unix = bind_unix(&cfg.socket, cfg.socket_group.as_deref())?;
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let stop = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        tasks.push(tokio::spawn({
+            let app = app.clone();
+            let rx = rx.clone();
+            async move {
+                if let Err(e) = axum::serve(unix, app).with_graceful_shutdown(stop(rx)).await {
+                    tracing::error!(error = %e, "unix socket server failed");
+                }
+            }
+        }));
+        let mut tcp_addr = None;
+        if let Some(addr) = cfg.listen {
+            let tcp = TcpListener::bind(addr).await.map_err(|source| ServeError::BindTcp { addr, source })?;
+            let bound = tcp.local_addr().map_err(|source| ServeError::BindTcp { addr, source })?;
+            if !bound.ip().is_loopback() {
+                tracing::warn!(%bound, "listening on a non-loopback address without TLS or tokens: anyone who can reach it controls your VMs");
+            }
+            tcp_addr = Some(bound);
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(tcp, app).with_graceful_shutdown(stop(rx)).await {
+                    tracing::error!(error = %e, "TCP server failed");
+                }
+            }));
+        }
+        tracing::info!(socket = %cfg.socket.display(), tcp = ?tcp_addr, database = %cfg.database.display(), libvirt = %cfg.libvirt_uri, "kvmctl daemon serving");
+        Ok(RunningServer { socket: cfg.socket.clone(), tcp_addr, shutdown, tasks, store })
+    }
+
+    /// Stops accepting, lets requests in flight finish, removes the socket.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        self.store.close().await;
+        tracing::info!("kvmctl daemon stopped");
+    }
+}
+
+/// Binds the unix socket, replacing a stale socket file but never a live daemon's.
+fn bind_unix(path: &Path, group: Option<&str>) -> Result<UnixListener, ServeError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| ServeError::SocketDir { path: dir.to_owned(), source })?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServeError::AlreadyRunning(path.to_owned()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|source| ServeError::BindUnix { path: path.to_owned(), source })?;
+    let mode = match group {
+        Some(g) => {
+            let gid = group_id(g).ok_or_else(|| ServeError::NoSuchGroup(g.to_owned()))?;
+            std::os::unix::fs::chown(path, None, Some(gid)).map_err(|source| ServeError::Chown { path: path.to_owned(), source })?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|source| ServeError::Chown { path: path.to_owned(), source })?;
+    Ok(listener)
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getgrnam returns a pointer into static storage or null; we only read gr_gid.
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    (!g.is_null()).then(|| unsafe { (*g).gr_gid })
+}

@@ -1,0 +1,105 @@
+//! The daemon in-process, on a temporary socket and database, against the real libvirtd of
+//! the test environment (`scripts/test.sh` exports `KVMCTL_TEST_URI`).
+
+use kvmctl_client::{Client, ClientError};
+use kvmctl_server::{Config, RunningServer};
+use std::process::Command;
+
+fn real_uri() -> String {
+    std::env::var("KVMCTL_TEST_URI").expect("KVMCTL_TEST_URI is not set: run the tests with scripts/test.sh")
+}
+
+fn config(dir: &std::path::Path, uri: &str) -> Config {
+    Config { socket: dir.join("kvmctl.sock"), database: dir.join("db/kvmctl.db"), libvirt_uri: uri.into(), ..Config::default() }
+}
+
+/// `virsh version` lines "Using library: libvirt X" and "Running hypervisor: QEMU Y".
+fn virsh_versions(uri: &str) -> (String, String) {
+    let out = Command::new("virsh").args(["-c", uri, "version"]).output().expect("virsh runs");
+    assert!(out.status.success(), "virsh version failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let after = |prefix: &str| {
+        text.lines().find_map(|l| l.trim().strip_prefix(prefix)).unwrap_or_else(|| panic!("{prefix} in {text}")).trim().to_owned()
+    };
+    let lib = after("Using library: libvirt");
+    let hyp = after("Running hypervisor:");
+    let hyp = hyp.split_whitespace().last().unwrap().to_owned();
+    (lib, hyp)
+}
+
+#[tokio::test]
+async fn status_reports_the_real_libvirt_versions() {
+    let uri = real_uri();
+    let dir = tempfile::tempdir().unwrap();
+    let server = RunningServer::start(&config(dir.path(), &uri)).await.unwrap();
+    let client = Client::unix(&server.socket);
+    let status = client.status().await.unwrap();
+    let (lib, hyp) = virsh_versions(&uri);
+    assert!(status.hypervisor.reachable, "{status:?}");
+    assert_eq!(status.hypervisor.uri, uri);
+    assert_eq!(status.hypervisor.libvirt_version.as_deref(), Some(lib.as_str()));
+    assert_eq!(status.hypervisor.hypervisor_version.as_deref(), Some(hyp.as_str()));
+    assert_eq!(status.hypervisor.driver.as_deref(), Some("QEMU"));
+    assert_eq!(status.database.schema_version, kvmctl_store::DataStore::schema_version_known());
+    assert_eq!(status.database.path, dir.path().join("db/kvmctl.db").display().to_string());
+    assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
+    server.stop().await;
+    assert!(!dir.path().join("kvmctl.sock").exists(), "socket removed on stop");
+}
+
+#[tokio::test]
+async fn unreachable_libvirt_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("qemu+unix:///system?socket={}/no-libvirt-sock", dir.path().display());
+    let server = RunningServer::start(&config(dir.path(), &uri)).await.unwrap();
+    let status = Client::unix(&server.socket).status().await.unwrap();
+    assert!(!status.hypervisor.reachable);
+    let err = status.hypervisor.error.unwrap();
+    assert!(err.contains("libvirtd") && err.contains("no-libvirt-sock"), "{err}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_get_the_error_body_and_a_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RunningServer::start(&config(dir.path(), "test:///default")).await.unwrap();
+    let client = Client::unix(&server.socket);
+    match client.get::<serde_json::Value>("/v1/nope").await {
+        Err(ClientError::Api { status: 404, body }) => {
+            assert_eq!(body.error, "not_found");
+            assert!(body.message.contains("/v1/nope"), "{}", body.message);
+            assert!(body.request_id.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_socket_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "test:///default");
+    let first = RunningServer::start(&cfg).await.unwrap();
+    let mut cfg2 = cfg.clone();
+    cfg2.database = dir.path().join("db2/kvmctl.db");
+    let err = RunningServer::start(&cfg2).await.err().expect("second daemon must fail").to_string();
+    assert!(err.contains("already serving"), "{err}");
+    first.stop().await;
+    // A stale socket file (daemon killed) does not block the next start.
+    std::os::unix::net::UnixListener::bind(&cfg.socket).unwrap();
+    let again = RunningServer::start(&cfg).await.unwrap();
+    again.stop().await;
+}
+
+#[tokio::test]
+async fn tcp_listener_serves_the_same_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "test:///default");
+    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = RunningServer::start(&cfg).await.unwrap();
+    let addr = server.tcp_addr.unwrap();
+    let status = Client::http(&format!("http://{addr}")).unwrap().status().await.unwrap();
+    assert!(status.hypervisor.reachable);
+    assert_eq!(status.hypervisor.driver.as_deref(), Some("TEST"));
+    server.stop().await;
+}
