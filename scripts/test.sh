@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole test suite, environment included: the README's test command and what CI runs.
+#   1. scripts/testenv.sh: apt packages, network namespace, virtlogd + libvirtd inside it,
+#      the test network and pool, guest fixtures (cached);
+#   2. cargo fmt --check, cargo clippy -D warnings, cargo deny (licenses, bans, sources);
+#   3. every test, run inside the namespace so guest traffic never leaves it;
+#   4. the tests that restart the shared libvirtd, one at a time;
+#   5. a leak check: no test domain, volume or log file may survive.
+# Needs root. Pass cargo test filters after --, e.g. scripts/test.sh -- smoke
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+need_root "scripts/test.sh"
+filter=()
+[ "${1:-}" = "--" ] && { shift; filter=("$@"); }
+
+"$here/testenv.sh"
+# shellcheck disable=SC1091
+. "$KVMCTL_RUN/env"
+cd "$repo"
+
+log "cargo fmt --check"
+cargo fmt --all --check
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+if command -v cargo-deny >/dev/null; then
+  log "cargo deny (licenses, bans, sources; advisories need the advisory database from the network)"
+  cargo deny --log-level error check licenses bans sources
+else
+  log "cargo-deny not installed; skipping (install: cargo install --locked cargo-deny)"
+fi
+
+log "building tests"
+cargo test --workspace --no-run --quiet
+
+leak_check() {
+  local left
+  left=$( { virsh list --all --name | grep -E '^kt-' || true
+            virsh vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 && $1 ~ /^kt-/ {print "volume " $1}'
+            ls /var/log/libvirt/qemu/ 2>/dev/null | grep -E '^kt-' | sed 's/^/log /' || true; } )
+  if [ -n "$left" ]; then
+    printf 'LEAK: tests left behind:\n%s\n' "$left" >&2
+    return 1
+  fi
+  log "leak check: no test domain, volume or log left"
+}
+
+log "running tests inside namespace $KVMCTL_NETNS"
+status=0
+netns_exec cargo test --workspace --offline -- "${filter[@]}" || status=$?
+if [ ${#filter[@]} -eq 0 ]; then
+  log "running the tests that restart libvirtd"
+  netns_exec cargo test --offline -p kvmctl-server --test libvirt_restart -- --ignored || status=$?
+fi
+leak_check || status=1
+exit $status
