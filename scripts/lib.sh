@@ -27,7 +27,7 @@ distro_check() {
 apt_ensure() {
   local missing=() p
   for p in "$@"; do
-    dpkg-query -W -f='${Status}' "${p%%/*}" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    [ "$(dpkg-query -W -f='${Status}' "${p%%/*}" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
   log "apt: installing ${missing[*]}"
@@ -37,7 +37,7 @@ apt_ensure() {
   local extra=()
   # qemu-utils from bookworm-backports blocks the stock qemu-system-x86 (Breaks: qemu-system-common < 8);
   # take the distribution's qemu-utils so the pair matches.
-  if printf '%s\n' "${missing[@]}" | grep -q '^qemu-system' && dpkg --compare-versions \
+  if [[ " ${missing[*]} " == *" qemu-system"* ]] && dpkg --compare-versions \
        "$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || echo 0)" gt \
        "$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')"; then
     extra=(--allow-downgrades "qemu-utils/${VERSION_CODENAME:-bookworm}")
@@ -62,7 +62,7 @@ netns_exec() { ip netns exec "$KVMCTL_NETNS" "$@"; }
 # netns_ensure: the namespace every test guest, libvirt network and dnsmasq lives in.
 # Only loopback exists in it, plus what libvirt creates; nothing in it routes to the outside.
 netns_ensure() {
-  ip netns list | grep -qw "^$KVMCTL_NETNS" || { log "creating network namespace $KVMCTL_NETNS"; ip netns add "$KVMCTL_NETNS"; }
+  [ -e "/run/netns/$KVMCTL_NETNS" ] || { log "creating network namespace $KVMCTL_NETNS"; ip netns add "$KVMCTL_NETNS"; }
   netns_exec ip link set lo up
 }
 

@@ -37,14 +37,15 @@ XML
   virsh -q net-define "$xml" >/dev/null; rm -f "$xml"
   virsh -q net-autostart "$KVMCTL_TEST_NETWORK" >/dev/null
 fi
-virsh net-info "$KVMCTL_TEST_NETWORK" | grep -q 'Active:.*yes' || virsh -q net-start "$KVMCTL_TEST_NETWORK" >/dev/null
+# (grep on a captured string: with pipefail, `virsh ... | grep -q` can fail on SIGPIPE)
+[[ "$(virsh net-info "$KVMCTL_TEST_NETWORK")" =~ Active:\ +yes ]] || virsh -q net-start "$KVMCTL_TEST_NETWORK" >/dev/null
 
 mkdir -p "$KVMCTL_TEST_POOL_DIR" "$KVMCTL_CACHE" "$KVMCTL_RUN"
 if ! virsh pool-info "$KVMCTL_TEST_POOL" >/dev/null 2>&1; then
   virsh -q pool-define-as "$KVMCTL_TEST_POOL" dir --target "$KVMCTL_TEST_POOL_DIR" >/dev/null
   virsh -q pool-autostart "$KVMCTL_TEST_POOL" >/dev/null
 fi
-virsh pool-info "$KVMCTL_TEST_POOL" | grep -q 'State:.*running' || virsh -q pool-start "$KVMCTL_TEST_POOL" >/dev/null
+[[ "$(virsh pool-info "$KVMCTL_TEST_POOL")" =~ State:\ +running ]] || virsh -q pool-start "$KVMCTL_TEST_POOL" >/dev/null
 
 tiny=$(KVMCTL_CACHE="$KVMCTL_CACHE" "$here/../tests/fixtures/tiny-guest/build.sh")
 
