@@ -2,7 +2,8 @@
 # The whole test suite, environment included: the README's test command and what CI runs.
 #   1. scripts/testenv.sh: apt packages, network namespace, virtlogd + libvirtd inside it,
 #      the test network and pool, guest fixtures (cached);
-#   2. cargo fmt --check, cargo clippy -D warnings, cargo deny (licenses, bans, sources);
+#   2. cargo fmt --check, cargo clippy -D warnings, cargo deny (licenses, bans, sources;
+#      installed on first use);
 #   3. every test, run inside the namespace so guest traffic never leaves it;
 #   4. the tests that restart the shared libvirtd, one at a time;
 #   5. a leak check: no test domain, volume or log file may survive.
@@ -25,12 +26,12 @@ log "cargo fmt --check"
 cargo fmt --all --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-if command -v cargo-deny >/dev/null; then
-  log "cargo deny (licenses, bans, sources; advisories need the advisory database from the network)"
-  cargo deny --log-level error check licenses bans sources
-else
-  log "cargo-deny not installed; skipping (install: cargo install --locked cargo-deny)"
+if ! command -v cargo-deny >/dev/null; then
+  log "installing cargo-deny (once; about 2 minutes)"
+  cargo install --locked --quiet cargo-deny
 fi
+log "cargo deny (licenses, bans, sources; advisories need the RustSec database from the network)"
+cargo deny --log-level error check licenses bans sources
 
 log "building tests"
 cargo test --workspace --no-run --quiet
