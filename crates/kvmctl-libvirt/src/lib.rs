@@ -10,4 +10,4 @@ mod node;
 pub mod xml;
 
 pub use error::NodeError;
-pub use node::{DomainState, DomainSummary, LibvirtNode, Node, NodeVersions, VolumeInfo};
+pub use node::{DomainState, DomainSummary, LibvirtNode, Node, NodeVersions, ObjectState, VolumeInfo};

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use virt::connect::Connect;
 use virt::domain::Domain;
+use virt::network::Network;
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
@@ -45,6 +46,14 @@ pub struct DomainSummary {
     pub state: DomainState,
 }
 
+/// Whether a network or pool exists, runs, and starts with libvirtd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectState {
+    pub active: bool,
+    pub autostart: bool,
+    pub persistent: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeInfo {
     pub name: String,
@@ -70,6 +79,16 @@ pub trait Node: Send + Sync {
     fn domain_list(&self) -> Result<Vec<DomainSummary>, NodeError>;
     fn domain_xml(&self, name: &str) -> Result<String, NodeError>;
 
+    /// State of a libvirt network, `None` when there is no such network.
+    fn network_state(&self, name: &str) -> Result<Option<ObjectState>, NodeError>;
+    /// Defines (when absent), starts and marks autostart the network described by `xml`.
+    fn network_ensure(&self, name: &str, xml: &str) -> Result<(), NodeError>;
+    /// Stops and undefines a network.
+    fn network_delete(&self, name: &str) -> Result<(), NodeError>;
+    /// Starts or stops a network, and sets whether it autostarts; `None` leaves that as is.
+    fn network_set(&self, name: &str, active: Option<bool>, autostart: Option<bool>) -> Result<(), NodeError>;
+    /// State of a storage pool, `None` when there is no such pool.
+    fn pool_state(&self, name: &str) -> Result<Option<ObjectState>, NodeError>;
     /// Makes sure a directory pool `name` over `path` exists, is active and autostarts.
     fn pool_ensure_dir(&self, name: &str, path: &Path) -> Result<(), NodeError>;
     fn pool_delete(&self, name: &str) -> Result<(), NodeError>;
@@ -266,6 +285,84 @@ impl Node for LibvirtNode {
     fn domain_xml(&self, name: &str) -> Result<String, NodeError> {
         self.with_conn(|c| {
             Self::domain(c, name, "read XML of")?.get_xml_desc(0).map_err(|e| NodeError::from_virt("read XML of", "domain", name, e))
+        })
+    }
+
+    fn network_state(&self, name: &str) -> Result<Option<ObjectState>, NodeError> {
+        self.with_conn(|c| {
+            let err = |op| move |e| NodeError::from_virt(op, "network", name, e);
+            let n = match Network::lookup_by_name(c, name) {
+                Ok(n) => n,
+                Err(e) if e.code() == virt::error::ErrorNumber::NoNetwork => return Ok(None),
+                Err(e) => return Err(err("find")(e)),
+            };
+            Ok(Some(ObjectState {
+                active: n.is_active().map_err(err("read state of"))?,
+                autostart: n.get_autostart().map_err(err("read autostart of"))?,
+                persistent: n.is_persistent().map_err(err("read persistence of"))?,
+            }))
+        })
+    }
+
+    fn network_ensure(&self, name: &str, xml: &str) -> Result<(), NodeError> {
+        self.with_conn(|c| {
+            let err = |op| move |e| NodeError::from_virt(op, "network", name, e);
+            let n = match Network::lookup_by_name(c, name) {
+                Ok(n) => n,
+                Err(e) if e.code() == virt::error::ErrorNumber::NoNetwork => Network::define_xml(c, xml).map_err(err("define"))?,
+                Err(e) => return Err(err("find")(e)),
+            };
+            if !n.is_active().map_err(err("read state of"))? {
+                n.create().map_err(err("start"))?;
+            }
+            if !n.get_autostart().map_err(err("read autostart of"))? {
+                n.set_autostart(true).map_err(err("set autostart of"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn network_delete(&self, name: &str) -> Result<(), NodeError> {
+        self.with_conn(|c| {
+            let err = |op| move |e| NodeError::from_virt(op, "network", name, e);
+            let n = Network::lookup_by_name(c, name).map_err(err("find"))?;
+            if n.is_active().map_err(err("read state of"))? {
+                n.destroy().map_err(err("stop"))?;
+            }
+            n.undefine().map_err(err("undefine"))
+        })
+    }
+
+    fn network_set(&self, name: &str, active: Option<bool>, autostart: Option<bool>) -> Result<(), NodeError> {
+        self.with_conn(|c| {
+            let err = |op| move |e| NodeError::from_virt(op, "network", name, e);
+            let n = Network::lookup_by_name(c, name).map_err(err("find"))?;
+            let is_active = n.is_active().map_err(err("read state of"))?;
+            match active {
+                Some(true) if !is_active => drop(n.create().map_err(err("start"))?),
+                Some(false) if is_active => n.destroy().map_err(err("stop"))?,
+                _ => {}
+            }
+            if let Some(a) = autostart {
+                n.set_autostart(a).map_err(err("set autostart of"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn pool_state(&self, name: &str) -> Result<Option<ObjectState>, NodeError> {
+        self.with_conn(|c| {
+            let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
+            let p = match StoragePool::lookup_by_name(c, name) {
+                Ok(p) => p,
+                Err(e) if e.code() == virt::error::ErrorNumber::NoStoragePool => return Ok(None),
+                Err(e) => return Err(err("find")(e)),
+            };
+            Ok(Some(ObjectState {
+                active: p.is_active().map_err(err("read state of"))?,
+                autostart: p.get_autostart().map_err(err("read autostart of"))?,
+                persistent: p.is_persistent().map_err(err("read persistence of"))?,
+            }))
         })
     }
 

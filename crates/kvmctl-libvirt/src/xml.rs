@@ -316,3 +316,34 @@ pub fn dir_pool_xml(name: &str, path: &std::path::Path) -> Result<String, XmlErr
     d.close("pool")?;
     Ok(d.finish())
 }
+
+/// A NAT network with DHCP: libvirt's `default` shape (`192.168.122.1/24` on `virbr0`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatNetworkSpec {
+    pub name: String,
+    pub bridge: String,
+    /// Gateway address of the host on the network.
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub dhcp_start: std::net::Ipv4Addr,
+    pub dhcp_end: std::net::Ipv4Addr,
+}
+
+pub fn nat_network_xml(n: &NatNetworkSpec) -> Result<String, XmlError> {
+    let mut d = Doc::new();
+    d.open("network", &[])?;
+    d.text("name", &[], &checked("network name", &n.name)?)?;
+    d.open("forward", &[("mode", "nat")])?;
+    d.open("nat", &[])?;
+    d.empty("port", &[("start", "1024"), ("end", "65535")])?;
+    d.close("nat")?;
+    d.close("forward")?;
+    d.empty("bridge", &[("name", &checked("bridge", &n.bridge)?), ("stp", "on"), ("delay", "0")])?;
+    d.open("ip", &[("address", &n.address.to_string()), ("prefix", &n.prefix.to_string())])?;
+    d.open("dhcp", &[])?;
+    d.empty("range", &[("start", &n.dhcp_start.to_string()), ("end", &n.dhcp_end.to_string())])?;
+    d.close("dhcp")?;
+    d.close("ip")?;
+    d.close("network")?;
+    Ok(d.finish())
+}

@@ -93,3 +93,28 @@ fn unreachable_libvirt_says_how_to_start_it() {
     let core: kvmctl_core::Error = err.into();
     assert_eq!(core.kind(), "unavailable");
 }
+
+#[test]
+fn networks_ensure_state_delete() {
+    let node = LibvirtNode::new("test:///default");
+    assert_eq!(node.network_state("kt-net").unwrap(), None);
+    let spec = NatNetworkSpec {
+        name: "kt-net".into(),
+        bridge: "ktbr0".into(),
+        address: "10.99.0.1".parse().unwrap(),
+        prefix: 24,
+        dhcp_start: "10.99.0.10".parse().unwrap(),
+        dhcp_end: "10.99.0.200".parse().unwrap(),
+    };
+    let xml = nat_network_xml(&spec).unwrap();
+    node.network_ensure("kt-net", &xml).unwrap();
+    node.network_ensure("kt-net", &xml).unwrap(); // idempotent
+    let st = node.network_state("kt-net").unwrap().unwrap();
+    assert!(st.active && st.autostart && st.persistent, "{st:?}");
+    node.network_set("kt-net", Some(false), Some(false)).unwrap();
+    let st = node.network_state("kt-net").unwrap().unwrap();
+    assert!(!st.active && !st.autostart, "{st:?}");
+    node.network_delete("kt-net").unwrap();
+    assert_eq!(node.network_state("kt-net").unwrap(), None);
+    assert!(node.pool_state("nope").unwrap().is_none());
+}

@@ -114,3 +114,16 @@ fn control_characters_are_refused() {
     let err = domain_xml(&spec).unwrap_err().to_string();
     assert!(err.contains("owner"), "{err}");
 }
+
+#[test]
+fn nat_network() {
+    let spec = NatNetworkSpec {
+        name: "default".into(),
+        bridge: "virbr0".into(),
+        address: "192.168.122.1".parse().unwrap(),
+        prefix: 24,
+        dhcp_start: "192.168.122.2".parse().unwrap(),
+        dhcp_end: "192.168.122.254".parse().unwrap(),
+    };
+    golden("network-nat.xml", &nat_network_xml(&spec).unwrap());
+}
