@@ -51,7 +51,7 @@ BUILD_PACKAGES=(pkg-config libvirt-dev gcc libc6-dev)
 # Packages the tests and the sandboxed quick start need.
 TEST_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   dnsmasq-base nftables iptables ovmf swtpm swtpm-tools mmdebstrap busybox-static dropbear-bin iproute2
-  xorriso genisoimage cpio kmod sqlite3 openssh-client procps)
+  xorriso genisoimage cpio kmod sqlite3 openssh-client procps nasm)
 
 cargo_check() {
   command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) and re-run"

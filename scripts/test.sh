@@ -5,7 +5,7 @@
 #   2. cargo fmt --check, cargo clippy -D warnings, cargo deny (licenses, bans, sources;
 #      installed on first use);
 #   3. every test, run inside the namespace so guest traffic never leaves it;
-#   4. the tests that restart the shared libvirtd, one at a time;
+#   4. the tests that restart the shared libvirtd or change the host, one at a time;
 #   5. a leak check: no test domain, volume or log file may survive.
 # Needs root. Pass cargo test filters after --, e.g. scripts/test.sh -- smoke
 set -euo pipefail
@@ -39,6 +39,7 @@ cargo test --workspace --no-run --quiet
 leak_check() {
   local left
   left=$( { virsh list --all --name | grep -E '^kt-' || true
+            virsh pool-list --all --name | grep -E '^kt-' | sed 's/^/pool /' || true
             virsh vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 && $1 ~ /^kt-/ {print "volume " $1}'
             ls /var/log/libvirt/qemu/ 2>/dev/null | grep -E '^kt-' | sed 's/^/log /' || true; } )
   if [ -n "$left" ]; then
@@ -54,6 +55,8 @@ netns_exec cargo test --workspace --offline -- "${filter[@]}" || status=$?
 if [ ${#filter[@]} -eq 0 ]; then
   log "running the tests that restart libvirtd"
   netns_exec cargo test --offline -p kvmctl-server --test libvirt_restart -- --ignored || status=$?
+  log "running the tests that change the host (kvmctl host setup/uninstall)"
+  netns_exec cargo test --offline -p kvmctl-cli --test host -- --ignored --test-threads=1 || status=$?
 fi
 leak_check || status=1
 exit $status

@@ -1,6 +1,7 @@
 //! `kvmctl`: one binary. `kvmctl serve` runs the daemon; every other command is a client of
 //! its API (the host commands, when they arrive, run locally). One module per noun.
 
+mod host;
 mod output;
 mod serve;
 mod status;
@@ -40,6 +41,21 @@ enum Command {
     Status,
     /// Print the daemon's OpenAPI document.
     Openapi,
+    /// Prepare this host: doctor, setup, uninstall (run locally, without the daemon).
+    #[command(subcommand)]
+    Host(host::HostCommand),
+    /// Entry points for libvirt hooks (installed by `kvmctl host setup`).
+    #[command(subcommand)]
+    Hook(HookCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum HookCommand {
+    /// libvirt's qemu hook: DOMAIN OPERATION SUB-OPERATION EXTRA, domain XML on stdin.
+    Qemu {
+        #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +78,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Host(cmd) => {
+            let format = cli.output;
+            tokio::task::spawn_blocking(move || host::run(cmd, format)).await?
+        }
+        Command::Hook(HookCommand::Qemu { args }) => Ok(host::hook_qemu(&args)),
         Command::Serve(args) => serve::run(args, cli.socket).await,
         Command::Openapi => {
             print!("{}", kvmctl_server::openapi::openapi_json());

@@ -21,9 +21,15 @@ fn golden(name: &str, actual: &str) {
 
 #[test]
 fn help_texts() {
-    for (args, file) in
-        [(&["--help"][..], "help.txt"), (&["serve", "--help"][..], "help-serve.txt"), (&["status", "--help"][..], "help-status.txt")]
-    {
+    for (args, file) in [
+        (&["--help"][..], "help.txt"),
+        (&["serve", "--help"][..], "help-serve.txt"),
+        (&["status", "--help"][..], "help-status.txt"),
+        (&["host", "--help"][..], "help-host.txt"),
+        (&["host", "doctor", "--help"][..], "help-host-doctor.txt"),
+        (&["host", "setup", "--help"][..], "help-host-setup.txt"),
+        (&["host", "uninstall", "--help"][..], "help-host-uninstall.txt"),
+    ] {
         let out = kvmctl(args);
         assert!(out.status.success());
         golden(file, &String::from_utf8(out.stdout).unwrap());
@@ -65,6 +71,7 @@ fn daemon(dir: &Path, uri: &str) -> Daemon {
     let child = Command::new(BIN)
         .args(["serve", "--socket", sock.to_str().unwrap(), "--database", dir.join("k.db").to_str().unwrap(), "--libvirt-uri", uri])
         .env("KVMCTL_CONFIG", dir.join("none.toml")) // never read the machine's /etc/kvmctl
+        .env("KVMCTL_HOST_STATE_DIR", dir.join("host")) // nor its recorded doctor report
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

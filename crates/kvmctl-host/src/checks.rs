@@ -7,39 +7,8 @@
 
 use crate::facts::{HostFacts, StateFact};
 use crate::kvm_probe::KvmVerdict;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckStatus {
-    Ok,
-    Warn,
-    Fail,
-    Skipped,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Check {
-    pub id: String,
-    pub status: CheckStatus,
-    /// What was looked at, and what was found.
-    pub evidence: String,
-    /// The command or change that fixes it (empty when ok).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub fix: String,
-    /// A failure of this check stops VM creation.
-    pub blocks: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DoctorReport {
-    /// Domain type the daemon should use: `kvm` where the functional probe passed, else `qemu`.
-    pub domain_type: String,
-    pub kvm_verdict: Option<KvmVerdict>,
-    pub checks: Vec<Check>,
-    /// Ids of failed checks that block VM creation.
-    pub blocking_failures: Vec<String>,
-}
+pub use kvmctl_types::api::{Check, CheckStatus, DoctorReport};
 
 fn check(id: &str, status: CheckStatus, evidence: impl Into<String>, fix: impl Into<String>, blocks: bool) -> Check {
     let fix = if status == CheckStatus::Ok || status == CheckStatus::Skipped { String::new() } else { fix.into() };
@@ -83,7 +52,11 @@ pub fn doctor(f: &HostFacts) -> DoctorReport {
         ),
     });
     c.push(if f.kvm_modules.is_empty() {
-        let evidence = if f.kvm_dev.is_some() { "no kvm module in /proc/modules (KVM is built in or provided by the host)" } else { "no kvm module loaded" };
+        let evidence = if f.kvm_dev.is_some() {
+            "no kvm module in /proc/modules (KVM is built in or provided by the host)"
+        } else {
+            "no kvm module loaded"
+        };
         check("kvm.modules", if f.kvm_dev.is_some() { Pass } else { Warn }, evidence, "modprobe kvm_intel (or kvm_amd)", false)
     } else {
         check("kvm.modules", Pass, format!("loaded: {}", f.kvm_modules.join(", ")), "", false)
@@ -113,7 +86,9 @@ pub fn doctor(f: &HostFacts) -> DoctorReport {
         None => check("qemu.binary", Fail, "qemu-system-x86_64 not found in PATH", install, true),
     });
     c.push(match &f.libvirt {
-        Some(l) if l.reachable => check("libvirt.daemon", Pass, format!("{} answers: libvirt {}", l.uri, l.version.as_deref().unwrap_or("?")), "", false),
+        Some(l) if l.reachable => {
+            check("libvirt.daemon", Pass, format!("{} answers: libvirt {}", l.uri, l.version.as_deref().unwrap_or("?")), "", false)
+        }
         Some(l) => check(
             "libvirt.daemon",
             Fail,
@@ -137,8 +112,16 @@ pub fn doctor(f: &HostFacts) -> DoctorReport {
     let reachable = f.libvirt.as_ref().map(|l| l.reachable).unwrap_or(false);
     c.push(match f.libvirt.as_ref().and_then(|l| l.default_network) {
         _ if !reachable => check("libvirt.default_network", Skipped, "libvirt unreachable", "", false),
-        Some(s) if s.active && s.autostart => check("libvirt.default_network", Pass, format!("network default: {}", state_words(&s)), "", false),
-        Some(s) => check("libvirt.default_network", Warn, format!("network default: {}", state_words(&s)), "virsh net-start default && virsh net-autostart default", false),
+        Some(s) if s.active && s.autostart => {
+            check("libvirt.default_network", Pass, format!("network default: {}", state_words(&s)), "", false)
+        }
+        Some(s) => check(
+            "libvirt.default_network",
+            Warn,
+            format!("network default: {}", state_words(&s)),
+            "virsh net-start default && virsh net-autostart default",
+            false,
+        ),
         None => check("libvirt.default_network", Warn, "no libvirt network named default", install, false),
     });
     c.push(match f.libvirt.as_ref().and_then(|l| l.pool) {
@@ -156,7 +139,9 @@ pub fn doctor(f: &HostFacts) -> DoctorReport {
             "move the existing hook aside, then kvmctl host setup",
             false,
         ),
-        None => check("libvirt.hook", Warn, format!("{} is missing: port forwards will not follow guests", crate::HOOK_PATH), install, false),
+        None => {
+            check("libvirt.hook", Warn, format!("{} is missing: port forwards will not follow guests", crate::HOOK_PATH), install, false)
+        }
     });
     for (tool, why, blocks) in [
         ("dnsmasq", "DHCP and DNS on NAT networks", true),
@@ -178,32 +163,54 @@ pub fn doctor(f: &HostFacts) -> DoctorReport {
     const GIB: u64 = 1 << 30;
     c.push(match f.disk_free_bytes {
         None => check("storage.free_space", Skipped, format!("cannot stat {}", f.pool_path), "", false),
-        Some(b) if b < 2 * GIB => {
-            check("storage.free_space", Fail, format!("{} GiB free under {}", b / GIB, f.pool_path), "free disk space or move the pool", true)
-        }
-        Some(b) if b < 20 * GIB => {
-            check("storage.free_space", Warn, format!("{} GiB free under {}", b / GIB, f.pool_path), "free disk space: images and disks need room", false)
-        }
+        Some(b) if b < 2 * GIB => check(
+            "storage.free_space",
+            Fail,
+            format!("{} GiB free under {}", b / GIB, f.pool_path),
+            "free disk space or move the pool",
+            true,
+        ),
+        Some(b) if b < 20 * GIB => check(
+            "storage.free_space",
+            Warn,
+            format!("{} GiB free under {}", b / GIB, f.pool_path),
+            "free disk space: images and disks need room",
+            false,
+        ),
         Some(b) => check("storage.free_space", Pass, format!("{} GiB free under {}", b / GIB, f.pool_path), "", false),
     });
     c.push(check(
         "memory.hugepages",
         Pass,
-        if f.hugepages_total == 0 { "no huge pages reserved (optional)".to_owned() } else { format!("{} huge pages reserved", f.hugepages_total) },
+        if f.hugepages_total == 0 {
+            "no huge pages reserved (optional)".to_owned()
+        } else {
+            format!("{} huge pages reserved", f.hugepages_total)
+        },
         "",
         false,
     ));
     c.push(if f.iommu_groups > 0 {
         check("iommu.groups", Pass, format!("{} IOMMU groups: PCI passthrough possible", f.iommu_groups), "", false)
     } else {
-        check("iommu.groups", Warn, "no IOMMU groups: PCI passthrough unavailable (optional)", "boot with intel_iommu=on (or amd_iommu=on) if you need passthrough", false)
+        check(
+            "iommu.groups",
+            Warn,
+            "no IOMMU groups: PCI passthrough unavailable (optional)",
+            "boot with intel_iommu=on (or amd_iommu=on) if you need passthrough",
+            false,
+        )
     });
     c.push(check(
         "security.lsm",
         Pass,
         match (&f.apparmor, &f.selinux) {
             (None, None) => "no AppArmor or SELinux".to_owned(),
-            (a, s) => [a.as_ref().map(|a| format!("AppArmor {a}")), s.as_ref().map(|s| format!("SELinux {s}"))].into_iter().flatten().collect::<Vec<_>>().join(", "),
+            (a, s) => [a.as_ref().map(|a| format!("AppArmor {a}")), s.as_ref().map(|s| format!("SELinux {s}"))]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", "),
         },
         "",
         false,
@@ -227,7 +234,7 @@ pub fn doctor(f: &HostFacts) -> DoctorReport {
 
     let blocking_failures = c.iter().filter(|x| x.status == Fail && x.blocks).map(|x| x.id.clone()).collect();
     let domain_type = if verdict == Some(KvmVerdict::Functional) { "kvm" } else { "qemu" }.to_owned();
-    DoctorReport { domain_type, kvm_verdict: verdict, checks: c, blocking_failures }
+    DoctorReport { domain_type, kvm_verdict: verdict, checks: c, blocking_failures, checked_at: None }
 }
 
 #[cfg(test)]
@@ -308,7 +315,14 @@ mod tests {
     fn blocking_failures_name_the_fix() {
         let mut f = healthy();
         f.systemd = false;
-        f.libvirt = Some(LibvirtFacts { uri: "qemu:///system".into(), reachable: false, version: None, error: Some("no socket".into()), default_network: None, pool: None });
+        f.libvirt = Some(LibvirtFacts {
+            uri: "qemu:///system".into(),
+            reachable: false,
+            version: None,
+            error: Some("no socket".into()),
+            default_network: None,
+            pool: None,
+        });
         f.virtlogd_running = false;
         f.qemu = None;
         f.disk_free_bytes = Some(1 << 30);

@@ -113,12 +113,22 @@ impl Executor<'_> {
             if step.done {
                 (self.progress)(&format!("[{n}/{total}] {}: already done ({})", step.id, step.description));
                 self.log("INFO", &format!("{}: already done: {}", step.id, step.description));
-                state.last_run.push(StepOutcome { id: step.id.clone(), outcome: "already".into(), message: step.description.clone(), at: now_rfc3339() });
+                state.last_run.push(StepOutcome {
+                    id: step.id.clone(),
+                    outcome: "already".into(),
+                    message: step.description.clone(),
+                    at: now_rfc3339(),
+                });
                 continue;
             }
             if self.dry_run {
                 (self.progress)(&format!("[{n}/{total}] {}: would {}", step.id, step.description));
-                state.last_run.push(StepOutcome { id: step.id.clone(), outcome: "planned".into(), message: step.description.clone(), at: now_rfc3339() });
+                state.last_run.push(StepOutcome {
+                    id: step.id.clone(),
+                    outcome: "planned".into(),
+                    message: step.description.clone(),
+                    at: now_rfc3339(),
+                });
                 continue;
             }
             (self.progress)(&format!("[{n}/{total}] {}: {} ...", step.id, step.description));
@@ -126,14 +136,29 @@ impl Executor<'_> {
             match self.apply(&step.action, state) {
                 Ok(()) => {
                     self.log("INFO", &format!("{}: done", step.id));
-                    state.last_run.push(StepOutcome { id: step.id.clone(), outcome: "done".into(), message: step.description.clone(), at: now_rfc3339() });
+                    state.last_run.push(StepOutcome {
+                        id: step.id.clone(),
+                        outcome: "done".into(),
+                        message: step.description.clone(),
+                        at: now_rfc3339(),
+                    });
                     self.save(state)?;
                 }
                 Err(message) => {
                     self.log("ERROR", &format!("{}: failed: {message}", step.id));
-                    state.last_run.push(StepOutcome { id: step.id.clone(), outcome: "failed".into(), message: message.clone(), at: now_rfc3339() });
+                    state.last_run.push(StepOutcome {
+                        id: step.id.clone(),
+                        outcome: "failed".into(),
+                        message: message.clone(),
+                        at: now_rfc3339(),
+                    });
                     self.save(state)?;
-                    return Err(ExecError::Step { step: step.id.clone(), message, log: self.log_path.clone(), state: self.state_path.clone() });
+                    return Err(ExecError::Step {
+                        step: step.id.clone(),
+                        message,
+                        log: self.log_path.clone(),
+                        state: self.state_path.clone(),
+                    });
                 }
             }
         }
@@ -174,8 +199,18 @@ impl Executor<'_> {
         if systemd {
             self.cmd(&["systemctl", "restart", "libvirtd"])?;
         } else if let Some(pid) = pid_of("libvirtd") {
-            let ns = Command::new("ip").args(["netns", "identify", &pid.to_string()]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-            self.log("INFO", &format!("restarting libvirtd (pid {pid}) in its namespace {}", ns.as_deref().filter(|n| !n.is_empty()).unwrap_or("(host)")));
+            let ns = Command::new("ip")
+                .args(["netns", "identify", &pid.to_string()])
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+            self.log(
+                "INFO",
+                &format!(
+                    "restarting libvirtd (pid {pid}) in its namespace {}",
+                    ns.as_deref().filter(|n| !n.is_empty()).unwrap_or("(host)")
+                ),
+            );
             stop_pid(pid)?;
             self.start_direct("libvirtd", ns.as_deref().filter(|n| !n.is_empty()))?;
         }
@@ -207,7 +242,8 @@ impl Executor<'_> {
                 }
                 self.cmd(&["chgrp", "kvm", path])?;
                 self.cmd(&["chmod", "0660", path])?;
-                state.kvm_device = Some(KvmDeviceRecord { path: path.clone(), mode_before: *mode_before, group_before: group_before.clone(), at: at() });
+                state.kvm_device =
+                    Some(KvmDeviceRecord { path: path.clone(), mode_before: *mode_before, group_before: group_before.clone(), at: at() });
                 Ok(())
             }
             StepAction::StartService { name, systemd, netns } => {
@@ -254,7 +290,13 @@ impl Executor<'_> {
                     .map_err(|e| e.to_string())
                 })?;
                 self.node().network_ensure("default", &xml).map_err(|e| kvmctl_core::error::chain(&e))?;
-                state.networks.push(NetworkRecord { name: "default".into(), defined: !defined, started: !active, autostart_set: !autostart, at: at() });
+                state.networks.push(NetworkRecord {
+                    name: "default".into(),
+                    defined: !defined,
+                    started: !active,
+                    autostart_set: !autostart,
+                    at: at(),
+                });
                 Ok(())
             }
             StepAction::EnsurePool { name, path } => {
@@ -349,7 +391,6 @@ impl Executor<'_> {
         }
     }
 }
-
 
 pub fn pid_of(name: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {

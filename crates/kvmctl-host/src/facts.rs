@@ -151,7 +151,9 @@ pub fn packages_for(family: Family) -> &'static [&'static str] {
             "swtpm",
             "swtpm-tools",
         ],
-        Family::Dnf => &["qemu-kvm", "qemu-img", "libvirt-daemon-kvm", "libvirt-client", "dnsmasq", "nftables", "edk2-ovmf", "swtpm", "swtpm-tools"],
+        Family::Dnf => {
+            &["qemu-kvm", "qemu-img", "libvirt-daemon-kvm", "libvirt-client", "dnsmasq", "nftables", "edk2-ovmf", "swtpm", "swtpm-tools"]
+        }
     }
 }
 
@@ -246,12 +248,22 @@ pub fn gather(opts: &GatherOptions<'_>) -> HostFacts {
         DeviceInfo { path: "/dev/kvm".into(), mode: m.permissions().mode() & 0o777, group: group_name(m.gid()) }
     });
     let modules = read("/proc/modules").unwrap_or_default();
-    let kvm_modules: Vec<String> =
-        modules.lines().filter_map(|l| l.split_whitespace().next()).filter(|m| matches!(*m, "kvm" | "kvm_intel" | "kvm_amd")).map(str::to_owned).collect();
-    let nested = read("/sys/module/kvm_intel/parameters/nested").or_else(|| read("/sys/module/kvm_amd/parameters/nested")).map(|s| s.trim().to_owned());
+    let kvm_modules: Vec<String> = modules
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|m| matches!(*m, "kvm" | "kvm_intel" | "kvm_amd"))
+        .map(str::to_owned)
+        .collect();
+    let nested = read("/sys/module/kvm_intel/parameters/nested")
+        .or_else(|| read("/sys/module/kvm_amd/parameters/nested"))
+        .map(|s| s.trim().to_owned());
     let qemu_path = which("qemu-system-x86_64", &["/usr/libexec/qemu-kvm"]);
     let qemu = qemu_path.as_ref().map(|p| {
-        let v = Command::new(p).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned()).unwrap_or_default();
+        let v = Command::new(p)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
+            .unwrap_or_default();
         let v = v.split_whitespace().skip_while(|w| *w != "version").nth(1).unwrap_or("?").to_owned();
         (p.clone(), v)
     });
@@ -286,12 +298,13 @@ pub fn gather(opts: &GatherOptions<'_>) -> HostFacts {
     .map(|p| p.to_string())
     .collect();
     let meminfo = read("/proc/meminfo").unwrap_or_default();
-    let hugepages_total =
-        meminfo.lines().find_map(|l| l.strip_prefix("HugePages_Total:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let hugepages_total = meminfo.lines().find_map(|l| l.strip_prefix("HugePages_Total:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     let iommu_groups = std::fs::read_dir("/sys/kernel/iommu_groups").map(|d| d.count()).unwrap_or(0);
-    let apparmor = read("/sys/module/apparmor/parameters/enabled").map(|v| if v.trim() == "Y" { "enabled".into() } else { "disabled".into() });
+    let apparmor =
+        read("/sys/module/apparmor/parameters/enabled").map(|v| if v.trim() == "Y" { "enabled".into() } else { "disabled".into() });
     let selinux = read("/sys/fs/selinux/enforce").map(|v| if v.trim() == "1" { "enforcing".into() } else { "permissive".into() });
-    let user = std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
+    let user =
+        std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
     let user_groups = user_groups(&user);
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
@@ -335,7 +348,9 @@ fn libvirt_facts(uri: &str, pool: &str) -> LibvirtFacts {
             default_network: node.network_state("default").ok().flatten().map(Into::into),
             pool: node.pool_state(pool).ok().flatten().map(Into::into),
         },
-        Err(e) => LibvirtFacts { uri: uri.into(), reachable: false, version: None, error: Some(e.to_string()), default_network: None, pool: None },
+        Err(e) => {
+            LibvirtFacts { uri: uri.into(), reachable: false, version: None, error: Some(e.to_string()), default_network: None, pool: None }
+        }
     }
 }
 

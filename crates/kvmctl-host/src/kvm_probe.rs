@@ -29,16 +29,7 @@ pub struct ProbeRun {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KvmVerdict {
-    /// KVM runs guests: use domain type `kvm`.
-    Functional,
-    /// `/dev/kvm` is there but guests do not run usefully: use TCG (`qemu`).
-    NotFunctional,
-    /// No `/dev/kvm` (or no QEMU): only TCG is possible.
-    Absent,
-}
+pub use kvmctl_types::api::KvmVerdict;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeResult {
@@ -58,7 +49,10 @@ pub fn judge(kvm_dev: bool, tcg: Option<ProbeRun>, kvm: Option<ProbeRun>) -> Pro
             KvmVerdict::NotFunctional,
             match &k.error {
                 Some(e) => format!("KVM present but not functional: QEMU failed under KVM ({e}); use TCG"),
-                None => format!("KVM present but not functional: the probe guest did not reach its marker within {:.0} s under KVM; use TCG", k.seconds),
+                None => format!(
+                    "KVM present but not functional: the probe guest did not reach its marker within {:.0} s under KVM; use TCG",
+                    k.seconds
+                ),
             },
         ),
         (Some(t), Some(k)) if t.reached_marker && k.seconds > t.seconds => (
@@ -77,11 +71,30 @@ pub fn judge(kvm_dev: bool, tcg: Option<ProbeRun>, kvm: Option<ProbeRun>) -> Pro
 pub fn run_once(qemu: &Path, accel: &str, limit: Duration, workdir: &Path) -> ProbeRun {
     let img = workdir.join("kvmctl-probe.img");
     if let Err(e) = std::fs::write(&img, PROBE_BOOT_SECTOR) {
-        return ProbeRun { accel: accel.into(), reached_marker: false, seconds: 0.0, error: Some(format!("cannot write {}: {e}", img.display())) };
+        return ProbeRun {
+            accel: accel.into(),
+            reached_marker: false,
+            seconds: 0.0,
+            error: Some(format!("cannot write {}: {e}", img.display())),
+        };
     }
     let started = Instant::now();
     let child = Command::new(qemu)
-        .args(["-accel", accel, "-machine", "pc", "-m", "96", "-display", "none", "-nodefaults", "-no-user-config", "-serial", "stdio", "-no-reboot"])
+        .args([
+            "-accel",
+            accel,
+            "-machine",
+            "pc",
+            "-m",
+            "96",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-no-user-config",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
         .arg("-drive")
         .arg(format!("file={},format=raw,if=ide,snapshot=on", img.display()))
         .stdin(Stdio::null())
@@ -90,7 +103,14 @@ pub fn run_once(qemu: &Path, accel: &str, limit: Duration, workdir: &Path) -> Pr
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => return ProbeRun { accel: accel.into(), reached_marker: false, seconds: 0.0, error: Some(format!("cannot run {}: {e}", qemu.display())) },
+        Err(e) => {
+            return ProbeRun {
+                accel: accel.into(),
+                reached_marker: false,
+                seconds: 0.0,
+                error: Some(format!("cannot run {}: {e}", qemu.display())),
+            }
+        }
     };
     // Read stdout on a thread so the deadline below is kept even if QEMU prints nothing.
     let mut stdout = child.stdout.take().expect("piped");
@@ -116,8 +136,10 @@ pub fn run_once(qemu: &Path, accel: &str, limit: Duration, workdir: &Path) -> Pr
     let error = if reached {
         None
     } else {
-        out.map(|o| String::from_utf8_lossy(&o.stderr).lines().filter(|l| !l.contains("terminating on signal")).collect::<Vec<_>>().join("; "))
-            .filter(|s| !s.trim().is_empty())
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stderr).lines().filter(|l| !l.contains("terminating on signal")).collect::<Vec<_>>().join("; ")
+        })
+        .filter(|s| !s.trim().is_empty())
     };
     ProbeRun { accel: accel.into(), reached_marker: reached, seconds, error }
 }

@@ -70,10 +70,13 @@ pub fn hook_script(kvmctl: &std::path::Path) -> String {
 }
 
 pub fn setup_plan(f: &HostFacts, o: &SetupOptions) -> Result<Vec<Step>, PlanError> {
-    let family = f.os.family().ok_or_else(|| PlanError::UnsupportedDistribution(if f.os.pretty_name.is_empty() { f.os.id.clone() } else { f.os.pretty_name.clone() }))?;
+    let family = f.os.family().ok_or_else(|| {
+        PlanError::UnsupportedDistribution(if f.os.pretty_name.is_empty() { f.os.id.clone() } else { f.os.pretty_name.clone() })
+    })?;
     let mut steps = Vec::new();
 
-    let missing: Vec<String> = packages_for(family).iter().filter(|p| f.packages.get(**p).map(Option::is_none).unwrap_or(true)).map(|p| p.to_string()).collect();
+    let missing: Vec<String> =
+        packages_for(family).iter().filter(|p| f.packages.get(**p).map(Option::is_none).unwrap_or(true)).map(|p| p.to_string()).collect();
     steps.push(Step {
         id: "packages".into(),
         description: if missing.is_empty() {
@@ -89,7 +92,11 @@ pub fn setup_plan(f: &HostFacts, o: &SetupOptions) -> Result<Vec<Step>, PlanErro
         let ok = d.group == "kvm" && d.mode & 0o060 == 0o060;
         steps.push(Step {
             id: "kvm-device".into(),
-            description: if ok { format!("{} is usable by the kvm group", d.path) } else { format!("set {} to mode 0660 group kvm (was {:04o} {})", d.path, d.mode, d.group) },
+            description: if ok {
+                format!("{} is usable by the kvm group", d.path)
+            } else {
+                format!("set {} to mode 0660 group kvm (was {:04o} {})", d.path, d.mode, d.group)
+            },
             done: ok,
             action: StepAction::KvmDevicePermissions { path: d.path.clone(), mode_before: d.mode, group_before: d.group.clone() },
         });
@@ -114,7 +121,11 @@ pub fn setup_plan(f: &HostFacts, o: &SetupOptions) -> Result<Vec<Step>, PlanErro
     let hook_ok = f.hook == Some(true);
     steps.push(Step {
         id: "hook".into(),
-        description: if hook_ok { format!("{} is kvmctl's", crate::HOOK_PATH) } else { format!("install the libvirt hook {} (then restart libvirtd so it loads)", crate::HOOK_PATH) },
+        description: if hook_ok {
+            format!("{} is kvmctl's", crate::HOOK_PATH)
+        } else {
+            format!("install the libvirt hook {} (then restart libvirtd so it loads)", crate::HOOK_PATH)
+        },
         done: hook_ok,
         action: StepAction::InstallHook {
             path: crate::HOOK_PATH.into(),
@@ -134,7 +145,11 @@ pub fn setup_plan(f: &HostFacts, o: &SetupOptions) -> Result<Vec<Step>, PlanErro
     let net_ok = net.map(|n| n.active && n.autostart).unwrap_or(false);
     steps.push(Step {
         id: "network-default".into(),
-        description: if net_ok { "libvirt network default is active and autostarts".into() } else { "define, start and autostart the libvirt NAT network default".into() },
+        description: if net_ok {
+            "libvirt network default is active and autostarts".into()
+        } else {
+            "define, start and autostart the libvirt NAT network default".into()
+        },
         done: net_ok,
         action: StepAction::EnsureDefaultNetwork {
             defined: net.is_some(),
@@ -158,7 +173,11 @@ pub fn setup_plan(f: &HostFacts, o: &SetupOptions) -> Result<Vec<Step>, PlanErro
         let groups: Vec<String> = ["libvirt", "kvm"].into_iter().filter(|g| !member(g)).map(str::to_owned).collect();
         steps.push(Step {
             id: "groups".into(),
-            description: if groups.is_empty() { format!("{user} is in libvirt and kvm") } else { format!("add {user} to {}", groups.join(", ")) },
+            description: if groups.is_empty() {
+                format!("{user} is in libvirt and kvm")
+            } else {
+                format!("add {user} to {}", groups.join(", "))
+            },
             done: groups.is_empty(),
             action: StepAction::AddUserToGroups { user: user.clone(), groups },
         });
@@ -176,35 +195,76 @@ pub fn uninstall_plan(s: &StateRecord, only: Option<&str>) -> Vec<Step> {
         }
     };
     for g in s.groups.iter().rev() {
-        push("groups", format!("remove {} from group {}", g.user, g.group), StepAction::RemoveUserFromGroup { user: g.user.clone(), group: g.group.clone() });
+        push(
+            "groups",
+            format!("remove {} from group {}", g.user, g.group),
+            StepAction::RemoveUserFromGroup { user: g.user.clone(), group: g.group.clone() },
+        );
     }
     for p in s.pools.iter().rev() {
         push(
             "pool",
-            format!("delete storage pool {}{}", p.name, if p.dir_created { format!(" and its directory {} (if empty)", p.path) } else { String::new() }),
+            format!(
+                "delete storage pool {}{}",
+                p.name,
+                if p.dir_created { format!(" and its directory {} (if empty)", p.path) } else { String::new() }
+            ),
             StepAction::DeletePool { name: p.name.clone(), path: p.path.clone(), remove_dir: p.dir_created },
         );
     }
     for n in s.networks.iter().rev() {
-        let what = if n.defined { "undefine".to_owned() } else { [n.started.then_some("stop"), n.autostart_set.then_some("unset autostart of")].into_iter().flatten().collect::<Vec<_>>().join(" and ") };
-        push("network-default", format!("{what} network {}", n.name), StepAction::RevertNetwork { name: n.name.clone(), undefine: n.defined, stop: n.started || n.defined, unset_autostart: n.autostart_set });
+        let what = if n.defined {
+            "undefine".to_owned()
+        } else {
+            [n.started.then_some("stop"), n.autostart_set.then_some("unset autostart of")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" and ")
+        };
+        push(
+            "network-default",
+            format!("{what} network {}", n.name),
+            StepAction::RevertNetwork {
+                name: n.name.clone(),
+                undefine: n.defined,
+                stop: n.started || n.defined,
+                unset_autostart: n.autostart_set,
+            },
+        );
     }
     for sv in s.services.iter().rev().filter(|s| s.name == "libvirtd") {
-        push("libvirtd", format!("stop {}{}", sv.name, if sv.how == "systemd" { " and disable it" } else { "" }), StepAction::StopService { name: sv.name.clone(), systemd: sv.how == "systemd" });
+        push(
+            "libvirtd",
+            format!("stop {}{}", sv.name, if sv.how == "systemd" { " and disable it" } else { "" }),
+            StepAction::StopService { name: sv.name.clone(), systemd: sv.how == "systemd" },
+        );
     }
     if let Some(h) = &s.hook {
         push("hook", format!("remove the libvirt hook {}", h.path), StepAction::RemoveHook { path: h.path.clone() });
     }
     for sv in s.services.iter().rev().filter(|s| s.name != "libvirtd") {
-        push(&sv.name.clone(), format!("stop {}{}", sv.name, if sv.how == "systemd" { " and disable it" } else { "" }), StepAction::StopService { name: sv.name.clone(), systemd: sv.how == "systemd" });
+        push(
+            &sv.name.clone(),
+            format!("stop {}{}", sv.name, if sv.how == "systemd" { " and disable it" } else { "" }),
+            StepAction::StopService { name: sv.name.clone(), systemd: sv.how == "systemd" },
+        );
     }
     if let Some(k) = &s.kvm_device {
-        push("kvm-device", format!("restore {} to mode {:04o} group {}", k.path, k.mode_before, k.group_before), StepAction::RestoreKvmDevice { path: k.path.clone(), mode: k.mode_before, group: k.group_before.clone() });
+        push(
+            "kvm-device",
+            format!("restore {} to mode {:04o} group {}", k.path, k.mode_before, k.group_before),
+            StepAction::RestoreKvmDevice { path: k.path.clone(), mode: k.mode_before, group: k.group_before.clone() },
+        );
     }
     if !s.packages.is_empty() {
         let family = s.packages[0].family;
         let names: Vec<String> = s.packages.iter().rev().map(|p| p.name.clone()).collect();
-        push("packages", format!("remove the packages setup installed: {}", names.join(" ")), StepAction::RemovePackages { family, packages: names });
+        push(
+            "packages",
+            format!("remove the packages setup installed: {}", names.join(" ")),
+            StepAction::RemovePackages { family, packages: names },
+        );
     }
     steps
 }
@@ -221,7 +281,13 @@ mod tests {
     }
 
     fn opts() -> SetupOptions {
-        SetupOptions { pool: "kvmctl".into(), pool_path: "/var/lib/kvmctl/images".into(), user: Some("alice".into()), netns: None, kvmctl_path: "/usr/local/bin/kvmctl".into() }
+        SetupOptions {
+            pool: "kvmctl".into(),
+            pool_path: "/var/lib/kvmctl/images".into(),
+            user: Some("alice".into()),
+            netns: None,
+            kvmctl_path: "/usr/local/bin/kvmctl".into(),
+        }
     }
 
     fn todo(steps: &[Step]) -> Vec<&str> {
@@ -234,7 +300,9 @@ mod tests {
         let steps = setup_plan(&f, &SetupOptions { netns: Some("kvmctl-test".into()), ..opts() }).unwrap();
         assert_eq!(todo(&steps), ["packages", "kvm-device", "virtlogd", "hook", "libvirtd", "network-default", "pool", "groups"]);
         match &steps[0].action {
-            StepAction::InstallPackages { family: Family::Apt, packages } => assert!(packages.contains(&"libvirt-daemon-system".to_owned())),
+            StepAction::InstallPackages { family: Family::Apt, packages } => {
+                assert!(packages.contains(&"libvirt-daemon-system".to_owned()))
+            }
             other => panic!("{other:?}"),
         }
         match &steps[2].action {
@@ -243,7 +311,9 @@ mod tests {
         }
         assert!(steps[2].description.contains("network namespace kvmctl-test"));
         match &steps[3].action {
-            StepAction::InstallHook { restart_libvirtd: false, content, .. } => assert!(content.contains("/usr/local/bin/kvmctl hook qemu")),
+            StepAction::InstallHook { restart_libvirtd: false, content, .. } => {
+                assert!(content.contains("/usr/local/bin/kvmctl hook qemu"))
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -301,7 +371,10 @@ mod tests {
         assert_eq!(ids, ["groups", "pool", "network-default", "libvirtd", "hook", "virtlogd", "kvm-device", "packages"]);
         let plan = uninstall_plan(&s, None);
         assert_eq!(plan[7].action, StepAction::RemovePackages { family: Family::Apt, packages: vec!["ovmf".into(), "swtpm".into()] });
-        assert_eq!(plan[2].action, StepAction::RevertNetwork { name: "default".into(), undefine: false, stop: true, unset_autostart: true });
+        assert_eq!(
+            plan[2].action,
+            StepAction::RevertNetwork { name: "default".into(), undefine: false, stop: true, unset_autostart: true }
+        );
         assert_eq!(plan[2].description, "stop and unset autostart of network default");
         let only: Vec<_> = uninstall_plan(&s, Some("pool")).into_iter().map(|s| s.id).collect();
         assert_eq!(only, ["pool"]);

@@ -26,6 +26,19 @@ pub struct Config {
     pub libvirt_uri: String,
     /// tracing filter, e.g. `info` or `kvmctl_server=debug`.
     pub log: String,
+    /// Where `kvmctl host doctor|setup` record their reports (`doctor.json`, `state.json`).
+    pub host_state_dir: PathBuf,
+    /// Domain type for new VMs: `auto` (from the last `kvmctl host doctor` verdict), `kvm`
+    /// or `qemu` (TCG emulation).
+    pub domain_type: DomainTypeSetting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainTypeSetting {
+    Auto,
+    Kvm,
+    Qemu,
 }
 
 impl Default for Config {
@@ -37,6 +50,8 @@ impl Default for Config {
             database: DEFAULT_DATABASE.into(),
             libvirt_uri: DEFAULT_LIBVIRT_URI.into(),
             log: "info".into(),
+            host_state_dir: "/var/lib/kvmctl/host".into(),
+            domain_type: DomainTypeSetting::Auto,
         }
     }
 }
@@ -96,6 +111,17 @@ impl Config {
         }
         if let Some(v) = env("KVMCTL_LOG") {
             cfg.log = v;
+        }
+        if let Some(v) = env("KVMCTL_HOST_STATE_DIR") {
+            cfg.host_state_dir = v.into();
+        }
+        if let Some(v) = env("KVMCTL_DOMAIN_TYPE") {
+            cfg.domain_type = match v.as_str() {
+                "auto" => DomainTypeSetting::Auto,
+                "kvm" => DomainTypeSetting::Kvm,
+                "qemu" => DomainTypeSetting::Qemu,
+                _ => return Err(ConfigError::Env { name: "KVMCTL_DOMAIN_TYPE", value: v, message: "expected auto, kvm or qemu".into() }),
+            };
         }
         Ok(cfg)
     }

@@ -6,8 +6,15 @@ use utoipa::OpenApi;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "kvmctl", description = "kvmctl daemon API. Errors share one body, `ErrorBody`; see docs/api-errors.md."),
-    paths(crate::http::status::status_get),
-    components(schemas(kvmctl_types::api::ErrorBody, kvmctl_types::api::StatusResponse)),
+    paths(crate::http::status::status_get, crate::http::host::host_get),
+    components(schemas(
+        kvmctl_types::api::ErrorBody,
+        kvmctl_types::api::StatusResponse,
+        kvmctl_types::api::DoctorReport,
+        kvmctl_types::api::Check,
+        kvmctl_types::api::CheckStatus,
+        kvmctl_types::api::KvmVerdict
+    )),
     tags((name = "system", description = "The daemon itself"))
 )]
 pub struct ApiDoc;

@@ -67,7 +67,7 @@ impl RunningServer {
         // libvirt may be down at start-up; the node connects on first use and reconnects
         // whenever libvirtd restarts, so the daemon itself never has to.
         let local_node = Arc::new(LibvirtNode::new(cfg.libvirt_uri.clone()));
-        let ctx = Arc::new(Context { store: store.clone(), local_node, started: Instant::now() });
+        let ctx = Arc::new(Context { store: store.clone(), local_node, started: Instant::now(), config: cfg.clone() });
         let app = crate::http::router(ctx);
 
         let unix = bind_unix(&cfg.socket, cfg.socket_group.as_deref())?;

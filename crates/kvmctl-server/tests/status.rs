@@ -103,3 +103,52 @@ async fn tcp_listener_serves_the_same_api() {
     assert_eq!(status.hypervisor.driver.as_deref(), Some("TEST"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn host_report_and_the_domain_type_it_implies() {
+    use kvmctl_server::config::DomainTypeSetting;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "test:///default");
+    cfg.host_state_dir = dir.path().join("host");
+    let server = RunningServer::start(&cfg).await.unwrap();
+    let client = Client::unix(&server.socket);
+
+    // No doctor report yet: 404 that says what to run, and TCG as the safe default.
+    match client.get::<serde_json::Value>("/v1/host").await {
+        Err(ClientError::Api { status: 404, body }) => assert!(body.message.contains("kvmctl host doctor"), "{}", body.message),
+        other => panic!("{other:?}"),
+    }
+    let s = client.status().await.unwrap();
+    assert_eq!(s.hypervisor.domain_type, "qemu");
+    assert!(s.hypervisor.domain_type_source.starts_with("default"), "{}", s.hypervisor.domain_type_source);
+
+    // A recorded verdict decides.
+    std::fs::create_dir_all(&cfg.host_state_dir).unwrap();
+    let report = kvmctl_types::api::DoctorReport {
+        domain_type: "kvm".into(),
+        kvm_verdict: Some(kvmctl_types::api::KvmVerdict::Functional),
+        checks: vec![kvmctl_types::api::Check {
+            id: "kvm.functional".into(),
+            status: kvmctl_types::api::CheckStatus::Ok,
+            evidence: "KVM works: the probe guest reached its marker in 0.05 s".into(),
+            fix: String::new(),
+            blocks: false,
+        }],
+        blocking_failures: vec![],
+        checked_at: Some("2026-11-22T06:00:00Z".into()),
+    };
+    std::fs::write(cfg.host_state_dir.join("doctor.json"), serde_json::to_string(&report).unwrap()).unwrap();
+    let got: kvmctl_types::api::DoctorReport = client.get("/v1/host").await.unwrap();
+    assert_eq!(got, report);
+    let s = client.status().await.unwrap();
+    assert_eq!(s.hypervisor.domain_type, "kvm");
+    assert!(s.hypervisor.domain_type_source.contains("KVM works"), "{}", s.hypervisor.domain_type_source);
+    server.stop().await;
+
+    // Configuration beats the verdict.
+    cfg.domain_type = DomainTypeSetting::Qemu;
+    let server = RunningServer::start(&cfg).await.unwrap();
+    let s = Client::unix(&server.socket).status().await.unwrap();
+    assert_eq!((s.hypervisor.domain_type.as_str(), s.hypervisor.domain_type_source.starts_with("configuration")), ("qemu", true));
+    server.stop().await;
+}

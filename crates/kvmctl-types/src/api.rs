@@ -62,4 +62,60 @@ pub struct HypervisorStatus {
     /// Why libvirt is unreachable and what to do, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Domain type new VMs get: `kvm` or `qemu` (TCG emulation).
+    pub domain_type: String,
+    /// Where that choice comes from: the configuration, the last `kvmctl host doctor`
+    /// verdict, or the safe default when there is neither.
+    pub domain_type_source: String,
+}
+
+/// Status of one host check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Ok,
+    Warn,
+    Fail,
+    Skipped,
+}
+
+/// One host check of `kvmctl host doctor`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Check {
+    /// Stable id, e.g. `kvm.functional`, `libvirt.daemon`.
+    pub id: String,
+    pub status: CheckStatus,
+    /// What was looked at, and what was found.
+    pub evidence: String,
+    /// The command or change that fixes it (absent when ok).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fix: String,
+    /// A failure of this check stops VM creation.
+    pub blocks: bool,
+}
+
+/// Verdict of the functional KVM probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KvmVerdict {
+    /// KVM runs guests: domain type `kvm`.
+    Functional,
+    /// `/dev/kvm` is there but guests do not run usefully: TCG (`qemu`).
+    NotFunctional,
+    /// No `/dev/kvm` (or no QEMU to probe with): TCG only.
+    Absent,
+}
+
+/// `kvmctl host doctor` report; `GET /v1/host` returns the last one written on the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DoctorReport {
+    /// Domain type VMs get: `kvm` where the functional probe passed, else `qemu`.
+    pub domain_type: String,
+    pub kvm_verdict: Option<KvmVerdict>,
+    pub checks: Vec<Check>,
+    /// Ids of failed checks that block VM creation.
+    pub blocking_failures: Vec<String>,
+    /// When the report was made (RFC 3339); absent in reports computed but not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
 }

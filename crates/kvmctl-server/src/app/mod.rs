@@ -1,5 +1,6 @@
 //! The daemon's logic, one module per resource, independent of HTTP.
 
+pub mod host;
 pub mod status;
 
 use kvmctl_libvirt::LibvirtNode;
@@ -12,6 +13,7 @@ pub struct Context {
     pub store: DataStore,
     pub local_node: Arc<LibvirtNode>,
     pub started: Instant,
+    pub config: crate::config::Config,
 }
 
 /// Runs a blocking libvirt call off the async runtime.

@@ -9,6 +9,7 @@ pub async fn status_get(ctx: &Context) -> Result<StatusResponse, kvmctl_core::Er
     let node = ctx.local_node.clone();
     let uri = node.uri().to_owned();
     let versions = blocking(move || node.versions()).await?;
+    let (domain_type, domain_type_source) = super::host::domain_type(ctx).await;
     let hypervisor = match versions {
         Ok(v) => HypervisorStatus {
             uri,
@@ -18,6 +19,8 @@ pub async fn status_get(ctx: &Context) -> Result<StatusResponse, kvmctl_core::Er
             driver: Some(v.driver),
             hostname: Some(v.hostname),
             error: None,
+            domain_type,
+            domain_type_source,
         },
         Err(e) => {
             let message = kvmctl_core::error::chain(&e);
@@ -30,6 +33,8 @@ pub async fn status_get(ctx: &Context) -> Result<StatusResponse, kvmctl_core::Er
                 driver: None,
                 hostname: None,
                 error: Some(message),
+                domain_type,
+                domain_type_source,
             }
         }
     };

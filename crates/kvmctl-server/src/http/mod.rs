@@ -3,6 +3,7 @@
 //! `error.rs` is the one place a `kvmctl_core::Error` becomes an HTTP status.
 
 pub(crate) mod error;
+pub(crate) mod host;
 pub(crate) mod status;
 
 use crate::app::Context;
@@ -23,6 +24,7 @@ pub(crate) struct RequestId(pub String);
 pub(crate) fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/v1/status", get(status::status_get))
+        .route("/v1/host", get(host::host_get))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(request_id))
         .with_state(ctx)

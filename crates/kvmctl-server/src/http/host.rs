@@ -1,0 +1,25 @@
+use super::error::ApiError;
+use super::RequestId;
+use crate::app::{self, Context};
+use axum::extract::State;
+use axum::{Extension, Json};
+use kvmctl_types::api::{DoctorReport, ErrorBody};
+use std::sync::Arc;
+
+/// The last `kvmctl host doctor` report recorded on the daemon's host.
+#[utoipa::path(
+    get,
+    path = "/v1/host",
+    tag = "system",
+    operation_id = "host_get",
+    responses(
+        (status = 200, description = "Last doctor report", body = DoctorReport),
+        (status = 404, description = "No report yet: run `kvmctl host doctor`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn host_get(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+) -> Result<Json<DoctorReport>, ApiError> {
+    app::host::host_report(&ctx).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
