@@ -51,7 +51,7 @@ leak_check() {
 
 log "running tests inside namespace $KVMCTL_NETNS"
 status=0
-netns_exec cargo test --workspace --offline -- "${filter[@]}" || status=$?
+netns_exec cargo test --workspace --offline --no-fail-fast -- "${filter[@]}" || status=$?
 if [ ${#filter[@]} -eq 0 ]; then
   log "running the tests that restart libvirtd"
   netns_exec cargo test --offline -p kvmctl-server --test libvirt_restart -- --ignored || status=$?
