@@ -29,12 +29,8 @@ pub enum HostCommand {
     Setup {
         #[command(flatten)]
         common: Common,
-        /// Print the plan and change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Do not ask for confirmation.
-        #[arg(long, short = 'y')]
-        yes: bool,
+        #[command(flatten)]
+        apply: Apply,
         /// Add this user to the libvirt and kvm groups [default: $SUDO_USER].
         #[arg(long, value_name = "USER")]
         user: Option<String>,
@@ -42,26 +38,33 @@ pub enum HostCommand {
         /// (sandboxes, CI).
         #[arg(long, value_name = "NAME")]
         netns: Option<String>,
-        /// Re-run through sudo when not root.
-        #[arg(long)]
-        sudo: bool,
     },
     /// Reverse exactly what setup recorded, in reverse order (a package that was present
     /// before setup stays).
     Uninstall {
         #[command(flatten)]
         common: Common,
-        #[arg(long)]
-        dry_run: bool,
-        #[arg(long, short = 'y')]
-        yes: bool,
+        #[command(flatten)]
+        apply: Apply,
         /// Reverse only this step (packages, kvm-device, virtlogd, hook, libvirtd,
         /// network-default, pool, groups).
         #[arg(long, value_name = "STEP")]
         only: Option<String>,
-        #[arg(long)]
-        sudo: bool,
     },
+}
+
+/// How setup and uninstall carry out their plan.
+#[derive(clap::Args, Debug)]
+pub struct Apply {
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Re-run through sudo when not root.
+    #[arg(long)]
+    sudo: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -193,7 +196,7 @@ pub fn run(cmd: HostCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
             }
             Ok(if blocked { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
-        HostCommand::Setup { common, dry_run, yes, user, netns, sudo } => {
+        HostCommand::Setup { common, apply: Apply { dry_run, yes, sudo }, user, netns } => {
             if !dry_run && !is_root() && sudo {
                 return resudo();
             }
@@ -239,7 +242,7 @@ pub fn run(cmd: HostCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
             eprintln!("\nlog: {}   state: {}", common.log.display(), state_path.display());
             Ok(if report.blocking_failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        HostCommand::Uninstall { common, dry_run, yes, only, sudo } => {
+        HostCommand::Uninstall { common, apply: Apply { dry_run, yes, sudo }, only } => {
             if !dry_run && !is_root() && sudo {
                 return resudo();
             }
