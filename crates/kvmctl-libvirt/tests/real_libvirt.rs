@@ -1,6 +1,7 @@
 //! Smoke test against the real libvirtd of the test environment (`scripts/test.sh` sets it
 //! up and exports the `KVMCTL_TEST_*` variables): defines and starts the tiny guest through
-//! `kvmctl-libvirt`, reads its ready marker from the serial log, reaches its SSH port from
+//! `kvmctl-libvirt` with a seed from `kvmctl-cloudinit` (uploaded by stream), reads its ready
+//! marker from the serial log, reaches its SSH port and logs in with the seeded key from
 //! inside the test network namespace, then tears everything down and checks that no domain,
 //! volume or file is left, also when the test fails midway (the cleanup runs on drop).
 
@@ -43,18 +44,55 @@ impl Drop for Debris<'_> {
     }
 }
 
-fn seed_iso(dir: &Path, hostname: &str, user: &str, key: &str) -> Vec<u8> {
-    // The in-process ISO writer arrives with the image issue; until then the smoke test
-    // builds its seed with genisoimage.
-    let src = dir.join("seed");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("meta-data"), format!("instance-id: {hostname}\nlocal-hostname: {hostname}\n")).unwrap();
-    std::fs::write(src.join("user-data"), format!("#cloud-config\nusers:\n  - name: {user}\n    ssh_authorized_keys:\n      - {key}\n"))
+/// A fresh ed25519 key pair for the test; returns (private key path, public key line).
+fn keypair(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("id_ed25519");
+    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kvmctl-test", "-f"]).arg(&key).status().unwrap();
+    assert!(st.success(), "ssh-keygen failed");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_owned();
+    (key, public)
+}
+
+/// kvmctl's own NoCloud seed (in-process ISO writer).
+fn seed_iso(hostname: &str, user: &str, key: &str) -> Vec<u8> {
+    let spec = kvmctl_cloudinit::seed::SeedSpec {
+        instance_id: format!("{hostname}-instance"),
+        hostname: hostname.into(),
+        user: user.into(),
+        ssh_keys: vec![key.into()],
+        sudo: true,
+        packages: vec![],
+        write_files: vec![],
+        runcmd: vec![],
+        network: kvmctl_cloudinit::seed::NetworkConfig::Dhcp,
+        user_data: None,
+    };
+    kvmctl_cloudinit::seed::nocloud_iso(&kvmctl_cloudinit::seed::render(&spec).unwrap())
+}
+
+/// Runs `cmd` on the guest over SSH with `key`; returns stdout.
+fn ssh(key: &Path, user: &str, ip: &str, cmd: &str) -> String {
+    let out = Command::new("ssh")
+        .args(["-i"])
+        .arg(key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(format!("{user}@{ip}"))
+        .arg(cmd)
+        .output()
         .unwrap();
-    let iso = dir.join("seed.iso");
-    let st = Command::new("genisoimage").args(["-quiet", "-V", "cidata", "-J", "-r", "-o"]).arg(&iso).arg(&src).status().unwrap();
-    assert!(st.success(), "genisoimage failed");
-    std::fs::read(iso).unwrap()
+    assert!(out.status.success(), "ssh {user}@{ip} {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 fn wait_for_marker(log: &Path, marker: &str, limit: Duration) -> String {
@@ -134,8 +172,8 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
         assert!(info.contains(&b.path.display().to_string()), "overlay must have the base as backing file: {info}");
 
         // The seed, uploaded through a libvirt stream.
-        let seed_bytes =
-            seed_iso(tmp.path(), "smoke", "tester", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForSmokeTestOnly0000000000000000 t@t");
+        let (key, public) = keypair(tmp.path());
+        let seed_bytes = seed_iso("smoke", "tester", &public);
         let seed_name = format!("{name}-seed.iso");
         let seed = node.volume_upload(&pool, &seed_name, &seed_bytes).unwrap();
         debris.volumes.push(seed_name);
@@ -172,6 +210,8 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
         let ip = ready.split_whitespace().find_map(|w| w.strip_prefix("ip=")).unwrap();
         let banner = ssh_banner(format!("{ip}:22").parse().unwrap());
         assert!(banner.starts_with("SSH-2.0-"), "SSH banner: {banner:?}");
+        // The key from kvmctl's seed logs in as the seed's user.
+        assert_eq!(ssh(&key, "tester", ip, "id -un; hostname"), "tester\nsmoke\n");
     }
 
     // Nothing survives: no domain, no volume, no serial log.
