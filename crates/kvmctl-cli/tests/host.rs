@@ -159,3 +159,35 @@ fn setup_dry_run_changes_nothing() {
     assert!(err.contains("pool: would create the directory storage pool kt-never"), "{err}");
     assert!(!pool_exists("kt-never") && !tmp.path().join("s/state.json").exists() && !tmp.path().join("l").exists());
 }
+
+/// Not root: a clear error naming the steps that need root, and nothing changed.
+#[test]
+fn setup_as_a_normal_user_names_the_steps_that_need_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "host",
+            "setup",
+            "--yes",
+            "--pool",
+            "kt-never",
+            "--pool-path",
+            "/nonexistent/kt-never",
+            "--state-dir",
+        ])
+        .arg(tmp.path().join("s"))
+        .arg("--log")
+        .arg(tmp.path().join("l"))
+        .env("USER", "nobody")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("these steps need root:") && err.contains("pool") && err.contains("--sudo"), "{err}");
+    assert!(!tmp.path().join("s/state.json").exists() && !pool_exists("kt-never"));
+}

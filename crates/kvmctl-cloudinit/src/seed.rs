@@ -43,6 +43,9 @@ pub struct SeedSpec {
     pub ssh_keys: Vec<String>,
     /// Passwordless sudo for the user.
     pub sudo: bool,
+    /// The user's password as a SHA-512 crypt hash (`$6$...`, from `hash_password`), for
+    /// console login; SSH password login stays off. The plain password is never stored.
+    pub password_hash: Option<String>,
     pub packages: Vec<String>,
     pub write_files: Vec<WriteFile>,
     pub runcmd: Vec<String>,
@@ -120,6 +123,26 @@ pub fn ssh_key_check(line: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Hashes a password as SHA-512 crypt (`$6$`, 5000 rounds, random salt), the form
+/// cloud-init's `passwd` and /etc/shadow take.
+pub fn hash_password(plain: &str) -> Result<String, SeedError> {
+    if plain.is_empty() || plain.len() > 256 || plain.contains(['\0', '\n']) {
+        return Err(err("password", "must be 1-256 characters on one line"));
+    }
+    let params = sha_crypt::Sha512Params::new(5000).map_err(|e| err("password", format!("{e:?}")))?;
+    sha_crypt::sha512_simple(plain, &params).map_err(|e| err("password", format!("cannot hash: {e:?}")))
+}
+
+/// A SHA-512 crypt hash: `$6$[rounds=N$]SALT$HASH` with an 86-character hash.
+fn password_hash_check(h: &str) -> Result<(), String> {
+    let parts: Vec<&str> = h.split('$').collect();
+    let ok = parts.first() == Some(&"")
+        && parts.get(1) == Some(&"6")
+        && parts.last().is_some_and(|x| x.len() == 86 && x.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '/'))
+        && (parts.len() == 4 || (parts.len() == 5 && parts[2].starts_with("rounds=")));
+    ok.then_some(()).ok_or_else(|| "must be a SHA-512 crypt hash ($6$...); kvmctl never stores plain passwords".into())
+}
+
 fn check_hostname(h: &str) -> Result<(), SeedError> {
     let ok = !h.is_empty()
         && h.len() <= 63
@@ -144,6 +167,8 @@ struct CloudConfigUser<'a> {
     sudo: Option<&'a str>,
     shell: &'a str,
     lock_passwd: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    passwd: Option<&'a str>,
     ssh_authorized_keys: &'a [String],
 }
 
@@ -178,6 +203,9 @@ pub fn render(spec: &SeedSpec) -> Result<Seed, SeedError> {
     for (i, k) in spec.ssh_keys.iter().enumerate() {
         ssh_key_check(k).map_err(|m| err(format!("ssh_keys[{i}]"), m))?;
     }
+    if let Some(h) = &spec.password_hash {
+        password_hash_check(h).map_err(|m| err("password", m))?;
+    }
     for (i, f) in spec.write_files.iter().enumerate() {
         if !f.path.starts_with('/') || f.path.contains('\0') {
             return Err(err(format!("write_files[{i}].path"), "must be an absolute path"));
@@ -202,7 +230,8 @@ pub fn render(spec: &SeedSpec) -> Result<Seed, SeedError> {
             name: &spec.user,
             sudo: spec.sudo.then_some("ALL=(ALL) NOPASSWD:ALL"),
             shell: "/bin/bash",
-            lock_passwd: true,
+            lock_passwd: spec.password_hash.is_none(),
+            passwd: spec.password_hash.as_deref(),
             ssh_authorized_keys: &spec.ssh_keys,
         }],
         ssh_pwauth: false,
@@ -351,6 +380,7 @@ mod tests {
             user: "alice".into(),
             ssh_keys: vec![KEY.into()],
             sudo: true,
+            password_hash: None,
             packages: vec![],
             write_files: vec![],
             runcmd: vec![],
@@ -442,6 +472,23 @@ mod tests {
         s.user_data = Some("#cloud-config\npackages: [htop]\n".into());
         let ud = render(&s).unwrap().user_data;
         assert!(ud.contains("text/cloud-config; charset=\"utf-8\"\nMIME-Version: 1.0\nContent-Disposition: attachment; filename=\"user.yaml\"\nMerge-Type: list(append)"));
+    }
+
+    #[test]
+    fn passwords_are_stored_only_as_sha512_crypt() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$6$"), "{h}");
+        assert!(sha_crypt::sha512_check("correct horse", &h).is_ok());
+        let mut s = spec();
+        s.password_hash = Some(h.clone());
+        let ud = render(&s).unwrap().user_data;
+        assert!(ud.contains(&h) && !ud.contains("correct horse"));
+        let v: serde_yaml::Value = serde_yaml::from_str(&ud).unwrap();
+        assert_eq!(v["users"][0]["lock_passwd"], false);
+        assert_eq!(v["ssh_pwauth"], false);
+        s.password_hash = Some("hunter2".into());
+        assert_eq!(render(&s).unwrap_err().field, "password");
+        assert!(hash_password("").is_err());
     }
 
     #[test]

@@ -61,6 +61,7 @@ fn seed_iso(hostname: &str, user: &str, key: &str) -> Vec<u8> {
         user: user.into(),
         ssh_keys: vec![key.into()],
         sudo: true,
+        password_hash: None,
         packages: vec![],
         write_files: vec![],
         runcmd: vec![],
