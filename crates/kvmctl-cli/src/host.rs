@@ -3,7 +3,7 @@
 
 use crate::output::{self, OutputFormat, Table};
 use kvmctl_host::exec::{now_rfc3339, Executor};
-use kvmctl_host::facts::{gather, GatherOptions, HostFacts};
+use kvmctl_host::facts::{gather, is_root, GatherOptions, HostFacts};
 use kvmctl_host::kvm_probe::ProbeResult;
 use kvmctl_host::state::{StateRecord, Verification};
 use kvmctl_host::{doctor, setup_plan, uninstall_plan, CheckStatus, DoctorReport, SetupOptions};
@@ -165,11 +165,6 @@ fn confirm(question: &str) -> bool {
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
-}
-
-fn is_root() -> bool {
-    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-        || std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
 }
 
 /// Re-executes this very command line through sudo.

@@ -6,7 +6,7 @@
 //! tell exactly what was done, and a re-run plans from the host as it now is, so it
 //! continues where the failed run stopped.
 
-use crate::facts::{installed_version, Family};
+use crate::facts::{installed_version, is_root, pid_of, Family};
 use crate::plan::{Step, StepAction, HOOK_MARKER};
 use crate::state::*;
 use kvmctl_libvirt::{LibvirtNode, Node};
@@ -101,8 +101,7 @@ impl Executor<'_> {
 
     pub fn run(&mut self, kind: &str, steps: &[Step], state: &mut StateRecord) -> Result<(), ExecError> {
         let todo: Vec<&Step> = steps.iter().filter(|s| !s.done).collect();
-        // SAFETY: geteuid has no preconditions.
-        if !self.dry_run && !todo.is_empty() && unsafe { libc::geteuid() } != 0 {
+        if !self.dry_run && !todo.is_empty() && !is_root() {
             return Err(ExecError::NeedsRoot(todo.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")));
         }
         self.log("INFO", &format!("host {kind}: {} steps, {} to do", steps.len(), todo.len()));
@@ -390,13 +389,6 @@ impl Executor<'_> {
             }
         }
     }
-}
-
-pub fn pid_of(name: &str) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        (std::fs::read_to_string(e.path().join("comm")).ok()?.trim() == name).then_some(pid)
-    })
 }
 
 fn stop_pid(pid: u32) -> Result<(), String> {

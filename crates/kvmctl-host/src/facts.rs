@@ -182,9 +182,18 @@ fn which(name: &str, extra: &[&str]) -> Option<String> {
     path.split(':').map(|d| format!("{d}/{name}")).chain(extra.iter().map(|s| s.to_string())).find(|p| Path::new(p).is_file())
 }
 
-fn process_running(name: &str) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return false };
-    dir.flatten().any(|e| std::fs::read_to_string(e.path().join("comm")).map(|c| c.trim() == name).unwrap_or(false))
+/// Pid of a running process whose command name is `name`.
+pub fn pid_of(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        (std::fs::read_to_string(e.path().join("comm")).ok()?.trim() == name).then_some(pid)
+    })
+}
+
+/// Whether the effective user is root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 fn group_name(gid: u32) -> String {
@@ -306,8 +315,7 @@ pub fn gather(opts: &GatherOptions<'_>) -> HostFacts {
     let user =
         std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
     let user_groups = user_groups(&user);
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = is_root();
     let hook = std::fs::read_to_string(crate::HOOK_PATH).ok().map(|t| t.contains(crate::plan::HOOK_MARKER));
     HostFacts {
         systemd: Path::new("/run/systemd/system").is_dir(),
@@ -320,8 +328,8 @@ pub fn gather(opts: &GatherOptions<'_>) -> HostFacts {
         nested,
         kvm_probe,
         qemu,
-        libvirtd_running: process_running("libvirtd"),
-        virtlogd_running: process_running("virtlogd"),
+        libvirtd_running: pid_of("libvirtd").is_some(),
+        virtlogd_running: pid_of("virtlogd").is_some(),
         libvirt,
         tools,
         ovmf,
