@@ -51,7 +51,8 @@ BUILD_PACKAGES=(pkg-config libvirt-dev gcc libc6-dev)
 # Packages the tests and the sandboxed quick start need.
 TEST_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   dnsmasq-base nftables iptables ovmf swtpm swtpm-tools mmdebstrap busybox-static dropbear-bin iproute2
-  xorriso genisoimage cpio kmod sqlite3 openssh-client procps nasm)
+  xorriso genisoimage cpio kmod sqlite3 openssh-client procps nasm
+  fdisk e2fsprogs dosfstools mtools grub-pc-bin grub-efi-amd64-bin)
 
 cargo_check() {
   command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) and re-run"

@@ -36,6 +36,15 @@ cargo deny --log-level error check licenses bans sources
 log "building tests"
 cargo test --workspace --no-run --quiet
 
+# The Debian guest image, built by kvmctl itself outside the namespace (it needs the package
+# mirror) and cached by recipe hash: only a change to the recipe pays for a new build.
+log "kvmctl image build debian-12 (cached by recipe hash)"
+cargo build --quiet -p kvmctl-cli
+image_json=$("$repo/target/debug/kvmctl" image build debian-12 --cache-dir "$KVMCTL_CACHE/images" -o json)
+KVMCTL_TEST_DEBIAN_IMAGE=$(printf '%s' "$image_json" | sed -n 's/^  "path": "\(.*\)",$/\1/p')
+[ -f "$KVMCTL_TEST_DEBIAN_IMAGE" ] || die "image build did not report an image path: $image_json"
+export KVMCTL_TEST_DEBIAN_IMAGE
+
 leak_check() {
   local left
   left=$( { virsh list --all --name | grep -E '^kt-' || true

@@ -2,6 +2,7 @@
 //! its API (the host commands, when they arrive, run locally). One module per noun.
 
 mod host;
+mod image;
 mod output;
 mod serve;
 mod status;
@@ -41,6 +42,9 @@ enum Command {
     Status,
     /// Print the daemon's OpenAPI document.
     Openapi,
+    /// Guest images: build them offline from distribution packages.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Prepare this host: doctor, setup, uninstall (run locally, without the daemon).
     #[command(subcommand)]
     Host(host::HostCommand),
@@ -83,6 +87,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio::task::spawn_blocking(move || host::run(cmd, format)).await?
         }
         Command::Hook(HookCommand::Qemu { args }) => Ok(host::hook_qemu(&args)),
+        Command::Image(cmd) => {
+            let format = cli.output;
+            tokio::task::spawn_blocking(move || image::run(cmd, format)).await?
+        }
         Command::Serve(args) => serve::run(args, cli.socket).await,
         Command::Openapi => {
             print!("{}", kvmctl_server::openapi::openapi_json());

@@ -93,8 +93,9 @@ pub trait Node: Send + Sync {
     fn pool_ensure_dir(&self, name: &str, path: &Path) -> Result<(), NodeError>;
     fn pool_delete(&self, name: &str) -> Result<(), NodeError>;
     fn volume_create(&self, pool: &str, spec: &VolumeSpec) -> Result<VolumeInfo, NodeError>;
-    /// Creates a raw volume holding exactly `data`, sent over a libvirt stream (works remotely).
-    fn volume_upload(&self, pool: &str, name: &str, data: &[u8]) -> Result<VolumeInfo, NodeError>;
+    /// Creates a volume of `format` holding exactly `data`, sent over a libvirt stream in
+    /// chunks (works for remote nodes too). A failed upload leaves no volume.
+    fn volume_upload(&self, pool: &str, name: &str, format: xml::DiskFormat, data: &[u8]) -> Result<VolumeInfo, NodeError>;
     fn volume_delete(&self, pool: &str, name: &str) -> Result<(), NodeError>;
     fn volume_list(&self, pool: &str) -> Result<Vec<VolumeInfo>, NodeError>;
 }
@@ -409,8 +410,9 @@ impl Node for LibvirtNode {
         })
     }
 
-    fn volume_upload(&self, pool: &str, name: &str, data: &[u8]) -> Result<VolumeInfo, NodeError> {
-        let spec = VolumeSpec { name: name.to_owned(), capacity_bytes: data.len() as u64, format: xml::DiskFormat::Raw, backing: None };
+    fn volume_upload(&self, pool: &str, name: &str, format: xml::DiskFormat, data: &[u8]) -> Result<VolumeInfo, NodeError> {
+        // The upload overwrites the whole file; the capacity only has to admit `data`.
+        let spec = VolumeSpec { name: name.to_owned(), capacity_bytes: data.len() as u64, format, backing: None };
         let vol_xml = xml::volume_xml(&spec)?;
         self.with_conn(|c| {
             let p = Self::pool(c, pool)?;
@@ -419,9 +421,11 @@ impl Node for LibvirtNode {
             let sent = (|| {
                 let stream = Stream::new(c, 0).map_err(err("open a stream to"))?;
                 vol.upload(&stream, 0, data.len() as u64, 0).map_err(err("upload to"))?;
+                // libvirt refuses stream messages over 32 MiB; 1 MiB keeps memory flat.
+                const CHUNK: usize = 1 << 20;
                 let mut off = 0;
                 while off < data.len() {
-                    match stream.send(&data[off..]) {
+                    match stream.send(&data[off..(off + CHUNK).min(data.len())]) {
                         Ok(0) => break,
                         Ok(n) => off += n,
                         Err(e) => {

@@ -176,7 +176,7 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
         let (key, public) = keypair(tmp.path());
         let seed_bytes = seed_iso("smoke", "tester", &public);
         let seed_name = format!("{name}-seed.iso");
-        let seed = node.volume_upload(&pool, &seed_name, &seed_bytes).unwrap();
+        let seed = node.volume_upload(&pool, &seed_name, DiskFormat::Raw, &seed_bytes).unwrap();
         debris.volumes.push(seed_name);
         assert_eq!(std::fs::read(&seed.path).unwrap(), seed_bytes, "uploaded bytes arrive intact");
 

@@ -71,7 +71,7 @@ fn volumes_create_upload_list_delete() {
     assert_eq!(b.capacity_bytes, 1 << 30);
     // The test driver cannot upload (the real libvirtd test covers it); the failed upload
     // must not leave its half-made volume behind.
-    let up = node.volume_upload("kt", "seed.iso", &[7u8; 4096]).unwrap_err();
+    let up = node.volume_upload("kt", "seed.iso", DiskFormat::Raw, &[7u8; 4096]).unwrap_err();
     assert!(up.to_string().contains("upload"), "{up}");
     let names: Vec<_> = node.volume_list("kt").unwrap().into_iter().map(|v| v.name).collect();
     assert_eq!(names, ["base.qcow2"]);

@@ -1,0 +1,188 @@
+//! The Debian image built by `kvmctl image build` (scripts/test.sh builds it, cached by
+//! recipe hash, and exports its path) boots under the test libvirtd from a qcow2 overlay
+//! with a kvmctl seed; cloud-init creates the seed's user with its key; SSH as that user
+//! works, the root filesystem grew to the overlay's size, and cloud-init finished without
+//! errors. One full guest: about a minute under TCG.
+
+use kvmctl_libvirt::xml::*;
+use kvmctl_libvirt::{LibvirtNode, Node};
+use kvmctl_types::{Name, VmId};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test.sh"))
+}
+
+struct Debris<'a> {
+    node: &'a LibvirtNode,
+    pool: String,
+    domain: Option<String>,
+    volumes: Vec<String>,
+    files: Vec<PathBuf>,
+}
+
+impl Drop for Debris<'_> {
+    fn drop(&mut self) {
+        if let Some(d) = &self.domain {
+            let _ = self.node.domain_destroy(d);
+            let _ = self.node.domain_undefine(d);
+        }
+        for v in self.volumes.iter().rev() {
+            let _ = self.node.volume_delete(&self.pool, v);
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+fn ssh(key: &Path, target: &str, cmd: &str) -> Option<String> {
+    let out = Command::new("ssh")
+        .arg("-i")
+        .arg(key)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(target)
+        .arg(cmd)
+        .output()
+        .ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The guest's address from the test network's DHCP leases, by MAC.
+fn lease(network: &str, mac: &str) -> Option<String> {
+    let out = Command::new("virsh").args(["net-dhcp-leases", network, "--mac", mac]).output().ok()?;
+    // Rows: date, time, MAC, protocol, address/prefix, ...; the header row has no MAC.
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.get(2) == Some(&mac)).then(|| cols.get(4).and_then(|a| a.split('/').next()).map(str::to_owned)).flatten()
+    })
+}
+
+#[test]
+fn debian_image_boots_with_a_kvmctl_seed_and_serves_ssh() {
+    let image = PathBuf::from(env("KVMCTL_TEST_DEBIAN_IMAGE"));
+    let pool = env("KVMCTL_TEST_POOL");
+    let network = env("KVMCTL_TEST_NETWORK");
+    let domain_type = if env("KVMCTL_TEST_DOMAIN_TYPE") == "kvm" { DomainType::Kvm } else { DomainType::Qemu };
+    let node = LibvirtNode::connect(env("KVMCTL_TEST_URI")).unwrap();
+    let name = format!("kt-debian-{}", std::process::id());
+    let serial_log = PathBuf::from(format!("/var/log/libvirt/qemu/{name}-serial.log"));
+    let tmp = tempfile::tempdir().unwrap();
+    let mut debris = Debris {
+        node: &node,
+        pool: pool.clone(),
+        domain: None,
+        volumes: vec![],
+        files: vec![serial_log.clone(), PathBuf::from(format!("/var/log/libvirt/qemu/{name}.log"))],
+    };
+
+    // The image as a base volume (uploaded by stream, as to a remote node), a 4 GiB overlay.
+    let base_name = format!("{name}-base.qcow2");
+    let base = node.volume_upload(&pool, &base_name, DiskFormat::Qcow2, &std::fs::read(&image).unwrap()).unwrap();
+    debris.volumes.push(base_name);
+    let overlay_name = format!("{name}.qcow2");
+    let overlay = node
+        .volume_create(
+            &pool,
+            &VolumeSpec {
+                name: overlay_name.clone(),
+                capacity_bytes: 4 << 30,
+                format: DiskFormat::Qcow2,
+                backing: Some((base.path.clone(), DiskFormat::Qcow2)),
+            },
+        )
+        .unwrap();
+    debris.volumes.push(overlay_name);
+
+    let key = tmp.path().join("id");
+    assert!(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status().unwrap().success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_owned();
+    let spec = kvmctl_cloudinit::seed::SeedSpec {
+        instance_id: VmId::new().to_string(),
+        hostname: "deb-test".into(),
+        user: "alice".into(),
+        ssh_keys: vec![public],
+        sudo: true,
+        password_hash: None,
+        packages: vec![],
+        write_files: vec![kvmctl_cloudinit::seed::WriteFile {
+            path: "/etc/kvmctl-seeded".into(),
+            content: "yes\n".into(),
+            permissions: "0644".into(),
+        }],
+        runcmd: vec![],
+        network: kvmctl_cloudinit::seed::NetworkConfig::Dhcp,
+        user_data: None,
+    };
+    let seed_name = format!("{name}-seed.iso");
+    let seed = node
+        .volume_upload(
+            &pool,
+            &seed_name,
+            DiskFormat::Raw,
+            &kvmctl_cloudinit::seed::nocloud_iso(&kvmctl_cloudinit::seed::render(&spec).unwrap()),
+        )
+        .unwrap();
+    debris.volumes.push(seed_name);
+
+    let mac = format!("52:54:00:7e:{:02x}:{:02x}", (std::process::id() >> 8) & 0xff, std::process::id() & 0xff);
+    let dom = DomainSpec {
+        name: Name::parse(&name).unwrap(),
+        domain_type,
+        vcpus: 2,
+        memory_mib: 1024,
+        boot: Boot::Disk,
+        disks: vec![
+            Disk { source: overlay.path.clone(), format: DiskFormat::Qcow2, target: "vda".into(), readonly: false },
+            Disk { source: seed.path.clone(), format: DiskFormat::Raw, target: "vdb".into(), readonly: true },
+        ],
+        nics: vec![Nic { source: NicSource::Network(network.clone()), mac: Some(mac.clone()) }],
+        serial_log: Some(serial_log.clone()),
+        vnc_password: None,
+        guest_agent: true,
+        metadata: Metadata { vm_id: VmId::new(), owner: "test".into(), plan: None },
+    };
+    node.domain_define(&domain_xml(&dom).unwrap()).unwrap();
+    debris.domain = Some(name.clone());
+    node.domain_start(&name).unwrap();
+
+    // Bounded only so that a broken image fails instead of hanging the suite.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut answer = None;
+    while Instant::now() < deadline && answer.is_none() {
+        if let Some(ip) = lease(&network, &mac) {
+            answer = ssh(&key, &format!("alice@{ip}"), "cloud-init status --wait >/dev/null; hostname; id -un; cat /etc/kvmctl-seeded; sudo -n true && echo sudo; df --output=size -B1G / | tail -1; cloud-init status");
+        }
+        if answer.is_none() {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    let serial = std::fs::read_to_string(&serial_log).unwrap_or_default();
+    let answer = answer.unwrap_or_else(|| {
+        panic!(
+            "no SSH login within 10 minutes; serial log tail:\n{}",
+            serial.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    });
+    let lines: Vec<&str> = answer.lines().map(str::trim).collect();
+    assert_eq!(&lines[..4], ["deb-test", "alice", "yes", "sudo"], "{answer}");
+    let size_gib: u64 = lines[4].parse().unwrap();
+    assert!(size_gib >= 3, "cloud-init grew the root to the 4 GiB overlay: {answer}");
+    assert_eq!(lines[5], "status: done", "cloud-init finished without errors: {answer}");
+    assert!(serial.contains("Cloud-init v.") && serial.contains("finished at"), "cloud-init reported on the serial console");
+    drop(debris);
+    assert!(!node.domain_list().unwrap().iter().any(|d| d.name == name));
+}
