@@ -86,19 +86,11 @@ pub struct Common {
     pool_path: PathBuf,
 }
 
-struct Report(DoctorReport);
-
-impl serde::Serialize for Report {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-impl Table for Report {
+impl Table for DoctorReport {
     fn rows(&self) -> Vec<Vec<String>> {
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         let mut rows = vec![vec!["status".into(), "check".into(), "evidence".into(), "fix".into()]];
-        for c in &self.0.checks {
+        for c in &self.checks {
             let (word, code) = match c.status {
                 CheckStatus::Ok => ("ok", "32"),
                 CheckStatus::Warn => ("warn", "33"),
@@ -182,7 +174,7 @@ pub fn run(cmd: HostCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
             }
             let report = run_doctor(&common, !no_probe);
             let blocked = !report.blocking_failures.is_empty();
-            output::print(&Report(report.clone()), format)?;
+            output::print(&report, format)?;
             if format == OutputFormat::Table {
                 println!("\nVMs will use domain type '{}'.", report.domain_type);
                 if blocked {
@@ -233,7 +225,7 @@ pub fn run(cmd: HostCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
                 warnings,
             });
             state.save(&state_path)?;
-            output::print(&Report(report.clone()), format)?;
+            output::print(&report, format)?;
             eprintln!("\nlog: {}   state: {}", common.log.display(), state_path.display());
             Ok(if report.blocking_failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }

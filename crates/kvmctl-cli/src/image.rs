@@ -39,20 +39,12 @@ pub enum ProfileArg {
     Standard,
 }
 
-struct View(ImageMeta);
-
-impl serde::Serialize for View {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-impl Table for View {
+impl Table for ImageMeta {
     fn header(&self) -> bool {
         false
     }
     fn rows(&self) -> Vec<Vec<String>> {
-        let m = &self.0;
+        let m = self;
         vec![
             vec!["name:".into(), m.name.clone()],
             vec!["os:".into(), format!("{} ({:?} profile), kernel {}", m.os, m.profile, m.kernel).to_lowercase()],
@@ -83,7 +75,7 @@ pub fn run(cmd: ImageCommand, format: OutputFormat) -> anyhow::Result<ExitCode> 
             let started = std::time::Instant::now();
             let mut progress = |line: &str| eprintln!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
             let meta = build(&BuildOptions { recipe: &recipe, name, cache_dir, force }, &mut progress)?;
-            output::print(&View(meta), format)?;
+            output::print(&meta, format)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -5,20 +5,12 @@ use kvmctl_client::Client;
 use kvmctl_types::api::StatusResponse;
 use std::process::ExitCode;
 
-struct View(StatusResponse);
-
-impl serde::Serialize for View {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
-impl Table for View {
+impl Table for StatusResponse {
     fn header(&self) -> bool {
         false
     }
     fn rows(&self) -> Vec<Vec<String>> {
-        let s = &self.0;
+        let s = self;
         let h = &s.hypervisor;
         let libvirt = if h.reachable {
             format!(
@@ -44,6 +36,6 @@ impl Table for View {
 pub async fn run(client: &Client, format: OutputFormat) -> anyhow::Result<ExitCode> {
     let status = client.status().await?;
     let reachable = status.hypervisor.reachable;
-    output::print(&View(status), format)?;
+    output::print(&status, format)?;
     Ok(if reachable { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

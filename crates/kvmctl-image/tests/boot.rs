@@ -6,60 +6,11 @@
 
 use kvmctl_libvirt::xml::*;
 use kvmctl_libvirt::{LibvirtNode, Node};
+use kvmctl_testkit::{env, keypair, ssh, Debris};
 use kvmctl_types::{Name, VmId};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test.sh"))
-}
-
-struct Debris<'a> {
-    node: &'a LibvirtNode,
-    pool: String,
-    domain: Option<String>,
-    volumes: Vec<String>,
-    files: Vec<PathBuf>,
-}
-
-impl Drop for Debris<'_> {
-    fn drop(&mut self) {
-        if let Some(d) = &self.domain {
-            let _ = self.node.domain_destroy(d);
-            let _ = self.node.domain_undefine(d);
-        }
-        for v in self.volumes.iter().rev() {
-            let _ = self.node.volume_delete(&self.pool, v);
-        }
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
-}
-
-fn ssh(key: &Path, target: &str, cmd: &str) -> Option<String> {
-    let out = Command::new("ssh")
-        .arg("-i")
-        .arg(key)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=5",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(target)
-        .arg(cmd)
-        .output()
-        .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// The guest's address from the test network's DHCP leases, by MAC.
 fn lease(network: &str, mac: &str) -> Option<String> {
@@ -79,15 +30,9 @@ fn debian_image_boots_with_a_kvmctl_seed_and_serves_ssh() {
     let domain_type = if env("KVMCTL_TEST_DOMAIN_TYPE") == "kvm" { DomainType::Kvm } else { DomainType::Qemu };
     let node = LibvirtNode::connect(env("KVMCTL_TEST_URI")).unwrap();
     let name = format!("kt-debian-{}", std::process::id());
-    let serial_log = PathBuf::from(format!("/var/log/libvirt/qemu/{name}-serial.log"));
+    let serial_log = kvmctl_testkit::serial_log(&name);
     let tmp = tempfile::tempdir().unwrap();
-    let mut debris = Debris {
-        node: &node,
-        pool: pool.clone(),
-        domain: None,
-        volumes: vec![],
-        files: vec![serial_log.clone(), PathBuf::from(format!("/var/log/libvirt/qemu/{name}.log"))],
-    };
+    let mut debris = Debris::new(&node, &pool, &name);
 
     // The image as a base volume (uploaded by stream, as to a remote node), a 4 GiB overlay.
     let base_name = format!("{name}-base.qcow2");
@@ -107,9 +52,7 @@ fn debian_image_boots_with_a_kvmctl_seed_and_serves_ssh() {
         .unwrap();
     debris.volumes.push(overlay_name);
 
-    let key = tmp.path().join("id");
-    assert!(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status().unwrap().success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_owned();
+    let (key, public) = keypair(tmp.path());
     let spec = kvmctl_cloudinit::seed::SeedSpec {
         instance_id: VmId::new().to_string(),
         hostname: "deb-test".into(),
@@ -164,7 +107,7 @@ fn debian_image_boots_with_a_kvmctl_seed_and_serves_ssh() {
     let mut answer = None;
     while Instant::now() < deadline && answer.is_none() {
         if let Some(ip) = lease(&network, &mac) {
-            answer = ssh(&key, &format!("alice@{ip}"), "cloud-init status --wait >/dev/null; hostname; id -un; cat /etc/kvmctl-seeded; sudo -n true && echo sudo; df --output=size -B1G / | tail -1; cloud-init status");
+            answer = ssh(&key, "alice", &ip, "cloud-init status --wait >/dev/null; hostname; id -un; cat /etc/kvmctl-seeded; sudo -n true && echo sudo; df --output=size -B1G / | tail -1; cloud-init status").ok();
         }
         if answer.is_none() {
             std::thread::sleep(Duration::from_secs(2));

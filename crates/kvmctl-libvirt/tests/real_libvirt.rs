@@ -7,51 +7,13 @@
 
 use kvmctl_libvirt::xml::*;
 use kvmctl_libvirt::{DomainState, LibvirtNode, Node};
+use kvmctl_testkit::{env, keypair, ssh, Debris};
 use kvmctl_types::{Name, VmId};
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with scripts/test.sh, or `source /run/kvmctl-test/env` after scripts/testenv.sh")
-    })
-}
-
-/// Everything a test made on the node, removed on drop whatever happened.
-struct Debris<'a> {
-    node: &'a LibvirtNode,
-    pool: String,
-    domain: Option<String>,
-    volumes: Vec<String>,
-    files: Vec<PathBuf>,
-}
-
-impl Drop for Debris<'_> {
-    fn drop(&mut self) {
-        if let Some(d) = &self.domain {
-            let _ = self.node.domain_destroy(d);
-            let _ = self.node.domain_undefine(d);
-        }
-        for v in self.volumes.iter().rev() {
-            let _ = self.node.volume_delete(&self.pool, v);
-        }
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
-}
-
-/// A fresh ed25519 key pair for the test; returns (private key path, public key line).
-fn keypair(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("id_ed25519");
-    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kvmctl-test", "-f"]).arg(&key).status().unwrap();
-    assert!(st.success(), "ssh-keygen failed");
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_owned();
-    (key, public)
-}
 
 /// kvmctl's own NoCloud seed (in-process ISO writer).
 fn seed_iso(hostname: &str, user: &str, key: &str) -> Vec<u8> {
@@ -69,31 +31,6 @@ fn seed_iso(hostname: &str, user: &str, key: &str) -> Vec<u8> {
         user_data: None,
     };
     kvmctl_cloudinit::seed::nocloud_iso(&kvmctl_cloudinit::seed::render(&spec).unwrap())
-}
-
-/// Runs `cmd` on the guest over SSH with `key`; returns stdout.
-fn ssh(key: &Path, user: &str, ip: &str, cmd: &str) -> String {
-    let out = Command::new("ssh")
-        .args(["-i"])
-        .arg(key)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("{user}@{ip}"))
-        .arg(cmd)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ssh {user}@{ip} {cmd}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn wait_for_marker(log: &Path, marker: &str, limit: Duration) -> String {
@@ -141,13 +78,12 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
     let node = LibvirtNode::connect(&uri).unwrap();
     node.pool_ensure_dir(&pool, &pool_dir).unwrap();
     let name = format!("kt-smoke-{}", std::process::id());
-    let serial_log = PathBuf::from(format!("/var/log/libvirt/qemu/{name}-serial.log"));
+    let serial_log = kvmctl_testkit::serial_log(&name);
     let qemu_log = PathBuf::from(format!("/var/log/libvirt/qemu/{name}.log"));
     let tmp = tempfile::tempdir().unwrap();
 
     {
-        let mut debris =
-            Debris { node: &node, pool: pool.clone(), domain: None, volumes: vec![], files: vec![serial_log.clone(), qemu_log.clone()] };
+        let mut debris = Debris::new(&node, &pool, &name);
 
         // A base volume and a copy-on-write overlay on it, as every VM disk will be.
         let base = format!("{name}-base.qcow2");
@@ -212,7 +148,7 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
         let banner = ssh_banner(format!("{ip}:22").parse().unwrap());
         assert!(banner.starts_with("SSH-2.0-"), "SSH banner: {banner:?}");
         // The key from kvmctl's seed logs in as the seed's user.
-        assert_eq!(ssh(&key, "tester", ip, "id -un; hostname"), "tester\nsmoke\n");
+        assert_eq!(ssh(&key, "tester", ip, "id -un; hostname").unwrap(), "tester\nsmoke\n");
     }
 
     // Nothing survives: no domain, no volume, no serial log.
