@@ -29,6 +29,7 @@ fn help_texts() {
         (&["host", "doctor", "--help"][..], "help-host-doctor.txt"),
         (&["host", "setup", "--help"][..], "help-host-setup.txt"),
         (&["host", "uninstall", "--help"][..], "help-host-uninstall.txt"),
+        (&["image", "build", "--help"][..], "help-image-build.txt"),
     ] {
         let out = kvmctl(args);
         assert!(out.status.success());
