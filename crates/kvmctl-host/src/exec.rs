@@ -260,17 +260,21 @@ impl Executor<'_> {
             }
             StepAction::InstallHook { path, content, restart_libvirtd, systemd, .. } => {
                 let p = Path::new(path);
-                if let Ok(existing) = std::fs::read_to_string(p) {
-                    if !existing.contains(HOOK_MARKER) {
-                        return Err(format!("{path} exists and is not kvmctl's; move it aside (kvmctl will not overwrite it)"));
-                    }
+                let previous = std::fs::read_to_string(p).ok();
+                if previous.as_ref().is_some_and(|t| !t.contains(HOOK_MARKER)) {
+                    return Err(format!("{path} exists and is not kvmctl's; move it aside (kvmctl will not overwrite it)"));
                 }
                 std::fs::create_dir_all(p.parent().unwrap_or(Path::new("/"))).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
                 std::fs::write(p, content).map_err(|e| format!("cannot write {path}: {e}"))?;
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("cannot chmod {path}: {e}"))?;
                 self.log("INFO", &format!("wrote {path}"));
-                state.hook = Some(HookRecord { path: path.clone(), at: at() });
+                // Updating a hook an earlier setup installed: keep the first record's account.
+                let previous = match &state.hook {
+                    Some(h) if h.path == *path => h.previous.clone(),
+                    _ => previous,
+                };
+                state.hook = Some(HookRecord { path: path.clone(), at: at(), previous });
                 if *restart_libvirtd {
                     self.restart_libvirtd(*systemd)?;
                 }
@@ -318,11 +322,19 @@ impl Executor<'_> {
                 state.groups.retain(|g| !(g.user == *user && g.group == *group));
                 Ok(())
             }
-            StepAction::RemoveHook { path } => {
+            StepAction::RemoveHook { path, previous } => {
                 match std::fs::read_to_string(path) {
                     Ok(t) if t.contains(HOOK_MARKER) => {
-                        std::fs::remove_file(path).map_err(|e| format!("cannot remove {path}: {e}"))?;
-                        self.log("INFO", &format!("removed {path}"));
+                        match previous {
+                            Some(old) => {
+                                std::fs::write(path, old).map_err(|e| format!("cannot restore {path}: {e}"))?;
+                                self.log("INFO", &format!("restored the previous {path}"));
+                            }
+                            None => {
+                                std::fs::remove_file(path).map_err(|e| format!("cannot remove {path}: {e}"))?;
+                                self.log("INFO", &format!("removed {path}"));
+                            }
+                        }
                         if pid_of("libvirtd").is_some() {
                             self.restart_libvirtd(Path::new("/run/systemd/system").is_dir())?;
                         }

@@ -112,6 +112,10 @@ pub struct HostFacts {
     /// Whether the libvirt hook file exists, and whether it is kvmctl's.
     #[serde(default)]
     pub hook: Option<bool>,
+    /// The hook file's contents, when it is kvmctl's (setup rewrites it when it differs,
+    /// e.g. when it runs a kvmctl binary that has moved).
+    #[serde(default)]
+    pub hook_script: Option<String>,
 }
 
 /// Package manager family of a distribution, from os-release.
@@ -316,7 +320,9 @@ pub fn gather(opts: &GatherOptions<'_>) -> HostFacts {
         std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
     let user_groups = user_groups(&user);
     let is_root = is_root();
-    let hook = std::fs::read_to_string(crate::HOOK_PATH).ok().map(|t| t.contains(crate::plan::HOOK_MARKER));
+    let hook_text = std::fs::read_to_string(crate::HOOK_PATH).ok();
+    let hook = hook_text.as_ref().map(|t| t.contains(crate::plan::HOOK_MARKER));
+    let hook_script = hook_text.filter(|t| t.contains(crate::plan::HOOK_MARKER));
     HostFacts {
         systemd: Path::new("/run/systemd/system").is_dir(),
         is_root,
@@ -341,6 +347,7 @@ pub fn gather(opts: &GatherOptions<'_>) -> HostFacts {
         selinux,
         packages: package_versions(family),
         hook,
+        hook_script,
         os,
     }
 }

@@ -29,21 +29,74 @@ pub struct SetupOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StepAction {
-    InstallPackages { family: Family, packages: Vec<String> },
-    KvmDevicePermissions { path: String, mode_before: u32, group_before: String },
-    StartService { name: String, systemd: bool, netns: Option<String> },
-    InstallHook { path: String, content: String, restart_libvirtd: bool, systemd: bool, netns: Option<String> },
-    EnsureDefaultNetwork { defined: bool, active: bool, autostart: bool },
-    EnsurePool { name: String, path: String },
-    AddUserToGroups { user: String, groups: Vec<String> },
+    InstallPackages {
+        family: Family,
+        packages: Vec<String>,
+    },
+    KvmDevicePermissions {
+        path: String,
+        mode_before: u32,
+        group_before: String,
+    },
+    StartService {
+        name: String,
+        systemd: bool,
+        netns: Option<String>,
+    },
+    InstallHook {
+        path: String,
+        content: String,
+        restart_libvirtd: bool,
+        systemd: bool,
+        netns: Option<String>,
+    },
+    EnsureDefaultNetwork {
+        defined: bool,
+        active: bool,
+        autostart: bool,
+    },
+    EnsurePool {
+        name: String,
+        path: String,
+    },
+    AddUserToGroups {
+        user: String,
+        groups: Vec<String>,
+    },
     // Reversal actions (uninstall).
-    RemoveUserFromGroup { user: String, group: String },
-    RemoveHook { path: String },
-    DeletePool { name: String, path: String, remove_dir: bool },
-    RevertNetwork { name: String, undefine: bool, stop: bool, unset_autostart: bool },
-    StopService { name: String, systemd: bool },
-    RestoreKvmDevice { path: String, mode: u32, group: String },
-    RemovePackages { family: Family, packages: Vec<String> },
+    RemoveUserFromGroup {
+        user: String,
+        group: String,
+    },
+    /// Removes the hook, or puts back the kvmctl hook that setup replaced.
+    RemoveHook {
+        path: String,
+        previous: Option<String>,
+    },
+    DeletePool {
+        name: String,
+        path: String,
+        remove_dir: bool,
+    },
+    RevertNetwork {
+        name: String,
+        undefine: bool,
+        stop: bool,
+        unset_autostart: bool,
+    },
+    StopService {
+        name: String,
+        systemd: bool,
+    },
+    RestoreKvmDevice {
+        path: String,
+        mode: u32,
+        group: String,
+    },
+    RemovePackages {
+        family: Family,
+        packages: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,18 +171,23 @@ pub fn setup_plan(f: &HostFacts, o: &SetupOptions) -> Result<Vec<Step>, PlanErro
         done: f.virtlogd_running,
         action: StepAction::StartService { name: "virtlogd".into(), systemd: f.systemd, netns: o.netns.clone() },
     });
-    let hook_ok = f.hook == Some(true);
+    let script = hook_script(&o.kvmctl_path);
+    // A recorded host without the script text (older facts) counts the marker alone.
+    let hook_ok = f.hook == Some(true) && f.hook_script.as_ref().map(|s| *s == script).unwrap_or(true);
+    let hook_stale = f.hook == Some(true) && !hook_ok;
     steps.push(Step {
         id: "hook".into(),
         description: if hook_ok {
             format!("{} is kvmctl's", crate::HOOK_PATH)
+        } else if hook_stale {
+            format!("update the libvirt hook {} to run {} (then restart libvirtd)", crate::HOOK_PATH, o.kvmctl_path.display())
         } else {
             format!("install the libvirt hook {} (then restart libvirtd so it loads)", crate::HOOK_PATH)
         },
         done: hook_ok,
         action: StepAction::InstallHook {
             path: crate::HOOK_PATH.into(),
-            content: hook_script(&o.kvmctl_path),
+            content: script,
             restart_libvirtd: f.libvirtd_running,
             systemd: f.systemd,
             netns: o.netns.clone(),
@@ -241,7 +299,8 @@ pub fn uninstall_plan(s: &StateRecord, only: Option<&str>) -> Vec<Step> {
         );
     }
     if let Some(h) = &s.hook {
-        push("hook", format!("remove the libvirt hook {}", h.path), StepAction::RemoveHook { path: h.path.clone() });
+        let what = if h.previous.is_some() { "restore the previous libvirt hook" } else { "remove the libvirt hook" };
+        push("hook", format!("{what} {}", h.path), StepAction::RemoveHook { path: h.path.clone(), previous: h.previous.clone() });
     }
     for sv in s.services.iter().rev().filter(|s| s.name != "libvirtd") {
         push(
@@ -340,6 +399,22 @@ mod tests {
     }
 
     #[test]
+    fn a_hook_that_runs_another_kvmctl_is_updated() {
+        let mut f = facts("debian12-prepared.json");
+        f.hook_script = Some(hook_script(std::path::Path::new("/old/target/debug/kvmctl")));
+        let steps = setup_plan(&f, &SetupOptions { user: None, ..opts() }).unwrap();
+        assert_eq!(todo(&steps), ["hook"]);
+        let hook = steps.iter().find(|s| s.id == "hook").unwrap();
+        assert!(
+            hook.description.starts_with("update the libvirt hook") && hook.description.contains("/usr/local/bin/kvmctl"),
+            "{}",
+            hook.description
+        );
+        f.hook_script = Some(hook_script(std::path::Path::new("/usr/local/bin/kvmctl")));
+        assert!(todo(&setup_plan(&f, &SetupOptions { user: None, ..opts() }).unwrap()).is_empty());
+    }
+
+    #[test]
     fn unknown_distribution_lists_the_supported_ones() {
         let mut f = facts("debian12-prepared.json");
         f.os = parse_os_release("ID=arch\nPRETTY_NAME=\"Arch Linux\"\n");
@@ -363,7 +438,7 @@ mod tests {
             ],
             networks: vec![NetworkRecord { name: "default".into(), defined: false, started: true, autostart_set: true, at: at.clone() }],
             pools: vec![PoolRecord { name: "kvmctl".into(), path: "/var/lib/kvmctl/images".into(), dir_created: true, at: at.clone() }],
-            hook: Some(HookRecord { path: "/etc/libvirt/hooks/qemu".into(), at: at.clone() }),
+            hook: Some(HookRecord { path: "/etc/libvirt/hooks/qemu".into(), at: at.clone(), previous: None }),
             groups: vec![GroupRecord { user: "alice".into(), group: "libvirt".into(), at }],
             ..Default::default()
         };

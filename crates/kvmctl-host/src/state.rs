@@ -80,6 +80,9 @@ pub struct PoolRecord {
 pub struct HookRecord {
     pub path: String,
     pub at: String,
+    /// The kvmctl hook that was there before (setup updated it); uninstall puts it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

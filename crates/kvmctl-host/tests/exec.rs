@@ -89,3 +89,22 @@ fn an_existing_foreign_hook_is_never_overwritten() {
     assert_eq!(std::fs::read_to_string(dir.path().join("hooks/qemu")).unwrap(), "#!/bin/sh\n# somebody else's hook\n");
     assert!(state.hook.is_none());
 }
+
+/// Setup that updates an existing kvmctl hook records it; uninstall puts it back.
+#[test]
+fn an_updated_hook_is_restored_by_uninstall() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = steps(dir.path());
+    let hook = dir.path().join("hooks/qemu");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    let old = kvmctl_host::plan::hook_script(std::path::Path::new("/old/kvmctl"));
+    std::fs::write(&hook, &old).unwrap();
+    let mut state = StateRecord::default();
+    run("test:///default", dir.path(), &plan[..1], &mut state).0.unwrap();
+    assert!(std::fs::read_to_string(&hook).unwrap().contains("/usr/local/bin/kvmctl"));
+    let undo = kvmctl_host::uninstall_plan(&state, Some("hook"));
+    assert!(undo[0].description.starts_with("restore the previous libvirt hook"), "{}", undo[0].description);
+    run("test:///default", dir.path(), &undo, &mut state).0.unwrap();
+    assert_eq!(std::fs::read_to_string(&hook).unwrap(), old);
+    assert!(state.hook.is_none());
+}
