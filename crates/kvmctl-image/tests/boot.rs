@@ -2,7 +2,8 @@
 //! recipe hash, and exports its path) boots under the test libvirtd from a qcow2 overlay
 //! with a kvmctl seed; cloud-init creates the seed's user with its key; SSH as that user
 //! works, the root filesystem grew to the overlay's size, and cloud-init finished without
-//! errors. One full guest: about a minute under TCG.
+//! errors. Once through BIOS (GRUB in the MBR) and once through UEFI (OVMF, GRUB on the
+//! ESP): two full guests, about a minute together under TCG.
 
 use kvmctl_libvirt::xml::*;
 use kvmctl_libvirt::{LibvirtNode, Node};
@@ -23,13 +24,23 @@ fn lease(network: &str, mac: &str) -> Option<String> {
 }
 
 #[test]
-fn debian_image_boots_with_a_kvmctl_seed_and_serves_ssh() {
+fn debian_image_boots_with_bios() {
+    boots_with_a_kvmctl_seed_and_serves_ssh(Firmware::Bios);
+}
+
+#[test]
+fn debian_image_boots_with_uefi() {
+    boots_with_a_kvmctl_seed_and_serves_ssh(Firmware::Uefi);
+}
+
+fn boots_with_a_kvmctl_seed_and_serves_ssh(firmware: Firmware) {
     let image = PathBuf::from(env("KVMCTL_TEST_DEBIAN_IMAGE"));
     let pool = env("KVMCTL_TEST_POOL");
     let network = env("KVMCTL_TEST_NETWORK");
     let domain_type = if env("KVMCTL_TEST_DOMAIN_TYPE") == "kvm" { DomainType::Kvm } else { DomainType::Qemu };
     let node = LibvirtNode::connect(env("KVMCTL_TEST_URI")).unwrap();
-    let name = format!("kt-debian-{}", std::process::id());
+    let fw = if firmware == Firmware::Uefi { "uefi" } else { "bios" };
+    let name = format!("kt-debian-{fw}-{}", std::process::id());
     let serial_log = kvmctl_testkit::serial_log(&name);
     let tmp = tempfile::tempdir().unwrap();
     let mut debris = Debris::new(&node, &pool, &name);
@@ -81,10 +92,16 @@ fn debian_image_boots_with_a_kvmctl_seed_and_serves_ssh() {
         .unwrap();
     debris.volumes.push(seed_name);
 
-    let mac = format!("52:54:00:7e:{:02x}:{:02x}", (std::process::id() >> 8) & 0xff, std::process::id() & 0xff);
+    let mac = format!(
+        "52:54:00:{}:{:02x}:{:02x}",
+        if firmware == Firmware::Uefi { "7f" } else { "7e" },
+        (std::process::id() >> 8) & 0xff,
+        std::process::id() & 0xff
+    );
     let dom = DomainSpec {
         name: Name::parse(&name).unwrap(),
         domain_type,
+        firmware,
         vcpus: 2,
         memory_mib: 1024,
         boot: Boot::Disk,
@@ -107,7 +124,7 @@ fn debian_image_boots_with_a_kvmctl_seed_and_serves_ssh() {
     let mut answer = None;
     while Instant::now() < deadline && answer.is_none() {
         if let Some(ip) = lease(&network, &mac) {
-            answer = ssh(&key, "alice", &ip, "cloud-init status --wait >/dev/null; hostname; id -un; cat /etc/kvmctl-seeded; sudo -n true && echo sudo; df --output=size -B1G / | tail -1; cloud-init status").ok();
+            answer = ssh(&key, "alice", &ip, "cloud-init status --wait >/dev/null; hostname; id -un; cat /etc/kvmctl-seeded; sudo -n true && echo sudo; df --output=size -B1G / | tail -1; cloud-init status; test -d /sys/firmware/efi && echo uefi || echo bios").ok();
         }
         if answer.is_none() {
             std::thread::sleep(Duration::from_secs(2));
@@ -125,6 +142,7 @@ fn debian_image_boots_with_a_kvmctl_seed_and_serves_ssh() {
     let size_gib: u64 = lines[4].parse().unwrap();
     assert!(size_gib >= 3, "cloud-init grew the root to the 4 GiB overlay: {answer}");
     assert_eq!(lines[5], "status: done", "cloud-init finished without errors: {answer}");
+    assert_eq!(lines[6], fw, "the guest booted through {fw} firmware: {answer}");
     assert!(serial.contains("Cloud-init v.") && serial.contains("finished at"), "cloud-init reported on the serial console");
     drop(debris);
     assert!(!node.domain_list().unwrap().iter().any(|d| d.name == name));

@@ -37,6 +37,15 @@ impl DomainType {
     }
 }
 
+/// The guest's firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF without Secure Boot (libvirt picks the firmware file and makes the NVRAM).
+    Uefi,
+}
+
 /// How the guest boots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Boot {
@@ -97,6 +106,7 @@ pub struct Metadata {
 pub struct DomainSpec {
     pub name: Name,
     pub domain_type: DomainType,
+    pub firmware: Firmware,
     pub vcpus: u32,
     pub memory_mib: u64,
     pub boot: Boot,
@@ -177,8 +187,19 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
     d.text("currentMemory", &[("unit", "MiB")], &memory)?;
     d.text("vcpu", &[("placement", "static")], &vcpus)?;
 
-    d.open("os", &[])?;
+    match spec.firmware {
+        Firmware::Bios => d.open("os", &[])?,
+        Firmware::Uefi => d.open("os", &[("firmware", "efi")])?,
+    }
     d.text("type", &[("arch", "x86_64"), ("machine", "q35")], "hvm")?;
+    if spec.firmware == Firmware::Uefi {
+        // Without these, libvirt may pick Secure Boot firmware with Microsoft's keys
+        // enrolled, which refuses an unsigned loader.
+        d.open("firmware", &[])?;
+        d.empty("feature", &[("enabled", "no"), ("name", "secure-boot")])?;
+        d.empty("feature", &[("enabled", "no"), ("name", "enrolled-keys")])?;
+        d.close("firmware")?;
+    }
     match &spec.boot {
         Boot::Disk => d.empty("boot", &[("dev", "hd")])?,
         Boot::Kernel { kernel, initrd, cmdline } => {

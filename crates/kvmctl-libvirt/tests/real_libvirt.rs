@@ -119,6 +119,7 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
         let spec = DomainSpec {
             name: Name::parse(&name).unwrap(),
             domain_type,
+            firmware: Firmware::Bios,
             vcpus: 1,
             memory_mib: 256,
             boot: Boot::Kernel {

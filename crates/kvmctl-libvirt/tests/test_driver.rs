@@ -9,6 +9,7 @@ fn spec(name: &str) -> DomainSpec {
     DomainSpec {
         name: Name::parse(name).unwrap(),
         domain_type: DomainType::Qemu,
+        firmware: Firmware::Bios,
         vcpus: 1,
         memory_mib: 128,
         boot: Boot::Disk,

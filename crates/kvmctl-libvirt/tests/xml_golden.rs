@@ -22,6 +22,7 @@ fn tiny() -> DomainSpec {
     DomainSpec {
         name: Name::parse("tiny-1").unwrap(),
         domain_type: DomainType::Qemu,
+        firmware: Firmware::Bios,
         vcpus: 1,
         memory_mib: 256,
         boot: Boot::Kernel {
@@ -53,6 +54,7 @@ fn disk_boot_kvm_domain_with_vnc_and_agent() {
     let spec = DomainSpec {
         name: Name::parse("web-1").unwrap(),
         domain_type: DomainType::Kvm,
+        firmware: Firmware::Bios,
         vcpus: 2,
         memory_mib: 2048,
         boot: Boot::Disk,
@@ -126,4 +128,12 @@ fn nat_network() {
         dhcp_end: "192.168.122.254".parse().unwrap(),
     };
     golden("network-nat.xml", &nat_network_xml(&spec).unwrap());
+}
+
+#[test]
+fn uefi_domain() {
+    let mut spec = tiny();
+    spec.firmware = Firmware::Uefi;
+    spec.boot = Boot::Disk;
+    golden("domain-uefi.xml", &domain_xml(&spec).unwrap());
 }
