@@ -2,19 +2,7 @@
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let key = std::fs::read_to_string(&a[3]).expect("key file").trim().to_owned();
-    let spec = kvmctl_cloudinit::seed::SeedSpec {
-        instance_id: format!("{}-1", a[1]),
-        hostname: a[1].clone(),
-        user: a[2].clone(),
-        ssh_keys: vec![key],
-        sudo: true,
-        password_hash: None,
-        packages: vec![],
-        write_files: vec![],
-        runcmd: vec![],
-        network: kvmctl_cloudinit::seed::NetworkConfig::Dhcp,
-        user_data: None,
-    };
+    let spec = kvmctl_cloudinit::seed::SeedSpec::new(&format!("{}-1", a[1]), &a[1], &a[2], vec![key]);
     let seed = kvmctl_cloudinit::seed::render(&spec).expect("valid");
     print!("--- meta-data\n{}--- user-data\n{}--- network-config\n{}", seed.meta_data, seed.user_data, seed.network_config);
 }

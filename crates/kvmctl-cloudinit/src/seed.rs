@@ -54,6 +54,25 @@ pub struct SeedSpec {
     pub user_data: Option<String>,
 }
 
+impl SeedSpec {
+    /// A seed with one sudo user and its keys, DHCP, and nothing else to do at first boot.
+    pub fn new(instance_id: &str, hostname: &str, user: &str, ssh_keys: Vec<String>) -> Self {
+        SeedSpec {
+            instance_id: instance_id.to_owned(),
+            hostname: hostname.to_owned(),
+            user: user.to_owned(),
+            ssh_keys,
+            sudo: true,
+            password_hash: None,
+            packages: vec![],
+            write_files: vec![],
+            runcmd: vec![],
+            network: NetworkConfig::Dhcp,
+            user_data: None,
+        }
+    }
+}
+
 /// The three NoCloud documents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
@@ -374,19 +393,7 @@ mod tests {
     pub(crate) const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOxUWba4YdBS5XkAif3ox+1YEyWpPoBfVHn6xdpQ7/F+ test@kvmctl";
 
     pub(crate) fn spec() -> SeedSpec {
-        SeedSpec {
-            instance_id: "6f1c2a1e-8d4b-4c1e-9a57-0c1d2e3f4a5b".into(),
-            hostname: "web-1".into(),
-            user: "alice".into(),
-            ssh_keys: vec![KEY.into()],
-            sudo: true,
-            password_hash: None,
-            packages: vec![],
-            write_files: vec![],
-            runcmd: vec![],
-            network: NetworkConfig::Dhcp,
-            user_data: None,
-        }
+        SeedSpec::new("6f1c2a1e-8d4b-4c1e-9a57-0c1d2e3f4a5b", "web-1", "alice", vec![KEY.into()])
     }
 
     #[test]

@@ -65,21 +65,14 @@ fn boots_with_a_kvmctl_seed_and_serves_ssh(firmware: Firmware) {
 
     let (key, public) = keypair(tmp.path());
     let spec = kvmctl_cloudinit::seed::SeedSpec {
-        instance_id: VmId::new().to_string(),
-        hostname: "deb-test".into(),
-        user: "alice".into(),
-        ssh_keys: vec![public],
-        sudo: true,
-        password_hash: None,
-        packages: vec![],
         write_files: vec![kvmctl_cloudinit::seed::WriteFile {
             path: "/etc/kvmctl-seeded".into(),
-            content: "yes\n".into(),
+            content: "yes
+"
+            .into(),
             permissions: "0644".into(),
         }],
-        runcmd: vec![],
-        network: kvmctl_cloudinit::seed::NetworkConfig::Dhcp,
-        user_data: None,
+        ..kvmctl_cloudinit::seed::SeedSpec::new(&VmId::new().to_string(), "deb-test", "alice", vec![public])
     };
     let seed_name = format!("{name}-seed.iso");
     let seed = node

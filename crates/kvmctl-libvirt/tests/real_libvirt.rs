@@ -17,19 +17,7 @@ use std::time::{Duration, Instant};
 
 /// kvmctl's own NoCloud seed (in-process ISO writer).
 fn seed_iso(hostname: &str, user: &str, key: &str) -> Vec<u8> {
-    let spec = kvmctl_cloudinit::seed::SeedSpec {
-        instance_id: format!("{hostname}-instance"),
-        hostname: hostname.into(),
-        user: user.into(),
-        ssh_keys: vec![key.into()],
-        sudo: true,
-        password_hash: None,
-        packages: vec![],
-        write_files: vec![],
-        runcmd: vec![],
-        network: kvmctl_cloudinit::seed::NetworkConfig::Dhcp,
-        user_data: None,
-    };
+    let spec = kvmctl_cloudinit::seed::SeedSpec::new(&format!("{hostname}-instance"), hostname, user, vec![key.into()]);
     kvmctl_cloudinit::seed::nocloud_iso(&kvmctl_cloudinit::seed::render(&spec).unwrap())
 }
 
