@@ -282,15 +282,7 @@ impl Executor<'_> {
             }
             StepAction::EnsureDefaultNetwork { defined, active, autostart } => {
                 let xml = std::fs::read_to_string("/usr/share/libvirt/networks/default.xml").or_else(|_| {
-                    kvmctl_libvirt::xml::nat_network_xml(&kvmctl_libvirt::xml::NatNetworkSpec {
-                        name: "default".into(),
-                        bridge: "virbr0".into(),
-                        address: [192, 168, 122, 1].into(),
-                        prefix: 24,
-                        dhcp_start: [192, 168, 122, 2].into(),
-                        dhcp_end: [192, 168, 122, 254].into(),
-                    })
-                    .map_err(|e| e.to_string())
+                    kvmctl_libvirt::xml::nat_network_xml(&kvmctl_libvirt::xml::NatNetworkSpec::libvirt_default()).map_err(|e| e.to_string())
                 })?;
                 self.node().network_ensure("default", &xml).map_err(|e| kvmctl_core::error::chain(&e))?;
                 state.networks.push(NetworkRecord {

@@ -350,6 +350,21 @@ pub struct NatNetworkSpec {
     pub dhcp_end: std::net::Ipv4Addr,
 }
 
+impl NatNetworkSpec {
+    /// libvirt's own `default` network (what `default.xml` ships): `192.168.122.1/24` on
+    /// `virbr0`, DHCP for `.2`-`.254`.
+    pub fn libvirt_default() -> Self {
+        NatNetworkSpec {
+            name: "default".into(),
+            bridge: "virbr0".into(),
+            address: [192, 168, 122, 1].into(),
+            prefix: 24,
+            dhcp_start: [192, 168, 122, 2].into(),
+            dhcp_end: [192, 168, 122, 254].into(),
+        }
+    }
+}
+
 pub fn nat_network_xml(n: &NatNetworkSpec) -> Result<String, XmlError> {
     let mut d = Doc::new();
     d.open("network", &[])?;

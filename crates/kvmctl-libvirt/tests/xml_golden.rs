@@ -119,15 +119,7 @@ fn control_characters_are_refused() {
 
 #[test]
 fn nat_network() {
-    let spec = NatNetworkSpec {
-        name: "default".into(),
-        bridge: "virbr0".into(),
-        address: "192.168.122.1".parse().unwrap(),
-        prefix: 24,
-        dhcp_start: "192.168.122.2".parse().unwrap(),
-        dhcp_end: "192.168.122.254".parse().unwrap(),
-    };
-    golden("network-nat.xml", &nat_network_xml(&spec).unwrap());
+    golden("network-nat.xml", &nat_network_xml(&NatNetworkSpec::libvirt_default()).unwrap());
 }
 
 #[test]
