@@ -62,7 +62,13 @@ netns_exec() { ip netns exec "$KVMCTL_NETNS" "$@"; }
 
 # netns_ensure: the namespace every test guest, libvirt network and dnsmasq lives in.
 # Only loopback exists in it, plus what libvirt creates; nothing in it routes to the outside.
+# /run survives a reboot on some hosts (these machines among them): a name left there from
+# before is a plain file, not a namespace, and is deleted and created afresh.
 netns_ensure() {
+  if [ -e "/run/netns/$KVMCTL_NETNS" ] && ! netns_exec true 2>/dev/null; then
+    log "/run/netns/$KVMCTL_NETNS is not a live namespace (left from before a reboot); recreating it"
+    ip netns delete "$KVMCTL_NETNS"
+  fi
   [ -e "/run/netns/$KVMCTL_NETNS" ] || { log "creating network namespace $KVMCTL_NETNS"; ip netns add "$KVMCTL_NETNS"; }
   netns_exec ip link set lo up
 }

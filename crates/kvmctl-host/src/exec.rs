@@ -180,13 +180,26 @@ impl Executor<'_> {
         Err(format!("libvirtd did not answer on {} within 10 s; see /var/log/libvirt/", self.libvirt_uri))
     }
 
+    /// Creates the namespace unless a usable one exists. `/run` survives a reboot on some hosts
+    /// (these machines among them), leaving `/run/netns/NAME` as a plain file that is no
+    /// longer a namespace: such a name is deleted and created afresh.
+    fn ensure_netns(&self, ns: &str) -> Result<(), String> {
+        if Path::new("/run/netns").join(ns).exists() {
+            let usable = Command::new("ip").args(["netns", "exec", ns, "true"]).status().is_ok_and(|s| s.success());
+            if usable {
+                return Ok(());
+            }
+            self.log("WARN", &format!("/run/netns/{ns} is not a live namespace (left from before a reboot?); recreating it"));
+            self.cmd(&["ip", "netns", "delete", ns])?;
+        }
+        self.cmd(&["ip", "netns", "add", ns])?;
+        self.cmd(&["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"]).map(drop)
+    }
+
     fn start_direct(&self, name: &str, netns: Option<&str>) -> Result<(), String> {
         match netns {
             Some(ns) => {
-                if !Path::new("/run/netns").join(ns).exists() {
-                    self.cmd(&["ip", "netns", "add", ns])?;
-                    self.cmd(&["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"])?;
-                }
+                self.ensure_netns(ns)?;
                 self.cmd(&["ip", "netns", "exec", ns, name, "-d"]).map(drop)
             }
             None => self.cmd(&[name, "-d"]).map(drop),
