@@ -75,8 +75,9 @@ netns_ensure() {
 
 pid_netns() { ip netns identify "$1" 2>/dev/null; }
 
-# daemon_pid NAME: pid of a running daemon named NAME, or nothing.
-daemon_pid() { pgrep -x "$1" | head -1; }
+# daemon_pid NAME: pid of a running daemon named NAME, or nothing (and success: callers run
+# under set -e and pipefail, where pgrep's "none found" would end the script).
+daemon_pid() { { pgrep -x "$1" || true; } | head -1; }
 
 # kvm_dev_permissions: /dev/kvm as udev sets it on an ordinary host (0660 root:kvm).
 # Without udev it stays 0600 root:root; libvirt then finds KVM "not available" to the qemu
