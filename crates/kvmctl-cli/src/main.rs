@@ -4,8 +4,10 @@
 mod host;
 mod image;
 mod output;
+mod progress;
 mod serve;
 mod status;
+mod vm;
 
 use clap::{Parser, Subcommand};
 use kvmctl_client::Client;
@@ -42,9 +44,15 @@ enum Command {
     Status,
     /// Print the daemon's OpenAPI document.
     Openapi,
-    /// Guest images: build them offline from distribution packages.
+    /// Virtual machines: create, list, show, start, stop, reboot, resize, delete.
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
+    /// Guest images: build them offline from distribution packages; import, list, show, rm.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Plans: the named sizes VMs are created with.
+    #[command(subcommand)]
+    Plan(vm::PlanCommand),
     /// Prepare this host: doctor, setup, uninstall (run locally, without the daemon).
     #[command(subcommand)]
     Host(host::HostCommand),
@@ -87,10 +95,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio::task::spawn_blocking(move || host::run(cmd, format)).await?
         }
         Command::Hook(HookCommand::Qemu { args }) => Ok(host::hook_qemu(&args)),
-        Command::Image(cmd) => {
+        Command::Image(cmd) if cmd.is_local() => {
             let format = cli.output;
             tokio::task::spawn_blocking(move || image::run(cmd, format)).await?
         }
+        Command::Image(cmd) => image::run_remote(&client(cli.socket, cli.url.as_deref())?, cmd, cli.output).await,
+        Command::Vm(cmd) => vm::run(&client(cli.socket, cli.url.as_deref())?, cmd, cli.output).await,
+        Command::Plan(cmd) => vm::run_plan(&client(cli.socket, cli.url.as_deref())?, cmd, cli.output).await,
         Command::Serve(args) => serve::run(args, cli.socket).await,
         Command::Openapi => {
             print!("{}", kvmctl_server::openapi::openapi_json());

@@ -8,7 +8,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use kvmctl_types::api::{ErrorBody, StatusResponse};
+use kvmctl_types::api::{ErrorBody, Image, ImageImportRequest, Plan, StatusResponse, Vm, VmCreateRequest, VmResizeRequest, VmStopRequest};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
@@ -80,6 +81,72 @@ impl Client {
         self.get("/v1/status").await
     }
 
+    pub async fn image_list(&self) -> Result<Vec<Image>, ClientError> {
+        self.get("/v1/images").await
+    }
+
+    pub async fn image_get(&self, name: &str) -> Result<Image, ClientError> {
+        self.get(&format!("/v1/images/{}", seg(name))).await
+    }
+
+    pub async fn image_import(&self, req: &ImageImportRequest) -> Result<Image, ClientError> {
+        self.send_json(Method::POST, "/v1/images", req).await
+    }
+
+    pub async fn image_delete(&self, name: &str) -> Result<(), ClientError> {
+        self.empty(Method::DELETE, &format!("/v1/images/{}", seg(name))).await
+    }
+
+    pub async fn plan_list(&self) -> Result<Vec<Plan>, ClientError> {
+        self.get("/v1/plans").await
+    }
+
+    pub async fn vm_list(&self) -> Result<Vec<Vm>, ClientError> {
+        self.get("/v1/vms").await
+    }
+
+    pub async fn vm_get(&self, name: &str) -> Result<Vm, ClientError> {
+        self.get(&format!("/v1/vms/{}", seg(name))).await
+    }
+
+    pub async fn vm_create(&self, req: &VmCreateRequest) -> Result<Vm, ClientError> {
+        self.send_json(Method::POST, "/v1/vms", req).await
+    }
+
+    pub async fn vm_delete(&self, name: &str, keep_disk: bool) -> Result<(), ClientError> {
+        self.empty(Method::DELETE, &format!("/v1/vms/{}?keep_disk={keep_disk}", seg(name))).await
+    }
+
+    pub async fn vm_start(&self, name: &str) -> Result<Vm, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/vms/{}/start", seg(name)), &serde_json::json!({})).await
+    }
+
+    pub async fn vm_stop(&self, name: &str, req: &VmStopRequest) -> Result<Vm, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/vms/{}/stop", seg(name)), req).await
+    }
+
+    pub async fn vm_reboot(&self, name: &str) -> Result<Vm, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/vms/{}/reboot", seg(name)), &serde_json::json!({})).await
+    }
+
+    pub async fn vm_resize(&self, name: &str, req: &VmResizeRequest) -> Result<Vm, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/vms/{}/resize", seg(name)), req).await
+    }
+
+    pub async fn send_json<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: &B) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).expect("request bodies serialize");
+        let (status, body) = self.request(method, path, Some(bytes)).await?;
+        decode(status, &body)
+    }
+
+    async fn empty(&self, method: Method, path: &str) -> Result<(), ClientError> {
+        let (status, body) = self.request(method, path, None).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        decode::<serde_json::Value>(status, &body).map(drop)
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let (status, body) = self.request(Method::GET, path, None).await?;
         decode(status, &body)
@@ -131,6 +198,14 @@ impl Client {
         });
         sender.send_request(req).await.map_err(http_err)
     }
+}
+
+/// A name as one path segment: anything outside a DNS label is percent-encoded, so a bad
+/// name reaches the daemon (and is refused there, by rule) instead of changing the path.
+fn seg(name: &str) -> String {
+    name.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 fn decode<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, ClientError> {

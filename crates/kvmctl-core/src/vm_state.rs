@@ -131,6 +131,13 @@ impl VmEvent {
     }
 }
 
+impl std::str::FromStr for VmState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        VmState::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| format!("unknown VM state {s:?}"))
+    }
+}
+
 impl std::fmt::Display for VmState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -32,6 +32,12 @@ pub enum NodeError {
         #[source]
         source: virt::error::Error,
     },
+    #[error("cannot read the data for volume {name:?}")]
+    Read {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot build XML")]
     Xml(#[from] crate::xml::XmlError),
 }
@@ -66,7 +72,7 @@ impl From<NodeError> for kvmctl_core::Error {
             NodeError::NotFound { kind, name } => E::NotFound { kind, name },
             NodeError::AlreadyExists { .. } | NodeError::InvalidState { .. } => E::Conflict(chain),
             NodeError::Connect { .. } | NodeError::Lost { .. } => E::Unavailable(chain),
-            NodeError::Libvirt { .. } | NodeError::Xml(_) => E::Internal(chain),
+            NodeError::Libvirt { .. } | NodeError::Xml(_) | NodeError::Read { .. } => E::Internal(chain),
         }
     }
 }

@@ -95,9 +95,29 @@ pub trait Node: Send + Sync {
     fn volume_create(&self, pool: &str, spec: &VolumeSpec) -> Result<VolumeInfo, NodeError>;
     /// Creates a volume of `format` holding exactly `data`, sent over a libvirt stream in
     /// chunks (works for remote nodes too). A failed upload leaves no volume.
-    fn volume_upload(&self, pool: &str, name: &str, format: xml::DiskFormat, data: &[u8]) -> Result<VolumeInfo, NodeError>;
+    fn volume_upload(&self, pool: &str, name: &str, format: xml::DiskFormat, data: &[u8]) -> Result<VolumeInfo, NodeError> {
+        self.volume_upload_from(pool, name, format, data.len() as u64, &mut &data[..])
+    }
+    /// As `volume_upload`, streaming `len` bytes from `data` (an image file of any size).
+    fn volume_upload_from(
+        &self,
+        pool: &str,
+        name: &str,
+        format: xml::DiskFormat,
+        len: u64,
+        data: &mut dyn std::io::Read,
+    ) -> Result<VolumeInfo, NodeError>;
     fn volume_delete(&self, pool: &str, name: &str) -> Result<(), NodeError>;
     fn volume_list(&self, pool: &str) -> Result<Vec<VolumeInfo>, NodeError>;
+    /// A volume by name, `None` when the pool has no such volume.
+    fn volume_get(&self, pool: &str, name: &str) -> Result<Option<VolumeInfo>, NodeError>;
+    /// Grows a volume that no running domain uses. Shrinking is refused by libvirt.
+    fn volume_resize(&self, pool: &str, name: &str, capacity_bytes: u64) -> Result<(), NodeError>;
+
+    /// Asks the guest to reboot (ACPI).
+    fn domain_reboot(&self, name: &str) -> Result<(), NodeError>;
+    /// Grows the disk `target` (`vda`) of a running domain; the guest sees the new size at once.
+    fn domain_block_resize(&self, name: &str, target: &str, capacity_bytes: u64) -> Result<(), NodeError>;
 }
 
 /// A libvirt connection that closes when dropped.
@@ -410,9 +430,16 @@ impl Node for LibvirtNode {
         })
     }
 
-    fn volume_upload(&self, pool: &str, name: &str, format: xml::DiskFormat, data: &[u8]) -> Result<VolumeInfo, NodeError> {
+    fn volume_upload_from(
+        &self,
+        pool: &str,
+        name: &str,
+        format: xml::DiskFormat,
+        len: u64,
+        data: &mut dyn std::io::Read,
+    ) -> Result<VolumeInfo, NodeError> {
         // The upload overwrites the whole file; the capacity only has to admit `data`.
-        let spec = VolumeSpec { name: name.to_owned(), capacity_bytes: data.len() as u64, format, backing: None };
+        let spec = VolumeSpec { name: name.to_owned(), capacity_bytes: len, format, backing: None };
         let vol_xml = xml::volume_xml(&spec)?;
         self.with_conn(|c| {
             let p = Self::pool(c, pool)?;
@@ -420,19 +447,43 @@ impl Node for LibvirtNode {
             let vol = StorageVol::create_xml(&p, &vol_xml, 0).map_err(err("create"))?;
             let sent = (|| {
                 let stream = Stream::new(c, 0).map_err(err("open a stream to"))?;
-                vol.upload(&stream, 0, data.len() as u64, 0).map_err(err("upload to"))?;
+                vol.upload(&stream, 0, len, 0).map_err(err("upload to"))?;
                 // libvirt refuses stream messages over 32 MiB; 1 MiB keeps memory flat.
-                const CHUNK: usize = 1 << 20;
-                let mut off = 0;
-                while off < data.len() {
-                    match stream.send(&data[off..(off + CHUNK).min(data.len())]) {
-                        Ok(0) => break,
-                        Ok(n) => off += n,
-                        Err(e) => {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut sent = 0u64;
+                while sent < len {
+                    let want = buf.len().min((len - sent) as usize);
+                    let got = match data.read(&mut buf[..want]) {
+                        Ok(0) => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("source ended after {sent} of {len} bytes"))),
+                        Ok(n) => Ok(n),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => Err(e),
+                    };
+                    let got = match got {
+                        Ok(n) => n,
+                        Err(source) => {
                             let _ = stream.abort();
-                            return Err(err("send data to")(e));
+                            return Err(NodeError::Read { name: name.to_owned(), source });
+                        }
+                    };
+                    let mut off = 0;
+                    while off < got {
+                        match stream.send(&buf[off..got]) {
+                            Ok(0) => {
+                                let _ = stream.abort();
+                                return Err(NodeError::Read {
+                                    name: name.to_owned(),
+                                    source: std::io::Error::new(std::io::ErrorKind::WriteZero, "libvirt stream accepted no data"),
+                                });
+                            }
+                            Ok(n) => off += n,
+                            Err(e) => {
+                                let _ = stream.abort();
+                                return Err(err("send data to")(e));
+                            }
                         }
                     }
+                    sent += got as u64;
                 }
                 stream.finish().map_err(err("finish upload to"))
             })();
@@ -449,6 +500,42 @@ impl Node for LibvirtNode {
             let p = Self::pool(c, pool)?;
             let vol = StorageVol::lookup_by_name(&p, name).map_err(|e| NodeError::from_virt("find", "volume", name, e))?;
             vol.delete(0).map_err(|e| NodeError::from_virt("delete", "volume", name, e))
+        })
+    }
+
+    fn volume_get(&self, pool: &str, name: &str) -> Result<Option<VolumeInfo>, NodeError> {
+        self.with_conn(|c| {
+            let p = Self::pool(c, pool)?;
+            match StorageVol::lookup_by_name(&p, name) {
+                Ok(v) => Self::volume_info(&v, name).map(Some),
+                Err(e) => match NodeError::from_virt("find", "volume", name, e) {
+                    NodeError::NotFound { .. } => Ok(None),
+                    other => Err(other),
+                },
+            }
+        })
+    }
+
+    fn volume_resize(&self, pool: &str, name: &str, capacity_bytes: u64) -> Result<(), NodeError> {
+        self.with_conn(|c| {
+            let p = Self::pool(c, pool)?;
+            let vol = StorageVol::lookup_by_name(&p, name).map_err(|e| NodeError::from_virt("find", "volume", name, e))?;
+            vol.resize(capacity_bytes, 0).map(drop).map_err(|e| NodeError::from_virt("resize", "volume", name, e))
+        })
+    }
+
+    fn domain_reboot(&self, name: &str) -> Result<(), NodeError> {
+        self.with_conn(|c| {
+            Self::domain(c, name, "reboot")?.reboot(0).map_err(|e| NodeError::from_virt("reboot", "domain", name, e))
+        })
+    }
+
+    fn domain_block_resize(&self, name: &str, target: &str, capacity_bytes: u64) -> Result<(), NodeError> {
+        self.with_conn(|c| {
+            Self::domain(c, name, "resize a disk of")?
+                .block_resize(target, capacity_bytes, virt::sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+                .map(drop)
+                .map_err(|e| NodeError::from_virt("resize a disk of", "domain", name, e))
         })
     }
 

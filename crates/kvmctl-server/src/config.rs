@@ -31,6 +31,16 @@ pub struct Config {
     /// Domain type for new VMs: `auto` (from the last `kvmctl host doctor` verdict), `kvm`
     /// or `qemu` (TCG emulation).
     pub domain_type: DomainTypeSetting,
+    /// libvirt storage pool that holds images, root disks and seeds (made by `kvmctl host setup`).
+    pub pool: String,
+    /// libvirt network new VMs join unless they name one.
+    pub network: String,
+    /// Directory on the node where each VM's serial console is logged (`<vm>.log`).
+    pub console_log_dir: PathBuf,
+    /// Seconds `vm stop` waits for an ACPI shutdown before powering the VM off.
+    pub stop_timeout_seconds: u64,
+    /// Seconds between reconciler passes (database against libvirt).
+    pub reconcile_interval_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -52,6 +62,11 @@ impl Default for Config {
             log: "info".into(),
             host_state_dir: "/var/lib/kvmctl/host".into(),
             domain_type: DomainTypeSetting::Auto,
+            pool: "kvmctl".into(),
+            network: "default".into(),
+            console_log_dir: "/var/log/kvmctl/console".into(),
+            stop_timeout_seconds: 60,
+            reconcile_interval_seconds: 10,
         }
     }
 }
@@ -114,6 +129,15 @@ impl Config {
         }
         if let Some(v) = env("KVMCTL_HOST_STATE_DIR") {
             cfg.host_state_dir = v.into();
+        }
+        if let Some(v) = env("KVMCTL_POOL") {
+            cfg.pool = v;
+        }
+        if let Some(v) = env("KVMCTL_NETWORK") {
+            cfg.network = v;
+        }
+        if let Some(v) = env("KVMCTL_CONSOLE_LOG_DIR") {
+            cfg.console_log_dir = v.into();
         }
         if let Some(v) = env("KVMCTL_DOMAIN_TYPE") {
             cfg.domain_type = match v.as_str() {

@@ -6,16 +6,45 @@ use utoipa::OpenApi;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "kvmctl", description = "kvmctl daemon API. Errors share one body, `ErrorBody`; see docs/api-errors.md."),
-    paths(crate::http::status::status_get, crate::http::host::host_get),
+    paths(
+        crate::http::status::status_get,
+        crate::http::host::host_get,
+        crate::http::images::image_list,
+        crate::http::images::image_get,
+        crate::http::images::image_import,
+        crate::http::images::image_delete,
+        crate::http::plans::plan_list,
+        crate::http::vms::vm_list,
+        crate::http::vms::vm_get,
+        crate::http::vms::vm_create,
+        crate::http::vms::vm_delete,
+        crate::http::vms::vm_start,
+        crate::http::vms::vm_stop,
+        crate::http::vms::vm_reboot,
+        crate::http::vms::vm_resize
+    ),
     components(schemas(
         kvmctl_types::api::ErrorBody,
         kvmctl_types::api::StatusResponse,
         kvmctl_types::api::DoctorReport,
         kvmctl_types::api::Check,
         kvmctl_types::api::CheckStatus,
-        kvmctl_types::api::KvmVerdict
+        kvmctl_types::api::KvmVerdict,
+        kvmctl_types::api::Image,
+        kvmctl_types::api::ImageTemplate,
+        kvmctl_types::api::KernelBoot,
+        kvmctl_types::api::ImageImportRequest,
+        kvmctl_types::api::Plan,
+        kvmctl_types::api::Vm,
+        kvmctl_types::api::VmCreateRequest,
+        kvmctl_types::api::VmStopRequest,
+        kvmctl_types::api::VmResizeRequest
     )),
-    tags((name = "system", description = "The daemon itself"))
+    tags(
+        (name = "system", description = "The daemon itself"),
+        (name = "images", description = "Base images and their template metadata"),
+        (name = "vms", description = "Virtual machines and plans")
+    )
 )]
 pub struct ApiDoc;
 

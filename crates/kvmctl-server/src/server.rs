@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -67,8 +66,10 @@ impl RunningServer {
         // libvirt may be down at start-up; the node connects on first use and reconnects
         // whenever libvirtd restarts, so the daemon itself never has to.
         let local_node = Arc::new(LibvirtNode::new(cfg.libvirt_uri.clone()));
-        let ctx = Arc::new(Context { store: store.clone(), local_node, started: Instant::now(), config: cfg.clone() });
-        let app = crate::http::router(ctx);
+        let ctx = Arc::new(Context::new(store.clone(), local_node, cfg.clone()));
+        // Operations a crash interrupted are finished or undone before any request is taken.
+        reconcile_pass(&ctx).await;
+        let app = crate::http::router(ctx.clone());
 
         let unix = bind_unix(&cfg.socket, cfg.socket_group.as_deref())?;
         let (shutdown, rx) = watch::channel(false);
@@ -76,6 +77,22 @@ impl RunningServer {
         let stop = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
+        tasks.push(tokio::spawn({
+            let mut rx = rx.clone();
+            let every = std::time::Duration::from_secs(cfg.reconcile_interval_seconds.max(1));
+            async move {
+                loop {
+                    let stopping = tokio::select! {
+                        _ = tokio::time::sleep(every) => false,
+                        r = rx.wait_for(|v| *v) => { drop(r); true }
+                    };
+                    if stopping {
+                        break;
+                    }
+                    reconcile_pass(&ctx).await;
+                }
+            }
+        }));
         tasks.push(tokio::spawn({
             let app = app.clone();
             let rx = rx.clone();
@@ -112,6 +129,14 @@ impl RunningServer {
         let _ = std::fs::remove_file(&self.socket);
         self.store.close().await;
         tracing::info!("kvmctl daemon stopped");
+    }
+}
+
+async fn reconcile_pass(ctx: &Context) {
+    match crate::app::reconcile::reconcile(ctx).await {
+        Ok(r) if r != Default::default() => tracing::info!(report = ?r, "reconciled"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reconciler pass skipped"),
     }
 }
 

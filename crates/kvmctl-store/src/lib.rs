@@ -12,6 +12,14 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod images;
+mod plans;
+mod vms;
+
+pub use images::ImageRecord;
+pub use plans::PlanRecord;
+pub use vms::VmRecord;
+
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +44,30 @@ pub enum StoreError {
     },
     #[error("database query failed")]
     Query(#[from] sqlx::Error),
+    /// A row with this unique key exists already.
+    #[error("{kind} {name:?} already exists")]
+    Exists { kind: &'static str, name: String },
 }
 
 impl From<StoreError> for kvmctl_core::Error {
     fn from(e: StoreError) -> Self {
-        kvmctl_core::Error::Unavailable(format!("database: {}", kvmctl_core::error::chain(&e)))
+        match e {
+            StoreError::Exists { .. } => kvmctl_core::Error::Conflict(e.to_string()),
+            e => kvmctl_core::Error::Unavailable(format!("database: {}", kvmctl_core::error::chain(&e))),
+        }
     }
+}
+
+/// Maps a unique-constraint violation to `Exists`, any other error to `Query`.
+pub(crate) fn unique<'a>(kind: &'static str, name: &'a str) -> impl FnOnce(sqlx::Error) -> StoreError + 'a {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Exists { kind, name: name.to_owned() },
+        _ => StoreError::Query(e),
+    }
+}
+
+pub(crate) fn decode_name(what: &str, s: String) -> Result<Name, StoreError> {
+    Name::parse(&s).map_err(|e| StoreError::Query(sqlx::Error::Decode(format!("{what} {s:?} {e}").into())))
 }
 
 /// A compute node as recorded.
@@ -55,7 +81,7 @@ pub struct NodeRecord {
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct DataStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     path: PathBuf,
 }
 
@@ -129,12 +155,10 @@ impl DataStore {
 }
 
 fn node_from_row(row: sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError> {
-    let name: String = row.try_get("name")?;
-    let name = Name::parse(&name).map_err(|e| sqlx::Error::Decode(format!("node name {name:?} {e}").into()))?;
-    Ok(NodeRecord { name, uri: row.try_get("uri")?, state: row.try_get("state")? })
+    Ok(NodeRecord { name: decode_name("node name", row.try_get("name")?)?, uri: row.try_get("uri")?, state: row.try_get("state")? })
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 

@@ -119,3 +119,192 @@ pub struct DoctorReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checked_at: Option<String>,
 }
+
+// ---------------------------------------------------------------------------------------
+// Images
+
+/// What an image is and how it boots: the template, in the sense of a VM's starting point.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct ImageTemplate {
+    /// OS family, e.g. `debian`, `ubuntu`, `windows`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_family: Option<String>,
+    /// OS version, e.g. `12`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    /// Whether the image runs cloud-init (VMs then get a NoCloud seed).
+    #[serde(default)]
+    pub cloud_init: bool,
+    /// The user cloud-init creates when a VM names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_user: Option<String>,
+    /// Firmware the image boots with: `bios`, `uefi` or both. The first is the default.
+    #[serde(default)]
+    pub boot_modes: Vec<String>,
+}
+
+/// A base image on a node: VMs' root disks are copy-on-write overlays of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Image {
+    pub name: String,
+    /// `qcow2` or `raw`.
+    pub format: String,
+    /// Disk size the guest sees, in bytes.
+    pub virtual_bytes: u64,
+    /// Size of the file on the node, in bytes.
+    pub file_bytes: u64,
+    /// SHA-256 of the imported file.
+    pub sha256: String,
+    /// Where it was imported from.
+    pub source: String,
+    pub node: String,
+    pub pool: String,
+    pub volume: String,
+    /// Path of the volume on the node.
+    pub path: String,
+    pub template: ImageTemplate,
+    /// Set for images that boot a kernel directly rather than through firmware.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_boot: Option<KernelBoot>,
+    /// VMs whose root disk is backed by this image; `rm` refuses while any exist.
+    pub used_by: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Direct kernel boot: kernel and initrd volumes beside the disk image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KernelBoot {
+    pub kernel_volume: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd_volume: Option<String>,
+    pub cmdline: String,
+}
+
+/// `POST /v1/images`: import a disk image into the node's storage pool.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct ImageImportRequest {
+    /// Image name (a DNS label).
+    pub name: String,
+    /// Absolute path on the daemon's host, or an `http://`/`https://` URL.
+    pub source: String,
+    /// Expected SHA-256 (hex); the import fails when the file differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Template metadata; when absent and the source has a kvmctl `image.json` beside it,
+    /// that file's metadata is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<ImageTemplate>,
+    /// Kernel to boot directly (absolute path on the daemon's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// Initrd for `kernel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    /// Kernel command line for `kernel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Plans and VMs
+
+/// A named size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Plan {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+}
+
+/// `POST /v1/vms`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct VmCreateRequest {
+    /// VM name (a DNS label); also the guest's hostname.
+    pub name: String,
+    /// Image to boot from.
+    pub image: String,
+    /// Plan giving vCPUs, memory and disk; `vcpus`, `memory_mib` and `disk_gib` override it.
+    /// Without a plan all three are required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib: Option<u64>,
+    /// OpenSSH public keys for the default user.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    /// The user cloud-init creates; defaults to the image's default user, else `kvmctl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The user's own user-data (cloud-config or script), merged with kvmctl's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// libvirt network for the NIC; defaults to the daemon's `network` setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// `bios` or `uefi`; defaults to the image's first boot mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    /// Leave the VM stopped after creating it.
+    #[serde(default)]
+    pub no_start: bool,
+}
+
+/// A virtual machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Vm {
+    #[schema(value_type = uuid::Uuid)]
+    pub id: crate::VmId,
+    pub name: String,
+    /// `creating`, `stopped`, `starting`, `running`, `stopping`, `rebooting`, `deleting`,
+    /// `failed`.
+    pub state: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub node: String,
+    pub network: String,
+    pub mac: String,
+    /// The guest's IPv4 address from the network's DHCP leases, once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// `bios` or `uefi`.
+    pub firmware: String,
+    pub owner: String,
+    /// Why the VM is `failed`, or what the last operation reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// `POST /v1/vms/{name}/stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct VmStopRequest {
+    /// Power off at once instead of asking the guest (ACPI) first.
+    #[serde(default)]
+    pub force: bool,
+    /// How long the guest gets to shut down before it is powered off (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// `POST /v1/vms/{name}/resize`: CPU and memory while stopped; disk grows (online or
+/// offline), never shrinks.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct VmResizeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib: Option<u64>,
+}

@@ -1,11 +1,18 @@
 //! The daemon's logic, one module per resource, independent of HTTP.
 
 pub mod host;
+pub mod images;
+pub mod plans;
+pub mod reconcile;
 pub mod status;
+pub mod vms;
 
+use kvmctl_core::Error;
 use kvmctl_libvirt::LibvirtNode;
 use kvmctl_store::DataStore;
-use std::sync::Arc;
+use kvmctl_types::Name;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Shared by every request.
@@ -14,6 +21,83 @@ pub struct Context {
     pub local_node: Arc<LibvirtNode>,
     pub started: Instant,
     pub config: crate::config::Config,
+    /// VMs an operation is working on, with the operation's name: a second operation on the
+    /// same VM is a conflict, not a race.
+    pub(crate) busy: Mutex<HashMap<Name, &'static str>>,
+    pub(crate) failpoints: Failpoints,
+}
+
+impl Context {
+    pub fn new(store: DataStore, local_node: Arc<LibvirtNode>, config: crate::config::Config) -> Self {
+        Context {
+            store,
+            local_node,
+            started: Instant::now(),
+            config,
+            busy: Mutex::new(HashMap::new()),
+            failpoints: Failpoints::from_env(),
+        }
+    }
+
+    /// Marks `name` busy with `op` until the guard drops; a conflict when it already is.
+    pub(crate) fn vm_lock(&self, name: &Name, op: &'static str) -> Result<VmGuard<'_>, Error> {
+        let mut busy = self.busy.lock().expect("busy map poisoned");
+        if let Some(other) = busy.get(name) {
+            return Err(Error::Conflict(format!("VM {name} is busy ({other}); try again when that finishes")));
+        }
+        busy.insert(name.clone(), op);
+        Ok(VmGuard { ctx: self, name: name.clone() })
+    }
+}
+
+/// Holds a VM busy; dropping it frees the VM.
+pub(crate) struct VmGuard<'a> {
+    ctx: &'a Context,
+    name: Name,
+}
+
+impl Drop for VmGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.ctx.busy.lock() {
+            busy.remove(&self.name);
+        }
+    }
+}
+
+/// Test hooks that make a named step fail (`error`) or kill the daemon (`crash`) right
+/// after the step, set by `KVMCTL_FAILPOINTS=step=action,...` (e.g.
+/// `create.define=crash`). The failure-injection and kill tests use them; an unset variable
+/// costs one map lookup per step.
+#[derive(Debug, Default)]
+pub(crate) struct Failpoints(HashMap<String, String>);
+
+impl Failpoints {
+    fn from_env() -> Self {
+        let spec = std::env::var("KVMCTL_FAILPOINTS").unwrap_or_default();
+        let map: HashMap<String, String> =
+            spec.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
+        if !map.is_empty() {
+            tracing::warn!(failpoints = %spec, "failpoints armed (KVMCTL_FAILPOINTS): operations will fail on purpose");
+        }
+        Failpoints(map)
+    }
+
+    /// Called after each step of an operation.
+    pub(crate) fn hit(&self, step: &str) -> Result<(), Error> {
+        match self.0.get(step).map(String::as_str) {
+            None => Ok(()),
+            Some("crash") => {
+                tracing::error!(step, "failpoint: crashing");
+                std::process::abort()
+            }
+            Some(_) => Err(Error::Internal(format!("failpoint {step} fired"))),
+        }
+    }
+}
+
+/// A name from a request field, or an error naming the field and the rule.
+pub(crate) fn parse_name(field: &str, value: &str) -> Result<Name, Error> {
+    Name::parse(value).map_err(|e| Error::invalid(field, format!("{value:?} {e}")))
 }
 
 /// Runs a blocking libvirt call off the async runtime.

@@ -2,16 +2,20 @@
 //!
 //! `error.rs` is the one place a `kvmctl_core::Error` becomes an HTTP status.
 
+pub(crate) mod body;
 pub(crate) mod error;
 pub(crate) mod host;
+pub(crate) mod images;
+pub(crate) mod plans;
 pub(crate) mod status;
+pub(crate) mod vms;
 
 use crate::app::Context;
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
 
@@ -25,6 +29,15 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/v1/status", get(status::status_get))
         .route("/v1/host", get(host::host_get))
+        .route("/v1/images", get(images::image_list).post(images::image_import))
+        .route("/v1/images/{name}", get(images::image_get).delete(images::image_delete))
+        .route("/v1/plans", get(plans::plan_list))
+        .route("/v1/vms", get(vms::vm_list).post(vms::vm_create))
+        .route("/v1/vms/{name}", get(vms::vm_get).delete(vms::vm_delete))
+        .route("/v1/vms/{name}/start", post(vms::vm_start))
+        .route("/v1/vms/{name}/stop", post(vms::vm_stop))
+        .route("/v1/vms/{name}/reboot", post(vms::vm_reboot))
+        .route("/v1/vms/{name}/resize", post(vms::vm_resize))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(request_id))
         .with_state(ctx)

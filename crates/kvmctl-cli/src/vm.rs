@@ -1,0 +1,310 @@
+//! `kvmctl vm ...` and `kvmctl plan list`: clients of the daemon's `/v1/vms` and `/v1/plans`.
+
+use crate::output::{self, OutputFormat, Table};
+use crate::progress::Progress;
+use kvmctl_client::Client;
+use kvmctl_types::api::{Plan, Vm, VmCreateRequest, VmResizeRequest, VmStopRequest};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum VmCommand {
+    /// Create a VM from an image: a copy-on-write root disk, a cloud-init seed and a libvirt
+    /// domain, started unless --no-start. A failure at any step leaves nothing behind.
+    Create {
+        /// VM name: a DNS label (a-z, 0-9, '-'), also the guest's hostname.
+        name: String,
+        /// Image to boot (`kvmctl image list`).
+        #[arg(long)]
+        image: String,
+        /// Size by plan (`kvmctl plan list`); --cpus, --memory and --disk override it.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Virtual CPUs.
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Memory, e.g. 512M or 2G.
+        #[arg(long, value_parser = parse_mib)]
+        memory: Option<u64>,
+        /// Root disk size, e.g. 20G (at least the image's size).
+        #[arg(long, value_parser = parse_gib)]
+        disk: Option<u64>,
+        /// OpenSSH public key file for the default user; repeat for more
+        /// [default: ~/.ssh/id_ed25519.pub or ~/.ssh/id_rsa.pub when present].
+        #[arg(long = "ssh-key", value_name = "FILE")]
+        ssh_keys: Vec<PathBuf>,
+        /// User cloud-init creates [default: the image's default user, else kvmctl].
+        #[arg(long)]
+        user: Option<String>,
+        /// Your own user-data (cloud-config or script), merged with kvmctl's.
+        #[arg(long, value_name = "FILE")]
+        user_data: Option<PathBuf>,
+        /// libvirt network [default: the daemon's `network` setting].
+        #[arg(long)]
+        network: Option<String>,
+        /// bios or uefi [default: the image's first boot mode].
+        #[arg(long)]
+        firmware: Option<String>,
+        /// Define the VM but leave it stopped.
+        #[arg(long, conflicts_with = "wait")]
+        no_start: bool,
+        /// Return only once libvirt reports the domain running.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List VMs.
+    List,
+    /// Show one VM.
+    Show { name: String },
+    /// Start a stopped VM.
+    Start { name: String },
+    /// Shut a VM down: ACPI first, powered off after --timeout; --force powers off at once.
+    Stop {
+        name: String,
+        #[arg(long)]
+        force: bool,
+        /// Seconds to wait for the guest [default: the daemon's stop_timeout_seconds, 60].
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Reboot a running VM (ACPI).
+    Reboot { name: String },
+    /// Change CPUs and memory (VM stopped) or grow the disk (running or stopped).
+    Resize {
+        name: String,
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// New memory, e.g. 4G.
+        #[arg(long, value_parser = parse_mib)]
+        memory: Option<u64>,
+        /// New disk size, e.g. 40G; disks only grow.
+        #[arg(long, value_parser = parse_gib)]
+        disk: Option<u64>,
+    },
+    /// Delete a VM: stop it, remove its domain, seed, root disk and logs.
+    Delete {
+        name: String,
+        /// Keep the root disk volume in the pool.
+        #[arg(long)]
+        keep_disk: bool,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum PlanCommand {
+    /// List the plans VMs can be created with.
+    List,
+}
+
+/// `512M`, `2G`, `2048` (MiB) as MiB.
+fn parse_mib(s: &str) -> Result<u64, String> {
+    size(s, 1).map_err(|e| format!("{e}; use a size such as 512M or 2G"))
+}
+
+/// `20G`, `1T`, `20` (GiB) as GiB.
+fn parse_gib(s: &str) -> Result<u64, String> {
+    let mib = size(s, 1024).map_err(|e| format!("{e}; use a size such as 20G"))?;
+    if mib % 1024 != 0 {
+        return Err("disk sizes are whole GiB; use a size such as 20G".into());
+    }
+    Ok(mib / 1024)
+}
+
+/// A size in MiB; a bare number counts in units of `bare` MiB.
+fn size(s: &str, bare: u64) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)).unwrap_or((s, ""));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => bare,
+        "M" => 1,
+        "G" => 1024,
+        "T" => 1024 * 1024,
+        _ => return Err(format!("{s:?} has an unknown unit")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn age(created_at: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let s = (now - created_at).max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn mem(mib: u64) -> String {
+    if mib % 1024 == 0 {
+        format!("{}G", mib / 1024)
+    } else {
+        format!("{mib}M")
+    }
+}
+
+impl Table for Vec<Vm> {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![["name", "state", "ip", "cpus", "memory", "disk", "plan", "image", "node", "age"].map(String::from).to_vec()];
+        rows.extend(self.iter().map(|v| {
+            vec![
+                v.name.clone(),
+                v.state.clone(),
+                v.ip.clone().unwrap_or_else(|| "-".into()),
+                v.vcpus.to_string(),
+                mem(v.memory_mib),
+                format!("{}G", v.disk_gib),
+                v.plan.clone().unwrap_or_else(|| "-".into()),
+                v.image.clone(),
+                v.node.clone(),
+                age(v.created_at),
+            ]
+        }));
+        rows
+    }
+}
+
+impl Table for Vm {
+    fn header(&self) -> bool {
+        false
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        let v = self;
+        let mut rows = vec![
+            vec!["name:".into(), v.name.clone()],
+            vec!["id:".into(), v.id.to_string()],
+            vec!["state:".into(), v.state.clone()],
+            vec!["size:".into(), format!("{} vCPU, {} memory, {}G disk (plan {})", v.vcpus, mem(v.memory_mib), v.disk_gib, v.plan.as_deref().unwrap_or("none"))],
+            vec!["image:".into(), format!("{} ({})", v.image, v.firmware)],
+            vec!["network:".into(), format!("{} mac {} ip {}", v.network, v.mac, v.ip.as_deref().unwrap_or("-"))],
+            vec!["node:".into(), v.node.clone()],
+            vec!["owner:".into(), v.owner.clone()],
+            vec!["age:".into(), age(v.created_at)],
+        ];
+        if let Some(e) = &v.error {
+            rows.push(vec!["error:".into(), e.clone()]);
+        }
+        rows
+    }
+}
+
+impl Table for Vec<Plan> {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![["name", "cpus", "memory", "disk"].map(String::from).to_vec()];
+        rows.extend(self.iter().map(|p| vec![p.name.clone(), p.vcpus.to_string(), mem(p.memory_mib), format!("{}G", p.disk_gib)]));
+        rows
+    }
+}
+
+fn default_keys() -> Vec<PathBuf> {
+    let Some(home) = std::env::var_os("HOME").map(PathBuf::from) else { return vec![] };
+    ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"].iter().map(|f| home.join(".ssh").join(f)).filter(|p| p.is_file()).take(1).collect()
+}
+
+fn read(flag: &str, path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", path.display()))
+}
+
+/// Runs `op` behind a progress line.
+async fn with_progress<T>(doing: &str, done: &str, op: impl std::future::Future<Output = Result<T, kvmctl_client::ClientError>>) -> anyhow::Result<T> {
+    let p = Progress::start(doing);
+    match op.await {
+        Ok(v) => {
+            p.finish(done);
+            Ok(v)
+        }
+        Err(e) => {
+            p.fail();
+            Err(e.into())
+        }
+    }
+}
+
+pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    match cmd {
+        VmCommand::Create { name, image, plan, cpus, memory, disk, ssh_keys, user, user_data, network, firmware, no_start, wait } => {
+            let key_files = if ssh_keys.is_empty() { default_keys() } else { ssh_keys };
+            let mut keys = Vec::new();
+            for f in &key_files {
+                keys.extend(read("--ssh-key", f)?.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+            }
+            let user_data = user_data.as_ref().map(|f| read("--user-data", f)).transpose()?;
+            let req = VmCreateRequest {
+                name: name.clone(),
+                image,
+                plan,
+                vcpus: cpus,
+                memory_mib: memory,
+                disk_gib: disk,
+                ssh_keys: keys,
+                user,
+                user_data,
+                network,
+                firmware,
+                no_start,
+            };
+            let mut vm = with_progress(&format!("creating VM {name}"), &format!("VM {name} created"), client.vm_create(&req)).await?;
+            if wait {
+                while vm.state != "running" {
+                    if vm.state == "failed" || vm.state == "stopped" {
+                        anyhow::bail!("VM {name} is {} instead of running: {}", vm.state, vm.error.as_deref().unwrap_or("see `kvmctl vm show`"));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    vm = client.vm_get(&name).await?;
+                }
+            }
+            output::print(&vm, format)?;
+        }
+        VmCommand::List => output::print(&client.vm_list().await?, format)?,
+        VmCommand::Show { name } => output::print(&client.vm_get(&name).await?, format)?,
+        VmCommand::Start { name } => {
+            let vm = with_progress(&format!("starting VM {name}"), &format!("VM {name} started"), client.vm_start(&name)).await?;
+            output::print(&vm, format)?;
+        }
+        VmCommand::Stop { name, force, timeout } => {
+            let req = VmStopRequest { force, timeout_seconds: timeout };
+            let vm = with_progress(&format!("stopping VM {name}"), &format!("VM {name} stopped"), client.vm_stop(&name, &req)).await?;
+            output::print(&vm, format)?;
+        }
+        VmCommand::Reboot { name } => {
+            let vm = with_progress(&format!("rebooting VM {name}"), &format!("VM {name} rebooting"), client.vm_reboot(&name)).await?;
+            output::print(&vm, format)?;
+        }
+        VmCommand::Resize { name, cpus, memory, disk } => {
+            let req = VmResizeRequest { vcpus: cpus, memory_mib: memory, disk_gib: disk };
+            let vm = with_progress(&format!("resizing VM {name}"), &format!("VM {name} resized"), client.vm_resize(&name, &req)).await?;
+            output::print(&vm, format)?;
+        }
+        VmCommand::Delete { name, keep_disk } => {
+            with_progress(&format!("deleting VM {name}"), &format!("VM {name} deleted"), client.vm_delete(&name, keep_disk)).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_plan(client: &Client, cmd: PlanCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PlanCommand::List => output::print(&client.plan_list().await?, format)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_mib("512M"), Ok(512));
+        assert_eq!(parse_mib("2G"), Ok(2048));
+        assert_eq!(parse_mib("2GiB"), Ok(2048));
+        assert_eq!(parse_mib("300"), Ok(300));
+        assert_eq!(parse_gib("20G"), Ok(20));
+        assert_eq!(parse_gib("20"), Ok(20));
+        assert_eq!(parse_gib("1T"), Ok(1024));
+        assert!(parse_gib("1500M").unwrap_err().contains("whole GiB"));
+        assert!(parse_mib("lots").is_err());
+        assert!(parse_mib("2X").unwrap_err().contains("unknown unit"));
+    }
+}

@@ -1,0 +1,395 @@
+//! `images`: import a disk image into the node's storage pool, list, show, remove.
+//!
+//! An import is verified before anything is created on the node: the format is read by
+//! `qemu-img info` (qcow2 or raw only), a backing file is refused, a qcow2 must pass
+//! `qemu-img check`, and the SHA-256 must match when one is given. The file then becomes a
+//! volume through a libvirt stream (so a remote node works the same), and only then is the
+//! row written. A failure at any point leaves no volume and no row.
+
+use super::{blocking, parse_name, Context};
+use kvmctl_core::Error;
+use kvmctl_libvirt::xml::DiskFormat;
+use kvmctl_libvirt::Node;
+use kvmctl_store::ImageRecord;
+use kvmctl_types::api::{Image, ImageImportRequest, ImageTemplate, KernelBoot};
+use kvmctl_types::Name;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What `qemu-img info` says of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DiskFacts {
+    pub format: DiskFormat,
+    pub virtual_bytes: u64,
+}
+
+pub async fn image_list(ctx: &Context) -> Result<Vec<Image>, Error> {
+    let mut out = Vec::new();
+    for rec in ctx.store.image_list().await? {
+        let users = ctx.store.image_users(&rec.name).await?;
+        out.push(image_view(rec, users));
+    }
+    Ok(out)
+}
+
+pub async fn image_get(ctx: &Context, name: &str) -> Result<Image, Error> {
+    let name = parse_name("name", name)?;
+    let rec = image_record(ctx, &name).await?;
+    let users = ctx.store.image_users(&name).await?;
+    Ok(image_view(rec, users))
+}
+
+pub(crate) async fn image_record(ctx: &Context, name: &Name) -> Result<ImageRecord, Error> {
+    ctx.store.image_get(name).await?.ok_or_else(|| Error::NotFound { kind: "image", name: name.to_string() })
+}
+
+/// Removes the image and its volumes; refused while any VM's disk is backed by it.
+pub async fn image_delete(ctx: &Context, name: &str) -> Result<(), Error> {
+    let name = parse_name("name", name)?;
+    let rec = image_record(ctx, &name).await?;
+    match ctx.store.image_delete_unused(&name).await? {
+        Ok(true) => {}
+        Ok(false) => return Err(Error::NotFound { kind: "image", name: name.to_string() }),
+        Err(users) => {
+            return Err(Error::Conflict(format!(
+                "image {name} is the backing file of VM(s) {}; delete them first (kvmctl vm delete NAME)",
+                users.join(", ")
+            )))
+        }
+    }
+    let node = ctx.local_node.clone();
+    let vols = image_volumes(&rec);
+    let pool = rec.pool.clone();
+    let removed = blocking(move || -> Result<(), kvmctl_libvirt::NodeError> {
+        for v in vols {
+            match node.volume_delete(&pool, &v) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    if let Err(e) = removed {
+        // Keep the record so the leftover volume stays visible and `rm` can be retried.
+        ctx.store.image_insert(&rec).await?;
+        return Err(e.into());
+    }
+    tracing::info!(image = %name, "image removed");
+    Ok(())
+}
+
+fn image_volumes(rec: &ImageRecord) -> Vec<String> {
+    std::iter::once(rec.volume.clone()).chain(rec.kernel_volume.clone()).chain(rec.initrd_volume.clone()).collect()
+}
+
+fn image_view(rec: ImageRecord, used_by: Vec<String>) -> Image {
+    let kernel_boot = rec.kernel_volume.clone().map(|k| KernelBoot {
+        kernel_volume: k,
+        initrd_volume: rec.initrd_volume.clone(),
+        cmdline: rec.cmdline.clone().unwrap_or_default(),
+    });
+    Image {
+        name: rec.name.to_string(),
+        format: rec.format,
+        virtual_bytes: rec.virtual_bytes,
+        file_bytes: rec.file_bytes,
+        sha256: rec.sha256,
+        source: rec.source,
+        node: rec.node,
+        pool: rec.pool,
+        volume: rec.volume,
+        path: rec.path,
+        template: ImageTemplate {
+            os_family: rec.os_family,
+            os_version: rec.os_version,
+            cloud_init: rec.cloud_init,
+            default_user: rec.default_user,
+            boot_modes: rec.boot_modes,
+        },
+        kernel_boot,
+        used_by,
+        created_at: rec.created_at,
+    }
+}
+
+/// Imports `req.source` as image `req.name`.
+pub async fn image_import(ctx: &Context, req: ImageImportRequest) -> Result<Image, Error> {
+    let name = parse_name("name", &req.name)?;
+    if let Some(h) = &req.sha256 {
+        if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::invalid("sha256", "must be 64 hexadecimal characters (the output of sha256sum)"));
+        }
+    }
+    if req.kernel.is_none() && (req.initrd.is_some() || req.cmdline.is_some()) {
+        return Err(Error::invalid("kernel", "initrd and cmdline need a kernel to boot"));
+    }
+    if let Some(t) = &req.template {
+        template_check(t)?;
+    }
+    if ctx.store.image_get(&name).await?.is_some() {
+        return Err(Error::Conflict(format!("image {name} exists; remove it first (kvmctl image rm {name}) or pick another name")));
+    }
+    let kernel = req.kernel.as_deref().map(|k| local_file("kernel", k)).transpose()?;
+    let initrd = req.initrd.as_deref().map(|k| local_file("initrd", k)).transpose()?;
+
+    // The source as a local file: a path, or a download into a temporary file.
+    let workdir = tempfile::tempdir().map_err(|e| Error::Internal(format!("cannot make a temporary directory: {e}")))?;
+    let (path, source) = if req.source.starts_with("http://") || req.source.starts_with("https://") {
+        let to = workdir.path().join("download");
+        download(&req.source, &to).await?;
+        (to, req.source.clone())
+    } else {
+        (local_file("source", &req.source)?, req.source.clone())
+    };
+
+    let inspect_path = path.clone();
+    let (facts, sha256, file_bytes) = blocking(move || -> Result<_, Error> {
+        let facts = disk_inspect(&inspect_path)?;
+        let (sha, len) = sha256_file(&inspect_path).map_err(|e| Error::invalid("source", format!("cannot read it: {e}")))?;
+        Ok((facts, sha, len))
+    })
+    .await??;
+    if let Some(want) = &req.sha256 {
+        if !want.eq_ignore_ascii_case(&sha256) {
+            return Err(Error::invalid("sha256", format!("the file's SHA-256 is {sha256}, not {want}; the download may be corrupt or the checksum wrong")));
+        }
+    }
+    let template = match req.template.clone() {
+        Some(t) => t,
+        None if req.source.starts_with('/') => built_image_template(&path).unwrap_or_default(),
+        None => ImageTemplate::default(),
+    };
+    let template = ImageTemplate {
+        boot_modes: if template.boot_modes.is_empty() { vec!["bios".into()] } else { template.boot_modes },
+        ..template
+    };
+
+    // Volumes: the disk, then kernel and initrd. Each registers its undo.
+    let pool = ctx.config.pool.clone();
+    let ext = facts.format.as_str();
+    let disk_vol = format!("image-{name}.{ext}");
+    let kernel_vol = kernel.as_ref().map(|_| format!("image-{name}.kernel"));
+    let initrd_vol = initrd.as_ref().map(|_| format!("image-{name}.initrd"));
+    let uploads: Vec<(String, PathBuf, DiskFormat)> = std::iter::once((disk_vol.clone(), path.clone(), facts.format))
+        .chain(kernel_vol.clone().zip(kernel.clone()).map(|(v, p)| (v, p, DiskFormat::Raw)))
+        .chain(initrd_vol.clone().zip(initrd.clone()).map(|(v, p)| (v, p, DiskFormat::Raw)))
+        .collect();
+    let node = ctx.local_node.clone();
+    let up_pool = pool.clone();
+    let uploaded = blocking(move || volumes_upload(node.as_ref(), &up_pool, &uploads)).await??;
+    let disk_info = &uploaded[0];
+
+    let rec = ImageRecord {
+        name: name.clone(),
+        node: "local".into(),
+        pool: pool.clone(),
+        volume: disk_vol,
+        path: disk_info.path.display().to_string(),
+        format: ext.to_owned(),
+        virtual_bytes: facts.virtual_bytes,
+        file_bytes,
+        sha256,
+        source,
+        os_family: template.os_family,
+        os_version: template.os_version,
+        cloud_init: template.cloud_init,
+        default_user: template.default_user,
+        boot_modes: template.boot_modes,
+        kernel_volume: kernel_vol,
+        initrd_volume: initrd_vol,
+        cmdline: req.kernel.as_ref().map(|_| req.cmdline.clone().unwrap_or_else(|| "console=ttyS0".into())),
+        created_at: 0,
+    };
+    match ctx.store.image_insert(&rec).await {
+        Ok(rec) => {
+            tracing::info!(image = %name, format = ext, bytes = rec.file_bytes, "image imported");
+            Ok(image_view(rec, Vec::new()))
+        }
+        Err(e) => {
+            let node = ctx.local_node.clone();
+            let vols = image_volumes(&rec);
+            blocking(move || {
+                for v in vols {
+                    let _ = node.volume_delete(&pool, &v);
+                }
+            })
+            .await?;
+            Err(e.into())
+        }
+    }
+}
+
+fn template_check(t: &ImageTemplate) -> Result<(), Error> {
+    for m in &t.boot_modes {
+        if m != "bios" && m != "uefi" {
+            return Err(Error::invalid("template.boot_modes", format!("{m:?} is not a boot mode; use bios or uefi")));
+        }
+    }
+    if let Some(u) = &t.default_user {
+        parse_name("template.default_user", u)?;
+    }
+    Ok(())
+}
+
+/// An absolute path to an existing regular file on the daemon's host.
+fn local_file(field: &str, path: &str) -> Result<PathBuf, Error> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(Error::invalid(field, format!("{path:?} is not an absolute path (the daemon resolves it, not your shell)")));
+    }
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Ok(p.to_owned()),
+        Ok(_) => Err(Error::invalid(field, format!("{path} is not a regular file"))),
+        Err(e) => Err(Error::invalid(field, format!("cannot read {path}: {e}"))),
+    }
+}
+
+/// Reads format, size and backing file with `qemu-img info`, and checks a qcow2's
+/// consistency with `qemu-img check`. Anything but a self-contained qcow2 or raw image is
+/// refused, naming the problem.
+pub(crate) fn disk_inspect(path: &Path) -> Result<DiskFacts, Error> {
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(path)
+        .output()
+        .map_err(|e| Error::Unavailable(format!("cannot run qemu-img ({e}); install qemu-utils (kvmctl host setup does)")))?;
+    if !out.status.success() {
+        return Err(Error::invalid(
+            "source",
+            format!("qemu-img cannot read it as a disk image: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        ));
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| Error::Internal(format!("qemu-img info printed something that is not JSON: {e}")))?;
+    let format = match info["format"].as_str() {
+        Some("qcow2") => DiskFormat::Qcow2,
+        Some("raw") => DiskFormat::Raw,
+        Some(other) => {
+            return Err(Error::invalid(
+                "source",
+                format!("format {other} is not supported; convert it first: qemu-img convert -O qcow2 {} out.qcow2", path.display()),
+            ))
+        }
+        None => return Err(Error::invalid("source", "qemu-img reports no format")),
+    };
+    if let Some(b) = info["backing-filename"].as_str() {
+        return Err(Error::invalid(
+            "source",
+            format!("it has a backing file ({b}); flatten it first: qemu-img convert -O qcow2 {} out.qcow2", path.display()),
+        ));
+    }
+    let virtual_bytes = info["virtual-size"].as_u64().ok_or_else(|| Error::invalid("source", "qemu-img reports no virtual size"))?;
+    if format == DiskFormat::Qcow2 {
+        let check = Command::new("qemu-img")
+            .args(["check", "-f", "qcow2"])
+            .arg(path)
+            .output()
+            .map_err(|e| Error::Unavailable(format!("cannot run qemu-img: {e}")))?;
+        // 0: clean; 3: leaked clusters only (harmless, space is merely wasted).
+        if !matches!(check.status.code(), Some(0) | Some(3)) {
+            let detail = String::from_utf8_lossy(&check.stderr);
+            let detail = if detail.trim().is_empty() { String::from_utf8_lossy(&check.stdout) } else { detail };
+            return Err(Error::invalid(
+                "source",
+                format!("the qcow2 is corrupt or truncated (qemu-img check: {})", detail.lines().last().unwrap_or("failed").trim()),
+            ));
+        }
+    } else if virtual_bytes == 0 || virtual_bytes % 512 != 0 {
+        return Err(Error::invalid("source", format!("a raw image of {virtual_bytes} bytes is not a whole number of 512-byte sectors")));
+    }
+    Ok(DiskFacts { format, virtual_bytes })
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((h.finalize().iter().map(|b| format!("{b:02x}")).collect(), len))
+}
+
+/// Uploads files as volumes, in order; on any failure removes those already made.
+fn volumes_upload(node: &dyn Node, pool: &str, files: &[(String, PathBuf, DiskFormat)]) -> Result<Vec<kvmctl_libvirt::VolumeInfo>, Error> {
+    let mut done: Vec<kvmctl_libvirt::VolumeInfo> = Vec::new();
+    for (vol, path, format) in files {
+        let result = std::fs::File::open(path)
+            .and_then(|f| Ok((f.metadata()?.len(), f)))
+            .map_err(|e| Error::invalid("source", format!("cannot read {}: {e}", path.display())))
+            .and_then(|(len, mut f)| {
+                node.volume_upload_from(pool, vol, *format, len, &mut f).map_err(|e| match e {
+                    kvmctl_libvirt::NodeError::AlreadyExists { .. } => Error::Conflict(format!(
+                        "volume {vol} already exists in pool {pool} without an image record; remove it (virsh vol-delete {vol} --pool {pool}) and retry"
+                    )),
+                    kvmctl_libvirt::NodeError::NotFound { kind: "storage pool", .. } => {
+                        Error::Unavailable(format!("storage pool {pool} does not exist; run `kvmctl host setup` or set `pool` in the configuration"))
+                    }
+                    e => e.into(),
+                })
+            });
+        match result {
+            Ok(info) => done.push(info),
+            Err(e) => {
+                for d in &done {
+                    let _ = node.volume_delete(pool, &d.name);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The template recorded by `kvmctl image build` in `image.json` beside the image.
+fn built_image_template(path: &Path) -> Option<ImageTemplate> {
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(path.with_file_name("image.json")).ok()?).ok()?;
+    if meta["path"].as_str().map(Path::new)?.file_name() != path.file_name() {
+        return None;
+    }
+    Some(ImageTemplate {
+        os_family: meta["os"].as_str().map(str::to_owned),
+        os_version: meta["version"].as_str().map(str::to_owned),
+        cloud_init: meta["cloud_init"].as_bool().unwrap_or(false),
+        default_user: meta["default_user"].as_str().map(str::to_owned),
+        boot_modes: meta["boot_modes"].as_array().map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect()).unwrap_or_default(),
+    })
+}
+
+/// Downloads `url` (http only for now) into `to`.
+async fn download(url: &str, to: &Path) -> Result<(), Error> {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    if url.starts_with("https://") {
+        return Err(Error::invalid(
+            "source",
+            "https downloads are not supported yet; download the file (curl -LO URL) and import its path with --sha256",
+        ));
+    }
+    let uri: hyper::Uri = url.parse().map_err(|e| Error::invalid("source", format!("{url:?} is not a valid URL: {e}")))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<http_body_util::Empty<hyper::body::Bytes>>();
+    let resp = client.get(uri).await.map_err(|e| Error::invalid("source", format!("cannot fetch {url}: {}", kvmctl_core::error::chain(&e))))?;
+    if !resp.status().is_success() {
+        return Err(Error::invalid("source", format!("fetching {url} answered {}", resp.status())));
+    }
+    let mut file = tokio::fs::File::create(to).await.map_err(|e| Error::Internal(format!("cannot write {}: {e}", to.display())))?;
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::invalid("source", format!("download of {url} broke off: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            file.write_all(data).await.map_err(|e| Error::Internal(format!("cannot write {}: {e}", to.display())))?;
+        }
+    }
+    file.flush().await.map_err(|e| Error::Internal(format!("cannot write {}: {e}", to.display())))?;
+    Ok(())
+}

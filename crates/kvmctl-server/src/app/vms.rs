@@ -1,0 +1,508 @@
+//! `vms`: create, start, stop, reboot, resize and delete VMs on the node.
+//!
+//! Create runs these steps, each named for failure injection (`create.<step>`):
+//! `reserve` (the database row, state `creating`; a taken name is a conflict), `root_volume`
+//! (a qcow2 overlay whose backing file is the image, made by the pool at the requested
+//! size), `seed_volume` (the NoCloud ISO, built in-process and uploaded by stream),
+//! `define`, `start`. Every artefact's name is recorded in the row before it is made, so the
+//! undo of every step is the same idempotent teardown (`vm_teardown`): it removes whatever of
+//! domain, volumes and logs exists and skips what does not. A failed create runs it and
+//! removes the row; a crash leaves the row in `creating`, and the reconciler runs it on the
+//! next start. Delete is the same teardown, recorded as state `deleting` first.
+//!
+//! Every operation holds the VM busy (`Context::vm_lock`) and changes its state by
+//! compare-and-set, so a second operation on the same VM gets a conflict.
+
+use super::{blocking, images, parse_name, Context};
+use kvmctl_core::{Error, VmEvent, VmState};
+use kvmctl_libvirt::xml::{self, Boot, Disk, DiskFormat, DomainSpec, DomainType, Firmware, Metadata, Nic, NicSource, VolumeSpec};
+use kvmctl_libvirt::{DomainState, Node, NodeError};
+use kvmctl_store::{ImageRecord, VmRecord};
+use kvmctl_types::api::{Vm, VmCreateRequest, VmResizeRequest, VmStopRequest};
+use kvmctl_types::{Name, VmId};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const GIB: u64 = 1 << 30;
+/// Custom sizes are accepted within these bounds.
+pub const MAX_VCPUS: u32 = 64;
+pub const MIN_MEMORY_MIB: u64 = 128;
+pub const MAX_MEMORY_MIB: u64 = 1 << 20;
+pub const MAX_DISK_GIB: u64 = 16 * 1024;
+/// Owner of VMs until users arrive with the multi-tenant work.
+const DEFAULT_OWNER: &str = "admin";
+
+pub async fn vm_list(ctx: &Context) -> Result<Vec<Vm>, Error> {
+    Ok(ctx.store.vm_list().await?.into_iter().map(vm_view).collect())
+}
+
+pub async fn vm_get(ctx: &Context, name: &str) -> Result<Vm, Error> {
+    let name = parse_name("name", name)?;
+    Ok(vm_view(vm_record(ctx, &name).await?))
+}
+
+async fn vm_record(ctx: &Context, name: &Name) -> Result<VmRecord, Error> {
+    ctx.store.vm_get(name).await?.ok_or_else(|| Error::NotFound { kind: "vm", name: name.to_string() })
+}
+
+pub(crate) fn vm_view(r: VmRecord) -> Vm {
+    Vm {
+        id: r.id,
+        name: r.name.to_string(),
+        state: r.state.as_str().to_owned(),
+        image: r.image.to_string(),
+        plan: r.plan,
+        vcpus: r.vcpus,
+        memory_mib: r.memory_mib,
+        disk_gib: r.disk_gib,
+        node: r.node,
+        network: r.network,
+        mac: r.mac,
+        ip: None,
+        firmware: r.firmware,
+        owner: r.owner,
+        error: r.error,
+        created_at: r.created_at,
+    }
+}
+
+/// vCPUs, memory and disk from the plan and the overrides, within bounds.
+async fn vm_size(ctx: &Context, req: &VmCreateRequest) -> Result<(Option<String>, u32, u64, u64), Error> {
+    let plan = match &req.plan {
+        Some(p) => Some(ctx.store.plan_get(p).await?.ok_or_else(|| {
+            Error::invalid("plan", format!("there is no plan {p:?}; `kvmctl plan list` shows them"))
+        })?),
+        None => None,
+    };
+    let need = |field: &str| Error::invalid(field, "required without a plan (or pick one with --plan; `kvmctl plan list`)");
+    let vcpus = req.vcpus.or(plan.as_ref().map(|p| p.vcpus)).ok_or_else(|| need("vcpus"))?;
+    let memory_mib = req.memory_mib.or(plan.as_ref().map(|p| p.memory_mib)).ok_or_else(|| need("memory_mib"))?;
+    let disk_gib = req.disk_gib.or(plan.as_ref().map(|p| p.disk_gib)).ok_or_else(|| need("disk_gib"))?;
+    size_check(Some(vcpus), Some(memory_mib), Some(disk_gib))?;
+    Ok((plan.map(|p| p.name), vcpus, memory_mib, disk_gib))
+}
+
+fn size_check(vcpus: Option<u32>, memory_mib: Option<u64>, disk_gib: Option<u64>) -> Result<(), Error> {
+    if let Some(v) = vcpus.filter(|v| !(1..=MAX_VCPUS).contains(v)) {
+        return Err(Error::invalid("vcpus", format!("{v} is out of range; use 1 to {MAX_VCPUS}")));
+    }
+    if let Some(m) = memory_mib.filter(|m| !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(m)) {
+        return Err(Error::invalid("memory_mib", format!("{m} MiB is out of range; use {MIN_MEMORY_MIB} MiB to {} GiB", MAX_MEMORY_MIB / 1024)));
+    }
+    if let Some(d) = disk_gib.filter(|d| !(1..=MAX_DISK_GIB).contains(d)) {
+        return Err(Error::invalid("disk_gib", format!("{d} GiB is out of range; use 1 to {MAX_DISK_GIB} GiB")));
+    }
+    Ok(())
+}
+
+fn firmware_of(s: &str) -> Firmware {
+    if s == "uefi" {
+        Firmware::Uefi
+    } else {
+        Firmware::Bios
+    }
+}
+
+/// A locally administered MAC in QEMU's `52:54:00` range.
+fn mac_random() -> String {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
+/// The console log of a VM on the node.
+fn console_log(ctx: &Context, name: &Name) -> PathBuf {
+    ctx.config.console_log_dir.join(format!("{name}.log"))
+}
+
+/// The libvirt domain of a VM, built from its record and image.
+fn domain_spec(ctx: &Context, rec: &VmRecord, image: &ImageRecord, domain_type: DomainType, kernel: Option<(PathBuf, Option<PathBuf>)>) -> DomainSpec {
+    let pool_dir = PathBuf::from(&image.path).parent().map(PathBuf::from).unwrap_or_default();
+    let boot = match kernel {
+        Some((kernel, initrd)) => Boot::Kernel { kernel, initrd, cmdline: image.cmdline.clone().unwrap_or_default() },
+        None => Boot::Disk,
+    };
+    DomainSpec {
+        name: rec.name.clone(),
+        domain_type,
+        firmware: firmware_of(&rec.firmware),
+        vcpus: rec.vcpus,
+        memory_mib: rec.memory_mib,
+        boot,
+        disks: vec![
+            Disk { source: pool_dir.join(&rec.root_volume), format: DiskFormat::Qcow2, target: "vda".into(), readonly: false },
+            Disk { source: pool_dir.join(&rec.seed_volume), format: DiskFormat::Raw, target: "vdb".into(), readonly: true },
+        ],
+        nics: vec![Nic { source: NicSource::Network(rec.network.clone()), mac: Some(rec.mac.clone()) }],
+        serial_log: Some(console_log(ctx, &rec.name)),
+        vnc_password: Some(rec.vnc_password.clone()),
+        guest_agent: true,
+        metadata: Metadata { vm_id: rec.id, owner: rec.owner.clone(), plan: rec.plan.clone() },
+    }
+}
+
+/// Paths of a direct-kernel image's kernel and initrd volumes on the node.
+fn kernel_paths(node: &dyn Node, image: &ImageRecord) -> Result<Option<(PathBuf, Option<PathBuf>)>, Error> {
+    let Some(k) = &image.kernel_volume else { return Ok(None) };
+    let find = |v: &str| -> Result<PathBuf, Error> {
+        node.volume_get(&image.pool, v)?.map(|i| i.path).ok_or_else(|| {
+            Error::Conflict(format!("volume {v} of image {} is missing from pool {}; re-import the image", image.name, image.pool))
+        })
+    };
+    let kernel = find(k)?;
+    let initrd = image.initrd_volume.as_deref().map(find).transpose()?;
+    Ok(Some((kernel, initrd)))
+}
+
+async fn domain_type(ctx: &Context) -> DomainType {
+    match super::host::domain_type(ctx).await.0.as_str() {
+        "kvm" => DomainType::Kvm,
+        _ => DomainType::Qemu,
+    }
+}
+
+pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error> {
+    // Validate everything before anything is made.
+    let name = parse_name("name", &req.name)?;
+    let image_name = parse_name("image", &req.image)?;
+    let image = ctx
+        .store
+        .image_get(&image_name)
+        .await?
+        .ok_or_else(|| Error::invalid("image", format!("there is no image {image_name}; `kvmctl image list` shows them")))?;
+    let (plan, vcpus, memory_mib, disk_gib) = vm_size(ctx, &req).await?;
+    if disk_gib * GIB < image.virtual_bytes {
+        return Err(Error::invalid(
+            "disk_gib",
+            format!("{disk_gib} GiB is smaller than image {image_name} ({} GiB); a disk can only grow", image.virtual_bytes.div_ceil(GIB)),
+        ));
+    }
+    let firmware = match &req.firmware {
+        Some(f) if f != "bios" && f != "uefi" => return Err(Error::invalid("firmware", format!("{f:?} is not bios or uefi"))),
+        Some(f) if !image.boot_modes.is_empty() && !image.boot_modes.contains(f) => {
+            return Err(Error::invalid("firmware", format!("image {image_name} boots with {} only", image.boot_modes.join(" or "))))
+        }
+        Some(f) => f.clone(),
+        None => image.boot_modes.first().cloned().unwrap_or_else(|| "bios".into()),
+    };
+    let user = match req.user.as_deref().or(image.default_user.as_deref()) {
+        Some(u) => parse_name("user", u)?.to_string(),
+        None => "kvmctl".to_owned(),
+    };
+    let network = req.network.clone().unwrap_or_else(|| ctx.config.network.clone());
+    let id = VmId::new();
+    let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), &user, req.ssh_keys.clone());
+    seed_spec.user_data = req.user_data.clone();
+    let seed = kvmctl_cloudinit::seed::render(&seed_spec).map_err(|e| Error::invalid(seed_field(&e.field), e.message))?;
+    let seed_iso = kvmctl_cloudinit::seed::nocloud_iso(&seed);
+    let node = ctx.local_node.clone();
+    let net = network.clone();
+    match blocking(move || node.network_state(&net)).await? {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(Error::invalid("network", format!("there is no libvirt network {network:?} on node local; `virsh net-list --all` shows them"))),
+        Err(e) => return Err(e.into()),
+    }
+    let domain_type = domain_type(ctx).await;
+
+    let _busy = ctx.vm_lock(&name, "creating")?;
+    let rec = VmRecord {
+        id,
+        name: name.clone(),
+        owner: DEFAULT_OWNER.into(),
+        node: "local".into(),
+        image: image_name,
+        plan,
+        vcpus,
+        memory_mib,
+        disk_gib,
+        network,
+        mac: mac_random(),
+        firmware,
+        pool: image.pool.clone(),
+        root_volume: format!("{name}-root.qcow2"),
+        seed_volume: format!("{name}-seed.iso"),
+        vnc_password: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+        state: VmState::Creating,
+        error: None,
+        created_at: 0,
+        updated_at: 0,
+    };
+    let rec = ctx.store.vm_insert(&rec).await.map_err(|e| match e {
+        kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("a VM named {name} exists already; pick another name")),
+        e => e.into(),
+    })?;
+    let started = Instant::now();
+    match vm_build(ctx, &rec, &image, seed_iso, domain_type, !req.no_start).await {
+        Ok(state) => {
+            ctx.store.vm_transition(&name, VmState::Creating, state, None).await?;
+            tracing::info!(vm = %name, ?state, elapsed_ms = started.elapsed().as_millis() as u64, "VM created");
+            Ok(vm_view(vm_record(ctx, &name).await?))
+        }
+        Err(e) => {
+            tracing::warn!(vm = %name, error = %e, "create failed; undoing");
+            vm_teardown(ctx, &rec, false).await?;
+            ctx.store.vm_delete(&name).await?;
+            Err(e)
+        }
+    }
+}
+
+/// The user-facing field behind a seed error.
+fn seed_field(field: &str) -> String {
+    match field {
+        f if f.starts_with("ssh_keys") || f.starts_with("user_data") => f.to_owned(),
+        "hostname" => "name".into(),
+        other => other.to_owned(),
+    }
+}
+
+/// Create's node steps; returns the state the VM ends in.
+async fn vm_build(ctx: &Context, rec: &VmRecord, image: &ImageRecord, seed_iso: Vec<u8>, domain_type: DomainType, start: bool) -> Result<VmState, Error> {
+    ctx.failpoints.hit("create.reserve")?;
+    let node = ctx.local_node.clone();
+    let overlay = VolumeSpec {
+        name: rec.root_volume.clone(),
+        capacity_bytes: rec.disk_gib * GIB,
+        format: DiskFormat::Qcow2,
+        backing: Some((PathBuf::from(&image.path), if image.format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 })),
+    };
+    let pool = rec.pool.clone();
+    blocking(move || node.volume_create(&pool, &overlay)).await?.map_err(volume_error)?;
+    ctx.failpoints.hit("create.root_volume")?;
+
+    let node = ctx.local_node.clone();
+    let (pool, seed_vol) = (rec.pool.clone(), rec.seed_volume.clone());
+    blocking(move || node.volume_upload(&pool, &seed_vol, DiskFormat::Raw, &seed_iso)).await?.map_err(volume_error)?;
+    ctx.failpoints.hit("create.seed_volume")?;
+
+    if let Err(e) = std::fs::create_dir_all(&ctx.config.console_log_dir) {
+        return Err(Error::Internal(format!("cannot create {}: {e}", ctx.config.console_log_dir.display())));
+    }
+    let node = ctx.local_node.clone();
+    let image_c = image.clone();
+    let kernel = blocking(move || kernel_paths(node.as_ref(), &image_c)).await??;
+    let xml = xml::domain_xml(&domain_spec(ctx, rec, image, domain_type, kernel)).map_err(|e| Error::Internal(kvmctl_core::error::chain(&e)))?;
+    let node = ctx.local_node.clone();
+    blocking(move || node.domain_define(&xml)).await?.map_err(|e| match e {
+        NodeError::AlreadyExists { .. } => Error::Conflict(format!(
+            "libvirt already has a domain named {} that kvmctl does not know; rename or remove it (virsh undefine {})",
+            rec.name, rec.name
+        )),
+        e => e.into(),
+    })?;
+    ctx.failpoints.hit("create.define")?;
+    if !start {
+        return Ok(VmState::Stopped);
+    }
+    let node = ctx.local_node.clone();
+    let n = rec.name.to_string();
+    blocking(move || node.domain_start(&n)).await??;
+    ctx.failpoints.hit("create.start")?;
+    Ok(VmState::Running)
+}
+
+fn volume_error(e: NodeError) -> Error {
+    match e {
+        NodeError::AlreadyExists { name, .. } => Error::Conflict(format!(
+            "volume {name} already exists in the pool but belongs to no VM kvmctl knows; remove it (virsh vol-delete {name} --pool POOL) and retry"
+        )),
+        NodeError::NotFound { kind: "storage pool", name } => {
+            Error::Unavailable(format!("storage pool {name} does not exist; run `kvmctl host setup` or set `pool` in the configuration"))
+        }
+        e => e.into(),
+    }
+}
+
+/// Removes whatever exists of a VM on its node: domain (stopped first), seed and (unless
+/// `keep_disk`) root volume, console and QEMU logs. Idempotent: what is already gone is
+/// skipped, so it undoes a create at any step and finishes an interrupted delete.
+pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) -> Result<(), Error> {
+    let node = ctx.local_node.clone();
+    let name = rec.name.to_string();
+    let pool = rec.pool.clone();
+    let mut volumes = vec![rec.seed_volume.clone()];
+    if !keep_disk {
+        volumes.push(rec.root_volume.clone());
+    }
+    let fp = |step: &str| ctx.failpoints.hit(step);
+    let gone = |r: Result<(), NodeError>| match r {
+        Err(e) if e.is_not_found() => Ok(()),
+        r => r,
+    };
+    let n = name.clone();
+    let nd = node.clone();
+    blocking(move || gone(nd.domain_destroy(&n))).await??;
+    fp("delete.destroy")?;
+    let n = name.clone();
+    let nd = node.clone();
+    blocking(move || gone(nd.domain_undefine(&n))).await??;
+    fp("delete.undefine")?;
+    blocking(move || -> Result<(), NodeError> {
+        for v in &volumes {
+            gone(node.volume_delete(&pool, v))?;
+        }
+        Ok(())
+    })
+    .await??;
+    fp("delete.volumes")?;
+    // Logs live on the node's filesystem; only the local node's can be removed from here.
+    if ctx.local_node.uri().starts_with("qemu:///") {
+        for log in [console_log(ctx, &rec.name), PathBuf::from(format!("/var/log/libvirt/qemu/{name}.log"))] {
+            match std::fs::remove_file(&log) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(log = %log.display(), error = %e, "cannot remove a VM log"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves a VM by a request event, by compare-and-set; the refusal names the state.
+async fn vm_begin(ctx: &Context, rec: &VmRecord, event: VmEvent) -> Result<VmState, Error> {
+    let next = rec.state.apply(event).map_err(|e| Error::Conflict(format!("VM {}: {e}", rec.name)))?;
+    if !ctx.store.vm_transition(&rec.name, rec.state, next, None).await? {
+        return Err(Error::Conflict(format!("VM {} changed state meanwhile; look again (kvmctl vm show {})", rec.name, rec.name)));
+    }
+    Ok(next)
+}
+
+pub async fn vm_delete(ctx: &Context, name: &str, keep_disk: bool) -> Result<(), Error> {
+    let name = parse_name("name", name)?;
+    let _busy = ctx.vm_lock(&name, "deleting")?;
+    let rec = vm_record(ctx, &name).await?;
+    if rec.state != VmState::Deleting {
+        vm_begin(ctx, &rec, VmEvent::Delete).await?;
+    }
+    vm_teardown(ctx, &rec, keep_disk).await?;
+    ctx.store.vm_delete(&name).await?;
+    tracing::info!(vm = %name, keep_disk, "VM deleted");
+    Ok(())
+}
+
+pub async fn vm_start(ctx: &Context, name: &str) -> Result<Vm, Error> {
+    let name = parse_name("name", name)?;
+    let _busy = ctx.vm_lock(&name, "starting")?;
+    let rec = vm_record(ctx, &name).await?;
+    let during = vm_begin(ctx, &rec, VmEvent::Start).await?;
+    let node = ctx.local_node.clone();
+    let n = name.to_string();
+    let result = blocking(move || node.domain_start(&n)).await?;
+    settle(ctx, &name, during, result.map_err(Error::from)).await
+}
+
+/// Records where an operation left the VM: libvirt's state on success, the previous
+/// settled state (with the error) on failure.
+async fn settle(ctx: &Context, name: &Name, during: VmState, result: Result<(), Error>) -> Result<Vm, Error> {
+    let observed = observe(ctx, name).await;
+    let after = match (&result, observed) {
+        (_, Some(s)) => s,
+        (Ok(()), None) => VmState::Failed,
+        (Err(_), None) => VmState::Failed,
+    };
+    let msg = result.as_ref().err().map(ToString::to_string);
+    ctx.store.vm_transition(name, during, after, msg.as_deref()).await?;
+    result?;
+    Ok(vm_view(vm_record(ctx, name).await?))
+}
+
+/// libvirt's state of the VM's domain, as a VM state; `None` when there is no domain.
+async fn observe(ctx: &Context, name: &Name) -> Option<VmState> {
+    let node = ctx.local_node.clone();
+    let n = name.to_string();
+    match blocking(move || node.domain_state(&n)).await {
+        Ok(Ok(s)) => Some(vm_state_of(s)),
+        _ => None,
+    }
+}
+
+pub(crate) fn vm_state_of(s: DomainState) -> VmState {
+    match s {
+        DomainState::Running | DomainState::Paused | DomainState::ShuttingDown => VmState::Running,
+        DomainState::Shutoff => VmState::Stopped,
+        DomainState::Crashed | DomainState::Other => VmState::Failed,
+    }
+}
+
+pub async fn vm_stop(ctx: &Context, name: &str, req: VmStopRequest) -> Result<Vm, Error> {
+    let name = parse_name("name", name)?;
+    let timeout = Duration::from_secs(req.timeout_seconds.unwrap_or(ctx.config.stop_timeout_seconds));
+    let _busy = ctx.vm_lock(&name, "stopping")?;
+    let rec = vm_record(ctx, &name).await?;
+    let during = vm_begin(ctx, &rec, VmEvent::Stop).await?;
+    let node = ctx.local_node.clone();
+    let n = name.to_string();
+    let result = blocking(move || -> Result<(), NodeError> {
+        if !req.force {
+            node.domain_shutdown(&n)?;
+            let until = Instant::now() + timeout;
+            while Instant::now() < until {
+                if node.domain_state(&n)? == DomainState::Shutoff {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            tracing::warn!(vm = %n, timeout_s = timeout.as_secs(), "guest did not shut down in time; powering it off");
+        }
+        node.domain_destroy(&n)
+    })
+    .await?;
+    settle(ctx, &name, during, result.map_err(Error::from)).await
+}
+
+pub async fn vm_reboot(ctx: &Context, name: &str) -> Result<Vm, Error> {
+    let name = parse_name("name", name)?;
+    let _busy = ctx.vm_lock(&name, "rebooting")?;
+    let rec = vm_record(ctx, &name).await?;
+    let during = vm_begin(ctx, &rec, VmEvent::Reboot).await?;
+    let node = ctx.local_node.clone();
+    let n = name.to_string();
+    let result = blocking(move || node.domain_reboot(&n)).await?;
+    settle(ctx, &name, during, result.map_err(Error::from)).await
+}
+
+/// CPU and memory change while the VM is stopped (the domain is redefined); the disk grows
+/// online (block resize) or offline (volume resize). Shrinking is refused.
+pub async fn vm_resize(ctx: &Context, name: &str, req: VmResizeRequest) -> Result<Vm, Error> {
+    let name = parse_name("name", name)?;
+    size_check(req.vcpus, req.memory_mib, req.disk_gib)?;
+    if req.vcpus.is_none() && req.memory_mib.is_none() && req.disk_gib.is_none() {
+        return Err(Error::invalid("vcpus", "nothing to change; give vcpus, memory_mib or disk_gib"));
+    }
+    let _busy = ctx.vm_lock(&name, "resizing")?;
+    let rec = vm_record(ctx, &name).await?;
+    let cpu_mem = req.vcpus.is_some_and(|v| v != rec.vcpus) || req.memory_mib.is_some_and(|m| m != rec.memory_mib);
+    if cpu_mem && rec.state != VmState::Stopped {
+        return Err(Error::Conflict(format!("VM {name} is {}; stop it to change CPUs or memory (kvmctl vm stop {name})", rec.state)));
+    }
+    if let Some(d) = req.disk_gib.filter(|d| *d < rec.disk_gib) {
+        return Err(Error::invalid("disk_gib", format!("{d} GiB is smaller than the disk ({} GiB); disks only grow", rec.disk_gib)));
+    }
+    if !matches!(rec.state, VmState::Stopped | VmState::Running) {
+        return Err(Error::Conflict(format!("VM {name} is {}; resize it when it is running or stopped", rec.state)));
+    }
+    let (vcpus, memory_mib, disk_gib) = (req.vcpus.unwrap_or(rec.vcpus), req.memory_mib.unwrap_or(rec.memory_mib), req.disk_gib.unwrap_or(rec.disk_gib));
+    if disk_gib != rec.disk_gib {
+        let node = ctx.local_node.clone();
+        let (n, pool, vol, running) = (name.to_string(), rec.pool.clone(), rec.root_volume.clone(), rec.state == VmState::Running);
+        blocking(move || if running { node.domain_block_resize(&n, "vda", disk_gib * GIB) } else { node.volume_resize(&pool, &vol, disk_gib * GIB) })
+            .await??;
+    }
+    if cpu_mem {
+        let image = images::image_record(ctx, &rec.image).await?;
+        let resized = VmRecord { vcpus, memory_mib, ..rec.clone() };
+        let node = ctx.local_node.clone();
+        let image_c = image.clone();
+        let kernel = blocking(move || kernel_paths(node.as_ref(), &image_c)).await??;
+        // Keep the domain's type as defined (kvm or qemu): a resize is not a migration.
+        let node = ctx.local_node.clone();
+        let n = name.to_string();
+        let current = blocking(move || node.domain_xml(&n)).await??;
+        let dtype = if current.contains("type='kvm'") || current.contains("type=\"kvm\"") { DomainType::Kvm } else { DomainType::Qemu };
+        let xml = xml::domain_xml(&domain_spec(ctx, &resized, &image, dtype, kernel)).map_err(|e| Error::Internal(kvmctl_core::error::chain(&e)))?;
+        let node = ctx.local_node.clone();
+        blocking(move || node.domain_define(&xml)).await??;
+    }
+    ctx.store.vm_set_size(&name, vcpus, memory_mib, disk_gib).await?;
+    tracing::info!(vm = %name, vcpus, memory_mib, disk_gib, "VM resized");
+    Ok(vm_view(vm_record(ctx, &name).await?))
+}

@@ -1,0 +1,99 @@
+use super::body::Body;
+use super::error::ApiError;
+use super::RequestId;
+use crate::app::{self, Context};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use kvmctl_types::api::{ErrorBody, Vm, VmCreateRequest, VmResizeRequest, VmStopRequest};
+use std::sync::Arc;
+
+#[utoipa::path(get, path = "/v1/vms", tag = "vms", operation_id = "vm_list", responses((status = 200, description = "VMs", body = [Vm])))]
+pub(crate) async fn vm_list(State(ctx): State<Arc<Context>>, Extension(rid): Extension<RequestId>) -> Result<Json<Vec<Vm>>, ApiError> {
+    app::vms::vm_list(&ctx).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[utoipa::path(get, path = "/v1/vms/{name}", tag = "vms", operation_id = "vm_get",
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, description = "The VM", body = Vm), (status = 404, description = "No such VM", body = ErrorBody)))]
+pub(crate) async fn vm_get(State(ctx): State<Arc<Context>>, Extension(rid): Extension<RequestId>, Path(name): Path<String>) -> Result<Json<Vm>, ApiError> {
+    app::vms::vm_get(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// Creates a VM: root disk (a copy-on-write overlay of the image), cloud-init seed, domain;
+/// starts it unless `no_start`. A failure at any step removes everything the request made.
+#[utoipa::path(post, path = "/v1/vms", tag = "vms", operation_id = "vm_create", request_body = VmCreateRequest,
+    responses(
+        (status = 201, description = "Created (and started unless no_start)", body = Vm),
+        (status = 400, description = "Bad input; `field` names it", body = ErrorBody),
+        (status = 409, description = "The name is taken, or the VM is busy", body = ErrorBody)))]
+pub(crate) async fn vm_create(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Body(req): Body<VmCreateRequest>,
+) -> Result<(StatusCode, Json<Vm>), ApiError> {
+    app::vms::vm_create(&ctx, req).await.map(|v| (StatusCode::CREATED, Json(v))).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub(crate) struct DeleteQuery {
+    /// Keep the root disk volume in the pool.
+    #[serde(default)]
+    keep_disk: bool,
+}
+
+/// Stops and removes the VM: domain, seed, root disk (unless `keep_disk`), logs.
+#[utoipa::path(delete, path = "/v1/vms/{name}", tag = "vms", operation_id = "vm_delete",
+    params(("name" = String, Path, description = "VM name"), DeleteQuery),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such VM", body = ErrorBody),
+        (status = 409, description = "The VM is busy", body = ErrorBody)))]
+pub(crate) async fn vm_delete(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<StatusCode, ApiError> {
+    app::vms::vm_delete(&ctx, &name, q.keep_disk).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/start", tag = "vms", operation_id = "vm_start",
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, description = "Started", body = Vm), (status = 409, description = "Not stopped, or busy", body = ErrorBody)))]
+pub(crate) async fn vm_start(State(ctx): State<Arc<Context>>, Extension(rid): Extension<RequestId>, Path(name): Path<String>) -> Result<Json<Vm>, ApiError> {
+    app::vms::vm_start(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// Asks the guest to shut down (ACPI) and powers it off after the timeout; `force` powers
+/// it off at once.
+#[utoipa::path(post, path = "/v1/vms/{name}/stop", tag = "vms", operation_id = "vm_stop", request_body = VmStopRequest,
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, description = "Stopped", body = Vm), (status = 409, description = "Not running, or busy", body = ErrorBody)))]
+pub(crate) async fn vm_stop(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+    Body(req): Body<VmStopRequest>,
+) -> Result<Json<Vm>, ApiError> {
+    app::vms::vm_stop(&ctx, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[utoipa::path(post, path = "/v1/vms/{name}/reboot", tag = "vms", operation_id = "vm_reboot",
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, description = "Reboot requested", body = Vm), (status = 409, description = "Not running, or busy", body = ErrorBody)))]
+pub(crate) async fn vm_reboot(State(ctx): State<Arc<Context>>, Extension(rid): Extension<RequestId>, Path(name): Path<String>) -> Result<Json<Vm>, ApiError> {
+    app::vms::vm_reboot(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// Changes CPUs and memory (VM stopped) or grows the disk (running or stopped).
+#[utoipa::path(post, path = "/v1/vms/{name}/resize", tag = "vms", operation_id = "vm_resize", request_body = VmResizeRequest,
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, description = "Resized", body = Vm), (status = 400, description = "Out of range, or a shrink", body = ErrorBody),
+        (status = 409, description = "Running (for CPU/memory), or busy", body = ErrorBody)))]
+pub(crate) async fn vm_resize(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+    Body(req): Body<VmResizeRequest>,
+) -> Result<Json<Vm>, ApiError> {
+    app::vms::vm_resize(&ctx, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}

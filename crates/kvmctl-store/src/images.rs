@@ -1,0 +1,124 @@
+//! `images`: base images in a node's storage pool, with their template metadata.
+
+use crate::{decode_name, unique, unix_now, DataStore, StoreError};
+use kvmctl_types::Name;
+use sqlx::Row;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub name: Name,
+    pub node: String,
+    pub pool: String,
+    pub volume: String,
+    /// Path of the volume on the node: the backing file of VMs' root disks.
+    pub path: String,
+    /// `qcow2` or `raw`.
+    pub format: String,
+    pub virtual_bytes: u64,
+    pub file_bytes: u64,
+    pub sha256: String,
+    /// Where it was imported from (a path or URL).
+    pub source: String,
+    pub os_family: Option<String>,
+    pub os_version: Option<String>,
+    pub cloud_init: bool,
+    pub default_user: Option<String>,
+    /// `bios`, `uefi`, or both, comma-separated.
+    pub boot_modes: Vec<String>,
+    pub kernel_volume: Option<String>,
+    pub initrd_volume: Option<String>,
+    pub cmdline: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "name, node, pool, volume, path, format, virtual_bytes, file_bytes, sha256, source, os_family, os_version, \
+                       cloud_init, default_user, boot_modes, kernel_volume, initrd_volume, cmdline, created_at";
+
+fn image_from_row(row: sqlx::sqlite::SqliteRow) -> Result<ImageRecord, StoreError> {
+    let modes: String = row.try_get("boot_modes")?;
+    Ok(ImageRecord {
+        name: decode_name("image name", row.try_get("name")?)?,
+        node: row.try_get("node")?,
+        pool: row.try_get("pool")?,
+        volume: row.try_get("volume")?,
+        path: row.try_get("path")?,
+        format: row.try_get("format")?,
+        virtual_bytes: row.try_get::<i64, _>("virtual_bytes")? as u64,
+        file_bytes: row.try_get::<i64, _>("file_bytes")? as u64,
+        sha256: row.try_get("sha256")?,
+        source: row.try_get("source")?,
+        os_family: row.try_get("os_family")?,
+        os_version: row.try_get("os_version")?,
+        cloud_init: row.try_get("cloud_init")?,
+        default_user: row.try_get("default_user")?,
+        boot_modes: modes.split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect(),
+        kernel_volume: row.try_get("kernel_volume")?,
+        initrd_volume: row.try_get("initrd_volume")?,
+        cmdline: row.try_get("cmdline")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl DataStore {
+    /// Records an imported image; `Exists` when the name is taken. `created_at` is set here.
+    pub async fn image_insert(&self, img: &ImageRecord) -> Result<ImageRecord, StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO images ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        ))
+        .bind(img.name.as_str())
+        .bind(&img.node)
+        .bind(&img.pool)
+        .bind(&img.volume)
+        .bind(&img.path)
+        .bind(&img.format)
+        .bind(img.virtual_bytes as i64)
+        .bind(img.file_bytes as i64)
+        .bind(&img.sha256)
+        .bind(&img.source)
+        .bind(&img.os_family)
+        .bind(&img.os_version)
+        .bind(img.cloud_init)
+        .bind(&img.default_user)
+        .bind(img.boot_modes.join(","))
+        .bind(&img.kernel_volume)
+        .bind(&img.initrd_volume)
+        .bind(&img.cmdline)
+        .bind(unix_now())
+        .execute(&self.pool)
+        .await
+        .map_err(unique("image", img.name.as_str()))?;
+        Ok(self.image_get(&img.name).await?.expect("row just written"))
+    }
+
+    pub async fn image_get(&self, name: &Name) -> Result<Option<ImageRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM images WHERE name = $1")).bind(name.as_str()).fetch_optional(&self.pool).await?;
+        row.map(image_from_row).transpose()
+    }
+
+    pub async fn image_list(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM images ORDER BY name")).fetch_all(&self.pool).await?;
+        rows.into_iter().map(image_from_row).collect()
+    }
+
+    /// Removes the image row unless a VM uses it; returns the names of the VMs that do
+    /// (and removes nothing) otherwise. One statement, so a VM created meanwhile cannot
+    /// slip past the check.
+    pub async fn image_delete_unused(&self, name: &Name) -> Result<Result<bool, Vec<String>>, StoreError> {
+        let done = sqlx::query("DELETE FROM images WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM vms WHERE vms.image = images.name)")
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Ok(true));
+        }
+        let users = self.image_users(name).await?;
+        Ok(if users.is_empty() { Ok(false) } else { Err(users) })
+    }
+
+    /// Names of the VMs whose root disk is backed by the image.
+    pub async fn image_users(&self, name: &Name) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT name FROM vms WHERE image = $1 ORDER BY name").bind(name.as_str()).fetch_all(&self.pool).await?;
+        rows.into_iter().map(|r| r.try_get("name").map_err(StoreError::from)).collect()
+    }
+}

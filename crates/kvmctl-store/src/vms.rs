@@ -1,0 +1,139 @@
+//! `vms`: virtual machines. `state` changes only by compare-and-set (`vm_transition`), so two
+//! requests racing on one VM cannot both win.
+
+use crate::{decode_name, unique, unix_now, DataStore, StoreError};
+use kvmctl_core::VmState;
+use kvmctl_types::{Name, VmId};
+use sqlx::Row;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRecord {
+    pub id: VmId,
+    pub name: Name,
+    pub owner: String,
+    pub node: String,
+    pub image: Name,
+    pub plan: Option<String>,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub network: String,
+    pub mac: String,
+    /// `bios` or `uefi`.
+    pub firmware: String,
+    pub pool: String,
+    pub root_volume: String,
+    pub seed_volume: String,
+    pub vnc_password: String,
+    pub state: VmState,
+    /// Why the VM is `failed`, or what the last operation on it reported.
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, name, owner, node, image, plan, vcpus, memory_mib, disk_gib, network, mac, firmware, pool, root_volume, \
+                       seed_volume, vnc_password, state, error, created_at, updated_at";
+
+fn vm_from_row(row: sqlx::sqlite::SqliteRow) -> Result<VmRecord, StoreError> {
+    let decode = |what: &str, e: String| StoreError::Query(sqlx::Error::Decode(format!("{what}: {e}").into()));
+    let id: String = row.try_get("id")?;
+    let state: String = row.try_get("state")?;
+    Ok(VmRecord {
+        id: VmId(id.parse().map_err(|e: uuid::Error| decode("vm id", e.to_string()))?),
+        name: decode_name("vm name", row.try_get("name")?)?,
+        owner: row.try_get("owner")?,
+        node: row.try_get("node")?,
+        image: decode_name("image name", row.try_get("image")?)?,
+        plan: row.try_get("plan")?,
+        vcpus: row.try_get::<i64, _>("vcpus")? as u32,
+        memory_mib: row.try_get::<i64, _>("memory_mib")? as u64,
+        disk_gib: row.try_get::<i64, _>("disk_gib")? as u64,
+        network: row.try_get("network")?,
+        mac: row.try_get("mac")?,
+        firmware: row.try_get("firmware")?,
+        pool: row.try_get("pool")?,
+        root_volume: row.try_get("root_volume")?,
+        seed_volume: row.try_get("seed_volume")?,
+        vnc_password: row.try_get("vnc_password")?,
+        state: state.parse().map_err(|e| decode("vm state", e))?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl DataStore {
+    /// Records a new VM (normally in state `creating`); `Exists` when the name is taken.
+    pub async fn vm_insert(&self, vm: &VmRecord) -> Result<VmRecord, StoreError> {
+        let now = unix_now();
+        sqlx::query(&format!(
+            "INSERT INTO vms ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)"
+        ))
+        .bind(vm.id.to_string())
+        .bind(vm.name.as_str())
+        .bind(&vm.owner)
+        .bind(&vm.node)
+        .bind(vm.image.as_str())
+        .bind(&vm.plan)
+        .bind(vm.vcpus as i64)
+        .bind(vm.memory_mib as i64)
+        .bind(vm.disk_gib as i64)
+        .bind(&vm.network)
+        .bind(&vm.mac)
+        .bind(&vm.firmware)
+        .bind(&vm.pool)
+        .bind(&vm.root_volume)
+        .bind(&vm.seed_volume)
+        .bind(&vm.vnc_password)
+        .bind(vm.state.as_str())
+        .bind(&vm.error)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(unique("vm", vm.name.as_str()))?;
+        Ok(self.vm_get(&vm.name).await?.expect("row just written"))
+    }
+
+    pub async fn vm_get(&self, name: &Name) -> Result<Option<VmRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM vms WHERE name = $1")).bind(name.as_str()).fetch_optional(&self.pool).await?;
+        row.map(vm_from_row).transpose()
+    }
+
+    pub async fn vm_list(&self) -> Result<Vec<VmRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM vms ORDER BY name")).fetch_all(&self.pool).await?;
+        rows.into_iter().map(vm_from_row).collect()
+    }
+
+    /// Moves the VM from `from` to `to` if it is still in `from`; false when another
+    /// request changed it first (or it is gone). `error` replaces the recorded error.
+    pub async fn vm_transition(&self, name: &Name, from: VmState, to: VmState, error: Option<&str>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE vms SET state = $1, error = $2, updated_at = $3 WHERE name = $4 AND state = $5")
+            .bind(to.as_str())
+            .bind(error)
+            .bind(unix_now())
+            .bind(name.as_str())
+            .bind(from.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a new size (after a resize).
+    pub async fn vm_set_size(&self, name: &Name, vcpus: u32, memory_mib: u64, disk_gib: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE vms SET vcpus = $1, memory_mib = $2, disk_gib = $3, updated_at = $4 WHERE name = $5")
+            .bind(vcpus as i64)
+            .bind(memory_mib as i64)
+            .bind(disk_gib as i64)
+            .bind(unix_now())
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn vm_delete(&self, name: &Name) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM vms WHERE name = $1").bind(name.as_str()).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
