@@ -547,7 +547,12 @@ impl Node for LibvirtNode {
             let mut out = Vec::with_capacity(vols.len());
             for v in vols {
                 let Ok(name) = v.get_name() else { continue };
-                out.push(Self::volume_info(&v, &name)?);
+                // A volume can vanish between listing and reading it; skip it then.
+                match Self::volume_info(&v, &name) {
+                    Ok(info) => out.push(info),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(out)

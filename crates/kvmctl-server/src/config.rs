@@ -41,6 +41,9 @@ pub struct Config {
     pub stop_timeout_seconds: u64,
     /// Seconds between reconciler passes (database against libvirt).
     pub reconcile_interval_seconds: u64,
+    /// Testing only: steps that fail on purpose, `step=error|crash|pause,...` (see
+    /// docs/testing.md). Empty in production.
+    pub failpoints: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -67,6 +70,7 @@ impl Default for Config {
             console_log_dir: "/var/log/kvmctl/console".into(),
             stop_timeout_seconds: 60,
             reconcile_interval_seconds: 10,
+            failpoints: String::new(),
         }
     }
 }
@@ -138,6 +142,9 @@ impl Config {
         }
         if let Some(v) = env("KVMCTL_CONSOLE_LOG_DIR") {
             cfg.console_log_dir = v.into();
+        }
+        if let Some(v) = env("KVMCTL_FAILPOINTS") {
+            cfg.failpoints = v;
         }
         if let Some(v) = env("KVMCTL_DOMAIN_TYPE") {
             cfg.domain_type = match v.as_str() {

@@ -90,3 +90,140 @@ pub fn ssh(key: &Path, user: &str, host: &str, cmd: &str) -> Result<String, Stri
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// A kvmctl daemon for tests: in-process on a temporary socket and database, against the
+/// test environment's libvirtd, pool and network, with the tiny guest importable as an image.
+pub mod daemon {
+    use kvmctl_client::Client;
+    use kvmctl_libvirt::{LibvirtNode, Node};
+    use kvmctl_server::{Config, RunningServer};
+    use kvmctl_types::api::{Image, ImageImportRequest, VmCreateRequest};
+    use std::path::{Path, PathBuf};
+
+    /// The daemon's configuration for a test in `dir`.
+    pub fn config(dir: &Path) -> Config {
+        Config {
+            socket: dir.join("kvmctl.sock"),
+            database: dir.join("kvmctl.db"),
+            libvirt_uri: super::env("KVMCTL_TEST_URI"),
+            host_state_dir: dir.join("host"),
+            domain_type: kvmctl_server::config::DomainTypeSetting::Qemu,
+            pool: super::env("KVMCTL_TEST_POOL"),
+            network: super::env("KVMCTL_TEST_NETWORK"),
+            console_log_dir: dir.join("console"),
+            stop_timeout_seconds: 30,
+            reconcile_interval_seconds: 1,
+            ..Config::default()
+        }
+    }
+
+    /// Starts a daemon; the client talks to it.
+    pub async fn start(cfg: &Config) -> (RunningServer, Client) {
+        let server = RunningServer::start(cfg).await.expect("daemon starts");
+        let client = Client::unix(&server.socket);
+        (server, client)
+    }
+
+    /// Removes, on drop, every domain and volume a test's VMs and images could have left,
+    /// by name, straight through libvirt: a failing test must not leak into the next.
+    pub struct Sweep {
+        pub node: LibvirtNode,
+        pub pool: String,
+        pub vms: Vec<String>,
+        pub images: Vec<String>,
+    }
+
+    impl Sweep {
+        pub fn new(vms: &[&str], images: &[&str]) -> Self {
+            Sweep {
+                node: LibvirtNode::new(super::env("KVMCTL_TEST_URI")),
+                pool: super::env("KVMCTL_TEST_POOL"),
+                vms: vms.iter().map(|s| s.to_string()).collect(),
+                images: images.iter().map(|s| s.to_string()).collect(),
+            }
+        }
+
+        /// Names of the volumes in the test pool that belong to this test's VMs and images.
+        pub fn leftovers(&self) -> Vec<String> {
+            let mut left: Vec<String> = self
+                .node
+                .domain_list()
+                .unwrap()
+                .into_iter()
+                .filter(|d| self.vms.contains(&d.name))
+                .map(|d| format!("domain {}", d.name))
+                .collect();
+            for v in self.node.volume_list(&self.pool).unwrap() {
+                if self.vms.iter().any(|n| v.name.starts_with(&format!("{n}-")))
+                    || self.images.iter().any(|n| v.name.starts_with(&format!("image-{n}.")))
+                {
+                    left.push(format!("volume {}", v.name));
+                }
+            }
+            left
+        }
+    }
+
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            for vm in &self.vms {
+                let _ = self.node.domain_destroy(vm);
+                let _ = self.node.domain_undefine(vm);
+                let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{vm}.log"));
+            }
+            if let Ok(vols) = self.node.volume_list(&self.pool) {
+                for v in vols {
+                    if self.vms.iter().any(|n| v.name.starts_with(&format!("{n}-")))
+                        || self.images.iter().any(|n| v.name.starts_with(&format!("image-{n}.")))
+                    {
+                        let _ = self.node.volume_delete(&self.pool, &v.name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Imports the tiny guest (kernel + initrd, with a small empty disk) as image `name`.
+    pub async fn tiny_image(client: &Client, dir: &Path, name: &str) -> Image {
+        let tiny = PathBuf::from(super::env("KVMCTL_TEST_TINY"));
+        let disk = dir.join(format!("{name}-disk.qcow2"));
+        let st = std::process::Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&disk).arg("64M").status().unwrap();
+        assert!(st.success());
+        let req = ImageImportRequest {
+            name: name.into(),
+            source: disk.display().to_string(),
+            kernel: Some(tiny.join("vmlinuz").display().to_string()),
+            initrd: Some(tiny.join("initrd.gz").display().to_string()),
+            cmdline: Some("console=ttyS0 quiet panic=-1".into()),
+            ..Default::default()
+        };
+        client.image_import(&req).await.expect("tiny image imports")
+    }
+
+    /// A small VM of the tiny image.
+    pub fn tiny_vm(name: &str, image: &str, keys: Vec<String>) -> VmCreateRequest {
+        VmCreateRequest {
+            name: name.into(),
+            image: image.into(),
+            vcpus: Some(1),
+            memory_mib: Some(256),
+            disk_gib: Some(1),
+            ssh_keys: keys,
+            ..Default::default()
+        }
+    }
+
+    /// The address the tiny guest announces on its console once SSH is up; polls the log
+    /// (a guest under emulation takes seconds; a broken one never announces, so the caller
+    /// gets the log instead of a hang after `tries` half-seconds).
+    pub async fn tiny_guest_ip(console_log: &Path, tries: u32) -> Result<String, String> {
+        for _ in 0..tries {
+            let log = std::fs::read_to_string(console_log).unwrap_or_default();
+            if let Some(ip) = log.lines().find_map(|l| l.split("KVMCTL_TINY_READY ip=").nth(1)) {
+                return Ok(ip.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        Err(std::fs::read_to_string(console_log).unwrap_or_else(|e| format!("no console log {}: {e}", console_log.display())))
+    }
+}

@@ -298,8 +298,12 @@ pub(crate) fn disk_inspect(path: &Path) -> Result<DiskFacts, Error> {
                 format!("the qcow2 is corrupt or truncated (qemu-img check: {})", detail.lines().last().unwrap_or("failed").trim()),
             ));
         }
-    } else if virtual_bytes == 0 || virtual_bytes % 512 != 0 {
-        return Err(Error::invalid("source", format!("a raw image of {virtual_bytes} bytes is not a whole number of 512-byte sectors")));
+    } else {
+        // qemu-img rounds a raw file's size up to a sector; a cut-off or stray file shows in the real length.
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if len == 0 || len % 512 != 0 {
+            return Err(Error::invalid("source", format!("a raw image of {len} bytes is not a whole number of 512-byte sectors")));
+        }
     }
     Ok(DiskFacts { format, virtual_bytes })
 }

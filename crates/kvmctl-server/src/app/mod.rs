@@ -29,13 +29,14 @@ pub struct Context {
 
 impl Context {
     pub fn new(store: DataStore, local_node: Arc<LibvirtNode>, config: crate::config::Config) -> Self {
+        let failpoints = Failpoints::parse(&config.failpoints);
         Context {
             store,
             local_node,
             started: Instant::now(),
             config,
             busy: Mutex::new(HashMap::new()),
-            failpoints: Failpoints::from_env(),
+            failpoints,
         }
     }
 
@@ -64,16 +65,15 @@ impl Drop for VmGuard<'_> {
     }
 }
 
-/// Test hooks that make a named step fail (`error`) or kill the daemon (`crash`) right
-/// after the step, set by `KVMCTL_FAILPOINTS=step=action,...` (e.g.
-/// `create.define=crash`). The failure-injection and kill tests use them; an unset variable
-/// costs one map lookup per step.
+/// Test hooks that make a named step fail (`error`), kill the daemon (`crash`) or wait two
+/// seconds (`pause`, to line up a race) right after the step; set by the `failpoints`
+/// setting or `KVMCTL_FAILPOINTS=step=action,...` (e.g. `create.define=crash`). The
+/// failure-injection and kill tests use them; unset, they cost one map lookup per step.
 #[derive(Debug, Default)]
 pub(crate) struct Failpoints(HashMap<String, String>);
 
 impl Failpoints {
-    fn from_env() -> Self {
-        let spec = std::env::var("KVMCTL_FAILPOINTS").unwrap_or_default();
+    fn parse(spec: &str) -> Self {
         let map: HashMap<String, String> =
             spec.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
         if !map.is_empty() {
@@ -83,12 +83,16 @@ impl Failpoints {
     }
 
     /// Called after each step of an operation.
-    pub(crate) fn hit(&self, step: &str) -> Result<(), Error> {
+    pub(crate) async fn hit(&self, step: &str) -> Result<(), Error> {
         match self.0.get(step).map(String::as_str) {
             None => Ok(()),
             Some("crash") => {
                 tracing::error!(step, "failpoint: crashing");
                 std::process::abort()
+            }
+            Some("pause") => {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                Ok(())
             }
             Some(_) => Err(Error::Internal(format!("failpoint {step} fired"))),
         }

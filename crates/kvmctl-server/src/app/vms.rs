@@ -257,7 +257,7 @@ fn seed_field(field: &str) -> String {
 
 /// Create's node steps; returns the state the VM ends in.
 async fn vm_build(ctx: &Context, rec: &VmRecord, image: &ImageRecord, seed_iso: Vec<u8>, domain_type: DomainType, start: bool) -> Result<VmState, Error> {
-    ctx.failpoints.hit("create.reserve")?;
+    ctx.failpoints.hit("create.reserve").await?;
     let node = ctx.local_node.clone();
     let overlay = VolumeSpec {
         name: rec.root_volume.clone(),
@@ -267,12 +267,12 @@ async fn vm_build(ctx: &Context, rec: &VmRecord, image: &ImageRecord, seed_iso: 
     };
     let pool = rec.pool.clone();
     blocking(move || node.volume_create(&pool, &overlay)).await?.map_err(volume_error)?;
-    ctx.failpoints.hit("create.root_volume")?;
+    ctx.failpoints.hit("create.root_volume").await?;
 
     let node = ctx.local_node.clone();
     let (pool, seed_vol) = (rec.pool.clone(), rec.seed_volume.clone());
     blocking(move || node.volume_upload(&pool, &seed_vol, DiskFormat::Raw, &seed_iso)).await?.map_err(volume_error)?;
-    ctx.failpoints.hit("create.seed_volume")?;
+    ctx.failpoints.hit("create.seed_volume").await?;
 
     if let Err(e) = std::fs::create_dir_all(&ctx.config.console_log_dir) {
         return Err(Error::Internal(format!("cannot create {}: {e}", ctx.config.console_log_dir.display())));
@@ -289,14 +289,14 @@ async fn vm_build(ctx: &Context, rec: &VmRecord, image: &ImageRecord, seed_iso: 
         )),
         e => e.into(),
     })?;
-    ctx.failpoints.hit("create.define")?;
+    ctx.failpoints.hit("create.define").await?;
     if !start {
         return Ok(VmState::Stopped);
     }
     let node = ctx.local_node.clone();
     let n = rec.name.to_string();
     blocking(move || node.domain_start(&n)).await??;
-    ctx.failpoints.hit("create.start")?;
+    ctx.failpoints.hit("create.start").await?;
     Ok(VmState::Running)
 }
 
@@ -323,7 +323,6 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) 
     if !keep_disk {
         volumes.push(rec.root_volume.clone());
     }
-    let fp = |step: &str| ctx.failpoints.hit(step);
     let gone = |r: Result<(), NodeError>| match r {
         Err(e) if e.is_not_found() => Ok(()),
         r => r,
@@ -331,11 +330,11 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) 
     let n = name.clone();
     let nd = node.clone();
     blocking(move || gone(nd.domain_destroy(&n))).await??;
-    fp("delete.destroy")?;
+    ctx.failpoints.hit("delete.destroy").await?;
     let n = name.clone();
     let nd = node.clone();
     blocking(move || gone(nd.domain_undefine(&n))).await??;
-    fp("delete.undefine")?;
+    ctx.failpoints.hit("delete.undefine").await?;
     blocking(move || -> Result<(), NodeError> {
         for v in &volumes {
             gone(node.volume_delete(&pool, v))?;
@@ -343,7 +342,7 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) 
         Ok(())
     })
     .await??;
-    fp("delete.volumes")?;
+    ctx.failpoints.hit("delete.volumes").await?;
     // Logs live on the node's filesystem; only the local node's can be removed from here.
     if ctx.local_node.uri().starts_with("qemu:///") {
         for log in [console_log(ctx, &rec.name), PathBuf::from(format!("/var/log/libvirt/qemu/{name}.log"))] {
