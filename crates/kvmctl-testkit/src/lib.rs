@@ -143,7 +143,12 @@ pub mod daemon {
             }
         }
 
-        /// Names of the volumes in the test pool that belong to this test's VMs and images.
+        /// The domain's XML as libvirt has it.
+        pub fn node_xml(&self, name: &str) -> String {
+            self.node.domain_xml(name).expect("domain exists")
+        }
+
+        /// Domains and volumes in the test pool that belong to this test's VMs and images.
         pub fn leftovers(&self) -> Vec<String> {
             let mut left: Vec<String> = self
                 .node

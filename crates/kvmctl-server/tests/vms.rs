@@ -1,0 +1,228 @@
+//! The VM lifecycle through the API against the real libvirtd, with the tiny guest: a real
+//! QEMU boots it, and SSH with the seeded key proves the seed and the network.
+
+use kvmctl_client::{Client, ClientError};
+use kvmctl_testkit::daemon::{self, Sweep};
+use kvmctl_types::api::{VmCreateRequest, VmResizeRequest, VmStopRequest};
+use std::time::Duration;
+
+fn api_err(e: ClientError) -> (u16, kvmctl_types::api::ErrorBody) {
+    match e {
+        ClientError::Api { status, body } => (status, body),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+/// Polls the VM until `pred` holds; fails with the last state seen.
+async fn until(client: &Client, name: &str, what: &str, pred: impl Fn(&kvmctl_types::api::Vm) -> bool) {
+    let mut last = None;
+    for _ in 0..120 {
+        let vm = client.vm_get(name).await.unwrap();
+        if pred(&vm) {
+            return;
+        }
+        last = Some(vm);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("VM {name} never became {what}: {last:?}");
+}
+
+#[tokio::test]
+async fn lifecycle_on_a_real_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-life"], &["kt-life-img"]);
+    let cfg = daemon::config(d);
+    let (server, client) = daemon::start(&cfg).await;
+    daemon::tiny_image(&client, d, "kt-life-img").await;
+    let (key, public) = kvmctl_testkit::keypair(d);
+
+    let vm = client.vm_create(&daemon::tiny_vm("kt-life", "kt-life-img", vec![public])).await.unwrap();
+    assert_eq!((vm.state.as_str(), vm.vcpus, vm.memory_mib, vm.disk_gib), ("running", 1, 256, 1));
+    let console = cfg.console_log_dir.join("kt-life.log");
+    let ip = daemon::tiny_guest_ip(&console, 60).await.expect("the guest boots and announces its address");
+    let hostname = kvmctl_testkit::ssh(&key, "kvmctl", &ip, "hostname").expect("SSH with the seeded key");
+    assert_eq!(hostname.trim(), "kt-life");
+
+    // The domain is what the record says.
+    let xml = sweep.node_xml("kt-life");
+    assert!(xml.contains("type='qemu'") || xml.contains("type=\"qemu\""), "TCG domain: {xml}");
+    assert!(xml.contains(&vm.id.to_string()) && xml.contains(&vm.mac), "{xml}");
+    assert!(xml.contains("kt-life-root.qcow2") && xml.contains("kt-life-seed.iso"));
+
+    let listed = client.vm_list().await.unwrap();
+    assert_eq!(listed.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), vec!["kt-life"]);
+
+    // A running VM refuses start and CPU changes; its disk grows online.
+    assert_eq!(api_err(client.vm_start("kt-life").await.unwrap_err()).0, 409);
+    let (s, body) = api_err(client.vm_resize("kt-life", &VmResizeRequest { vcpus: Some(2), ..Default::default() }).await.unwrap_err());
+    assert!(s == 409 && body.message.contains("stop it"), "{body:?}");
+    let vm = client.vm_resize("kt-life", &VmResizeRequest { disk_gib: Some(2), ..Default::default() }).await.unwrap();
+    assert_eq!(vm.disk_gib, 2);
+    let size = kvmctl_testkit::ssh(&key, "kvmctl", &ip, "cat /sys/block/vda/size").unwrap();
+    assert_eq!(size.trim().parse::<u64>().unwrap() * 512, 2 << 30, "the guest sees the grown disk");
+    let (s, body) = api_err(client.vm_resize("kt-life", &VmResizeRequest { disk_gib: Some(1), ..Default::default() }).await.unwrap_err());
+    assert!(s == 400 && body.field.as_deref() == Some("disk_gib"), "{body:?}");
+
+    // ACPI stop: the tiny guest powers off on the button.
+    let vm = client.vm_stop("kt-life", &VmStopRequest::default()).await.unwrap();
+    assert_eq!(vm.state, "stopped");
+    assert_eq!(api_err(client.vm_stop("kt-life", &VmStopRequest::default()).await.unwrap_err()).0, 409);
+    let vm = client.vm_resize("kt-life", &VmResizeRequest { vcpus: Some(2), memory_mib: Some(384), ..Default::default() }).await.unwrap();
+    assert_eq!((vm.vcpus, vm.memory_mib), (2, 384));
+    let xml = sweep.node_xml("kt-life");
+    assert!(xml.contains(">2</vcpu>") && xml.contains("393216"), "redefined with the new size: {xml}");
+
+    // Start again (with the new size), reboot, force stop.
+    std::fs::remove_file(&console).ok();
+    let vm = client.vm_start("kt-life").await.unwrap();
+    assert_eq!(vm.state, "running");
+    let ip = daemon::tiny_guest_ip(&console, 60).await.expect("boots again");
+    let cpus = kvmctl_testkit::ssh(&key, "kvmctl", &ip, "grep -c ^processor /proc/cpuinfo").unwrap();
+    assert_eq!(cpus.trim(), "2");
+    let vm = client.vm_reboot("kt-life").await.unwrap();
+    assert_eq!(vm.state, "running");
+    let vm = client.vm_stop("kt-life", &VmStopRequest { force: true, timeout_seconds: None }).await.unwrap();
+    assert_eq!(vm.state, "stopped");
+
+    client.vm_delete("kt-life", false).await.unwrap();
+    assert_eq!(api_err(client.vm_get("kt-life").await.unwrap_err()).0, 404);
+    assert!(!console.exists(), "the console log goes with the VM");
+    assert!(!std::path::Path::new("/var/log/libvirt/qemu/kt-life.log").exists(), "so does libvirt's log");
+    client.image_delete("kt-life-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-bad-vm"], &["kt-bad-vm-img"]);
+    let (server, client) = daemon::start(&daemon::config(d)).await;
+    daemon::tiny_image(&client, d, "kt-bad-vm-img").await;
+    let ok = daemon::tiny_vm("kt-bad-vm", "kt-bad-vm-img", vec![]);
+    let cases: Vec<(VmCreateRequest, &str, &str)> = vec![
+        (VmCreateRequest { name: "Bad.Name".into(), ..ok.clone() }, "name", "lowercase"),
+        (VmCreateRequest { name: "x".repeat(64), ..ok.clone() }, "name", "63"),
+        (VmCreateRequest { image: "no-such-image".into(), ..ok.clone() }, "image", "kvmctl image list"),
+        (VmCreateRequest { plan: Some("huge".into()), ..ok.clone() }, "plan", "kvmctl plan list"),
+        (VmCreateRequest { vcpus: None, ..ok.clone() }, "vcpus", "required without a plan"),
+        (VmCreateRequest { vcpus: Some(0), ..ok.clone() }, "vcpus", "out of range"),
+        (VmCreateRequest { memory_mib: Some(16), ..ok.clone() }, "memory_mib", "out of range"),
+        (VmCreateRequest { disk_gib: Some(0), ..ok.clone() }, "disk_gib", "out of range"),
+        (VmCreateRequest { ssh_keys: vec!["ssh-ed25519 notakey".into()], ..ok.clone() }, "ssh_keys[0]", ""),
+        (VmCreateRequest { user_data: Some("#cloud-config\n{ not yaml".into()), ..ok.clone() }, "user_data", ""),
+        (VmCreateRequest { user_data: Some(format!("#!/bin/sh\n#{}", "x".repeat(70_000))), ..ok.clone() }, "user_data", "64 KiB"),
+        (VmCreateRequest { network: Some("no-such-net".into()), ..ok.clone() }, "network", "virsh net-list"),
+        (VmCreateRequest { firmware: Some("coreboot".into()), ..ok.clone() }, "firmware", "bios or uefi"),
+        (VmCreateRequest { firmware: Some("uefi".into()), ..ok.clone() }, "firmware", "bios only"),
+        (VmCreateRequest { user: Some("Root!".into()), ..ok.clone() }, "user", ""),
+    ];
+    for (req, field, says) in cases {
+        let (status, body) = api_err(client.vm_create(&req).await.unwrap_err());
+        assert_eq!(status, 400, "{req:?}: {body:?}");
+        assert_eq!(body.field.as_deref(), Some(field), "{body:?}");
+        assert!(body.message.contains(says), "{:?} should say {says:?}", body.message);
+        assert!(client.vm_list().await.unwrap().is_empty(), "{req:?} left a row");
+        assert!(sweep.leftovers().iter().all(|l| l.contains("image-")), "{req:?} left {:?}", sweep.leftovers());
+    }
+    client.image_delete("kt-bad-vm-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}
+
+/// A failure injected after each create step: the create fails, and nothing it made survives.
+#[tokio::test]
+async fn a_failure_at_any_create_step_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-fail"], &["kt-fail-img"]);
+    {
+        let (server, client) = daemon::start(&daemon::config(d)).await;
+        daemon::tiny_image(&client, d, "kt-fail-img").await;
+        server.stop().await;
+    }
+    for step in ["reserve", "root_volume", "seed_volume", "define", "start"] {
+        let cfg = kvmctl_server::Config { failpoints: format!("create.{step}=error"), ..daemon::config(d) };
+        let (server, client) = daemon::start(&cfg).await;
+        let (status, body) = api_err(client.vm_create(&daemon::tiny_vm("kt-fail", "kt-fail-img", vec![])).await.unwrap_err());
+        assert_eq!(status, 500, "{step}: {body:?}");
+        assert!(body.message.contains(&format!("create.{step}")), "{body:?}");
+        assert!(client.vm_list().await.unwrap().is_empty(), "{step}: row left");
+        let left: Vec<_> = sweep.leftovers().into_iter().filter(|l| !l.contains("image-")).collect();
+        assert!(left.is_empty(), "a failure after {step} left {left:?}");
+        assert!(!cfg.console_log_dir.join("kt-fail.log").exists(), "{step}: console log left");
+        server.stop().await;
+    }
+    let (server, client) = daemon::start(&daemon::config(d)).await;
+    client.image_delete("kt-fail-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}
+
+/// Two creates of one name: one wins. A delete or start during an operation: a conflict.
+#[tokio::test]
+async fn racing_requests_get_conflicts_not_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-race"], &["kt-race-img"]);
+    // Each create pauses after defining the domain, so the races below really overlap.
+    let cfg = kvmctl_server::Config { failpoints: "create.define=pause,delete.destroy=pause".into(), ..daemon::config(d) };
+    let (server, client) = daemon::start(&cfg).await;
+    daemon::tiny_image(&client, d, "kt-race-img").await;
+    let req = daemon::tiny_vm("kt-race", "kt-race-img", vec![]);
+
+    let (a, b) = tokio::join!(client.vm_create(&req), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = client.vm_create(&req).await;
+        let during = client.vm_delete("kt-race", false).await;
+        (second, during)
+    });
+    let vm = a.expect("the first create wins");
+    assert_eq!(vm.state, "running");
+    let (second, during) = b;
+    let (s, body) = api_err(second.unwrap_err());
+    assert_eq!(s, 409, "{body:?}");
+    let (s, body) = api_err(during.unwrap_err());
+    assert!(s == 409 && body.message.contains("busy"), "delete during create: {body:?}");
+
+    // A start while a delete is under way is refused; the delete completes.
+    let (del, start) = tokio::join!(client.vm_delete("kt-race", false), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client.vm_start("kt-race").await
+    });
+    del.expect("the delete completes");
+    assert_eq!(api_err(start.unwrap_err()).0, 409);
+    assert!(client.vm_list().await.unwrap().is_empty());
+    client.image_delete("kt-race-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}
+
+/// Drift repaired by the reconciler: a guest powered off behind kvmctl's back is `stopped`;
+/// a domain undefined behind its back leaves the VM `failed`, and delete still cleans up.
+#[tokio::test]
+async fn the_reconciler_repairs_drift() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-drift"], &["kt-drift-img"]);
+    let (server, client) = daemon::start(&daemon::config(d)).await;
+    daemon::tiny_image(&client, d, "kt-drift-img").await;
+    client.vm_create(&daemon::tiny_vm("kt-drift", "kt-drift-img", vec![])).await.unwrap();
+
+    kvmctl_libvirt::Node::domain_destroy(&sweep.node, "kt-drift").unwrap();
+    until(&client, "kt-drift", "stopped", |v| v.state == "stopped").await;
+    kvmctl_libvirt::Node::domain_start(&sweep.node, "kt-drift").unwrap();
+    until(&client, "kt-drift", "running", |v| v.state == "running").await;
+    kvmctl_libvirt::Node::domain_destroy(&sweep.node, "kt-drift").unwrap();
+    kvmctl_libvirt::Node::domain_undefine(&sweep.node, "kt-drift").unwrap();
+    until(&client, "kt-drift", "failed", |v| v.state == "failed").await;
+    let vm = client.vm_get("kt-drift").await.unwrap();
+    assert!(vm.error.as_deref().unwrap_or_default().contains("kvmctl vm delete"), "{vm:?}");
+
+    client.vm_delete("kt-drift", false).await.unwrap();
+    client.image_delete("kt-drift-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}
