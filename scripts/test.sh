@@ -49,7 +49,7 @@ leak_check() {
   local left
   left=$( { virsh list --all --name | grep -E '^kt-' || true
             virsh pool-list --all --name | grep -E '^kt-' | sed 's/^/pool /' || true
-            virsh vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 && $1 ~ /^kt-/ {print "volume " $1}'
+            virsh vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 && $1 ~ /^(image-)?kt-/ {print "volume " $1}'
             ls /var/log/libvirt/qemu/ 2>/dev/null | grep -E '^kt-' | sed 's/^/log /' || true; } )
   if [ -n "$left" ]; then
     printf 'LEAK: tests left behind:\n%s\n' "$left" >&2

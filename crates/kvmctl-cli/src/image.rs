@@ -4,9 +4,9 @@
 use crate::output::{self, OutputFormat, Table};
 use crate::progress::Progress;
 use kvmctl_client::Client;
-use kvmctl_types::api::{Image, ImageImportRequest, ImageTemplate};
 use kvmctl_image::build::{build, BuildOptions, ImageMeta};
 use kvmctl_image::recipe::{Profile, Recipe};
+use kvmctl_types::api::{Image, ImageImportRequest, ImageTemplate};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -145,17 +145,33 @@ impl Table for Image {
         let t = &i.template;
         let mut rows = vec![
             vec!["name:".into(), i.name.clone()],
-            vec!["os:".into(), format!("{} {}", t.os_family.as_deref().unwrap_or("unknown"), t.os_version.as_deref().unwrap_or("")).trim().to_owned()],
+            vec![
+                "os:".into(),
+                format!("{} {}", t.os_family.as_deref().unwrap_or("unknown"), t.os_version.as_deref().unwrap_or("")).trim().to_owned(),
+            ],
             vec!["format:".into(), format!("{}, {} MiB file, {} MiB virtual", i.format, i.file_bytes >> 20, i.virtual_bytes >> 20)],
             vec!["boot:".into(), t.boot_modes.join(", ")],
-            vec!["cloud-init:".into(), format!("{}{}", if t.cloud_init { "yes" } else { "no" }, t.default_user.as_ref().map(|u| format!(", default user {u}")).unwrap_or_default())],
+            vec![
+                "cloud-init:".into(),
+                format!(
+                    "{}{}",
+                    if t.cloud_init { "yes" } else { "no" },
+                    t.default_user.as_ref().map(|u| format!(", default user {u}")).unwrap_or_default()
+                ),
+            ],
             vec!["volume:".into(), format!("{} in pool {} on {} ({})", i.volume, i.pool, i.node, i.path)],
             vec!["sha256:".into(), i.sha256.clone()],
             vec!["source:".into(), i.source.clone()],
             vec!["used by:".into(), if i.used_by.is_empty() { "-".into() } else { i.used_by.join(", ") }],
         ];
         if let Some(k) = &i.kernel_boot {
-            rows.insert(4, vec!["kernel:".into(), format!("{} initrd {} cmdline {:?}", k.kernel_volume, k.initrd_volume.as_deref().unwrap_or("-"), k.cmdline)]);
+            rows.insert(
+                4,
+                vec![
+                    "kernel:".into(),
+                    format!("{} initrd {} cmdline {:?}", k.kernel_volume, k.initrd_volume.as_deref().unwrap_or("-"), k.cmdline),
+                ],
+            );
         }
         rows
     }
@@ -180,7 +196,12 @@ pub async fn run_remote(client: &Client, cmd: ImageCommand, format: OutputFormat
                 Err(kvmctl_client::ClientError::Api { status: 404, .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            let req = ImageImportRequest { name: meta.name.clone(), source: meta.path.display().to_string(), sha256: Some(meta.sha256.clone()), ..Default::default() };
+            let req = ImageImportRequest {
+                name: meta.name.clone(),
+                source: meta.path.display().to_string(),
+                sha256: Some(meta.sha256.clone()),
+                ..Default::default()
+            };
             import(client, &req, format).await
         }
         ImageCommand::Import { source, name, sha256, os, os_version, cloud_init, default_user, boot_modes, kernel, initrd, cmdline } => {
@@ -189,7 +210,7 @@ pub async fn run_remote(client: &Client, cmd: ImageCommand, format: OutputFormat
             let kernel = kernel.map(|k| absolute(&k)).transpose()?;
             let initrd = initrd.map(|k| absolute(&k)).transpose()?;
             let given = os.is_some() || os_version.is_some() || cloud_init || default_user.is_some() || !boot_modes.is_empty();
-            let template = given.then(|| ImageTemplate { os_family: os, os_version, cloud_init, default_user, boot_modes });
+            let template = given.then_some(ImageTemplate { os_family: os, os_version, cloud_init, default_user, boot_modes });
             let req = ImageImportRequest { name, source, sha256, template, kernel, initrd, cmdline };
             import(client, &req, format).await
         }

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 pub struct Progress {
-        started: Instant,
+    started: Instant,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 

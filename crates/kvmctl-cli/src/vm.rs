@@ -175,7 +175,16 @@ impl Table for Vm {
             vec!["name:".into(), v.name.clone()],
             vec!["id:".into(), v.id.to_string()],
             vec!["state:".into(), v.state.clone()],
-            vec!["size:".into(), format!("{} vCPU, {} memory, {}G disk (plan {})", v.vcpus, mem(v.memory_mib), v.disk_gib, v.plan.as_deref().unwrap_or("none"))],
+            vec![
+                "size:".into(),
+                format!(
+                    "{} vCPU, {} memory, {}G disk (plan {})",
+                    v.vcpus,
+                    mem(v.memory_mib),
+                    v.disk_gib,
+                    v.plan.as_deref().unwrap_or("none")
+                ),
+            ],
             vec!["image:".into(), format!("{} ({})", v.image, v.firmware)],
             vec!["network:".into(), format!("{} mac {} ip {}", v.network, v.mac, v.ip.as_deref().unwrap_or("-"))],
             vec!["node:".into(), v.node.clone()],
@@ -207,7 +216,11 @@ fn read(flag: &str, path: &PathBuf) -> anyhow::Result<String> {
 }
 
 /// Runs `op` behind a progress line.
-async fn with_progress<T>(doing: &str, done: &str, op: impl std::future::Future<Output = Result<T, kvmctl_client::ClientError>>) -> anyhow::Result<T> {
+async fn with_progress<T>(
+    doing: &str,
+    done: &str,
+    op: impl std::future::Future<Output = Result<T, kvmctl_client::ClientError>>,
+) -> anyhow::Result<T> {
     let p = Progress::start(doing);
     match op.await {
         Ok(v) => {
@@ -227,7 +240,9 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             let key_files = if ssh_keys.is_empty() { default_keys() } else { ssh_keys };
             let mut keys = Vec::new();
             for f in &key_files {
-                keys.extend(read("--ssh-key", f)?.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+                keys.extend(
+                    read("--ssh-key", f)?.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned),
+                );
             }
             let user_data = user_data.as_ref().map(|f| read("--user-data", f)).transpose()?;
             let req = VmCreateRequest {
@@ -248,7 +263,11 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             if wait {
                 while vm.state != "running" {
                     if vm.state == "failed" || vm.state == "stopped" {
-                        anyhow::bail!("VM {name} is {} instead of running: {}", vm.state, vm.error.as_deref().unwrap_or("see `kvmctl vm show`"));
+                        anyhow::bail!(
+                            "VM {name} is {} instead of running: {}",
+                            vm.state,
+                            vm.error.as_deref().unwrap_or("see `kvmctl vm show`")
+                        );
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     vm = client.vm_get(&name).await?;

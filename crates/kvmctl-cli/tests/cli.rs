@@ -30,6 +30,12 @@ fn help_texts() {
         (&["host", "setup", "--help"][..], "help-host-setup.txt"),
         (&["host", "uninstall", "--help"][..], "help-host-uninstall.txt"),
         (&["image", "build", "--help"][..], "help-image-build.txt"),
+        (&["image", "import", "--help"][..], "help-image-import.txt"),
+        (&["vm", "--help"][..], "help-vm.txt"),
+        (&["vm", "create", "--help"][..], "help-vm-create.txt"),
+        (&["vm", "stop", "--help"][..], "help-vm-stop.txt"),
+        (&["vm", "resize", "--help"][..], "help-vm-resize.txt"),
+        (&["vm", "delete", "--help"][..], "help-vm-delete.txt"),
     ] {
         let out = kvmctl(args);
         assert!(out.status.success());
@@ -100,7 +106,7 @@ fn serve_then_status_in_every_format() {
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["hypervisor"]["reachable"], true);
     assert_eq!(v["hypervisor"]["driver"], "TEST");
-    assert_eq!(v["database"]["schema_version"], 1);
+    assert_eq!(v["database"]["schema_version"], kvmctl_store_schema());
 
     let yaml = String::from_utf8(kvmctl(&["--socket", s, "status", "-o", "yaml"]).stdout).unwrap();
     assert!(yaml.contains("reachable: true"), "{yaml}");
@@ -125,4 +131,10 @@ fn openapi_command_prints_the_committed_document() {
     let out = kvmctl(&["openapi"]);
     let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../openapi/kvmctl.json")).unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), committed);
+}
+
+/// The schema version this build migrates to: the highest numbered migration file.
+fn kvmctl_store_schema() -> i64 {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmctl-store/migrations");
+    std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.split('_').next()?.parse().ok()).max().unwrap()
 }

@@ -9,8 +9,8 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use kvmctl_types::api::{ErrorBody, Image, ImageImportRequest, Plan, StatusResponse, Vm, VmCreateRequest, VmResizeRequest, VmStopRequest};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// Where the daemon is.
@@ -204,7 +204,15 @@ impl Client {
 /// name reaches the daemon (and is refused there, by rule) instead of changing the path.
 fn seg(name: &str) -> String {
     name.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(
+            |b| {
+                if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            },
+        )
         .collect()
 }
 

@@ -454,7 +454,9 @@ impl Node for LibvirtNode {
                 while sent < len {
                     let want = buf.len().min((len - sent) as usize);
                     let got = match data.read(&mut buf[..want]) {
-                        Ok(0) => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("source ended after {sent} of {len} bytes"))),
+                        Ok(0) => {
+                            Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("source ended after {sent} of {len} bytes")))
+                        }
                         Ok(n) => Ok(n),
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => Err(e),
@@ -525,9 +527,7 @@ impl Node for LibvirtNode {
     }
 
     fn domain_reboot(&self, name: &str) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            Self::domain(c, name, "reboot")?.reboot(0).map_err(|e| NodeError::from_virt("reboot", "domain", name, e))
-        })
+        self.with_conn(|c| Self::domain(c, name, "reboot")?.reboot(0).map_err(|e| NodeError::from_virt("reboot", "domain", name, e)))
     }
 
     fn domain_block_resize(&self, name: &str, target: &str, capacity_bytes: u64) -> Result<(), NodeError> {

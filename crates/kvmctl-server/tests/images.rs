@@ -48,7 +48,15 @@ async fn every_bad_import_is_refused_and_leaves_nothing() {
     std::fs::write(d.join("truncated.qcow2"), &full[..full.len() / 2]).unwrap();
     std::fs::write(d.join("notes.txt"), "not a disk image\n").unwrap();
 
-    refused(&client, &sweep, ImageImportRequest { name: "Bad_Name".into(), ..req(p(&d.join("good.qcow2"))) }, 400, Some("name"), "lowercase").await;
+    refused(
+        &client,
+        &sweep,
+        ImageImportRequest { name: "Bad_Name".into(), ..req(p(&d.join("good.qcow2"))) },
+        400,
+        Some("name"),
+        "lowercase",
+    )
+    .await;
     refused(&client, &sweep, req("good.qcow2".into()), 400, Some("source"), "absolute").await;
     refused(&client, &sweep, req(p(&d.join("missing.qcow2"))), 400, Some("source"), "cannot read").await;
     refused(&client, &sweep, req(p(d)), 400, Some("source"), "not a regular file").await;
@@ -57,11 +65,43 @@ async fn every_bad_import_is_refused_and_leaves_nothing() {
     refused(&client, &sweep, req(p(&d.join("truncated.qcow2"))), 400, Some("source"), "corrupt or truncated").await;
     refused(&client, &sweep, req(p(&d.join("notes.txt"))), 400, Some("source"), "512-byte sectors").await;
     let wrong = "0".repeat(64);
-    refused(&client, &sweep, ImageImportRequest { sha256: Some(wrong), ..req(p(&d.join("good.qcow2"))) }, 400, Some("sha256"), "SHA-256 is").await;
-    refused(&client, &sweep, ImageImportRequest { sha256: Some("abc".into()), ..req(p(&d.join("good.qcow2"))) }, 400, Some("sha256"), "64 hexadecimal").await;
-    refused(&client, &sweep, ImageImportRequest { initrd: Some(p(&d.join("good.qcow2"))), ..req(p(&d.join("good.qcow2"))) }, 400, Some("kernel"), "need a kernel").await;
+    refused(
+        &client,
+        &sweep,
+        ImageImportRequest { sha256: Some(wrong), ..req(p(&d.join("good.qcow2"))) },
+        400,
+        Some("sha256"),
+        "SHA-256 is",
+    )
+    .await;
+    refused(
+        &client,
+        &sweep,
+        ImageImportRequest { sha256: Some("abc".into()), ..req(p(&d.join("good.qcow2"))) },
+        400,
+        Some("sha256"),
+        "64 hexadecimal",
+    )
+    .await;
+    refused(
+        &client,
+        &sweep,
+        ImageImportRequest { initrd: Some(p(&d.join("good.qcow2"))), ..req(p(&d.join("good.qcow2"))) },
+        400,
+        Some("kernel"),
+        "need a kernel",
+    )
+    .await;
     let bad_mode = ImageTemplate { boot_modes: vec!["pxe".into()], ..Default::default() };
-    refused(&client, &sweep, ImageImportRequest { template: Some(bad_mode), ..req(p(&d.join("good.qcow2"))) }, 400, Some("template.boot_modes"), "pxe").await;
+    refused(
+        &client,
+        &sweep,
+        ImageImportRequest { template: Some(bad_mode), ..req(p(&d.join("good.qcow2"))) },
+        400,
+        Some("template.boot_modes"),
+        "pxe",
+    )
+    .await;
     refused(&client, &sweep, req("http://127.0.0.1:9/none.qcow2".into()), 400, Some("source"), "cannot fetch").await;
     // A body that is not the request at all is a 400 naming the field, like everything else.
     let (status, body) = client.request(hyper::Method::POST, "/v1/images", Some(br#"{"name": 7}"#.to_vec())).await.unwrap();
@@ -119,8 +159,14 @@ async fn url_import_template_metadata_and_rm_refused_while_used() {
         std::fs::write(d.join("disk.raw"), &raw).unwrap();
         sha256sum(&d.join("disk.raw"))
     };
-    let img = client.image_import(&ImageImportRequest { name: "kt-web".into(), source: url.clone(), sha256: Some(want.clone()), ..Default::default() }).await.unwrap();
-    assert_eq!((img.format.as_str(), img.file_bytes, img.source.as_str(), img.sha256.as_str()), ("raw", 4 << 20, url.as_str(), want.as_str()));
+    let img = client
+        .image_import(&ImageImportRequest { name: "kt-web".into(), source: url.clone(), sha256: Some(want.clone()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(
+        (img.format.as_str(), img.file_bytes, img.source.as_str(), img.sha256.as_str()),
+        ("raw", 4 << 20, url.as_str(), want.as_str())
+    );
 
     // The template comes from a kvmctl image.json beside the file.
     let built = d.join("built");
@@ -129,15 +175,24 @@ async fn url_import_template_metadata_and_rm_refused_while_used() {
     let meta = serde_json::json!({"path": p(&built.join("disk.qcow2")), "os": "debian", "version": "12", "cloud_init": true,
         "default_user": "debian", "boot_modes": ["bios", "uefi"]});
     std::fs::write(built.join("image.json"), meta.to_string()).unwrap();
-    let img = client.image_import(&ImageImportRequest { name: "kt-built".into(), source: p(&built.join("disk.qcow2")), ..Default::default() }).await.unwrap();
+    let img = client
+        .image_import(&ImageImportRequest { name: "kt-built".into(), source: p(&built.join("disk.qcow2")), ..Default::default() })
+        .await
+        .unwrap();
     let t = &img.template;
-    assert_eq!((t.os_family.as_deref(), t.os_version.as_deref(), t.cloud_init, t.default_user.as_deref()), (Some("debian"), Some("12"), true, Some("debian")));
+    assert_eq!(
+        (t.os_family.as_deref(), t.os_version.as_deref(), t.cloud_init, t.default_user.as_deref()),
+        (Some("debian"), Some("12"), true, Some("debian"))
+    );
     assert_eq!(t.boot_modes, vec!["bios".to_string(), "uefi".to_string()]);
 
     // A VM on an image pins it.
     let tiny = daemon::tiny_image(&client, d, "kt-kern").await;
     assert!(tiny.kernel_boot.is_some());
-    let vm = client.vm_create(&kvmctl_types::api::VmCreateRequest { no_start: true, ..daemon::tiny_vm("kt-img-user", "kt-kern", vec![]) }).await.unwrap();
+    let vm = client
+        .vm_create(&kvmctl_types::api::VmCreateRequest { no_start: true, ..daemon::tiny_vm("kt-img-user", "kt-kern", vec![]) })
+        .await
+        .unwrap();
     assert_eq!(vm.state, "stopped");
     assert_eq!(client.image_get("kt-kern").await.unwrap().used_by, vec!["kt-img-user".to_string()]);
     let err = client.image_delete("kt-kern").await.unwrap_err();

@@ -92,7 +92,8 @@ impl DataStore {
     }
 
     pub async fn image_get(&self, name: &Name) -> Result<Option<ImageRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM images WHERE name = $1")).bind(name.as_str()).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query(&format!("SELECT {COLUMNS} FROM images WHERE name = $1")).bind(name.as_str()).fetch_optional(&self.pool).await?;
         row.map(image_from_row).transpose()
     }
 

@@ -22,12 +22,17 @@ fn plan_from_row(row: sqlx::sqlite::SqliteRow) -> Result<PlanRecord, StoreError>
 
 impl DataStore {
     pub async fn plan_list(&self) -> Result<Vec<PlanRecord>, StoreError> {
-        let rows = sqlx::query("SELECT name, vcpus, memory_mib, disk_gib FROM plans ORDER BY vcpus, memory_mib, name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT name, vcpus, memory_mib, disk_gib FROM plans ORDER BY vcpus, memory_mib, name")
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(plan_from_row).collect()
     }
 
     pub async fn plan_get(&self, name: &str) -> Result<Option<PlanRecord>, StoreError> {
-        let row = sqlx::query("SELECT name, vcpus, memory_mib, disk_gib FROM plans WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT name, vcpus, memory_mib, disk_gib FROM plans WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(plan_from_row).transpose()
     }
 }

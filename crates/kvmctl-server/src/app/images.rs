@@ -155,7 +155,10 @@ pub async fn image_import(ctx: &Context, req: ImageImportRequest) -> Result<Imag
     .await??;
     if let Some(want) = &req.sha256 {
         if !want.eq_ignore_ascii_case(&sha256) {
-            return Err(Error::invalid("sha256", format!("the file's SHA-256 is {sha256}, not {want}; the download may be corrupt or the checksum wrong")));
+            return Err(Error::invalid(
+                "sha256",
+                format!("the file's SHA-256 is {sha256}, not {want}; the download may be corrupt or the checksum wrong"),
+            ));
         }
     }
     let template = match req.template.clone() {
@@ -163,10 +166,8 @@ pub async fn image_import(ctx: &Context, req: ImageImportRequest) -> Result<Imag
         None if req.source.starts_with('/') => built_image_template(&path).unwrap_or_default(),
         None => ImageTemplate::default(),
     };
-    let template = ImageTemplate {
-        boot_modes: if template.boot_modes.is_empty() { vec!["bios".into()] } else { template.boot_modes },
-        ..template
-    };
+    let template =
+        ImageTemplate { boot_modes: if template.boot_modes.is_empty() { vec!["bios".into()] } else { template.boot_modes }, ..template };
 
     // Volumes: the disk, then kernel and initrd. Each registers its undo.
     let pool = ctx.config.pool.clone();
@@ -263,8 +264,8 @@ pub(crate) fn disk_inspect(path: &Path) -> Result<DiskFacts, Error> {
             format!("qemu-img cannot read it as a disk image: {}", String::from_utf8_lossy(&out.stderr).trim()),
         ));
     }
-    let info: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| Error::Internal(format!("qemu-img info printed something that is not JSON: {e}")))?;
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::Internal(format!("qemu-img info printed something that is not JSON: {e}")))?;
     let format = match info["format"].as_str() {
         Some("qcow2") => DiskFormat::Qcow2,
         Some("raw") => DiskFormat::Raw,
@@ -366,7 +367,10 @@ fn built_image_template(path: &Path) -> Option<ImageTemplate> {
         os_version: meta["version"].as_str().map(str::to_owned),
         cloud_init: meta["cloud_init"].as_bool().unwrap_or(false),
         default_user: meta["default_user"].as_str().map(str::to_owned),
-        boot_modes: meta["boot_modes"].as_array().map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect()).unwrap_or_default(),
+        boot_modes: meta["boot_modes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -381,8 +385,10 @@ async fn download(url: &str, to: &Path) -> Result<(), Error> {
         ));
     }
     let uri: hyper::Uri = url.parse().map_err(|e| Error::invalid("source", format!("{url:?} is not a valid URL: {e}")))?;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<http_body_util::Empty<hyper::body::Bytes>>();
-    let resp = client.get(uri).await.map_err(|e| Error::invalid("source", format!("cannot fetch {url}: {}", kvmctl_core::error::chain(&e))))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<hyper::body::Bytes>>();
+    let resp =
+        client.get(uri).await.map_err(|e| Error::invalid("source", format!("cannot fetch {url}: {}", kvmctl_core::error::chain(&e))))?;
     if !resp.status().is_success() {
         return Err(Error::invalid("source", format!("fetching {url} answered {}", resp.status())));
     }

@@ -30,14 +30,7 @@ pub struct Context {
 impl Context {
     pub fn new(store: DataStore, local_node: Arc<LibvirtNode>, config: crate::config::Config) -> Self {
         let failpoints = Failpoints::parse(&config.failpoints);
-        Context {
-            store,
-            local_node,
-            started: Instant::now(),
-            config,
-            busy: Mutex::new(HashMap::new()),
-            failpoints,
-        }
+        Context { store, local_node, started: Instant::now(), config, busy: Mutex::new(HashMap::new()), failpoints }
     }
 
     /// Marks `name` busy with `op` until the guard drops; a conflict when it already is.

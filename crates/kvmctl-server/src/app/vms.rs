@@ -69,9 +69,12 @@ pub(crate) fn vm_view(r: VmRecord) -> Vm {
 /// vCPUs, memory and disk from the plan and the overrides, within bounds.
 async fn vm_size(ctx: &Context, req: &VmCreateRequest) -> Result<(Option<String>, u32, u64, u64), Error> {
     let plan = match &req.plan {
-        Some(p) => Some(ctx.store.plan_get(p).await?.ok_or_else(|| {
-            Error::invalid("plan", format!("there is no plan {p:?}; `kvmctl plan list` shows them"))
-        })?),
+        Some(p) => Some(
+            ctx.store
+                .plan_get(p)
+                .await?
+                .ok_or_else(|| Error::invalid("plan", format!("there is no plan {p:?}; `kvmctl plan list` shows them")))?,
+        ),
         None => None,
     };
     let need = |field: &str| Error::invalid(field, "required without a plan (or pick one with --plan; `kvmctl plan list`)");
@@ -87,7 +90,10 @@ fn size_check(vcpus: Option<u32>, memory_mib: Option<u64>, disk_gib: Option<u64>
         return Err(Error::invalid("vcpus", format!("{v} is out of range; use 1 to {MAX_VCPUS}")));
     }
     if let Some(m) = memory_mib.filter(|m| !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(m)) {
-        return Err(Error::invalid("memory_mib", format!("{m} MiB is out of range; use {MIN_MEMORY_MIB} MiB to {} GiB", MAX_MEMORY_MIB / 1024)));
+        return Err(Error::invalid(
+            "memory_mib",
+            format!("{m} MiB is out of range; use {MIN_MEMORY_MIB} MiB to {} GiB", MAX_MEMORY_MIB / 1024),
+        ));
     }
     if let Some(d) = disk_gib.filter(|d| !(1..=MAX_DISK_GIB).contains(d)) {
         return Err(Error::invalid("disk_gib", format!("{d} GiB is out of range; use 1 to {MAX_DISK_GIB} GiB")));
@@ -115,7 +121,13 @@ fn console_log(ctx: &Context, name: &Name) -> PathBuf {
 }
 
 /// The libvirt domain of a VM, built from its record and image.
-fn domain_spec(ctx: &Context, rec: &VmRecord, image: &ImageRecord, domain_type: DomainType, kernel: Option<(PathBuf, Option<PathBuf>)>) -> DomainSpec {
+fn domain_spec(
+    ctx: &Context,
+    rec: &VmRecord,
+    image: &ImageRecord,
+    domain_type: DomainType,
+    kernel: Option<(PathBuf, Option<PathBuf>)>,
+) -> DomainSpec {
     let pool_dir = PathBuf::from(&image.path).parent().map(PathBuf::from).unwrap_or_default();
     let boot = match kernel {
         Some((kernel, initrd)) => Boot::Kernel { kernel, initrd, cmdline: image.cmdline.clone().unwrap_or_default() },
@@ -198,7 +210,12 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
     let net = network.clone();
     match blocking(move || node.network_state(&net)).await? {
         Ok(Some(_)) => {}
-        Ok(None) => return Err(Error::invalid("network", format!("there is no libvirt network {network:?} on node local; `virsh net-list --all` shows them"))),
+        Ok(None) => {
+            return Err(Error::invalid(
+                "network",
+                format!("there is no libvirt network {network:?} on node local; `virsh net-list --all` shows them"),
+            ))
+        }
         Err(e) => return Err(e.into()),
     }
     let domain_type = domain_type(ctx).await;
@@ -256,7 +273,14 @@ fn seed_field(field: &str) -> String {
 }
 
 /// Create's node steps; returns the state the VM ends in.
-async fn vm_build(ctx: &Context, rec: &VmRecord, image: &ImageRecord, seed_iso: Vec<u8>, domain_type: DomainType, start: bool) -> Result<VmState, Error> {
+async fn vm_build(
+    ctx: &Context,
+    rec: &VmRecord,
+    image: &ImageRecord,
+    seed_iso: Vec<u8>,
+    domain_type: DomainType,
+    start: bool,
+) -> Result<VmState, Error> {
     ctx.failpoints.hit("create.reserve").await?;
     let node = ctx.local_node.clone();
     let overlay = VolumeSpec {
@@ -280,7 +304,8 @@ async fn vm_build(ctx: &Context, rec: &VmRecord, image: &ImageRecord, seed_iso: 
     let node = ctx.local_node.clone();
     let image_c = image.clone();
     let kernel = blocking(move || kernel_paths(node.as_ref(), &image_c)).await??;
-    let xml = xml::domain_xml(&domain_spec(ctx, rec, image, domain_type, kernel)).map_err(|e| Error::Internal(kvmctl_core::error::chain(&e)))?;
+    let xml =
+        xml::domain_xml(&domain_spec(ctx, rec, image, domain_type, kernel)).map_err(|e| Error::Internal(kvmctl_core::error::chain(&e)))?;
     let node = ctx.local_node.clone();
     blocking(move || node.domain_define(&xml)).await?.map_err(|e| match e {
         NodeError::AlreadyExists { .. } => Error::Conflict(format!(
@@ -479,12 +504,19 @@ pub async fn vm_resize(ctx: &Context, name: &str, req: VmResizeRequest) -> Resul
     if !matches!(rec.state, VmState::Stopped | VmState::Running) {
         return Err(Error::Conflict(format!("VM {name} is {}; resize it when it is running or stopped", rec.state)));
     }
-    let (vcpus, memory_mib, disk_gib) = (req.vcpus.unwrap_or(rec.vcpus), req.memory_mib.unwrap_or(rec.memory_mib), req.disk_gib.unwrap_or(rec.disk_gib));
+    let (vcpus, memory_mib, disk_gib) =
+        (req.vcpus.unwrap_or(rec.vcpus), req.memory_mib.unwrap_or(rec.memory_mib), req.disk_gib.unwrap_or(rec.disk_gib));
     if disk_gib != rec.disk_gib {
         let node = ctx.local_node.clone();
         let (n, pool, vol, running) = (name.to_string(), rec.pool.clone(), rec.root_volume.clone(), rec.state == VmState::Running);
-        blocking(move || if running { node.domain_block_resize(&n, "vda", disk_gib * GIB) } else { node.volume_resize(&pool, &vol, disk_gib * GIB) })
-            .await??;
+        blocking(move || {
+            if running {
+                node.domain_block_resize(&n, "vda", disk_gib * GIB)
+            } else {
+                node.volume_resize(&pool, &vol, disk_gib * GIB)
+            }
+        })
+        .await??;
     }
     if cpu_mem {
         let image = images::image_record(ctx, &rec.image).await?;
@@ -497,7 +529,8 @@ pub async fn vm_resize(ctx: &Context, name: &str, req: VmResizeRequest) -> Resul
         let n = name.to_string();
         let current = blocking(move || node.domain_xml(&n)).await??;
         let dtype = if current.contains("type='kvm'") || current.contains("type=\"kvm\"") { DomainType::Kvm } else { DomainType::Qemu };
-        let xml = xml::domain_xml(&domain_spec(ctx, &resized, &image, dtype, kernel)).map_err(|e| Error::Internal(kvmctl_core::error::chain(&e)))?;
+        let xml = xml::domain_xml(&domain_spec(ctx, &resized, &image, dtype, kernel))
+            .map_err(|e| Error::Internal(kvmctl_core::error::chain(&e)))?;
         let node = ctx.local_node.clone();
         blocking(move || node.domain_define(&xml)).await??;
     }

@@ -11,7 +11,10 @@ use std::sync::Arc;
 /// Images on the node, with the VMs using each.
 #[utoipa::path(get, path = "/v1/images", tag = "images", operation_id = "image_list",
     responses((status = 200, description = "Images", body = [Image])))]
-pub(crate) async fn image_list(State(ctx): State<Arc<Context>>, Extension(rid): Extension<RequestId>) -> Result<Json<Vec<Image>>, ApiError> {
+pub(crate) async fn image_list(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+) -> Result<Json<Vec<Image>>, ApiError> {
     app::images::image_list(&ctx).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 

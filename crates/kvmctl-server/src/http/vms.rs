@@ -16,7 +16,11 @@ pub(crate) async fn vm_list(State(ctx): State<Arc<Context>>, Extension(rid): Ext
 #[utoipa::path(get, path = "/v1/vms/{name}", tag = "vms", operation_id = "vm_get",
     params(("name" = String, Path, description = "VM name")),
     responses((status = 200, description = "The VM", body = Vm), (status = 404, description = "No such VM", body = ErrorBody)))]
-pub(crate) async fn vm_get(State(ctx): State<Arc<Context>>, Extension(rid): Extension<RequestId>, Path(name): Path<String>) -> Result<Json<Vm>, ApiError> {
+pub(crate) async fn vm_get(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+) -> Result<Json<Vm>, ApiError> {
     app::vms::vm_get(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
@@ -36,6 +40,7 @@ pub(crate) async fn vm_create(
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DeleteQuery {
     /// Keep the root disk volume in the pool.
     #[serde(default)]
@@ -59,7 +64,11 @@ pub(crate) async fn vm_delete(
 #[utoipa::path(post, path = "/v1/vms/{name}/start", tag = "vms", operation_id = "vm_start",
     params(("name" = String, Path, description = "VM name")),
     responses((status = 200, description = "Started", body = Vm), (status = 409, description = "Not stopped, or busy", body = ErrorBody)))]
-pub(crate) async fn vm_start(State(ctx): State<Arc<Context>>, Extension(rid): Extension<RequestId>, Path(name): Path<String>) -> Result<Json<Vm>, ApiError> {
+pub(crate) async fn vm_start(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+) -> Result<Json<Vm>, ApiError> {
     app::vms::vm_start(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
@@ -80,7 +89,11 @@ pub(crate) async fn vm_stop(
 #[utoipa::path(post, path = "/v1/vms/{name}/reboot", tag = "vms", operation_id = "vm_reboot",
     params(("name" = String, Path, description = "VM name")),
     responses((status = 200, description = "Reboot requested", body = Vm), (status = 409, description = "Not running, or busy", body = ErrorBody)))]
-pub(crate) async fn vm_reboot(State(ctx): State<Arc<Context>>, Extension(rid): Extension<RequestId>, Path(name): Path<String>) -> Result<Json<Vm>, ApiError> {
+pub(crate) async fn vm_reboot(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+) -> Result<Json<Vm>, ApiError> {
     app::vms::vm_reboot(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
