@@ -21,7 +21,7 @@ impl Env {
     /// `kvmctl serve` with the test pool and network, and `failpoints` armed.
     fn serve(&self, failpoints: &str) -> Daemon {
         let _ = std::fs::remove_file(self.socket());
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .arg("serve")
             .env("KVMCTL_SOCKET", self.socket())
             .env("KVMCTL_DATABASE", self.dir.join("k.db"))
@@ -42,6 +42,8 @@ impl Env {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("daemon did not start: {}", std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default());
     }
 
