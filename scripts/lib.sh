@@ -48,11 +48,12 @@ apt_ensure() {
 
 # Packages the build needs.
 BUILD_PACKAGES=(pkg-config libvirt-dev gcc libc6-dev)
+# Packages `kvmctl image build` needs (the quick start builds an image).
+IMAGE_PACKAGES=(mmdebstrap qemu-utils fdisk e2fsprogs dosfstools mtools grub-pc-bin grub-efi-amd64-bin)
 # Packages the tests and the sandboxed quick start need.
-TEST_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
-  dnsmasq-base nftables iptables ovmf swtpm swtpm-tools mmdebstrap busybox-static dropbear-bin iproute2
-  xorriso genisoimage cpio kmod sqlite3 openssh-client procps nasm
-  fdisk e2fsprogs dosfstools mtools grub-pc-bin grub-efi-amd64-bin)
+TEST_PACKAGES=(qemu-system-x86 libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
+  dnsmasq-base nftables iptables ovmf swtpm swtpm-tools busybox-static dropbear-bin iproute2
+  xorriso genisoimage cpio kmod sqlite3 openssh-client procps nasm "${IMAGE_PACKAGES[@]}")
 
 cargo_check() {
   command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) and re-run"

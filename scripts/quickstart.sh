@@ -5,7 +5,9 @@
 #      libvirtd (systemd; or started directly, inside the kvmctl-test network namespace, on
 #      hosts without systemd so guest networks stay off the host's network), the libvirt
 #      hook, the default network, kvmctl's storage pool; then `host doctor` verifies;
-#   3. (re)starts the daemon and prints `kvmctl status`.
+#   3. (re)starts the daemon and prints `kvmctl status`;
+#   4. builds the Debian 12 image (reused while its recipe is unchanged), imports it, and
+#      creates and starts the VM `demo` from it (kept if it exists).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -13,7 +15,7 @@ repo=$(cd "$here/.." && pwd)
 . "$here/lib.sh"
 need_root "scripts/quickstart.sh"
 distro_check
-apt_ensure "${BUILD_PACKAGES[@]}"
+apt_ensure "${BUILD_PACKAGES[@]}" "${IMAGE_PACKAGES[@]}"
 cargo_check
 
 log "building kvmctl (release)"
@@ -42,3 +44,18 @@ echo $! > /run/kvmctl/kvmctl.pid
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 echo
 /usr/local/bin/kvmctl status
+
+log "kvmctl image build debian-12 --import (about a minute the first time; reused afterwards)"
+/usr/local/bin/kvmctl image build debian-12 --import >/dev/null
+keys=()
+for k in "$HOME"/.ssh/id_ed25519.pub "$HOME"/.ssh/id_ecdsa.pub "$HOME"/.ssh/id_rsa.pub; do
+  [ -f "$k" ] && { keys=(--ssh-key "$k"); break; }
+done
+if /usr/local/bin/kvmctl vm show demo >/dev/null 2>&1; then
+  log "VM demo exists; keeping it"
+else
+  log "kvmctl vm create demo --image debian-12 --plan micro ${keys[*]}"
+  /usr/local/bin/kvmctl vm create demo --image debian-12 --plan micro "${keys[@]}" --wait >/dev/null
+fi
+echo
+/usr/local/bin/kvmctl vm list

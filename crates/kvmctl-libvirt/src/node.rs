@@ -79,6 +79,8 @@ pub trait Node: Send + Sync {
     fn domain_list(&self) -> Result<Vec<DomainSummary>, NodeError>;
     fn domain_xml(&self, name: &str) -> Result<String, NodeError>;
 
+    /// The network's current DHCP leases as `(mac, ipv4 or ipv6 address)`.
+    fn network_leases(&self, name: &str) -> Result<Vec<(String, String)>, NodeError>;
     /// State of a libvirt network, `None` when there is no such network.
     fn network_state(&self, name: &str) -> Result<Option<ObjectState>, NodeError>;
     /// Defines (when absent), starts and marks autostart the network described by `xml`.
@@ -306,6 +308,39 @@ impl Node for LibvirtNode {
     fn domain_xml(&self, name: &str) -> Result<String, NodeError> {
         self.with_conn(|c| {
             Self::domain(c, name, "read XML of")?.get_xml_desc(0).map_err(|e| NodeError::from_virt("read XML of", "domain", name, e))
+        })
+    }
+
+    fn network_leases(&self, name: &str) -> Result<Vec<(String, String)>, NodeError> {
+        self.with_conn(|c| {
+            let net = Network::lookup_by_name(c, name).map_err(|e| NodeError::from_virt("find", "network", name, e))?;
+            // The virt crate has no binding for virNetworkGetDHCPLeases; call libvirt directly.
+            let mut leases: *mut virt::sys::virNetworkDHCPLeasePtr = std::ptr::null_mut();
+            // SAFETY: `net` is a live network; libvirt allocates `leases` (n entries) and we
+            // free each entry and the array exactly once, after copying the strings out.
+            let n = unsafe { virt::sys::virNetworkGetDHCPLeases(net.as_ptr(), std::ptr::null(), &mut leases, 0) };
+            if n < 0 {
+                return Err(NodeError::from_virt("read DHCP leases of", "network", name, virt::error::Error::last_error()));
+            }
+            let text = |p: *mut std::os::raw::c_char| {
+                if p.is_null() {
+                    String::new()
+                } else {
+                    unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
+                }
+            };
+            let mut out = Vec::with_capacity(n as usize);
+            for i in 0..n as usize {
+                unsafe {
+                    let lease = *leases.add(i);
+                    out.push((text((*lease).mac).to_ascii_lowercase(), text((*lease).ipaddr)));
+                    virt::sys::virNetworkDHCPLeaseFree(lease);
+                }
+            }
+            if !leases.is_null() {
+                unsafe { libc::free(leases.cast()) };
+            }
+            Ok(out)
         })
     }
 

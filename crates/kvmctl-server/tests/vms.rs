@@ -52,6 +52,7 @@ async fn lifecycle_on_a_real_guest() {
 
     let listed = client.vm_list().await.unwrap();
     assert_eq!(listed.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), vec!["kt-life"]);
+    assert_eq!(listed[0].ip.as_deref(), Some(ip.as_str()), "the address from the network's DHCP lease");
 
     // A running VM refuses start and CPU changes; its disk grows online.
     assert_eq!(api_err(client.vm_start("kt-life").await.unwrap_err()).0, 409);

@@ -33,12 +33,35 @@ pub const MAX_DISK_GIB: u64 = 16 * 1024;
 const DEFAULT_OWNER: &str = "admin";
 
 pub async fn vm_list(ctx: &Context) -> Result<Vec<Vm>, Error> {
-    Ok(ctx.store.vm_list().await?.into_iter().map(vm_view).collect())
+    let vms: Vec<Vm> = ctx.store.vm_list().await?.into_iter().map(vm_view).collect();
+    Ok(with_addresses(ctx, vms).await)
 }
 
 pub async fn vm_get(ctx: &Context, name: &str) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
-    Ok(vm_view(vm_record(ctx, &name).await?))
+    let vm = vm_view(vm_record(ctx, &name).await?);
+    Ok(with_addresses(ctx, vec![vm]).await.remove(0))
+}
+
+/// Fills in each running VM's address from its network's DHCP leases: one libvirt call per
+/// network, not per VM. Best effort: a network that cannot be read leaves addresses unset.
+async fn with_addresses(ctx: &Context, mut vms: Vec<Vm>) -> Vec<Vm> {
+    let mut networks: Vec<String> = vms.iter().filter(|v| v.state == "running").map(|v| v.network.clone()).collect();
+    networks.sort();
+    networks.dedup();
+    if networks.is_empty() {
+        return vms;
+    }
+    let node = ctx.local_node.clone();
+    let leases = blocking(move || {
+        networks.iter().filter_map(|n| node.network_leases(n).ok()).flatten().collect::<std::collections::HashMap<String, String>>()
+    })
+    .await
+    .unwrap_or_default();
+    for vm in vms.iter_mut().filter(|v| v.state == "running") {
+        vm.ip = leases.get(&vm.mac).cloned();
+    }
+    vms
 }
 
 async fn vm_record(ctx: &Context, name: &Name) -> Result<VmRecord, Error> {

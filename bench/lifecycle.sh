@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# VM lifecycle benchmark (issue 5): kvmctl against kcli, virt-install, a plain shell sequence
+# and the floor (a minimal compiled libvirt client), in one run on this host, same tiny guest,
+# same size (1 vCPU, 256 MiB), TCG. Drives the peers with the scripts in ../shared/peers
+# (called, not copied) and measures kvmctl with the same timing helpers.
+#
+#   bench/lifecycle.sh                 # everything: peers, then kvmctl (~15 min)
+#   PEERS_RUN=0 bench/lifecycle.sh     # kvmctl only, against the peers' last results
+#   RUNS=7 SETTLE=6 LIST_VMS=100 ...   # knobs (the peers' env.sh has the rest)
+#
+# Metrics added here (seconds per line in $RESULTS, summarised in ms):
+#   kv.create      `kvmctl vm create` (CLI process) until it returns with the domain running
+#   kv.list_1vm    `kvmctl vm list` with one VM
+#   kv.delete      `kvmctl vm delete` (stop, undefine, volumes, logs)
+#   kv.list_0vm    `kvmctl vm list` with no VM
+#   kv.list_100vm  `kvmctl vm list` with $LIST_VMS VMs (defined, stopped)
+#   kc.list_100vm, vi.virsh_list_100vm: kcli and `virsh list --all` with the same domains
+#   kv.help        `kvmctl --help`
+# and the daemon's idle RSS. Needs root and scripts/testenv.sh's libvirtd (network `default`
+# active in namespace kvmctl-test: run `kvmctl host setup --netns kvmctl-test` once).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+PEERS=${PEERS:-$repo/../shared/peers}
+[ -d "$PEERS" ] || { echo "peer scripts not found at $PEERS (set PEERS=)" >&2; exit 1; }
+# shellcheck source=../scripts/lib.sh
+. "$repo/scripts/lib.sh"
+need_root bench/lifecycle.sh
+# shellcheck disable=SC1091
+. "$KVMCTL_RUN/env"
+
+# Everything runs inside the test namespace, where libvirtd and its networks live.
+if [ "$(ip netns identify $$ 2>/dev/null)" != "$KVMCTL_NETNS" ]; then
+  exec ip netns exec "$KVMCTL_NETNS" "$0" "$@"
+fi
+
+export KERNEL=${KERNEL:-$KVMCTL_TEST_TINY/vmlinuz} KT_INITRD=${KT_INITRD:-$KVMCTL_TEST_TINY/initrd.gz}
+: "${PEERS_RUN:=1}" "${LIST_VMS:=100}"
+# shellcheck source=/dev/null
+. "$PEERS/lib.sh"
+mkdir -p "$WORK"
+virsh net-info "$NET" >/dev/null 2>&1 || die "libvirt network $NET is missing; run: kvmctl host setup --netns $KVMCTL_NETNS"
+[[ "$(virsh net-info "$NET")" =~ Active:\ +yes ]] || virsh -q net-start "$NET" >/dev/null
+
+if [ "$PEERS_RUN" = 1 ]; then
+  "$PEERS/setup.sh"
+  "$PEERS/cleanup.sh"
+  for b in bench_raw.sh bench_shell.sh bench_virtinstall.sh bench_kcli.sh; do
+    log "peers: $b"; "$PEERS/$b"
+  done
+fi
+
+log "building kvmctl (release)"
+(cd "$repo" && cargo build --release --quiet -p kvmctl-cli)
+KV="$repo/target/release/kvmctl"
+D="$WORK/kvmctl"
+rm -rf "$D"; mkdir -p "$D"
+export KVMCTL_SOCKET="$D/k.sock"
+KVMCTL_DATABASE="$D/k.db" KVMCTL_POOL="$KCLI_POOL" KVMCTL_NETWORK="$NET" KVMCTL_CONSOLE_LOG_DIR="$D/console" \
+  KVMCTL_DOMAIN_TYPE=qemu KVMCTL_HOST_STATE_DIR="$D/host" KVMCTL_LOG=warn \
+  "$KV" serve > "$D/serve.log" 2>&1 &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; "$PEERS/cleanup.sh" >/dev/null 2>&1 || true' EXIT
+for _ in $(seq 100); do [ -S "$KVMCTL_SOCKET" ] && break; sleep 0.05; done
+ssh-keygen -q -t ed25519 -N '' -f "$D/key"
+"$KV" image import "$BASE" --name "$PREFIX-base" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$KARGS" >/dev/null 2>&1
+
+reset kv.create kv.list_1vm kv.delete kv.list_0vm kv.list_100vm kc.list_100vm vi.virsh_list_100vm kv.help
+create() { "$KV" vm create "$1" --image "$PREFIX-base" --cpus "$VCPUS" --memory "${MEM_MB}M" --disk 1G --ssh-key "$D/key.pub" "${@:2}"; }
+for i in $(iters); do
+  norec_for "$i"
+  name="$PREFIX-kv-$i"
+  timeit kv.create create "$name"
+  expect_running "$name" kv.create
+  sleep "$SETTLE"
+  timeit kv.list_1vm "$KV" vm list
+  timeit kv.delete "$KV" vm delete "$name"
+done
+for i in $(iters); do norec_for "$i"; timeit kv.list_0vm "$KV" vm list; done
+for i in $(iters); do norec_for "$i"; timeit kv.help "$KV" --help; done
+
+log "defining $LIST_VMS stopped VMs for the list benchmark"
+for n in $(seq "$LIST_VMS"); do create "$PREFIX-kl-$n" --no-start >/dev/null 2>&1; done
+for i in $(iters); do norec_for "$i"; timeit kv.list_100vm "$KV" vm list; done
+for i in $(iters); do norec_for "$i"; timeit vi.virsh_list_100vm virsh list --all; done
+if [ -x "$KCLI_VENV/bin/kcli" ]; then
+  for i in $(iters); do norec_for "$i"; HOME="$KCLI_HOME" timeit kc.list_100vm "$KCLI_VENV/bin/kcli" list vm; done
+fi
+rss_kib=$(awk '/^VmRSS/ {print $2}' "/proc/$daemon/status")
+for n in $(seq "$LIST_VMS"); do "$KV" vm delete "$PREFIX-kl-$n" >/dev/null 2>&1; done
+"$KV" image rm "$PREFIX-base" >/dev/null 2>&1
+
+"$KV" --version > "$WORK/version.kvmctl"
+{
+  date -u +"%F %T UTC"
+  cat "$WORK"/version.* 2>/dev/null
+  echo "kvmctl daemon RSS after the run (idle, $LIST_VMS VMs listed and deleted): $((rss_kib / 1024)) MiB"
+} | tee "$WORK/kvmctl-run.txt"
+python3 "$PEERS/stats.py" "$RESULTS" \
+  c.create_nodisk c.destroy kv.create kc.create vi.create_import sh.create_total sh.create_total_1virsh \
+  kv.delete kc.delete vi.delete_total sh.delete_total \
+  kv.list_0vm kc.list_0vm tool.virsh_list_0vm kv.list_1vm kc.list_1vm vi.virsh_list \
+  kv.list_100vm kc.list_100vm vi.virsh_list_100vm kv.help kc.help vi.help | tee "$WORK/lifecycle.table.md"
