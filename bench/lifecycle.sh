@@ -29,13 +29,17 @@ need_root bench/lifecycle.sh
 # shellcheck disable=SC1091
 . "$KVMCTL_RUN/env"
 
-# Everything runs inside the test namespace, where libvirtd and its networks live.
-if [ "$(ip netns identify $$ 2>/dev/null)" != "$KVMCTL_NETNS" ]; then
-  exec ip netns exec "$KVMCTL_NETNS" "$0" "$@"
-fi
-
 export KERNEL=${KERNEL:-$KVMCTL_TEST_TINY/vmlinuz} KT_INITRD=${KT_INITRD:-$KVMCTL_TEST_TINY/initrd.gz}
 : "${PEERS_RUN:=1}" "${LIST_VMS:=100}"
+export PEERS_RUN LIST_VMS
+
+# The peers' setup installs packages (apt, pip): it runs in the host's namespace, where the
+# registries are reachable. Everything else runs inside the test namespace, where libvirtd's
+# networks and the guests live.
+if [ "$(ip netns identify $$ 2>/dev/null)" != "$KVMCTL_NETNS" ]; then
+  [ "$PEERS_RUN" = 1 ] && "$PEERS/setup.sh"
+  exec ip netns exec "$KVMCTL_NETNS" "$0" "$@"
+fi
 # shellcheck source=/dev/null
 . "$PEERS/lib.sh"
 mkdir -p "$WORK"
@@ -43,7 +47,7 @@ virsh net-info "$NET" >/dev/null 2>&1 || die "libvirt network $NET is missing; r
 [[ "$(virsh net-info "$NET")" =~ Active:\ +yes ]] || virsh -q net-start "$NET" >/dev/null
 
 if [ "$PEERS_RUN" = 1 ]; then
-  "$PEERS/setup.sh"
+  INSTALL=0 "$PEERS/setup.sh"
   "$PEERS/cleanup.sh"
   for b in bench_raw.sh bench_shell.sh bench_virtinstall.sh bench_kcli.sh; do
     log "peers: $b"; "$PEERS/$b"
@@ -65,7 +69,7 @@ for _ in $(seq 100); do [ -S "$KVMCTL_SOCKET" ] && break; sleep 0.05; done
 ssh-keygen -q -t ed25519 -N '' -f "$D/key"
 "$KV" image import "$BASE" --name "$PREFIX-base" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$KARGS" >/dev/null 2>&1
 
-reset kv.create kv.list_1vm kv.delete kv.list_0vm kv.list_100vm kc.list_100vm vi.virsh_list_100vm kv.help
+reset kv.create kv.list_1vm kv.delete kv.list_0vm kv.list_100vm kc.list_100vm vi.virsh_list_100vm kv.help c.create_kvxml
 create() { "$KV" vm create "$1" --image "$PREFIX-base" --cpus "$VCPUS" --memory "${MEM_MB}M" --disk 1G --ssh-key "$D/key.pub" "${@:2}"; }
 for i in $(iters); do
   norec_for "$i"
@@ -79,6 +83,23 @@ done
 for i in $(iters); do norec_for "$i"; timeit kv.list_0vm "$KV" vm list; done
 for i in $(iters); do norec_for "$i"; timeit kv.help "$KV" --help; done
 
+# The floor with kvmctl's own domain XML (q35, virtio RNG, guest-agent channel, VNC, serial
+# log, ...): the minimal compiled client starting a transient copy of a kvmctl-defined VM.
+if [ -x "$WORK/raw_lv" ]; then
+  create "$PREFIX-kvx" --no-start >/dev/null
+  virsh dumpxml "$PREFIX-kvx" | sed -e '/<uuid>/d' > "$D/kvx.xml.in"
+  for i in $(iters); do
+    norec_for "$i"
+    name="$PREFIX-kvx-$i"
+    sed -e "s|<name>$PREFIX-kvx</name>|<name>$name</name>|" "$D/kvx.xml.in" > "$D/$name.xml"
+    timeit c.create_kvxml "$WORK/raw_lv" "$URI" create "$D/$name.xml"
+    expect_running "$name" c.create_kvxml
+    sleep "$SETTLE"
+    nuke "$name"
+  done
+  "$KV" vm delete "$PREFIX-kvx" >/dev/null
+fi
+
 log "defining $LIST_VMS stopped VMs for the list benchmark"
 for n in $(seq "$LIST_VMS"); do create "$PREFIX-kl-$n" --no-start >/dev/null 2>&1; done
 for i in $(iters); do norec_for "$i"; timeit kv.list_100vm "$KV" vm list; done
@@ -87,8 +108,8 @@ if [ -x "$KCLI_VENV/bin/kcli" ]; then
   for i in $(iters); do norec_for "$i"; HOME="$KCLI_HOME" timeit kc.list_100vm "$KCLI_VENV/bin/kcli" list vm; done
 fi
 rss_kib=$(awk '/^VmRSS/ {print $2}' "/proc/$daemon/status")
-for n in $(seq "$LIST_VMS"); do "$KV" vm delete "$PREFIX-kl-$n" >/dev/null 2>&1; done
-"$KV" image rm "$PREFIX-base" >/dev/null 2>&1
+for n in $(seq "$LIST_VMS"); do "$KV" vm delete "$PREFIX-kl-$n" >/dev/null || log "could not delete $PREFIX-kl-$n"; done
+"$KV" image rm "$PREFIX-base" >/dev/null || log "could not remove image $PREFIX-base"
 
 "$KV" --version > "$WORK/version.kvmctl"
 {
@@ -97,7 +118,7 @@ for n in $(seq "$LIST_VMS"); do "$KV" vm delete "$PREFIX-kl-$n" >/dev/null 2>&1;
   echo "kvmctl daemon RSS after the run (idle, $LIST_VMS VMs listed and deleted): $((rss_kib / 1024)) MiB"
 } | tee "$WORK/kvmctl-run.txt"
 python3 "$PEERS/stats.py" "$RESULTS" \
-  c.create_nodisk c.destroy kv.create kc.create vi.create_import sh.create_total sh.create_total_1virsh \
+  c.create_nodisk c.create_kvxml c.destroy kv.create kc.create vi.create_import sh.create_total sh.create_total_1virsh \
   kv.delete kc.delete vi.delete_total sh.delete_total \
   kv.list_0vm kc.list_0vm tool.virsh_list_0vm kv.list_1vm kc.list_1vm vi.virsh_list \
   kv.list_100vm kc.list_100vm vi.virsh_list_100vm kv.help kc.help vi.help | tee "$WORK/lifecycle.table.md"

@@ -49,7 +49,7 @@ apt_ensure() {
 # Packages the build needs.
 BUILD_PACKAGES=(pkg-config libvirt-dev gcc libc6-dev)
 # Packages `kvmctl image build` needs (the quick start builds an image).
-IMAGE_PACKAGES=(mmdebstrap qemu-utils fdisk e2fsprogs dosfstools mtools grub-pc-bin grub-efi-amd64-bin)
+IMAGE_PACKAGES=(mmdebstrap qemu-utils fdisk e2fsprogs dosfstools mtools grub-pc-bin)
 # Packages the tests and the sandboxed quick start need.
 TEST_PACKAGES=(qemu-system-x86 libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   dnsmasq-base nftables iptables ovmf swtpm swtpm-tools busybox-static dropbear-bin iproute2

@@ -65,7 +65,7 @@ pub enum ImageCommand {
         /// User cloud-init creates by default.
         #[arg(long)]
         default_user: Option<String>,
-        /// Firmware the image boots with (bios, uefi); repeat for both.
+        /// Firmware the image boots with (bios, uefi, uefi-secure); repeat for several.
         #[arg(long = "boot-mode", value_name = "MODE")]
         boot_modes: Vec<String>,
         /// Boot this kernel directly (a path on the daemon's host) instead of through firmware.

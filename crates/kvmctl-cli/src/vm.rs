@@ -42,7 +42,7 @@ pub enum VmCommand {
         /// libvirt network [default: the daemon's `network` setting].
         #[arg(long)]
         network: Option<String>,
-        /// bios or uefi [default: the image's first boot mode].
+        /// bios, uefi or uefi-secure (Secure Boot) [default: the image's first boot mode].
         #[arg(long)]
         firmware: Option<String>,
         /// Define the VM but leave it stopped.

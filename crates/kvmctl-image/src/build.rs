@@ -75,8 +75,7 @@ const TOOLS: &[(&str, &str)] = &[
 ];
 
 /// The packages the builder needs on the host (also installed by scripts/testenv.sh).
-pub const HOST_PACKAGES: &[&str] =
-    &["mmdebstrap", "fdisk", "e2fsprogs", "dosfstools", "mtools", "grub-pc-bin", "grub-efi-amd64-bin", "qemu-utils"];
+pub const HOST_PACKAGES: &[&str] = &["mmdebstrap", "fdisk", "e2fsprogs", "dosfstools", "mtools", "grub-pc-bin", "qemu-utils"];
 
 fn have(tool: &str) -> bool {
     std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]).any(|d| Path::new(d).join(tool).is_file())
@@ -88,13 +87,8 @@ pub fn check_host() -> Result<(), BuildError> {
             return Err(BuildError::MissingTool { tool, package });
         }
     }
-    for (dir, package) in [("/usr/lib/grub/i386-pc", "grub-pc-bin"), ("/usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin")] {
-        if !Path::new(dir).join("kernel.img").exists() {
-            return Err(BuildError::MissingTool {
-                tool: if package == "grub-pc-bin" { "GRUB i386-pc modules" } else { "GRUB x86_64-efi modules" },
-                package,
-            });
-        }
+    if !Path::new("/usr/lib/grub/i386-pc/kernel.img").exists() {
+        return Err(BuildError::MissingTool { tool: "GRUB i386-pc modules", package: "grub-pc-bin" });
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -199,9 +193,7 @@ fn build_in(
     }
     let _ = std::fs::remove_file(root.join("var/lib/dbus/machine-id"));
     run("customise", Command::new("chroot").arg(&root).args(["update-initramfs", "-u", "-k", "all"]))?;
-    for arch in ["i386-pc", "x86_64-efi"] {
-        run("customise", Command::new("cp").arg("-r").arg(format!("/usr/lib/grub/{arch}")).arg(root.join("boot/grub")))?;
-    }
+    run("customise", Command::new("cp").arg("-r").arg("/usr/lib/grub/i386-pc").arg(root.join("boot/grub")))?;
     let kernel = std::fs::read_link(root.join("vmlinuz"))
         .map(|p| p.to_string_lossy().trim_start_matches("boot/vmlinuz-").to_owned())
         .unwrap_or_default();
@@ -243,7 +235,7 @@ fn build_in(
     )?;
     done("disk", progress);
 
-    progress("boot: GRUB for BIOS (boot sector + core image) and UEFI (EFI/BOOT/BOOTX64.EFI)");
+    progress("boot: GRUB for BIOS (boot sector + core image); for UEFI, Debian's signed shim and GRUB (Secure Boot or not)");
     let early = work.join("early.cfg");
     std::fs::write(&early, GRUB_EARLY_CFG).map_err(io(&early))?;
     let core = work.join("core.img");
@@ -272,19 +264,21 @@ fn build_in(
         disk.seek(SeekFrom::Start(512)).map_err(io(&raw))?;
         disk.write_all(&core_bytes).map_err(io(&raw))?;
     }
-    let efi = work.join("BOOTX64.EFI");
-    run(
-        "boot",
-        Command::new("grub-mkimage")
-            .args(["-O", "x86_64-efi", "-p", "/boot/grub", "-c"])
-            .arg(&early)
-            .arg("-o")
-            .arg(&efi)
-            .args(GRUB_EFI_MODULES),
-    )?;
+    // UEFI: shim (signed by Microsoft's UEFI CA) as the removable-media loader, chaining to
+    // Debian's signed GRUB beside it, which finds no /EFI/debian and reads `grub.cfg` from its
+    // own directory: the same early configuration as the BIOS core image. The kernel is
+    // Debian's signed one, so the chain boots with Secure Boot enforced and without it.
+    let early_on_esp = work.join("grub-esp.cfg");
+    std::fs::write(&early_on_esp, GRUB_EARLY_CFG).map_err(io(&early_on_esp))?;
     let esp = format!("{}@@{}", raw.display(), esp_off);
     run("boot", Command::new("mmd").args(["-i", &esp, "::/EFI", "::/EFI/BOOT"]))?;
-    run("boot", Command::new("mcopy").args(["-i", &esp]).arg(&efi).arg("::/EFI/BOOT/BOOTX64.EFI"))?;
+    for (from, to) in [
+        (root.join(SHIM_SIGNED.trim_start_matches('/')), "::/EFI/BOOT/BOOTX64.EFI"),
+        (root.join(GRUB_EFI_SIGNED.trim_start_matches('/')), "::/EFI/BOOT/grubx64.efi"),
+        (early_on_esp, "::/EFI/BOOT/grub.cfg"),
+    ] {
+        run("boot", Command::new("mcopy").args(["-i", &esp]).arg(&from).arg(to))?;
+    }
     done("boot", progress);
 
     progress("qcow2: compressing");
@@ -313,7 +307,7 @@ fn build_in(
         os: r.os.clone(),
         version: r.version.clone(),
         profile: r.profile,
-        boot_modes: vec!["bios".into(), "uefi".into()],
+        boot_modes: vec!["bios".into(), "uefi".into(), "uefi-secure".into()],
         format: "qcow2".into(),
         file_bytes: std::fs::metadata(&path).map_err(io(&path))?.len(),
         virtual_bytes: r.disk_mib << 20,

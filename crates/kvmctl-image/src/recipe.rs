@@ -43,22 +43,10 @@ pub const GRUB_EARLY_CFG: &str =
     "search --no-floppy --label kvmroot --set root\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n";
 pub const GRUB_BIOS_MODULES: &[&str] =
     &["biosdisk", "part_msdos", "ext2", "normal", "linux", "search", "search_label", "configfile", "echo", "test"];
-pub const GRUB_EFI_MODULES: &[&str] = &[
-    "part_msdos",
-    "part_gpt",
-    "ext2",
-    "fat",
-    "normal",
-    "linux",
-    "search",
-    "search_label",
-    "configfile",
-    "echo",
-    "test",
-    "efi_gop",
-    "all_video",
-];
-
+/// Debian's signed UEFI loaders, installed in the image by `shim-signed` and
+/// `grub-efi-amd64-signed` and copied from there to the ESP.
+pub const SHIM_SIGNED: &str = "/usr/lib/shim/shimx64.efi.signed";
+pub const GRUB_EFI_SIGNED: &str = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
 impl Recipe {
     /// The only OS for now: Debian 12 (bookworm).
     pub fn debian_12(profile: Profile, mirror: &str) -> Recipe {
@@ -75,6 +63,11 @@ impl Recipe {
             "iproute2",
             "e2fsprogs",
             "ca-certificates",
+            // logind needs D-Bus; without it the ACPI power button (`kvmctl vm stop`) is ignored.
+            "dbus",
+            // Secure Boot: Microsoft-signed shim, Debian-signed GRUB (the kernel is signed too).
+            "shim-signed",
+            "grub-efi-amd64-signed",
         ]
         .map(String::from)
         .to_vec();
@@ -130,7 +123,8 @@ impl Recipe {
         h.update(serde_json::to_vec(self).expect("serialisable"));
         h.update(GRUB_EARLY_CFG.as_bytes());
         h.update(GRUB_BIOS_MODULES.join(",").as_bytes());
-        h.update(GRUB_EFI_MODULES.join(",").as_bytes());
+        h.update(SHIM_SIGNED.as_bytes());
+        h.update(GRUB_EFI_SIGNED.as_bytes());
         hex(&h.finalize())[..16].to_owned()
     }
 

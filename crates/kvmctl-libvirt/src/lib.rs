@@ -6,6 +6,7 @@
 //! never concatenates user strings into XML. It knows nothing of users, plans or HTTP.
 
 mod error;
+pub mod events;
 mod node;
 pub mod xml;
 

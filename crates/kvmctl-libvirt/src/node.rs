@@ -69,7 +69,7 @@ pub trait Node: Send + Sync {
 
     fn domain_define(&self, xml: &str) -> Result<DomainSummary, NodeError>;
     fn domain_start(&self, name: &str) -> Result<(), NodeError>;
-    /// Asks the guest to shut down (ACPI).
+    /// Asks the guest to shut down: through its guest agent when it answers, else ACPI.
     fn domain_shutdown(&self, name: &str) -> Result<(), NodeError>;
     /// Stops the domain at once. Stopping a stopped domain succeeds.
     fn domain_destroy(&self, name: &str) -> Result<(), NodeError>;
@@ -249,7 +249,16 @@ impl Node for LibvirtNode {
 
     fn domain_shutdown(&self, name: &str) -> Result<(), NodeError> {
         self.with_conn(|c| {
-            Self::domain(c, name, "shut down")?.shutdown().map_err(|e| NodeError::from_virt("shut down", "domain", name, e))?;
+            // The guest agent when it answers (it works without ACPI support in the guest),
+            // else the ACPI power button: libvirt tries them in that order.
+            let flags = virt::sys::VIR_DOMAIN_SHUTDOWN_GUEST_AGENT | virt::sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN;
+            let d = Self::domain(c, name, "shut down")?;
+            match d.shutdown_flags(flags) {
+                // Drivers without a choice of method (the test driver) refuse the flags.
+                Err(e) if e.message().contains("unsupported flags") => d.shutdown().map(drop),
+                r => r.map(drop),
+            }
+            .map_err(|e| NodeError::from_virt("shut down", "domain", name, e))?;
             Ok(())
         })
     }

@@ -44,6 +44,24 @@ pub enum Firmware {
     Bios,
     /// OVMF without Secure Boot (libvirt picks the firmware file and makes the NVRAM).
     Uefi,
+    /// OVMF with Secure Boot enforced and Microsoft's keys enrolled (as on physical PCs and
+    /// what Windows 11 requires); SMM on, as Secure Boot firmware needs.
+    UefiSecure,
+}
+
+impl Firmware {
+    /// The API's name: `bios`, `uefi`, `uefi-secure`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+            Firmware::UefiSecure => "uefi-secure",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Firmware> {
+        [Firmware::Bios, Firmware::Uefi, Firmware::UefiSecure].into_iter().find(|f| f.as_str() == s)
+    }
 }
 
 /// How the guest boots.
@@ -189,16 +207,25 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
 
     match spec.firmware {
         Firmware::Bios => d.open("os", &[])?,
-        Firmware::Uefi => d.open("os", &[("firmware", "efi")])?,
+        Firmware::Uefi | Firmware::UefiSecure => d.open("os", &[("firmware", "efi")])?,
     }
     d.text("type", &[("arch", "x86_64"), ("machine", "q35")], "hvm")?;
-    if spec.firmware == Firmware::Uefi {
-        // Without these, libvirt may pick Secure Boot firmware with Microsoft's keys
-        // enrolled, which refuses an unsigned loader.
+    // Firmware autoselection by feature: for plain UEFI both off, since libvirt may otherwise
+    // pick Secure Boot firmware with Microsoft's keys enrolled, which refuses an unsigned
+    // loader; for Secure Boot both on.
+    let secure = match spec.firmware {
+        Firmware::Bios => None,
+        Firmware::Uefi => Some("no"),
+        Firmware::UefiSecure => Some("yes"),
+    };
+    if let Some(on) = secure {
         d.open("firmware", &[])?;
-        d.empty("feature", &[("enabled", "no"), ("name", "secure-boot")])?;
-        d.empty("feature", &[("enabled", "no"), ("name", "enrolled-keys")])?;
+        d.empty("feature", &[("enabled", on), ("name", "secure-boot")])?;
+        d.empty("feature", &[("enabled", on), ("name", "enrolled-keys")])?;
         d.close("firmware")?;
+    }
+    if spec.firmware == Firmware::UefiSecure {
+        d.empty("loader", &[("secure", "yes")])?;
     }
     match &spec.boot {
         Boot::Disk => d.empty("boot", &[("dev", "hd")])?,
@@ -215,6 +242,9 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
     d.open("features", &[])?;
     d.empty("acpi", &[])?;
     d.empty("apic", &[])?;
+    if spec.firmware == Firmware::UefiSecure {
+        d.empty("smm", &[("state", "on")])?;
+    }
     d.close("features")?;
     // KVM: the host CPU as it is. TCG: QEMU's `max` model, the fastest to emulate here.
     match spec.domain_type {

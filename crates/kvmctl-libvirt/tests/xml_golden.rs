@@ -129,3 +129,19 @@ fn uefi_domain() {
     spec.boot = Boot::Disk;
     golden("domain-uefi.xml", &domain_xml(&spec).unwrap());
 }
+
+#[test]
+fn secure_boot_domain() {
+    let mut spec = tiny();
+    spec.firmware = Firmware::UefiSecure;
+    spec.boot = Boot::Disk;
+    golden("domain-uefi-secure.xml", &domain_xml(&spec).unwrap());
+}
+
+#[test]
+fn firmware_names_round_trip() {
+    for f in [Firmware::Bios, Firmware::Uefi, Firmware::UefiSecure] {
+        assert_eq!(Firmware::parse(f.as_str()), Some(f));
+    }
+    assert_eq!(Firmware::parse("coreboot"), None);
+}

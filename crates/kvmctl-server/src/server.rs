@@ -55,6 +55,8 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     store: DataStore,
+    /// Stops the libvirt event watch when the server is dropped.
+    _events: kvmctl_libvirt::events::EventWatch,
 }
 
 impl RunningServer {
@@ -77,6 +79,12 @@ impl RunningServer {
         let stop = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
+        // libvirt's lifecycle events trigger a reconciler pass at once; the timer catches
+        // anything an event could not tell (and runs when events are unavailable).
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+        let events_watch = kvmctl_libvirt::events::lifecycle_watch(cfg.libvirt_uri.clone(), move |domain| {
+            let _ = events_tx.send(domain);
+        });
         tasks.push(tokio::spawn({
             let mut rx = rx.clone();
             let every = std::time::Duration::from_secs(cfg.reconcile_interval_seconds.max(1));
@@ -84,6 +92,12 @@ impl RunningServer {
                 loop {
                     let stopping = tokio::select! {
                         _ = tokio::time::sleep(every) => false,
+                        Some(domain) = events.recv() => {
+                            tracing::debug!(?domain, "libvirt domain event");
+                            // One pass answers a burst of events (define, start, ...).
+                            while events.try_recv().is_ok() {}
+                            false
+                        }
                         r = rx.wait_for(|v| *v) => { drop(r); true }
                     };
                     if stopping {
@@ -117,7 +131,7 @@ impl RunningServer {
             }));
         }
         tracing::info!(socket = %cfg.socket.display(), tcp = ?tcp_addr, database = %cfg.database.display(), libvirt = %cfg.libvirt_uri, "kvmctl daemon serving");
-        Ok(RunningServer { socket: cfg.socket.clone(), tcp_addr, shutdown, tasks, store })
+        Ok(RunningServer { socket: cfg.socket.clone(), tcp_addr, shutdown, tasks, store, _events: events_watch })
     }
 
     /// Stops accepting, lets requests in flight finish, removes the socket.

@@ -116,7 +116,7 @@ async fn bad_requests_are_refused_and_create_nothing() {
         (VmCreateRequest { user_data: Some("#cloud-config\n{ not yaml".into()), ..ok.clone() }, "user_data", ""),
         (VmCreateRequest { user_data: Some(format!("#!/bin/sh\n#{}", "x".repeat(70_000))), ..ok.clone() }, "user_data", "64 KiB"),
         (VmCreateRequest { network: Some("no-such-net".into()), ..ok.clone() }, "network", "virsh net-list"),
-        (VmCreateRequest { firmware: Some("coreboot".into()), ..ok.clone() }, "firmware", "bios or uefi"),
+        (VmCreateRequest { firmware: Some("coreboot".into()), ..ok.clone() }, "firmware", "bios, uefi or uefi-secure"),
         (VmCreateRequest { firmware: Some("uefi".into()), ..ok.clone() }, "firmware", "bios only"),
         (VmCreateRequest { user: Some("Root!".into()), ..ok.clone() }, "user", ""),
     ];
@@ -201,14 +201,17 @@ async fn racing_requests_get_conflicts_not_corruption() {
     server.stop().await;
 }
 
-/// Drift repaired by the reconciler: a guest powered off behind kvmctl's back is `stopped`;
-/// a domain undefined behind its back leaves the VM `failed`, and delete still cleans up.
+/// Drift repaired from libvirt's lifecycle events (the timer is set to an hour, so only an
+/// event can do it): a guest powered off behind kvmctl's back is `stopped`, started again it
+/// is `running`; a domain undefined behind its back leaves the VM `failed`, and delete still
+/// cleans up.
 #[tokio::test]
-async fn the_reconciler_repairs_drift() {
+async fn libvirt_events_repair_drift_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let sweep = Sweep::new(&["kt-drift"], &["kt-drift-img"]);
-    let (server, client) = daemon::start(&daemon::config(d)).await;
+    let cfg = kvmctl_server::Config { reconcile_interval_seconds: 3600, ..daemon::config(d) };
+    let (server, client) = daemon::start(&cfg).await;
     daemon::tiny_image(&client, d, "kt-drift-img").await;
     client.vm_create(&daemon::tiny_vm("kt-drift", "kt-drift-img", vec![])).await.unwrap();
 
@@ -224,6 +227,62 @@ async fn the_reconciler_repairs_drift() {
 
     client.vm_delete("kt-drift", false).await.unwrap();
     client.image_delete("kt-drift-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}
+
+/// Drift that happened while the daemon was down (no event can tell it) is repaired by the
+/// reconciler pass at start-up.
+#[tokio::test]
+async fn drift_while_the_daemon_was_down_is_repaired_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-drift2"], &["kt-drift2-img"]);
+    let (server, client) = daemon::start(&daemon::config(d)).await;
+    daemon::tiny_image(&client, d, "kt-drift2-img").await;
+    client.vm_create(&daemon::tiny_vm("kt-drift2", "kt-drift2-img", vec![])).await.unwrap();
+    server.stop().await;
+    // Behind the daemon's back while it is down: no event reaches it.
+    kvmctl_libvirt::Node::domain_destroy(&sweep.node, "kt-drift2").unwrap();
+    let (server, client) = daemon::start(&daemon::config(d)).await;
+    until(&client, "kt-drift2", "stopped", |v| v.state == "stopped").await;
+    client.vm_delete("kt-drift2", false).await.unwrap();
+    client.image_delete("kt-drift2-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}
+
+/// A domain or volume that kvmctl did not make but that has the name a VM would use is
+/// refused with a conflict, and survives: the undo of a failed create never removes what is
+/// not its own.
+#[tokio::test]
+async fn objects_kvmctl_does_not_own_are_never_touched() {
+    use kvmctl_libvirt::Node;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-foreign", "kt-foreign2"], &["kt-foreign-img"]);
+    let (server, client) = daemon::start(&daemon::config(d)).await;
+    daemon::tiny_image(&client, d, "kt-foreign-img").await;
+
+    sweep
+        .node
+        .domain_define(
+            "<domain type='qemu'><name>kt-foreign</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os></domain>",
+        )
+        .unwrap();
+    let (s, body) = api_err(client.vm_create(&daemon::tiny_vm("kt-foreign", "kt-foreign-img", vec![])).await.unwrap_err());
+    assert!(s == 409 && body.message.contains("virsh undefine"), "{body:?}");
+    assert!(sweep.node.domain_state("kt-foreign").is_ok(), "the foreign domain survives");
+
+    sweep.node.volume_upload(&sweep.pool, "kt-foreign2-seed.iso", kvmctl_libvirt::xml::DiskFormat::Raw, &[0u8; 512]).unwrap();
+    let (s, body) = api_err(client.vm_create(&daemon::tiny_vm("kt-foreign2", "kt-foreign-img", vec![])).await.unwrap_err());
+    assert!(s == 409 && body.message.contains("vol-delete"), "{body:?}");
+    assert!(sweep.node.volume_get(&sweep.pool, "kt-foreign2-seed.iso").unwrap().is_some(), "the foreign volume survives");
+    assert!(client.vm_list().await.unwrap().is_empty());
+
+    sweep.node.domain_undefine("kt-foreign").unwrap();
+    sweep.node.volume_delete(&sweep.pool, "kt-foreign2-seed.iso").unwrap();
+    client.image_delete("kt-foreign-img").await.unwrap();
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     server.stop().await;
 }

@@ -138,7 +138,8 @@ pub struct ImageTemplate {
     /// The user cloud-init creates when a VM names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_user: Option<String>,
-    /// Firmware the image boots with: `bios`, `uefi` or both. The first is the default.
+    /// Firmware the image boots with: `bios`, `uefi` (no Secure Boot), `uefi-secure` (Secure
+    /// Boot with Microsoft's keys enrolled). The first is the default.
     #[serde(default)]
     pub boot_modes: Vec<String>,
 }
@@ -247,7 +248,8 @@ pub struct VmCreateRequest {
     /// libvirt network for the NIC; defaults to the daemon's `network` setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
-    /// `bios` or `uefi`; defaults to the image's first boot mode.
+    /// `bios`, `uefi` or `uefi-secure`; defaults to the image's first boot mode, and must be
+    /// one of its boot modes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware: Option<String>,
     /// Leave the VM stopped after creating it.
@@ -276,7 +278,7 @@ pub struct Vm {
     /// The guest's IPv4 address from the network's DHCP leases, once it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
-    /// `bios` or `uefi`.
+    /// `bios`, `uefi` or `uefi-secure`.
     pub firmware: String,
     pub owner: String,
     /// Why the VM is `failed`, or what the last operation reported.

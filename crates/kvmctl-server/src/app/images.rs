@@ -226,8 +226,8 @@ pub async fn image_import(ctx: &Context, req: ImageImportRequest) -> Result<Imag
 
 fn template_check(t: &ImageTemplate) -> Result<(), Error> {
     for m in &t.boot_modes {
-        if m != "bios" && m != "uefi" {
-            return Err(Error::invalid("template.boot_modes", format!("{m:?} is not a boot mode; use bios or uefi")));
+        if kvmctl_libvirt::xml::Firmware::parse(m).is_none() {
+            return Err(Error::invalid("template.boot_modes", format!("{m:?} is not a boot mode; use bios, uefi or uefi-secure")));
         }
     }
     if let Some(u) = &t.default_user {
@@ -363,7 +363,8 @@ fn built_image_template(path: &Path) -> Option<ImageTemplate> {
         return None;
     }
     Some(ImageTemplate {
-        os_family: meta["os"].as_str().map(str::to_owned),
+        // `os` is the recipe's name (`debian-12`): the family is what precedes the version.
+        os_family: meta["os"].as_str().map(|os| os.split('-').next().unwrap_or(os).to_owned()),
         os_version: meta["version"].as_str().map(str::to_owned),
         cloud_init: meta["cloud_init"].as_bool().unwrap_or(false),
         default_user: meta["default_user"].as_str().map(str::to_owned),

@@ -33,16 +33,33 @@ impl Context {
         Context { store, local_node, started: Instant::now(), config, busy: Mutex::new(HashMap::new()), failpoints }
     }
 
-    /// Marks `name` busy with `op` until the guard drops; a conflict when it already is.
-    pub(crate) fn vm_lock(&self, name: &Name, op: &'static str) -> Result<VmGuard<'_>, Error> {
+    /// Marks `name` busy with `op` until the guard drops; a conflict when another operation
+    /// holds it. The reconciler's hold is brief (a read and a compare-and-set), so a request
+    /// waits for it to pass instead of failing.
+    pub(crate) async fn vm_lock(&self, name: &Name, op: &'static str) -> Result<VmGuard<'_>, Error> {
+        for _ in 0..1000 {
+            match self.vm_try_lock(name, op) {
+                Ok(guard) => return Ok(guard),
+                Err(RECONCILING) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                Err(other) => return Err(Error::Conflict(format!("VM {name} is busy ({other}); try again when that finishes"))),
+            }
+        }
+        Err(Error::Conflict(format!("VM {name} is busy ({RECONCILING}); try again")))
+    }
+
+    /// Marks `name` busy with `op`, or returns what holds it.
+    pub(crate) fn vm_try_lock(&self, name: &Name, op: &'static str) -> Result<VmGuard<'_>, &'static str> {
         let mut busy = self.busy.lock().expect("busy map poisoned");
         if let Some(other) = busy.get(name) {
-            return Err(Error::Conflict(format!("VM {name} is busy ({other}); try again when that finishes")));
+            return Err(other);
         }
         busy.insert(name.clone(), op);
         Ok(VmGuard { ctx: self, name: name.clone() })
     }
 }
+
+/// What the reconciler holds a VM busy as.
+pub(crate) const RECONCILING: &str = "reconciling";
 
 /// Holds a VM busy; dropping it frees the VM.
 pub(crate) struct VmGuard<'a> {

@@ -31,7 +31,7 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
     let mut report = ReconcileReport::default();
     for listed in ctx.store.vm_list().await? {
         // A VM an operation holds is that operation's business.
-        let Ok(_busy) = ctx.vm_lock(&listed.name, "reconciling") else { continue };
+        let Ok(_busy) = ctx.vm_try_lock(&listed.name, super::RECONCILING) else { continue };
         let Some(rec) = ctx.store.vm_get(&listed.name).await? else { continue };
         match rec.state {
             VmState::Creating | VmState::Deleting => {

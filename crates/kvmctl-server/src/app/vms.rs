@@ -124,14 +124,6 @@ fn size_check(vcpus: Option<u32>, memory_mib: Option<u64>, disk_gib: Option<u64>
     Ok(())
 }
 
-fn firmware_of(s: &str) -> Firmware {
-    if s == "uefi" {
-        Firmware::Uefi
-    } else {
-        Firmware::Bios
-    }
-}
-
 /// A locally administered MAC in QEMU's `52:54:00` range.
 fn mac_random() -> String {
     let b = uuid::Uuid::new_v4().into_bytes();
@@ -159,7 +151,7 @@ fn domain_spec(
     DomainSpec {
         name: rec.name.clone(),
         domain_type,
-        firmware: firmware_of(&rec.firmware),
+        firmware: Firmware::parse(&rec.firmware).unwrap_or(Firmware::Bios),
         vcpus: rec.vcpus,
         memory_mib: rec.memory_mib,
         boot,
@@ -212,7 +204,9 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
         ));
     }
     let firmware = match &req.firmware {
-        Some(f) if f != "bios" && f != "uefi" => return Err(Error::invalid("firmware", format!("{f:?} is not bios or uefi"))),
+        Some(f) if Firmware::parse(f).is_none() => {
+            return Err(Error::invalid("firmware", format!("{f:?} is not bios, uefi or uefi-secure")))
+        }
         Some(f) if !image.boot_modes.is_empty() && !image.boot_modes.contains(f) => {
             return Err(Error::invalid("firmware", format!("image {image_name} boots with {} only", image.boot_modes.join(" or "))))
         }
@@ -241,9 +235,40 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
         }
         Err(e) => return Err(e.into()),
     }
+    // Nothing on the node may carry the names this VM will use: the undo of a failed create
+    // removes what has those names, and must never remove something that is not ours.
+    let node = ctx.local_node.clone();
+    let (n, pool) = (name.to_string(), image.pool.clone());
+    let taken = blocking(move || -> Result<Option<String>, NodeError> {
+        match node.domain_state(&n) {
+            Ok(_) => {
+                return Ok(Some(format!(
+                    "libvirt already has a domain named {n} that kvmctl does not manage; rename or remove it (virsh undefine {n})"
+                )))
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        for vol in [format!("{n}-root.qcow2"), format!("{n}-seed.iso")] {
+            if node.volume_get(&pool, &vol)?.is_some() {
+                return Ok(Some(format!(
+                    "pool {pool} already has a volume {vol} that belongs to no VM; remove it (virsh vol-delete {vol} --pool {pool}) or pick another name"
+                )));
+            }
+        }
+        Ok(None)
+    })
+    .await??;
+    if let Some(why) = taken {
+        // A VM of that name that kvmctl manages is the more useful thing to say.
+        if ctx.store.vm_get(&name).await?.is_some() {
+            return Err(Error::Conflict(format!("a VM named {name} exists already; pick another name")));
+        }
+        return Err(Error::Conflict(why));
+    }
     let domain_type = domain_type(ctx).await;
 
-    let _busy = ctx.vm_lock(&name, "creating")?;
+    let _busy = ctx.vm_lock(&name, "creating").await?;
     let rec = VmRecord {
         id,
         name: name.clone(),
@@ -375,13 +400,23 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) 
         Err(e) if e.is_not_found() => Ok(()),
         r => r,
     };
-    let n = name.clone();
-    let nd = node.clone();
-    blocking(move || gone(nd.domain_destroy(&n))).await??;
+    // Only a domain that carries this VM's id is ours to remove.
+    let (n, nd, id) = (name.clone(), node.clone(), rec.id.to_string());
+    let ours = blocking(move || match nd.domain_xml(&n) {
+        Ok(xml) => Ok(xml.contains(&format!(">{id}</kvmctl:id>"))),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    })
+    .await??;
+    if ours {
+        let (n, nd) = (name.clone(), node.clone());
+        blocking(move || gone(nd.domain_destroy(&n))).await??;
+    }
     ctx.failpoints.hit("delete.destroy").await?;
-    let n = name.clone();
-    let nd = node.clone();
-    blocking(move || gone(nd.domain_undefine(&n))).await??;
+    if ours {
+        let (n, nd) = (name.clone(), node.clone());
+        blocking(move || gone(nd.domain_undefine(&n))).await??;
+    }
     ctx.failpoints.hit("delete.undefine").await?;
     blocking(move || -> Result<(), NodeError> {
         for v in &volumes {
@@ -415,7 +450,7 @@ async fn vm_begin(ctx: &Context, rec: &VmRecord, event: VmEvent) -> Result<VmSta
 
 pub async fn vm_delete(ctx: &Context, name: &str, keep_disk: bool) -> Result<(), Error> {
     let name = parse_name("name", name)?;
-    let _busy = ctx.vm_lock(&name, "deleting")?;
+    let _busy = ctx.vm_lock(&name, "deleting").await?;
     let rec = vm_record(ctx, &name).await?;
     if rec.state != VmState::Deleting {
         vm_begin(ctx, &rec, VmEvent::Delete).await?;
@@ -428,7 +463,7 @@ pub async fn vm_delete(ctx: &Context, name: &str, keep_disk: bool) -> Result<(),
 
 pub async fn vm_start(ctx: &Context, name: &str) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
-    let _busy = ctx.vm_lock(&name, "starting")?;
+    let _busy = ctx.vm_lock(&name, "starting").await?;
     let rec = vm_record(ctx, &name).await?;
     let during = vm_begin(ctx, &rec, VmEvent::Start).await?;
     let node = ctx.local_node.clone();
@@ -473,7 +508,7 @@ pub(crate) fn vm_state_of(s: DomainState) -> VmState {
 pub async fn vm_stop(ctx: &Context, name: &str, req: VmStopRequest) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
     let timeout = Duration::from_secs(req.timeout_seconds.unwrap_or(ctx.config.stop_timeout_seconds));
-    let _busy = ctx.vm_lock(&name, "stopping")?;
+    let _busy = ctx.vm_lock(&name, "stopping").await?;
     let rec = vm_record(ctx, &name).await?;
     let during = vm_begin(ctx, &rec, VmEvent::Stop).await?;
     let node = ctx.local_node.clone();
@@ -498,7 +533,7 @@ pub async fn vm_stop(ctx: &Context, name: &str, req: VmStopRequest) -> Result<Vm
 
 pub async fn vm_reboot(ctx: &Context, name: &str) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
-    let _busy = ctx.vm_lock(&name, "rebooting")?;
+    let _busy = ctx.vm_lock(&name, "rebooting").await?;
     let rec = vm_record(ctx, &name).await?;
     let during = vm_begin(ctx, &rec, VmEvent::Reboot).await?;
     let node = ctx.local_node.clone();
@@ -515,7 +550,7 @@ pub async fn vm_resize(ctx: &Context, name: &str, req: VmResizeRequest) -> Resul
     if req.vcpus.is_none() && req.memory_mib.is_none() && req.disk_gib.is_none() {
         return Err(Error::invalid("vcpus", "nothing to change; give vcpus, memory_mib or disk_gib"));
     }
-    let _busy = ctx.vm_lock(&name, "resizing")?;
+    let _busy = ctx.vm_lock(&name, "resizing").await?;
     let rec = vm_record(ctx, &name).await?;
     let cpu_mem = req.vcpus.is_some_and(|v| v != rec.vcpus) || req.memory_mib.is_some_and(|m| m != rec.memory_mib);
     if cpu_mem && rec.state != VmState::Stopped {
