@@ -67,7 +67,11 @@ daemon=$!
 trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; "$PEERS/cleanup.sh" >/dev/null 2>&1 || true' EXIT
 for _ in $(seq 100); do [ -S "$KVMCTL_SOCKET" ] && break; sleep 0.05; done
 ssh-keygen -q -t ed25519 -N '' -f "$D/key"
-"$KV" image import "$BASE" --name "$PREFIX-base" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$KARGS" >/dev/null 2>&1
+# Volumes of an earlier run's image (its daemon's database went with $D).
+for v in $(virsh -q vol-list "$KCLI_POOL" | awk -v p="image-$PREFIX-base." 'index($1, p) == 1 {print $1}'); do
+  virsh -q vol-delete "$v" --pool "$KCLI_POOL" >/dev/null
+done
+"$KV" image import "$BASE" --name "$PREFIX-base" --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$KARGS" >/dev/null
 
 reset kv.create kv.list_1vm kv.delete kv.list_0vm kv.list_100vm kc.list_100vm vi.virsh_list_100vm kv.help c.create_kvxml
 create() { "$KV" vm create "$1" --image "$PREFIX-base" --cpus "$VCPUS" --memory "${MEM_MB}M" --disk 1G --ssh-key "$D/key.pub" "${@:2}"; }
