@@ -66,6 +66,7 @@ KVMCTL_DATABASE="$D/k.db" KVMCTL_POOL="$KCLI_POOL" KVMCTL_NETWORK="$NET" KVMCTL_
 daemon=$!
 trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; "$PEERS/cleanup.sh" >/dev/null 2>&1 || true' EXIT
 for _ in $(seq 100); do [ -S "$KVMCTL_SOCKET" ] && break; sleep 0.05; done
+rss_idle_kib=$(awk '/^VmRSS/ {print $2}' "/proc/$daemon/status")
 ssh-keygen -q -t ed25519 -N '' -f "$D/key"
 # Volumes of an earlier run's image (its daemon's database went with $D).
 for v in $(virsh -q vol-list "$KCLI_POOL" | awk -v p="image-$PREFIX-base." 'index($1, p) == 1 {print $1}'); do
@@ -119,7 +120,7 @@ for n in $(seq "$LIST_VMS"); do "$KV" vm delete "$PREFIX-kl-$n" >/dev/null || lo
 {
   date -u +"%F %T UTC"
   cat "$WORK"/version.* 2>/dev/null
-  echo "kvmctl daemon RSS after the run (idle, $LIST_VMS VMs listed and deleted): $((rss_kib / 1024)) MiB"
+  echo "kvmctl daemon RSS: $((rss_idle_kib / 1024)) MiB idle at start; $((rss_kib / 1024)) MiB after the run ($LIST_VMS VMs defined and listed)"
 } | tee "$WORK/kvmctl-run.txt"
 python3 "$PEERS/stats.py" "$RESULTS" \
   c.create_nodisk c.create_kvxml c.destroy kv.create kc.create vi.create_import sh.create_total sh.create_total_1virsh \
