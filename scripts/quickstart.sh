@@ -41,7 +41,8 @@ fi
 log "starting kvmctl serve (log: /var/log/kvmctl/kvmctl.log)"
 nohup "${run_in[@]}" /usr/local/bin/kvmctl serve >>/var/log/kvmctl/kvmctl.log 2>&1 &
 echo $! > /run/kvmctl/kvmctl.pid
-for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+# Wait until it answers (a socket file may be left from before a reboot: /run persists here).
+for _ in $(seq 100); do /usr/local/bin/kvmctl plan list >/dev/null 2>&1 && break; sleep 0.1; done
 echo
 /usr/local/bin/kvmctl status
 
