@@ -3,10 +3,12 @@
 use crate::output::{self, OutputFormat, Table};
 use crate::progress::Progress;
 use kvmctl_client::Client;
-use kvmctl_types::api::{Plan, Vm, VmCreateRequest, VmResizeRequest, VmStopRequest};
+use kvmctl_types::api::{Plan, Vm, VmCreateRequest, VmExecRequest, VmResizeRequest, VmStopRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// Parsed once per process; the size of the create variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug)]
 pub enum VmCommand {
     /// Create a VM from an image: a copy-on-write root disk, a cloud-init seed and a libvirt
@@ -48,9 +50,32 @@ pub enum VmCommand {
         /// Define the VM but leave it stopped.
         #[arg(long, conflicts_with = "wait")]
         no_start: bool,
-        /// Return only once libvirt reports the domain running.
-        #[arg(long)]
-        wait: bool,
+        /// Return once the VM reaches a readiness stage: running (the default for a bare
+        /// --wait), ssh (login with the VM's key works) or cloud-init (finished); the stages
+        /// and their timings are shown.
+        #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "running")]
+        wait: Option<String>,
+        /// Seconds --wait waits.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Wait until a VM reaches a readiness stage (running, ssh, cloud-init); on timeout, the
+    /// last stage reached and the end of its console.
+    Wait {
+        name: String,
+        #[arg(long = "for", value_name = "STAGE", default_value = "ssh")]
+        stage: String,
+        /// Seconds to wait.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Run a command in the VM over SSH (as its user, with the VM's own key); exits with the
+    /// command's status.
+    Exec {
+        name: String,
+        /// The command and its arguments (after --).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// List VMs.
     List,
@@ -194,6 +219,13 @@ impl Table for Vm {
         if let Some(e) = &v.error {
             rows.push(vec!["error:".into(), e.clone()]);
         }
+        if !v.readiness.is_empty() {
+            rows.push(vec!["readiness:".into(), String::new()]);
+            for s in &v.readiness {
+                let at = s.elapsed_ms.map(|ms| format!("+{:.2}s", ms as f64 / 1000.0)).unwrap_or_default();
+                rows.push(vec![format!("  {}", s.stage), format!("{at:>8}  {}", s.detail.as_deref().unwrap_or(""))]);
+            }
+        }
         rows
     }
 }
@@ -236,7 +268,22 @@ async fn with_progress<T>(
 
 pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
     match cmd {
-        VmCommand::Create { name, image, plan, cpus, memory, disk, ssh_keys, user, user_data, network, firmware, no_start, wait } => {
+        VmCommand::Create {
+            name,
+            image,
+            plan,
+            cpus,
+            memory,
+            disk,
+            ssh_keys,
+            user,
+            user_data,
+            network,
+            firmware,
+            no_start,
+            wait,
+            timeout,
+        } => {
             let key_files = if ssh_keys.is_empty() { default_keys() } else { ssh_keys };
             let mut keys = Vec::new();
             for f in &key_files {
@@ -260,20 +307,32 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 no_start,
             };
             let mut vm = with_progress(&format!("creating VM {name}"), &format!("VM {name} created"), client.vm_create(&req)).await?;
-            if wait {
-                while vm.state != "running" {
-                    if vm.state == "failed" || vm.state == "stopped" {
-                        anyhow::bail!(
-                            "VM {name} is {} instead of running: {}",
-                            vm.state,
-                            vm.error.as_deref().unwrap_or("see `kvmctl vm show`")
-                        );
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    vm = client.vm_get(&name).await?;
-                }
+            if let Some(stage) = wait {
+                vm = with_progress(
+                    &format!("waiting for VM {name} to reach {stage}"),
+                    &format!("VM {name} reached {stage}"),
+                    client.vm_wait(&name, &stage, timeout),
+                )
+                .await?;
             }
             output::print(&vm, format)?;
+        }
+        VmCommand::Wait { name, stage, timeout } => {
+            let vm = with_progress(
+                &format!("waiting for VM {name} to reach {stage}"),
+                &format!("VM {name} reached {stage}"),
+                client.vm_wait(&name, &stage, timeout),
+            )
+            .await?;
+            output::print(&vm, format)?;
+        }
+        VmCommand::Exec { name, command } => {
+            let line = command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+            let out = client.vm_exec(&name, &VmExecRequest { command: line, timeout_seconds: None }).await?;
+            use std::io::Write;
+            std::io::stdout().write_all(out.stdout.as_bytes())?;
+            std::io::stderr().write_all(out.stderr.as_bytes())?;
+            return Ok(ExitCode::from(out.exit_status.clamp(0, 255) as u8));
         }
         VmCommand::List => output::print(&client.vm_list().await?, format)?,
         VmCommand::Show { name } => output::print(&client.vm_get(&name).await?, format)?,
@@ -325,5 +384,25 @@ mod tests {
         assert!(parse_gib("1500M").unwrap_err().contains("whole GiB"));
         assert!(parse_mib("lots").is_err());
         assert!(parse_mib("2X").unwrap_err().contains("unknown unit"));
+    }
+}
+
+/// One argument as the guest's shell reads it back unchanged.
+fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod quote_tests {
+    #[test]
+    fn quoting() {
+        assert_eq!(super::shell_quote("ls"), "ls");
+        assert_eq!(super::shell_quote("a b"), "'a b'");
+        assert_eq!(super::shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(super::shell_quote(""), "''");
     }
 }

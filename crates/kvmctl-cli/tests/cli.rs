@@ -36,6 +36,8 @@ fn help_texts() {
         (&["vm", "stop", "--help"][..], "help-vm-stop.txt"),
         (&["vm", "resize", "--help"][..], "help-vm-resize.txt"),
         (&["vm", "delete", "--help"][..], "help-vm-delete.txt"),
+        (&["vm", "wait", "--help"][..], "help-vm-wait.txt"),
+        (&["vm", "exec", "--help"][..], "help-vm-exec.txt"),
     ] {
         let out = kvmctl(args);
         assert!(out.status.success());

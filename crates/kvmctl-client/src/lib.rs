@@ -8,7 +8,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use kvmctl_types::api::{ErrorBody, Image, ImageImportRequest, Plan, StatusResponse, Vm, VmCreateRequest, VmResizeRequest, VmStopRequest};
+use kvmctl_types::api::{
+    ErrorBody, Image, ImageImportRequest, Plan, StatusResponse, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest,
+    VmStopRequest,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -131,6 +134,15 @@ impl Client {
 
     pub async fn vm_resize(&self, name: &str, req: &VmResizeRequest) -> Result<Vm, ClientError> {
         self.send_json(Method::POST, &format!("/v1/vms/{}/resize", seg(name)), req).await
+    }
+
+    /// Blocks until the VM reaches `stage` (`running`, `ssh`, `cloud-init`) or the timeout.
+    pub async fn vm_wait(&self, name: &str, stage: &str, timeout_seconds: u64) -> Result<Vm, ClientError> {
+        self.get(&format!("/v1/vms/{}/wait?for={}&timeout_seconds={timeout_seconds}", seg(name), seg(stage))).await
+    }
+
+    pub async fn vm_exec(&self, name: &str, req: &VmExecRequest) -> Result<VmExecResponse, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/vms/{}/exec", seg(name)), req).await
     }
 
     pub async fn send_json<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: &B) -> Result<T, ClientError> {

@@ -79,6 +79,10 @@ pub trait Node: Send + Sync {
     fn domain_list(&self) -> Result<Vec<DomainSummary>, NodeError>;
     fn domain_xml(&self, name: &str) -> Result<String, NodeError>;
 
+    /// The network's XML (live definition).
+    fn network_xml(&self, name: &str) -> Result<String, NodeError>;
+    /// Adds (or removes) a DHCP host entry, live and in the persistent definition.
+    fn network_dhcp_host(&self, name: &str, host_xml: &str, add: bool) -> Result<(), NodeError>;
     /// The network's current DHCP leases as `(mac, ipv4 or ipv6 address)`.
     fn network_leases(&self, name: &str) -> Result<Vec<(String, String)>, NodeError>;
     /// State of a libvirt network, `None` when there is no such network.
@@ -317,6 +321,26 @@ impl Node for LibvirtNode {
     fn domain_xml(&self, name: &str) -> Result<String, NodeError> {
         self.with_conn(|c| {
             Self::domain(c, name, "read XML of")?.get_xml_desc(0).map_err(|e| NodeError::from_virt("read XML of", "domain", name, e))
+        })
+    }
+
+    fn network_xml(&self, name: &str) -> Result<String, NodeError> {
+        self.with_conn(|c| {
+            let net = Network::lookup_by_name(c, name).map_err(|e| NodeError::from_virt("find", "network", name, e))?;
+            net.get_xml_desc(0).map_err(|e| NodeError::from_virt("read XML of", "network", name, e))
+        })
+    }
+
+    fn network_dhcp_host(&self, name: &str, host_xml: &str, add: bool) -> Result<(), NodeError> {
+        self.with_conn(|c| {
+            let net = Network::lookup_by_name(c, name).map_err(|e| NodeError::from_virt("find", "network", name, e))?;
+            let cmd = if add { virt::sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST } else { virt::sys::VIR_NETWORK_UPDATE_COMMAND_DELETE };
+            let mut flags = virt::sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG;
+            if net.is_active().unwrap_or(false) {
+                flags |= virt::sys::VIR_NETWORK_UPDATE_AFFECT_LIVE;
+            }
+            net.update(cmd, virt::sys::VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags)
+                .map_err(|e| NodeError::from_virt(if add { "add a DHCP host to" } else { "remove a DHCP host from" }, "network", name, e))
         })
     }
 

@@ -413,3 +413,94 @@ pub fn nat_network_xml(n: &NatNetworkSpec) -> Result<String, XmlError> {
     d.close("network")?;
     Ok(d.finish())
 }
+
+/// What a network's XML says about its DHCP service (the first IPv4 `<ip>` with `<dhcp>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpInfo {
+    pub range_start: std::net::Ipv4Addr,
+    pub range_end: std::net::Ipv4Addr,
+    /// Static host entries: `(mac, ip)`.
+    pub hosts: Vec<(String, std::net::Ipv4Addr)>,
+}
+
+/// Reads the DHCP range and host entries from a network's XML; `None` when the network
+/// hands out no IPv4 addresses (a bridge, or no `<dhcp>`).
+pub fn network_dhcp_info(network_xml: &str) -> Option<DhcpInfo> {
+    use quick_xml::events::Event as E;
+    let mut reader = quick_xml::Reader::from_str(network_xml);
+    let mut in_v4_ip = false;
+    let mut info: Option<DhcpInfo> = None;
+    let attr = |e: &quick_xml::events::BytesStart, name: &[u8]| {
+        e.attributes().flatten().find(|a| a.key.as_ref() == name).and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+    };
+    loop {
+        match reader.read_event() {
+            Ok(E::Start(e)) | Ok(E::Empty(e)) => match e.name().as_ref() {
+                b"ip" => in_v4_ip = attr(&e, b"family").is_none_or(|f| f == "ipv4") && info.is_none(),
+                b"range" if in_v4_ip => {
+                    let (Some(s), Some(t)) = (attr(&e, b"start"), attr(&e, b"end")) else { continue };
+                    if let (Ok(s), Ok(t)) = (s.parse(), t.parse()) {
+                        info = Some(DhcpInfo { range_start: s, range_end: t, hosts: Vec::new() });
+                    }
+                }
+                b"host" if in_v4_ip => {
+                    if let (Some(mac), Some(Ok(ip)), Some(i)) = (attr(&e, b"mac"), attr(&e, b"ip").map(|i| i.parse()), info.as_mut()) {
+                        i.hosts.push((mac.to_ascii_lowercase(), ip));
+                    }
+                }
+                _ => {}
+            },
+            Ok(E::End(e)) if e.name().as_ref() == b"ip" => in_v4_ip = false,
+            Ok(E::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    info
+}
+
+/// The first address of the DHCP range that no host entry holds and `taken` does not list.
+pub fn dhcp_pick(info: &DhcpInfo, taken: &std::collections::HashSet<std::net::Ipv4Addr>) -> Option<std::net::Ipv4Addr> {
+    let (start, end) = (u32::from(info.range_start), u32::from(info.range_end));
+    (start..=end).map(std::net::Ipv4Addr::from).find(|ip| !taken.contains(ip) && !info.hosts.iter().any(|(_, h)| h == ip))
+}
+
+/// A DHCP host entry (`<host mac ip name/>`) for `virNetworkUpdate`.
+pub fn dhcp_host_xml(mac: &str, ip: std::net::Ipv4Addr, name: &str) -> Result<String, XmlError> {
+    let mut d = Doc::new();
+    d.empty("host", &[("mac", &checked("mac", mac)?), ("name", &checked("host name", name)?), ("ip", &ip.to_string())])?;
+    Ok(d.finish())
+}
+
+#[cfg(test)]
+mod dhcp_tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    const NET: &str = "<network><name>n</name><forward mode='nat'/><ip address='192.168.122.1' netmask='255.255.255.0'>\
+        <dhcp><range start='192.168.122.2' end='192.168.122.5'/><host mac='52:54:00:AA:00:01' name='a' ip='192.168.122.2'/></dhcp></ip>\
+        <ip family='ipv6' address='fd00::1' prefix='64'><dhcp><range start='fd00::10' end='fd00::20'/></dhcp></ip></network>";
+
+    #[test]
+    fn reads_range_and_hosts_and_picks_a_free_address() {
+        let info = network_dhcp_info(NET).unwrap();
+        assert_eq!((info.range_start.to_string(), info.range_end.to_string()), ("192.168.122.2".into(), "192.168.122.5".into()));
+        assert_eq!(info.hosts, vec![("52:54:00:aa:00:01".to_string(), "192.168.122.2".parse().unwrap())]);
+        let taken: HashSet<_> = ["192.168.122.3".parse().unwrap()].into();
+        assert_eq!(dhcp_pick(&info, &taken), Some("192.168.122.4".parse().unwrap()));
+        let full: HashSet<_> = ["192.168.122.3", "192.168.122.4", "192.168.122.5"].iter().map(|i| i.parse().unwrap()).collect();
+        assert_eq!(dhcp_pick(&info, &full), None);
+    }
+
+    #[test]
+    fn no_dhcp_no_info() {
+        assert_eq!(network_dhcp_info("<network><name>br</name><forward mode='bridge'/><bridge name='br0'/></network>"), None);
+    }
+
+    #[test]
+    fn host_entries_are_escaped_xml() {
+        assert_eq!(
+            dhcp_host_xml("52:54:00:01:02:03", "10.0.0.9".parse().unwrap(), "web-1").unwrap(),
+            "<host mac=\"52:54:00:01:02:03\" name=\"web-1\" ip=\"10.0.0.9\"/>"
+        );
+    }
+}

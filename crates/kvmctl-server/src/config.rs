@@ -37,6 +37,8 @@ pub struct Config {
     pub network: String,
     /// Directory on the node where each VM's serial console is logged (`<vm>.log`).
     pub console_log_dir: PathBuf,
+    /// Where the daemon keeps each VM's own SSH key (`<vm id>`, mode 0600).
+    pub key_dir: PathBuf,
     /// Seconds `vm stop` waits for an ACPI shutdown before powering the VM off.
     pub stop_timeout_seconds: u64,
     /// Seconds between reconciler passes (database against libvirt).
@@ -68,6 +70,7 @@ impl Default for Config {
             pool: "kvmctl".into(),
             network: "default".into(),
             console_log_dir: "/var/log/kvmctl/console".into(),
+            key_dir: "/var/lib/kvmctl/keys".into(),
             stop_timeout_seconds: 60,
             reconcile_interval_seconds: 10,
             failpoints: String::new(),
@@ -142,6 +145,9 @@ impl Config {
         }
         if let Some(v) = env("KVMCTL_CONSOLE_LOG_DIR") {
             cfg.console_log_dir = v.into();
+        }
+        if let Some(v) = env("KVMCTL_KEY_DIR") {
+            cfg.key_dir = v.into();
         }
         if let Some(v) = env("KVMCTL_FAILPOINTS") {
             cfg.failpoints = v;

@@ -21,7 +21,9 @@ use utoipa::OpenApi;
         crate::http::vms::vm_start,
         crate::http::vms::vm_stop,
         crate::http::vms::vm_reboot,
-        crate::http::vms::vm_resize
+        crate::http::vms::vm_resize,
+        crate::http::vms::vm_wait,
+        crate::http::vms::vm_exec
     ),
     components(schemas(
         kvmctl_types::api::ErrorBody,
@@ -38,7 +40,10 @@ use utoipa::OpenApi;
         kvmctl_types::api::Vm,
         kvmctl_types::api::VmCreateRequest,
         kvmctl_types::api::VmStopRequest,
-        kvmctl_types::api::VmResizeRequest
+        kvmctl_types::api::VmResizeRequest,
+        kvmctl_types::api::ReadinessStage,
+        kvmctl_types::api::VmExecRequest,
+        kvmctl_types::api::VmExecResponse
     )),
     tags(
         (name = "system", description = "The daemon itself"),

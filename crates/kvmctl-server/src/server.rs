@@ -57,6 +57,7 @@ pub struct RunningServer {
     store: DataStore,
     /// Stops the libvirt event watch when the server is dropped.
     _events: kvmctl_libvirt::events::EventWatch,
+    readiness: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -68,13 +69,16 @@ impl RunningServer {
         // libvirt may be down at start-up; the node connects on first use and reconnects
         // whenever libvirtd restarts, so the daemon itself never has to.
         let local_node = Arc::new(LibvirtNode::new(cfg.libvirt_uri.clone()));
-        let ctx = Arc::new(Context::new(store.clone(), local_node, cfg.clone()));
+        let (ctx, boots) = Context::new(store.clone(), local_node, cfg.clone());
+        let ctx = Arc::new(ctx);
         // Operations a crash interrupted are finished or undone before any request is taken.
         reconcile_pass(&ctx).await;
         let app = crate::http::router(ctx.clone());
 
         let unix = bind_unix(&cfg.socket, cfg.socket_group.as_deref())?;
         let (shutdown, rx) = watch::channel(false);
+        // Watches each boot's readiness stages; aborted on stop (watchers hold the context).
+        let readiness = tokio::spawn(crate::app::readiness::run(ctx.clone(), boots));
         let mut tasks = Vec::new();
         let stop = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
@@ -131,12 +135,13 @@ impl RunningServer {
             }));
         }
         tracing::info!(socket = %cfg.socket.display(), tcp = ?tcp_addr, database = %cfg.database.display(), libvirt = %cfg.libvirt_uri, "kvmctl daemon serving");
-        Ok(RunningServer { socket: cfg.socket.clone(), tcp_addr, shutdown, tasks, store, _events: events_watch })
+        Ok(RunningServer { socket: cfg.socket.clone(), tcp_addr, shutdown, tasks, store, _events: events_watch, readiness })
     }
 
     /// Stops accepting, lets requests in flight finish, removes the socket.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
+        self.readiness.abort();
         for t in self.tasks {
             let _ = t.await;
         }

@@ -73,6 +73,31 @@ async fn debian_vms_boot_with_bios_and_uefi_and_serve_ssh() {
     }
 
     let cmd = "cloud-init status --wait >/dev/null; hostname; id -un; cat /etc/kvmctl-seeded; sudo -n true && echo sudo; df --output=size -B1G / | tail -1; cloud-init status; test -d /sys/firmware/efi && echo uefi || echo bios; od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c 2>/dev/null | awk '{print \"secure-boot=\" $NF}'";
+    // Readiness through the API: every boot reaches cloud-init's end, and it reports done.
+    let readies: Vec<_> = FIRMWARES
+        .iter()
+        .map(|fw| {
+            let client = client.clone();
+            let vm = format!("kt-deb-{fw}");
+            tokio::spawn(async move { client.vm_wait(&vm, "cloud-init", 900).await })
+        })
+        .collect();
+    for (fw, ready) in FIRMWARES.iter().zip(readies) {
+        let vm = ready.await.unwrap().unwrap_or_else(|e| panic!("{fw}: {e}"));
+        let stages: Vec<&str> = vm.readiness.iter().map(|s| s.stage.as_str()).collect();
+        assert_eq!(stages, ["defined", "started", "booting", "address", "ssh_port", "ssh_banner", "ssh_login", "cloud_init"], "{vm:?}");
+        let ci = vm.readiness.last().unwrap();
+        assert_eq!(ci.detail.as_deref(), Some("done"), "cloud-init's own verdict, read from the guest: {vm:?}");
+        let out = client
+            .vm_exec(
+                &vm.name,
+                &kvmctl_types::api::VmExecRequest { command: "id -un; test -d /sys/firmware/efi".into(), timeout_seconds: None },
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.stdout.trim(), "alice", "exec logs in as the VM's user with the VM's key");
+        assert_eq!(out.exit_status, if *fw == "bios" { 1 } else { 0 }, "exit status passed through: {out:?}");
+    }
     let waits: Vec<_> = FIRMWARES
         .iter()
         .map(|fw| {

@@ -2,8 +2,9 @@
 //! QEMU boots it, and SSH with the seeded key proves the seed and the network.
 
 use kvmctl_client::{Client, ClientError};
+use kvmctl_libvirt::Node;
 use kvmctl_testkit::daemon::{self, Sweep};
-use kvmctl_types::api::{VmCreateRequest, VmResizeRequest, VmStopRequest};
+use kvmctl_types::api::{VmCreateRequest, VmExecRequest, VmResizeRequest, VmStopRequest};
 use std::time::Duration;
 
 fn api_err(e: ClientError) -> (u16, kvmctl_types::api::ErrorBody) {
@@ -39,10 +40,33 @@ async fn lifecycle_on_a_real_guest() {
 
     let vm = client.vm_create(&daemon::tiny_vm("kt-life", "kt-life-img", vec![public])).await.unwrap();
     assert_eq!((vm.state.as_str(), vm.vcpus, vm.memory_mib, vm.disk_gib), ("running", 1, 256, 1));
+    // The address is reserved in the network's DHCP before the guest boots.
+    let reserved = vm.ip.clone().expect("an address before boot");
+    let net_xml = sweep.node.network_xml(&kvmctl_testkit::env("KVMCTL_TEST_NETWORK")).unwrap();
+    assert!(net_xml.contains(&reserved) && net_xml.contains(&vm.mac), "a DHCP host entry: {net_xml}");
+
+    // Readiness: every stage in order, each no earlier than the one before.
+    let ready = client.vm_wait("kt-life", "ssh", 120).await.unwrap();
+    let stages: Vec<&str> = ready.readiness.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(stages, ["defined", "started", "booting", "address", "ssh_port", "ssh_banner", "ssh_login"], "{ready:?}");
+    assert!(ready.readiness.windows(2).all(|w| w[0].at_ms <= w[1].at_ms || w[1].stage == "address"), "{ready:?}");
+    assert!(ready.readiness.iter().any(|s| s.stage == "ssh_banner" && s.detail.as_deref().unwrap_or("").starts_with("SSH-2.0-")));
+    let (s, body) = api_err(client.vm_wait("kt-life", "cloud-init", 5).await.unwrap_err());
+    assert!(s == 400 && body.field.as_deref() == Some("for"), "the tiny image has no cloud-init: {body:?}");
+
+    // The guest announces the same address, and answers SSH with the user's key and through exec.
     let console = cfg.console_log_dir.join("kt-life.log");
     let ip = daemon::tiny_guest_ip(&console, 60).await.expect("the guest boots and announces its address");
+    assert_eq!(ip, reserved);
     let hostname = kvmctl_testkit::ssh(&key, "kvmctl", &ip, "hostname").expect("SSH with the seeded key");
     assert_eq!(hostname.trim(), "kt-life");
+    let out = client
+        .vm_exec("kt-life", &VmExecRequest { command: "hostname; echo oops >&2; exit 3".into(), timeout_seconds: None })
+        .await
+        .unwrap();
+    assert_eq!((out.exit_status, out.stdout.trim(), out.stderr.trim()), (3, "kt-life", "oops"));
+    let (s, body) = api_err(client.vm_exec("kt-life", &VmExecRequest { command: " ".into(), timeout_seconds: None }).await.unwrap_err());
+    assert!(s == 400 && body.field.as_deref() == Some("command"), "{body:?}");
 
     // The domain is what the record says.
     let xml = sweep.node_xml("kt-life");
@@ -86,8 +110,13 @@ async fn lifecycle_on_a_real_guest() {
     let vm = client.vm_stop("kt-life", &VmStopRequest { force: true, timeout_seconds: None }).await.unwrap();
     assert_eq!(vm.state, "stopped");
 
+    let (s, body) = api_err(client.vm_exec("kt-life", &VmExecRequest { command: "true".into(), timeout_seconds: None }).await.unwrap_err());
+    assert!(s == 409 && body.message.contains("stopped"), "{body:?}");
     client.vm_delete("kt-life", false).await.unwrap();
     assert_eq!(api_err(client.vm_get("kt-life").await.unwrap_err()).0, 404);
+    let net_xml = sweep.node.network_xml(&kvmctl_testkit::env("KVMCTL_TEST_NETWORK")).unwrap();
+    assert!(!net_xml.contains(&vm.mac), "the DHCP reservation goes with the VM: {net_xml}");
+    assert!(std::fs::read_dir(&cfg.key_dir).map(|d| d.count()).unwrap_or(0) == 0, "so does the VM's key");
     assert!(!console.exists(), "the console log goes with the VM");
     assert!(!std::path::Path::new("/var/log/libvirt/qemu/kt-life.log").exists(), "so does libvirt's log");
     client.image_delete("kt-life-img").await.unwrap();
@@ -257,7 +286,6 @@ async fn drift_while_the_daemon_was_down_is_repaired_at_start() {
 /// not its own.
 #[tokio::test]
 async fn objects_kvmctl_does_not_own_are_never_touched() {
-    use kvmctl_libvirt::Node;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let sweep = Sweep::new(&["kt-foreign", "kt-foreign2"], &["kt-foreign-img"]);

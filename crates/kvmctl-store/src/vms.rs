@@ -25,6 +25,10 @@ pub struct VmRecord {
     pub root_volume: String,
     pub seed_volume: String,
     pub vnc_password: String,
+    /// IPv4 address reserved in the network's DHCP before boot (managed networks only).
+    pub ip: Option<String>,
+    /// The user cloud-init creates, with the VM's own key and the user's keys.
+    pub ssh_user: String,
     pub state: VmState,
     /// Why the VM is `failed`, or what the last operation on it reported.
     pub error: Option<String>,
@@ -33,7 +37,7 @@ pub struct VmRecord {
 }
 
 const COLUMNS: &str = "id, name, owner, node, image, plan, vcpus, memory_mib, disk_gib, network, mac, firmware, pool, root_volume, \
-                       seed_volume, vnc_password, state, error, created_at, updated_at";
+                       seed_volume, vnc_password, state, error, created_at, updated_at, ip, ssh_user";
 
 fn vm_from_row(row: sqlx::sqlite::SqliteRow) -> Result<VmRecord, StoreError> {
     let decode = |what: &str, e: String| StoreError::Query(sqlx::Error::Decode(format!("{what}: {e}").into()));
@@ -56,6 +60,8 @@ fn vm_from_row(row: sqlx::sqlite::SqliteRow) -> Result<VmRecord, StoreError> {
         root_volume: row.try_get("root_volume")?,
         seed_volume: row.try_get("seed_volume")?,
         vnc_password: row.try_get("vnc_password")?,
+        ip: row.try_get("ip")?,
+        ssh_user: row.try_get("ssh_user")?,
         state: state.parse().map_err(|e| decode("vm state", e))?,
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
@@ -68,7 +74,7 @@ impl DataStore {
     pub async fn vm_insert(&self, vm: &VmRecord) -> Result<VmRecord, StoreError> {
         let now = unix_now();
         sqlx::query(&format!(
-            "INSERT INTO vms ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19)"
+            "INSERT INTO vms ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, $20, $21)"
         ))
         .bind(vm.id.to_string())
         .bind(vm.name.as_str())
@@ -89,6 +95,8 @@ impl DataStore {
         .bind(vm.state.as_str())
         .bind(&vm.error)
         .bind(now)
+        .bind(&vm.ip)
+        .bind(&vm.ssh_user)
         .execute(&self.pool)
         .await
         .map_err(unique("vm", vm.name.as_str()))?;
@@ -130,6 +138,34 @@ impl DataStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Records that the VM reached `stage` at `at_ms` (Unix milliseconds); the first time
+    /// counts, a repeat is ignored.
+    pub async fn vm_stage_reached(&self, id: &VmId, stage: &str, at_ms: i64, detail: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO vm_stages (vm_id, stage, at_ms, detail) VALUES ($1, $2, $3, $4) ON CONFLICT (vm_id, stage) DO NOTHING")
+            .bind(id.to_string())
+            .bind(stage)
+            .bind(at_ms)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets the stages of the last boot (before a start).
+    pub async fn vm_stages_clear(&self, id: &VmId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM vm_stages WHERE vm_id = $1").bind(id.to_string()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// `(stage, at_ms, detail)` in the order they were reached.
+    pub async fn vm_stages(&self, id: &VmId) -> Result<Vec<(String, i64, Option<String>)>, StoreError> {
+        let rows = sqlx::query("SELECT stage, at_ms, detail FROM vm_stages WHERE vm_id = $1 ORDER BY at_ms, stage")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(|r| Ok((r.try_get("stage")?, r.try_get("at_ms")?, r.try_get("detail")?))).collect()
     }
 
     pub async fn vm_delete(&self, name: &Name) -> Result<bool, StoreError> {

@@ -111,6 +111,7 @@ pub mod daemon {
             pool: super::env("KVMCTL_TEST_POOL"),
             network: super::env("KVMCTL_TEST_NETWORK"),
             console_log_dir: dir.join("console"),
+            key_dir: dir.join("keys"),
             stop_timeout_seconds: 30,
             reconcile_interval_seconds: 1,
             ..Config::default()

@@ -275,9 +275,15 @@ pub struct Vm {
     pub node: String,
     pub network: String,
     pub mac: String,
-    /// The guest's IPv4 address from the network's DHCP leases, once it has one.
+    /// The guest's IPv4 address: reserved before boot on networks with DHCP that kvmctl
+    /// manages, else from the network's DHCP leases once the guest has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// The user cloud-init creates, holding the VM's own key (`kvmctl vm exec` logs in as it).
+    pub ssh_user: String,
+    /// Readiness stages of the current boot, in order (in `GET /v1/vms/{name}` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readiness: Vec<ReadinessStage>,
     /// `bios`, `uefi` or `uefi-secure`.
     pub firmware: String,
     pub owner: String,
@@ -309,4 +315,37 @@ pub struct VmResizeRequest {
     pub memory_mib: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_gib: Option<u64>,
+}
+
+/// A readiness stage a boot reached: `defined`, `started`, `booting` (first console output),
+/// `address`, `ssh_port`, `ssh_banner`, `ssh_login`, `cloud_init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReadinessStage {
+    pub stage: String,
+    /// When it was reached (Unix milliseconds).
+    pub at_ms: i64,
+    /// Milliseconds since `started`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<i64>,
+    /// What was seen: the address and its source, the SSH banner, cloud-init's verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// `POST /v1/vms/{name}/exec`: one command over SSH with the VM's key.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct VmExecRequest {
+    /// Run by the guest user's shell.
+    pub command: String,
+    /// Give up after this long (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmExecResponse {
+    pub exit_status: i32,
+    /// Standard output (UTF-8, invalid bytes replaced).
+    pub stdout: String,
+    pub stderr: String,
 }

@@ -3,7 +3,9 @@
 pub mod host;
 pub mod images;
 pub mod plans;
+pub mod readiness;
 pub mod reconcile;
+pub mod ssh;
 pub mod status;
 pub mod vms;
 
@@ -25,12 +27,32 @@ pub struct Context {
     /// same VM is a conflict, not a race.
     pub(crate) busy: Mutex<HashMap<Name, &'static str>>,
     pub(crate) failpoints: Failpoints,
+    /// VMs that just started: the server's readiness task watches each boot.
+    pub(crate) booted: tokio::sync::mpsc::UnboundedSender<Name>,
+    /// Serialises picking and reserving DHCP addresses, so two creates never pick the same.
+    pub(crate) address_lock: tokio::sync::Mutex<()>,
 }
 
 impl Context {
-    pub fn new(store: DataStore, local_node: Arc<LibvirtNode>, config: crate::config::Config) -> Self {
+    /// The context, and the receiving end of the boots to watch (`readiness::run`).
+    pub fn new(
+        store: DataStore,
+        local_node: Arc<LibvirtNode>,
+        config: crate::config::Config,
+    ) -> (Self, tokio::sync::mpsc::UnboundedReceiver<Name>) {
         let failpoints = Failpoints::parse(&config.failpoints);
-        Context { store, local_node, started: Instant::now(), config, busy: Mutex::new(HashMap::new()), failpoints }
+        let (booted, boots) = tokio::sync::mpsc::unbounded_channel();
+        let ctx = Context {
+            store,
+            local_node,
+            started: Instant::now(),
+            config,
+            busy: Mutex::new(HashMap::new()),
+            failpoints,
+            booted,
+            address_lock: tokio::sync::Mutex::new(()),
+        };
+        (ctx, boots)
     }
 
     /// Marks `name` busy with `op` until the guard drops; a conflict when another operation

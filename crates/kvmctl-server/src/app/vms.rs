@@ -13,7 +13,7 @@
 //! Every operation holds the VM busy (`Context::vm_lock`) and changes its state by
 //! compare-and-set, so a second operation on the same VM gets a conflict.
 
-use super::{blocking, images, parse_name, Context};
+use super::{blocking, images, parse_name, readiness, ssh, Context};
 use kvmctl_core::{Error, VmEvent, VmState};
 use kvmctl_libvirt::xml::{self, Boot, Disk, DiskFormat, DomainSpec, DomainType, Firmware, Metadata, Nic, NicSource, VolumeSpec};
 use kvmctl_libvirt::{DomainState, Node, NodeError};
@@ -39,7 +39,9 @@ pub async fn vm_list(ctx: &Context) -> Result<Vec<Vm>, Error> {
 
 pub async fn vm_get(ctx: &Context, name: &str) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
-    let vm = vm_view(vm_record(ctx, &name).await?);
+    let rec = vm_record(ctx, &name).await?;
+    let readiness = readiness::stages(ctx, &rec.id).await?;
+    let vm = Vm { readiness, ..vm_view(rec) };
     Ok(with_addresses(ctx, vec![vm]).await.remove(0))
 }
 
@@ -58,7 +60,7 @@ async fn with_addresses(ctx: &Context, mut vms: Vec<Vm>) -> Vec<Vm> {
     })
     .await
     .unwrap_or_default();
-    for vm in vms.iter_mut().filter(|v| v.state == "running") {
+    for vm in vms.iter_mut().filter(|v| v.state == "running" && v.ip.is_none()) {
         vm.ip = leases.get(&vm.mac).cloned();
     }
     vms
@@ -81,7 +83,9 @@ pub(crate) fn vm_view(r: VmRecord) -> Vm {
         node: r.node,
         network: r.network,
         mac: r.mac,
-        ip: None,
+        ip: r.ip,
+        ssh_user: r.ssh_user,
+        readiness: Vec::new(),
         firmware: r.firmware,
         owner: r.owner,
         error: r.error,
@@ -219,7 +223,11 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
     };
     let network = req.network.clone().unwrap_or_else(|| ctx.config.network.clone());
     let id = VmId::new();
-    let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), &user, req.ssh_keys.clone());
+    // The VM's own key, for `vm exec` and the readiness watch; the user's keys come first so
+    // that seed errors keep naming `ssh_keys[N]` as sent.
+    let (vm_key, vm_public) = ssh::key_generate(&format!("kvmctl-{name}"))?;
+    let keys: Vec<String> = req.ssh_keys.iter().cloned().chain(std::iter::once(vm_public)).collect();
+    let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), &user, keys);
     seed_spec.user_data = req.user_data.clone();
     let seed = kvmctl_cloudinit::seed::render(&seed_spec).map_err(|e| Error::invalid(seed_field(&e.field), e.message))?;
     let seed_iso = kvmctl_cloudinit::seed::nocloud_iso(&seed);
@@ -269,6 +277,10 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
     let domain_type = domain_type(ctx).await;
 
     let _busy = ctx.vm_lock(&name, "creating").await?;
+    // Picking an address and recording it in the row happen under one lock, so two creates
+    // never pick the same one.
+    let address_guard = ctx.address_lock.lock().await;
+    let ip = address_pick(ctx, &network).await?;
     let rec = VmRecord {
         id,
         name: name.clone(),
@@ -286,6 +298,8 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
         root_volume: format!("{name}-root.qcow2"),
         seed_volume: format!("{name}-seed.iso"),
         vnc_password: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+        ip: ip.map(|i| i.to_string()),
+        ssh_user: user.clone(),
         state: VmState::Creating,
         error: None,
         created_at: 0,
@@ -295,8 +309,9 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
         kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("a VM named {name} exists already; pick another name")),
         e => e.into(),
     })?;
+    drop(address_guard);
     let started = Instant::now();
-    match vm_build(ctx, &rec, &image, seed_iso, domain_type, !req.no_start).await {
+    match vm_build(ctx, &rec, &image, seed_iso, &vm_key, domain_type, !req.no_start).await {
         Ok(state) => {
             ctx.store.vm_transition(&name, VmState::Creating, state, None).await?;
             tracing::info!(vm = %name, ?state, elapsed_ms = started.elapsed().as_millis() as u64, "VM created");
@@ -326,10 +341,18 @@ async fn vm_build(
     rec: &VmRecord,
     image: &ImageRecord,
     seed_iso: Vec<u8>,
+    vm_key: &str,
     domain_type: DomainType,
     start: bool,
 ) -> Result<VmState, Error> {
+    ssh::key_store(&ssh::key_path(&ctx.config.key_dir, &rec.id), vm_key)?;
     ctx.failpoints.hit("create.reserve").await?;
+    if let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse().ok()) {
+        let host = xml::dhcp_host_xml(&rec.mac, ip, rec.name.as_str()).map_err(|e| Error::Internal(kvmctl_core::error::chain(&e)))?;
+        let (node, net) = (ctx.local_node.clone(), rec.network.clone());
+        blocking(move || node.network_dhcp_host(&net, &host, true)).await??;
+    }
+    ctx.failpoints.hit("create.address").await?;
     let node = ctx.local_node.clone();
     let overlay = VolumeSpec {
         name: rec.root_volume.clone(),
@@ -370,6 +393,7 @@ async fn vm_build(
     let n = rec.name.to_string();
     blocking(move || node.domain_start(&n)).await??;
     ctx.failpoints.hit("create.start").await?;
+    readiness::boot_started(ctx, rec).await?;
     Ok(VmState::Running)
 }
 
@@ -426,6 +450,23 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) 
     })
     .await??;
     ctx.failpoints.hit("delete.volumes").await?;
+    if let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse().ok()) {
+        let host = xml::dhcp_host_xml(&rec.mac, ip, rec.name.as_str()).map_err(|e| Error::Internal(kvmctl_core::error::chain(&e)))?;
+        let (node, net, name) = (ctx.local_node.clone(), rec.network.clone(), name.clone());
+        // An entry that is not there (never added, or removed already) is fine.
+        if let Err(e) = blocking(move || node.network_dhcp_host(&net, &host, false)).await? {
+            let msg = kvmctl_core::error::chain(&e);
+            if !msg.contains("couldn't locate") && !e.is_not_found() {
+                tracing::warn!(vm = %name, error = %msg, "cannot remove the VM's DHCP reservation");
+            }
+        }
+    }
+    let key = ssh::key_path(&ctx.config.key_dir, &rec.id);
+    if let Err(e) = std::fs::remove_file(&key) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(key = %key.display(), error = %e, "cannot remove the VM's key");
+        }
+    }
     // Logs live on the node's filesystem; only the local node's can be removed from here.
     if ctx.local_node.uri().starts_with("qemu:///") {
         for log in [console_log(ctx, &rec.name), PathBuf::from(format!("/var/log/libvirt/qemu/{name}.log"))] {
@@ -469,6 +510,9 @@ pub async fn vm_start(ctx: &Context, name: &str) -> Result<Vm, Error> {
     let node = ctx.local_node.clone();
     let n = name.to_string();
     let result = blocking(move || node.domain_start(&n)).await?;
+    if result.is_ok() {
+        readiness::boot_started(ctx, &rec).await?;
+    }
     settle(ctx, &name, during, result.map_err(Error::from)).await
 }
 
@@ -539,6 +583,9 @@ pub async fn vm_reboot(ctx: &Context, name: &str) -> Result<Vm, Error> {
     let node = ctx.local_node.clone();
     let n = name.to_string();
     let result = blocking(move || node.domain_reboot(&n)).await?;
+    if result.is_ok() {
+        readiness::boot_started(ctx, &rec).await?;
+    }
     settle(ctx, &name, during, result.map_err(Error::from)).await
 }
 
@@ -595,4 +642,120 @@ pub async fn vm_resize(ctx: &Context, name: &str, req: VmResizeRequest) -> Resul
     ctx.store.vm_set_size(&name, vcpus, memory_mib, disk_gib).await?;
     tracing::info!(vm = %name, vcpus, memory_mib, disk_gib, "VM resized");
     Ok(vm_view(vm_record(ctx, &name).await?))
+}
+
+/// An address for a VM on `network`: the first free one of its DHCP range, or `None` on a
+/// network without DHCP that kvmctl can reserve in (a bridge), where it is discovered later.
+async fn address_pick(ctx: &Context, network: &str) -> Result<Option<std::net::Ipv4Addr>, Error> {
+    let node = ctx.local_node.clone();
+    let net = network.to_owned();
+    let (net_xml, leases) =
+        blocking(move || -> Result<_, NodeError> { Ok((node.network_xml(&net)?, node.network_leases(&net).unwrap_or_default())) })
+            .await??;
+    let Some(info) = xml::network_dhcp_info(&net_xml) else { return Ok(None) };
+    let mut taken: std::collections::HashSet<std::net::Ipv4Addr> = leases.iter().filter_map(|(_, ip)| ip.parse().ok()).collect();
+    taken.extend(
+        ctx.store
+            .vm_list()
+            .await?
+            .iter()
+            .filter(|v| v.network == network)
+            .filter_map(|v| v.ip.as_deref()?.parse::<std::net::Ipv4Addr>().ok()),
+    );
+    match xml::dhcp_pick(&info, &taken) {
+        Some(ip) => Ok(Some(ip)),
+        None => Err(Error::InsufficientCapacity {
+            reasons: vec![format!(
+                "network {network} has no free address in its DHCP range {}-{}; delete a VM or widen the range (virsh net-edit {network})",
+                info.range_start, info.range_end
+            )],
+        }),
+    }
+}
+
+/// The stage a `wait` asks for: `running`, `ssh` or `cloud-init`.
+fn wait_stage(what: &str) -> Result<&'static str, Error> {
+    match what {
+        "running" => Ok("started"),
+        "ssh" => Ok("ssh_login"),
+        "cloud-init" => Ok("cloud_init"),
+        other => Err(Error::invalid("for", format!("{other:?} is not a stage to wait for; use running, ssh or cloud-init"))),
+    }
+}
+
+/// Blocks until the VM's current boot reaches the stage, and returns the VM with its stages.
+/// A timeout says the last stage reached and shows the end of the console log.
+pub async fn vm_wait(ctx: &Context, name: &str, what: &str, timeout: Duration) -> Result<Vm, Error> {
+    let name = parse_name("name", name)?;
+    let stage = wait_stage(what)?;
+    let rec = vm_record(ctx, &name).await?;
+    if stage == "cloud_init" {
+        let image = images::image_record(ctx, &rec.image).await?;
+        if !image.cloud_init {
+            return Err(Error::invalid("for", format!("image {} does not run cloud-init; wait for ssh", image.name)));
+        }
+    }
+    let until = Instant::now() + timeout;
+    loop {
+        let rec = vm_record(ctx, &name).await?;
+        let stages = readiness::stages(ctx, &rec.id).await?;
+        if stages.iter().any(|s| s.stage == stage) {
+            return vm_get(ctx, name.as_str()).await;
+        }
+        if matches!(rec.state, VmState::Stopped | VmState::Failed | VmState::Deleting) {
+            return Err(Error::Conflict(format!("VM {name} is {}; start it first (kvmctl vm start {name})", rec.state)));
+        }
+        if Instant::now() >= until {
+            let last = stages
+                .last()
+                .map(|s| format!("{} after {:.1} s", s.stage, s.elapsed_ms.unwrap_or(0) as f64 / 1000.0))
+                .unwrap_or_else(|| "none".into());
+            let console = std::fs::read_to_string(console_log(ctx, &name)).unwrap_or_default();
+            let tail: Vec<&str> = console.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(Error::Unavailable(format!(
+                "VM {name} did not reach {what} within {} s; last stage reached: {last}; console (last lines):\n{}",
+                timeout.as_secs(),
+                tail.join("\n")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs one command in the guest over SSH, as the VM's user with the VM's key.
+pub async fn vm_exec(ctx: &Context, name: &str, req: kvmctl_types::api::VmExecRequest) -> Result<kvmctl_types::api::VmExecResponse, Error> {
+    let name = parse_name("name", name)?;
+    if req.command.trim().is_empty() {
+        return Err(Error::invalid("command", "is empty"));
+    }
+    let rec = vm_record(ctx, &name).await?;
+    if rec.state != VmState::Running {
+        return Err(Error::Conflict(format!("VM {name} is {}; start it first (kvmctl vm start {name})", rec.state)));
+    }
+    let stages = readiness::stages(ctx, &rec.id).await?;
+    let last = stages.last().map(|s| s.stage.clone()).unwrap_or_else(|| "none".into());
+    let vm = vm_get(ctx, name.as_str()).await?;
+    let Some(ip) = vm.ip.as_deref().and_then(|i| i.parse::<std::net::IpAddr>().ok()) else {
+        return Err(Error::Conflict(format!(
+            "VM {name} has no address yet (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`"
+        )));
+    };
+    let key = ssh::key_path(&ctx.config.key_dir, &rec.id);
+    let timeout = Duration::from_secs(req.timeout_seconds.unwrap_or(300));
+    let run = async {
+        let session = ssh::login(std::net::SocketAddr::new(ip, 22), &rec.ssh_user, &key)
+            .await
+            .map_err(|e| Error::Conflict(format!("{e} (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`")))?;
+        let out = session.exec(&req.command).await.map_err(|e| Error::Unavailable(format!("running the command on {name} failed: {e}")));
+        session.close().await;
+        out
+    };
+    let out = tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| Error::Unavailable(format!("the command on {name} did not finish within {} s", timeout.as_secs())))??;
+    Ok(kvmctl_types::api::VmExecResponse {
+        exit_status: out.exit_status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
 }

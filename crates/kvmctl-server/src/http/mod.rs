@@ -38,6 +38,8 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/vms/{name}/stop", post(vms::vm_stop))
         .route("/v1/vms/{name}/reboot", post(vms::vm_reboot))
         .route("/v1/vms/{name}/resize", post(vms::vm_resize))
+        .route("/v1/vms/{name}/wait", get(vms::vm_wait))
+        .route("/v1/vms/{name}/exec", post(vms::vm_exec))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(request_id))
         .with_state(ctx)

@@ -5,7 +5,7 @@ use crate::app::{self, Context};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use kvmctl_types::api::{ErrorBody, Vm, VmCreateRequest, VmResizeRequest, VmStopRequest};
+use kvmctl_types::api::{ErrorBody, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest};
 use std::sync::Arc;
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms", operation_id = "vm_list", responses((status = 200, description = "VMs", body = [Vm])))]
@@ -109,4 +109,44 @@ pub(crate) async fn vm_resize(
     Body(req): Body<VmResizeRequest>,
 ) -> Result<Json<Vm>, ApiError> {
     app::vms::vm_resize(&ctx, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct WaitQuery {
+    /// `running`, `ssh` (login with the VM's key works) or `cloud-init` (finished).
+    #[serde(rename = "for")]
+    stage: String,
+    /// Give up after this long (default 600).
+    timeout_seconds: Option<u64>,
+}
+
+/// Blocks until the VM's current boot reaches a readiness stage; the VM with its stages.
+/// A timeout (503) names the last stage reached and shows the end of the console log.
+#[utoipa::path(get, path = "/v1/vms/{name}/wait", tag = "vms", operation_id = "vm_wait",
+    params(("name" = String, Path, description = "VM name"), WaitQuery),
+    responses((status = 200, description = "Reached", body = Vm), (status = 400, description = "Unknown stage", body = ErrorBody),
+        (status = 409, description = "The VM is not running", body = ErrorBody), (status = 503, description = "Timed out", body = ErrorBody)))]
+pub(crate) async fn vm_wait(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Json<Vm>, ApiError> {
+    let timeout = std::time::Duration::from_secs(q.timeout_seconds.unwrap_or(600));
+    app::vms::vm_wait(&ctx, &name, &q.stage, timeout).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// Runs one command in the guest over SSH (the VM's own key, as its user).
+#[utoipa::path(post, path = "/v1/vms/{name}/exec", tag = "vms", operation_id = "vm_exec", request_body = VmExecRequest,
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, description = "The command ran; see exit_status", body = VmExecResponse),
+        (status = 409, description = "Not running, no address yet, or the login was refused", body = ErrorBody)))]
+pub(crate) async fn vm_exec(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+    Body(req): Body<VmExecRequest>,
+) -> Result<Json<VmExecResponse>, ApiError> {
+    app::vms::vm_exec(&ctx, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }

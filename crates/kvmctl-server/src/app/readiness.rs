@@ -1,0 +1,200 @@
+//! Readiness of each boot, as stages with timestamps: `defined`, `started` (recorded by the
+//! operations themselves), then, watched here: `booting` (the first console output),
+//! `address` (reserved before boot on managed networks, else the DHCP lease), `ssh_port`
+//! (a TCP connection to port 22 is accepted), `ssh_banner` (the server's identification
+//! line is read), `ssh_login` (the VM's own key is accepted) and, for cloud-init images,
+//! `cloud_init` (its final status, read from the guest, errors included).
+//!
+//! No fixed sleeps: each stage is polled only while it is the next one, at a short interval
+//! (50 ms for the console and the port, so "SSH ready" follows the guest's sshd within a
+//! poll and a handshake), and the watch ends when the VM stops, is deleted, or after 15
+//! minutes.
+
+use super::{ssh, Context};
+use kvmctl_core::{Error, VmState};
+use kvmctl_libvirt::Node;
+use kvmctl_types::api::ReadinessStage;
+use kvmctl_types::Name;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+
+/// The stages in the order a boot reaches them.
+pub const STAGES: [&str; 8] = ["defined", "started", "booting", "address", "ssh_port", "ssh_banner", "ssh_login", "cloud_init"];
+
+const POLL: Duration = Duration::from_millis(50);
+const WATCH_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Starts a watch for every VM that boots.
+pub async fn run(ctx: Arc<Context>, mut boots: tokio::sync::mpsc::UnboundedReceiver<Name>) {
+    while let Some(name) = boots.recv().await {
+        tokio::spawn(watch(ctx.clone(), name));
+    }
+}
+
+/// Records a boot starting: earlier stages are forgotten, `started` (and a reserved
+/// address) are reached now, and the watch begins.
+pub(crate) async fn boot_started(ctx: &Context, rec: &kvmctl_store::VmRecord) -> Result<(), Error> {
+    ctx.store.vm_stages_clear(&rec.id).await?;
+    let now = now_ms();
+    ctx.store.vm_stage_reached(&rec.id, "defined", now, None).await?;
+    ctx.store.vm_stage_reached(&rec.id, "started", now, None).await?;
+    if let Some(ip) = &rec.ip {
+        ctx.store.vm_stage_reached(&rec.id, "address", now, Some(&format!("{ip} (reserved)"))).await?;
+    }
+    let _ = ctx.booted.send(rec.name.clone());
+    Ok(())
+}
+
+/// The stages reached, with the time since `started`.
+pub(crate) async fn stages(ctx: &Context, id: &kvmctl_types::VmId) -> Result<Vec<ReadinessStage>, Error> {
+    let rows = ctx.store.vm_stages(id).await?;
+    let started = rows.iter().find(|(s, _, _)| s == "started").map(|(_, at, _)| *at);
+    let mut out: Vec<ReadinessStage> = rows
+        .into_iter()
+        .map(|(stage, at_ms, detail)| ReadinessStage { elapsed_ms: started.map(|s| at_ms - s), stage, at_ms, detail })
+        .collect();
+    out.sort_by_key(|s| STAGES.iter().position(|x| *x == s.stage).unwrap_or(usize::MAX));
+    Ok(out)
+}
+
+/// Whether the VM is still running this boot; the watch stops otherwise.
+async fn still_running(ctx: &Context, name: &Name, started_at: i64) -> bool {
+    let Ok(Some(rec)) = ctx.store.vm_get(name).await else { return false };
+    if rec.state != VmState::Running {
+        return false;
+    }
+    matches!(ctx.store.vm_stages(&rec.id).await, Ok(rows) if rows.iter().any(|(s, at, _)| s == "started" && *at == started_at))
+}
+
+async fn watch(ctx: Arc<Context>, name: Name) {
+    let Ok(Some(rec)) = ctx.store.vm_get(&name).await else { return };
+    let Ok(rows) = ctx.store.vm_stages(&rec.id).await else { return };
+    let Some(started_at) = rows.iter().find(|(s, _, _)| s == "started").map(|(_, at, _)| *at) else { return };
+    let cloud_init = matches!(ctx.store.image_get(&rec.image).await, Ok(Some(i)) if i.cloud_init);
+    let deadline = Instant::now() + WATCH_LIMIT;
+    let console = ctx.config.console_log_dir.join(format!("{name}.log"));
+    let key = ssh::key_path(&ctx.config.key_dir, &rec.id);
+    let (id, vm) = (rec.id, rec.name.clone());
+    let reached = |stage: &'static str, detail: Option<String>| {
+        let (ctx, vm) = (ctx.clone(), vm.clone());
+        async move {
+            let _ = ctx.store.vm_stage_reached(&id, stage, now_ms(), detail.as_deref()).await;
+            tracing::debug!(%vm, stage, ?detail, "readiness");
+        }
+    };
+    let mut last_check = Instant::now();
+    // Polls until `probe` says the stage is reached; false when the watch should end.
+    macro_rules! until {
+        ($every:expr, $probe:expr) => {{
+            loop {
+                if let Some(v) = $probe {
+                    break Some(v);
+                }
+                if Instant::now() > deadline {
+                    break None;
+                }
+                if last_check.elapsed() > Duration::from_secs(1) {
+                    if !still_running(&ctx, &name, started_at).await {
+                        break None;
+                    }
+                    last_check = Instant::now();
+                }
+                tokio::time::sleep($every).await;
+            }
+        }};
+    }
+
+    if until!(POLL, std::fs::metadata(&console).ok().filter(|m| m.len() > 0)).is_none() {
+        return;
+    }
+    reached("booting", None).await;
+
+    let ip: IpAddr = match rec.ip.as_deref().and_then(|i| i.parse().ok()) {
+        Some(ip) => ip,
+        None => {
+            let Some(ip) = until!(Duration::from_millis(500), lease_of(&ctx, &rec.network, &rec.mac).await) else { return };
+            reached("address", Some(format!("{ip} (DHCP lease)"))).await;
+            ip
+        }
+    };
+    let addr = SocketAddr::new(ip, 22);
+
+    let Some(banner) = until!(POLL, banner_of(addr).await) else { return };
+    reached("ssh_port", None).await;
+    reached("ssh_banner", Some(banner)).await;
+
+    let Some(session) = until!(Duration::from_millis(250), ssh::login(addr, &rec.ssh_user, &key).await.ok()) else { return };
+    reached("ssh_login", Some(format!("{}@{ip}", rec.ssh_user))).await;
+    if !cloud_init {
+        session.close().await;
+        return;
+    }
+    // Blocks in the guest until cloud-init has finished, then reads its verdict.
+    let status = session.exec("cloud-init status --wait >/dev/null 2>&1; cloud-init status --format json").await;
+    session.close().await;
+    let detail = match status {
+        Ok(out) => cloud_init_verdict(&out.stdout),
+        Err(e) => format!("unknown: {e}"),
+    };
+    reached("cloud_init", Some(detail)).await;
+}
+
+/// `done`, or `error: ...` with cloud-init's own errors, from `cloud-init status --format json`.
+pub(crate) fn cloud_init_verdict(json: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return format!("unknown: {}", String::from_utf8_lossy(json).trim());
+    };
+    let status = v["status"].as_str().unwrap_or("unknown").to_owned();
+    let errors: Vec<String> =
+        v["errors"].as_array().map(|a| a.iter().filter_map(|e| e.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+    if errors.is_empty() {
+        status
+    } else {
+        format!("{status}: {}", errors.join("; "))
+    }
+}
+
+async fn lease_of(ctx: &Context, network: &str, mac: &str) -> Option<IpAddr> {
+    let node = ctx.local_node.clone();
+    let (network, mac) = (network.to_owned(), mac.to_ascii_lowercase());
+    let leases = tokio::task::spawn_blocking(move || node.network_leases(&network)).await.ok()?.ok()?;
+    leases.into_iter().find(|(m, _)| *m == mac).and_then(|(_, ip)| ip.parse().ok())
+}
+
+/// Connects to the SSH port and reads the server's identification line.
+async fn banner_of(addr: SocketAddr) -> Option<String> {
+    let mut stream = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while !buf.contains(&b'\n') && buf.len() < 1024 {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Some(())
+    });
+    read.await.ok()??;
+    let line = String::from_utf8_lossy(&buf).lines().find(|l| l.starts_with("SSH-"))?.trim().to_owned();
+    Some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloud_init_verdicts() {
+        assert_eq!(cloud_init_verdict(br#"{"status": "done", "errors": []}"#), "done");
+        assert_eq!(cloud_init_verdict(br#"{"status": "error", "errors": ["a failed", "b failed"]}"#), "error: a failed; b failed");
+        assert_eq!(cloud_init_verdict(b"nonsense"), "unknown: nonsense");
+    }
+}

@@ -1,0 +1,122 @@
+//! SSH to guests with the VM's own key, through russh (no `ssh` binary): key generation,
+//! login, and running one command.
+//!
+//! Each VM gets an ed25519 key made by the daemon at create; its public half goes into the
+//! seed for the VM's user, its private half lives in `key_dir/<vm id>` (mode 0600) and is
+//! removed with the VM. Host keys are accepted as offered for now (pinning them from the
+//! console's fingerprints is still to come).
+
+use kvmctl_core::Error;
+use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg};
+use russh::{client, ChannelMsg, Disconnect};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A fresh key: the private key in OpenSSH format, and the public key line.
+pub(crate) fn key_generate(comment: &str) -> Result<(String, String), Error> {
+    let mut key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519)
+        .map_err(|e| Error::Internal(format!("cannot make an SSH key: {e}")))?;
+    key.set_comment(comment);
+    let private =
+        key.to_openssh(russh::keys::ssh_key::LineEnding::LF).map_err(|e| Error::Internal(format!("cannot encode an SSH key: {e}")))?;
+    let public = key.public_key().to_openssh().map_err(|e| Error::Internal(format!("cannot encode an SSH key: {e}")))?;
+    Ok((private.to_string(), public))
+}
+
+pub(crate) fn key_path(dir: &Path, vm_id: &kvmctl_types::VmId) -> PathBuf {
+    dir.join(vm_id.to_string())
+}
+
+/// Writes the VM's private key, readable by root only.
+pub(crate) fn key_store(path: &Path, private: &str) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))?;
+    f.write_all(private.as_bytes()).map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))
+}
+
+struct AcceptHostKey;
+
+impl client::Handler for AcceptHostKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, _key: &russh::keys::PublicKey) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// A logged-in SSH session to a guest.
+pub(crate) struct Session(client::Handle<AcceptHostKey>);
+
+/// Why a login did not work, for the readiness stages and error messages.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SshError {
+    #[error("cannot reach {0}: {1}")]
+    Connect(SocketAddr, String),
+    #[error("{user}@{addr} refused the VM's key")]
+    Refused { user: String, addr: SocketAddr },
+    #[error("SSH session to {0} failed: {1}")]
+    Session(SocketAddr, String),
+}
+
+pub(crate) async fn login(addr: SocketAddr, user: &str, key_file: &Path) -> Result<Session, SshError> {
+    let pem = std::fs::read_to_string(key_file)
+        .map_err(|e| SshError::Session(addr, format!("cannot read the VM's key {}: {e}", key_file.display())))?;
+    let key = PrivateKey::from_openssh(&pem).map_err(|e| SshError::Session(addr, format!("the VM's key is unreadable: {e}")))?;
+    let config = Arc::new(client::Config { inactivity_timeout: Some(Duration::from_secs(60)), ..Default::default() });
+    let connect = tokio::time::timeout(Duration::from_secs(10), client::connect(config, addr, AcceptHostKey));
+    let mut handle = match connect.await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return Err(SshError::Connect(addr, e.to_string())),
+        Err(_) => return Err(SshError::Connect(addr, "no answer within 10 s".into())),
+    };
+    let auth = handle
+        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None))
+        .await
+        .map_err(|e| SshError::Session(addr, e.to_string()))?;
+    if !auth.success() {
+        return Err(SshError::Refused { user: user.to_owned(), addr });
+    }
+    Ok(Session(handle))
+}
+
+/// What a command printed and how it ended.
+pub(crate) struct Output {
+    pub exit_status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Session {
+    /// Runs `command` through the guest's shell and collects its output.
+    pub(crate) async fn exec(&self, command: &str) -> Result<Output, String> {
+        let mut channel = self.0.channel_open_session().await.map_err(|e| e.to_string())?;
+        channel.exec(true, command).await.map_err(|e| e.to_string())?;
+        let mut out = Output { exit_status: -1, stdout: Vec::new(), stderr: Vec::new() };
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => out.exit_status = exit_status as i32,
+                ChannelMsg::ExitSignal { .. } => out.exit_status = 255,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn close(self) {
+        let _ = self.0.disconnect(Disconnect::ByApplication, "", "en").await;
+    }
+}
