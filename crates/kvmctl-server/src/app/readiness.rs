@@ -129,7 +129,7 @@ async fn watch(ctx: Arc<Context>, name: Name) {
     reached("ssh_port", None).await;
     reached("ssh_banner", Some(banner)).await;
 
-    let Some(session) = until!(Duration::from_millis(250), ssh::login(addr, &rec.ssh_user, &key).await.ok()) else { return };
+    let Some(session) = until!(Duration::from_millis(100), ssh::login(addr, &rec.ssh_user, &key).await.ok()) else { return };
     reached("ssh_login", Some(format!("{}@{ip}", rec.ssh_user))).await;
     if !cloud_init {
         session.close().await;
