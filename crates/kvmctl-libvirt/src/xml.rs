@@ -497,10 +497,11 @@ mod dhcp_tests {
     }
 
     #[test]
-    fn host_entries_are_escaped_xml() {
+    fn host_entries_come_from_the_xml_writer() {
         assert_eq!(
             dhcp_host_xml("52:54:00:01:02:03", "10.0.0.9".parse().unwrap(), "web-1").unwrap(),
-            "<host mac=\"52:54:00:01:02:03\" name=\"web-1\" ip=\"10.0.0.9\"/>"
+            "<host mac=\"52:54:00:01:02:03\" name=\"web-1\" ip=\"10.0.0.9\"/>\n"
         );
+        assert!(dhcp_host_xml("52:54:00:01:02:03", "10.0.0.9".parse().unwrap(), "a\u{1}b").is_err(), "control characters are refused");
     }
 }

@@ -503,13 +503,24 @@ pub async fn vm_delete(ctx: &Context, name: &str, keep_disk: bool) -> Result<(),
 }
 
 pub async fn vm_start(ctx: &Context, name: &str) -> Result<Vm, Error> {
+    vm_boot(ctx, name, "starting", VmEvent::Start, |node, n| node.domain_start(n)).await
+}
+
+/// Start and reboot: one libvirt call that begins a new boot, whose readiness is watched.
+async fn vm_boot(
+    ctx: &Context,
+    name: &str,
+    busy: &'static str,
+    event: VmEvent,
+    call: fn(&kvmctl_libvirt::LibvirtNode, &str) -> Result<(), NodeError>,
+) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
-    let _busy = ctx.vm_lock(&name, "starting").await?;
+    let _busy = ctx.vm_lock(&name, busy).await?;
     let rec = vm_record(ctx, &name).await?;
-    let during = vm_begin(ctx, &rec, VmEvent::Start).await?;
+    let during = vm_begin(ctx, &rec, event).await?;
     let node = ctx.local_node.clone();
     let n = name.to_string();
-    let result = blocking(move || node.domain_start(&n)).await?;
+    let result = blocking(move || call(&node, &n)).await?;
     if result.is_ok() {
         readiness::boot_started(ctx, &rec).await?;
     }
@@ -576,17 +587,7 @@ pub async fn vm_stop(ctx: &Context, name: &str, req: VmStopRequest) -> Result<Vm
 }
 
 pub async fn vm_reboot(ctx: &Context, name: &str) -> Result<Vm, Error> {
-    let name = parse_name("name", name)?;
-    let _busy = ctx.vm_lock(&name, "rebooting").await?;
-    let rec = vm_record(ctx, &name).await?;
-    let during = vm_begin(ctx, &rec, VmEvent::Reboot).await?;
-    let node = ctx.local_node.clone();
-    let n = name.to_string();
-    let result = blocking(move || node.domain_reboot(&n)).await?;
-    if result.is_ok() {
-        readiness::boot_started(ctx, &rec).await?;
-    }
-    settle(ctx, &name, during, result.map_err(Error::from)).await
+    vm_boot(ctx, name, "rebooting", VmEvent::Reboot, |node, n| node.domain_reboot(n)).await
 }
 
 /// CPU and memory change while the VM is stopped (the domain is redefined); the disk grows
