@@ -209,6 +209,9 @@ impl LibvirtNode {
     fn pool(conn: &Connect, name: &str) -> Result<StoragePool, NodeError> {
         StoragePool::lookup_by_name(conn, name).map_err(|e| NodeError::from_virt("find pool", "storage pool", name, e))
     }
+    fn network(conn: &Connect, name: &str) -> Result<Network, NodeError> {
+        Network::lookup_by_name(conn, name).map_err(|e| NodeError::from_virt("find", "network", name, e))
+    }
 
     fn volume_info(vol: &StorageVol, name: &str) -> Result<VolumeInfo, NodeError> {
         let path = vol.get_path().map_err(|e| NodeError::from_virt("read path of", "volume", name, e))?;
@@ -326,14 +329,14 @@ impl Node for LibvirtNode {
 
     fn network_xml(&self, name: &str) -> Result<String, NodeError> {
         self.with_conn(|c| {
-            let net = Network::lookup_by_name(c, name).map_err(|e| NodeError::from_virt("find", "network", name, e))?;
+            let net = Self::network(c, name)?;
             net.get_xml_desc(0).map_err(|e| NodeError::from_virt("read XML of", "network", name, e))
         })
     }
 
     fn network_dhcp_host(&self, name: &str, host_xml: &str, add: bool) -> Result<(), NodeError> {
         self.with_conn(|c| {
-            let net = Network::lookup_by_name(c, name).map_err(|e| NodeError::from_virt("find", "network", name, e))?;
+            let net = Self::network(c, name)?;
             let cmd = if add { virt::sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST } else { virt::sys::VIR_NETWORK_UPDATE_COMMAND_DELETE };
             let mut flags = virt::sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG;
             if net.is_active().unwrap_or(false) {
@@ -346,7 +349,7 @@ impl Node for LibvirtNode {
 
     fn network_leases(&self, name: &str) -> Result<Vec<(String, String)>, NodeError> {
         self.with_conn(|c| {
-            let net = Network::lookup_by_name(c, name).map_err(|e| NodeError::from_virt("find", "network", name, e))?;
+            let net = Self::network(c, name)?;
             // The virt crate has no binding for virNetworkGetDHCPLeases; call libvirt directly.
             let mut leases: *mut virt::sys::virNetworkDHCPLeasePtr = std::ptr::null_mut();
             // SAFETY: `net` is a live network; libvirt allocates `leases` (n entries) and we
