@@ -7,6 +7,7 @@ mod output;
 mod progress;
 mod serve;
 mod status;
+mod terminal;
 mod vm;
 
 use clap::{Parser, Subcommand};

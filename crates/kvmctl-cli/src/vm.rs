@@ -69,6 +69,23 @@ pub enum VmCommand {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// The VM's serial console, interactive (leave with Ctrl-]); --log prints what it wrote.
+    Console {
+        name: String,
+        /// Print the logged console output instead of attaching.
+        #[arg(long)]
+        log: bool,
+        /// With --log: how many of the last lines.
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// A shell in the VM over SSH, through the daemon (as the VM's user, with its own key);
+    /// with -- CMD, runs CMD in a terminal and exits with its status.
+    Ssh {
+        name: String,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Run a command in the VM over SSH (as its user, with the VM's own key); exits with the
     /// command's status.
     Exec {
@@ -326,6 +343,24 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             .await?;
             output::print(&vm, format)?;
         }
+        VmCommand::Console { name, log: true, lines } => print!("{}", client.vm_console_log(&name, lines).await?),
+        VmCommand::Console { name, log: false, .. } => {
+            let ws = client.terminal(&format!("/v1/vms/{name}/console")).await?;
+            eprint!("Connected to the console of {name}; leave with Ctrl-]\r\n");
+            crate::terminal::run(ws, Some(crate::terminal::ESCAPE)).await?;
+            eprint!("\r\n");
+        }
+        VmCommand::Ssh { name, command } => {
+            let (cols, rows) = terminal_size();
+            let mut path = format!("/v1/vms/{name}/ssh?cols={cols}&rows={rows}");
+            if !command.is_empty() {
+                let line = command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+                path.push_str(&format!("&command={}", query_escape(&line)));
+            }
+            let ws = client.terminal(&path).await?;
+            let status = crate::terminal::run(ws, None).await?;
+            return Ok(ExitCode::from(status.unwrap_or(0).clamp(0, 255) as u8));
+        }
         VmCommand::Exec { name, command } => {
             let line = command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
             let out = client.vm_exec(&name, &VmExecRequest { command: line, timeout_seconds: None }).await?;
@@ -405,4 +440,23 @@ mod quote_tests {
         assert_eq!(super::shell_quote("it's"), "'it'\\''s'");
         assert_eq!(super::shell_quote(""), "''");
     }
+}
+
+/// The local terminal's size, 80x24 when it has none.
+fn terminal_size() -> (u16, u16) {
+    // SAFETY: TIOCGWINSZ fills a winsize we own.
+    unsafe {
+        let mut w: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(1, libc::TIOCGWINSZ, &mut w) == 0 && w.ws_col > 0 {
+            return (w.ws_col, w.ws_row);
+        }
+    }
+    (80, 24)
+}
+
+/// Percent-encodes a query parameter value.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }

@@ -38,6 +38,8 @@ fn help_texts() {
         (&["vm", "delete", "--help"][..], "help-vm-delete.txt"),
         (&["vm", "wait", "--help"][..], "help-vm-wait.txt"),
         (&["vm", "exec", "--help"][..], "help-vm-exec.txt"),
+        (&["vm", "ssh", "--help"][..], "help-vm-ssh.txt"),
+        (&["vm", "console", "--help"][..], "help-vm-console.txt"),
     ] {
         let out = kvmctl(args);
         assert!(out.status.success());

@@ -56,6 +56,13 @@ pub enum ClientError {
     Decode { status: u16, message: String },
 }
 
+/// A byte stream a terminal WebSocket runs over (unix socket or TCP).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A terminal session with the daemon: binary frames carry the terminal's bytes.
+pub type Terminal = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
 #[derive(Debug, Clone)]
 pub struct Client {
     endpoint: Endpoint,
@@ -143,6 +150,39 @@ impl Client {
 
     pub async fn vm_exec(&self, name: &str, req: &VmExecRequest) -> Result<VmExecResponse, ClientError> {
         self.send_json(Method::POST, &format!("/v1/vms/{}/exec", seg(name)), req).await
+    }
+
+    /// What the VM wrote on its serial console (the last `lines` lines).
+    pub async fn vm_console_log(&self, name: &str, lines: usize) -> Result<String, ClientError> {
+        let (status, body) = self.request(Method::GET, &format!("/v1/vms/{}/console/log?lines={lines}", seg(name)), None).await?;
+        if status.is_success() {
+            return Ok(String::from_utf8_lossy(&body).into_owned());
+        }
+        decode::<String>(status, &body)
+    }
+
+    /// Opens a terminal WebSocket (`/v1/vms/{name}/console` or `/ssh?...`).
+    pub async fn terminal(&self, path: &str) -> Result<Terminal, ClientError> {
+        let host = match &self.endpoint {
+            Endpoint::Unix(_) => "localhost".to_owned(),
+            Endpoint::Tcp(h) => h.clone(),
+        };
+        let url = format!("ws://{host}{path}");
+        let io: Box<dyn Io> = match &self.endpoint {
+            Endpoint::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await.map_err(|e| self.connect_error(e))?),
+            Endpoint::Tcp(a) => Box::new(tokio::net::TcpStream::connect(a.as_str()).await.map_err(|e| self.connect_error(e))?),
+        };
+        match tokio_tungstenite::client_async(url, io).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                match decode::<serde_json::Value>(status, resp.body().as_deref().unwrap_or_default()) {
+                    Err(e) => Err(e),
+                    Ok(_) => Err(ClientError::Decode { status: status.as_u16(), message: "the daemon did not switch to WebSocket".into() }),
+                }
+            }
+            Err(e) => Err(ClientError::Decode { status: 0, message: format!("WebSocket: {e}") }),
+        }
     }
 
     pub async fn send_json<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: &B) -> Result<T, ClientError> {

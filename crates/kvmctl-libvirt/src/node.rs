@@ -120,10 +120,61 @@ pub trait Node: Send + Sync {
     /// Grows a volume that no running domain uses. Shrinking is refused by libvirt.
     fn volume_resize(&self, pool: &str, name: &str, capacity_bytes: u64) -> Result<(), NodeError>;
 
+    /// A connection to the domain's serial console (its own libvirt connection).
+    fn domain_console(&self, name: &str) -> Result<ConsoleStream, NodeError>;
     /// Asks the guest to reboot (ACPI).
     fn domain_reboot(&self, name: &str) -> Result<(), NodeError>;
     /// Grows the disk `target` (`vda`) of a running domain; the guest sees the new size at once.
     fn domain_block_resize(&self, name: &str, target: &str, capacity_bytes: u64) -> Result<(), NodeError>;
+}
+
+/// A domain's serial console: a non-blocking libvirt stream on a connection of its own.
+/// Not thread-safe by design: one thread owns it and both reads and writes.
+pub struct ConsoleStream {
+    stream: Stream,
+    _conn: Conn,
+}
+
+// SAFETY: libvirt streams and connections may be used from any thread, one at a time; the
+// owner moves it to the thread that bridges it and uses it only there.
+unsafe impl Send for ConsoleStream {}
+
+impl ConsoleStream {
+    /// Bytes the guest wrote: `Ok(None)` when none are waiting, `Ok(Some(0))` at the end.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>, NodeError> {
+        // SAFETY: the stream is live and `buf` is writable for its length.
+        let n = unsafe { virt::sys::virStreamRecv(self.stream.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            -2 => Ok(None),
+            n if n < 0 => Err(NodeError::from_virt("read the console of", "domain", "(console)", virt::error::Error::last_error())),
+            n => Ok(Some(n as usize)),
+        }
+    }
+
+    /// Sends keystrokes to the guest (all of them, waiting out a full buffer).
+    pub fn send(&self, mut data: &[u8]) -> Result<(), NodeError> {
+        while !data.is_empty() {
+            // SAFETY: the stream is live and `data` is readable for its length.
+            let n = unsafe {
+                virt::sys::virStreamSend(self.stream.as_ptr(), data.as_ptr().cast::<std::os::raw::c_char>().cast_mut(), data.len())
+            };
+            match n {
+                -2 => std::thread::sleep(std::time::Duration::from_millis(5)),
+                n if n < 0 => {
+                    return Err(NodeError::from_virt("write to the console of", "domain", "(console)", virt::error::Error::last_error()))
+                }
+                n => data = &data[n as usize..],
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ConsoleStream {
+    fn drop(&mut self) {
+        // SAFETY: the stream is live; aborting ends the console session for the guest.
+        unsafe { virt::sys::virStreamAbort(self.stream.as_ptr()) };
+    }
 }
 
 /// A libvirt connection that closes when dropped.
@@ -595,6 +646,15 @@ impl Node for LibvirtNode {
             let vol = StorageVol::lookup_by_name(&p, name).map_err(|e| NodeError::from_virt("find", "volume", name, e))?;
             vol.resize(capacity_bytes, 0).map(drop).map_err(|e| NodeError::from_virt("resize", "volume", name, e))
         })
+    }
+
+    fn domain_console(&self, name: &str) -> Result<ConsoleStream, NodeError> {
+        let conn = Conn(Connect::open(Some(&self.uri)).map_err(|source| NodeError::Connect { uri: self.uri.clone(), source })?);
+        let d = Self::domain(&conn.0, name, "open the console of")?;
+        let stream = Stream::new(&conn.0, virt::sys::VIR_STREAM_NONBLOCK)
+            .map_err(|e| NodeError::from_virt("open a stream to", "domain", name, e))?;
+        d.open_console(None, &stream, 0).map_err(|e| NodeError::from_virt("open the console of", "domain", name, e))?;
+        Ok(ConsoleStream { stream, _conn: conn })
     }
 
     fn domain_reboot(&self, name: &str) -> Result<(), NodeError> {

@@ -23,7 +23,10 @@ use utoipa::OpenApi;
         crate::http::vms::vm_reboot,
         crate::http::vms::vm_resize,
         crate::http::vms::vm_wait,
-        crate::http::vms::vm_exec
+        crate::http::vms::vm_exec,
+        crate::http::terminal::vm_console,
+        crate::http::terminal::vm_console_log,
+        crate::http::terminal::vm_ssh
     ),
     components(schemas(
         kvmctl_types::api::ErrorBody,

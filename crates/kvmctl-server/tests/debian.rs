@@ -132,6 +132,12 @@ async fn debian_vms_boot_with_bios_and_uefi_and_serve_ssh() {
         client.vm_delete(&format!("kt-deb-{fw}"), false).await.unwrap();
     }
 
+    // The serial console, interactive through the daemon: Enter brings the login prompt.
+    let mut console = client.terminal("/v1/vms/kt-deb-bios/console").await.unwrap();
+    let (seen, _) = kvmctl_testkit::daemon::terminal_talk(&mut console, b"\r", "login:", 20).await;
+    assert!(seen.contains("kt-deb-bios login:"), "the console shows the login prompt: {seen:?}");
+    drop(console);
+
     // A real guest shuts down on ACPI, and boots again from its disk.
     let vm = client.vm_stop("kt-deb-bios", &VmStopRequest { force: false, timeout_seconds: Some(300) }).await.unwrap();
     assert_eq!(vm.state, "stopped");

@@ -68,6 +68,22 @@ async fn lifecycle_on_a_real_guest() {
     let (s, body) = api_err(client.vm_exec("kt-life", &VmExecRequest { command: " ".into(), timeout_seconds: None }).await.unwrap_err());
     assert!(s == 400 && body.field.as_deref() == Some("command"), "{body:?}");
 
+    // An SSH session with a terminal through the daemon's WebSocket; the exit status comes back.
+    let mut ws = client.terminal("/v1/vms/kt-life/ssh?command=tty%3B%20echo%20from-the-guest%3B%20exit%205").await.unwrap();
+    let (seen, close) = daemon::terminal_talk(&mut ws, b"", "\u{0}never", 20).await;
+    assert!(seen.contains("from-the-guest") && seen.contains("/dev/pts/"), "a PTY session: {seen:?}");
+    assert_eq!(close.as_deref(), Some("exit 5"), "{seen:?}");
+    // The console log, and the console itself (it takes one session at a time).
+    let log = client.vm_console_log("kt-life", 50).await.unwrap();
+    assert!(log.contains("KVMCTL_TINY_READY"), "{log}");
+    let _console = client.terminal("/v1/vms/kt-life/console").await.unwrap();
+    match client.terminal("/v1/vms/kt-life/console").await {
+        Err(kvmctl_client::ClientError::Api { status: 409, .. }) => {}
+        Err(e) => panic!("a second console session: {e}"),
+        Ok(_) => panic!("a second console session was allowed"),
+    }
+    drop(_console);
+
     // The domain is what the record says.
     let xml = sweep.node_xml("kt-life");
     assert!(xml.contains("type='qemu'") || xml.contains("type=\"qemu\""), "TCG domain: {xml}");

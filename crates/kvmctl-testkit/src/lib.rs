@@ -206,6 +206,29 @@ pub mod daemon {
         client.image_import(&req).await.expect("tiny image imports")
     }
 
+    /// Sends `input` on a terminal session, then collects what comes back until `until`
+    /// appears, the session closes (its close reason is returned too), or `tries` quiet
+    /// half-seconds pass.
+    pub async fn terminal_talk(ws: &mut kvmctl_client::Terminal, input: &[u8], until: &str, tries: u32) -> (String, Option<String>) {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        if !input.is_empty() {
+            ws.send(Message::Binary(input.to_vec().into())).await.expect("send to the terminal");
+        }
+        let mut seen = String::new();
+        let mut quiet = 0;
+        while quiet < tries && !seen.contains(until) {
+            match tokio::time::timeout(std::time::Duration::from_millis(500), ws.next()).await {
+                Err(_) => quiet += 1,
+                Ok(Some(Ok(Message::Binary(b)))) => seen.push_str(&String::from_utf8_lossy(&b)),
+                Ok(Some(Ok(Message::Close(f)))) => return (seen, f.map(|f| f.reason.to_string())),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_))) | Ok(None) => return (seen, None),
+            }
+        }
+        (seen, None)
+    }
+
     /// A small VM of the tiny image.
     pub fn tiny_vm(name: &str, image: &str, keys: Vec<String>) -> VmCreateRequest {
         VmCreateRequest {

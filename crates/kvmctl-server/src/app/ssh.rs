@@ -116,7 +116,24 @@ impl Session {
         Ok(out)
     }
 
+    /// A PTY channel running a shell, or `command` when given.
+    pub(crate) async fn shell(self, command: Option<&str>, cols: u32, rows: u32) -> Result<Shell, String> {
+        let channel = self.0.channel_open_session().await.map_err(|e| e.to_string())?;
+        channel.request_pty(true, "xterm-256color", cols, rows, 0, 0, &[]).await.map_err(|e| e.to_string())?;
+        match command {
+            Some(c) => channel.exec(true, c).await.map_err(|e| e.to_string())?,
+            None => channel.request_shell(true).await.map_err(|e| e.to_string())?,
+        }
+        Ok(Shell { channel, _session: self })
+    }
+
     pub(crate) async fn close(self) {
         let _ = self.0.disconnect(Disconnect::ByApplication, "", "en").await;
     }
+}
+
+/// An interactive channel; the session lives as long as it does.
+pub struct Shell {
+    pub channel: russh::Channel<client::Msg>,
+    _session: Session,
 }

@@ -760,3 +760,58 @@ pub async fn vm_exec(ctx: &Context, name: &str, req: kvmctl_types::api::VmExecRe
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
 }
+
+/// The VM's serial console, for a live session: the VM must be running.
+pub async fn vm_console_open(ctx: &Context, name: &str) -> Result<kvmctl_libvirt::ConsoleStream, Error> {
+    let name = parse_name("name", name)?;
+    let rec = vm_record(ctx, &name).await?;
+    if rec.state != VmState::Running {
+        return Err(Error::Conflict(format!(
+            "VM {name} is {}; start it first (kvmctl vm start {name}), or read its log with `kvmctl vm console {name} --log`",
+            rec.state
+        )));
+    }
+    let node = ctx.local_node.clone();
+    let n = name.to_string();
+    blocking(move || node.domain_console(&n)).await?.map_err(|e| match e {
+        NodeError::InvalidState { .. } | NodeError::Libvirt { .. } => Error::Conflict(format!(
+            "cannot open the console of {name} (is another console session open?): {}",
+            kvmctl_core::error::chain(&e)
+        )),
+        e => e.into(),
+    })
+}
+
+/// The last `lines` lines the VM wrote on its serial console (all boots, logged by virtlogd).
+pub async fn vm_console_log(ctx: &Context, name: &str, lines: usize) -> Result<String, Error> {
+    let name = parse_name("name", name)?;
+    vm_record(ctx, &name).await?;
+    let text = match tokio::fs::read(console_log(ctx, &name)).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::Unavailable(format!("cannot read the console log of {name}: {e}"))),
+    };
+    let all: Vec<&str> = text.lines().collect();
+    Ok(all[all.len().saturating_sub(lines)..].join("\n") + if all.is_empty() { "" } else { "\n" })
+}
+
+/// An interactive session in the guest over SSH (a PTY, then a shell or `command`).
+pub async fn vm_shell_open(ctx: &Context, name: &str, command: Option<&str>, cols: u32, rows: u32) -> Result<ssh::Shell, Error> {
+    let name = parse_name("name", name)?;
+    let rec = vm_record(ctx, &name).await?;
+    if rec.state != VmState::Running {
+        return Err(Error::Conflict(format!("VM {name} is {}; start it first (kvmctl vm start {name})", rec.state)));
+    }
+    let stages = readiness::stages(ctx, &rec.id).await?;
+    let last = stages.last().map(|s| s.stage.clone()).unwrap_or_else(|| "none".into());
+    let vm = vm_get(ctx, name.as_str()).await?;
+    let Some(ip) = vm.ip.as_deref().and_then(|i| i.parse::<std::net::IpAddr>().ok()) else {
+        return Err(Error::Conflict(format!(
+            "VM {name} has no address yet (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`"
+        )));
+    };
+    let session = ssh::login(std::net::SocketAddr::new(ip, 22), &rec.ssh_user, &ssh::key_path(&ctx.config.key_dir, &rec.id))
+        .await
+        .map_err(|e| Error::Conflict(format!("{e} (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`")))?;
+    session.shell(command, cols, rows).await.map_err(|e| Error::Unavailable(format!("cannot open a shell on {name}: {e}")))
+}

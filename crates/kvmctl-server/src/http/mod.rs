@@ -8,6 +8,7 @@ pub(crate) mod host;
 pub(crate) mod images;
 pub(crate) mod plans;
 pub(crate) mod status;
+pub(crate) mod terminal;
 pub(crate) mod vms;
 
 use crate::app::Context;
@@ -40,6 +41,9 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/vms/{name}/resize", post(vms::vm_resize))
         .route("/v1/vms/{name}/wait", get(vms::vm_wait))
         .route("/v1/vms/{name}/exec", post(vms::vm_exec))
+        .route("/v1/vms/{name}/console", get(terminal::vm_console))
+        .route("/v1/vms/{name}/console/log", get(terminal::vm_console_log))
+        .route("/v1/vms/{name}/ssh", get(terminal::vm_ssh))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(request_id))
         .with_state(ctx)

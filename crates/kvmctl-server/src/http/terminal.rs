@@ -1,0 +1,186 @@
+//! Terminals over WebSocket: the serial console and SSH shells. Binary frames carry the
+//! terminal's bytes both ways; the connection closes when either side ends. The web console
+//! will use the same endpoints.
+
+use super::error::ApiError;
+use super::RequestId;
+use crate::app::{self, Context};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use futures_util::{SinkExt, StreamExt};
+use kvmctl_types::api::ErrorBody;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The VM's serial console, interactive (WebSocket; binary frames both ways).
+#[utoipa::path(get, path = "/v1/vms/{name}/console", tag = "vms", operation_id = "vm_console",
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 101, description = "Switching to WebSocket"), (status = 409, description = "Not running, or another console session is open", body = ErrorBody)))]
+pub(crate) async fn vm_console(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    match app::vms::vm_console_open(&ctx, &name).await {
+        Ok(stream) => ws.on_upgrade(move |socket| console_bridge(stream, socket)),
+        Err(e) => ApiError::new(e, &rid).into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LogQuery {
+    /// How many of the last lines (default 100).
+    lines: Option<usize>,
+}
+
+/// What the VM wrote on its serial console (plain text, the last `lines` lines).
+#[utoipa::path(get, path = "/v1/vms/{name}/console/log", tag = "vms", operation_id = "vm_console_log",
+    params(("name" = String, Path, description = "VM name"), LogQuery),
+    responses((status = 200, description = "Console output", body = String, content_type = "text/plain"), (status = 404, description = "No such VM", body = ErrorBody)))]
+pub(crate) async fn vm_console_log(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    match app::vms::vm_console_log(&ctx, &name, q.lines.unwrap_or(100)).await {
+        Ok(text) => ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
+        Err(e) => ApiError::new(e, &rid).into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ShellQuery {
+    /// Run this instead of a login shell.
+    command: Option<String>,
+    /// Terminal width (default 80).
+    cols: Option<u32>,
+    /// Terminal height (default 24).
+    rows: Option<u32>,
+}
+
+/// An SSH session in the guest with a PTY, as the VM's user with the VM's key
+/// (WebSocket; binary frames both ways).
+#[utoipa::path(get, path = "/v1/vms/{name}/ssh", tag = "vms", operation_id = "vm_ssh",
+    params(("name" = String, Path, description = "VM name"), ShellQuery),
+    responses((status = 101, description = "Switching to WebSocket"), (status = 409, description = "Not running, no address yet, or the login was refused", body = ErrorBody)))]
+pub(crate) async fn vm_ssh(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+    Query(q): Query<ShellQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    match app::vms::vm_shell_open(&ctx, &name, q.command.as_deref(), q.cols.unwrap_or(80), q.rows.unwrap_or(24)).await {
+        Ok(shell) => ws.on_upgrade(move |socket| shell_bridge(shell, socket)),
+        Err(e) => ApiError::new(e, &rid).into_response(),
+    }
+}
+
+/// One thread owns the (non-blocking) libvirt stream and moves bytes both ways.
+async fn console_bridge(stream: kvmctl_libvirt::ConsoleStream, socket: WebSocket) {
+    let (mut to_client, mut from_client) = socket.split();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let pump = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let mut busy = false;
+            match stream.try_recv(&mut buf) {
+                Ok(Some(0)) | Err(_) => break,
+                Ok(Some(n)) => {
+                    busy = true;
+                    if out_tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+            }
+            match in_rx.try_recv() {
+                Ok(keys) => {
+                    busy = true;
+                    if stream.send(&keys).is_err() {
+                        break;
+                    }
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {}
+            }
+            if !busy {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    });
+    let upstream = async {
+        while let Some(Ok(msg)) = from_client.next().await {
+            let bytes = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if in_tx.send(bytes).await.is_err() {
+                break;
+            }
+        }
+    };
+    let downstream = async {
+        while let Some(bytes) = out_rx.recv().await {
+            if to_client.send(Message::Binary(bytes.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_client.send(Message::Close(None)).await;
+    };
+    tokio::select! {
+        _ = upstream => {}
+        _ = downstream => {}
+    }
+    drop(in_tx);
+    let _ = pump.await;
+}
+
+async fn shell_bridge(mut shell: app::ssh::Shell, socket: WebSocket) {
+    use tokio::io::AsyncWriteExt;
+    let (mut to_client, mut from_client) = socket.split();
+    let mut writer = shell.channel.make_writer();
+    let upstream = async move {
+        while let Some(Ok(msg)) = from_client.next().await {
+            let bytes = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+                break;
+            }
+        }
+    };
+    let downstream = async {
+        let mut status = None;
+        while let Some(msg) = shell.channel.wait().await {
+            match msg {
+                russh::ChannelMsg::Data { data } | russh::ChannelMsg::ExtendedData { data, .. }
+                    if to_client.send(Message::Binary(data.to_vec().into())).await.is_err() =>
+                {
+                    return;
+                }
+                russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                _ => {}
+            }
+        }
+        // The exit status rides on the close frame's reason, for `kvmctl vm ssh -- CMD`.
+        let reason = format!("exit {}", status.unwrap_or(255));
+        let _ = to_client.send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 1000, reason: reason.into() }))).await;
+    };
+    tokio::select! {
+        _ = upstream => {}
+        _ = downstream => {}
+    }
+}
