@@ -50,12 +50,13 @@ leak_check() {
   left=$( { virsh list --all --name | grep -E '^kt-' || true
             virsh pool-list --all --name | grep -E '^kt-' | sed 's/^/pool /' || true
             virsh vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 && $1 ~ /^(image-)?kt-/ {print "volume " $1}'
-            ls /var/log/libvirt/qemu/ 2>/dev/null | grep -E '^kt-' | sed 's/^/log /' || true; } )
+            ls /var/log/libvirt/qemu/ 2>/dev/null | grep -E '^kt-' | sed 's/^/log /' || true
+            virsh net-dumpxml "$KVMCTL_TEST_NETWORK" 2>/dev/null | grep -oE "<host [^>]*name='kt-[^']*'" | sed 's/^/dhcp reservation /' || true; } )
   if [ -n "$left" ]; then
     printf 'LEAK: tests left behind:\n%s\n' "$left" >&2
     return 1
   fi
-  log "leak check: no test domain, volume or log left"
+  log "leak check: no test domain, volume, log or DHCP reservation left"
 }
 
 log "running tests inside namespace $KVMCTL_NETNS"

@@ -86,6 +86,14 @@ pub enum VmCommand {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Copy files or directories into or out of a VM over SFTP (through the daemon):
+    /// `vm cp LOCAL NAME:/PATH` or `vm cp NAME:/PATH LOCAL`.
+    Cp {
+        #[arg(value_name = "SOURCE")]
+        from: String,
+        #[arg(value_name = "DEST")]
+        to: String,
+    },
     /// Run a command in the VM over SSH (as its user, with the VM's own key); exits with the
     /// command's status.
     Exec {
@@ -361,6 +369,23 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             let status = crate::terminal::run(ws, None).await?;
             return Ok(ExitCode::from(status.unwrap_or(0).clamp(0, 255) as u8));
         }
+        VmCommand::Cp { from, to } => {
+            let p = Progress::start(&format!("copying {from} to {to}"));
+            let copied = match (guest_side(&from), guest_side(&to)) {
+                (None, Some((vm, path))) => upload(client, vm, std::path::Path::new(&from), path).await,
+                (Some((vm, path)), None) => download(client, vm, path, std::path::Path::new(&to)).await,
+                _ => Err(anyhow::anyhow!(
+                    "one side must be NAME:/PATH in a VM and the other a local path, e.g. kvmctl vm cp ./f web-1:/tmp/f"
+                )),
+            };
+            match copied {
+                Ok(bytes) => p.finish(&format!("copied {} ({bytes} bytes)", to)),
+                Err(e) => {
+                    p.fail();
+                    return Err(e);
+                }
+            }
+        }
         VmCommand::Exec { name, command } => {
             let line = command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
             let out = client.vm_exec(&name, &VmExecRequest { command: line, timeout_seconds: None }).await?;
@@ -459,4 +484,62 @@ fn query_escape(s: &str) -> String {
     s.bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
+}
+
+/// `NAME:/PATH` as (VM, path); `None` for a local path.
+fn guest_side(arg: &str) -> Option<(&str, &str)> {
+    let (vm, path) = arg.split_once(':')?;
+    (kvmctl_types::Name::parse(vm).is_ok() && path.starts_with('/')).then_some((vm, path))
+}
+
+/// Copies a local file or tree to `path` in the VM; returns the bytes copied.
+fn upload<'a>(
+    client: &'a Client,
+    vm: &'a str,
+    local: &'a std::path::Path,
+    path: &'a str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u64>> + 'a>> {
+    Box::pin(async move {
+        let meta = std::fs::metadata(local).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
+        if !meta.is_dir() {
+            let data = std::fs::read(local).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
+            let n = data.len() as u64;
+            client.vm_file_put(vm, path, false, data).await?;
+            return Ok(n);
+        }
+        client.vm_file_put(vm, path, true, Vec::new()).await?;
+        let mut total = 0;
+        let mut entries: Vec<_> = std::fs::read_dir(local)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            total += upload(client, vm, &e.path(), &format!("{}/{name}", path.trim_end_matches('/'))).await?;
+        }
+        Ok(total)
+    })
+}
+
+/// Copies a file or tree at `path` in the VM to `local`; returns the bytes copied.
+fn download<'a>(
+    client: &'a Client,
+    vm: &'a str,
+    path: &'a str,
+    local: &'a std::path::Path,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u64>> + 'a>> {
+    Box::pin(async move {
+        match client.vm_file_get(vm, path).await? {
+            kvmctl_client::GuestFile::File(data) => {
+                std::fs::write(local, &data).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", local.display()))?;
+                Ok(data.len() as u64)
+            }
+            kvmctl_client::GuestFile::Dir(entries) => {
+                std::fs::create_dir_all(local).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", local.display()))?;
+                let mut total = 0;
+                for e in entries {
+                    total += download(client, vm, &format!("{}/{}", path.trim_end_matches('/'), e.name), &local.join(&e.name)).await?;
+                }
+                Ok(total)
+            }
+        }
+    })
 }

@@ -40,6 +40,7 @@ fn help_texts() {
         (&["vm", "exec", "--help"][..], "help-vm-exec.txt"),
         (&["vm", "ssh", "--help"][..], "help-vm-ssh.txt"),
         (&["vm", "console", "--help"][..], "help-vm-console.txt"),
+        (&["vm", "cp", "--help"][..], "help-vm-cp.txt"),
     ] {
         let out = kvmctl(args);
         assert!(out.status.success());

@@ -56,6 +56,13 @@ pub enum ClientError {
     Decode { status: u16, message: String },
 }
 
+/// What a path in a guest holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestFile {
+    File(Vec<u8>),
+    Dir(Vec<kvmctl_types::api::GuestFileEntry>),
+}
+
 /// A byte stream a terminal WebSocket runs over (unix socket or TCP).
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
@@ -161,6 +168,29 @@ impl Client {
         decode::<String>(status, &body)
     }
 
+    /// Writes `data` to `path` in the guest (or makes the directory `path`).
+    pub async fn vm_file_put(&self, name: &str, path: &str, dir: bool, data: Vec<u8>) -> Result<(), ClientError> {
+        let url = format!("/v1/vms/{}/files?path={}&dir={dir}", seg(name), seg(path));
+        let (status, _, body) = self.request_typed(Method::PUT, &url, Some(data), "application/octet-stream").await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        decode::<serde_json::Value>(status, &body).map(drop)
+    }
+
+    /// A guest file's bytes, or a directory's entries.
+    pub async fn vm_file_get(&self, name: &str, path: &str) -> Result<GuestFile, ClientError> {
+        let url = format!("/v1/vms/{}/files?path={}", seg(name), seg(path));
+        let (status, headers, body) = self.request_typed(Method::GET, &url, None, "application/json").await?;
+        if !status.is_success() {
+            return decode::<serde_json::Value>(status, &body).map(|_| GuestFile::File(Vec::new()));
+        }
+        if headers.get("x-kvmctl-kind").is_some_and(|k| k == "dir") {
+            return decode(status, &body).map(GuestFile::Dir);
+        }
+        Ok(GuestFile::File(body.to_vec()))
+    }
+
     /// Opens a terminal WebSocket (`/v1/vms/{name}/console` or `/ssh?...`).
     pub async fn terminal(&self, path: &str) -> Result<Terminal, ClientError> {
         let host = match &self.endpoint {
@@ -206,13 +236,24 @@ impl Client {
 
     /// One request on a fresh connection; returns the status and the whole body.
     pub async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Bytes), ClientError> {
+        self.request_typed(method, path, body, "application/json").await.map(|(s, _, b)| (s, b))
+    }
+
+    /// As `request`, with the body's content type; also returns the response headers.
+    pub async fn request_typed(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ClientError> {
         let host = match &self.endpoint {
             Endpoint::Unix(_) => "localhost".to_owned(),
             Endpoint::Tcp(h) => h.clone(),
         };
         let mut req = Request::builder().method(method).uri(path).header(hyper::header::HOST, host);
         if body.is_some() {
-            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+            req = req.header(hyper::header::CONTENT_TYPE, content_type);
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).expect("valid request");
         let resp = match &self.endpoint {
@@ -226,9 +267,10 @@ impl Client {
             }
         };
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes =
             resp.into_body().collect().await.map_err(|source| ClientError::Http { endpoint: self.endpoint.clone(), source })?.to_bytes();
-        Ok((status, bytes))
+        Ok((status, headers, bytes))
     }
 
     fn connect_error(&self, source: std::io::Error) -> ClientError {

@@ -26,7 +26,9 @@ use utoipa::OpenApi;
         crate::http::vms::vm_exec,
         crate::http::terminal::vm_console,
         crate::http::terminal::vm_console_log,
-        crate::http::terminal::vm_ssh
+        crate::http::terminal::vm_ssh,
+        crate::http::terminal::vm_file_get,
+        crate::http::terminal::vm_file_put
     ),
     components(schemas(
         kvmctl_types::api::ErrorBody,
@@ -46,7 +48,8 @@ use utoipa::OpenApi;
         kvmctl_types::api::VmResizeRequest,
         kvmctl_types::api::ReadinessStage,
         kvmctl_types::api::VmExecRequest,
-        kvmctl_types::api::VmExecResponse
+        kvmctl_types::api::VmExecResponse,
+        kvmctl_types::api::GuestFileEntry
     )),
     tags(
         (name = "system", description = "The daemon itself"),

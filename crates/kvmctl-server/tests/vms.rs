@@ -73,6 +73,35 @@ async fn lifecycle_on_a_real_guest() {
     let (seen, close) = daemon::terminal_talk(&mut ws, b"", "\u{0}never", 20).await;
     assert!(seen.contains("from-the-guest") && seen.contains("/dev/pts/"), "a PTY session: {seen:?}");
     assert_eq!(close.as_deref(), Some("exit 5"), "{seen:?}");
+    // Files over SFTP: 10 MiB there and back, byte for byte, and a directory.
+    let home = client.vm_exec("kt-life", &VmExecRequest { command: "echo $HOME".into(), timeout_seconds: None }).await.unwrap().stdout;
+    let home = home.trim();
+    let big: Vec<u8> = (0..10u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    client.vm_file_put("kt-life", &format!("{home}/big"), false, big.clone()).await.unwrap();
+    match client.vm_file_get("kt-life", &format!("{home}/big")).await.unwrap() {
+        kvmctl_client::GuestFile::File(back) => assert!(back == big, "10 MiB round trip differs ({} bytes back)", back.len()),
+        other => panic!("a file, not {other:?}"),
+    }
+    let sum =
+        client.vm_exec("kt-life", &VmExecRequest { command: format!("sha256sum {home}/big"), timeout_seconds: None }).await.unwrap().stdout;
+    let local = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&big).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    assert!(sum.starts_with(&local), "the guest has the same bytes: {sum} vs {local}");
+    client.vm_file_put("kt-life", &format!("{home}/d"), true, Vec::new()).await.unwrap();
+    client.vm_file_put("kt-life", &format!("{home}/d/a.txt"), false, b"hello".to_vec()).await.unwrap();
+    match client.vm_file_get("kt-life", &format!("{home}/d")).await.unwrap() {
+        kvmctl_client::GuestFile::Dir(entries) => {
+            assert_eq!(entries.iter().map(|e| (e.name.as_str(), e.dir, e.size)).collect::<Vec<_>>(), [("a.txt", false, 5)])
+        }
+        other => panic!("a directory, not {other:?}"),
+    }
+    let (s, body) = api_err(client.vm_file_put("kt-life", "relative/path", false, vec![]).await.unwrap_err());
+    assert!(s == 400 && body.field.as_deref() == Some("path"), "{body:?}");
+    let (s, _) = api_err(client.vm_file_get("kt-life", "/no/such/file").await.unwrap_err());
+    assert_eq!(s, 404);
+
     // The console log, and the console itself (it takes one session at a time).
     let log = client.vm_console_log("kt-life", 50).await.unwrap();
     assert!(log.contains("KVMCTL_TINY_READY"), "{log}");

@@ -172,6 +172,15 @@ pub mod daemon {
 
     impl Drop for Sweep {
         fn drop(&mut self) {
+            // DHCP reservations named after the test's VMs (libvirt's XML, given back as is).
+            let network = super::env("KVMCTL_TEST_NETWORK");
+            if let Ok(xml) = self.node.network_xml(&network) {
+                for line in xml.lines().map(str::trim).filter(|l| l.starts_with("<host ")) {
+                    if self.vms.iter().any(|vm| line.contains(&format!("name='{vm}'"))) {
+                        let _ = self.node.network_dhcp_host(&network, line, false);
+                    }
+                }
+            }
             for vm in &self.vms {
                 let _ = self.node.domain_destroy(vm);
                 let _ = self.node.domain_undefine(vm);

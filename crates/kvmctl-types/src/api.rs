@@ -349,3 +349,11 @@ pub struct VmExecResponse {
     pub stdout: String,
     pub stderr: String,
 }
+
+/// One entry of a guest directory (`GET /v1/vms/{name}/files` on a directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GuestFileEntry {
+    pub name: String,
+    pub dir: bool,
+    pub size: u64,
+}

@@ -1,5 +1,6 @@
 //! The daemon's logic, one module per resource, independent of HTTP.
 
+pub mod files;
 pub mod host;
 pub mod images;
 pub mod plans;

@@ -57,7 +57,7 @@ impl client::Handler for AcceptHostKey {
 }
 
 /// A logged-in SSH session to a guest.
-pub(crate) struct Session(client::Handle<AcceptHostKey>);
+pub struct Session(client::Handle<AcceptHostKey>);
 
 /// Why a login did not work, for the readiness stages and error messages.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +125,14 @@ impl Session {
             None => channel.request_shell(true).await.map_err(|e| e.to_string())?,
         }
         Ok(Shell { channel, _session: self })
+    }
+
+    /// The SFTP subsystem; the session lives as long as the returned handle.
+    pub(crate) async fn sftp(self) -> Result<(russh_sftp::client::SftpSession, Session), String> {
+        let channel = self.0.channel_open_session().await.map_err(|e| e.to_string())?;
+        channel.request_subsystem(true, "sftp").await.map_err(|e| e.to_string())?;
+        let sftp = russh_sftp::client::SftpSession::new(channel.into_stream()).await.map_err(|e| format!("SFTP: {e}"))?;
+        Ok((sftp, self))
     }
 
     pub(crate) async fn close(self) {

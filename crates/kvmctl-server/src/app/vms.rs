@@ -246,7 +246,7 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
     // Nothing on the node may carry the names this VM will use: the undo of a failed create
     // removes what has those names, and must never remove something that is not ours.
     let node = ctx.local_node.clone();
-    let (n, pool) = (name.to_string(), image.pool.clone());
+    let (n, pool, net) = (name.to_string(), image.pool.clone(), network.clone());
     let taken = blocking(move || -> Result<Option<String>, NodeError> {
         match node.domain_state(&n) {
             Ok(_) => {
@@ -256,6 +256,13 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
+        }
+        if let Ok(xml) = node.network_xml(&net) {
+            if xml.lines().any(|l| l.trim_start().starts_with("<host ") && l.contains(&format!("name='{n}'"))) {
+                return Ok(Some(format!(
+                    "network {net} already has a DHCP host entry named {n} that belongs to no VM; remove it (virsh net-update {net} delete ip-dhcp-host \"<host name='{n}'/>\" --live --config) or pick another name"
+                )));
+            }
         }
         for vol in [format!("{n}-root.qcow2"), format!("{n}-seed.iso")] {
             if node.volume_get(&pool, &vol)?.is_some() {
@@ -723,13 +730,9 @@ pub async fn vm_wait(ctx: &Context, name: &str, what: &str, timeout: Duration) -
     }
 }
 
-/// Runs one command in the guest over SSH, as the VM's user with the VM's key.
-pub async fn vm_exec(ctx: &Context, name: &str, req: kvmctl_types::api::VmExecRequest) -> Result<kvmctl_types::api::VmExecResponse, Error> {
-    let name = parse_name("name", name)?;
-    if req.command.trim().is_empty() {
-        return Err(Error::invalid("command", "is empty"));
-    }
-    let rec = vm_record(ctx, &name).await?;
+/// Logs in to a running VM over SSH with its key; errors name the last stage reached.
+pub(crate) async fn vm_login(ctx: &Context, name: &Name) -> Result<ssh::Session, Error> {
+    let rec = vm_record(ctx, name).await?;
     if rec.state != VmState::Running {
         return Err(Error::Conflict(format!("VM {name} is {}; start it first (kvmctl vm start {name})", rec.state)));
     }
@@ -741,12 +744,20 @@ pub async fn vm_exec(ctx: &Context, name: &str, req: kvmctl_types::api::VmExecRe
             "VM {name} has no address yet (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`"
         )));
     };
-    let key = ssh::key_path(&ctx.config.key_dir, &rec.id);
+    ssh::login(std::net::SocketAddr::new(ip, 22), &rec.ssh_user, &ssh::key_path(&ctx.config.key_dir, &rec.id))
+        .await
+        .map_err(|e| Error::Conflict(format!("{e} (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`")))
+}
+
+/// Runs one command in the guest over SSH, as the VM's user with the VM's key.
+pub async fn vm_exec(ctx: &Context, name: &str, req: kvmctl_types::api::VmExecRequest) -> Result<kvmctl_types::api::VmExecResponse, Error> {
+    let name = parse_name("name", name)?;
+    if req.command.trim().is_empty() {
+        return Err(Error::invalid("command", "is empty"));
+    }
     let timeout = Duration::from_secs(req.timeout_seconds.unwrap_or(300));
     let run = async {
-        let session = ssh::login(std::net::SocketAddr::new(ip, 22), &rec.ssh_user, &key)
-            .await
-            .map_err(|e| Error::Conflict(format!("{e} (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`")))?;
+        let session = vm_login(ctx, &name).await?;
         let out = session.exec(&req.command).await.map_err(|e| Error::Unavailable(format!("running the command on {name} failed: {e}")));
         session.close().await;
         out
@@ -798,20 +809,6 @@ pub async fn vm_console_log(ctx: &Context, name: &str, lines: usize) -> Result<S
 /// An interactive session in the guest over SSH (a PTY, then a shell or `command`).
 pub async fn vm_shell_open(ctx: &Context, name: &str, command: Option<&str>, cols: u32, rows: u32) -> Result<ssh::Shell, Error> {
     let name = parse_name("name", name)?;
-    let rec = vm_record(ctx, &name).await?;
-    if rec.state != VmState::Running {
-        return Err(Error::Conflict(format!("VM {name} is {}; start it first (kvmctl vm start {name})", rec.state)));
-    }
-    let stages = readiness::stages(ctx, &rec.id).await?;
-    let last = stages.last().map(|s| s.stage.clone()).unwrap_or_else(|| "none".into());
-    let vm = vm_get(ctx, name.as_str()).await?;
-    let Some(ip) = vm.ip.as_deref().and_then(|i| i.parse::<std::net::IpAddr>().ok()) else {
-        return Err(Error::Conflict(format!(
-            "VM {name} has no address yet (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`"
-        )));
-    };
-    let session = ssh::login(std::net::SocketAddr::new(ip, 22), &rec.ssh_user, &ssh::key_path(&ctx.config.key_dir, &rec.id))
-        .await
-        .map_err(|e| Error::Conflict(format!("{e} (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`")))?;
+    let session = vm_login(ctx, &name).await?;
     session.shell(command, cols, rows).await.map_err(|e| Error::Unavailable(format!("cannot open a shell on {name}: {e}")))
 }

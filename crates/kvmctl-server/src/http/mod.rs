@@ -44,6 +44,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/vms/{name}/console", get(terminal::vm_console))
         .route("/v1/vms/{name}/console/log", get(terminal::vm_console_log))
         .route("/v1/vms/{name}/ssh", get(terminal::vm_ssh))
+        .route("/v1/vms/{name}/files", get(terminal::vm_file_get).put(terminal::vm_file_put))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(request_id))
         .with_state(ctx)

@@ -184,3 +184,57 @@ async fn shell_bridge(mut shell: app::ssh::Shell, socket: WebSocket) {
         _ = downstream => {}
     }
 }
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct FileQuery {
+    /// Absolute path in the guest.
+    path: String,
+    /// With PUT: make the directory `path` (the body is ignored).
+    #[serde(default)]
+    dir: bool,
+}
+
+/// Writes the request body to a file in the guest over SFTP (or makes a directory).
+#[utoipa::path(put, path = "/v1/vms/{name}/files", tag = "vms", operation_id = "vm_file_put",
+    params(("name" = String, Path, description = "VM name"), FileQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 204, description = "Written"), (status = 400, description = "Not an absolute path", body = ErrorBody),
+        (status = 409, description = "Not running, no address, login refused, or the guest refused the write", body = ErrorBody)))]
+pub(crate) async fn vm_file_put(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+    Query(q): Query<FileQuery>,
+    body: axum::body::Body,
+) -> Response {
+    match app::files::vm_file_put(&ctx, &name, &q.path, q.dir, body.into_data_stream()).await {
+        Ok(_) => axum::http::StatusCode::NO_CONTENT.into_response(),
+        Err(e) => ApiError::new(e, &rid).into_response(),
+    }
+}
+
+/// A file in the guest (its bytes), or a directory (a JSON listing, with header
+/// `x-kvmctl-kind: dir`), over SFTP.
+#[utoipa::path(get, path = "/v1/vms/{name}/files", tag = "vms", operation_id = "vm_file_get",
+    params(("name" = String, Path, description = "VM name"), FileQuery),
+    responses((status = 200, description = "The file's bytes, or a directory listing", body = [kvmctl_types::api::GuestFileEntry]),
+        (status = 404, description = "No such path in the guest", body = ErrorBody)))]
+pub(crate) async fn vm_file_get(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+    Query(q): Query<FileQuery>,
+) -> Response {
+    use axum::http::header::CONTENT_TYPE;
+    match app::files::vm_file_get(&ctx, &name, &q.path).await {
+        Ok(app::files::Download::File(data)) => {
+            ([(CONTENT_TYPE, "application/octet-stream"), (axum::http::HeaderName::from_static("x-kvmctl-kind"), "file")], data)
+                .into_response()
+        }
+        Ok(app::files::Download::Dir(entries)) => {
+            ([(axum::http::HeaderName::from_static("x-kvmctl-kind"), "dir")], axum::Json(entries)).into_response()
+        }
+        Err(e) => ApiError::new(e, &rid).into_response(),
+    }
+}
