@@ -237,6 +237,10 @@ impl Table for Vm {
             ],
             vec!["image:".into(), format!("{} ({})", v.image, v.firmware)],
             vec!["network:".into(), format!("{} mac {} ip {}", v.network, v.mac, v.ip.as_deref().unwrap_or("-"))],
+            vec![
+                "ssh:".into(),
+                format!("{}@{} host key {}", v.ssh_user, v.ip.as_deref().unwrap_or("-"), v.host_key.as_deref().unwrap_or("not pinned yet")),
+            ],
             vec!["node:".into(), v.node.clone()],
             vec!["owner:".into(), v.owner.clone()],
             vec!["age:".into(), age(v.created_at)],

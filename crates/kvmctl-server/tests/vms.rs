@@ -51,6 +51,8 @@ async fn lifecycle_on_a_real_guest() {
     assert_eq!(stages, ["defined", "started", "booting", "address", "ssh_port", "ssh_banner", "ssh_login"], "{ready:?}");
     assert!(ready.readiness.windows(2).all(|w| w[0].at_ms <= w[1].at_ms || w[1].stage == "address"), "{ready:?}");
     assert!(ready.readiness.iter().any(|s| s.stage == "ssh_banner" && s.detail.as_deref().unwrap_or("").starts_with("SSH-2.0-")));
+    let pin = ready.host_key.clone().unwrap_or_default();
+    assert!(pin.starts_with("SHA256:") && pin.ends_with("(first use)"), "dropbear prints no fingerprints, so trusted on first use: {pin}");
     let (s, body) = api_err(client.vm_wait("kt-life", "cloud-init", 5).await.unwrap_err());
     assert!(s == 400 && body.field.as_deref() == Some("for"), "the tiny image has no cloud-init: {body:?}");
 

@@ -5,6 +5,10 @@
 -- networks kvmctl does not manage, where it is discovered), and the user cloud-init creates.
 ALTER TABLE vms ADD COLUMN ip TEXT;
 ALTER TABLE vms ADD COLUMN ssh_user TEXT NOT NULL DEFAULT 'kvmctl';
+-- The guest's SSH host key fingerprint, pinned at the first login, and where it was learned
+-- (`console`: cloud-init printed it on the serial console; `first use`: trusted then).
+ALTER TABLE vms ADD COLUMN host_key TEXT;
+ALTER TABLE vms ADD COLUMN host_key_source TEXT;
 
 -- When each readiness stage was reached, per boot: defined, started, booting (first console
 -- output), address, ssh_port, ssh_banner, ssh_login, cloud_init. A start clears them.

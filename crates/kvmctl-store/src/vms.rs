@@ -29,6 +29,10 @@ pub struct VmRecord {
     pub ip: Option<String>,
     /// The user cloud-init creates, with the VM's own key and the user's keys.
     pub ssh_user: String,
+    /// The guest's SSH host key fingerprint (`SHA256:...`), pinned at the first login.
+    pub host_key: Option<String>,
+    /// Where the pin came from: `console` or `first use`.
+    pub host_key_source: Option<String>,
     pub state: VmState,
     /// Why the VM is `failed`, or what the last operation on it reported.
     pub error: Option<String>,
@@ -37,7 +41,7 @@ pub struct VmRecord {
 }
 
 const COLUMNS: &str = "id, name, owner, node, image, plan, vcpus, memory_mib, disk_gib, network, mac, firmware, pool, root_volume, \
-                       seed_volume, vnc_password, state, error, created_at, updated_at, ip, ssh_user";
+                       seed_volume, vnc_password, state, error, created_at, updated_at, ip, ssh_user, host_key, host_key_source";
 
 fn vm_from_row(row: sqlx::sqlite::SqliteRow) -> Result<VmRecord, StoreError> {
     let decode = |what: &str, e: String| StoreError::Query(sqlx::Error::Decode(format!("{what}: {e}").into()));
@@ -62,6 +66,8 @@ fn vm_from_row(row: sqlx::sqlite::SqliteRow) -> Result<VmRecord, StoreError> {
         vnc_password: row.try_get("vnc_password")?,
         ip: row.try_get("ip")?,
         ssh_user: row.try_get("ssh_user")?,
+        host_key: row.try_get("host_key")?,
+        host_key_source: row.try_get("host_key_source")?,
         state: state.parse().map_err(|e| decode("vm state", e))?,
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
@@ -74,7 +80,7 @@ impl DataStore {
     pub async fn vm_insert(&self, vm: &VmRecord) -> Result<VmRecord, StoreError> {
         let now = unix_now();
         sqlx::query(&format!(
-            "INSERT INTO vms ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, $20, $21)"
+            "INSERT INTO vms ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, $20, $21, $22, $23)"
         ))
         .bind(vm.id.to_string())
         .bind(vm.name.as_str())
@@ -97,6 +103,8 @@ impl DataStore {
         .bind(now)
         .bind(&vm.ip)
         .bind(&vm.ssh_user)
+        .bind(&vm.host_key)
+        .bind(&vm.host_key_source)
         .execute(&self.pool)
         .await
         .map_err(unique("vm", vm.name.as_str()))?;
@@ -135,6 +143,28 @@ impl DataStore {
             .bind(disk_gib as i64)
             .bind(unix_now())
             .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Pins the guest's host key, unless one is pinned already (the first pin stays).
+    pub async fn vm_host_key_pin(&self, id: &VmId, fingerprint: &str, source: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE vms SET host_key = $1, host_key_source = $2 WHERE id = $3 AND host_key IS NULL")
+            .bind(fingerprint)
+            .bind(source)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Changes where the pinned host key was learned (when `fingerprint` is the one pinned).
+    pub async fn vm_host_key_source(&self, id: &VmId, fingerprint: &str, source: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE vms SET host_key_source = $1 WHERE id = $2 AND host_key = $3")
+            .bind(source)
+            .bind(id.to_string())
+            .bind(fingerprint)
             .execute(&self.pool)
             .await?;
         Ok(())

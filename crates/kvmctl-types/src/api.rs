@@ -281,6 +281,10 @@ pub struct Vm {
     pub ip: Option<String>,
     /// The user cloud-init creates, holding the VM's own key (`kvmctl vm exec` logs in as it).
     pub ssh_user: String,
+    /// The guest's pinned SSH host key and where it was learned, e.g.
+    /// `SHA256:... (console)` or `SHA256:... (first use)`; set at the first login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
     /// Readiness stages of the current boot, in order (in `GET /v1/vms/{name}` only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readiness: Vec<ReadinessStage>,

@@ -10,7 +10,7 @@
 //! poll and a handshake), and the watch ends when the VM stops, is deleted, or after 15
 //! minutes.
 
-use super::{ssh, Context};
+use super::Context;
 use kvmctl_core::{Error, VmState};
 use kvmctl_libvirt::Node;
 use kvmctl_types::api::ReadinessStage;
@@ -79,7 +79,6 @@ async fn watch(ctx: Arc<Context>, name: Name) {
     let cloud_init = matches!(ctx.store.image_get(&rec.image).await, Ok(Some(i)) if i.cloud_init);
     let deadline = Instant::now() + WATCH_LIMIT;
     let console = ctx.config.console_log_dir.join(format!("{name}.log"));
-    let key = ssh::key_path(&ctx.config.key_dir, &rec.id);
     let (id, vm) = (rec.id, rec.name.clone());
     let reached = |stage: &'static str, detail: Option<String>| {
         let (ctx, vm) = (ctx.clone(), vm.clone());
@@ -129,8 +128,9 @@ async fn watch(ctx: Arc<Context>, name: Name) {
     reached("ssh_port", None).await;
     reached("ssh_banner", Some(banner)).await;
 
-    let Some(session) = until!(Duration::from_millis(100), ssh::login(addr, &rec.ssh_user, &key).await.ok()) else { return };
-    reached("ssh_login", Some(format!("{}@{ip}", rec.ssh_user))).await;
+    let Some(session) = until!(Duration::from_millis(100), super::vms::ssh_session(&ctx, &rec, ip).await.ok()) else { return };
+    reached("ssh_login", Some(format!("{}@{ip}, host key {}", rec.ssh_user, session.1))).await;
+    let session_fp = session.1.clone();
     if !cloud_init {
         session.close().await;
         return;
@@ -141,6 +141,19 @@ async fn watch(ctx: Arc<Context>, name: Name) {
     let detail = match status {
         Ok(out) => cloud_init_verdict(&out.stdout),
         Err(e) => format!("unknown: {e}"),
+    };
+    // cloud-init prints the host key fingerprints on the console in its final stage, after
+    // the first login pinned the key: now the pin can be checked against them.
+    let console_text = std::fs::read_to_string(&console).unwrap_or_default();
+    let printed = super::vms::console_fingerprints(&console_text);
+    let detail = if printed.is_empty() {
+        detail
+    } else if printed.contains(&session_fp) {
+        let _ = ctx.store.vm_host_key_source(&id, &session_fp, "console").await;
+        detail
+    } else {
+        tracing::error!(vm = %vm, pinned = %session_fp, printed = ?printed, "host key differs from the console's fingerprints");
+        format!("{detail}; WARNING: the SSH host key pinned at first login ({session_fp}) is not among those the guest printed on its console ({})", printed.join(", "))
     };
     reached("cloud_init", Some(detail)).await;
 }

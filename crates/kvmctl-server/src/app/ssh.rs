@@ -3,8 +3,9 @@
 //!
 //! Each VM gets an ed25519 key made by the daemon at create; its public half goes into the
 //! seed for the VM's user, its private half lives in `key_dir/<vm id>` (mode 0600) and is
-//! removed with the VM. Host keys are accepted as offered for now (pinning them from the
-//! console's fingerprints is still to come).
+//! removed with the VM. The guest's host key is pinned at the first login: checked against
+//! the fingerprints cloud-init prints on the serial console when there are any, trusted on
+//! first use otherwise; every later login requires the pinned key.
 
 use kvmctl_core::Error;
 use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg};
@@ -46,18 +47,28 @@ pub(crate) fn key_store(path: &Path, private: &str) -> Result<(), Error> {
     f.write_all(private.as_bytes()).map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))
 }
 
-struct AcceptHostKey;
+/// Checks the guest's host key against the pinned fingerprint, when there is one, and
+/// remembers the key it was offered.
+struct HostKeyCheck {
+    pinned: Option<String>,
+    offered: Arc<std::sync::Mutex<Option<String>>>,
+}
 
-impl client::Handler for AcceptHostKey {
+impl client::Handler for HostKeyCheck {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, _key: &russh::keys::PublicKey) -> Result<bool, Self::Error> {
-        Ok(true)
+    async fn check_server_key(&mut self, key: &russh::keys::PublicKey) -> Result<bool, Self::Error> {
+        let fp = key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
+        let ok = self.pinned.as_ref().is_none_or(|p| *p == fp);
+        if let Ok(mut o) = self.offered.lock() {
+            *o = Some(fp);
+        }
+        Ok(ok)
     }
 }
 
-/// A logged-in SSH session to a guest.
-pub struct Session(client::Handle<AcceptHostKey>);
+/// A logged-in SSH session to a guest, and the fingerprint of the host key it offered.
+pub struct Session(client::Handle<HostKeyCheck>, pub String);
 
 /// Why a login did not work, for the readiness stages and error messages.
 #[derive(Debug, thiserror::Error)]
@@ -68,16 +79,28 @@ pub(crate) enum SshError {
     Refused { user: String, addr: SocketAddr },
     #[error("SSH session to {0} failed: {1}")]
     Session(SocketAddr, String),
+    #[error(
+        "{addr} offered host key {offered}, not the pinned {pinned}; refusing to log in (the guest was replaced, or someone is in between)"
+    )]
+    HostKey { addr: SocketAddr, pinned: String, offered: String },
 }
 
-pub(crate) async fn login(addr: SocketAddr, user: &str, key_file: &Path) -> Result<Session, SshError> {
+/// Logs in as `user` with the key in `key_file`; with `pinned`, only to a guest offering that
+/// host key.
+pub(crate) async fn login(addr: SocketAddr, user: &str, key_file: &Path, pinned: Option<&str>) -> Result<Session, SshError> {
     let pem = std::fs::read_to_string(key_file)
         .map_err(|e| SshError::Session(addr, format!("cannot read the VM's key {}: {e}", key_file.display())))?;
     let key = PrivateKey::from_openssh(&pem).map_err(|e| SshError::Session(addr, format!("the VM's key is unreadable: {e}")))?;
     let config = Arc::new(client::Config { inactivity_timeout: Some(Duration::from_secs(60)), ..Default::default() });
-    let connect = tokio::time::timeout(Duration::from_secs(10), client::connect(config, addr, AcceptHostKey));
+    let offered = Arc::new(std::sync::Mutex::new(None));
+    let check = HostKeyCheck { pinned: pinned.map(str::to_owned), offered: offered.clone() };
+    let connect = tokio::time::timeout(Duration::from_secs(10), client::connect(config, addr, check));
+    let offered_fp = || offered.lock().ok().and_then(|o| o.clone()).unwrap_or_default();
     let mut handle = match connect.await {
         Ok(Ok(h)) => h,
+        Ok(Err(_)) if pinned.is_some_and(|p| !offered_fp().is_empty() && p != offered_fp()) => {
+            return Err(SshError::HostKey { addr, pinned: pinned.unwrap_or_default().to_owned(), offered: offered_fp() })
+        }
         Ok(Err(e)) => return Err(SshError::Connect(addr, e.to_string())),
         Err(_) => return Err(SshError::Connect(addr, "no answer within 10 s".into())),
     };
@@ -88,7 +111,7 @@ pub(crate) async fn login(addr: SocketAddr, user: &str, key_file: &Path) -> Resu
     if !auth.success() {
         return Err(SshError::Refused { user: user.to_owned(), addr });
     }
-    Ok(Session(handle))
+    Ok(Session(handle, offered_fp()))
 }
 
 /// What a command printed and how it ended.

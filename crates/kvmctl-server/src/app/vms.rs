@@ -85,6 +85,7 @@ pub(crate) fn vm_view(r: VmRecord) -> Vm {
         mac: r.mac,
         ip: r.ip,
         ssh_user: r.ssh_user,
+        host_key: r.host_key.map(|k| format!("{k} ({})", r.host_key_source.as_deref().unwrap_or("first use"))),
         readiness: Vec::new(),
         firmware: r.firmware,
         owner: r.owner,
@@ -307,6 +308,8 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
         vnc_password: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
         ip: ip.map(|i| i.to_string()),
         ssh_user: user.clone(),
+        host_key: None,
+        host_key_source: None,
         state: VmState::Creating,
         error: None,
         created_at: 0,
@@ -744,7 +747,7 @@ pub(crate) async fn vm_login(ctx: &Context, name: &Name) -> Result<ssh::Session,
             "VM {name} has no address yet (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`"
         )));
     };
-    ssh::login(std::net::SocketAddr::new(ip, 22), &rec.ssh_user, &ssh::key_path(&ctx.config.key_dir, &rec.id))
+    ssh_session(ctx, &rec, ip)
         .await
         .map_err(|e| Error::Conflict(format!("{e} (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`")))
 }
@@ -811,4 +814,60 @@ pub async fn vm_shell_open(ctx: &Context, name: &str, command: Option<&str>, col
     let name = parse_name("name", name)?;
     let session = vm_login(ctx, &name).await?;
     session.shell(command, cols, rows).await.map_err(|e| Error::Unavailable(format!("cannot open a shell on {name}: {e}")))
+}
+
+/// Logs in to the VM at `ip` with its key, holding it to its pinned host key; the first login
+/// pins the key offered, after checking it against the fingerprints cloud-init printed on
+/// the console when it printed any.
+pub(crate) async fn ssh_session(ctx: &Context, rec: &VmRecord, ip: std::net::IpAddr) -> Result<ssh::Session, ssh::SshError> {
+    let addr = std::net::SocketAddr::new(ip, 22);
+    let pinned = match ctx.store.vm_get(&rec.name).await {
+        Ok(Some(now)) => now.host_key,
+        _ => rec.host_key.clone(),
+    };
+    let session = ssh::login(addr, &rec.ssh_user, &ssh::key_path(&ctx.config.key_dir, &rec.id), pinned.as_deref()).await?;
+    if pinned.is_none() {
+        let console = std::fs::read_to_string(console_log(ctx, &rec.name)).unwrap_or_default();
+        let printed = console_fingerprints(&console);
+        let source = if printed.is_empty() {
+            "first use"
+        } else if printed.contains(&session.1) {
+            "console"
+        } else {
+            let offered = session.1.clone();
+            session.close().await;
+            return Err(ssh::SshError::HostKey { addr, pinned: printed.join(" or "), offered });
+        };
+        let _ = ctx.store.vm_host_key_pin(&rec.id, &session.1, source).await;
+        tracing::info!(vm = %rec.name, fingerprint = %session.1, source, "host key pinned");
+    }
+    Ok(session)
+}
+
+/// The `SHA256:` fingerprints between cloud-init's "BEGIN SSH HOST KEY FINGERPRINTS" markers.
+pub(crate) fn console_fingerprints(console: &str) -> Vec<String> {
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in console.lines() {
+        if line.contains("BEGIN SSH HOST KEY FINGERPRINTS") {
+            inside = true;
+        } else if line.contains("END SSH HOST KEY FINGERPRINTS") {
+            inside = false;
+        } else if inside {
+            out.extend(line.split_whitespace().filter(|w| w.starts_with("SHA256:")).map(str::to_owned));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    #[test]
+    fn reads_cloud_inits_fingerprint_block() {
+        let console = "boot\nci-info: no\n<14>Nov 22 ec2: #############################################################\n\
+            ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\nec2: 256 SHA256:AbC+/1 root@web (ED25519)\n\
+            ec2: -----END SSH HOST KEY FINGERPRINTS-----\nSHA256:outside\n";
+        assert_eq!(super::console_fingerprints(console), vec!["SHA256:AbC+/1".to_string()]);
+        assert!(super::console_fingerprints("nothing here").is_empty());
+    }
 }
