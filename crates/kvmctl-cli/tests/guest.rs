@@ -1,0 +1,60 @@
+//! Guest access as a user does it, with the real binary against a `kvmctl serve` process:
+//! `vm create --wait=ssh` (stages and timings shown), `vm exec` (exit status passed through),
+//! `vm cp` both ways for a file and a tree, `vm ssh -- CMD`, `vm console --log`.
+
+mod common;
+
+use common::{tiny_import, Env};
+use kvmctl_testkit::daemon::Sweep;
+
+#[test]
+fn create_wait_exec_cp_ssh_and_console_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env { dir: dir.path().to_owned() };
+    let sweep = Sweep::new(&["kt-cli"], &["kt-cli-img"]);
+    let _daemon = env.serve("");
+    tiny_import(&env, "kt-cli-img");
+
+    let shown =
+        env.ok(&["vm", "create", "kt-cli", "--image", "kt-cli-img", "--cpus", "1", "--memory", "256M", "--disk", "1G", "--wait=ssh"]);
+    for stage in ["started", "booting", "address", "ssh_port", "ssh_banner", "ssh_login"] {
+        assert!(shown.lines().any(|l| l.trim_start().starts_with(stage) && l.contains("+")), "{stage} with its time in:\n{shown}");
+    }
+
+    let out = env.kvmctl(&["vm", "exec", "kt-cli", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let home = env.ok(&["vm", "exec", "kt-cli", "--", "sh", "-c", "echo $HOME"]).trim().to_owned();
+
+    // A tree there and back.
+    let src = dir.path().join("tree");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha").unwrap();
+    std::fs::write(src.join("sub/b.bin"), (0..=255u8).cycle().take(300_000).collect::<Vec<u8>>()).unwrap();
+    let remote = format!("kt-cli:{home}/tree");
+    env.ok(&["vm", "cp", src.to_str().unwrap(), &remote]);
+    let listing =
+        env.ok(&["vm", "exec", "kt-cli", "--", "sh", "-c", &format!("cd {home}/tree && find . -type f | sort && wc -c < sub/b.bin")]);
+    assert_eq!(listing.split_whitespace().collect::<Vec<_>>(), ["./a.txt", "./sub/b.bin", "300000"]);
+    let back = dir.path().join("back");
+    env.ok(&["vm", "cp", &remote, back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(back.join("a.txt")).unwrap(), b"alpha");
+    assert_eq!(std::fs::read(back.join("sub/b.bin")).unwrap(), std::fs::read(src.join("sub/b.bin")).unwrap());
+    let bad = env.kvmctl(&["vm", "cp", src.to_str().unwrap(), "not-a-vm-path"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("NAME:/PATH"));
+
+    // A terminal session running one command: its output and exit status.
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.arg("--socket").arg(env.socket()).args(["vm", "ssh", "kt-cli", "--", "sh", "-c", "echo via-ssh; exit 4"]);
+    let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("via-ssh\r\n"), "{out:?}");
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+
+    let log = env.ok(&["vm", "console", "kt-cli", "--log", "--lines", "200"]);
+    assert!(log.contains("KVMCTL_TINY_READY"), "{log}");
+
+    env.ok(&["vm", "delete", "kt-cli"]);
+    env.ok(&["image", "rm", "kt-cli-img"]);
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+}
