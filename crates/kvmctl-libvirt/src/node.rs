@@ -120,6 +120,8 @@ pub trait Node: Send + Sync {
     /// Grows a volume that no running domain uses. Shrinking is refused by libvirt.
     fn volume_resize(&self, pool: &str, name: &str, capacity_bytes: u64) -> Result<(), NodeError>;
 
+    /// The guest's IPv4 addresses per MAC as its guest agent reports them (`(mac, ip)`).
+    fn domain_agent_addresses(&self, name: &str) -> Result<Vec<(String, String)>, NodeError>;
     /// A connection to the domain's serial console (its own libvirt connection).
     fn domain_console(&self, name: &str) -> Result<ConsoleStream, NodeError>;
     /// Asks the guest to reboot (ACPI).
@@ -645,6 +647,23 @@ impl Node for LibvirtNode {
             let p = Self::pool(c, pool)?;
             let vol = StorageVol::lookup_by_name(&p, name).map_err(|e| NodeError::from_virt("find", "volume", name, e))?;
             vol.resize(capacity_bytes, 0).map(drop).map_err(|e| NodeError::from_virt("resize", "volume", name, e))
+        })
+    }
+
+    fn domain_agent_addresses(&self, name: &str) -> Result<Vec<(String, String)>, NodeError> {
+        self.with_conn(|c| {
+            let d = Self::domain(c, name, "ask the guest agent of")?;
+            let ifaces = d
+                .interface_addresses(virt::sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
+                .map_err(|e| NodeError::from_virt("ask the guest agent of", "domain", name, e))?;
+            Ok(ifaces
+                .into_iter()
+                .flat_map(|i| {
+                    let mac = i.hwaddr.to_ascii_lowercase();
+                    i.addrs.into_iter().filter(|a| a.typed == virt::sys::VIR_IP_ADDR_TYPE_IPV4 as i64).map(move |a| (mac.clone(), a.addr))
+                })
+                .filter(|(_, ip)| !ip.starts_with("127."))
+                .collect())
         })
     }
 

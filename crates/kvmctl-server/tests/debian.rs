@@ -86,6 +86,10 @@ async fn debian_vms_boot_with_bios_and_uefi_and_serve_ssh() {
         let vm = ready.await.unwrap().unwrap_or_else(|e| panic!("{fw}: {e}"));
         let stages: Vec<&str> = vm.readiness.iter().map(|s| s.stage.as_str()).collect();
         assert_eq!(stages, ["defined", "started", "booting", "address", "ssh_port", "ssh_banner", "ssh_login", "cloud_init"], "{vm:?}");
+        // The guest agent reports the same address (the source used on networks kvmctl does
+        // not reserve in).
+        let agent = kvmctl_libvirt::Node::domain_agent_addresses(&sweep.node, &vm.name).unwrap();
+        assert!(agent.contains(&(vm.mac.clone(), vm.ip.clone().unwrap())), "{agent:?} vs {vm:?}");
         let pin = vm.host_key.clone().unwrap_or_default();
         assert!(pin.starts_with("SHA256:") && pin.ends_with("(console)"), "pinned from cloud-init's fingerprints on the console: {pin}");
         let ci = vm.readiness.last().unwrap();

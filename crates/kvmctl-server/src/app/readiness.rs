@@ -117,8 +117,10 @@ async fn watch(ctx: Arc<Context>, name: Name) {
     let ip: IpAddr = match rec.ip.as_deref().and_then(|i| i.parse().ok()) {
         Some(ip) => ip,
         None => {
-            let Some(ip) = until!(Duration::from_millis(500), lease_of(&ctx, &rec.network, &rec.mac).await) else { return };
-            reached("address", Some(format!("{ip} (DHCP lease)"))).await;
+            let Some((ip, source)) = until!(Duration::from_millis(500), address_of(&ctx, &rec.name, &rec.network, &rec.mac).await) else {
+                return;
+            };
+            reached("address", Some(format!("{ip} ({source})"))).await;
             ip
         }
     };
@@ -173,11 +175,32 @@ pub(crate) fn cloud_init_verdict(json: &[u8]) -> String {
     }
 }
 
-async fn lease_of(ctx: &Context, network: &str, mac: &str) -> Option<IpAddr> {
+/// The address of an unreserved VM, and who told: the guest agent, the network's DHCP
+/// leases, or the host's neighbour (ARP) table, asked in that order.
+async fn address_of(ctx: &Context, vm: &Name, network: &str, mac: &str) -> Option<(IpAddr, &'static str)> {
     let node = ctx.local_node.clone();
-    let (network, mac) = (network.to_owned(), mac.to_ascii_lowercase());
-    let leases = tokio::task::spawn_blocking(move || node.network_leases(&network)).await.ok()?.ok()?;
-    leases.into_iter().find(|(m, _)| *m == mac).and_then(|(_, ip)| ip.parse().ok())
+    let (vm, network, mac) = (vm.to_string(), network.to_owned(), mac.to_ascii_lowercase());
+    tokio::task::spawn_blocking(move || {
+        let find = |pairs: Vec<(String, String)>| pairs.into_iter().find(|(m, _)| *m == mac).and_then(|(_, ip)| ip.parse().ok());
+        if let Some(ip) = node.domain_agent_addresses(&vm).ok().and_then(find) {
+            return Some((ip, "guest agent"));
+        }
+        if let Some(ip) = node.network_leases(&network).ok().and_then(find) {
+            return Some((ip, "DHCP lease"));
+        }
+        let arp = std::fs::read_to_string("/proc/net/arp").ok()?;
+        arp_lookup(&arp, &mac).map(|ip| (ip, "neighbour table"))
+    })
+    .await
+    .ok()?
+}
+
+/// The IPv4 address `/proc/net/arp` lists for `mac` (complete entries only).
+pub(crate) fn arp_lookup(table: &str, mac: &str) -> Option<IpAddr> {
+    table.lines().skip(1).find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.len() >= 4 && cols[3].eq_ignore_ascii_case(mac) && cols[2] != "0x0").then(|| cols[0].parse().ok()).flatten()
+    })
 }
 
 /// Connects to the SSH port and reads the server's identification line.
@@ -203,6 +226,16 @@ async fn banner_of(addr: SocketAddr) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn neighbour_table() {
+        let t = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                 10.0.0.7         0x1         0x2         52:54:00:aa:bb:cc     *        br0\n\
+                 10.0.0.8         0x1         0x0         52:54:00:aa:bb:dd     *        br0\n";
+        assert_eq!(arp_lookup(t, "52:54:00:AA:BB:CC"), Some("10.0.0.7".parse().unwrap()));
+        assert_eq!(arp_lookup(t, "52:54:00:aa:bb:dd"), None, "incomplete entries do not count");
+        assert_eq!(arp_lookup(t, "52:54:00:00:00:00"), None);
+    }
 
     #[test]
     fn cloud_init_verdicts() {
