@@ -138,6 +138,24 @@ async fn debian_vms_boot_with_bios_and_uefi_and_serve_ssh() {
         client.vm_delete(&format!("kt-deb-{fw}"), false).await.unwrap();
     }
 
+    // 10 MiB through SFTP and back, byte for byte, and the guest's own checksum agrees.
+    let big: Vec<u8> = (0..10u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    client.vm_file_put("kt-deb-bios", "/home/alice/big", false, big.clone()).await.unwrap();
+    match client.vm_file_get("kt-deb-bios", "/home/alice/big").await.unwrap() {
+        kvmctl_client::GuestFile::File(back) => assert!(back == big, "10 MiB round trip differs ({} bytes back)", back.len()),
+        other => panic!("a file, not {other:?}"),
+    }
+    let sum = client
+        .vm_exec("kt-deb-bios", &kvmctl_types::api::VmExecRequest { command: "sha256sum /home/alice/big".into(), timeout_seconds: None })
+        .await
+        .unwrap()
+        .stdout;
+    let local: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&big).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    assert!(sum.starts_with(&local), "{sum} vs {local}");
+
     // The serial console, interactive through the daemon: Enter brings the login prompt.
     let mut console = client.terminal("/v1/vms/kt-deb-bios/console").await.unwrap();
     let (seen, _) = kvmctl_testkit::daemon::terminal_talk(&mut console, b"\r", "login:", 20).await;
