@@ -82,6 +82,17 @@ pub(crate) async fn vm_ssh(
     }
 }
 
+/// The keystrokes a client frame carries (none for pings and the like); `None` when the
+/// client closes the session.
+fn frame_bytes(msg: Message) -> Option<Vec<u8>> {
+    match msg {
+        Message::Binary(b) => Some(b.to_vec()),
+        Message::Text(t) => Some(t.as_bytes().to_vec()),
+        Message::Close(_) => None,
+        _ => Some(Vec::new()),
+    }
+}
+
 /// One thread owns the (non-blocking) libvirt stream and moves bytes both ways.
 async fn console_bridge(stream: kvmctl_libvirt::ConsoleStream, socket: WebSocket) {
     let (mut to_client, mut from_client) = socket.split();
@@ -118,13 +129,8 @@ async fn console_bridge(stream: kvmctl_libvirt::ConsoleStream, socket: WebSocket
     });
     let upstream = async {
         while let Some(Ok(msg)) = from_client.next().await {
-            let bytes = match msg {
-                Message::Binary(b) => b.to_vec(),
-                Message::Text(t) => t.as_bytes().to_vec(),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            if in_tx.send(bytes).await.is_err() {
+            let Some(bytes) = frame_bytes(msg) else { break };
+            if !bytes.is_empty() && in_tx.send(bytes).await.is_err() {
                 break;
             }
         }
@@ -151,13 +157,8 @@ async fn shell_bridge(mut shell: app::ssh::Shell, socket: WebSocket) {
     let mut writer = shell.channel.make_writer();
     let upstream = async move {
         while let Some(Ok(msg)) = from_client.next().await {
-            let bytes = match msg {
-                Message::Binary(b) => b.to_vec(),
-                Message::Text(t) => t.as_bytes().to_vec(),
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+            let Some(bytes) = frame_bytes(msg) else { break };
+            if !bytes.is_empty() && (writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err()) {
                 break;
             }
         }
