@@ -76,3 +76,9 @@ impl From<NodeError> for kvmctl_core::Error {
         }
     }
 }
+
+impl From<crate::xml::XmlError> for kvmctl_core::Error {
+    fn from(e: crate::xml::XmlError) -> Self {
+        kvmctl_core::Error::Internal(kvmctl_core::error::chain(&e))
+    }
+}

@@ -332,17 +332,7 @@ fn volumes_upload(node: &dyn Node, pool: &str, files: &[(String, PathBuf, DiskFo
         let result = std::fs::File::open(path)
             .and_then(|f| Ok((f.metadata()?.len(), f)))
             .map_err(|e| Error::invalid("source", format!("cannot read {}: {e}", path.display())))
-            .and_then(|(len, mut f)| {
-                node.volume_upload_from(pool, vol, *format, len, &mut f).map_err(|e| match e {
-                    kvmctl_libvirt::NodeError::AlreadyExists { .. } => Error::Conflict(format!(
-                        "volume {vol} already exists in pool {pool} without an image record; remove it (virsh vol-delete {vol} --pool {pool}) and retry"
-                    )),
-                    kvmctl_libvirt::NodeError::NotFound { kind: "storage pool", .. } => {
-                        Error::Unavailable(format!("storage pool {pool} does not exist; run `kvmctl host setup` or set `pool` in the configuration"))
-                    }
-                    e => e.into(),
-                })
-            });
+            .and_then(|(len, mut f)| node.volume_upload_from(pool, vol, *format, len, &mut f).map_err(|e| super::volume_error(e, pool)));
         match result {
             Ok(info) => done.push(info),
             Err(e) => {

@@ -132,6 +132,21 @@ impl Failpoints {
     }
 }
 
+/// A volume error as the user sees it: a volume of that name that nothing kvmctl knows
+/// owns, or a missing pool, says what to do.
+pub(crate) fn volume_error(e: kvmctl_libvirt::NodeError, pool: &str) -> Error {
+    use kvmctl_libvirt::NodeError;
+    match e {
+        NodeError::AlreadyExists { name, .. } => Error::Conflict(format!(
+            "volume {name} already exists in pool {pool} but belongs to no VM or image kvmctl knows; remove it (virsh vol-delete {name} --pool {pool}) and retry"
+        )),
+        NodeError::NotFound { kind: "storage pool", .. } => {
+            Error::Unavailable(format!("storage pool {pool} does not exist; run `kvmctl host setup` or set `pool` in the configuration"))
+        }
+        e => e.into(),
+    }
+}
+
 /// A name from a request field, or an error naming the field and the rule.
 pub(crate) fn parse_name(field: &str, value: &str) -> Result<Name, Error> {
     Name::parse(value).map_err(|e| Error::invalid(field, format!("{value:?} {e}")))

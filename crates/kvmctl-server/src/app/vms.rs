@@ -357,8 +357,7 @@ async fn vm_build(
 ) -> Result<VmState, Error> {
     ssh::key_store(&ssh::key_path(&ctx.config.key_dir, &rec.id), vm_key)?;
     ctx.failpoints.hit("create.reserve").await?;
-    if let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse().ok()) {
-        let host = xml::dhcp_host_xml(&rec.mac, ip, rec.name.as_str()).map_err(|e| Error::Internal(kvmctl_core::error::chain(&e)))?;
+    if let Some(host) = dhcp_host(rec)? {
         let (node, net) = (ctx.local_node.clone(), rec.network.clone());
         blocking(move || node.network_dhcp_host(&net, &host, true)).await??;
     }
@@ -371,12 +370,14 @@ async fn vm_build(
         backing: Some((PathBuf::from(&image.path), if image.format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 })),
     };
     let pool = rec.pool.clone();
-    blocking(move || node.volume_create(&pool, &overlay)).await?.map_err(volume_error)?;
+    blocking(move || node.volume_create(&pool, &overlay)).await?.map_err(|e| super::volume_error(e, &rec.pool))?;
     ctx.failpoints.hit("create.root_volume").await?;
 
     let node = ctx.local_node.clone();
     let (pool, seed_vol) = (rec.pool.clone(), rec.seed_volume.clone());
-    blocking(move || node.volume_upload(&pool, &seed_vol, DiskFormat::Raw, &seed_iso)).await?.map_err(volume_error)?;
+    blocking(move || node.volume_upload(&pool, &seed_vol, DiskFormat::Raw, &seed_iso))
+        .await?
+        .map_err(|e| super::volume_error(e, &rec.pool))?;
     ctx.failpoints.hit("create.seed_volume").await?;
 
     if let Err(e) = std::fs::create_dir_all(&ctx.config.console_log_dir) {
@@ -385,8 +386,7 @@ async fn vm_build(
     let node = ctx.local_node.clone();
     let image_c = image.clone();
     let kernel = blocking(move || kernel_paths(node.as_ref(), &image_c)).await??;
-    let xml =
-        xml::domain_xml(&domain_spec(ctx, rec, image, domain_type, kernel)).map_err(|e| Error::Internal(kvmctl_core::error::chain(&e)))?;
+    let xml = xml::domain_xml(&domain_spec(ctx, rec, image, domain_type, kernel))?;
     let node = ctx.local_node.clone();
     blocking(move || node.domain_define(&xml)).await?.map_err(|e| match e {
         NodeError::AlreadyExists { .. } => Error::Conflict(format!(
@@ -407,15 +407,11 @@ async fn vm_build(
     Ok(VmState::Running)
 }
 
-fn volume_error(e: NodeError) -> Error {
-    match e {
-        NodeError::AlreadyExists { name, .. } => Error::Conflict(format!(
-            "volume {name} already exists in the pool but belongs to no VM kvmctl knows; remove it (virsh vol-delete {name} --pool POOL) and retry"
-        )),
-        NodeError::NotFound { kind: "storage pool", name } => {
-            Error::Unavailable(format!("storage pool {name} does not exist; run `kvmctl host setup` or set `pool` in the configuration"))
-        }
-        e => e.into(),
+/// The DHCP host entry reserving the VM's address, when it has a reserved one.
+fn dhcp_host(rec: &VmRecord) -> Result<Option<String>, Error> {
+    match rec.ip.as_deref().and_then(|i| i.parse().ok()) {
+        Some(ip) => Ok(Some(xml::dhcp_host_xml(&rec.mac, ip, rec.name.as_str())?)),
+        None => Ok(None),
     }
 }
 
@@ -460,8 +456,7 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) 
     })
     .await??;
     ctx.failpoints.hit("delete.volumes").await?;
-    if let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse().ok()) {
-        let host = xml::dhcp_host_xml(&rec.mac, ip, rec.name.as_str()).map_err(|e| Error::Internal(kvmctl_core::error::chain(&e)))?;
+    if let Some(host) = dhcp_host(rec)? {
         let (node, net, name) = (ctx.local_node.clone(), rec.network.clone(), name.clone());
         // An entry that is not there (never added, or removed already) is fine.
         if let Err(e) = blocking(move || node.network_dhcp_host(&net, &host, false)).await? {
@@ -645,8 +640,7 @@ pub async fn vm_resize(ctx: &Context, name: &str, req: VmResizeRequest) -> Resul
         let n = name.to_string();
         let current = blocking(move || node.domain_xml(&n)).await??;
         let dtype = if current.contains("type='kvm'") || current.contains("type=\"kvm\"") { DomainType::Kvm } else { DomainType::Qemu };
-        let xml = xml::domain_xml(&domain_spec(ctx, &resized, &image, dtype, kernel))
-            .map_err(|e| Error::Internal(kvmctl_core::error::chain(&e)))?;
+        let xml = xml::domain_xml(&domain_spec(ctx, &resized, &image, dtype, kernel))?;
         let node = ctx.local_node.clone();
         blocking(move || node.domain_define(&xml)).await??;
     }
@@ -741,7 +735,7 @@ pub(crate) async fn vm_login(ctx: &Context, name: &Name) -> Result<ssh::Session,
     }
     let stages = readiness::stages(ctx, &rec.id).await?;
     let last = stages.last().map(|s| s.stage.clone()).unwrap_or_else(|| "none".into());
-    let vm = vm_get(ctx, name.as_str()).await?;
+    let vm = with_addresses(ctx, vec![vm_view(rec.clone())]).await.remove(0);
     let Some(ip) = vm.ip.as_deref().and_then(|i| i.parse::<std::net::IpAddr>().ok()) else {
         return Err(Error::Conflict(format!(
             "VM {name} has no address yet (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`"
