@@ -128,6 +128,11 @@ pub trait Node: Send + Sync {
     fn domain_reboot(&self, name: &str) -> Result<(), NodeError>;
     /// Grows the disk `target` (`vda`) of a running domain; the guest sees the new size at once.
     fn domain_block_resize(&self, name: &str, target: &str, capacity_bytes: u64) -> Result<(), NodeError>;
+    /// Replaces kvmctl's metadata element (namespace [`xml::METADATA_NS`]) in the domain's
+    /// persistent definition and, when it runs, in the live one too.
+    fn domain_metadata_set(&self, name: &str, element_xml: &str) -> Result<(), NodeError>;
+    /// Names of every network, defined or transient.
+    fn network_list(&self) -> Result<Vec<String>, NodeError>;
 }
 
 /// A domain's serial console: a non-blocking libvirt stream on a connection of its own.
@@ -686,6 +691,29 @@ impl Node for LibvirtNode {
                 .block_resize(target, capacity_bytes, virt::sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES)
                 .map(drop)
                 .map_err(|e| NodeError::from_virt("resize a disk of", "domain", name, e))
+        })
+    }
+
+    fn domain_metadata_set(&self, name: &str, element_xml: &str) -> Result<(), NodeError> {
+        self.with_conn(|c| {
+            let d = Self::domain(c, name, "set metadata of")?;
+            let err = |e| NodeError::from_virt("set metadata of", "domain", name, e);
+            let mut flags = virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+            if d.is_active().map_err(err)? {
+                flags |= virt::sys::VIR_DOMAIN_AFFECT_LIVE;
+            }
+            d.set_metadata(virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(element_xml), Some("kvmctl"), Some(xml::METADATA_NS), flags)
+                .map_err(err)
+                .map(drop)
+        })
+    }
+
+    fn network_list(&self) -> Result<Vec<String>, NodeError> {
+        self.with_conn(|c| {
+            let nets = c.list_all_networks(0).map_err(|e| NodeError::from_virt("list", "networks", &self.uri, e))?;
+            let mut names: Vec<String> = nets.iter().filter_map(|n| n.get_name().ok()).collect();
+            names.sort();
+            Ok(names)
         })
     }
 

@@ -118,6 +118,29 @@ pub struct Metadata {
     pub vm_id: VmId,
     pub owner: String,
     pub plan: Option<String>,
+    /// Where the VM sits on its network and its port forwards: what the node's libvirt
+    /// hook needs to apply the VM's firewall rules without the control plane.
+    pub net: Option<NetMetadata>,
+}
+
+/// The network facts of a VM in its domain metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetMetadata {
+    /// The VM's reserved address.
+    pub ip: std::net::Ipv4Addr,
+    /// The host bridge of its network.
+    pub bridge: String,
+    /// The subnet kvmctl masquerades for (kvmctl-managed NAT networks only).
+    pub nat_subnet: Option<(std::net::Ipv4Addr, u8)>,
+    pub forwards: Vec<ForwardMetadata>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardMetadata {
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    pub host_port: u16,
+    pub guest_port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,14 +337,95 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
 
 fn metadata(d: &mut Doc, m: &Metadata) -> Result<(), XmlError> {
     d.open("metadata", &[])?;
+    metadata_element(d, m)?;
+    d.close("metadata")
+}
+
+fn metadata_element(d: &mut Doc, m: &Metadata) -> Result<(), XmlError> {
     d.open("kvmctl:vm", &[("xmlns:kvmctl", METADATA_NS)])?;
     d.text("kvmctl:id", &[], &m.vm_id.to_string())?;
     d.text("kvmctl:owner", &[], &checked("owner", &m.owner)?)?;
     if let Some(plan) = &m.plan {
         d.text("kvmctl:plan", &[], &checked("plan", plan)?)?;
     }
-    d.close("kvmctl:vm")?;
-    d.close("metadata")
+    if let Some(n) = &m.net {
+        let nat = n.nat_subnet.map(|(a, l)| format!("{a}/{l}"));
+        let mut attrs = vec![("ip", n.ip.to_string()), ("bridge", checked("bridge", &n.bridge)?)];
+        if let Some(nat) = nat {
+            attrs.push(("nat", nat));
+        }
+        let attrs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        d.empty("kvmctl:network", &attrs)?;
+        for f in &n.forwards {
+            let (h, g) = (f.host_port.to_string(), f.guest_port.to_string());
+            d.empty("kvmctl:forward", &[("protocol", &checked("protocol", &f.protocol)?), ("host", &h), ("guest", &g)])?;
+        }
+    }
+    d.close("kvmctl:vm")
+}
+
+/// kvmctl's metadata element alone, for `virDomainSetMetadata` (key `kvmctl`, namespace
+/// [`METADATA_NS`]).
+pub fn metadata_xml(m: &Metadata) -> Result<String, XmlError> {
+    let mut d = Doc::new();
+    metadata_element(&mut d, m)?;
+    Ok(d.finish())
+}
+
+/// Reads kvmctl's metadata back from a domain's XML (as libvirt prints it, or as the qemu
+/// hook receives it); `None` when the domain carries none (it is not kvmctl's).
+pub fn metadata_parse(domain_xml: &str) -> Option<Metadata> {
+    use quick_xml::events::Event as E;
+    use quick_xml::name::ResolveResult;
+    let mut r = quick_xml::NsReader::from_str(domain_xml);
+    let ours = |res: &ResolveResult| matches!(res, ResolveResult::Bound(ns) if ns.as_ref() == METADATA_NS.as_bytes());
+    let attr = |e: &BytesStart, name: &[u8]| {
+        e.attributes().flatten().find(|a| a.key.as_ref() == name).and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+    };
+    let (mut id, mut owner, mut plan, mut net) = (None, String::new(), None, None::<NetMetadata>);
+    let mut text_of: Option<Vec<u8>> = None;
+    loop {
+        match r.read_resolved_event() {
+            Ok((res, E::Start(e))) if ours(&res) => text_of = Some(e.local_name().as_ref().to_vec()),
+            Ok((res, E::Empty(e))) if ours(&res) => match e.local_name().as_ref() {
+                b"network" => {
+                    let ip = attr(&e, b"ip")?.parse().ok()?;
+                    let nat_subnet = match attr(&e, b"nat") {
+                        Some(n) => {
+                            let (a, l) = n.split_once('/')?;
+                            Some((a.parse().ok()?, l.parse().ok()?))
+                        }
+                        None => None,
+                    };
+                    net = Some(NetMetadata { ip, bridge: attr(&e, b"bridge")?, nat_subnet, forwards: net.map(|n| n.forwards).unwrap_or_default() });
+                }
+                b"forward" => {
+                    let f = ForwardMetadata {
+                        protocol: attr(&e, b"protocol")?,
+                        host_port: attr(&e, b"host")?.parse().ok()?,
+                        guest_port: attr(&e, b"guest")?.parse().ok()?,
+                    };
+                    net.as_mut()?.forwards.push(f);
+                }
+                _ => {}
+            },
+            Ok((_, E::Text(t))) => {
+                if let Some(tag) = text_of.take() {
+                    let v = t.unescape().ok()?.into_owned();
+                    match tag.as_slice() {
+                        b"id" => id = v.parse::<uuid::Uuid>().ok(),
+                        b"owner" => owner = v,
+                        b"plan" => plan = Some(v),
+                        _ => {}
+                    }
+                }
+            }
+            Ok((_, E::End(_))) => text_of = None,
+            Ok((_, E::Eof)) | Err(_) => break,
+            _ => {}
+        }
+    }
+    Some(Metadata { vm_id: VmId(id?), owner, plan, net })
 }
 
 /// A storage volume to create in a pool.
@@ -414,6 +518,95 @@ pub fn nat_network_xml(n: &NatNetworkSpec) -> Result<String, XmlError> {
     Ok(d.finish())
 }
 
+/// A network kvmctl manages (`kvmctl network create`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedNetworkSpec {
+    pub name: String,
+    /// NAT (libvirt route mode; kvmctl's table masquerades, ADR 0005) or isolated (no
+    /// forward at all: guests reach the host and each other only).
+    pub nat: bool,
+    /// The host's address on the network (the gateway).
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub dhcp_start: std::net::Ipv4Addr,
+    pub dhcp_end: std::net::Ipv4Addr,
+}
+
+/// The libvirt network of a [`ManagedNetworkSpec`]; libvirt names the bridge (`virbrN`).
+pub fn managed_network_xml(n: &ManagedNetworkSpec) -> Result<String, XmlError> {
+    let mut d = Doc::new();
+    d.open("network", &[])?;
+    d.text("name", &[], &checked("network name", &n.name)?)?;
+    if n.nat {
+        d.empty("forward", &[("mode", "route")])?;
+    }
+    d.empty("bridge", &[("stp", "on"), ("delay", "0")])?;
+    d.open("ip", &[("address", &n.address.to_string()), ("prefix", &n.prefix.to_string())])?;
+    d.open("dhcp", &[])?;
+    d.empty("range", &[("start", &n.dhcp_start.to_string()), ("end", &n.dhcp_end.to_string())])?;
+    d.close("dhcp")?;
+    d.close("ip")?;
+    d.close("network")?;
+    Ok(d.finish())
+}
+
+/// What a network's XML says about its shape.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetworkInfo {
+    pub bridge: Option<String>,
+    /// libvirt's forward mode (`nat`, `route`, `open`, `bridge`, ...); `None`: isolated.
+    pub forward_mode: Option<String>,
+    /// The host's IPv4 address on the network and the prefix length.
+    pub ipv4: Option<(std::net::Ipv4Addr, u8)>,
+}
+
+/// Reads bridge, forward mode and the first IPv4 address from a network's XML.
+pub fn network_info(network_xml: &str) -> NetworkInfo {
+    use quick_xml::events::Event as E;
+    let mut reader = quick_xml::Reader::from_str(network_xml);
+    let mut info = NetworkInfo::default();
+    let attr = |e: &quick_xml::events::BytesStart, name: &[u8]| {
+        e.attributes().flatten().find(|a| a.key.as_ref() == name).and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+    };
+    let mut depth = 0usize;
+    loop {
+        let ev = reader.read_event();
+        let (e, empty) = match &ev {
+            Ok(E::Start(e)) => (e.clone(), false),
+            Ok(E::Empty(e)) => (e.clone(), true),
+            Ok(E::End(_)) => {
+                depth = depth.saturating_sub(1);
+                continue;
+            }
+            Ok(E::Eof) | Err(_) => break,
+            _ => continue,
+        };
+        // Only the network's own children (depth 1): a <forward> nested elsewhere is not it.
+        if depth == 1 {
+            match e.name().as_ref() {
+                b"bridge" => info.bridge = attr(&e, b"name"),
+                b"forward" => info.forward_mode = Some(attr(&e, b"mode").unwrap_or_else(|| "nat".into())),
+                b"ip" if info.ipv4.is_none() && attr(&e, b"family").is_none_or(|f| f == "ipv4") => {
+                    if let Some(Ok(addr)) = attr(&e, b"address").map(|a| a.parse::<std::net::Ipv4Addr>()) {
+                        let prefix = attr(&e, b"prefix").and_then(|p| p.parse().ok()).or_else(|| {
+                            let mask: std::net::Ipv4Addr = attr(&e, b"netmask")?.parse().ok()?;
+                            Some(u32::from(mask).count_ones() as u8)
+                        });
+                        if let Some(p) = prefix {
+                            info.ipv4 = Some((addr, p));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !empty {
+            depth += 1;
+        }
+    }
+    info
+}
+
 /// What a network's XML says about its DHCP service (the first IPv4 `<ip>` with `<dhcp>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DhcpInfo {
@@ -474,6 +667,7 @@ pub fn dhcp_host_xml(mac: &str, ip: std::net::Ipv4Addr, name: &str) -> Result<St
 #[cfg(test)]
 mod dhcp_tests {
     use super::*;
+    use kvmctl_types::VmId;
     use std::collections::HashSet;
 
     const NET: &str = "<network><name>n</name><forward mode='nat'/><ip address='192.168.122.1' netmask='255.255.255.0'>\
@@ -489,6 +683,57 @@ mod dhcp_tests {
         assert_eq!(dhcp_pick(&info, &taken), Some("192.168.122.4".parse().unwrap()));
         let full: HashSet<_> = ["192.168.122.3", "192.168.122.4", "192.168.122.5"].iter().map(|i| i.parse().unwrap()).collect();
         assert_eq!(dhcp_pick(&info, &full), None);
+    }
+
+    #[test]
+    fn network_shape_is_read() {
+        let i = network_info(NET);
+        assert_eq!(i.forward_mode.as_deref(), Some("nat"));
+        assert_eq!(i.ipv4, Some(("192.168.122.1".parse().unwrap(), 24)));
+        let i = network_info("<network><name>t</name><bridge name='kvt0' stp='off'/><ip address='10.77.0.1' prefix='16'/></network>");
+        assert_eq!((i.bridge.as_deref(), i.forward_mode, i.ipv4), (Some("kvt0"), None, Some(("10.77.0.1".parse().unwrap(), 16))));
+    }
+
+    #[test]
+    fn managed_networks_route_or_isolate() {
+        let mut spec = ManagedNetworkSpec {
+            name: "lab".into(),
+            nat: true,
+            address: "192.168.100.1".parse().unwrap(),
+            prefix: 24,
+            dhcp_start: "192.168.100.2".parse().unwrap(),
+            dhcp_end: "192.168.100.254".parse().unwrap(),
+        };
+        let x = managed_network_xml(&spec).unwrap();
+        assert!(x.contains(r#"<forward mode="route"/>"#) && x.contains(r#"prefix="24""#), "{x}");
+        assert_eq!(network_info(&x).forward_mode.as_deref(), Some("route"));
+        spec.nat = false;
+        assert!(!managed_network_xml(&spec).unwrap().contains("<forward"));
+    }
+
+    #[test]
+    fn metadata_round_trips_through_the_domain_xml() {
+        let m = Metadata {
+            vm_id: VmId::new(),
+            owner: "alice".into(),
+            plan: Some("small".into()),
+            net: Some(NetMetadata {
+                ip: "192.168.100.7".parse().unwrap(),
+                bridge: "virbr3".into(),
+                nat_subnet: Some(("192.168.100.0".parse().unwrap(), 24)),
+                forwards: vec![
+                    ForwardMetadata { protocol: "tcp".into(), host_port: 2201, guest_port: 22 },
+                    ForwardMetadata { protocol: "udp".into(), host_port: 8053, guest_port: 53 },
+                ],
+            }),
+        };
+        // As libvirt prints it: inside <metadata>, with its own prefix declaration.
+        let domain = format!("<domain type='qemu'><name>x</name><metadata>{}</metadata><devices/></domain>", metadata_xml(&m).unwrap());
+        assert_eq!(metadata_parse(&domain), Some(m.clone()));
+        // Another prefix for the same namespace is the same metadata.
+        let other = domain.replace("kvmctl:", "k:").replace("xmlns:kvmctl", "xmlns:k");
+        assert_eq!(metadata_parse(&other), Some(m));
+        assert_eq!(metadata_parse("<domain><name>not-ours</name></domain>"), None);
     }
 
     #[test]

@@ -123,7 +123,7 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
             serial_log: Some(serial_log.clone()),
             vnc_password: None,
             guest_agent: false,
-            metadata: Metadata { vm_id: VmId::new(), owner: "test".into(), plan: None },
+            metadata: Metadata { vm_id: VmId::new(), owner: "test".into(), plan: None, net: None },
         };
         node.domain_define(&domain_xml(&spec).unwrap()).unwrap();
         debris.domain = Some(name.clone());

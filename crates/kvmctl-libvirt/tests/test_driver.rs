@@ -18,7 +18,7 @@ fn spec(name: &str) -> DomainSpec {
         serial_log: None,
         vnc_password: None,
         guest_agent: false,
-        metadata: Metadata { vm_id: VmId::new(), owner: "root".into(), plan: None },
+        metadata: Metadata { vm_id: VmId::new(), owner: "root".into(), plan: None, net: None },
     }
 }
 

@@ -40,7 +40,7 @@ fn tiny() -> DomainSpec {
         serial_log: Some("/var/log/libvirt/qemu/tiny-1-serial.log".into()),
         vnc_password: None,
         guest_agent: false,
-        metadata: Metadata { vm_id: vm_id(), owner: "root".into(), plan: None },
+        metadata: Metadata { vm_id: vm_id(), owner: "root".into(), plan: None, net: None },
     }
 }
 
@@ -66,7 +66,7 @@ fn disk_boot_kvm_domain_with_vnc_and_agent() {
         serial_log: Some("/var/log/libvirt/qemu/web-1-serial.log".into()),
         vnc_password: Some("s3cret".into()),
         guest_agent: true,
-        metadata: Metadata { vm_id: vm_id(), owner: "alice".into(), plan: Some("small".into()) },
+        metadata: Metadata { vm_id: vm_id(), owner: "alice".into(), plan: Some("small".into()), net: None },
     };
     golden("domain-disk-kvm.xml", &domain_xml(&spec).unwrap());
 }

@@ -12,11 +12,15 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod forwards;
 mod images;
+mod networks;
 mod plans;
 mod vms;
 
 pub use images::ImageRecord;
+pub use forwards::{ForwardRecord, PoolRange};
+pub use networks::{NetworkDeleteRefusal, NetworkRecord};
 pub use plans::PlanRecord;
 pub use vms::VmRecord;
 

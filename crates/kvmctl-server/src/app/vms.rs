@@ -168,7 +168,7 @@ fn domain_spec(
         serial_log: Some(console_log(ctx, &rec.name)),
         vnc_password: Some(rec.vnc_password.clone()),
         guest_agent: true,
-        metadata: Metadata { vm_id: rec.id, owner: rec.owner.clone(), plan: rec.plan.clone() },
+        metadata: Metadata { vm_id: rec.id, owner: rec.owner.clone(), plan: rec.plan.clone(), net: None },
     }
 }
 
