@@ -397,7 +397,12 @@ pub fn metadata_parse(domain_xml: &str) -> Option<Metadata> {
                         }
                         None => None,
                     };
-                    net = Some(NetMetadata { ip, bridge: attr(&e, b"bridge")?, nat_subnet, forwards: net.map(|n| n.forwards).unwrap_or_default() });
+                    net = Some(NetMetadata {
+                        ip,
+                        bridge: attr(&e, b"bridge")?,
+                        nat_subnet,
+                        forwards: net.map(|n| n.forwards).unwrap_or_default(),
+                    });
                 }
                 b"forward" => {
                     let f = ForwardMetadata {

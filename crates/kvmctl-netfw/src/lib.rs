@@ -234,8 +234,11 @@ fn rule(table: &str, chain: &'static str, expr: Vec<Statement<'static>>, comment
 /// table for the new one at once.
 pub fn table_render(table: &str, vms: &[VmRules]) -> Nftables<'static> {
     let t = |name: &str| NfListObject::Table(Table { family: NfFamily::INet, name: Cow::Owned(name.to_owned()), handle: None });
-    let mut o: Vec<NfObject<'static>> =
-        vec![NfObject::CmdObject(NfCmd::Add(t(table))), NfObject::CmdObject(NfCmd::Delete(t(table))), NfObject::CmdObject(NfCmd::Add(t(table)))];
+    let mut o: Vec<NfObject<'static>> = vec![
+        NfObject::CmdObject(NfCmd::Add(t(table))),
+        NfObject::CmdObject(NfCmd::Delete(t(table))),
+        NfObject::CmdObject(NfCmd::Add(t(table))),
+    ];
     let mut chains = vec![
         chain("guard", NfChainType::Filter, NfHook::Prerouting, -300),
         chain("prerouting", NfChainType::NAT, NfHook::Prerouting, -100),
@@ -255,13 +258,21 @@ pub fn table_render(table: &str, vms: &[VmRules]) -> Nftables<'static> {
     o.push(rule(
         table,
         "guard",
-        vec![matches(meta_iifname(), Operator::NEQ, s(lo)), eq(field("ip", "saddr"), prefix(Ipv4Addr::LOCALHOST, 8)), Statement::Drop(None)],
+        vec![
+            matches(meta_iifname(), Operator::NEQ, s(lo)),
+            eq(field("ip", "saddr"), prefix(Ipv4Addr::LOCALHOST, 8)),
+            Statement::Drop(None),
+        ],
         "guard: loopback source off loopback".into(),
     ));
     o.push(rule(
         table,
         "guard",
-        vec![matches(meta_iifname(), Operator::NEQ, s(lo)), eq(field("ip", "daddr"), prefix(Ipv4Addr::LOCALHOST, 8)), Statement::Drop(None)],
+        vec![
+            matches(meta_iifname(), Operator::NEQ, s(lo)),
+            eq(field("ip", "daddr"), prefix(Ipv4Addr::LOCALHOST, 8)),
+            Statement::Drop(None),
+        ],
         "guard: loopback destination off loopback".into(),
     ));
     let mut vms: Vec<VmRules> = vms.iter().filter(|v| !v.is_empty()).map(VmRules::normalized).collect();
@@ -317,7 +328,12 @@ pub fn table_render(table: &str, vms: &[VmRules]) -> Nftables<'static> {
             o.push(rule(
                 table,
                 "forward",
-                vec![eq(meta_oifname(), s(v.bridge.clone())), eq(field("ip", "daddr"), s(ip.clone())), matches(ct("status"), Operator::IN, s("dnat")), Statement::Accept(None)],
+                vec![
+                    eq(meta_oifname(), s(v.bridge.clone())),
+                    eq(field("ip", "daddr"), s(ip.clone())),
+                    matches(ct("status"), Operator::IN, s("dnat")),
+                    Statement::Accept(None),
+                ],
                 c.clone(),
             ));
             o.push(rule(

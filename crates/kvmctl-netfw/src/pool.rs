@@ -58,7 +58,13 @@ pub fn pools_check(pools: &[PortPool]) -> Result<(), String> {
     for (i, a) in pools.iter().enumerate() {
         for b in &pools[i + 1..] {
             if a.overlaps(b) {
-                return Err(format!("port pools {} ({}) and {} ({}) overlap; give them separate ranges", a.name, a.range(), b.name, b.range()));
+                return Err(format!(
+                    "port pools {} ({}) and {} ({}) overlap; give them separate ranges",
+                    a.name,
+                    a.range(),
+                    b.name,
+                    b.range()
+                ));
             }
         }
     }

@@ -150,10 +150,24 @@ mod tests {
         assert_eq!(store.forward_allocate("local", &VmId::new(), "udp", pool, 53).await.unwrap().unwrap().host_port, 2200);
         assert_eq!(store.forward_allocate("node2", &VmId::new(), "tcp", pool, 22).await.unwrap().unwrap().host_port, 2200);
         // A freed port is handed out again; a chosen port that is taken is `Exists`.
-        let owner = store.forward_list().await.unwrap().into_iter().find(|f| f.host_port == 2210 && f.node == "local" && f.protocol == "tcp").unwrap();
+        let owner = store
+            .forward_list()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|f| f.host_port == 2210 && f.node == "local" && f.protocol == "tcp")
+            .unwrap();
         assert!(store.forward_delete(&owner.vm_id, "tcp", 2210).await.unwrap());
         assert_eq!(store.forward_allocate("local", &VmId::new(), "tcp", pool, 22).await.unwrap().unwrap().host_port, 2210);
-        let taken = ForwardRecord { node: "local".into(), vm_id: VmId::new(), protocol: "tcp".into(), host_port: 2211, guest_port: 80, pool: "ssh".into(), created_at: 0 };
+        let taken = ForwardRecord {
+            node: "local".into(),
+            vm_id: VmId::new(),
+            protocol: "tcp".into(),
+            host_port: 2211,
+            guest_port: 80,
+            pool: "ssh".into(),
+            created_at: 0,
+        };
         assert!(matches!(store.forward_insert(&taken).await, Err(StoreError::Exists { .. })));
     }
 }

@@ -18,8 +18,8 @@ mod networks;
 mod plans;
 mod vms;
 
-pub use images::ImageRecord;
 pub use forwards::{ForwardRecord, PoolRange};
+pub use images::ImageRecord;
 pub use networks::{NetworkDeleteRefusal, NetworkRecord};
 pub use plans::PlanRecord;
 pub use vms::VmRecord;
