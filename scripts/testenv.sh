@@ -14,6 +14,29 @@ need_root "scripts/testenv.sh"
 distro_check
 apt_ensure "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 netns_ensure
+
+# The libvirt qemu hook that applies and removes port forwards when test domains start and
+# stop (`kvmctl hook qemu`), running this checkout's binary. It sits in the hook directory
+# beside any hook `kvmctl host setup` installed, does nothing until the binary is built, and
+# never fails a domain operation. libvirtd reads hooks when it starts, so a new or changed
+# hook restarts the test libvirtd (running guests survive it).
+repo=$(cd "$here/.." && pwd)
+hook=/etc/libvirt/hooks/qemu.d/kvmctl-test
+hook_text="#!/bin/sh
+# kvmctl test hook (scripts/testenv.sh): port forwards of test VMs.
+bin=$repo/target/debug/kvmctl
+if [ -x \"\$bin\" ]; then \"\$bin\" hook qemu \"\$@\"; else cat >/dev/null; fi
+exit 0"
+if [ "$(cat "$hook" 2>/dev/null)" != "$hook_text" ]; then
+  log "installing the test libvirt hook $hook"
+  mkdir -p "$(dirname "$hook")"
+  printf '%s\n' "$hook_text" > "$hook.tmp" && chmod 755 "$hook.tmp" && mv "$hook.tmp" "$hook"
+  pid=$(daemon_pid libvirtd)
+  if [ -n "$pid" ]; then
+    log "restarting libvirtd so it loads the hook"
+    kill "$pid"; for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+fi
 libvirt_ensure
 
 KVMCTL_TEST_NETWORK=${KVMCTL_TEST_NETWORK:-kvmctl-test}

@@ -261,12 +261,19 @@ pub fn run(cmd: HostCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
 }
 
 /// `kvmctl hook qemu DOMAIN OPERATION SUB-OPERATION EXTRA`, run by libvirtd with the domain
-/// XML on stdin. Today it only logs; port forwards will be applied here. It must never make
-/// libvirt fail a domain operation, so it always exits 0.
+/// XML on stdin: applies a kvmctl VM's port forwards when it starts (or libvirtd reconnects
+/// to it) and removes them when it stops, from the forwards recorded in its domain metadata,
+/// so they hold without the daemon. It must never make libvirt fail a domain operation, so
+/// it logs what went wrong to `/var/log/kvmctl/hook.log` and exits 0.
 pub fn hook_qemu(args: &[String]) -> ExitCode {
     let mut xml = String::new();
     let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut xml);
-    let line = format!("[{}] [INFO] qemu hook: {} ({} bytes of domain XML)\n", now_rfc3339(), args.join(" "), xml.len());
+    let op = args.get(1).map(String::as_str).unwrap_or("");
+    let line = match kvmctl_server::app::forwards::hook_qemu(op, &xml) {
+        Ok(None) => return ExitCode::SUCCESS,
+        Ok(Some(did)) => format!("[{}] [INFO] qemu hook {}: {did}\n", now_rfc3339(), args.join(" ")),
+        Err(e) => format!("[{}] [ERROR] qemu hook {}: {e}\n", now_rfc3339(), args.join(" ")),
+    };
     let _ = std::fs::create_dir_all("/var/log/kvmctl");
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open("/var/log/kvmctl/hook.log") {
         let _ = f.write_all(line.as_bytes());

@@ -3,6 +3,7 @@
 
 mod host;
 mod image;
+mod network;
 mod output;
 mod progress;
 mod serve;
@@ -51,6 +52,10 @@ enum Command {
     /// Guest images: build them offline from distribution packages; import, list, show, rm.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Networks: NAT and isolated networks kvmctl makes, libvirt's own, and the host port
+    /// pools forwards come from.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Plans: the named sizes VMs are created with.
     #[command(subcommand)]
     Plan(vm::PlanCommand),
@@ -109,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Image(cmd) => image::run_remote(&client(cli.socket, cli.url.as_deref())?, cmd, cli.output).await,
         Command::Vm(cmd) => vm::run(&client(cli.socket, cli.url.as_deref())?, cmd, cli.output).await,
+        Command::Network(cmd) => network::run(&client(cli.socket, cli.url.as_deref())?, cmd, cli.output).await,
         Command::Plan(cmd) => vm::run_plan(&client(cli.socket, cli.url.as_deref())?, cmd, cli.output).await,
         Command::Serve(args) => serve::run(args, cli.socket).await,
         Command::Openapi => {

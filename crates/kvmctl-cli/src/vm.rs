@@ -41,7 +41,8 @@ pub enum VmCommand {
         /// Your own user-data (cloud-config or script), merged with kvmctl's.
         #[arg(long, value_name = "FILE")]
         user_data: Option<PathBuf>,
-        /// libvirt network [default: the daemon's `network` setting].
+        /// Network to join: a libvirt network (`kvmctl network list`), bridge:BR (an existing
+        /// host bridge) or macvtap:DEV (a host NIC) [default: the daemon's `network` setting].
         #[arg(long)]
         network: Option<String>,
         /// bios, uefi or uefi-secure (Secure Boot) [default: the image's first boot mode].
@@ -50,6 +51,9 @@ pub enum VmCommand {
         /// Define the VM but leave it stopped.
         #[arg(long, conflicts_with = "wait")]
         no_start: bool,
+        /// Do not forward a host port from the SSH pool to the guest's port 22.
+        #[arg(long)]
+        no_ssh_forward: bool,
         /// Return once the VM reaches a readiness stage: running (the default for a bare
         /// --wait), ssh (login with the VM's key works) or cloud-init (finished); the stages
         /// and their timings are shown.
@@ -131,6 +135,9 @@ pub enum VmCommand {
         #[arg(long, value_parser = parse_gib)]
         disk: Option<u64>,
     },
+    /// Port forwards from host ports to the VM: add, list, rm.
+    #[command(subcommand)]
+    Forward(crate::network::ForwardCommand),
     /// Delete a VM: stop it, remove its domain, seed, root disk and logs.
     Delete {
         name: String,
@@ -239,7 +246,29 @@ impl Table for Vm {
             vec!["network:".into(), format!("{} mac {} ip {}", v.network, v.mac, v.ip.as_deref().unwrap_or("-"))],
             vec![
                 "ssh:".into(),
-                format!("{}@{} host key {}", v.ssh_user, v.ip.as_deref().unwrap_or("-"), v.host_key.as_deref().unwrap_or("not pinned yet")),
+                format!(
+                    "{}@{} host key {}{}",
+                    v.ssh_user,
+                    v.ip.as_deref().unwrap_or("-"),
+                    v.host_key.as_deref().unwrap_or("not pinned yet"),
+                    v.forwards
+                        .iter()
+                        .find(|f| f.guest_port == 22 && f.protocol == "tcp")
+                        .map(|f| format!("; through the host: ssh -p {} {}@HOST", f.host_port, v.ssh_user))
+                        .unwrap_or_default()
+                ),
+            ],
+            vec![
+                "forwards:".into(),
+                if v.forwards.is_empty() {
+                    "none".into()
+                } else {
+                    v.forwards
+                        .iter()
+                        .map(|f| format!("{}:{}->{} ({})", f.protocol, f.host_port, f.guest_port, f.pool))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
             ],
             vec!["node:".into(), v.node.clone()],
             vec!["owner:".into(), v.owner.clone()],
@@ -310,6 +339,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             network,
             firmware,
             no_start,
+            no_ssh_forward,
             wait,
             timeout,
         } => {
@@ -334,6 +364,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 network,
                 firmware,
                 no_start,
+                no_ssh_forward,
             };
             let mut vm = with_progress(&format!("creating VM {name}"), &format!("VM {name} created"), client.vm_create(&req)).await?;
             if let Some(stage) = wait {
@@ -418,6 +449,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             let vm = with_progress(&format!("resizing VM {name}"), &format!("VM {name} resized"), client.vm_resize(&name, &req)).await?;
             output::print(&vm, format)?;
         }
+        VmCommand::Forward(cmd) => return crate::network::run_forward(client, cmd, format).await,
         VmCommand::Delete { name, keep_disk } => {
             with_progress(&format!("deleting VM {name}"), &format!("VM {name} deleted"), client.vm_delete(&name, keep_disk)).await?;
         }

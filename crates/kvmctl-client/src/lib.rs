@@ -9,8 +9,8 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use kvmctl_types::api::{
-    ErrorBody, Image, ImageImportRequest, Plan, StatusResponse, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest,
-    VmStopRequest,
+    ErrorBody, Forward, ForwardCreateRequest, Image, ImageImportRequest, Network, NetworkCreateRequest, Plan, PortPoolStatus,
+    StatusResponse, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -116,6 +116,38 @@ impl Client {
 
     pub async fn plan_list(&self) -> Result<Vec<Plan>, ClientError> {
         self.get("/v1/plans").await
+    }
+
+    pub async fn network_list(&self) -> Result<Vec<Network>, ClientError> {
+        self.get("/v1/networks").await
+    }
+
+    pub async fn network_get(&self, name: &str) -> Result<Network, ClientError> {
+        self.get(&format!("/v1/networks/{}", seg(name))).await
+    }
+
+    pub async fn network_create(&self, req: &NetworkCreateRequest) -> Result<Network, ClientError> {
+        self.send_json(Method::POST, "/v1/networks", req).await
+    }
+
+    pub async fn network_delete(&self, name: &str) -> Result<(), ClientError> {
+        self.empty(Method::DELETE, &format!("/v1/networks/{}", seg(name))).await
+    }
+
+    pub async fn port_pool_list(&self) -> Result<Vec<PortPoolStatus>, ClientError> {
+        self.get("/v1/port-pools").await
+    }
+
+    pub async fn forward_list(&self, vm: &str) -> Result<Vec<Forward>, ClientError> {
+        self.get(&format!("/v1/vms/{}/forwards", seg(vm))).await
+    }
+
+    pub async fn forward_create(&self, vm: &str, req: &ForwardCreateRequest) -> Result<Forward, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/vms/{}/forwards", seg(vm)), req).await
+    }
+
+    pub async fn forward_delete(&self, vm: &str, protocol: &str, host_port: u16) -> Result<(), ClientError> {
+        self.empty(Method::DELETE, &format!("/v1/vms/{}/forwards/{}/{host_port}", seg(vm), seg(protocol))).await
     }
 
     pub async fn vm_list(&self) -> Result<Vec<Vm>, ClientError> {

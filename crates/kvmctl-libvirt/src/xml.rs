@@ -103,6 +103,9 @@ pub enum NicSource {
     Network(String),
     /// An existing host bridge.
     Bridge(String),
+    /// macvtap on a host NIC (bridge mode): the guest sits on the NIC's LAN, but cannot
+    /// reach the host itself through it.
+    Direct(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,12 +297,17 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
         let (kind, source) = match &nic.source {
             NicSource::Network(n) => ("network", ("network", n.as_str())),
             NicSource::Bridge(b) => ("bridge", ("bridge", b.as_str())),
+            NicSource::Direct(dev) => ("direct", ("dev", dev.as_str())),
         };
         d.open("interface", &[("type", kind)])?;
         if let Some(mac) = &nic.mac {
             d.empty("mac", &[("address", &checked("mac", mac)?)])?;
         }
-        d.empty("source", &[(source.0, &checked("network", source.1)?)])?;
+        if kind == "direct" {
+            d.empty("source", &[(source.0, &checked("network", source.1)?), ("mode", "bridge")])?;
+        } else {
+            d.empty("source", &[(source.0, &checked("network", source.1)?)])?;
+        }
         d.empty("model", &[("type", "virtio")])?;
         d.close("interface")?;
     }
@@ -337,16 +345,23 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
 
 fn metadata(d: &mut Doc, m: &Metadata) -> Result<(), XmlError> {
     d.open("metadata", &[])?;
-    metadata_element(d, m)?;
+    metadata_element(d, m, true)?;
     d.close("metadata")
 }
 
-fn metadata_element(d: &mut Doc, m: &Metadata) -> Result<(), XmlError> {
-    d.open("kvmctl:vm", &[("xmlns:kvmctl", METADATA_NS)])?;
-    d.text("kvmctl:id", &[], &m.vm_id.to_string())?;
-    d.text("kvmctl:owner", &[], &checked("owner", &m.owner)?)?;
+fn metadata_element(d: &mut Doc, m: &Metadata, prefixed: bool) -> Result<(), XmlError> {
+    // In a domain's XML the element declares its namespace and its children carry the
+    // prefix; for virDomainSetMetadata it is bare, and libvirt binds the root to the key.
+    let tag = |t: &str| if prefixed { format!("kvmctl:{t}") } else { t.to_owned() };
+    if prefixed {
+        d.open(&tag("vm"), &[("xmlns:kvmctl", METADATA_NS)])?;
+    } else {
+        d.open(&tag("vm"), &[])?;
+    }
+    d.text(&tag("id"), &[], &m.vm_id.to_string())?;
+    d.text(&tag("owner"), &[], &checked("owner", &m.owner)?)?;
     if let Some(plan) = &m.plan {
-        d.text("kvmctl:plan", &[], &checked("plan", plan)?)?;
+        d.text(&tag("plan"), &[], &checked("plan", plan)?)?;
     }
     if let Some(n) = &m.net {
         let nat = n.nat_subnet.map(|(a, l)| format!("{a}/{l}"));
@@ -355,20 +370,20 @@ fn metadata_element(d: &mut Doc, m: &Metadata) -> Result<(), XmlError> {
             attrs.push(("nat", nat));
         }
         let attrs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        d.empty("kvmctl:network", &attrs)?;
+        d.empty(&tag("network"), &attrs)?;
         for f in &n.forwards {
             let (h, g) = (f.host_port.to_string(), f.guest_port.to_string());
-            d.empty("kvmctl:forward", &[("protocol", &checked("protocol", &f.protocol)?), ("host", &h), ("guest", &g)])?;
+            d.empty(&tag("forward"), &[("protocol", &checked("protocol", &f.protocol)?), ("host", &h), ("guest", &g)])?;
         }
     }
-    d.close("kvmctl:vm")
+    d.close(&tag("vm"))
 }
 
 /// kvmctl's metadata element alone, for `virDomainSetMetadata` (key `kvmctl`, namespace
-/// [`METADATA_NS`]).
+/// [`METADATA_NS`]): bare, since libvirt puts the root in the namespace itself.
 pub fn metadata_xml(m: &Metadata) -> Result<String, XmlError> {
     let mut d = Doc::new();
-    metadata_element(&mut d, m)?;
+    metadata_element(&mut d, m, false)?;
     Ok(d.finish())
 }
 
@@ -384,10 +399,17 @@ pub fn metadata_parse(domain_xml: &str) -> Option<Metadata> {
     };
     let (mut id, mut owner, mut plan, mut net) = (None, String::new(), None, None::<NetMetadata>);
     let mut text_of: Option<Vec<u8>> = None;
+    // Depth inside kvmctl's root element (in our namespace); its children are ours whether
+    // they carry the prefix (as written at define) or not (as set by virDomainSetMetadata).
+    let mut inside = 0usize;
     loop {
         match r.read_resolved_event() {
-            Ok((res, E::Start(e))) if ours(&res) => text_of = Some(e.local_name().as_ref().to_vec()),
-            Ok((res, E::Empty(e))) if ours(&res) => match e.local_name().as_ref() {
+            Ok((res, E::Start(e))) if inside == 0 && ours(&res) && e.local_name().as_ref() == b"vm" => inside = 1,
+            Ok((_, E::Start(e))) if inside > 0 => {
+                inside += 1;
+                text_of = Some(e.local_name().as_ref().to_vec());
+            }
+            Ok((_, E::Empty(e))) if inside > 0 => match e.local_name().as_ref() {
                 b"network" => {
                     let ip = attr(&e, b"ip")?.parse().ok()?;
                     let nat_subnet = match attr(&e, b"nat") {
@@ -425,7 +447,15 @@ pub fn metadata_parse(domain_xml: &str) -> Option<Metadata> {
                     }
                 }
             }
-            Ok((_, E::End(_))) => text_of = None,
+            Ok((_, E::End(_))) => {
+                text_of = None;
+                if inside > 0 {
+                    inside -= 1;
+                    if inside == 0 {
+                        break;
+                    }
+                }
+            }
             Ok((_, E::Eof)) | Err(_) => break,
             _ => {}
         }
@@ -732,9 +762,21 @@ mod dhcp_tests {
                 ],
             }),
         };
-        // As libvirt prints it: inside <metadata>, with its own prefix declaration.
-        let domain = format!("<domain type='qemu'><name>x</name><metadata>{}</metadata><devices/></domain>", metadata_xml(&m).unwrap());
+        // As written at define: inside <metadata>, with its own prefix declaration.
+        let mut d = Doc::new();
+        metadata_element(&mut d, &m, true).unwrap();
+        let domain = format!("<domain type='qemu'><name>x</name><metadata>{}</metadata><devices/></domain>", d.finish());
         assert_eq!(metadata_parse(&domain), Some(m.clone()));
+        // As libvirt prints it after virDomainSetMetadata: the root bound, children bare.
+        let bare = metadata_xml(&m).unwrap();
+        assert!(!bare.contains("kvmctl:") && !bare.contains("xmlns"), "{bare}");
+        let set = format!(
+            "<domain><metadata>{}</metadata></domain>",
+            bare.replacen("<vm>", &format!("<kvmctl:vm xmlns:kvmctl=\"{METADATA_NS}\">"), 1).replace("</vm>", "</kvmctl:vm>")
+        );
+        assert_eq!(metadata_parse(&set), Some(m.clone()));
+        // Bare elements outside our namespace are not ours.
+        assert_eq!(metadata_parse(&format!("<domain><metadata>{bare}</metadata></domain>")), None);
         // Another prefix for the same namespace is the same metadata.
         let other = domain.replace("kvmctl:", "k:").replace("xmlns:kvmctl", "xmlns:k");
         assert_eq!(metadata_parse(&other), Some(m));

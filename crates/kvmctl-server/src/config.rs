@@ -43,6 +43,19 @@ pub struct Config {
     pub stop_timeout_seconds: u64,
     /// Seconds between reconciler passes (database against libvirt).
     pub reconcile_interval_seconds: u64,
+    /// Host ports for the SSH forward every VM gets (`A-B`, inclusive).
+    pub ssh_port_range: String,
+    /// Host ports for VNC forwards (only used when `vnc_forwards` is on).
+    pub vnc_port_range: String,
+    /// Host ports for other forwards (`kvmctl vm forward add`).
+    pub general_port_range: String,
+    /// Whether `vm create` gives each VM an SSH forward from `ssh_port_range` (a request can
+    /// opt out with `no_ssh_forward`).
+    pub ssh_forward: bool,
+    /// Whether VNC consoles may be forwarded to host ports (off: VNC listens on localhost).
+    pub vnc_forwards: bool,
+    /// Most forwards one VM may have.
+    pub forwards_per_vm: u32,
     /// Testing only: steps that fail on purpose, `step=error|crash|pause,...` (see
     /// docs/testing.md). Empty in production.
     pub failpoints: String,
@@ -73,6 +86,12 @@ impl Default for Config {
             key_dir: "/var/lib/kvmctl/keys".into(),
             stop_timeout_seconds: 60,
             reconcile_interval_seconds: 10,
+            ssh_port_range: "2200-2299".into(),
+            vnc_port_range: "5900-5999".into(),
+            general_port_range: "10000-10999".into(),
+            ssh_forward: true,
+            vnc_forwards: false,
+            forwards_per_vm: 16,
             failpoints: String::new(),
         }
     }
@@ -94,6 +113,8 @@ pub enum ConfigError {
     },
     #[error("environment variable {name}={value:?} is invalid: {message}")]
     Env { name: &'static str, value: String, message: String },
+    #[error("configuration is invalid: {0}")]
+    Invalid(String),
 }
 
 impl Config {
@@ -149,6 +170,22 @@ impl Config {
         if let Some(v) = env("KVMCTL_KEY_DIR") {
             cfg.key_dir = v.into();
         }
+        for (name, slot) in [
+            ("KVMCTL_SSH_PORT_RANGE", &mut cfg.ssh_port_range),
+            ("KVMCTL_VNC_PORT_RANGE", &mut cfg.vnc_port_range),
+            ("KVMCTL_GENERAL_PORT_RANGE", &mut cfg.general_port_range),
+        ] {
+            if let Some(v) = env(name) {
+                *slot = v;
+            }
+        }
+        if let Some(v) = env("KVMCTL_SSH_FORWARD") {
+            cfg.ssh_forward = match v.as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(ConfigError::Env { name: "KVMCTL_SSH_FORWARD", value: v, message: "expected true or false".into() }),
+            };
+        }
         if let Some(v) = env("KVMCTL_FAILPOINTS") {
             cfg.failpoints = v;
         }
@@ -160,7 +197,56 @@ impl Config {
                 _ => return Err(ConfigError::Env { name: "KVMCTL_DOMAIN_TYPE", value: v, message: "expected auto, kvm or qemu".into() }),
             };
         }
+        cfg.port_pools().map_err(ConfigError::Invalid)?;
         Ok(cfg)
+    }
+
+    /// The forward pools `ssh`, `vnc` and `general`, checked: well-formed, above 1023, and
+    /// not overlapping.
+    pub fn port_pools(&self) -> Result<PortPools, String> {
+        let pool = |name: &str, key: &str, range: &str| {
+            kvmctl_netfw::pool::PortPool::parse(name, range).map_err(|e| format!("{key} = {range:?}: {e}"))
+        };
+        let pools = PortPools {
+            ssh: pool("ssh", "ssh_port_range", &self.ssh_port_range)?,
+            vnc: pool("vnc", "vnc_port_range", &self.vnc_port_range)?,
+            general: pool("general", "general_port_range", &self.general_port_range)?,
+        };
+        kvmctl_netfw::pool::pools_check(&[pools.ssh.clone(), pools.vnc.clone(), pools.general.clone()])?;
+        Ok(pools)
+    }
+}
+
+/// The forward pools, by purpose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortPools {
+    pub ssh: kvmctl_netfw::pool::PortPool,
+    pub vnc: kvmctl_netfw::pool::PortPool,
+    pub general: kvmctl_netfw::pool::PortPool,
+}
+
+impl PortPools {
+    pub fn get(&self, name: &str) -> Option<&kvmctl_netfw::pool::PortPool> {
+        match name {
+            "ssh" => Some(&self.ssh),
+            "vnc" => Some(&self.vnc),
+            "general" => Some(&self.general),
+            _ => None,
+        }
+    }
+
+    /// The configuration key that sets a pool's range.
+    pub fn key(name: &str) -> &'static str {
+        match name {
+            "ssh" => "ssh_port_range",
+            "vnc" => "vnc_port_range",
+            _ => "general_port_range",
+        }
+    }
+
+    /// The pool holding `port`, if any.
+    pub fn holding(&self, port: u16) -> Option<&kvmctl_netfw::pool::PortPool> {
+        [&self.ssh, &self.vnc, &self.general].into_iter().find(|p| p.contains(port))
     }
 }
 
@@ -199,5 +285,9 @@ mod tests {
         std::fs::write(&empty, "").unwrap();
         let e = Config::load(Some(&empty), env_of(&[("KVMCTL_LISTEN", "nope")])).unwrap_err().to_string();
         assert!(e.contains("KVMCTL_LISTEN") && e.contains("127.0.0.1:8443"), "{e}");
+        let e = Config::load(Some(&empty), env_of(&[("KVMCTL_GENERAL_PORT_RANGE", "2250-2300")])).unwrap_err().to_string();
+        assert!(e.contains("overlap"), "{e}");
+        let e = Config::load(Some(&empty), env_of(&[("KVMCTL_SSH_PORT_RANGE", "22-80")])).unwrap_err().to_string();
+        assert!(e.contains("ssh_port_range"), "{e}");
     }
 }

@@ -28,7 +28,15 @@ use utoipa::OpenApi;
         crate::http::terminal::vm_console_log,
         crate::http::terminal::vm_ssh,
         crate::http::terminal::vm_file_get,
-        crate::http::terminal::vm_file_put
+        crate::http::terminal::vm_file_put,
+        crate::http::networks::network_list,
+        crate::http::networks::network_get,
+        crate::http::networks::network_create,
+        crate::http::networks::network_delete,
+        crate::http::networks::port_pool_list,
+        crate::http::networks::forward_list,
+        crate::http::networks::forward_create,
+        crate::http::networks::forward_delete
     ),
     components(schemas(
         kvmctl_types::api::ErrorBody,
@@ -49,12 +57,18 @@ use utoipa::OpenApi;
         kvmctl_types::api::ReadinessStage,
         kvmctl_types::api::VmExecRequest,
         kvmctl_types::api::VmExecResponse,
-        kvmctl_types::api::GuestFileEntry
+        kvmctl_types::api::GuestFileEntry,
+        kvmctl_types::api::Forward,
+        kvmctl_types::api::ForwardCreateRequest,
+        kvmctl_types::api::PortPoolStatus,
+        kvmctl_types::api::Network,
+        kvmctl_types::api::NetworkCreateRequest
     )),
     tags(
         (name = "system", description = "The daemon itself"),
         (name = "images", description = "Base images and their template metadata"),
-        (name = "vms", description = "Virtual machines and plans")
+        (name = "vms", description = "Virtual machines and plans"),
+        (name = "networks", description = "Networks, host port pools and port forwards")
     )
 )]
 pub struct ApiDoc;

@@ -162,7 +162,7 @@ fn node_from_row(row: sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError>
     Ok(NodeRecord { name: decode_name("node name", row.try_get("name")?)?, uri: row.try_get("uri")?, state: row.try_get("state")? })
 }
 
-pub(crate) fn unix_now() -> i64 {
+pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 

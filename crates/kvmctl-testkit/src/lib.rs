@@ -65,9 +65,16 @@ pub fn keypair(dir: &Path) -> (PathBuf, String) {
 
 /// Runs `cmd` as `user@host` with `key`; stdout, or the error output.
 pub fn ssh(key: &Path, user: &str, host: &str, cmd: &str) -> Result<String, String> {
+    ssh_at(key, user, host, 22, cmd)
+}
+
+/// As [`ssh`], to `port`.
+pub fn ssh_at(key: &Path, user: &str, host: &str, port: u16, cmd: &str) -> Result<String, String> {
     let out = Command::new("ssh")
         .arg("-i")
         .arg(key)
+        .arg("-p")
+        .arg(port.to_string())
         .args([
             "-o",
             "StrictHostKeyChecking=no",
@@ -102,6 +109,7 @@ pub mod daemon {
 
     /// The daemon's configuration for a test in `dir`.
     pub fn config(dir: &Path) -> Config {
+        let ports = port_block();
         Config {
             socket: dir.join("kvmctl.sock"),
             database: dir.join("kvmctl.db"),
@@ -114,8 +122,20 @@ pub mod daemon {
             key_dir: dir.join("keys"),
             stop_timeout_seconds: 30,
             reconcile_interval_seconds: 1,
+            ssh_port_range: format!("{}-{}", ports.0, ports.0 + 9),
+            general_port_range: format!("{}-{}", ports.0 + 10, ports.0 + 19),
+            vnc_port_range: format!("{}-{}", ports.0 + 20, ports.0 + 29),
             ..Config::default()
         }
+    }
+
+    /// A block of 30 host ports for one test daemon's pools (ssh, general, vnc: 10 each).
+    /// Test daemons share the namespace's firewall table, so each takes its own block: from
+    /// the process id (tests run one per process) and a counter (several daemons in one).
+    pub fn port_block() -> (u16,) {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = std::process::id().wrapping_mul(7).wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        (20000 + (n % 1300) as u16 * 30,)
     }
 
     /// Starts a daemon; the client talks to it.
@@ -132,6 +152,7 @@ pub mod daemon {
         pub pool: String,
         pub vms: Vec<String>,
         pub images: Vec<String>,
+        pub networks: Vec<String>,
     }
 
     impl Sweep {
@@ -141,7 +162,15 @@ pub mod daemon {
                 pool: super::env("KVMCTL_TEST_POOL"),
                 vms: vms.iter().map(|s| s.to_string()).collect(),
                 images: images.iter().map(|s| s.to_string()).collect(),
+                networks: Vec::new(),
             }
+        }
+
+        /// Also removes these libvirt networks (and their kvmctl rows die with the test's
+        /// database).
+        pub fn with_networks(mut self, networks: &[&str]) -> Self {
+            self.networks = networks.iter().map(|s| s.to_string()).collect();
+            self
         }
 
         /// The domain's XML as libvirt has it.
@@ -181,6 +210,12 @@ pub mod daemon {
                     }
                 }
             }
+            // The firewall entries of the test's domains (a failed test leaves them behind).
+            if let Ok(domains) = self.node.domain_list() {
+                for d in domains.iter().filter(|d| self.vms.contains(&d.name)) {
+                    let _ = kvmctl_netfw::vm_remove(kvmctl_netfw::TABLE, &d.uuid);
+                }
+            }
             for vm in &self.vms {
                 let _ = self.node.domain_destroy(vm);
                 let _ = self.node.domain_undefine(vm);
@@ -194,6 +229,9 @@ pub mod daemon {
                         let _ = self.node.volume_delete(&self.pool, &v.name);
                     }
                 }
+            }
+            for n in &self.networks {
+                let _ = self.node.network_delete(n);
             }
         }
     }

@@ -255,6 +255,9 @@ pub struct VmCreateRequest {
     /// Leave the VM stopped after creating it.
     #[serde(default)]
     pub no_start: bool,
+    /// Do not allocate the SSH forward a VM gets by default (the daemon's `ssh_forward`).
+    #[serde(default)]
+    pub no_ssh_forward: bool,
 }
 
 /// A virtual machine.
@@ -281,6 +284,9 @@ pub struct Vm {
     pub ip: Option<String>,
     /// The user cloud-init creates, holding the VM's own key (`kvmctl vm exec` logs in as it).
     pub ssh_user: String,
+    /// Host ports forwarded to the guest.
+    #[serde(default)]
+    pub forwards: Vec<Forward>,
     /// The guest's pinned SSH host key and where it was learned, e.g.
     /// `SHA256:... (console)` or `SHA256:... (first use)`; set at the first login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -360,4 +366,86 @@ pub struct GuestFileEntry {
     pub name: String,
     pub dir: bool,
     pub size: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Networking
+
+/// A host port forwarded to a port of a VM (DNAT in the node's `inet kvmctl` table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Forward {
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    pub host_port: u16,
+    pub guest_port: u16,
+    /// The pool the host port came from: `ssh`, `vnc` or `general`.
+    pub pool: String,
+}
+
+/// `POST /v1/vms/{name}/forwards`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardCreateRequest {
+    pub guest_port: u16,
+    /// A host port of your choice; it must lie in one of the pools and be free. Without it,
+    /// the lowest free port of `pool` is taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    /// `general` (the default), `ssh` or `vnc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// `tcp` (the default) or `udp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+/// A host port pool and how much of it is used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PortPoolStatus {
+    pub name: String,
+    /// `START-END`, inclusive.
+    pub range: String,
+    pub size: u32,
+    pub used: u32,
+}
+
+/// A libvirt network on the node; `managed` ones were made by `kvmctl network create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Network {
+    pub name: String,
+    pub managed: bool,
+    /// `nat`, `isolated`, or libvirt's forward mode for networks kvmctl did not make.
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_range: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// `active`, `inactive`, `creating` or `deleting`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// VMs attached to it.
+    pub vms: Vec<String>,
+}
+
+/// `POST /v1/networks`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkCreateRequest {
+    /// Network name (a DNS label); also the libvirt network's name.
+    pub name: String,
+    /// IPv4 subnet in CIDR form, e.g. `192.168.100.0/24` (prefix 8 to 29); the host takes
+    /// the first address.
+    pub subnet: String,
+    /// `FIRST-LAST` addresses handed out by DHCP; defaults to the second address through the
+    /// last but one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_range: Option<String>,
+    /// No NAT: guests reach the host and each other only.
+    #[serde(default)]
+    pub isolated: bool,
 }

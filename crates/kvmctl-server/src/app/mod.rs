@@ -1,8 +1,10 @@
 //! The daemon's logic, one module per resource, independent of HTTP.
 
 pub mod files;
+pub mod forwards;
 pub mod host;
 pub mod images;
+pub mod networks;
 pub mod plans;
 pub mod readiness;
 pub mod reconcile;
@@ -24,6 +26,8 @@ pub struct Context {
     pub local_node: Arc<LibvirtNode>,
     pub started: Instant,
     pub config: crate::config::Config,
+    /// The forward pools, from `config`.
+    pub pools: crate::config::PortPools,
     /// VMs an operation is working on, with the operation's name: a second operation on the
     /// same VM is a conflict, not a race.
     pub(crate) busy: Mutex<HashMap<Name, &'static str>>,
@@ -42,12 +46,19 @@ impl Context {
         config: crate::config::Config,
     ) -> (Self, tokio::sync::mpsc::UnboundedReceiver<Name>) {
         let failpoints = Failpoints::parse(&config.failpoints);
+        // `Config::load` refuses bad pools; a configuration built in code falls back to the
+        // defaults with a loud warning rather than running without pools.
+        let pools = config.port_pools().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "port pools are invalid; using the defaults");
+            crate::config::Config::default().port_pools().expect("default pools are valid")
+        });
         let (booted, boots) = tokio::sync::mpsc::unbounded_channel();
         let ctx = Context {
             store,
             local_node,
             started: Instant::now(),
             config,
+            pools,
             busy: Mutex::new(HashMap::new()),
             failpoints,
             booted,

@@ -7,13 +7,20 @@
 //!   or started behind kvmctl's back. A domain deleted behind kvmctl's back leaves the VM
 //!   `failed`, with an error saying how to clean up.
 //!
+//! - Networks left `creating` or `deleting` by a crash are removed.
+//! - The node's firewall table (`inet kvmctl`) gets exactly the rules of the VMs that run:
+//!   a missing or changed entry of one of our VMs is rewritten, the entry of one of our VMs
+//!   that does not run is removed, and an entry of a VM this daemon does not know is removed
+//!   unless a running domain on the node carries that id (another control plane's VM, whose
+//!   rules the libvirt hook wrote).
+//!
 //! It runs once when the daemon starts, before it serves, and then on a timer.
 
 use super::vms::{vm_state_of, vm_teardown};
 use super::{blocking, Context};
 use kvmctl_core::{Error, VmEvent, VmState};
 use kvmctl_libvirt::Node;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What one pass changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,12 +29,17 @@ pub struct ReconcileReport {
     pub deletes_finished: Vec<String>,
     /// `(vm, from, to)`.
     pub states_changed: Vec<(String, VmState, VmState)>,
+    pub networks_finished: Vec<String>,
+    /// VM ids (table keys) whose firewall entry was written or removed.
+    pub rules_repaired: Vec<String>,
 }
 
 pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
     let node = ctx.local_node.clone();
-    let domains: HashMap<String, VmState> =
-        blocking(move || node.domain_list()).await??.into_iter().map(|d| (d.name, vm_state_of(d.state))).collect();
+    let listed = blocking(move || node.domain_list()).await??;
+    let running_ids: HashSet<String> =
+        listed.iter().filter(|d| vm_state_of(d.state) == VmState::Running).map(|d| kvmctl_netfw::vm_key(&d.uuid)).collect();
+    let domains: HashMap<String, VmState> = listed.into_iter().map(|d| (d.name, vm_state_of(d.state))).collect();
     let mut report = ReconcileReport::default();
     for listed in ctx.store.vm_list().await? {
         // A VM an operation holds is that operation's business.
@@ -67,5 +79,66 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
             }
         }
     }
+    report.networks_finished = super::networks::networks_reconcile(ctx).await?;
+    report.rules_repaired = firewall_reconcile(ctx, &running_ids).await?;
     Ok(report)
+}
+
+/// Makes the node's table hold the rules of the running VMs, and nothing of VMs that do not
+/// run; VMs an operation holds are left to it.
+async fn firewall_reconcile(ctx: &Context, running_ids: &HashSet<String>) -> Result<Vec<String>, Error> {
+    if !super::forwards::node_is_local(ctx) {
+        return Ok(Vec::new());
+    }
+    let mut guards = Vec::new();
+    let mut ours: HashSet<String> = HashSet::new();
+    let mut held: HashSet<String> = HashSet::new();
+    let mut desired: BTreeMap<String, kvmctl_netfw::VmRules> = BTreeMap::new();
+    for listed in ctx.store.vm_list().await? {
+        let key = kvmctl_netfw::vm_key(&listed.id.to_string());
+        ours.insert(key.clone());
+        let Ok(guard) = ctx.vm_try_lock(&listed.name, super::RECONCILING) else {
+            held.insert(key);
+            continue;
+        };
+        guards.push(guard);
+        let Some(rec) = ctx.store.vm_get(&listed.name).await? else { continue };
+        if rec.state == VmState::Running && running_ids.contains(&key) {
+            if let Some(net) = super::forwards::vm_net(ctx, &rec).await? {
+                let rules = super::forwards::rules_of(&rec.id.to_string(), &net);
+                if !rules.is_empty() {
+                    desired.insert(key, rules.normalized());
+                }
+            }
+        }
+    }
+    let running = running_ids.clone();
+    let result = blocking(move || -> Result<Vec<String>, kvmctl_netfw::FwError> {
+        for rules in desired.values() {
+            if let Err(e) = kvmctl_netfw::bridge_allow_loopback(&rules.bridge) {
+                tracing::warn!(bridge = %rules.bridge, error = %e, "cannot set route_localnet");
+            }
+        }
+        let mut changed = Vec::new();
+        kvmctl_netfw::table_sync(kvmctl_netfw::TABLE, |set| {
+            let before = set.clone();
+            set.retain(|k, _| held.contains(k) || desired.contains_key(k) || (!ours.contains(k) && running.contains(k)));
+            for (k, v) in &desired {
+                set.insert(k.clone(), v.clone());
+            }
+            for k in before.keys().chain(set.keys()) {
+                if before.get(k).map(|v| v.normalized()) != set.get(k).map(|v| v.normalized()) && !changed.contains(k) {
+                    changed.push(k.clone());
+                }
+            }
+        })?;
+        Ok(changed)
+    })
+    .await?;
+    drop(guards);
+    let changed = result.map_err(|e| Error::Unavailable(format!("cannot repair the firewall table: {}", kvmctl_core::error::chain(&e))))?;
+    if !changed.is_empty() {
+        tracing::warn!(vms = ?changed, "firewall rules repaired");
+    }
+    Ok(changed)
 }

@@ -13,6 +13,7 @@
 //! Every operation holds the VM busy (`Context::vm_lock`) and changes its state by
 //! compare-and-set, so a second operation on the same VM gets a conflict.
 
+use super::forwards::{self, Attachment};
 use super::{blocking, images, parse_name, readiness, ssh, Context};
 use kvmctl_core::{Error, VmEvent, VmState};
 use kvmctl_libvirt::xml::{self, Boot, Disk, DiskFormat, DomainSpec, DomainType, Firmware, Metadata, Nic, NicSource, VolumeSpec};
@@ -33,7 +34,20 @@ pub const MAX_DISK_GIB: u64 = 16 * 1024;
 const DEFAULT_OWNER: &str = "admin";
 
 pub async fn vm_list(ctx: &Context) -> Result<Vec<Vm>, Error> {
-    let vms: Vec<Vm> = ctx.store.vm_list().await?.into_iter().map(vm_view).collect();
+    let mut forwards: std::collections::HashMap<VmId, Vec<kvmctl_types::api::Forward>> = std::collections::HashMap::new();
+    for f in ctx.store.forward_list().await? {
+        forwards.entry(f.vm_id).or_default().push(forwards::forward_view(f));
+    }
+    let vms: Vec<Vm> = ctx
+        .store
+        .vm_list()
+        .await?
+        .into_iter()
+        .map(|r| {
+            let f = forwards.remove(&r.id).unwrap_or_default();
+            Vm { forwards: f, ..vm_view(r) }
+        })
+        .collect();
     Ok(with_addresses(ctx, vms).await)
 }
 
@@ -41,7 +55,8 @@ pub async fn vm_get(ctx: &Context, name: &str) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
     let rec = vm_record(ctx, &name).await?;
     let readiness = readiness::stages(ctx, &rec.id).await?;
-    let vm = Vm { readiness, ..vm_view(rec) };
+    let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(forwards::forward_view).collect();
+    let vm = Vm { readiness, forwards, ..vm_view(rec) };
     Ok(with_addresses(ctx, vec![vm]).await.remove(0))
 }
 
@@ -66,8 +81,14 @@ async fn with_addresses(ctx: &Context, mut vms: Vec<Vm>) -> Vec<Vm> {
     vms
 }
 
-async fn vm_record(ctx: &Context, name: &Name) -> Result<VmRecord, Error> {
+pub(crate) async fn vm_record(ctx: &Context, name: &Name) -> Result<VmRecord, Error> {
     ctx.store.vm_get(name).await?.ok_or_else(|| Error::NotFound { kind: "vm", name: name.to_string() })
+}
+
+/// The view of a VM after an operation: the record and its forwards.
+async fn vm_out(ctx: &Context, rec: VmRecord) -> Result<Vm, Error> {
+    let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(forwards::forward_view).collect();
+    Ok(Vm { forwards, ..vm_view(rec) })
 }
 
 pub(crate) fn vm_view(r: VmRecord) -> Vm {
@@ -85,6 +106,7 @@ pub(crate) fn vm_view(r: VmRecord) -> Vm {
         mac: r.mac,
         ip: r.ip,
         ssh_user: r.ssh_user,
+        forwards: Vec::new(),
         host_key: r.host_key.map(|k| format!("{k} ({})", r.host_key_source.as_deref().unwrap_or("first use"))),
         readiness: Vec::new(),
         firmware: r.firmware,
@@ -147,6 +169,7 @@ fn domain_spec(
     image: &ImageRecord,
     domain_type: DomainType,
     kernel: Option<(PathBuf, Option<PathBuf>)>,
+    metadata: Metadata,
 ) -> DomainSpec {
     let pool_dir = PathBuf::from(&image.path).parent().map(PathBuf::from).unwrap_or_default();
     let boot = match kernel {
@@ -164,11 +187,18 @@ fn domain_spec(
             Disk { source: pool_dir.join(&rec.root_volume), format: DiskFormat::Qcow2, target: "vda".into(), readonly: false },
             Disk { source: pool_dir.join(&rec.seed_volume), format: DiskFormat::Raw, target: "vdb".into(), readonly: true },
         ],
-        nics: vec![Nic { source: NicSource::Network(rec.network.clone()), mac: Some(rec.mac.clone()) }],
+        nics: vec![Nic {
+            source: match Attachment::parse(&rec.network) {
+                Attachment::Network(n) => NicSource::Network(n),
+                Attachment::Bridge(b) => NicSource::Bridge(b),
+                Attachment::Macvtap(d) => NicSource::Direct(d),
+            },
+            mac: Some(rec.mac.clone()),
+        }],
         serial_log: Some(console_log(ctx, &rec.name)),
         vnc_password: Some(rec.vnc_password.clone()),
         guest_agent: true,
-        metadata: Metadata { vm_id: rec.id, owner: rec.owner.clone(), plan: rec.plan.clone(), net: None },
+        metadata,
     }
 }
 
@@ -232,18 +262,7 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
     seed_spec.user_data = req.user_data.clone();
     let seed = kvmctl_cloudinit::seed::render(&seed_spec).map_err(|e| Error::invalid(seed_field(&e.field), e.message))?;
     let seed_iso = kvmctl_cloudinit::seed::nocloud_iso(&seed);
-    let node = ctx.local_node.clone();
-    let net = network.clone();
-    match blocking(move || node.network_state(&net)).await? {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return Err(Error::invalid(
-                "network",
-                format!("there is no libvirt network {network:?} on node local; `virsh net-list --all` shows them"),
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    }
+    attachment_check(ctx, &network).await?;
     // Nothing on the node may carry the names this VM will use: the undo of a failed create
     // removes what has those names, and must never remove something that is not ours.
     let node = ctx.local_node.clone();
@@ -288,7 +307,11 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
     // Picking an address and recording it in the row happen under one lock, so two creates
     // never pick the same one.
     let address_guard = ctx.address_lock.lock().await;
-    let ip = address_pick(ctx, &network).await?;
+    let ip = match Attachment::parse(&network) {
+        Attachment::Network(n) => address_pick(ctx, &n).await?,
+        // On a host bridge or NIC the LAN's own DHCP hands out the address.
+        _ => None,
+    };
     let rec = VmRecord {
         id,
         name: name.clone(),
@@ -321,11 +344,12 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
     })?;
     drop(address_guard);
     let started = Instant::now();
-    match vm_build(ctx, &rec, &image, seed_iso, &vm_key, domain_type, !req.no_start).await {
+    let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some();
+    match vm_build(ctx, &rec, &image, seed_iso, &vm_key, domain_type, !req.no_start, ssh_forward).await {
         Ok(state) => {
             ctx.store.vm_transition(&name, VmState::Creating, state, None).await?;
             tracing::info!(vm = %name, ?state, elapsed_ms = started.elapsed().as_millis() as u64, "VM created");
-            Ok(vm_view(vm_record(ctx, &name).await?))
+            vm_out(ctx, vm_record(ctx, &name).await?).await
         }
         Err(e) => {
             tracing::warn!(vm = %name, error = %e, "create failed; undoing");
@@ -354,9 +378,14 @@ async fn vm_build(
     vm_key: &str,
     domain_type: DomainType,
     start: bool,
+    ssh_forward: bool,
 ) -> Result<VmState, Error> {
     ssh::key_store(&ssh::key_path(&ctx.config.key_dir, &rec.id), vm_key)?;
     ctx.failpoints.hit("create.reserve").await?;
+    if ssh_forward {
+        forwards::forward_allocate(ctx, rec, &ctx.pools, "ssh", kvmctl_netfw::Protocol::Tcp, 22).await?;
+        ctx.failpoints.hit("create.forward").await?;
+    }
     if let Some(host) = dhcp_host(rec)? {
         let (node, net) = (ctx.local_node.clone(), rec.network.clone());
         blocking(move || node.network_dhcp_host(&net, &host, true)).await??;
@@ -386,7 +415,8 @@ async fn vm_build(
     let node = ctx.local_node.clone();
     let image_c = image.clone();
     let kernel = blocking(move || kernel_paths(node.as_ref(), &image_c)).await??;
-    let xml = xml::domain_xml(&domain_spec(ctx, rec, image, domain_type, kernel))?;
+    let metadata = forwards::metadata_of(ctx, rec).await?;
+    let xml = xml::domain_xml(&domain_spec(ctx, rec, image, domain_type, kernel, metadata))?;
     let node = ctx.local_node.clone();
     blocking(move || node.domain_define(&xml)).await?.map_err(|e| match e {
         NodeError::AlreadyExists { .. } => Error::Conflict(format!(
@@ -403,6 +433,8 @@ async fn vm_build(
     let n = rec.name.to_string();
     blocking(move || node.domain_start(&n)).await??;
     ctx.failpoints.hit("create.start").await?;
+    forwards::rules_apply(ctx, rec).await?;
+    ctx.failpoints.hit("create.rules").await?;
     readiness::boot_started(ctx, rec).await?;
     Ok(VmState::Running)
 }
@@ -443,6 +475,7 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) 
         blocking(move || gone(nd.domain_destroy(&n))).await??;
     }
     ctx.failpoints.hit("delete.destroy").await?;
+    forwards::rules_remove(ctx, rec).await?;
     if ours {
         let (n, nd) = (name.clone(), node.clone());
         blocking(move || gone(nd.domain_undefine(&n))).await??;
@@ -466,6 +499,8 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) 
             }
         }
     }
+    // The ports go back to their pools once nothing on the node forwards them.
+    ctx.store.forward_delete_vm(&rec.id).await?;
     let key = ssh::key_path(&ctx.config.key_dir, &rec.id);
     if let Err(e) = std::fs::remove_file(&key) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -525,11 +560,15 @@ async fn vm_boot(
     let during = vm_begin(ctx, &rec, event).await?;
     let node = ctx.local_node.clone();
     let n = name.to_string();
-    let result = blocking(move || call(&node, &n)).await?;
-    if result.is_ok() {
-        readiness::boot_started(ctx, &rec).await?;
-    }
-    settle(ctx, &name, during, result.map_err(Error::from)).await
+    let result = blocking(move || call(&node, &n)).await?.map_err(Error::from);
+    let result = match result {
+        Ok(()) => {
+            readiness::boot_started(ctx, &rec).await?;
+            forwards::rules_apply(ctx, &rec).await
+        }
+        Err(e) => Err(e),
+    };
+    settle(ctx, &name, during, result).await
 }
 
 /// Records where an operation left the VM: libvirt's state on success, the previous
@@ -544,7 +583,7 @@ async fn settle(ctx: &Context, name: &Name, during: VmState, result: Result<(), 
     let msg = result.as_ref().err().map(ToString::to_string);
     ctx.store.vm_transition(name, during, after, msg.as_deref()).await?;
     result?;
-    Ok(vm_view(vm_record(ctx, name).await?))
+    vm_out(ctx, vm_record(ctx, name).await?).await
 }
 
 /// libvirt's state of the VM's domain, as a VM state; `None` when there is no domain.
@@ -587,8 +626,13 @@ pub async fn vm_stop(ctx: &Context, name: &str, req: VmStopRequest) -> Result<Vm
         }
         node.domain_destroy(&n)
     })
-    .await?;
-    settle(ctx, &name, during, result.map_err(Error::from)).await
+    .await?
+    .map_err(Error::from);
+    let result = match result {
+        Ok(()) => forwards::rules_remove(ctx, &rec).await,
+        Err(e) => Err(e),
+    };
+    settle(ctx, &name, during, result).await
 }
 
 pub async fn vm_reboot(ctx: &Context, name: &str) -> Result<Vm, Error> {
@@ -640,13 +684,67 @@ pub async fn vm_resize(ctx: &Context, name: &str, req: VmResizeRequest) -> Resul
         let n = name.to_string();
         let current = blocking(move || node.domain_xml(&n)).await??;
         let dtype = if current.contains("type='kvm'") || current.contains("type=\"kvm\"") { DomainType::Kvm } else { DomainType::Qemu };
-        let xml = xml::domain_xml(&domain_spec(ctx, &resized, &image, dtype, kernel))?;
+        let metadata = forwards::metadata_of(ctx, &resized).await?;
+        let xml = xml::domain_xml(&domain_spec(ctx, &resized, &image, dtype, kernel, metadata))?;
         let node = ctx.local_node.clone();
         blocking(move || node.domain_define(&xml)).await??;
     }
     ctx.store.vm_set_size(&name, vcpus, memory_mib, disk_gib).await?;
     tracing::info!(vm = %name, vcpus, memory_mib, disk_gib, "VM resized");
-    Ok(vm_view(vm_record(ctx, &name).await?))
+    vm_out(ctx, vm_record(ctx, &name).await?).await
+}
+
+/// The network a VM joins must exist: a libvirt network that is not being made or removed,
+/// or an existing host bridge or NIC.
+async fn attachment_check(ctx: &Context, network: &str) -> Result<(), Error> {
+    match Attachment::parse(network) {
+        Attachment::Network(net) => {
+            if let Some(m) = ctx.store.network_get(&net).await? {
+                if m.state != "active" {
+                    return Err(Error::Conflict(format!("network {net} is {}; try again when that finishes", m.state)));
+                }
+            }
+            let node = ctx.local_node.clone();
+            let n = net.clone();
+            match blocking(move || node.network_state(&n)).await?? {
+                Some(_) => Ok(()),
+                None => Err(Error::invalid(
+                    "network",
+                    format!(
+                        "there is no network {net:?} on node local; `kvmctl network list` shows them, `kvmctl network create` makes one"
+                    ),
+                )),
+            }
+        }
+        Attachment::Bridge(br) => {
+            if !kvmctl_netfw::valid_ifname(&br) {
+                return Err(Error::invalid("network", format!("{br:?} is not an interface name")));
+            }
+            let sys = PathBuf::from("/sys/class/net").join(&br);
+            if !sys.exists() {
+                return Err(Error::invalid(
+                    "network",
+                    format!("there is no bridge {br} on this host; create it (e.g. `ip link add {br} type bridge`) or list bridges with `ip -br link show type bridge`"),
+                ));
+            }
+            if !sys.join("bridge").exists() {
+                return Err(Error::invalid(
+                    "network",
+                    format!("{br} is a network interface but not a bridge; use macvtap:{br} to attach to it directly, or a bridge"),
+                ));
+            }
+            Ok(())
+        }
+        Attachment::Macvtap(dev) => {
+            if !kvmctl_netfw::valid_ifname(&dev) || !PathBuf::from("/sys/class/net").join(&dev).exists() {
+                return Err(Error::invalid(
+                    "network",
+                    format!("there is no network interface {dev:?} on this host; `ip -br link` lists them"),
+                ));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// An address for a VM on `network`: the first free one of its DHCP range, or `None` on a

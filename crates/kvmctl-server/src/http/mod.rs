@@ -6,6 +6,7 @@ pub(crate) mod body;
 pub(crate) mod error;
 pub(crate) mod host;
 pub(crate) mod images;
+pub(crate) mod networks;
 pub(crate) mod plans;
 pub(crate) mod status;
 pub(crate) mod terminal;
@@ -33,6 +34,11 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/images", get(images::image_list).post(images::image_import))
         .route("/v1/images/{name}", get(images::image_get).delete(images::image_delete))
         .route("/v1/plans", get(plans::plan_list))
+        .route("/v1/networks", get(networks::network_list).post(networks::network_create))
+        .route("/v1/networks/{name}", get(networks::network_get).delete(networks::network_delete))
+        .route("/v1/port-pools", get(networks::port_pool_list))
+        .route("/v1/vms/{name}/forwards", get(networks::forward_list).post(networks::forward_create))
+        .route("/v1/vms/{name}/forwards/{protocol}/{host_port}", axum::routing::delete(networks::forward_delete))
         .route("/v1/vms", get(vms::vm_list).post(vms::vm_create))
         .route("/v1/vms/{name}", get(vms::vm_get).delete(vms::vm_delete))
         .route("/v1/vms/{name}/start", post(vms::vm_start))

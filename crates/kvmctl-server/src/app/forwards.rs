@@ -1,0 +1,359 @@
+//! `forwards`: host ports forwarded to VMs, and each VM's rules in the node's firewall.
+//!
+//! A forward is a row first (`forwards`, whose primary key makes a host port belong to one
+//! forward), then part of the VM's domain metadata (so the node's libvirt hook can apply it
+//! without the daemon), then, while the VM runs, rules in the table `inet kvmctl`
+//! (`kvmctl-netfw`). Each step is undone when a later one fails.
+
+use super::{blocking, parse_name, Context};
+use crate::config::PortPools;
+use kvmctl_core::{Error, VmState};
+use kvmctl_libvirt::xml::{self, ForwardMetadata, Metadata, NetMetadata};
+use kvmctl_libvirt::Node;
+use kvmctl_netfw::{Forward as FwForward, Protocol, VmRules};
+use kvmctl_store::{ForwardRecord, PoolRange, VmRecord};
+use kvmctl_types::api::{Forward, ForwardCreateRequest, PortPoolStatus};
+use std::net::Ipv4Addr;
+
+pub(crate) fn forward_view(f: ForwardRecord) -> Forward {
+    Forward { protocol: f.protocol, host_port: f.host_port, guest_port: f.guest_port, pool: f.pool }
+}
+
+/// A VM's network attachment as written in its record: a libvirt network, `bridge:BR` or
+/// `macvtap:DEV`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Attachment {
+    Network(String),
+    Bridge(String),
+    Macvtap(String),
+}
+
+impl Attachment {
+    pub(crate) fn parse(network: &str) -> Attachment {
+        if let Some(b) = network.strip_prefix("bridge:") {
+            Attachment::Bridge(b.to_owned())
+        } else if let Some(d) = network.strip_prefix("macvtap:") {
+            Attachment::Macvtap(d.to_owned())
+        } else {
+            Attachment::Network(network.to_owned())
+        }
+    }
+}
+
+/// `192.168.100.0/24` as address and prefix length.
+pub(crate) fn cidr_parse(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, l) = s.split_once('/')?;
+    let len: u8 = l.parse().ok().filter(|l| *l <= 32)?;
+    Some((a.parse().ok()?, len))
+}
+
+/// Where the VM sits and what is forwarded to it: what its domain metadata carries and what
+/// its firewall rules are made of. `None` when the VM has no reserved address on a libvirt
+/// network (a bridged VM): no rules are possible.
+pub(crate) async fn vm_net(ctx: &Context, rec: &VmRecord) -> Result<Option<NetMetadata>, Error> {
+    let Attachment::Network(network) = Attachment::parse(&rec.network) else { return Ok(None) };
+    let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse::<Ipv4Addr>().ok()) else { return Ok(None) };
+    let managed = ctx.store.network_get(&network).await?;
+    let bridge = match managed.as_ref().and_then(|n| n.bridge.clone()) {
+        Some(b) => b,
+        None => {
+            let node = ctx.local_node.clone();
+            let net = network.clone();
+            let net_xml = blocking(move || node.network_xml(&net)).await??;
+            match xml::network_info(&net_xml).bridge {
+                Some(b) => b,
+                None => return Ok(None),
+            }
+        }
+    };
+    let nat_subnet = managed.filter(|n| n.nat).and_then(|n| cidr_parse(&n.subnet));
+    let forwards = ctx
+        .store
+        .forward_list_vm(&rec.id)
+        .await?
+        .into_iter()
+        .map(|f| ForwardMetadata { protocol: f.protocol, host_port: f.host_port, guest_port: f.guest_port })
+        .collect();
+    Ok(Some(NetMetadata { ip, bridge, nat_subnet, forwards }))
+}
+
+/// The table entry of a VM from its metadata; `None` when a forward names an unknown protocol.
+pub fn rules_of(vm_id: &str, net: &NetMetadata) -> VmRules {
+    VmRules {
+        vm: vm_id.to_owned(),
+        guest_ip: net.ip,
+        bridge: net.bridge.clone(),
+        nat_subnet: net.nat_subnet,
+        forwards: net
+            .forwards
+            .iter()
+            .filter_map(|f| Some(FwForward { protocol: Protocol::parse(&f.protocol)?, host_port: f.host_port, guest_port: f.guest_port }))
+            .collect(),
+    }
+}
+
+/// What libvirt's qemu hook does for one call (`kvmctl hook qemu DOMAIN OPERATION ...`,
+/// domain XML on stdin): when a kvmctl VM starts (`started`) or libvirtd reconnects to a
+/// running one (`reconnect`), its rules from the domain metadata are written; when it stops
+/// (`stopped`, `release`), they are removed. Runs inside libvirtd's call, so it must not call
+/// libvirt back. Returns what it did, for the hook log; `None` when there was nothing to do.
+pub fn hook_qemu(operation: &str, domain_xml: &str) -> Result<Option<String>, String> {
+    let Some(meta) = xml::metadata_parse(domain_xml) else { return Ok(None) };
+    let id = meta.vm_id.to_string();
+    match operation {
+        "started" | "reconnect" => {
+            let Some(net) = meta.net else { return Ok(None) };
+            let rules = rules_of(&id, &net);
+            if !rules.is_empty() {
+                kvmctl_netfw::bridge_allow_loopback(&rules.bridge).map_err(|e| format!("route_localnet on {}: {e}", rules.bridge))?;
+            }
+            let changed = kvmctl_netfw::vm_apply(kvmctl_netfw::TABLE, &rules).map_err(|e| kvmctl_core::error::chain(&e))?;
+            Ok(Some(format!("vm {id}: {} forwards applied{}", rules.forwards.len(), if changed { "" } else { " (unchanged)" })))
+        }
+        "stopped" | "release" => {
+            let changed = kvmctl_netfw::vm_remove(kvmctl_netfw::TABLE, &id).map_err(|e| kvmctl_core::error::chain(&e))?;
+            Ok(changed.then(|| format!("vm {id}: rules removed")))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Whether the daemon can write the node's firewall itself (the node is this host).
+pub(crate) fn node_is_local(ctx: &Context) -> bool {
+    ctx.local_node.uri().starts_with("qemu:///")
+}
+
+/// Writes the VM's rules into the node's table (replacing what it had), for a running VM.
+pub(crate) async fn rules_apply(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
+    if !node_is_local(ctx) {
+        return Ok(());
+    }
+    let id = rec.id.to_string();
+    match vm_net(ctx, rec).await? {
+        Some(net) => {
+            let rules = rules_of(&id, &net);
+            blocking(move || -> Result<(), String> {
+                if !rules.is_empty() {
+                    kvmctl_netfw::bridge_allow_loopback(&rules.bridge)
+                        .map_err(|e| format!("cannot set route_localnet on {}: {e}", rules.bridge))?;
+                }
+                kvmctl_netfw::vm_apply(kvmctl_netfw::TABLE, &rules).map_err(|e| kvmctl_core::error::chain(&e))?;
+                Ok(())
+            })
+            .await?
+            .map_err(|e| Error::Unavailable(format!("cannot write the firewall rules of VM {}: {e}", rec.name)))
+        }
+        None => rules_remove(ctx, rec).await,
+    }
+}
+
+/// Removes every rule of the VM from the node's table.
+pub(crate) async fn rules_remove(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
+    if !node_is_local(ctx) {
+        return Ok(());
+    }
+    let id = rec.id.to_string();
+    blocking(move || kvmctl_netfw::vm_remove(kvmctl_netfw::TABLE, &id))
+        .await?
+        .map(|_| ())
+        .map_err(|e| Error::Unavailable(format!("cannot remove the firewall rules of VM {}: {}", rec.name, kvmctl_core::error::chain(&e))))
+}
+
+/// The VM's metadata as its domain should carry it now.
+pub(crate) async fn metadata_of(ctx: &Context, rec: &VmRecord) -> Result<Metadata, Error> {
+    Ok(Metadata { vm_id: rec.id, owner: rec.owner.clone(), plan: rec.plan.clone(), net: vm_net(ctx, rec).await? })
+}
+
+/// Rewrites the domain's metadata from the record and its forwards.
+async fn metadata_update(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
+    let element = xml::metadata_xml(&metadata_of(ctx, rec).await?)?;
+    let node = ctx.local_node.clone();
+    let n = rec.name.to_string();
+    blocking(move || node.domain_metadata_set(&n, &element)).await??;
+    Ok(())
+}
+
+/// The error for a pool with no free port: names the pool and the setting that widens it.
+pub(crate) fn pool_exhausted(pool: &kvmctl_netfw::pool::PortPool) -> Error {
+    Error::InsufficientCapacity {
+        reasons: vec![format!(
+            "port pool {} ({}) is exhausted: all {} ports are forwarded; widen `{}` in /etc/kvmctl/kvmctl.toml and restart the daemon, or remove forwards (kvmctl vm forward rm)",
+            pool.name,
+            pool.range(),
+            pool.size(),
+            PortPools::key(&pool.name)
+        )],
+    }
+}
+
+/// Takes the lowest free port of `pool` for the VM.
+pub(crate) async fn forward_allocate(
+    ctx: &Context,
+    rec: &VmRecord,
+    pools: &PortPools,
+    pool: &str,
+    protocol: Protocol,
+    guest_port: u16,
+) -> Result<ForwardRecord, Error> {
+    let p = pools.get(pool).ok_or_else(|| Error::invalid("pool", format!("{pool:?} is not a pool; use ssh, vnc or general")))?;
+    ctx.store
+        .forward_allocate(&rec.node, &rec.id, protocol.as_str(), PoolRange { name: &p.name, start: p.start, end: p.end }, guest_port)
+        .await?
+        .ok_or_else(|| pool_exhausted(p))
+}
+
+pub async fn forward_list(ctx: &Context, name: &str) -> Result<Vec<Forward>, Error> {
+    let name = parse_name("name", name)?;
+    let rec = super::vms::vm_record(ctx, &name).await?;
+    Ok(ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(forward_view).collect())
+}
+
+pub async fn forward_add(ctx: &Context, name: &str, req: ForwardCreateRequest) -> Result<Forward, Error> {
+    let name = parse_name("name", name)?;
+    let protocol = match req.protocol.as_deref() {
+        None => Protocol::Tcp,
+        Some(p) => Protocol::parse(p).ok_or_else(|| Error::invalid("protocol", format!("{p:?} is not tcp or udp")))?,
+    };
+    if req.guest_port == 0 {
+        return Err(Error::invalid("guest_port", "0 is not a port; use 1 to 65535"));
+    }
+    let pools = &ctx.pools;
+    if let Some(p) = req.pool.as_deref() {
+        if pools.get(p).is_none() {
+            return Err(Error::invalid("pool", format!("{p:?} is not a pool; use ssh, vnc or general")));
+        }
+    }
+    if req.pool.as_deref() == Some("vnc") && !ctx.config.vnc_forwards {
+        return Err(Error::invalid("pool", "VNC forwards are off on this host (vnc_forwards = false); VNC listens on localhost only"));
+    }
+    let pool = match req.host_port {
+        Some(port) => {
+            let holding = pools.holding(port).ok_or_else(|| {
+                Error::invalid(
+                    "host_port",
+                    format!(
+                        "{port} lies in no port pool; use a port of ssh ({}), general ({}) or vnc ({}), or leave it out to take one from a pool",
+                        pools.ssh.range(),
+                        pools.general.range(),
+                        pools.vnc.range()
+                    ),
+                )
+            })?;
+            if let Some(p) = req.pool.as_deref().filter(|p| *p != holding.name) {
+                return Err(Error::invalid("host_port", format!("{port} lies in pool {}, not {p}", holding.name)));
+            }
+            holding.name.clone()
+        }
+        None => req.pool.clone().unwrap_or_else(|| "general".into()),
+    };
+    let _busy = ctx.vm_lock(&name, "forwarding").await?;
+    let rec = super::vms::vm_record(ctx, &name).await?;
+    if matches!(rec.state, VmState::Creating | VmState::Deleting) {
+        return Err(Error::Conflict(format!("VM {name} is {}; try again when that finishes", rec.state)));
+    }
+    if vm_net(ctx, &rec).await?.is_none() {
+        return Err(Error::invalid(
+            "name",
+            format!(
+                "VM {name} is attached to {} without an address kvmctl reserves; forwards need a VM on a libvirt network with DHCP",
+                rec.network
+            ),
+        ));
+    }
+    let count = ctx.store.forward_list_vm(&rec.id).await?.len();
+    if count >= ctx.config.forwards_per_vm as usize {
+        return Err(Error::InsufficientCapacity {
+            reasons: vec![format!(
+                "VM {name} has {count} forwards, the most one VM may have (forwards_per_vm = {}); remove one first",
+                ctx.config.forwards_per_vm
+            )],
+        });
+    }
+    let made = match req.host_port {
+        Some(port) => {
+            let f = ForwardRecord {
+                node: rec.node.clone(),
+                vm_id: rec.id,
+                protocol: protocol.as_str().into(),
+                host_port: port,
+                guest_port: req.guest_port,
+                pool,
+                created_at: 0,
+            };
+            ctx.store.forward_insert(&f).await.map_err(|e| match e {
+                kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!(
+                    "host port {} {port} is forwarded already; `kvmctl vm forward list` shows forwards, or leave --host-port out to take a free one",
+                    protocol.as_str()
+                )),
+                e => e.into(),
+            })?
+        }
+        None => forward_allocate(ctx, &rec, pools, &pool, protocol, req.guest_port).await?,
+    };
+    if let Err(e) = forward_publish(ctx, &rec).await {
+        ctx.store.forward_delete(&rec.id, &made.protocol, made.host_port).await?;
+        if let Err(undo) = forward_publish(ctx, &rec).await {
+            tracing::warn!(vm = %name, error = %undo, "cannot restore the VM's forwards after a failed add; the reconciler will");
+        }
+        return Err(e);
+    }
+    tracing::info!(vm = %name, protocol = %made.protocol, host_port = made.host_port, guest_port = made.guest_port, "forward added");
+    Ok(forward_view(made))
+}
+
+/// Makes the domain metadata and (for a running VM) the firewall agree with the rows.
+async fn forward_publish(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
+    ctx.failpoints.hit("forward.row").await?;
+    metadata_update(ctx, rec).await?;
+    ctx.failpoints.hit("forward.metadata").await?;
+    if rec.state == VmState::Running {
+        rules_apply(ctx, rec).await?;
+    }
+    Ok(())
+}
+
+pub async fn forward_remove(ctx: &Context, name: &str, protocol: &str, host_port: u16) -> Result<(), Error> {
+    let name = parse_name("name", name)?;
+    if Protocol::parse(protocol).is_none() {
+        return Err(Error::invalid("protocol", format!("{protocol:?} is not tcp or udp")));
+    }
+    let _busy = ctx.vm_lock(&name, "forwarding").await?;
+    let rec = super::vms::vm_record(ctx, &name).await?;
+    let gone = ctx.store.forward_delete(&rec.id, protocol, host_port).await?;
+    if !gone {
+        return Err(Error::NotFound { kind: "forward", name: format!("{protocol}/{host_port} of VM {name}") });
+    }
+    forward_publish(ctx, &rec).await?;
+    tracing::info!(vm = %name, protocol, host_port, "forward removed");
+    Ok(())
+}
+
+/// The pools and how many of each one's ports are taken.
+pub async fn pool_status(ctx: &Context) -> Result<Vec<PortPoolStatus>, Error> {
+    let all = ctx.store.forward_list().await?;
+    let pools = &ctx.pools;
+    Ok([&pools.ssh, &pools.vnc, &pools.general]
+        .into_iter()
+        .map(|p| PortPoolStatus {
+            name: p.name.clone(),
+            range: p.range(),
+            size: p.size(),
+            used: all.iter().filter(|f| f.node == "local" && p.contains(f.host_port)).count() as u32,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachments_and_cidrs_parse() {
+        assert_eq!(Attachment::parse("default"), Attachment::Network("default".into()));
+        assert_eq!(Attachment::parse("bridge:br0"), Attachment::Bridge("br0".into()));
+        assert_eq!(Attachment::parse("macvtap:eth0"), Attachment::Macvtap("eth0".into()));
+        assert_eq!(cidr_parse("192.168.100.0/24"), Some(([192, 168, 100, 0].into(), 24)));
+        assert_eq!(cidr_parse("192.168.100.0/33"), None);
+        assert_eq!(cidr_parse("192.168.100.0"), None);
+    }
+}

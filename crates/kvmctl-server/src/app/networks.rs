@@ -1,0 +1,284 @@
+//! `networks`: libvirt networks kvmctl makes and removes (`kvmctl network create|delete`),
+//! and a view of every network on the node.
+//!
+//! A NAT network is a libvirt network in `route` mode whose outgoing traffic kvmctl's own
+//! table masquerades (ADR 0005); an isolated one has no forward at all. Create writes the
+//! row (state `creating`) first, then defines, starts and autostarts the libvirt network,
+//! then records the bridge libvirt chose (`active`); a failure removes both. Delete is
+//! refused while a VM uses the network.
+
+use super::forwards::cidr_parse;
+use super::{blocking, parse_name, Context};
+use kvmctl_core::Error;
+use kvmctl_libvirt::xml::{self, ManagedNetworkSpec};
+use kvmctl_libvirt::Node;
+use kvmctl_store::{NetworkDeleteRefusal, NetworkRecord};
+use kvmctl_types::api::{Network, NetworkCreateRequest};
+use std::net::Ipv4Addr;
+
+const DEFAULT_OWNER: &str = "admin";
+
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    }
+}
+
+/// The subnet's address, gateway and default DHCP range, checked.
+pub(crate) fn subnet_plan(subnet: &str) -> Result<(Ipv4Addr, u8, Ipv4Addr, Ipv4Addr, Ipv4Addr), Error> {
+    let (addr, prefix) = cidr_parse(subnet).ok_or_else(|| {
+        Error::invalid("subnet", format!("{subnet:?} is not an IPv4 subnet; write it as ADDRESS/PREFIX, e.g. 192.168.100.0/24"))
+    })?;
+    if !(8..=29).contains(&prefix) {
+        return Err(Error::invalid("subnet", format!("prefix /{prefix} is out of range; use /8 to /29")));
+    }
+    let base = u32::from(addr) & mask(prefix);
+    if base != u32::from(addr) {
+        return Err(Error::invalid(
+            "subnet",
+            format!("{subnet} is not the start of a /{prefix}; did you mean {}/{prefix}?", Ipv4Addr::from(base)),
+        ));
+    }
+    let broadcast = base | !mask(prefix);
+    Ok((Ipv4Addr::from(base), prefix, Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2), Ipv4Addr::from(broadcast - 1)))
+}
+
+fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
+    let m = mask(a.1.min(b.1));
+    u32::from(a.0) & m == u32::from(b.0) & m
+}
+
+pub async fn network_create(ctx: &Context, req: NetworkCreateRequest) -> Result<Network, Error> {
+    let name = parse_name("name", &req.name)?.to_string();
+    let (base, prefix, gateway, mut first, mut last) = subnet_plan(&req.subnet)?;
+    if let Some(range) = &req.dhcp_range {
+        let bad = || Error::invalid("dhcp_range", format!("{range:?} is not FIRST-LAST, e.g. 192.168.100.100-192.168.100.200"));
+        let (a, b) = range.split_once('-').ok_or_else(bad)?;
+        let (a, b): (Ipv4Addr, Ipv4Addr) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+        if u32::from(a) > u32::from(b) {
+            return Err(Error::invalid("dhcp_range", format!("{range} ends before it starts")));
+        }
+        if u32::from(a) < u32::from(first) || u32::from(b) > u32::from(last) {
+            return Err(Error::invalid(
+                "dhcp_range",
+                format!(
+                    "{range} must lie within {first}-{last} (the subnet without its network address, the host's {gateway} and broadcast)"
+                ),
+            ));
+        }
+        (first, last) = (a, b);
+    }
+    // The subnet must not overlap a network libvirt or kvmctl already has.
+    let node = ctx.local_node.clone();
+    let n = name.clone();
+    let (exists, others) = blocking(move || -> Result<_, kvmctl_libvirt::NodeError> {
+        let exists = node.network_state(&n)?.is_some();
+        let mut others = Vec::new();
+        for other in node.network_list()? {
+            if let Ok(x) = node.network_xml(&other) {
+                if let Some(ip) = xml::network_info(&x).ipv4 {
+                    others.push((other, ip));
+                }
+            }
+        }
+        Ok((exists, others))
+    })
+    .await??;
+    if exists || ctx.store.network_get(&name).await?.is_some() {
+        return Err(Error::Conflict(format!("a network named {name} exists already (kvmctl network list); pick another name")));
+    }
+    let mut known: Vec<(String, (Ipv4Addr, u8))> = others;
+    for rec in ctx.store.network_list().await? {
+        if let Some(c) = cidr_parse(&rec.subnet) {
+            known.push((rec.name, c));
+        }
+    }
+    if let Some((other, (ip, len))) = known.iter().find(|(_, c)| overlaps(*c, (base, prefix))) {
+        return Err(Error::invalid("subnet", format!("{base}/{prefix} overlaps network {other} ({ip}/{len}); pick another subnet")));
+    }
+    let rec = NetworkRecord {
+        name: name.clone(),
+        owner: DEFAULT_OWNER.into(),
+        node: "local".into(),
+        nat: !req.isolated,
+        subnet: format!("{base}/{prefix}"),
+        gateway: gateway.to_string(),
+        dhcp_start: first.to_string(),
+        dhcp_end: last.to_string(),
+        bridge: None,
+        state: "creating".into(),
+        created_at: 0,
+    };
+    ctx.store.network_insert(&rec).await.map_err(|e| match e {
+        kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("a network named {name} exists already; pick another name")),
+        e => e.into(),
+    })?;
+    let spec = ManagedNetworkSpec { name: name.clone(), nat: rec.nat, address: gateway, prefix, dhcp_start: first, dhcp_end: last };
+    match network_build(ctx, &spec).await {
+        Ok(bridge) => {
+            ctx.store.network_activate(&name, &bridge).await?;
+            tracing::info!(network = %name, subnet = %rec.subnet, %bridge, nat = rec.nat, "network created");
+            network_get(ctx, &name).await
+        }
+        Err(e) => {
+            tracing::warn!(network = %name, error = %e, "network create failed; undoing");
+            network_teardown(ctx, &name).await?;
+            ctx.store.network_delete(&name).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Defines, starts and autostarts the libvirt network; returns its bridge.
+async fn network_build(ctx: &Context, spec: &ManagedNetworkSpec) -> Result<String, Error> {
+    ctx.failpoints.hit("network.reserve").await?;
+    let xml = xml::managed_network_xml(spec)?;
+    let node = ctx.local_node.clone();
+    let name = spec.name.clone();
+    let net_xml = blocking(move || -> Result<String, kvmctl_libvirt::NodeError> {
+        node.network_ensure(&name, &xml)?;
+        node.network_xml(&name)
+    })
+    .await?
+    .map_err(|e| Error::Conflict(format!("libvirt cannot start network {}: {}", spec.name, kvmctl_core::error::chain(&e))))?;
+    ctx.failpoints.hit("network.define").await?;
+    xml::network_info(&net_xml).bridge.ok_or_else(|| Error::Internal(format!("libvirt gave network {} no bridge", spec.name)))
+}
+
+/// Removes the libvirt network of a managed network, when it exists.
+async fn network_teardown(ctx: &Context, name: &str) -> Result<(), Error> {
+    let node = ctx.local_node.clone();
+    let n = name.to_owned();
+    match blocking(move || node.network_delete(&n)).await? {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+pub async fn network_delete(ctx: &Context, name: &str) -> Result<(), Error> {
+    let name = parse_name("name", name)?.to_string();
+    let rec = match ctx.store.network_begin_delete(&name).await? {
+        Ok(rec) => rec,
+        Err(NetworkDeleteRefusal::NotFound) => {
+            let node = ctx.local_node.clone();
+            let n = name.clone();
+            if blocking(move || node.network_state(&n)).await??.is_some() {
+                return Err(Error::Conflict(format!(
+                    "network {name} was not made by kvmctl; remove it with virsh (virsh net-destroy {name}; virsh net-undefine {name})"
+                )));
+            }
+            return Err(Error::NotFound { kind: "network", name });
+        }
+        Err(NetworkDeleteRefusal::InUse(vms)) => {
+            return Err(Error::Conflict(format!("network {name} is used by VM {}; delete or move them first", vms.join(", "))))
+        }
+        Err(NetworkDeleteRefusal::Busy(state)) => {
+            return Err(Error::Conflict(format!("network {name} is {state}; try again when that finishes")))
+        }
+    };
+    network_teardown(ctx, &rec.name).await?;
+    ctx.store.network_delete(&rec.name).await?;
+    tracing::info!(network = %name, "network deleted");
+    Ok(())
+}
+
+pub async fn network_get(ctx: &Context, name: &str) -> Result<Network, Error> {
+    let name = parse_name("name", name)?.to_string();
+    network_list(ctx).await?.into_iter().find(|n| n.name == name).ok_or(Error::NotFound { kind: "network", name })
+}
+
+/// Every network on the node: kvmctl's, then libvirt's own.
+pub async fn network_list(ctx: &Context) -> Result<Vec<Network>, Error> {
+    let vms = ctx.store.vm_list().await?;
+    let users = |net: &str| vms.iter().filter(|v| v.network == net).map(|v| v.name.to_string()).collect::<Vec<_>>();
+    let managed = ctx.store.network_list().await?;
+    let node = ctx.local_node.clone();
+    let skip: Vec<String> = managed.iter().map(|m| m.name.clone()).collect();
+    let libvirt = blocking(move || -> Result<Vec<(String, bool, String)>, kvmctl_libvirt::NodeError> {
+        let mut out = Vec::new();
+        for n in node.network_list()? {
+            let active = node.network_state(&n)?.is_some_and(|s| s.active);
+            let x = if skip.contains(&n) { String::new() } else { node.network_xml(&n).unwrap_or_default() };
+            out.push((n, active, x));
+        }
+        Ok(out)
+    })
+    .await??;
+    let mut out: Vec<Network> = managed
+        .iter()
+        .map(|m| {
+            let active = libvirt.iter().any(|(n, a, _)| n == &m.name && *a);
+            Network {
+                name: m.name.clone(),
+                managed: true,
+                mode: if m.nat { "nat" } else { "isolated" }.into(),
+                subnet: Some(m.subnet.clone()),
+                gateway: Some(m.gateway.clone()),
+                dhcp_range: Some(format!("{}-{}", m.dhcp_start, m.dhcp_end)),
+                bridge: m.bridge.clone(),
+                state: match m.state.as_str() {
+                    "active" if !active => "inactive".into(),
+                    s => s.into(),
+                },
+                owner: Some(m.owner.clone()),
+                vms: users(&m.name),
+            }
+        })
+        .collect();
+    for (name, active, x) in libvirt.into_iter().filter(|(n, _, _)| !managed.iter().any(|m| &m.name == n)) {
+        let info = xml::network_info(&x);
+        let dhcp = xml::network_dhcp_info(&x);
+        out.push(Network {
+            vms: users(&name),
+            name,
+            managed: false,
+            mode: info.forward_mode.clone().unwrap_or_else(|| "isolated".into()),
+            subnet: info.ipv4.map(|(ip, len)| format!("{}/{len}", Ipv4Addr::from(u32::from(ip) & mask(len)))),
+            gateway: info.ipv4.map(|(ip, _)| ip.to_string()),
+            dhcp_range: dhcp.map(|d| format!("{}-{}", d.range_start, d.range_end)),
+            bridge: info.bridge,
+            state: if active { "active" } else { "inactive" }.into(),
+            owner: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Finishes what a crash interrupted: a network left `creating` is removed, one left
+/// `deleting` is deleted. Returns the names handled.
+pub(crate) async fn networks_reconcile(ctx: &Context) -> Result<Vec<String>, Error> {
+    let mut done = Vec::new();
+    for rec in ctx.store.network_list().await? {
+        if rec.state == "creating" && rec.created_at > 0 && kvmctl_store::unix_now() - rec.created_at < 60 {
+            // A create in flight in this daemon; a crashed one is older than that.
+            continue;
+        }
+        if rec.state == "creating" || rec.state == "deleting" {
+            network_teardown(ctx, &rec.name).await?;
+            ctx.store.network_delete(&rec.name).await?;
+            tracing::warn!(network = %rec.name, state = %rec.state, "finished a network operation a crash interrupted");
+            done.push(rec.name);
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_are_checked() {
+        let (base, prefix, gw, first, last) = subnet_plan("192.168.100.0/24").unwrap();
+        assert_eq!((base.to_string(), prefix, gw.to_string()), ("192.168.100.0".into(), 24, "192.168.100.1".into()));
+        assert_eq!((first.to_string(), last.to_string()), ("192.168.100.2".into(), "192.168.100.254".into()));
+        for (bad, says) in [("192.168.100.1/24", "192.168.100.0/24"), ("10.0.0.0/30", "/8 to /29"), ("nope", "ADDRESS/PREFIX")] {
+            let e = subnet_plan(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(overlaps(([10, 0, 0, 0].into(), 8), ([10, 77, 0, 0].into(), 24)));
+        assert!(!overlaps(([10, 78, 0, 0].into(), 24), ([10, 77, 0, 0].into(), 24)));
+    }
+}

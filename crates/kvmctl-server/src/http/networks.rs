@@ -1,0 +1,111 @@
+use super::body::Body;
+use super::error::ApiError;
+use super::RequestId;
+use crate::app::{self, Context};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use kvmctl_types::api::{ErrorBody, Forward, ForwardCreateRequest, Network, NetworkCreateRequest, PortPoolStatus};
+use std::sync::Arc;
+
+/// Every libvirt network on the node; `managed` ones were made by kvmctl.
+#[utoipa::path(get, path = "/v1/networks", tag = "networks", operation_id = "network_list",
+    responses((status = 200, description = "Networks", body = [Network])))]
+pub(crate) async fn network_list(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+) -> Result<Json<Vec<Network>>, ApiError> {
+    app::networks::network_list(&ctx).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[utoipa::path(get, path = "/v1/networks/{name}", tag = "networks", operation_id = "network_get",
+    params(("name" = String, Path, description = "Network name")),
+    responses((status = 200, description = "The network", body = Network), (status = 404, description = "No such network", body = ErrorBody)))]
+pub(crate) async fn network_get(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+) -> Result<Json<Network>, ApiError> {
+    app::networks::network_get(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// Creates a NAT (default) or isolated network: a persistent, autostarted libvirt network
+/// with DHCP. A failure removes everything the request made.
+#[utoipa::path(post, path = "/v1/networks", tag = "networks", operation_id = "network_create", request_body = NetworkCreateRequest,
+    responses((status = 201, description = "Created and started", body = Network),
+        (status = 400, description = "Bad input (a subnet that overlaps another network, say); `field` names it", body = ErrorBody),
+        (status = 409, description = "The name is taken, or libvirt cannot start the network", body = ErrorBody)))]
+pub(crate) async fn network_create(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Body(req): Body<NetworkCreateRequest>,
+) -> Result<(StatusCode, Json<Network>), ApiError> {
+    app::networks::network_create(&ctx, req).await.map(|n| (StatusCode::CREATED, Json(n))).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// Removes a network kvmctl made; refused while a VM uses it.
+#[utoipa::path(delete, path = "/v1/networks/{name}", tag = "networks", operation_id = "network_delete",
+    params(("name" = String, Path, description = "Network name")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such network", body = ErrorBody),
+        (status = 409, description = "VMs use it, or kvmctl did not make it", body = ErrorBody)))]
+pub(crate) async fn network_delete(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app::networks::network_delete(&ctx, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// The host port pools forwards come from, and how full they are.
+#[utoipa::path(get, path = "/v1/port-pools", tag = "networks", operation_id = "port_pool_list",
+    responses((status = 200, description = "Pools", body = [PortPoolStatus])))]
+pub(crate) async fn port_pool_list(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+) -> Result<Json<Vec<PortPoolStatus>>, ApiError> {
+    app::forwards::pool_status(&ctx).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[utoipa::path(get, path = "/v1/vms/{name}/forwards", tag = "networks", operation_id = "forward_list",
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, description = "The VM's forwards", body = [Forward]), (status = 404, description = "No such VM", body = ErrorBody)))]
+pub(crate) async fn forward_list(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<Forward>>, ApiError> {
+    app::forwards::forward_list(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// Forwards a host port (chosen, or the lowest free one of a pool) to a port of the VM. It
+/// works from the host's addresses and from the host itself, while the VM runs.
+#[utoipa::path(post, path = "/v1/vms/{name}/forwards", tag = "networks", operation_id = "forward_create", request_body = ForwardCreateRequest,
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 201, description = "Forwarded", body = Forward),
+        (status = 400, description = "Bad input (a port outside every pool, say); `field` names it", body = ErrorBody),
+        (status = 404, description = "No such VM", body = ErrorBody),
+        (status = 409, description = "The host port is taken, or the VM is busy", body = ErrorBody),
+        (status = 503, description = "The pool is exhausted, or the VM has the most forwards allowed", body = ErrorBody)))]
+pub(crate) async fn forward_create(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path(name): Path<String>,
+    Body(req): Body<ForwardCreateRequest>,
+) -> Result<(StatusCode, Json<Forward>), ApiError> {
+    app::forwards::forward_add(&ctx, &name, req).await.map(|f| (StatusCode::CREATED, Json(f))).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[utoipa::path(delete, path = "/v1/vms/{name}/forwards/{protocol}/{host_port}", tag = "networks", operation_id = "forward_delete",
+    params(("name" = String, Path, description = "VM name"), ("protocol" = String, Path, description = "tcp or udp"),
+        ("host_port" = u16, Path, description = "Host port")),
+    responses((status = 204, description = "Removed"), (status = 404, description = "No such VM or forward", body = ErrorBody)))]
+pub(crate) async fn forward_delete(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Path((name, protocol, host_port)): Path<(String, String, u16)>,
+) -> Result<StatusCode, ApiError> {
+    app::forwards::forward_remove(&ctx, &name, &protocol, host_port)
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+        .map_err(|e| ApiError::new(e, &rid))
+}
