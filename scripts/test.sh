@@ -6,7 +6,7 @@
 #      installed on first use);
 #   3. every test, run inside the namespace so guest traffic never leaves it;
 #   4. the tests that restart the shared libvirtd or change the host, one at a time;
-#   5. a leak check: no test domain, volume or log file may survive.
+#   5. a leak check: no test domain, volume, log file, network or firewall rule may survive.
 # Needs root. Pass cargo test filters after --, e.g. scripts/test.sh -- smoke
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,18 +45,29 @@ KVMCTL_TEST_DEBIAN_IMAGE=$(printf '%s' "$image_json" | sed -n 's/^  "path": "\(.
 [ -f "$KVMCTL_TEST_DEBIAN_IMAGE" ] || die "image build did not report an image path: $image_json"
 export KVMCTL_TEST_DEBIAN_IMAGE
 
+# Entries of table inet kvmctl (in the namespace) whose VM has no running domain.
+stale_forwards() {
+  local running key
+  running=$(virsh list --uuid | tr -d '-' | grep . || true)
+  for key in $(netns_exec nft list table inet kvmctl 2>/dev/null | grep -oE 'comment "vm=[0-9a-f]{32}' | cut -d= -f2 | sort -u); do
+    grep -qx "$key" <<<"$running" || echo "firewall rules of stopped or deleted VM $key"
+  done
+}
+
 leak_check() {
   local left
   left=$( { virsh list --all --name | grep -E '^kt-' || true
             virsh pool-list --all --name | grep -E '^kt-' | sed 's/^/pool /' || true
             virsh vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 && $1 ~ /^(image-)?kt-/ {print "volume " $1}'
             ls /var/log/libvirt/qemu/ 2>/dev/null | grep -E '^kt-' | sed 's/^/log /' || true
-            virsh net-dumpxml "$KVMCTL_TEST_NETWORK" 2>/dev/null | grep -oE "<host [^>]*name='kt-[^']*'" | sed 's/^/dhcp reservation /' || true; } )
+            virsh net-dumpxml "$KVMCTL_TEST_NETWORK" 2>/dev/null | grep -oE "<host [^>]*name='kt-[^']*'" | sed 's/^/dhcp reservation /' || true
+            virsh net-list --all --name | grep -E '^kt-' | sed 's/^/network /' || true
+            stale_forwards; } )
   if [ -n "$left" ]; then
     printf 'LEAK: tests left behind:\n%s\n' "$left" >&2
     return 1
   fi
-  log "leak check: no test domain, volume, log or DHCP reservation left"
+  log "leak check: no test domain, volume, log, DHCP reservation, network or firewall rule left"
 }
 
 log "running tests inside namespace $KVMCTL_NETNS"
@@ -64,7 +75,7 @@ status=0
 netns_exec cargo test --workspace --offline --no-fail-fast -- "${filter[@]}" || status=$?
 if [ ${#filter[@]} -eq 0 ]; then
   log "running the tests that restart libvirtd"
-  netns_exec cargo test --offline -p kvmctl-server --test libvirt_restart -- --ignored || status=$?
+  netns_exec cargo test --offline -p kvmctl-server --test libvirt_restart -- --ignored --test-threads=1 || status=$?
   log "running the tests that change the host (kvmctl host setup/uninstall)"
   netns_exec cargo test --offline -p kvmctl-cli --test host -- --ignored --test-threads=1 || status=$?
 fi

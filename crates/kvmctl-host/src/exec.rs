@@ -347,6 +347,15 @@ impl Executor<'_> {
                     Ok(_) => self.log("WARN", &format!("{path} is no longer kvmctl's; left in place")),
                     Err(_) => self.log("INFO", &format!("{path} already gone")),
                 }
+                // Without the hook nothing maintains the port forwards: kvmctl's own
+                // nftables table goes too (nothing outside it was ever touched).
+                match std::process::Command::new("nft").args(["delete", "table", "inet", "kvmctl"]).output() {
+                    Ok(o) if o.status.success() => self.log("INFO", "removed nftables table inet kvmctl"),
+                    Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No such file") => {}
+                    Ok(o) => self
+                        .log("WARN", &format!("cannot remove nftables table inet kvmctl: {}", String::from_utf8_lossy(&o.stderr).trim())),
+                    Err(_) => {}
+                }
                 state.hook = None;
                 Ok(())
             }

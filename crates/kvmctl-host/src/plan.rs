@@ -300,7 +300,11 @@ pub fn uninstall_plan(s: &StateRecord, only: Option<&str>) -> Vec<Step> {
     }
     if let Some(h) = &s.hook {
         let what = if h.previous.is_some() { "restore the previous libvirt hook" } else { "remove the libvirt hook" };
-        push("hook", format!("{what} {}", h.path), StepAction::RemoveHook { path: h.path.clone(), previous: h.previous.clone() });
+        push(
+            "hook",
+            format!("{what} {} and kvmctl's firewall table (inet kvmctl)", h.path),
+            StepAction::RemoveHook { path: h.path.clone(), previous: h.previous.clone() },
+        );
     }
     for sv in s.services.iter().rev().filter(|s| s.name != "libvirtd") {
         push(

@@ -53,3 +53,67 @@ async fn daemon_reconnects_after_libvirtd_restarts() {
     assert!(up, "the daemon did not reconnect after libvirtd came back");
     server.stop().await;
 }
+
+/// Forwards hold without the control plane: with the daemon gone and kvmctl's table
+/// deleted, a libvirtd restart has the libvirt hook (`reconnect`) write the running VM's
+/// rules again from its domain metadata; with the daemon back, a flushed table is repaired
+/// by the reconciler.
+#[tokio::test]
+#[ignore = "restarts the shared libvirtd and deletes the namespace's kvmctl table; run by scripts/test.sh on its own"]
+async fn forwards_survive_the_daemon_and_a_libvirtd_restart() {
+    use kvmctl_testkit::daemon::{self, Sweep};
+    let netns = std::env::var("KVMCTL_NETNS").expect("run with scripts/test.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-rs"], &["kt-rs-img"]);
+    let cfg = daemon::config(d);
+    let (server, client) = daemon::start(&cfg).await;
+    daemon::tiny_image(&client, d, "kt-rs-img").await;
+    let (key, public) = kvmctl_testkit::keypair(d);
+    let vm = client.vm_create(&daemon::tiny_vm("kt-rs", "kt-rs-img", vec![public])).await.unwrap();
+    let port = vm.forwards[0].host_port;
+    client.vm_wait("kt-rs", "ssh", 120).await.unwrap();
+    let ssh = || kvmctl_testkit::ssh_at(&key, "kvmctl", "127.0.0.1", port, "hostname");
+    let key_of = kvmctl_netfw::vm_key(&vm.id.to_string());
+    let present = || kvmctl_netfw::table_read(kvmctl_netfw::TABLE).unwrap().contains_key(&key_of);
+    assert_eq!(ssh().unwrap().trim(), "kt-rs");
+
+    // No daemon, no table: the forward is gone.
+    server.stop().await;
+    sh("nft delete table inet kvmctl");
+    assert!(ssh().is_err(), "the forward works without its rules");
+
+    // libvirtd restarts and reconnects to the running VM; its hook writes the rules.
+    let _restart = Restart(netns.clone());
+    sh("pid=$(pgrep -x libvirtd); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done");
+    sh(&format!("ip netns exec {netns} libvirtd -d"));
+    let mut back = false;
+    for _ in 0..100 {
+        if present() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the reconnect hook did not restore the rules of kt-rs");
+    assert_eq!(ssh().expect("SSH through the restored forward").trim(), "kt-rs");
+
+    // The daemon is back: a table flushed by hand is repaired by its reconciler.
+    let (server, client) = daemon::start(&cfg).await;
+    sh("nft flush table inet kvmctl");
+    let mut repaired = false;
+    for _ in 0..100 {
+        if present() && ssh().is_ok() {
+            repaired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(repaired, "the reconciler did not repair the flushed table");
+
+    client.vm_delete("kt-rs", false).await.unwrap();
+    assert!(!present());
+    client.image_delete("kt-rs-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}

@@ -286,7 +286,7 @@ async fn a_managed_nat_network_serves_forwards_and_masquerades() {
     assert_eq!(host.trim(), "kt-natvm");
 
     // The guest's own connections leave masqueraded behind the host's address.
-    let listener = Command::new("ip")
+    let mut listener = Command::new("ip")
         .args(["netns", "exec", &cl.ns, "timeout", "60", "python3", "-c"])
         .arg(format!(
             "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{client_ip}',9999))\ns.listen(1)\nprint('listening',flush=True)\nc,a=s.accept()\nprint(a[0],flush=True)"
@@ -294,7 +294,7 @@ async fn a_managed_nat_network_serves_forwards_and_masquerades() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = std::io::BufReader::new(listener.stdout.unwrap());
+    let mut out = std::io::BufReader::new(listener.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line.trim(), "listening");
@@ -309,6 +309,7 @@ async fn a_managed_nat_network_serves_forwards_and_masquerades() {
     line.clear();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line.trim(), host_ip, "the client sees the host's address, not the guest's");
+    assert!(listener.wait().unwrap().success());
 
     client.vm_delete("kt-natvm", false).await.unwrap();
     assert!(table_has(&vm).is_none());

@@ -345,7 +345,8 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
     drop(address_guard);
     let started = Instant::now();
     let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some();
-    match vm_build(ctx, &rec, &image, seed_iso, &vm_key, domain_type, !req.no_start, ssh_forward).await {
+    let opts = BuildOptions { start: !req.no_start, ssh_forward };
+    match vm_build(ctx, &rec, &image, seed_iso, &vm_key, domain_type, opts).await {
         Ok(state) => {
             ctx.store.vm_transition(&name, VmState::Creating, state, None).await?;
             tracing::info!(vm = %name, ?state, elapsed_ms = started.elapsed().as_millis() as u64, "VM created");
@@ -369,6 +370,13 @@ fn seed_field(field: &str) -> String {
     }
 }
 
+/// What create does beyond making the VM: start it, give it an SSH forward.
+#[derive(Debug, Clone, Copy)]
+struct BuildOptions {
+    start: bool,
+    ssh_forward: bool,
+}
+
 /// Create's node steps; returns the state the VM ends in.
 async fn vm_build(
     ctx: &Context,
@@ -377,9 +385,9 @@ async fn vm_build(
     seed_iso: Vec<u8>,
     vm_key: &str,
     domain_type: DomainType,
-    start: bool,
-    ssh_forward: bool,
+    opts: BuildOptions,
 ) -> Result<VmState, Error> {
+    let BuildOptions { start, ssh_forward } = opts;
     ssh::key_store(&ssh::key_path(&ctx.config.key_dir, &rec.id), vm_key)?;
     ctx.failpoints.hit("create.reserve").await?;
     if ssh_forward {
