@@ -38,12 +38,16 @@ pub enum NetworkCommand {
 pub enum ForwardCommand {
     /// Forward a host port to a port of the VM: the lowest free port of a pool (general by
     /// default), or --host-port. Works from the host's addresses and from the host itself.
+    /// With --vnc, the VM's VNC console instead (VM stopped; the daemon's vnc_forwards on).
     Add {
         /// VM name.
         name: String,
         /// Port in the guest.
-        #[arg(long)]
-        guest_port: u16,
+        #[arg(long, required_unless_present = "vnc")]
+        guest_port: Option<u16>,
+        /// Forward the VM's VNC console from the VNC pool; it asks for the password shown.
+        #[arg(long, conflicts_with_all = ["guest_port", "from_pool", "protocol"])]
+        vnc: bool,
         /// Host port to use; it must lie in a pool (`kvmctl network ports`) and be free.
         #[arg(long, conflicts_with = "from_pool")]
         host_port: Option<u16>,
@@ -111,8 +115,16 @@ impl Table for Vec<PortPoolStatus> {
 
 impl Table for Vec<Forward> {
     fn rows(&self) -> Vec<Vec<String>> {
-        let mut rows = vec![["protocol", "host_port", "guest_port", "pool"].map(String::from).to_vec()];
-        rows.extend(self.iter().map(|f| vec![f.protocol.clone(), f.host_port.to_string(), f.guest_port.to_string(), f.pool.clone()]));
+        let mut rows = vec![["protocol", "host_port", "guest_port", "pool", "password"].map(String::from).to_vec()];
+        rows.extend(self.iter().map(|f| {
+            vec![
+                f.protocol.clone(),
+                f.host_port.to_string(),
+                if f.pool == "vnc" { "vnc".into() } else { f.guest_port.to_string() },
+                f.pool.clone(),
+                f.vnc_password.clone().unwrap_or_else(|| "-".into()),
+            ]
+        }));
         rows
     }
 }
@@ -142,8 +154,9 @@ pub async fn run(client: &Client, cmd: NetworkCommand, format: OutputFormat) -> 
 
 pub async fn run_forward(client: &Client, cmd: ForwardCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
     match cmd {
-        ForwardCommand::Add { name, guest_port, host_port, from_pool, protocol } => {
-            let req = ForwardCreateRequest { guest_port, host_port, pool: from_pool, protocol: Some(protocol) };
+        ForwardCommand::Add { name, guest_port, vnc, host_port, from_pool, protocol } => {
+            let pool = if vnc { Some("vnc".to_string()) } else { from_pool };
+            let req = ForwardCreateRequest { guest_port: guest_port.unwrap_or(0), host_port, pool, protocol: Some(protocol) };
             output::print(&client.forward_create(&name, &req).await?, format)?;
         }
         ForwardCommand::List { name } => output::print(&client.forward_list(&name).await?, format)?,

@@ -158,8 +158,10 @@ pub struct DomainSpec {
     pub nics: Vec<Nic>,
     /// File the serial console is logged to (by virtlogd), on the node.
     pub serial_log: Option<PathBuf>,
-    /// VNC on 127.0.0.1 with this password, when set.
+    /// VNC with this password, when set: on 127.0.0.1 at a port libvirt picks, or, with
+    /// `vnc_port`, on every address at that port (a VNC forward).
     pub vnc_password: Option<String>,
+    pub vnc_port: Option<u16>,
     pub guest_agent: bool,
     pub metadata: Metadata,
 }
@@ -326,8 +328,18 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
         d.close("channel")?;
     }
     if let Some(pw) = &spec.vnc_password {
-        d.open("graphics", &[("type", "vnc"), ("autoport", "yes"), ("passwd", &checked("vnc password", pw)?)])?;
-        d.empty("listen", &[("type", "address"), ("address", "127.0.0.1")])?;
+        let pw = checked("vnc password", pw)?;
+        match spec.vnc_port {
+            Some(port) => {
+                let port = port.to_string();
+                d.open("graphics", &[("type", "vnc"), ("port", &port), ("autoport", "no"), ("passwd", &pw)])?;
+                d.empty("listen", &[("type", "address"), ("address", "0.0.0.0")])?;
+            }
+            None => {
+                d.open("graphics", &[("type", "vnc"), ("autoport", "yes"), ("passwd", &pw)])?;
+                d.empty("listen", &[("type", "address"), ("address", "127.0.0.1")])?;
+            }
+        }
         d.close("graphics")?;
         d.open("video", &[])?;
         d.empty("model", &[("type", "vga")])?;

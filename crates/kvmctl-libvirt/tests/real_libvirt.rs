@@ -122,6 +122,7 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
             nics: vec![Nic { source: NicSource::Network(network), mac: None }],
             serial_log: Some(serial_log.clone()),
             vnc_password: None,
+            vnc_port: None,
             guest_agent: false,
             metadata: Metadata { vm_id: VmId::new(), owner: "test".into(), plan: None, net: None },
         };

@@ -17,6 +17,7 @@ fn spec(name: &str) -> DomainSpec {
         nics: vec![],
         serial_log: None,
         vnc_password: None,
+        vnc_port: None,
         guest_agent: false,
         metadata: Metadata { vm_id: VmId::new(), owner: "root".into(), plan: None, net: None },
     }

@@ -39,6 +39,7 @@ fn tiny() -> DomainSpec {
         nics: vec![Nic { source: NicSource::Network("kvmctl-test".into()), mac: Some("52:54:00:aa:bb:cc".into()) }],
         serial_log: Some("/var/log/libvirt/qemu/tiny-1-serial.log".into()),
         vnc_password: None,
+        vnc_port: None,
         guest_agent: false,
         metadata: Metadata { vm_id: vm_id(), owner: "root".into(), plan: None, net: None },
     }
@@ -65,6 +66,7 @@ fn disk_boot_kvm_domain_with_vnc_and_agent() {
         nics: vec![Nic { source: NicSource::Bridge("br0".into()), mac: None }],
         serial_log: Some("/var/log/libvirt/qemu/web-1-serial.log".into()),
         vnc_password: Some("s3cret".into()),
+        vnc_port: None,
         guest_agent: true,
         metadata: Metadata { vm_id: vm_id(), owner: "alice".into(), plan: Some("small".into()), net: None },
     };

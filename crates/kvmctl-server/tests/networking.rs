@@ -460,3 +460,51 @@ async fn concurrent_creates_never_share_a_port() {
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_vnc_forward_serves_the_console_behind_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-vnc"], &["kt-vnc-img"]);
+    let mut cfg = daemon::config(d);
+    cfg.vnc_forwards = true;
+    let vnc_pool = range(&cfg.vnc_port_range);
+    let (server, client) = daemon::start(&cfg).await;
+    daemon::tiny_image(&client, d, "kt-vnc-img").await;
+    client.vm_create(&VmCreateRequest { no_start: true, ..daemon::tiny_vm("kt-vnc", "kt-vnc-img", vec![]) }).await.unwrap();
+    let vnc = ForwardCreateRequest { pool: Some("vnc".into()), ..Default::default() };
+    let f = client.forward_create("kt-vnc", &vnc).await.unwrap();
+    assert_eq!((f.pool.as_str(), f.host_port), ("vnc", vnc_pool.0));
+    let password = f.vnc_password.clone().expect("the owner sees the VNC password");
+    assert_eq!(api_err(client.forward_create("kt-vnc", &vnc).await.unwrap_err()).0, 409, "one VNC forward per VM");
+    let xml = sweep.node_xml("kt-vnc");
+    assert!(xml.contains(&format!("port='{}'", f.host_port)) && xml.contains("address='0.0.0.0'"), "{xml}");
+    assert!(!client.vm_get("kt-vnc").await.unwrap().forwards.iter().any(|f| f.vnc_password.is_some()), "not in the VM view");
+
+    // The VM's VNC server answers on the host port and offers only password authentication.
+    let vm = client.vm_start("kt-vnc").await.unwrap();
+    assert!(table_has(&vm).unwrap().forwards.iter().all(|r| r.host_port != f.host_port), "VNC is no firewall rule");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", f.host_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut version = [0u8; 12];
+    s.read_exact(&mut version).unwrap();
+    assert_eq!(&version, b"RFB 003.008\n");
+    s.write_all(b"RFB 003.008\n").unwrap();
+    let mut n = [0u8; 1];
+    s.read_exact(&mut n).unwrap();
+    let mut types = vec![0u8; n[0] as usize];
+    s.read_exact(&mut types).unwrap();
+    assert_eq!(types, [2], "VNC authentication only (no type 1, None)");
+    drop(s);
+    let (st, _) = api_err(client.forward_delete("kt-vnc", "tcp", f.host_port).await.unwrap_err());
+    assert_eq!(st, 409, "a running VM keeps its VNC listener");
+    client.vm_stop("kt-vnc", &VmStopRequest { force: true, timeout_seconds: None }).await.unwrap();
+    client.forward_delete("kt-vnc", "tcp", f.host_port).await.unwrap();
+    let xml = sweep.node_xml("kt-vnc");
+    assert!(xml.contains("address='127.0.0.1'") && !xml.contains("0.0.0.0"), "back on localhost: {xml}");
+    assert!(!password.is_empty());
+    client.vm_delete("kt-vnc", false).await.unwrap();
+    client.image_delete("kt-vnc-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}

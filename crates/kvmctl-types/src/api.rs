@@ -380,18 +380,26 @@ pub struct Forward {
     pub guest_port: u16,
     /// The pool the host port came from: `ssh`, `vnc` or `general`.
     pub pool: String,
+    /// For the VNC forward (pool `vnc`), in `GET|POST /v1/vms/{name}/forwards` only: the
+    /// password the VM's VNC server asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vnc_password: Option<String>,
 }
 
 /// `POST /v1/vms/{name}/forwards`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardCreateRequest {
+    /// Port in the guest (ignored for the VNC pool).
+    #[serde(default)]
     pub guest_port: u16,
     /// A host port of your choice; it must lie in one of the pools and be free. Without it,
     /// the lowest free port of `pool` is taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u16>,
-    /// `general` (the default), `ssh` or `vnc`.
+    /// `general` (the default), `ssh` or `vnc`. `vnc` forwards the VM's VNC console (the
+    /// daemon's `vnc_forwards` must be on; the VM must be stopped; `guest_port` is ignored):
+    /// VNC then listens on every address at the host port, behind the VM's VNC password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
     /// `tcp` (the default) or `udp`.

@@ -16,7 +16,24 @@ use kvmctl_types::api::{Forward, ForwardCreateRequest, PortPoolStatus};
 use std::net::Ipv4Addr;
 
 pub(crate) fn forward_view(f: ForwardRecord) -> Forward {
-    Forward { protocol: f.protocol, host_port: f.host_port, guest_port: f.guest_port, pool: f.pool }
+    Forward { protocol: f.protocol, host_port: f.host_port, guest_port: f.guest_port, pool: f.pool, vnc_password: None }
+}
+
+/// The pool of VNC forwards: not firewall rules, but the VM's VNC server listening on the
+/// host port (`DomainSpec::vnc_port`).
+pub(crate) const VNC_POOL: &str = "vnc";
+/// The guest port recorded for a VNC forward (the VNC protocol's display 0).
+const VNC_GUEST_PORT: u16 = 5900;
+
+/// The host port the VM's VNC server listens on for its VNC forward, if it has one.
+pub(crate) async fn vnc_port(ctx: &Context, rec: &VmRecord) -> Result<Option<u16>, Error> {
+    Ok(ctx.store.forward_list_vm(&rec.id).await?.into_iter().find(|f| f.pool == VNC_POOL).map(|f| f.host_port))
+}
+
+/// A VM's forwards as its owner sees them: the VNC one with the password.
+fn forward_view_owner(rec: &VmRecord, f: ForwardRecord) -> Forward {
+    let vnc = f.pool == VNC_POOL;
+    Forward { vnc_password: vnc.then(|| rec.vnc_password.clone()), ..forward_view(f) }
 }
 
 /// A VM's network attachment as written in its record: a libvirt network, `bridge:BR` or
@@ -72,6 +89,7 @@ pub(crate) async fn vm_net(ctx: &Context, rec: &VmRecord) -> Result<Option<NetMe
         .forward_list_vm(&rec.id)
         .await?
         .into_iter()
+        .filter(|f| f.pool != VNC_POOL)
         .map(|f| ForwardMetadata { protocol: f.protocol, host_port: f.host_port, guest_port: f.guest_port })
         .collect();
     Ok(Some(NetMetadata { ip, bridge, nat_subnet, forwards }))
@@ -205,7 +223,7 @@ pub(crate) async fn forward_allocate(
 pub async fn forward_list(ctx: &Context, name: &str) -> Result<Vec<Forward>, Error> {
     let name = parse_name("name", name)?;
     let rec = super::vms::vm_record(ctx, &name).await?;
-    Ok(ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(forward_view).collect())
+    Ok(ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(|f| forward_view_owner(&rec, f)).collect())
 }
 
 pub async fn forward_add(ctx: &Context, name: &str, req: ForwardCreateRequest) -> Result<Forward, Error> {
@@ -214,17 +232,11 @@ pub async fn forward_add(ctx: &Context, name: &str, req: ForwardCreateRequest) -
         None => Protocol::Tcp,
         Some(p) => Protocol::parse(p).ok_or_else(|| Error::invalid("protocol", format!("{p:?} is not tcp or udp")))?,
     };
-    if req.guest_port == 0 {
-        return Err(Error::invalid("guest_port", "0 is not a port; use 1 to 65535"));
-    }
     let pools = &ctx.pools;
     if let Some(p) = req.pool.as_deref() {
         if pools.get(p).is_none() {
             return Err(Error::invalid("pool", format!("{p:?} is not a pool; use ssh, vnc or general")));
         }
-    }
-    if req.pool.as_deref() == Some("vnc") && !ctx.config.vnc_forwards {
-        return Err(Error::invalid("pool", "VNC forwards are off on this host (vnc_forwards = false); VNC listens on localhost only"));
     }
     let pool = match req.host_port {
         Some(port) => {
@@ -246,10 +258,23 @@ pub async fn forward_add(ctx: &Context, name: &str, req: ForwardCreateRequest) -
         }
         None => req.pool.clone().unwrap_or_else(|| "general".into()),
     };
+    if req.guest_port == 0 && pool != VNC_POOL {
+        return Err(Error::invalid("guest_port", "0 is not a port; use 1 to 65535"));
+    }
+    if pool == VNC_POOL && !ctx.config.vnc_forwards {
+        let field = if req.pool.is_some() { "pool" } else { "host_port" };
+        return Err(Error::invalid(
+            field,
+            "VNC forwards are off on this host (vnc_forwards = false): VNC listens on localhost only; reach it through an SSH tunnel to the host",
+        ));
+    }
     let _busy = ctx.vm_lock(&name, "forwarding").await?;
     let rec = super::vms::vm_record(ctx, &name).await?;
     if matches!(rec.state, VmState::Creating | VmState::Deleting) {
         return Err(Error::Conflict(format!("VM {name} is {}; try again when that finishes", rec.state)));
+    }
+    if pool == VNC_POOL {
+        return vnc_forward_add(ctx, &rec, req.host_port, protocol).await;
     }
     if vm_net(ctx, &rec).await?.is_none() {
         return Err(Error::invalid(
@@ -298,7 +323,49 @@ pub async fn forward_add(ctx: &Context, name: &str, req: ForwardCreateRequest) -
         return Err(e);
     }
     tracing::info!(vm = %name, protocol = %made.protocol, host_port = made.host_port, guest_port = made.guest_port, "forward added");
-    Ok(forward_view(made))
+    Ok(forward_view_owner(&rec, made))
+}
+
+/// The VM's VNC console on a host port of the VNC pool: the domain is redefined to listen
+/// there (on every address, behind the VM's VNC password) from its next start, so the VM
+/// must be stopped. One per VM.
+async fn vnc_forward_add(ctx: &Context, rec: &VmRecord, host_port: Option<u16>, protocol: Protocol) -> Result<Forward, Error> {
+    if protocol != Protocol::Tcp {
+        return Err(Error::invalid("protocol", "VNC is tcp"));
+    }
+    if rec.state != VmState::Stopped {
+        return Err(Error::Conflict(format!(
+            "VM {} is {}; stop it to forward its VNC console (kvmctl vm stop {})",
+            rec.name, rec.state, rec.name
+        )));
+    }
+    if vnc_port(ctx, rec).await?.is_some() {
+        return Err(Error::Conflict(format!("VM {} has a VNC forward already (kvmctl vm forward list {})", rec.name, rec.name)));
+    }
+    let made = match host_port {
+        Some(port) => {
+            let f = ForwardRecord {
+                node: rec.node.clone(),
+                vm_id: rec.id,
+                protocol: "tcp".into(),
+                host_port: port,
+                guest_port: VNC_GUEST_PORT,
+                pool: VNC_POOL.into(),
+                created_at: 0,
+            };
+            ctx.store.forward_insert(&f).await.map_err(|e| match e {
+                kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("host port tcp {port} is forwarded already")),
+                e => e.into(),
+            })?
+        }
+        None => forward_allocate(ctx, rec, &ctx.pools, VNC_POOL, Protocol::Tcp, VNC_GUEST_PORT).await?,
+    };
+    if let Err(e) = super::vms::domain_redefine(ctx, rec).await {
+        ctx.store.forward_delete(&rec.id, "tcp", made.host_port).await?;
+        return Err(e);
+    }
+    tracing::warn!(vm = %rec.name, host_port = made.host_port, "VNC console forwarded: it listens on every address, behind the VM's VNC password");
+    Ok(forward_view_owner(rec, made))
 }
 
 /// Makes the domain metadata and (for a running VM) the firewall agree with the rows.
@@ -319,11 +386,19 @@ pub async fn forward_remove(ctx: &Context, name: &str, protocol: &str, host_port
     }
     let _busy = ctx.vm_lock(&name, "forwarding").await?;
     let rec = super::vms::vm_record(ctx, &name).await?;
+    let was_vnc = vnc_port(ctx, &rec).await? == Some(host_port) && protocol == "tcp";
+    if was_vnc && rec.state != VmState::Stopped {
+        return Err(Error::Conflict(format!("VM {name} is {}; stop it to remove its VNC forward (kvmctl vm stop {name})", rec.state)));
+    }
     let gone = ctx.store.forward_delete(&rec.id, protocol, host_port).await?;
     if !gone {
         return Err(Error::NotFound { kind: "forward", name: format!("{protocol}/{host_port} of VM {name}") });
     }
-    forward_publish(ctx, &rec).await?;
+    if was_vnc {
+        super::vms::domain_redefine(ctx, &rec).await?;
+    } else {
+        forward_publish(ctx, &rec).await?;
+    }
     tracing::info!(vm = %name, protocol, host_port, "forward removed");
     Ok(())
 }

@@ -170,6 +170,7 @@ fn domain_spec(
     domain_type: DomainType,
     kernel: Option<(PathBuf, Option<PathBuf>)>,
     metadata: Metadata,
+    vnc_port: Option<u16>,
 ) -> DomainSpec {
     let pool_dir = PathBuf::from(&image.path).parent().map(PathBuf::from).unwrap_or_default();
     let boot = match kernel {
@@ -197,6 +198,7 @@ fn domain_spec(
         }],
         serial_log: Some(console_log(ctx, &rec.name)),
         vnc_password: Some(rec.vnc_password.clone()),
+        vnc_port,
         guest_agent: true,
         metadata,
     }
@@ -424,7 +426,8 @@ async fn vm_build(
     let image_c = image.clone();
     let kernel = blocking(move || kernel_paths(node.as_ref(), &image_c)).await??;
     let metadata = forwards::metadata_of(ctx, rec).await?;
-    let xml = xml::domain_xml(&domain_spec(ctx, rec, image, domain_type, kernel, metadata))?;
+    let vnc = forwards::vnc_port(ctx, rec).await?;
+    let xml = xml::domain_xml(&domain_spec(ctx, rec, image, domain_type, kernel, metadata, vnc))?;
     let node = ctx.local_node.clone();
     blocking(move || node.domain_define(&xml)).await?.map_err(|e| match e {
         NodeError::AlreadyExists { .. } => Error::Conflict(format!(
@@ -682,20 +685,7 @@ pub async fn vm_resize(ctx: &Context, name: &str, req: VmResizeRequest) -> Resul
         .await??;
     }
     if cpu_mem {
-        let image = images::image_record(ctx, &rec.image).await?;
-        let resized = VmRecord { vcpus, memory_mib, ..rec.clone() };
-        let node = ctx.local_node.clone();
-        let image_c = image.clone();
-        let kernel = blocking(move || kernel_paths(node.as_ref(), &image_c)).await??;
-        // Keep the domain's type as defined (kvm or qemu): a resize is not a migration.
-        let node = ctx.local_node.clone();
-        let n = name.to_string();
-        let current = blocking(move || node.domain_xml(&n)).await??;
-        let dtype = if current.contains("type='kvm'") || current.contains("type=\"kvm\"") { DomainType::Kvm } else { DomainType::Qemu };
-        let metadata = forwards::metadata_of(ctx, &resized).await?;
-        let xml = xml::domain_xml(&domain_spec(ctx, &resized, &image, dtype, kernel, metadata))?;
-        let node = ctx.local_node.clone();
-        blocking(move || node.domain_define(&xml)).await??;
+        domain_redefine(ctx, &VmRecord { vcpus, memory_mib, ..rec.clone() }).await?;
     }
     ctx.store.vm_set_size(&name, vcpus, memory_mib, disk_gib).await?;
     tracing::info!(vm = %name, vcpus, memory_mib, disk_gib, "VM resized");
@@ -753,6 +743,26 @@ async fn attachment_check(ctx: &Context, network: &str) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// Defines the VM's domain again from `rec` (size, network, forwards, VNC), keeping the
+/// domain type it has (kvm or qemu: a redefinition is not a migration). A running domain
+/// takes the new definition at its next start.
+pub(crate) async fn domain_redefine(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
+    let image = images::image_record(ctx, &rec.image).await?;
+    let node = ctx.local_node.clone();
+    let image_c = image.clone();
+    let kernel = blocking(move || kernel_paths(node.as_ref(), &image_c)).await??;
+    let node = ctx.local_node.clone();
+    let n = rec.name.to_string();
+    let current = blocking(move || node.domain_xml(&n)).await??;
+    let dtype = if current.contains("type='kvm'") || current.contains("type=\"kvm\"") { DomainType::Kvm } else { DomainType::Qemu };
+    let metadata = forwards::metadata_of(ctx, rec).await?;
+    let vnc = forwards::vnc_port(ctx, rec).await?;
+    let xml = xml::domain_xml(&domain_spec(ctx, rec, &image, dtype, kernel, metadata, vnc))?;
+    let node = ctx.local_node.clone();
+    blocking(move || node.domain_define(&xml)).await??;
+    Ok(())
 }
 
 /// An address for a VM on `network`: the first free one of its DHCP range, or `None` on a
