@@ -1,6 +1,7 @@
 //! Guest access as a user does it, with the real binary against a `kvmctl serve` process:
 //! `vm create --wait=ssh` (stages and timings shown), `vm exec` (exit status passed through),
-//! `vm cp` both ways for a file and a tree, `vm ssh -- CMD`, `vm console --log`.
+//! `vm cp` both ways for a file and a tree, `vm ssh -- CMD`, `vm forward add|list|rm` with
+//! the SSH forward from create, `network list`, `vm console --log`.
 
 mod common;
 
@@ -50,6 +51,30 @@ fn create_wait_exec_cp_ssh_and_console_log() {
     let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("via-ssh\r\n"), "{out:?}");
     assert_eq!(out.status.code(), Some(4), "{out:?}");
+
+    // Forwards: the SSH one from create, one added; both reachable from the host.
+    let shown = env.ok(&["vm", "show", "kt-cli"]);
+    let ssh_port: u16 = shown
+        .lines()
+        .find(|l| l.starts_with("forwards:"))
+        .and_then(|l| l.split("tcp:").nth(1))
+        .and_then(|r| r.split("->").next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("an SSH forward in:\n{shown}"));
+    assert!(shown.contains(&format!("ssh -p {ssh_port}")), "{shown}");
+    let added: serde_json::Value =
+        serde_json::from_str(&env.ok(&["vm", "forward", "add", "kt-cli", "--guest-port", "80", "-o", "json"])).unwrap();
+    let http_port = added["host_port"].as_u64().unwrap();
+    let listed = env.ok(&["vm", "forward", "list", "kt-cli"]);
+    assert!(listed.contains(&ssh_port.to_string()) && listed.contains(&http_port.to_string()), "{listed}");
+    let page =
+        std::process::Command::new("busybox").args(["wget", "-q", "-O", "-", &format!("http://127.0.0.1:{http_port}/")]).output().unwrap();
+    assert!(String::from_utf8_lossy(&page.stdout).contains("kvmctl tiny guest kt-cli"), "{page:?}");
+    env.ok(&["vm", "forward", "rm", "kt-cli", &http_port.to_string()]);
+    let bad = env.kvmctl(&["vm", "forward", "add", "kt-cli", "--guest-port", "80", "--host-port", "80"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("host_port"), "{bad:?}");
+    let nets = env.ok(&["network", "list"]);
+    assert!(nets.contains(&kvmctl_testkit::env("KVMCTL_TEST_NETWORK")), "{nets}");
 
     let log = env.ok(&["vm", "console", "kt-cli", "--log", "--lines", "200"]);
     assert!(log.contains("KVMCTL_TINY_READY"), "{log}");

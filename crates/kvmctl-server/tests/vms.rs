@@ -191,7 +191,7 @@ async fn bad_requests_are_refused_and_create_nothing() {
         (VmCreateRequest { ssh_keys: vec!["ssh-ed25519 notakey".into()], ..ok.clone() }, "ssh_keys[0]", ""),
         (VmCreateRequest { user_data: Some("#cloud-config\n{ not yaml".into()), ..ok.clone() }, "user_data", ""),
         (VmCreateRequest { user_data: Some(format!("#!/bin/sh\n#{}", "x".repeat(70_000))), ..ok.clone() }, "user_data", "64 KiB"),
-        (VmCreateRequest { network: Some("no-such-net".into()), ..ok.clone() }, "network", "virsh net-list"),
+        (VmCreateRequest { network: Some("no-such-net".into()), ..ok.clone() }, "network", "kvmctl network list"),
         (VmCreateRequest { firmware: Some("coreboot".into()), ..ok.clone() }, "firmware", "bios, uefi or uefi-secure"),
         (VmCreateRequest { firmware: Some("uefi".into()), ..ok.clone() }, "firmware", "bios only"),
         (VmCreateRequest { user: Some("Root!".into()), ..ok.clone() }, "user", ""),

@@ -19,8 +19,13 @@ impl Env {
     /// `kvmctl serve` with the test pool and network, and `failpoints` armed.
     pub fn serve(&self, failpoints: &str) -> Daemon {
         let _ = std::fs::remove_file(self.socket());
+        // Test daemons share the namespace's firewall table: each takes its own ports.
+        let (base,) = kvmctl_testkit::daemon::port_block();
         let mut child = Command::new(BIN)
             .arg("serve")
+            .env("KVMCTL_SSH_PORT_RANGE", format!("{}-{}", base, base + 9))
+            .env("KVMCTL_GENERAL_PORT_RANGE", format!("{}-{}", base + 10, base + 19))
+            .env("KVMCTL_VNC_PORT_RANGE", format!("{}-{}", base + 20, base + 29))
             .env("KVMCTL_SOCKET", self.socket())
             .env("KVMCTL_DATABASE", self.dir.join("k.db"))
             .env("KVMCTL_POOL", kvmctl_testkit::env("KVMCTL_TEST_POOL"))
