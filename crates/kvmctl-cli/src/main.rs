@@ -9,6 +9,7 @@ mod progress;
 mod serve;
 mod status;
 mod terminal;
+mod users;
 mod vm;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,10 @@ struct Cli {
     /// Talk to a daemon over HTTP instead of the socket (http://HOST:PORT).
     #[arg(long, global = true, env = "KVMCTL_URL", hide_env_values = true, value_name = "URL")]
     url: Option<String>,
+    /// API token (`kvm_...`, from `kvmctl token create`); needed over --url, and on the
+    /// socket by anyone but root.
+    #[arg(long, global = true, env = "KVMCTL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
@@ -56,9 +61,21 @@ enum Command {
     /// pools forwards come from.
     #[command(subcommand)]
     Network(network::NetworkCommand),
-    /// Plans: the named sizes VMs are created with.
+    /// Plans: the named sizes VMs are created with, and their hourly prices.
     #[command(subcommand)]
     Plan(vm::PlanCommand),
+    /// Users of the daemon (admins), and `user whoami`.
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// API tokens: create (shown once), list, revoke.
+    #[command(subcommand)]
+    Token(users::TokenCommand),
+    /// Per-user quotas: show, set.
+    #[command(subcommand)]
+    Quota(users::QuotaCommand),
+    /// The audit log of state-changing requests (admins).
+    #[command(subcommand)]
+    Audit(users::AuditCommand),
     /// Prepare this host: doctor, setup, uninstall (run locally, without the daemon).
     #[command(subcommand)]
     Host(host::HostCommand),
@@ -112,27 +129,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let format = cli.output;
             tokio::task::spawn_blocking(move || image::run(cmd, format)).await?
         }
-        Command::Image(cmd) => image::run_remote(&client(cli.socket, cli.url.as_deref())?, cmd, cli.output).await,
-        Command::Vm(cmd) => vm::run(&client(cli.socket, cli.url.as_deref())?, cmd, cli.output).await,
-        Command::Network(cmd) => network::run(&client(cli.socket, cli.url.as_deref())?, cmd, cli.output).await,
-        Command::Plan(cmd) => vm::run_plan(&client(cli.socket, cli.url.as_deref())?, cmd, cli.output).await,
+        Command::Image(cmd) => image::run_remote(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
+        Command::Vm(cmd) => vm::run(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
+        Command::Network(cmd) => network::run(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
+        Command::User(cmd) => users::run_user(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
+        Command::Token(cmd) => users::run_token(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
+        Command::Quota(cmd) => users::run_quota(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
+        Command::Audit(cmd) => users::run_audit(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
+        Command::Plan(cmd) => vm::run_plan(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
         Command::Serve(args) => serve::run(args, cli.socket).await,
         Command::Openapi => {
             print!("{}", kvmctl_server::openapi::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
-            let client = client(cli.socket, cli.url.as_deref())?;
+            let client = client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?;
             status::run(&client, cli.output).await
         }
     }
 }
 
-fn client(socket: Option<PathBuf>, url: Option<&str>) -> anyhow::Result<Client> {
-    match url {
-        Some(u) => Client::http(u).map_err(|e| anyhow::anyhow!("invalid --url: {e}")),
-        None => Ok(Client::unix(socket.unwrap_or_else(|| kvmctl_server::config::DEFAULT_SOCKET.into()))),
-    }
+fn client(socket: Option<PathBuf>, url: Option<&str>, token: Option<&str>) -> anyhow::Result<Client> {
+    let c = match url {
+        Some(u) => Client::http(u).map_err(|e| anyhow::anyhow!("invalid --url: {e}"))?,
+        None => Client::unix(socket.unwrap_or_else(|| kvmctl_server::config::DEFAULT_SOCKET.into())),
+    };
+    Ok(match token.filter(|t| !t.is_empty()) {
+        Some(t) => c.with_token(t),
+        None => c,
+    })
 }
 
 /// The error and its causes on one line: "what failed: why".

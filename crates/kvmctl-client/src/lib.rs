@@ -9,8 +9,9 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use kvmctl_types::api::{
-    ErrorBody, Forward, ForwardCreateRequest, Image, ImageImportRequest, Network, NetworkCreateRequest, Plan, PortPoolStatus,
-    StatusResponse, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest,
+    AuditEntry, ErrorBody, Forward, ForwardCreateRequest, Image, ImageImportRequest, Network, NetworkCreateRequest, Plan,
+    PlanCreateRequest, PlanUpdateRequest, PortPoolStatus, Quota, QuotaSetRequest, StatusResponse, Token, TokenCreateRequest, TokenCreated,
+    User, UserCreateRequest, UserUpdateRequest, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -70,14 +71,28 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 /// A terminal session with the daemon: binary frames carry the terminal's bytes.
 pub type Terminal = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     endpoint: Endpoint,
+    /// Sent as `Authorization: Bearer ...`; never printed (`Debug` hides it).
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("endpoint", &self.endpoint).field("token", &self.token.as_ref().map(|_| "<hidden>")).finish()
+    }
 }
 
 impl Client {
     pub fn unix(path: impl AsRef<Path>) -> Self {
-        Client { endpoint: Endpoint::Unix(path.as_ref().to_owned()) }
+        Client { endpoint: Endpoint::Unix(path.as_ref().to_owned()), token: None }
+    }
+
+    /// The same client, authenticating with `token` (`kvm_...`).
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
     }
 
     /// `url` is `http://host:port` (a trailing `/` is fine).
@@ -87,7 +102,7 @@ impl Client {
         if host.is_empty() || host.contains('/') {
             return Err(format!("{url:?}: expected http://HOST:PORT"));
         }
-        Ok(Client { endpoint: Endpoint::Tcp(host.to_owned()) })
+        Ok(Client { endpoint: Endpoint::Tcp(host.to_owned()), token: None })
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -148,6 +163,73 @@ impl Client {
 
     pub async fn forward_delete(&self, vm: &str, protocol: &str, host_port: u16) -> Result<(), ClientError> {
         self.empty(Method::DELETE, &format!("/v1/vms/{}/forwards/{}/{host_port}", seg(vm), seg(protocol))).await
+    }
+
+    pub async fn whoami(&self) -> Result<User, ClientError> {
+        self.get("/v1/whoami").await
+    }
+
+    pub async fn user_list(&self) -> Result<Vec<User>, ClientError> {
+        self.get("/v1/users").await
+    }
+
+    pub async fn user_get(&self, name: &str) -> Result<User, ClientError> {
+        self.get(&format!("/v1/users/{}", seg(name))).await
+    }
+
+    pub async fn user_create(&self, req: &UserCreateRequest) -> Result<User, ClientError> {
+        self.send_json(Method::POST, "/v1/users", req).await
+    }
+
+    pub async fn user_update(&self, name: &str, req: &UserUpdateRequest) -> Result<User, ClientError> {
+        self.send_json(Method::PATCH, &format!("/v1/users/{}", seg(name)), req).await
+    }
+
+    pub async fn quota_get(&self, user: &str) -> Result<Quota, ClientError> {
+        self.get(&format!("/v1/users/{}/quota", seg(user))).await
+    }
+
+    pub async fn quota_set(&self, user: &str, req: &QuotaSetRequest) -> Result<Quota, ClientError> {
+        self.send_json(Method::PUT, &format!("/v1/users/{}/quota", seg(user)), req).await
+    }
+
+    pub async fn token_list(&self, user: Option<&str>) -> Result<Vec<Token>, ClientError> {
+        match user {
+            Some(u) => self.get(&format!("/v1/tokens?user={}", seg(u))).await,
+            None => self.get("/v1/tokens").await,
+        }
+    }
+
+    pub async fn token_create(&self, req: &TokenCreateRequest) -> Result<TokenCreated, ClientError> {
+        self.send_json(Method::POST, "/v1/tokens", req).await
+    }
+
+    pub async fn token_revoke(&self, id: &str) -> Result<(), ClientError> {
+        self.empty(Method::DELETE, &format!("/v1/tokens/{}", seg(id))).await
+    }
+
+    /// The audit log, newest first: of `user`, at or after `since` (unix seconds).
+    pub async fn audit_list(&self, user: Option<&str>, since: Option<i64>, limit: Option<u32>) -> Result<Vec<AuditEntry>, ClientError> {
+        let mut q = Vec::new();
+        if let Some(u) = user {
+            q.push(format!("user={}", seg(u)));
+        }
+        if let Some(s) = since {
+            q.push(format!("since={s}"));
+        }
+        if let Some(l) = limit {
+            q.push(format!("limit={l}"));
+        }
+        let path = if q.is_empty() { "/v1/audit".to_owned() } else { format!("/v1/audit?{}", q.join("&")) };
+        self.get(&path).await
+    }
+
+    pub async fn plan_create(&self, req: &PlanCreateRequest) -> Result<Plan, ClientError> {
+        self.send_json(Method::POST, "/v1/plans", req).await
+    }
+
+    pub async fn plan_update(&self, name: &str, req: &PlanUpdateRequest) -> Result<Plan, ClientError> {
+        self.send_json(Method::PATCH, &format!("/v1/plans/{}", seg(name)), req).await
     }
 
     pub async fn vm_list(&self) -> Result<Vec<Vm>, ClientError> {
@@ -230,6 +312,13 @@ impl Client {
             Endpoint::Tcp(h) => h.clone(),
         };
         let url = format!("ws://{host}{path}");
+        let mut url = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .map_err(|e| ClientError::Decode { status: 0, message: format!("WebSocket: {e}") })?;
+        if let Some(t) = &self.token {
+            if let Ok(v) = format!("Bearer {t}").parse() {
+                url.headers_mut().insert(hyper::header::AUTHORIZATION, v);
+            }
+        }
         let io: Box<dyn Io> = match &self.endpoint {
             Endpoint::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await.map_err(|e| self.connect_error(e))?),
             Endpoint::Tcp(a) => Box::new(tokio::net::TcpStream::connect(a.as_str()).await.map_err(|e| self.connect_error(e))?),
@@ -286,6 +375,9 @@ impl Client {
         let mut req = Request::builder().method(method).uri(path).header(hyper::header::HOST, host);
         if body.is_some() {
             req = req.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        if let Some(t) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).expect("valid request");
         let resp = match &self.endpoint {

@@ -6,6 +6,13 @@
 /// A failure as the user sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// No credentials, or credentials that are not valid (unknown, expired or revoked token,
+    /// disabled user).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this (an admin-only action).
+    #[error("{0}")]
+    Forbidden(String),
     /// The named resource does not exist (or the caller may not see it).
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
@@ -37,6 +44,8 @@ impl Error {
     /// Stable machine-readable kind, used as `error` in the API's error body.
     pub fn kind(&self) -> &'static str {
         match self {
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
             Error::NotFound { .. } => "not_found",
             Error::InvalidRequest { .. } => "invalid_request",
             Error::Conflict(_) => "conflict",

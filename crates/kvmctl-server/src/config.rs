@@ -56,6 +56,18 @@ pub struct Config {
     pub vnc_forwards: bool,
     /// Most forwards one VM may have.
     pub forwards_per_vm: u32,
+    /// Default quotas of users (role `user`; admins have none): VMs, vCPUs, memory, disk
+    /// and port forwards one user may hold. `kvmctl quota set` overrides them per user.
+    pub quota_vms: u64,
+    pub quota_vcpus: u64,
+    pub quota_memory_mib: u64,
+    pub quota_disk_gib: u64,
+    pub quota_forwards: u64,
+    /// Currency of plan prices (ISO 4217 code), shown with them.
+    pub currency: String,
+    /// PEM certificate chain and private key: with both, `listen` serves HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Testing only: steps that fail on purpose, `step=error|crash|pause,...` (see
     /// docs/testing.md). Empty in production.
     pub failpoints: String,
@@ -92,6 +104,14 @@ impl Default for Config {
             ssh_forward: true,
             vnc_forwards: false,
             forwards_per_vm: 16,
+            quota_vms: 10,
+            quota_vcpus: 32,
+            quota_memory_mib: 64 * 1024,
+            quota_disk_gib: 1000,
+            quota_forwards: 32,
+            currency: "EUR".into(),
+            tls_cert: None,
+            tls_key: None,
             failpoints: String::new(),
         }
     }
@@ -186,6 +206,12 @@ impl Config {
                 _ => return Err(ConfigError::Env { name: "KVMCTL_SSH_FORWARD", value: v, message: "expected true or false".into() }),
             };
         }
+        if let Some(v) = env("KVMCTL_TLS_CERT") {
+            cfg.tls_cert = Some(v.into()).filter(|p: &PathBuf| !p.as_os_str().is_empty());
+        }
+        if let Some(v) = env("KVMCTL_TLS_KEY") {
+            cfg.tls_key = Some(v.into()).filter(|p: &PathBuf| !p.as_os_str().is_empty());
+        }
         if let Some(v) = env("KVMCTL_FAILPOINTS") {
             cfg.failpoints = v;
         }
@@ -198,7 +224,21 @@ impl Config {
             };
         }
         cfg.port_pools().map_err(ConfigError::Invalid)?;
+        if cfg.tls_cert.is_some() != cfg.tls_key.is_some() {
+            return Err(ConfigError::Invalid("tls_cert and tls_key go together: set both for HTTPS, or neither".into()));
+        }
         Ok(cfg)
+    }
+
+    /// The default quota of users.
+    pub fn quota_defaults(&self) -> kvmctl_core::QuotaLimits {
+        kvmctl_core::QuotaLimits {
+            vms: self.quota_vms,
+            vcpus: self.quota_vcpus,
+            memory_mib: self.quota_memory_mib,
+            disk_gib: self.quota_disk_gib,
+            forwards: self.quota_forwards,
+        }
     }
 
     /// The forward pools `ssh`, `vnc` and `general`, checked: well-formed, above 1023, and

@@ -5,7 +5,7 @@ use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "kvmctl", description = "kvmctl daemon API. Errors share one body, `ErrorBody`; see docs/api-errors.md."),
+    info(title = "kvmctl", description = "kvmctl daemon API. Every request needs a token (`Authorization: Bearer kvm_...`) except root's on the unix socket; see docs/api.md. Errors share one body, `ErrorBody`; see docs/api-errors.md."),
     paths(
         crate::http::status::status_get,
         crate::http::host::host_get,
@@ -14,6 +14,20 @@ use utoipa::OpenApi;
         crate::http::images::image_import,
         crate::http::images::image_delete,
         crate::http::plans::plan_list,
+        crate::http::plans::plan_get,
+        crate::http::plans::plan_create,
+        crate::http::plans::plan_update,
+        crate::http::users::whoami,
+        crate::http::users::user_list,
+        crate::http::users::user_create,
+        crate::http::users::user_get,
+        crate::http::users::user_update,
+        crate::http::users::quota_get,
+        crate::http::users::quota_set,
+        crate::http::users::token_list,
+        crate::http::users::token_create,
+        crate::http::users::token_revoke,
+        crate::http::users::audit_list,
         crate::http::vms::vm_list,
         crate::http::vms::vm_get,
         crate::http::vms::vm_create,
@@ -62,13 +76,25 @@ use utoipa::OpenApi;
         kvmctl_types::api::ForwardCreateRequest,
         kvmctl_types::api::PortPoolStatus,
         kvmctl_types::api::Network,
-        kvmctl_types::api::NetworkCreateRequest
+        kvmctl_types::api::NetworkCreateRequest,
+        kvmctl_types::api::PlanCreateRequest,
+        kvmctl_types::api::PlanUpdateRequest,
+        kvmctl_types::api::User,
+        kvmctl_types::api::UserCreateRequest,
+        kvmctl_types::api::UserUpdateRequest,
+        kvmctl_types::api::Token,
+        kvmctl_types::api::TokenCreateRequest,
+        kvmctl_types::api::TokenCreated,
+        kvmctl_types::api::Quota,
+        kvmctl_types::api::QuotaSetRequest,
+        kvmctl_types::api::AuditEntry
     )),
     tags(
         (name = "system", description = "The daemon itself"),
         (name = "images", description = "Base images and their template metadata"),
         (name = "vms", description = "Virtual machines and plans"),
-        (name = "networks", description = "Networks, host port pools and port forwards")
+        (name = "networks", description = "Networks, host port pools and port forwards"),
+        (name = "users", description = "Users, API tokens, quotas and the audit log")
     )
 )]
 pub struct ApiDoc;

@@ -115,7 +115,8 @@ impl RunningServer {
             let app = app.clone();
             let rx = rx.clone();
             async move {
-                if let Err(e) = axum::serve(unix, app).with_graceful_shutdown(stop(rx)).await {
+                let svc = app.into_make_service_with_connect_info::<crate::http::auth::Peer>();
+                if let Err(e) = axum::serve(unix, svc).with_graceful_shutdown(stop(rx)).await {
                     tracing::error!(error = %e, "unix socket server failed");
                 }
             }
@@ -125,11 +126,12 @@ impl RunningServer {
             let tcp = TcpListener::bind(addr).await.map_err(|source| ServeError::BindTcp { addr, source })?;
             let bound = tcp.local_addr().map_err(|source| ServeError::BindTcp { addr, source })?;
             if !bound.ip().is_loopback() {
-                tracing::warn!(%bound, "listening on a non-loopback address without TLS or tokens: anyone who can reach it controls your VMs");
+                tracing::warn!(%bound, "listening on a non-loopback address WITHOUT TLS: tokens cross the network in clear; set tls_cert and tls_key");
             }
             tcp_addr = Some(bound);
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(tcp, app).with_graceful_shutdown(stop(rx)).await {
+                let svc = app.into_make_service_with_connect_info::<crate::http::auth::Peer>();
+                if let Err(e) = axum::serve(tcp, svc).with_graceful_shutdown(stop(rx)).await {
                     tracing::error!(error = %e, "TCP server failed");
                 }
             }));

@@ -21,6 +21,11 @@ pub struct ForwardRecord {
 
 const COLUMNS: &str = "node, protocol, host_port, vm_id, guest_port, pool, created_at";
 
+/// The quota condition of both inserts: `$9` (max forwards, NULL for none) above what the
+/// owner of VM `$5` holds.
+const OWNER_BELOW_MAX: &str = "($9 IS NULL OR (SELECT COUNT(*) FROM forwards f JOIN vms v ON v.id = f.vm_id \
+     WHERE v.owner = (SELECT owner FROM vms WHERE id = $5)) < $9)";
+
 fn forward_from_row(row: sqlx::sqlite::SqliteRow) -> Result<ForwardRecord, StoreError> {
     let id: String = row.try_get("vm_id")?;
     Ok(ForwardRecord {
@@ -44,7 +49,8 @@ pub struct PoolRange<'a> {
 
 impl DataStore {
     /// Takes the lowest free port of `pool` for a forward to `guest_port` of the VM; `None`
-    /// when the pool is exhausted.
+    /// when the pool is exhausted or, with `max_forwards`, when the VM's owner holds that
+    /// many forwards already (checked in the same statement).
     pub async fn forward_allocate(
         &self,
         node: &str,
@@ -52,12 +58,14 @@ impl DataStore {
         protocol: &str,
         pool: PoolRange<'_>,
         guest_port: u16,
+        max_forwards: Option<u64>,
     ) -> Result<Option<ForwardRecord>, StoreError> {
         let row = sqlx::query(&format!(
             "WITH RECURSIVE p(port) AS (SELECT $1 UNION ALL SELECT port + 1 FROM p WHERE port < $2) \
              INSERT INTO forwards ({COLUMNS}) \
              SELECT $3, $4, port, $5, $6, $7, $8 FROM p \
              WHERE port NOT IN (SELECT host_port FROM forwards WHERE node = $3 AND protocol = $4) \
+             AND {OWNER_BELOW_MAX} \
              ORDER BY port LIMIT 1 \
              RETURNING {COLUMNS}"
         ))
@@ -69,26 +77,32 @@ impl DataStore {
         .bind(guest_port as i64)
         .bind(pool.name)
         .bind(unix_now())
+        .bind(max_forwards.map(|m| m.min(i64::MAX as u64) as i64))
         .fetch_optional(&self.pool)
         .await?;
         row.map(forward_from_row).transpose()
     }
 
-    /// Records a forward on a port the caller chose; `Exists` when the port is taken.
-    pub async fn forward_insert(&self, f: &ForwardRecord) -> Result<ForwardRecord, StoreError> {
+    /// Records a forward on a port the caller chose; `Exists` when the port is taken, `None`
+    /// when the owner's `max_forwards` refused it.
+    pub async fn forward_insert(&self, f: &ForwardRecord, max_forwards: Option<u64>) -> Result<Option<ForwardRecord>, StoreError> {
         let key = format!("{}/{}", f.protocol, f.host_port);
-        let row = sqlx::query(&format!("INSERT INTO forwards ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"))
-            .bind(&f.node)
-            .bind(&f.protocol)
-            .bind(f.host_port as i64)
-            .bind(f.vm_id.to_string())
-            .bind(f.guest_port as i64)
-            .bind(&f.pool)
-            .bind(unix_now())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unique("port", &key))?;
-        forward_from_row(row)
+        let row = sqlx::query(&format!(
+            "INSERT INTO forwards ({COLUMNS}) SELECT $3, $4, $1, $5, $6, $7, $8 WHERE $2 = $2 AND {OWNER_BELOW_MAX} RETURNING {COLUMNS}"
+        ))
+        .bind(f.host_port as i64)
+        .bind(0i64)
+        .bind(&f.node)
+        .bind(&f.protocol)
+        .bind(f.vm_id.to_string())
+        .bind(f.guest_port as i64)
+        .bind(&f.pool)
+        .bind(unix_now())
+        .bind(max_forwards.map(|m| m.min(i64::MAX as u64) as i64))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unique("port", &key))?;
+        row.map(forward_from_row).transpose()
     }
 
     pub async fn forward_list_vm(&self, vm_id: &VmId) -> Result<Vec<ForwardRecord>, StoreError> {
@@ -135,7 +149,7 @@ mod tests {
         let tasks: Vec<_> = (0..60)
             .map(|_| {
                 let store = store.clone();
-                tokio::spawn(async move { store.forward_allocate("local", &VmId::new(), "tcp", pool, 22).await.unwrap() })
+                tokio::spawn(async move { store.forward_allocate("local", &VmId::new(), "tcp", pool, 22, None).await.unwrap() })
             })
             .collect();
         let mut got = Vec::new();
@@ -147,8 +161,8 @@ mod tests {
         got.sort();
         assert_eq!(got, (2200..=2239).collect::<Vec<u16>>(), "every port once, none twice, none outside");
         // Another protocol or node has its own ports.
-        assert_eq!(store.forward_allocate("local", &VmId::new(), "udp", pool, 53).await.unwrap().unwrap().host_port, 2200);
-        assert_eq!(store.forward_allocate("node2", &VmId::new(), "tcp", pool, 22).await.unwrap().unwrap().host_port, 2200);
+        assert_eq!(store.forward_allocate("local", &VmId::new(), "udp", pool, 53, None).await.unwrap().unwrap().host_port, 2200);
+        assert_eq!(store.forward_allocate("node2", &VmId::new(), "tcp", pool, 22, None).await.unwrap().unwrap().host_port, 2200);
         // A freed port is handed out again; a chosen port that is taken is `Exists`.
         let owner = store
             .forward_list()
@@ -158,7 +172,7 @@ mod tests {
             .find(|f| f.host_port == 2210 && f.node == "local" && f.protocol == "tcp")
             .unwrap();
         assert!(store.forward_delete(&owner.vm_id, "tcp", 2210).await.unwrap());
-        assert_eq!(store.forward_allocate("local", &VmId::new(), "tcp", pool, 22).await.unwrap().unwrap().host_port, 2210);
+        assert_eq!(store.forward_allocate("local", &VmId::new(), "tcp", pool, 22, None).await.unwrap().unwrap().host_port, 2210);
         let taken = ForwardRecord {
             node: "local".into(),
             vm_id: VmId::new(),
@@ -168,6 +182,6 @@ mod tests {
             pool: "ssh".into(),
             created_at: 0,
         };
-        assert!(matches!(store.forward_insert(&taken).await, Err(StoreError::Exists { .. })));
+        assert!(matches!(store.forward_insert(&taken, None).await, Err(StoreError::Exists { .. })));
     }
 }

@@ -12,17 +12,46 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod audit;
 mod forwards;
 mod images;
 mod networks;
 mod plans;
+mod users;
 mod vms;
 
+pub use audit::AuditRecord;
 pub use forwards::{ForwardRecord, PoolRange};
 pub use images::ImageRecord;
 pub use networks::{NetworkDeleteRefusal, NetworkRecord};
 pub use plans::PlanRecord;
+pub use users::{QuotaOverride, TokenRecord, UserRecord};
 pub use vms::VmRecord;
+
+/// Whose resources a tenant-visible query may return: one owner's, or (admins, the
+/// daemon's own work) everyone's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope(Option<String>);
+
+impl Scope {
+    /// Every owner's: admins, the reconciler, the readiness watch.
+    pub fn all() -> Scope {
+        Scope(None)
+    }
+
+    pub fn owner(name: &str) -> Scope {
+        Scope(Some(name.to_owned()))
+    }
+
+    /// What a caller sees.
+    pub fn of(caller: &kvmctl_core::Caller) -> Scope {
+        Scope(caller.owner_scope().map(str::to_owned))
+    }
+
+    pub(crate) fn bind(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

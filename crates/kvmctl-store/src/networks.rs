@@ -69,13 +69,22 @@ impl DataStore {
         Ok(())
     }
 
-    pub async fn network_get(&self, name: &str) -> Result<Option<NetworkRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM networks WHERE name = $1")).bind(name).fetch_optional(&self.pool).await?;
+    /// The network if it exists and `scope` may see it.
+    pub async fn network_get(&self, scope: &crate::Scope, name: &str) -> Result<Option<NetworkRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM networks WHERE name = $1 AND ($2 IS NULL OR owner = $2)"))
+            .bind(name)
+            .bind(scope.bind())
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(network_from_row).transpose()
     }
 
-    pub async fn network_list(&self) -> Result<Vec<NetworkRecord>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM networks ORDER BY name")).fetch_all(&self.pool).await?;
+    /// The networks `scope` may see, by name.
+    pub async fn network_list(&self, scope: &crate::Scope) -> Result<Vec<NetworkRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM networks WHERE ($1 IS NULL OR owner = $1) ORDER BY name"))
+            .bind(scope.bind())
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(network_from_row).collect()
     }
 
@@ -91,15 +100,20 @@ impl DataStore {
 
     /// Marks an active network `deleting`, in one statement that also requires that no VM
     /// uses it; the refusal says why.
-    pub async fn network_begin_delete(&self, name: &str) -> Result<Result<NetworkRecord, NetworkDeleteRefusal>, StoreError> {
+    pub async fn network_begin_delete(
+        &self,
+        scope: &crate::Scope,
+        name: &str,
+    ) -> Result<Result<NetworkRecord, NetworkDeleteRefusal>, StoreError> {
         let done = sqlx::query(
-            "UPDATE networks SET state = 'deleting' WHERE name = $1 AND state IN ('active', 'deleting') \
+            "UPDATE networks SET state = 'deleting' WHERE name = $1 AND ($2 IS NULL OR owner = $2) AND state IN ('active', 'deleting') \
              AND NOT EXISTS (SELECT 1 FROM vms WHERE vms.network = networks.name)",
         )
         .bind(name)
+        .bind(scope.bind())
         .execute(&self.pool)
         .await?;
-        let Some(rec) = self.network_get(name).await? else { return Ok(Err(NetworkDeleteRefusal::NotFound)) };
+        let Some(rec) = self.network_get(scope, name).await? else { return Ok(Err(NetworkDeleteRefusal::NotFound)) };
         if done.rows_affected() == 1 {
             return Ok(Ok(rec));
         }

@@ -77,10 +77,19 @@ fn vm_from_row(row: sqlx::sqlite::SqliteRow) -> Result<VmRecord, StoreError> {
 
 impl DataStore {
     /// Records a new VM (normally in state `creating`); `Exists` when the name is taken.
-    pub async fn vm_insert(&self, vm: &VmRecord) -> Result<VmRecord, StoreError> {
+    /// With `limits`, the row is written only if the owner's VMs, vCPUs, memory and disk stay
+    /// within them, checked and written in one statement, so concurrent creates can never
+    /// exceed a quota together; `None` when the quota refused it.
+    pub async fn vm_insert(&self, vm: &VmRecord, limits: Option<&kvmctl_core::QuotaLimits>) -> Result<Option<VmRecord>, StoreError> {
         let now = unix_now();
-        sqlx::query(&format!(
-            "INSERT INTO vms ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, $20, $21, $22, $23)"
+        let lim = |v: u64| v.min(i64::MAX as u64) as i64;
+        let done = sqlx::query(&format!(
+            "INSERT INTO vms ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, $20, $21, $22, $23 \
+             WHERE $24 IS NULL OR ( \
+               (SELECT COUNT(*) FROM vms WHERE owner = $3) + 1 <= $24 \
+               AND (SELECT COALESCE(SUM(vcpus), 0) FROM vms WHERE owner = $3) + $7 <= $25 \
+               AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms WHERE owner = $3) + $8 <= $26 \
+               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = $3) + $9 <= $27)"
         ))
         .bind(vm.id.to_string())
         .bind(vm.name.as_str())
@@ -105,19 +114,35 @@ impl DataStore {
         .bind(&vm.ssh_user)
         .bind(&vm.host_key)
         .bind(&vm.host_key_source)
+        .bind(limits.map(|l| lim(l.vms)))
+        .bind(limits.map(|l| lim(l.vcpus)))
+        .bind(limits.map(|l| lim(l.memory_mib)))
+        .bind(limits.map(|l| lim(l.disk_gib)))
         .execute(&self.pool)
         .await
         .map_err(unique("vm", vm.name.as_str()))?;
-        Ok(self.vm_get(&vm.name).await?.expect("row just written"))
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.vm_get(&crate::Scope::all(), &vm.name).await?.expect("row just written")))
     }
 
-    pub async fn vm_get(&self, name: &Name) -> Result<Option<VmRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM vms WHERE name = $1")).bind(name.as_str()).fetch_optional(&self.pool).await?;
+    /// The VM if it exists and `scope` may see it.
+    pub async fn vm_get(&self, scope: &crate::Scope, name: &Name) -> Result<Option<VmRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM vms WHERE name = $1 AND ($2 IS NULL OR owner = $2)"))
+            .bind(name.as_str())
+            .bind(scope.bind())
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(vm_from_row).transpose()
     }
 
-    pub async fn vm_list(&self) -> Result<Vec<VmRecord>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM vms ORDER BY name")).fetch_all(&self.pool).await?;
+    /// The VMs `scope` may see, by name.
+    pub async fn vm_list(&self, scope: &crate::Scope) -> Result<Vec<VmRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM vms WHERE ($1 IS NULL OR owner = $1) ORDER BY name"))
+            .bind(scope.bind())
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(vm_from_row).collect()
     }
 

@@ -184,6 +184,7 @@ pub struct KernelBoot {
 
 /// `POST /v1/images`: import a disk image into the node's storage pool.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ImageImportRequest {
     /// Image name (a DNS label).
     pub name: String,
@@ -210,17 +211,57 @@ pub struct ImageImportRequest {
 // ---------------------------------------------------------------------------------------
 // Plans and VMs
 
-/// A named size.
+/// A named size with an hourly price.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Plan {
     pub name: String,
     pub vcpus: u32,
     pub memory_mib: u64,
     pub disk_gib: u64,
+    /// Price per hour, a decimal string (exact), e.g. `0.0125`.
+    pub price_hourly: String,
+    /// ISO 4217 code of the price (the daemon's `currency`).
+    pub currency: String,
+    pub sort_order: i64,
+    /// A retired plan keeps its VMs but takes no new ones (listed to admins only).
+    pub active: bool,
+}
+
+/// `POST /v1/plans` (admins).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanCreateRequest {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    /// Decimal string, at most 6 decimals, e.g. `0.0125`.
+    pub price_hourly: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_order: Option<i64>,
+}
+
+/// `PATCH /v1/plans/{name}` (admins): what is given changes; `active: false` retires it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanUpdateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_hourly: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_order: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
 }
 
 /// `POST /v1/vms`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VmCreateRequest {
     /// VM name (a DNS label); also the guest's hostname.
     pub name: String,
@@ -306,6 +347,7 @@ pub struct Vm {
 
 /// `POST /v1/vms/{name}/stop`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VmStopRequest {
     /// Power off at once instead of asking the guest (ACPI) first.
     #[serde(default)]
@@ -318,6 +360,7 @@ pub struct VmStopRequest {
 /// `POST /v1/vms/{name}/resize`: CPU and memory while stopped; disk grows (online or
 /// offline), never shrinks.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VmResizeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcpus: Option<u32>,
@@ -344,6 +387,7 @@ pub struct ReadinessStage {
 
 /// `POST /v1/vms/{name}/exec`: one command over SSH with the VM's key.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VmExecRequest {
     /// Run by the guest user's shell.
     pub command: String,
@@ -456,4 +500,144 @@ pub struct NetworkCreateRequest {
     /// No NAT: guests reach the host and each other only.
     #[serde(default)]
     pub isolated: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Users, tokens, quotas, audit
+
+/// A user of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub name: String,
+    /// `admin` or `user`.
+    pub role: String,
+    pub disabled: bool,
+    /// May size VMs with vcpus/memory/disk rather than a plan only.
+    pub custom_sizing: bool,
+    pub created_at: i64,
+}
+
+/// `POST /v1/users` (admins).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserCreateRequest {
+    /// A DNS label.
+    pub name: String,
+    /// `user` (the default) or `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_sizing: Option<bool>,
+}
+
+/// `PATCH /v1/users/{name}` (admins): what is given changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_sizing: Option<bool>,
+}
+
+/// An API token as listed (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Token {
+    /// The public id (the part after `kvm_`).
+    pub id: String,
+    pub user: String,
+    pub description: String,
+    /// `active`, `expired` or `revoked`.
+    pub state: String,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Days until it expires (1 to 3650); without it, it never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<u32>,
+    /// Admins only: the user the token is for (default: the caller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// The new token: `token` is shown this once and cannot be read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    /// `kvm_<id>_<secret>`: send it as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub info: Token,
+}
+
+/// A user's quota: limits in force and what is in use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Quota {
+    pub user: String,
+    /// Admins have no quota.
+    pub unlimited: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vcpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_disk_gib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_forwards: Option<u64>,
+    /// Limits set for this user rather than taken from the defaults.
+    pub overridden: Vec<String>,
+    pub used_vms: u64,
+    pub used_vcpus: u64,
+    pub used_memory_mib: u64,
+    pub used_disk_gib: u64,
+    pub used_forwards: u64,
+}
+
+/// `PUT /v1/users/{name}/quota` (admins): given limits are set, `reset` ones go back to
+/// the defaults, the rest stay.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSetRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vcpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_disk_gib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_forwards: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reset: Vec<String>,
+}
+
+/// One state-changing request as the audit log has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    pub request_id: String,
+    /// Absent when the caller was not authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// `ok`, or the error kind (`forbidden`, `quota_exceeded`, ...).
+    pub outcome: String,
 }

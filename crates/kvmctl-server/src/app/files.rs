@@ -22,14 +22,21 @@ fn guest_path(path: &str) -> Result<&str, Error> {
 
 /// Writes `body` to the file at `path` (created or truncated), or makes the directory
 /// `path` when `dir` (an existing one is fine).
-pub async fn vm_file_put<S, E>(ctx: &Context, name: &str, path: &str, dir: bool, mut body: S) -> Result<u64, Error>
+pub async fn vm_file_put<S, E>(
+    ctx: &Context,
+    caller: &kvmctl_core::Caller,
+    name: &str,
+    path: &str,
+    dir: bool,
+    mut body: S,
+) -> Result<u64, Error>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let name = parse_name("name", name)?;
     let path = guest_path(path)?;
-    let (sftp, session) = vms::vm_login(ctx, &name).await?.sftp().await.map_err(|e| Error::Unavailable(format!("{name}: {e}")))?;
+    let (sftp, session) = vms::vm_login(ctx, caller, &name).await?.sftp().await.map_err(|e| Error::Unavailable(format!("{name}: {e}")))?;
     let failed = |what: &str, e: &dyn std::fmt::Display| Error::Conflict(format!("cannot {what} {path} in {name}: {e}"));
     let result = async {
         if dir {
@@ -55,10 +62,10 @@ where
 }
 
 /// The file at `path`, or the listing of the directory at `path`.
-pub async fn vm_file_get(ctx: &Context, name: &str, path: &str) -> Result<Download, Error> {
+pub async fn vm_file_get(ctx: &Context, caller: &kvmctl_core::Caller, name: &str, path: &str) -> Result<Download, Error> {
     let name = parse_name("name", name)?;
     let path = guest_path(path)?;
-    let (sftp, session) = vms::vm_login(ctx, &name).await?.sftp().await.map_err(|e| Error::Unavailable(format!("{name}: {e}")))?;
+    let (sftp, session) = vms::vm_login(ctx, caller, &name).await?.sftp().await.map_err(|e| Error::Unavailable(format!("{name}: {e}")))?;
     let result = async {
         let meta = sftp.metadata(path).await.map_err(|e| Error::NotFound { kind: "guest file", name: format!("{name}:{path} ({e})") })?;
         if meta.is_dir() {

@@ -7,11 +7,12 @@
 
 use super::{blocking, parse_name, Context};
 use crate::config::PortPools;
+use kvmctl_core::Caller;
 use kvmctl_core::{Error, VmState};
 use kvmctl_libvirt::xml::{self, ForwardMetadata, Metadata, NetMetadata};
 use kvmctl_libvirt::Node;
 use kvmctl_netfw::{Forward as FwForward, Protocol, VmRules};
-use kvmctl_store::{ForwardRecord, PoolRange, VmRecord};
+use kvmctl_store::{ForwardRecord, PoolRange, Scope, VmRecord};
 use kvmctl_types::api::{Forward, ForwardCreateRequest, PortPoolStatus};
 use std::net::Ipv4Addr;
 
@@ -70,7 +71,7 @@ pub(crate) fn cidr_parse(s: &str) -> Option<(Ipv4Addr, u8)> {
 pub(crate) async fn vm_net(ctx: &Context, rec: &VmRecord) -> Result<Option<NetMetadata>, Error> {
     let Attachment::Network(network) = Attachment::parse(&rec.network) else { return Ok(None) };
     let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse::<Ipv4Addr>().ok()) else { return Ok(None) };
-    let managed = ctx.store.network_get(&network).await?;
+    let managed = ctx.store.network_get(&Scope::all(), &network).await?;
     let bridge = match managed.as_ref().and_then(|n| n.bridge.clone()) {
         Some(b) => b,
         None => {
@@ -214,20 +215,61 @@ pub(crate) async fn forward_allocate(
     guest_port: u16,
 ) -> Result<ForwardRecord, Error> {
     let p = pools.get(pool).ok_or_else(|| Error::invalid("pool", format!("{pool:?} is not a pool; use ssh, vnc or general")))?;
-    ctx.store
-        .forward_allocate(&rec.node, &rec.id, protocol.as_str(), PoolRange { name: &p.name, start: p.start, end: p.end }, guest_port)
+    let limits = super::users::limits_of(ctx, &rec.owner).await?;
+    match ctx
+        .store
+        .forward_allocate(
+            &rec.node,
+            &rec.id,
+            protocol.as_str(),
+            PoolRange { name: &p.name, start: p.start, end: p.end },
+            guest_port,
+            limits.map(|l| l.forwards),
+        )
         .await?
-        .ok_or_else(|| pool_exhausted(p))
+    {
+        Some(f) => Ok(f),
+        None => Err(forward_refusal(ctx, rec, limits.as_ref()).await.unwrap_or_else(|| pool_exhausted(p))),
+    }
 }
 
-pub async fn forward_list(ctx: &Context, name: &str) -> Result<Vec<Forward>, Error> {
+/// Why a forward insert returned nothing: the owner's forward quota, when it is full.
+async fn forward_refusal(ctx: &Context, rec: &VmRecord, limits: Option<&kvmctl_core::QuotaLimits>) -> Option<Error> {
+    let l = limits?;
+    let used = ctx.store.usage_of(&rec.owner).await.ok()?;
+    (used.forwards >= l.forwards).then(|| Error::QuotaExceeded {
+        limit: "forwards".into(),
+        max: l.forwards,
+        used: used.forwards,
+        requested: 1,
+    })
+}
+
+/// Records a forward on a chosen port, within the owner's forward quota.
+async fn forward_insert(ctx: &Context, rec: &VmRecord, f: &ForwardRecord) -> Result<ForwardRecord, Error> {
+    let limits = super::users::limits_of(ctx, &rec.owner).await?;
+    match ctx.store.forward_insert(f, limits.map(|l| l.forwards)).await {
+        Ok(Some(made)) => Ok(made),
+        Ok(None) => Err(forward_refusal(ctx, rec, limits.as_ref())
+            .await
+            .unwrap_or_else(|| Error::Conflict("the forward quota was full a moment ago; try again".into()))),
+        Err(kvmctl_store::StoreError::Exists { .. }) => Err(Error::Conflict(format!(
+            "host port {} {} is forwarded already; `kvmctl vm forward list` shows forwards, or leave --host-port out to take a free one",
+            f.protocol, f.host_port
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn forward_list(ctx: &Context, caller: &Caller, name: &str) -> Result<Vec<Forward>, Error> {
     let name = parse_name("name", name)?;
-    let rec = super::vms::vm_record(ctx, &name).await?;
+    let rec = super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
     Ok(ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(|f| forward_view_owner(&rec, f)).collect())
 }
 
-pub async fn forward_add(ctx: &Context, name: &str, req: ForwardCreateRequest) -> Result<Forward, Error> {
+pub async fn forward_add(ctx: &Context, caller: &Caller, name: &str, req: ForwardCreateRequest) -> Result<Forward, Error> {
     let name = parse_name("name", name)?;
+    super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
     let protocol = match req.protocol.as_deref() {
         None => Protocol::Tcp,
         Some(p) => Protocol::parse(p).ok_or_else(|| Error::invalid("protocol", format!("{p:?} is not tcp or udp")))?,
@@ -268,8 +310,9 @@ pub async fn forward_add(ctx: &Context, name: &str, req: ForwardCreateRequest) -
             "VNC forwards are off on this host (vnc_forwards = false): VNC listens on localhost only; reach it through an SSH tunnel to the host",
         ));
     }
+    super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
     let _busy = ctx.vm_lock(&name, "forwarding").await?;
-    let rec = super::vms::vm_record(ctx, &name).await?;
+    let rec = super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
     if matches!(rec.state, VmState::Creating | VmState::Deleting) {
         return Err(Error::Conflict(format!("VM {name} is {}; try again when that finishes", rec.state)));
     }
@@ -305,13 +348,7 @@ pub async fn forward_add(ctx: &Context, name: &str, req: ForwardCreateRequest) -
                 pool,
                 created_at: 0,
             };
-            ctx.store.forward_insert(&f).await.map_err(|e| match e {
-                kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!(
-                    "host port {} {port} is forwarded already; `kvmctl vm forward list` shows forwards, or leave --host-port out to take a free one",
-                    protocol.as_str()
-                )),
-                e => e.into(),
-            })?
+            forward_insert(ctx, &rec, &f).await?
         }
         None => forward_allocate(ctx, &rec, pools, &pool, protocol, req.guest_port).await?,
     };
@@ -353,10 +390,7 @@ async fn vnc_forward_add(ctx: &Context, rec: &VmRecord, host_port: Option<u16>, 
                 pool: VNC_POOL.into(),
                 created_at: 0,
             };
-            ctx.store.forward_insert(&f).await.map_err(|e| match e {
-                kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("host port tcp {port} is forwarded already")),
-                e => e.into(),
-            })?
+            forward_insert(ctx, rec, &f).await?
         }
         None => forward_allocate(ctx, rec, &ctx.pools, VNC_POOL, Protocol::Tcp, VNC_GUEST_PORT).await?,
     };
@@ -379,13 +413,15 @@ async fn forward_publish(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
     Ok(())
 }
 
-pub async fn forward_remove(ctx: &Context, name: &str, protocol: &str, host_port: u16) -> Result<(), Error> {
+pub async fn forward_remove(ctx: &Context, caller: &Caller, name: &str, protocol: &str, host_port: u16) -> Result<(), Error> {
     let name = parse_name("name", name)?;
+    super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
     if Protocol::parse(protocol).is_none() {
         return Err(Error::invalid("protocol", format!("{protocol:?} is not tcp or udp")));
     }
+    super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
     let _busy = ctx.vm_lock(&name, "forwarding").await?;
-    let rec = super::vms::vm_record(ctx, &name).await?;
+    let rec = super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
     let was_vnc = vnc_port(ctx, &rec).await? == Some(host_port) && protocol == "tcp";
     if was_vnc && rec.state != VmState::Stopped {
         return Err(Error::Conflict(format!("VM {name} is {}; stop it to remove its VNC forward (kvmctl vm stop {name})", rec.state)));
@@ -404,7 +440,7 @@ pub async fn forward_remove(ctx: &Context, name: &str, protocol: &str, host_port
 }
 
 /// The pools and how many of each one's ports are taken.
-pub async fn pool_status(ctx: &Context) -> Result<Vec<PortPoolStatus>, Error> {
+pub async fn pool_status(ctx: &Context, _caller: &Caller) -> Result<Vec<PortPoolStatus>, Error> {
     let all = ctx.store.forward_list().await?;
     let pools = &ctx.pools;
     Ok([&pools.ssh, &pools.vnc, &pools.general]

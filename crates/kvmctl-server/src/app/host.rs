@@ -6,7 +6,8 @@ use kvmctl_core::Error;
 use kvmctl_types::api::DoctorReport;
 
 /// The report `kvmctl host doctor` (or `host setup`) recorded on this host.
-pub async fn host_report(ctx: &Context) -> Result<DoctorReport, Error> {
+pub async fn host_report(ctx: &Context, caller: &kvmctl_core::Caller) -> Result<DoctorReport, Error> {
+    caller.require_admin("the host report")?;
     let path = ctx.config.host_state_dir.join("doctor.json");
     let text = match tokio::fs::read_to_string(&path).await {
         Ok(t) => t,
@@ -27,7 +28,7 @@ pub async fn domain_type(ctx: &Context) -> (String, String) {
     match ctx.config.domain_type {
         DomainTypeSetting::Kvm => ("kvm".into(), "configuration (domain_type = kvm)".into()),
         DomainTypeSetting::Qemu => ("qemu".into(), "configuration (domain_type = qemu)".into()),
-        DomainTypeSetting::Auto => match host_report(ctx).await {
+        DomainTypeSetting::Auto => match host_report(ctx, &kvmctl_core::Caller::local_admin()).await {
             Ok(r) => {
                 let why = r.checks.iter().find(|c| c.id == "kvm.functional").map(|c| c.evidence.clone()).unwrap_or_default();
                 (r.domain_type, format!("host doctor{}: {why}", r.checked_at.map(|t| format!(" at {t}")).unwrap_or_default()))

@@ -25,7 +25,7 @@ pub(crate) struct DiskFacts {
     pub virtual_bytes: u64,
 }
 
-pub async fn image_list(ctx: &Context) -> Result<Vec<Image>, Error> {
+pub async fn image_list(ctx: &Context, _caller: &kvmctl_core::Caller) -> Result<Vec<Image>, Error> {
     let mut out = Vec::new();
     for rec in ctx.store.image_list().await? {
         let users = ctx.store.image_users(&rec.name).await?;
@@ -34,7 +34,7 @@ pub async fn image_list(ctx: &Context) -> Result<Vec<Image>, Error> {
     Ok(out)
 }
 
-pub async fn image_get(ctx: &Context, name: &str) -> Result<Image, Error> {
+pub async fn image_get(ctx: &Context, _caller: &kvmctl_core::Caller, name: &str) -> Result<Image, Error> {
     let name = parse_name("name", name)?;
     let rec = image_record(ctx, &name).await?;
     let users = ctx.store.image_users(&name).await?;
@@ -46,7 +46,8 @@ pub(crate) async fn image_record(ctx: &Context, name: &Name) -> Result<ImageReco
 }
 
 /// Removes the image and its volumes; refused while any VM's disk is backed by it.
-pub async fn image_delete(ctx: &Context, name: &str) -> Result<(), Error> {
+pub async fn image_delete(ctx: &Context, caller: &kvmctl_core::Caller, name: &str) -> Result<(), Error> {
+    caller.require_admin("removing images")?;
     let name = parse_name("name", name)?;
     let rec = image_record(ctx, &name).await?;
     match ctx.store.image_delete_unused(&name).await? {
@@ -117,7 +118,8 @@ fn image_view(rec: ImageRecord, used_by: Vec<String>) -> Image {
 }
 
 /// Imports `req.source` as image `req.name`.
-pub async fn image_import(ctx: &Context, req: ImageImportRequest) -> Result<Image, Error> {
+pub async fn image_import(ctx: &Context, caller: &kvmctl_core::Caller, req: ImageImportRequest) -> Result<Image, Error> {
+    caller.require_admin("importing images")?;
     let name = parse_name("name", &req.name)?;
     if let Some(h) = &req.sha256 {
         if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {

@@ -10,6 +10,7 @@ pub mod readiness;
 pub mod reconcile;
 pub mod ssh;
 pub mod status;
+pub mod users;
 pub mod vms;
 
 use kvmctl_core::Error;

@@ -9,14 +9,12 @@
 
 use super::forwards::cidr_parse;
 use super::{blocking, parse_name, Context};
-use kvmctl_core::Error;
+use kvmctl_core::{Caller, Error};
 use kvmctl_libvirt::xml::{self, ManagedNetworkSpec};
 use kvmctl_libvirt::Node;
-use kvmctl_store::{NetworkDeleteRefusal, NetworkRecord};
+use kvmctl_store::{NetworkDeleteRefusal, NetworkRecord, Scope};
 use kvmctl_types::api::{Network, NetworkCreateRequest};
 use std::net::Ipv4Addr;
-
-const DEFAULT_OWNER: &str = "admin";
 
 fn mask(prefix: u8) -> u32 {
     if prefix == 0 {
@@ -50,7 +48,7 @@ fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
     u32::from(a.0) & m == u32::from(b.0) & m
 }
 
-pub async fn network_create(ctx: &Context, req: NetworkCreateRequest) -> Result<Network, Error> {
+pub async fn network_create(ctx: &Context, caller: &Caller, req: NetworkCreateRequest) -> Result<Network, Error> {
     let name = parse_name("name", &req.name)?.to_string();
     let (base, prefix, gateway, mut first, mut last) = subnet_plan(&req.subnet)?;
     if let Some(range) = &req.dhcp_range {
@@ -86,11 +84,11 @@ pub async fn network_create(ctx: &Context, req: NetworkCreateRequest) -> Result<
         Ok((exists, others))
     })
     .await??;
-    if exists || ctx.store.network_get(&name).await?.is_some() {
+    if exists || ctx.store.network_get(&Scope::all(), &name).await?.is_some() {
         return Err(Error::Conflict(format!("a network named {name} exists already (kvmctl network list); pick another name")));
     }
     let mut known: Vec<(String, (Ipv4Addr, u8))> = others;
-    for rec in ctx.store.network_list().await? {
+    for rec in ctx.store.network_list(&Scope::all()).await? {
         if let Some(c) = cidr_parse(&rec.subnet) {
             known.push((rec.name, c));
         }
@@ -100,7 +98,7 @@ pub async fn network_create(ctx: &Context, req: NetworkCreateRequest) -> Result<
     }
     let rec = NetworkRecord {
         name: name.clone(),
-        owner: DEFAULT_OWNER.into(),
+        owner: caller.name.clone(),
         node: "local".into(),
         nat: !req.isolated,
         subnet: format!("{base}/{prefix}"),
@@ -120,7 +118,7 @@ pub async fn network_create(ctx: &Context, req: NetworkCreateRequest) -> Result<
         Ok(bridge) => {
             ctx.store.network_activate(&name, &bridge).await?;
             tracing::info!(network = %name, subnet = %rec.subnet, %bridge, nat = rec.nat, "network created");
-            network_get(ctx, &name).await
+            network_get(ctx, caller, &name).await
         }
         Err(e) => {
             tracing::warn!(network = %name, error = %e, "network create failed; undoing");
@@ -157,11 +155,14 @@ async fn network_teardown(ctx: &Context, name: &str) -> Result<(), Error> {
     }
 }
 
-pub async fn network_delete(ctx: &Context, name: &str) -> Result<(), Error> {
+pub async fn network_delete(ctx: &Context, caller: &Caller, name: &str) -> Result<(), Error> {
     let name = parse_name("name", name)?.to_string();
-    let rec = match ctx.store.network_begin_delete(&name).await? {
+    let rec = match ctx.store.network_begin_delete(&Scope::of(caller), &name).await? {
         Ok(rec) => rec,
         Err(NetworkDeleteRefusal::NotFound) => {
+            if ctx.store.network_get(&Scope::all(), &name).await?.is_some() {
+                return Err(Error::NotFound { kind: "network", name });
+            }
             let node = ctx.local_node.clone();
             let n = name.clone();
             if blocking(move || node.network_state(&n)).await??.is_some() {
@@ -170,6 +171,9 @@ pub async fn network_delete(ctx: &Context, name: &str) -> Result<(), Error> {
                 )));
             }
             return Err(Error::NotFound { kind: "network", name });
+        }
+        Err(NetworkDeleteRefusal::InUse(vms)) if !caller.is_admin() => {
+            return Err(Error::Conflict(format!("network {name} is used by {} VMs; delete or move them first", vms.len())))
         }
         Err(NetworkDeleteRefusal::InUse(vms)) => {
             return Err(Error::Conflict(format!("network {name} is used by VM {}; delete or move them first", vms.join(", "))))
@@ -184,18 +188,20 @@ pub async fn network_delete(ctx: &Context, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub async fn network_get(ctx: &Context, name: &str) -> Result<Network, Error> {
+pub async fn network_get(ctx: &Context, caller: &Caller, name: &str) -> Result<Network, Error> {
     let name = parse_name("name", name)?.to_string();
-    network_list(ctx).await?.into_iter().find(|n| n.name == name).ok_or(Error::NotFound { kind: "network", name })
+    network_list(ctx, caller).await?.into_iter().find(|n| n.name == name).ok_or(Error::NotFound { kind: "network", name })
 }
 
-/// Every network on the node: kvmctl's, then libvirt's own.
-pub async fn network_list(ctx: &Context) -> Result<Vec<Network>, Error> {
-    let vms = ctx.store.vm_list().await?;
+/// The networks a caller may use: kvmctl's (their own; admins see all), then libvirt's own
+/// (shared by everyone). The VMs listed on each are the ones the caller may see.
+pub async fn network_list(ctx: &Context, caller: &Caller) -> Result<Vec<Network>, Error> {
+    let vms = ctx.store.vm_list(&Scope::of(caller)).await?;
     let users = |net: &str| vms.iter().filter(|v| v.network == net).map(|v| v.name.to_string()).collect::<Vec<_>>();
-    let managed = ctx.store.network_list().await?;
+    let all_managed = ctx.store.network_list(&Scope::all()).await?;
+    let managed = ctx.store.network_list(&Scope::of(caller)).await?;
     let node = ctx.local_node.clone();
-    let skip: Vec<String> = managed.iter().map(|m| m.name.clone()).collect();
+    let skip: Vec<String> = all_managed.iter().map(|m| m.name.clone()).collect();
     let libvirt = blocking(move || -> Result<Vec<(String, bool, String)>, kvmctl_libvirt::NodeError> {
         let mut out = Vec::new();
         for n in node.network_list()? {
@@ -227,7 +233,7 @@ pub async fn network_list(ctx: &Context) -> Result<Vec<Network>, Error> {
             }
         })
         .collect();
-    for (name, active, x) in libvirt.into_iter().filter(|(n, _, _)| !managed.iter().any(|m| &m.name == n)) {
+    for (name, active, x) in libvirt.into_iter().filter(|(n, _, _)| !all_managed.iter().any(|m| &m.name == n)) {
         let info = xml::network_info(&x);
         let dhcp = xml::network_dhcp_info(&x);
         out.push(Network {
@@ -250,7 +256,7 @@ pub async fn network_list(ctx: &Context) -> Result<Vec<Network>, Error> {
 /// `deleting` is deleted. Returns the names handled.
 pub(crate) async fn networks_reconcile(ctx: &Context) -> Result<Vec<String>, Error> {
     let mut done = Vec::new();
-    for rec in ctx.store.network_list().await? {
+    for rec in ctx.store.network_list(&Scope::all()).await? {
         if rec.state == "creating" && rec.created_at > 0 && kvmctl_store::unix_now() - rec.created_at < 60 {
             // A create in flight in this daemon; a crashed one is older than that.
             continue;

@@ -65,7 +65,7 @@ pub(crate) async fn stages(ctx: &Context, id: &kvmctl_types::VmId) -> Result<Vec
 
 /// Whether the VM is still running this boot; the watch stops otherwise.
 async fn still_running(ctx: &Context, name: &Name, started_at: i64) -> bool {
-    let Ok(Some(rec)) = ctx.store.vm_get(name).await else { return false };
+    let Ok(Some(rec)) = ctx.store.vm_get(&kvmctl_store::Scope::all(), name).await else { return false };
     if rec.state != VmState::Running {
         return false;
     }
@@ -73,7 +73,7 @@ async fn still_running(ctx: &Context, name: &Name, started_at: i64) -> bool {
 }
 
 async fn watch(ctx: Arc<Context>, name: Name) {
-    let Ok(Some(rec)) = ctx.store.vm_get(&name).await else { return };
+    let Ok(Some(rec)) = ctx.store.vm_get(&kvmctl_store::Scope::all(), &name).await else { return };
     let Ok(rows) = ctx.store.vm_stages(&rec.id).await else { return };
     let Some(started_at) = rows.iter().find(|(s, _, _)| s == "started").map(|(_, at, _)| *at) else { return };
     let cloud_init = matches!(ctx.store.image_get(&rec.image).await, Ok(Some(i)) if i.cloud_init);

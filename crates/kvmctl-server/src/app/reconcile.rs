@@ -41,10 +41,10 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
         listed.iter().filter(|d| vm_state_of(d.state) == VmState::Running).map(|d| kvmctl_netfw::vm_key(&d.uuid)).collect();
     let domains: HashMap<String, VmState> = listed.into_iter().map(|d| (d.name, vm_state_of(d.state))).collect();
     let mut report = ReconcileReport::default();
-    for listed in ctx.store.vm_list().await? {
+    for listed in ctx.store.vm_list(&kvmctl_store::Scope::all()).await? {
         // A VM an operation holds is that operation's business.
         let Ok(_busy) = ctx.vm_try_lock(&listed.name, super::RECONCILING) else { continue };
-        let Some(rec) = ctx.store.vm_get(&listed.name).await? else { continue };
+        let Some(rec) = ctx.store.vm_get(&kvmctl_store::Scope::all(), &listed.name).await? else { continue };
         match rec.state {
             VmState::Creating | VmState::Deleting => {
                 vm_teardown(ctx, &rec, false).await?;
@@ -94,7 +94,7 @@ async fn firewall_reconcile(ctx: &Context, running_ids: &HashSet<String>) -> Res
     let mut ours: HashSet<String> = HashSet::new();
     let mut held: HashSet<String> = HashSet::new();
     let mut desired: BTreeMap<String, kvmctl_netfw::VmRules> = BTreeMap::new();
-    for listed in ctx.store.vm_list().await? {
+    for listed in ctx.store.vm_list(&kvmctl_store::Scope::all()).await? {
         let key = kvmctl_netfw::vm_key(&listed.id.to_string());
         ours.insert(key.clone());
         let Ok(guard) = ctx.vm_try_lock(&listed.name, super::RECONCILING) else {
@@ -102,7 +102,7 @@ async fn firewall_reconcile(ctx: &Context, running_ids: &HashSet<String>) -> Res
             continue;
         };
         guards.push(guard);
-        let Some(rec) = ctx.store.vm_get(&listed.name).await? else { continue };
+        let Some(rec) = ctx.store.vm_get(&kvmctl_store::Scope::all(), &listed.name).await? else { continue };
         if rec.state == VmState::Running && running_ids.contains(&key) {
             if let Some(net) = super::forwards::vm_net(ctx, &rec).await? {
                 let rules = super::forwards::rules_of(&rec.id.to_string(), &net);

@@ -4,7 +4,7 @@ use super::{blocking, Context};
 use kvmctl_libvirt::Node;
 use kvmctl_types::api::{DatabaseStatus, HypervisorStatus, StatusResponse};
 
-pub async fn status_get(ctx: &Context) -> Result<StatusResponse, kvmctl_core::Error> {
+pub async fn status_get(ctx: &Context, _caller: &kvmctl_core::Caller) -> Result<StatusResponse, kvmctl_core::Error> {
     let schema_version = ctx.store.schema_version().await?;
     let node = ctx.local_node.clone();
     let uri = node.uri().to_owned();

@@ -15,10 +15,11 @@
 
 use super::forwards::{self, Attachment};
 use super::{blocking, images, parse_name, readiness, ssh, Context};
+use kvmctl_core::Caller;
 use kvmctl_core::{Error, VmEvent, VmState};
 use kvmctl_libvirt::xml::{self, Boot, Disk, DiskFormat, DomainSpec, DomainType, Firmware, Metadata, Nic, NicSource, VolumeSpec};
 use kvmctl_libvirt::{DomainState, Node, NodeError};
-use kvmctl_store::{ImageRecord, VmRecord};
+use kvmctl_store::{ImageRecord, Scope, VmRecord};
 use kvmctl_types::api::{Vm, VmCreateRequest, VmResizeRequest, VmStopRequest};
 use kvmctl_types::{Name, VmId};
 use std::path::PathBuf;
@@ -30,17 +31,15 @@ pub const MAX_VCPUS: u32 = 64;
 pub const MIN_MEMORY_MIB: u64 = 128;
 pub const MAX_MEMORY_MIB: u64 = 1 << 20;
 pub const MAX_DISK_GIB: u64 = 16 * 1024;
-/// Owner of VMs until users arrive with the multi-tenant work.
-const DEFAULT_OWNER: &str = "admin";
 
-pub async fn vm_list(ctx: &Context) -> Result<Vec<Vm>, Error> {
+pub async fn vm_list(ctx: &Context, caller: &Caller) -> Result<Vec<Vm>, Error> {
     let mut forwards: std::collections::HashMap<VmId, Vec<kvmctl_types::api::Forward>> = std::collections::HashMap::new();
     for f in ctx.store.forward_list().await? {
         forwards.entry(f.vm_id).or_default().push(forwards::forward_view(f));
     }
     let vms: Vec<Vm> = ctx
         .store
-        .vm_list()
+        .vm_list(&Scope::of(caller))
         .await?
         .into_iter()
         .map(|r| {
@@ -51,9 +50,9 @@ pub async fn vm_list(ctx: &Context) -> Result<Vec<Vm>, Error> {
     Ok(with_addresses(ctx, vms).await)
 }
 
-pub async fn vm_get(ctx: &Context, name: &str) -> Result<Vm, Error> {
+pub async fn vm_get(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
-    let rec = vm_record(ctx, &name).await?;
+    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     let readiness = readiness::stages(ctx, &rec.id).await?;
     let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(forwards::forward_view).collect();
     let vm = Vm { readiness, forwards, ..vm_view(rec) };
@@ -81,8 +80,8 @@ async fn with_addresses(ctx: &Context, mut vms: Vec<Vm>) -> Vec<Vm> {
     vms
 }
 
-pub(crate) async fn vm_record(ctx: &Context, name: &Name) -> Result<VmRecord, Error> {
-    ctx.store.vm_get(name).await?.ok_or_else(|| Error::NotFound { kind: "vm", name: name.to_string() })
+pub(crate) async fn vm_record(ctx: &Context, scope: &Scope, name: &Name) -> Result<VmRecord, Error> {
+    ctx.store.vm_get(scope, name).await?.ok_or_else(|| Error::NotFound { kind: "vm", name: name.to_string() })
 }
 
 /// The view of a VM after an operation: the record and its forwards.
@@ -117,13 +116,20 @@ pub(crate) fn vm_view(r: VmRecord) -> Vm {
 }
 
 /// vCPUs, memory and disk from the plan and the overrides, within bounds.
-async fn vm_size(ctx: &Context, req: &VmCreateRequest) -> Result<(Option<String>, u32, u64, u64), Error> {
+async fn vm_size(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> Result<(Option<String>, u32, u64, u64), Error> {
+    if !caller.custom_sizing && (req.vcpus.is_some() || req.memory_mib.is_some() || req.disk_gib.is_some()) {
+        return Err(Error::Forbidden(format!(
+            "user {} may not size VMs with vcpus, memory_mib or disk_gib; pick a plan (kvmctl plan list)",
+            caller.name
+        )));
+    }
     let plan = match &req.plan {
         Some(p) => Some(
             ctx.store
                 .plan_get(p)
                 .await?
-                .ok_or_else(|| Error::invalid("plan", format!("there is no plan {p:?}; `kvmctl plan list` shows them")))?,
+                .filter(|p| p.active)
+                .ok_or_else(|| Error::invalid("plan", format!("there is no active plan {p:?}; `kvmctl plan list` shows them")))?,
         ),
         None => None,
     };
@@ -135,7 +141,7 @@ async fn vm_size(ctx: &Context, req: &VmCreateRequest) -> Result<(Option<String>
     Ok((plan.map(|p| p.name), vcpus, memory_mib, disk_gib))
 }
 
-fn size_check(vcpus: Option<u32>, memory_mib: Option<u64>, disk_gib: Option<u64>) -> Result<(), Error> {
+pub(crate) fn size_check(vcpus: Option<u32>, memory_mib: Option<u64>, disk_gib: Option<u64>) -> Result<(), Error> {
     if let Some(v) = vcpus.filter(|v| !(1..=MAX_VCPUS).contains(v)) {
         return Err(Error::invalid("vcpus", format!("{v} is out of range; use 1 to {MAX_VCPUS}")));
     }
@@ -224,7 +230,7 @@ async fn domain_type(ctx: &Context) -> DomainType {
     }
 }
 
-pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error> {
+pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> Result<Vm, Error> {
     // Validate everything before anything is made.
     let name = parse_name("name", &req.name)?;
     let image_name = parse_name("image", &req.image)?;
@@ -233,7 +239,7 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
         .image_get(&image_name)
         .await?
         .ok_or_else(|| Error::invalid("image", format!("there is no image {image_name}; `kvmctl image list` shows them")))?;
-    let (plan, vcpus, memory_mib, disk_gib) = vm_size(ctx, &req).await?;
+    let (plan, vcpus, memory_mib, disk_gib) = vm_size(ctx, caller, &req).await?;
     if disk_gib * GIB < image.virtual_bytes {
         return Err(Error::invalid(
             "disk_gib",
@@ -264,7 +270,7 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
     seed_spec.user_data = req.user_data.clone();
     let seed = kvmctl_cloudinit::seed::render(&seed_spec).map_err(|e| Error::invalid(seed_field(&e.field), e.message))?;
     let seed_iso = kvmctl_cloudinit::seed::nocloud_iso(&seed);
-    attachment_check(ctx, &network).await?;
+    attachment_check(ctx, caller, &network).await?;
     // Nothing on the node may carry the names this VM will use: the undo of a failed create
     // removes what has those names, and must never remove something that is not ours.
     let node = ctx.local_node.clone();
@@ -298,7 +304,7 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
     .await??;
     if let Some(why) = taken {
         // A VM of that name that kvmctl manages is the more useful thing to say.
-        if ctx.store.vm_get(&name).await?.is_some() {
+        if ctx.store.vm_get(&Scope::all(), &name).await?.is_some() {
             return Err(Error::Conflict(format!("a VM named {name} exists already; pick another name")));
         }
         return Err(Error::Conflict(why));
@@ -317,7 +323,7 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
     let rec = VmRecord {
         id,
         name: name.clone(),
-        owner: DEFAULT_OWNER.into(),
+        owner: caller.name.clone(),
         node: "local".into(),
         image: image_name,
         plan,
@@ -340,11 +346,19 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
         created_at: 0,
         updated_at: 0,
     };
-    let rec = ctx.store.vm_insert(&rec).await.map_err(|e| match e {
+    // The quota check and the reservation are one statement: concurrent creates of one user
+    // can never exceed the quota together.
+    let limits = super::users::limits_of(ctx, &rec.owner).await?;
+    let inserted = ctx.store.vm_insert(&rec, limits.as_ref()).await.map_err(|e| match e {
         kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("a VM named {name} exists already; pick another name")),
         e => e.into(),
     })?;
     drop(address_guard);
+    let Some(rec) = inserted else {
+        let requested = kvmctl_core::Usage { vms: 1, vcpus: vcpus.into(), memory_mib, disk_gib, forwards: 0 };
+        let limits = limits.unwrap_or_default();
+        return Err(super::users::quota_refusal(ctx, &caller.name, &limits, &requested).await);
+    };
     let started = Instant::now();
     let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some();
     let opts = BuildOptions { start: !req.no_start, ssh_forward };
@@ -352,7 +366,7 @@ pub async fn vm_create(ctx: &Context, req: VmCreateRequest) -> Result<Vm, Error>
         Ok(state) => {
             ctx.store.vm_transition(&name, VmState::Creating, state, None).await?;
             tracing::info!(vm = %name, ?state, elapsed_ms = started.elapsed().as_millis() as u64, "VM created");
-            vm_out(ctx, vm_record(ctx, &name).await?).await
+            vm_out(ctx, vm_record(ctx, &Scope::all(), &name).await?).await
         }
         Err(e) => {
             tracing::warn!(vm = %name, error = %e, "create failed; undoing");
@@ -540,10 +554,11 @@ async fn vm_begin(ctx: &Context, rec: &VmRecord, event: VmEvent) -> Result<VmSta
     Ok(next)
 }
 
-pub async fn vm_delete(ctx: &Context, name: &str, keep_disk: bool) -> Result<(), Error> {
+pub async fn vm_delete(ctx: &Context, caller: &Caller, name: &str, keep_disk: bool) -> Result<(), Error> {
     let name = parse_name("name", name)?;
+    vm_record(ctx, &Scope::of(caller), &name).await?;
     let _busy = ctx.vm_lock(&name, "deleting").await?;
-    let rec = vm_record(ctx, &name).await?;
+    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     if rec.state != VmState::Deleting {
         vm_begin(ctx, &rec, VmEvent::Delete).await?;
     }
@@ -553,21 +568,23 @@ pub async fn vm_delete(ctx: &Context, name: &str, keep_disk: bool) -> Result<(),
     Ok(())
 }
 
-pub async fn vm_start(ctx: &Context, name: &str) -> Result<Vm, Error> {
-    vm_boot(ctx, name, "starting", VmEvent::Start, |node, n| node.domain_start(n)).await
+pub async fn vm_start(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm, Error> {
+    vm_boot(ctx, caller, name, "starting", VmEvent::Start, |node, n| node.domain_start(n)).await
 }
 
 /// Start and reboot: one libvirt call that begins a new boot, whose readiness is watched.
 async fn vm_boot(
     ctx: &Context,
+    caller: &Caller,
     name: &str,
     busy: &'static str,
     event: VmEvent,
     call: fn(&kvmctl_libvirt::LibvirtNode, &str) -> Result<(), NodeError>,
 ) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
+    vm_record(ctx, &Scope::of(caller), &name).await?;
     let _busy = ctx.vm_lock(&name, busy).await?;
-    let rec = vm_record(ctx, &name).await?;
+    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     let during = vm_begin(ctx, &rec, event).await?;
     let node = ctx.local_node.clone();
     let n = name.to_string();
@@ -594,7 +611,7 @@ async fn settle(ctx: &Context, name: &Name, during: VmState, result: Result<(), 
     let msg = result.as_ref().err().map(ToString::to_string);
     ctx.store.vm_transition(name, during, after, msg.as_deref()).await?;
     result?;
-    vm_out(ctx, vm_record(ctx, name).await?).await
+    vm_out(ctx, vm_record(ctx, &Scope::all(), name).await?).await
 }
 
 /// libvirt's state of the VM's domain, as a VM state; `None` when there is no domain.
@@ -615,11 +632,15 @@ pub(crate) fn vm_state_of(s: DomainState) -> VmState {
     }
 }
 
-pub async fn vm_stop(ctx: &Context, name: &str, req: VmStopRequest) -> Result<Vm, Error> {
+pub async fn vm_stop(ctx: &Context, caller: &Caller, name: &str, req: VmStopRequest) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
+    vm_record(ctx, &Scope::of(caller), &name).await?;
+    if let Some(t) = req.timeout_seconds.filter(|t| *t > 3600) {
+        return Err(Error::invalid("timeout_seconds", format!("{t} is out of range; use 0 to 3600")));
+    }
     let timeout = Duration::from_secs(req.timeout_seconds.unwrap_or(ctx.config.stop_timeout_seconds));
     let _busy = ctx.vm_lock(&name, "stopping").await?;
-    let rec = vm_record(ctx, &name).await?;
+    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     let during = vm_begin(ctx, &rec, VmEvent::Stop).await?;
     let node = ctx.local_node.clone();
     let n = name.to_string();
@@ -646,20 +667,23 @@ pub async fn vm_stop(ctx: &Context, name: &str, req: VmStopRequest) -> Result<Vm
     settle(ctx, &name, during, result).await
 }
 
-pub async fn vm_reboot(ctx: &Context, name: &str) -> Result<Vm, Error> {
-    vm_boot(ctx, name, "rebooting", VmEvent::Reboot, |node, n| node.domain_reboot(n)).await
+pub async fn vm_reboot(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm, Error> {
+    vm_boot(ctx, caller, name, "rebooting", VmEvent::Reboot, |node, n| node.domain_reboot(n)).await
 }
 
 /// CPU and memory change while the VM is stopped (the domain is redefined); the disk grows
 /// online (block resize) or offline (volume resize). Shrinking is refused.
-pub async fn vm_resize(ctx: &Context, name: &str, req: VmResizeRequest) -> Result<Vm, Error> {
+pub async fn vm_resize(ctx: &Context, caller: &Caller, name: &str, req: VmResizeRequest) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
+    // Whether the caller may see the VM comes before anything about the request.
+    vm_record(ctx, &Scope::of(caller), &name).await?;
     size_check(req.vcpus, req.memory_mib, req.disk_gib)?;
     if req.vcpus.is_none() && req.memory_mib.is_none() && req.disk_gib.is_none() {
         return Err(Error::invalid("vcpus", "nothing to change; give vcpus, memory_mib or disk_gib"));
     }
+    vm_record(ctx, &Scope::of(caller), &name).await?;
     let _busy = ctx.vm_lock(&name, "resizing").await?;
-    let rec = vm_record(ctx, &name).await?;
+    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     let cpu_mem = req.vcpus.is_some_and(|v| v != rec.vcpus) || req.memory_mib.is_some_and(|m| m != rec.memory_mib);
     if cpu_mem && rec.state != VmState::Stopped {
         return Err(Error::Conflict(format!("VM {name} is {}; stop it to change CPUs or memory (kvmctl vm stop {name})", rec.state)));
@@ -689,15 +713,26 @@ pub async fn vm_resize(ctx: &Context, name: &str, req: VmResizeRequest) -> Resul
     }
     ctx.store.vm_set_size(&name, vcpus, memory_mib, disk_gib).await?;
     tracing::info!(vm = %name, vcpus, memory_mib, disk_gib, "VM resized");
-    vm_out(ctx, vm_record(ctx, &name).await?).await
+    vm_out(ctx, vm_record(ctx, &Scope::all(), &name).await?).await
 }
 
 /// The network a VM joins must exist: a libvirt network that is not being made or removed,
 /// or an existing host bridge or NIC.
-async fn attachment_check(ctx: &Context, network: &str) -> Result<(), Error> {
+async fn attachment_check(ctx: &Context, caller: &Caller, network: &str) -> Result<(), Error> {
+    let missing = |net: &str| {
+        Error::invalid(
+            "network",
+            format!("there is no network {net:?} on node local; `kvmctl network list` shows them, `kvmctl network create` makes one"),
+        )
+    };
     match Attachment::parse(network) {
         Attachment::Network(net) => {
-            if let Some(m) = ctx.store.network_get(&net).await? {
+            let managed = ctx.store.network_get(&Scope::all(), &net).await?;
+            // Another user's network does not exist for this caller.
+            if managed.is_some() && ctx.store.network_get(&Scope::of(caller), &net).await?.is_none() {
+                return Err(missing(&net));
+            }
+            if let Some(m) = managed {
                 if m.state != "active" {
                     return Err(Error::Conflict(format!("network {net} is {}; try again when that finishes", m.state)));
                 }
@@ -706,14 +741,12 @@ async fn attachment_check(ctx: &Context, network: &str) -> Result<(), Error> {
             let n = net.clone();
             match blocking(move || node.network_state(&n)).await?? {
                 Some(_) => Ok(()),
-                None => Err(Error::invalid(
-                    "network",
-                    format!(
-                        "there is no network {net:?} on node local; `kvmctl network list` shows them, `kvmctl network create` makes one"
-                    ),
-                )),
+                None => Err(missing(&net)),
             }
         }
+        Attachment::Bridge(_) | Attachment::Macvtap(_) if !caller.is_admin() => Err(Error::Forbidden(format!(
+            "attaching VMs to host interfaces ({network}) is for admins; use a network (kvmctl network list)"
+        ))),
         Attachment::Bridge(br) => {
             if !kvmctl_netfw::valid_ifname(&br) {
                 return Err(Error::invalid("network", format!("{br:?} is not an interface name")));
@@ -777,7 +810,7 @@ async fn address_pick(ctx: &Context, network: &str) -> Result<Option<std::net::I
     let mut taken: std::collections::HashSet<std::net::Ipv4Addr> = leases.iter().filter_map(|(_, ip)| ip.parse().ok()).collect();
     taken.extend(
         ctx.store
-            .vm_list()
+            .vm_list(&Scope::all())
             .await?
             .iter()
             .filter(|v| v.network == network)
@@ -806,10 +839,10 @@ fn wait_stage(what: &str) -> Result<&'static str, Error> {
 
 /// Blocks until the VM's current boot reaches the stage, and returns the VM with its stages.
 /// A timeout says the last stage reached and shows the end of the console log.
-pub async fn vm_wait(ctx: &Context, name: &str, what: &str, timeout: Duration) -> Result<Vm, Error> {
+pub async fn vm_wait(ctx: &Context, caller: &Caller, name: &str, what: &str, timeout: Duration) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
+    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     let stage = wait_stage(what)?;
-    let rec = vm_record(ctx, &name).await?;
     if stage == "cloud_init" {
         let image = images::image_record(ctx, &rec.image).await?;
         if !image.cloud_init {
@@ -818,10 +851,10 @@ pub async fn vm_wait(ctx: &Context, name: &str, what: &str, timeout: Duration) -
     }
     let until = Instant::now() + timeout;
     loop {
-        let rec = vm_record(ctx, &name).await?;
+        let rec = vm_record(ctx, &Scope::all(), &name).await?;
         let stages = readiness::stages(ctx, &rec.id).await?;
         if stages.iter().any(|s| s.stage == stage) {
-            return vm_get(ctx, name.as_str()).await;
+            return vm_get(ctx, caller, name.as_str()).await;
         }
         if matches!(rec.state, VmState::Stopped | VmState::Failed | VmState::Deleting) {
             return Err(Error::Conflict(format!("VM {name} is {}; start it first (kvmctl vm start {name})", rec.state)));
@@ -844,8 +877,8 @@ pub async fn vm_wait(ctx: &Context, name: &str, what: &str, timeout: Duration) -
 }
 
 /// Logs in to a running VM over SSH with its key; errors name the last stage reached.
-pub(crate) async fn vm_login(ctx: &Context, name: &Name) -> Result<ssh::Session, Error> {
-    let rec = vm_record(ctx, name).await?;
+pub(crate) async fn vm_login(ctx: &Context, caller: &Caller, name: &Name) -> Result<ssh::Session, Error> {
+    let rec = vm_record(ctx, &Scope::of(caller), name).await?;
     if rec.state != VmState::Running {
         return Err(Error::Conflict(format!("VM {name} is {}; start it first (kvmctl vm start {name})", rec.state)));
     }
@@ -863,14 +896,23 @@ pub(crate) async fn vm_login(ctx: &Context, name: &Name) -> Result<ssh::Session,
 }
 
 /// Runs one command in the guest over SSH, as the VM's user with the VM's key.
-pub async fn vm_exec(ctx: &Context, name: &str, req: kvmctl_types::api::VmExecRequest) -> Result<kvmctl_types::api::VmExecResponse, Error> {
+pub async fn vm_exec(
+    ctx: &Context,
+    caller: &Caller,
+    name: &str,
+    req: kvmctl_types::api::VmExecRequest,
+) -> Result<kvmctl_types::api::VmExecResponse, Error> {
     let name = parse_name("name", name)?;
+    vm_record(ctx, &Scope::of(caller), &name).await?;
     if req.command.trim().is_empty() {
         return Err(Error::invalid("command", "is empty"));
     }
+    if let Some(t) = req.timeout_seconds.filter(|t| !(1..=86_400).contains(t)) {
+        return Err(Error::invalid("timeout_seconds", format!("{t} is out of range; use 1 to 86400")));
+    }
     let timeout = Duration::from_secs(req.timeout_seconds.unwrap_or(300));
     let run = async {
-        let session = vm_login(ctx, &name).await?;
+        let session = vm_login(ctx, caller, &name).await?;
         let out = session.exec(&req.command).await.map_err(|e| Error::Unavailable(format!("running the command on {name} failed: {e}")));
         session.close().await;
         out
@@ -886,9 +928,9 @@ pub async fn vm_exec(ctx: &Context, name: &str, req: kvmctl_types::api::VmExecRe
 }
 
 /// The VM's serial console, for a live session: the VM must be running.
-pub async fn vm_console_open(ctx: &Context, name: &str) -> Result<kvmctl_libvirt::ConsoleStream, Error> {
+pub async fn vm_console_open(ctx: &Context, caller: &Caller, name: &str) -> Result<kvmctl_libvirt::ConsoleStream, Error> {
     let name = parse_name("name", name)?;
-    let rec = vm_record(ctx, &name).await?;
+    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     if rec.state != VmState::Running {
         return Err(Error::Conflict(format!(
             "VM {name} is {}; start it first (kvmctl vm start {name}), or read its log with `kvmctl vm console {name} --log`",
@@ -907,9 +949,9 @@ pub async fn vm_console_open(ctx: &Context, name: &str) -> Result<kvmctl_libvirt
 }
 
 /// The last `lines` lines the VM wrote on its serial console (all boots, logged by virtlogd).
-pub async fn vm_console_log(ctx: &Context, name: &str, lines: usize) -> Result<String, Error> {
+pub async fn vm_console_log(ctx: &Context, caller: &Caller, name: &str, lines: usize) -> Result<String, Error> {
     let name = parse_name("name", name)?;
-    vm_record(ctx, &name).await?;
+    vm_record(ctx, &Scope::of(caller), &name).await?;
     let text = match tokio::fs::read(console_log(ctx, &name)).await {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -920,9 +962,16 @@ pub async fn vm_console_log(ctx: &Context, name: &str, lines: usize) -> Result<S
 }
 
 /// An interactive session in the guest over SSH (a PTY, then a shell or `command`).
-pub async fn vm_shell_open(ctx: &Context, name: &str, command: Option<&str>, cols: u32, rows: u32) -> Result<ssh::Shell, Error> {
+pub async fn vm_shell_open(
+    ctx: &Context,
+    caller: &Caller,
+    name: &str,
+    command: Option<&str>,
+    cols: u32,
+    rows: u32,
+) -> Result<ssh::Shell, Error> {
     let name = parse_name("name", name)?;
-    let session = vm_login(ctx, &name).await?;
+    let session = vm_login(ctx, caller, &name).await?;
     session.shell(command, cols, rows).await.map_err(|e| Error::Unavailable(format!("cannot open a shell on {name}: {e}")))
 }
 
@@ -931,7 +980,7 @@ pub async fn vm_shell_open(ctx: &Context, name: &str, command: Option<&str>, col
 /// the console when it printed any.
 pub(crate) async fn ssh_session(ctx: &Context, rec: &VmRecord, ip: std::net::IpAddr) -> Result<ssh::Session, ssh::SshError> {
     let addr = std::net::SocketAddr::new(ip, 22);
-    let pinned = match ctx.store.vm_get(&rec.name).await {
+    let pinned = match ctx.store.vm_get(&Scope::all(), &rec.name).await {
         Ok(Some(now)) => now.host_key,
         _ => rec.host_key.clone(),
     };

@@ -14,15 +14,28 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let rid = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-        match axum::Json::<T>::from_request(req, state).await {
+        let fail = |field: &str, message: String| ApiError { error: Error::invalid(field, message), request_id: rid.clone() };
+        let json_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        if !json_type {
+            return Err(fail("body", "send Content-Type: application/json".to_owned()));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| fail("body", e.body_text()))?;
+        // Every request body is a JSON object: serde would also fill a struct from an array.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(fail("body", "expected a JSON object".to_owned()));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(Body(v)),
             Err(rejection) => {
                 let (field, message) = match &rejection {
                     JsonRejection::JsonDataError(e) => data_error_field(e.body_text()),
-                    JsonRejection::MissingJsonContentType(_) => ("body".to_owned(), "send Content-Type: application/json".to_owned()),
                     other => ("body".to_owned(), other.body_text()),
                 };
-                Err(ApiError { error: Error::invalid(field, message), request_id: rid })
+                Err(fail(&field, message))
             }
         }
     }

@@ -11,6 +11,8 @@ use kvmctl_types::api::ErrorBody;
 
 pub(crate) fn status_of(e: &Error) -> StatusCode {
     match e {
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
         Error::Conflict(_) => StatusCode::CONFLICT,
@@ -39,15 +41,22 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(request_id = ?self.request_id, error = %self.error, "request failed");
         }
+        let kind = self.error.kind();
         let body = ErrorBody {
-            error: self.error.kind().to_owned(),
+            error: kind.to_owned(),
             message: self.error.to_string(),
             field: self.error.field().map(str::to_owned),
             request_id: self.request_id,
         };
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        resp.extensions_mut().insert(ErrorKind(kind));
+        resp
     }
 }
+
+/// The kind of an error response, for the audit log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorKind(pub &'static str);
 
 pub(crate) async fn not_found(req: Request) -> ApiError {
     let id = req.extensions().get::<RequestId>().cloned();
@@ -62,6 +71,8 @@ mod tests {
     #[test]
     fn every_kind_has_a_status() {
         assert_eq!(status_of(&Error::invalid("name", "x")), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of(&Error::Unauthenticated("no token".into())), StatusCode::UNAUTHORIZED);
+        assert_eq!(status_of(&Error::Forbidden("admins only".into())), StatusCode::FORBIDDEN);
         assert_eq!(status_of(&Error::NotFound { kind: "vm", name: "a".into() }), StatusCode::NOT_FOUND);
         assert_eq!(status_of(&Error::Conflict("busy".into())), StatusCode::CONFLICT);
         assert_eq!(status_of(&Error::QuotaExceeded { limit: "vms".into(), max: 1, used: 1, requested: 1 }), StatusCode::FORBIDDEN);

@@ -3,6 +3,7 @@ use super::RequestId;
 use crate::app::{self, Context};
 use axum::extract::State;
 use axum::{Extension, Json};
+use kvmctl_core::Caller;
 use kvmctl_types::api::{DoctorReport, ErrorBody};
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use std::sync::Arc;
 pub(crate) async fn host_get(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<DoctorReport>, ApiError> {
-    app::host::host_report(&ctx).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::host::host_report(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }

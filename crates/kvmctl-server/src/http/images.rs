@@ -5,6 +5,7 @@ use crate::app::{self, Context};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use kvmctl_core::Caller;
 use kvmctl_types::api::{ErrorBody, Image, ImageImportRequest};
 use std::sync::Arc;
 
@@ -14,8 +15,9 @@ use std::sync::Arc;
 pub(crate) async fn image_list(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<Image>>, ApiError> {
-    app::images::image_list(&ctx).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::images::image_list(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 #[utoipa::path(get, path = "/v1/images/{name}", tag = "images", operation_id = "image_get",
@@ -24,9 +26,10 @@ pub(crate) async fn image_list(
 pub(crate) async fn image_get(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Image>, ApiError> {
-    app::images::image_get(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::images::image_get(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 /// Imports a qcow2 or raw image (a path on the daemon's host, or an http URL) into the
@@ -39,9 +42,10 @@ pub(crate) async fn image_get(
 pub(crate) async fn image_import(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Body(req): Body<ImageImportRequest>,
 ) -> Result<(StatusCode, Json<Image>), ApiError> {
-    app::images::image_import(&ctx, req).await.map(|i| (StatusCode::CREATED, Json(i))).map_err(|e| ApiError::new(e, &rid))
+    app::images::image_import(&ctx, &caller, req).await.map(|i| (StatusCode::CREATED, Json(i))).map_err(|e| ApiError::new(e, &rid))
 }
 
 /// Removes an image and its volumes; 409 while a VM's disk is backed by it.
@@ -52,7 +56,8 @@ pub(crate) async fn image_import(
 pub(crate) async fn image_delete(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app::images::image_delete(&ctx, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
+    app::images::image_delete(&ctx, &caller, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
 }

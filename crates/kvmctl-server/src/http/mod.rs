@@ -2,6 +2,7 @@
 //!
 //! `error.rs` is the one place a `kvmctl_core::Error` becomes an HTTP status.
 
+pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod error;
 pub(crate) mod host;
@@ -10,6 +11,7 @@ pub(crate) mod networks;
 pub(crate) mod plans;
 pub(crate) mod status;
 pub(crate) mod terminal;
+pub(crate) mod users;
 pub(crate) mod vms;
 
 use crate::app::Context;
@@ -33,7 +35,15 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/host", get(host::host_get))
         .route("/v1/images", get(images::image_list).post(images::image_import))
         .route("/v1/images/{name}", get(images::image_get).delete(images::image_delete))
-        .route("/v1/plans", get(plans::plan_list))
+        .route("/v1/plans", get(plans::plan_list).post(plans::plan_create))
+        .route("/v1/plans/{name}", get(plans::plan_get).patch(plans::plan_update))
+        .route("/v1/whoami", get(users::whoami))
+        .route("/v1/users", get(users::user_list).post(users::user_create))
+        .route("/v1/users/{name}", get(users::user_get).patch(users::user_update))
+        .route("/v1/users/{name}/quota", get(users::quota_get).put(users::quota_set))
+        .route("/v1/tokens", get(users::token_list).post(users::token_create))
+        .route("/v1/tokens/{id}", axum::routing::delete(users::token_revoke))
+        .route("/v1/audit", get(users::audit_list))
         .route("/v1/networks", get(networks::network_list).post(networks::network_create))
         .route("/v1/networks/{name}", get(networks::network_get).delete(networks::network_delete))
         .route("/v1/port-pools", get(networks::port_pool_list))
@@ -52,6 +62,8 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/vms/{name}/ssh", get(terminal::vm_ssh))
         .route("/v1/vms/{name}/files", get(terminal::vm_file_get).put(terminal::vm_file_put))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth::audit))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(ctx)
 }

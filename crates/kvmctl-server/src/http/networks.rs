@@ -5,6 +5,7 @@ use crate::app::{self, Context};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use kvmctl_core::Caller;
 use kvmctl_types::api::{ErrorBody, Forward, ForwardCreateRequest, Network, NetworkCreateRequest, PortPoolStatus};
 use std::sync::Arc;
 
@@ -14,8 +15,9 @@ use std::sync::Arc;
 pub(crate) async fn network_list(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<Network>>, ApiError> {
-    app::networks::network_list(&ctx).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::networks::network_list(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 #[utoipa::path(get, path = "/v1/networks/{name}", tag = "networks", operation_id = "network_get",
@@ -24,9 +26,10 @@ pub(crate) async fn network_list(
 pub(crate) async fn network_get(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Network>, ApiError> {
-    app::networks::network_get(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::networks::network_get(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 /// Creates a NAT (default) or isolated network: a persistent, autostarted libvirt network
@@ -38,9 +41,10 @@ pub(crate) async fn network_get(
 pub(crate) async fn network_create(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Body(req): Body<NetworkCreateRequest>,
 ) -> Result<(StatusCode, Json<Network>), ApiError> {
-    app::networks::network_create(&ctx, req).await.map(|n| (StatusCode::CREATED, Json(n))).map_err(|e| ApiError::new(e, &rid))
+    app::networks::network_create(&ctx, &caller, req).await.map(|n| (StatusCode::CREATED, Json(n))).map_err(|e| ApiError::new(e, &rid))
 }
 
 /// Removes a network kvmctl made; refused while a VM uses it.
@@ -51,9 +55,10 @@ pub(crate) async fn network_create(
 pub(crate) async fn network_delete(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app::networks::network_delete(&ctx, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
+    app::networks::network_delete(&ctx, &caller, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
 }
 
 /// The host port pools forwards come from, and how full they are.
@@ -62,8 +67,9 @@ pub(crate) async fn network_delete(
 pub(crate) async fn port_pool_list(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<PortPoolStatus>>, ApiError> {
-    app::forwards::pool_status(&ctx).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::forwards::pool_status(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 #[utoipa::path(get, path = "/v1/vms/{name}/forwards", tag = "networks", operation_id = "forward_list",
@@ -72,9 +78,10 @@ pub(crate) async fn port_pool_list(
 pub(crate) async fn forward_list(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<Forward>>, ApiError> {
-    app::forwards::forward_list(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::forwards::forward_list(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 /// Forwards a host port (chosen, or the lowest free one of a pool) to a port of the VM. It
@@ -89,10 +96,11 @@ pub(crate) async fn forward_list(
 pub(crate) async fn forward_create(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<ForwardCreateRequest>,
 ) -> Result<(StatusCode, Json<Forward>), ApiError> {
-    app::forwards::forward_add(&ctx, &name, req).await.map(|f| (StatusCode::CREATED, Json(f))).map_err(|e| ApiError::new(e, &rid))
+    app::forwards::forward_add(&ctx, &caller, &name, req).await.map(|f| (StatusCode::CREATED, Json(f))).map_err(|e| ApiError::new(e, &rid))
 }
 
 #[utoipa::path(delete, path = "/v1/vms/{name}/forwards/{protocol}/{host_port}", tag = "networks", operation_id = "forward_delete",
@@ -102,9 +110,10 @@ pub(crate) async fn forward_create(
 pub(crate) async fn forward_delete(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path((name, protocol, host_port)): Path<(String, String, u16)>,
 ) -> Result<StatusCode, ApiError> {
-    app::forwards::forward_remove(&ctx, &name, &protocol, host_port)
+    app::forwards::forward_remove(&ctx, &caller, &name, &protocol, host_port)
         .await
         .map(|()| StatusCode::NO_CONTENT)
         .map_err(|e| ApiError::new(e, &rid))

@@ -3,6 +3,7 @@ use super::RequestId;
 use crate::app::{self, Context};
 use axum::extract::State;
 use axum::{Extension, Json};
+use kvmctl_core::Caller;
 use kvmctl_types::api::{ErrorBody, StatusResponse};
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use std::sync::Arc;
 pub(crate) async fn status_get(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<StatusResponse>, ApiError> {
-    app::status::status_get(&ctx).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::status::status_get(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }

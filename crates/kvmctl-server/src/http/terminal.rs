@@ -10,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
+use kvmctl_core::Caller;
 use kvmctl_types::api::ErrorBody;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +22,11 @@ use std::time::Duration;
 pub(crate) async fn vm_console(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    match app::vms::vm_console_open(&ctx, &name).await {
+    match app::vms::vm_console_open(&ctx, &caller, &name).await {
         Ok(stream) => ws.on_upgrade(move |socket| console_bridge(stream, socket)),
         Err(e) => ApiError::new(e, &rid).into_response(),
     }
@@ -44,10 +46,11 @@ pub(crate) struct LogQuery {
 pub(crate) async fn vm_console_log(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    match app::vms::vm_console_log(&ctx, &name, q.lines.unwrap_or(100)).await {
+    match app::vms::vm_console_log(&ctx, &caller, &name, q.lines.unwrap_or(100)).await {
         Ok(text) => ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
         Err(e) => ApiError::new(e, &rid).into_response(),
     }
@@ -72,11 +75,12 @@ pub(crate) struct ShellQuery {
 pub(crate) async fn vm_ssh(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<ShellQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    match app::vms::vm_shell_open(&ctx, &name, q.command.as_deref(), q.cols.unwrap_or(80), q.rows.unwrap_or(24)).await {
+    match app::vms::vm_shell_open(&ctx, &caller, &name, q.command.as_deref(), q.cols.unwrap_or(80), q.rows.unwrap_or(24)).await {
         Ok(shell) => ws.on_upgrade(move |socket| shell_bridge(shell, socket)),
         Err(e) => ApiError::new(e, &rid).into_response(),
     }
@@ -205,11 +209,12 @@ pub(crate) struct FileQuery {
 pub(crate) async fn vm_file_put(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<FileQuery>,
     body: axum::body::Body,
 ) -> Response {
-    match app::files::vm_file_put(&ctx, &name, &q.path, q.dir, body.into_data_stream()).await {
+    match app::files::vm_file_put(&ctx, &caller, &name, &q.path, q.dir, body.into_data_stream()).await {
         Ok(_) => axum::http::StatusCode::NO_CONTENT.into_response(),
         Err(e) => ApiError::new(e, &rid).into_response(),
     }
@@ -224,11 +229,12 @@ pub(crate) async fn vm_file_put(
 pub(crate) async fn vm_file_get(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<FileQuery>,
 ) -> Response {
     use axum::http::header::CONTENT_TYPE;
-    match app::files::vm_file_get(&ctx, &name, &q.path).await {
+    match app::files::vm_file_get(&ctx, &caller, &name, &q.path).await {
         Ok(app::files::Download::File(data)) => {
             ([(CONTENT_TYPE, "application/octet-stream"), (axum::http::HeaderName::from_static("x-kvmctl-kind"), "file")], data)
                 .into_response()

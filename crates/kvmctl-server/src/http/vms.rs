@@ -5,12 +5,17 @@ use crate::app::{self, Context};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use kvmctl_core::Caller;
 use kvmctl_types::api::{ErrorBody, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest};
 use std::sync::Arc;
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms", operation_id = "vm_list", responses((status = 200, description = "VMs", body = [Vm])))]
-pub(crate) async fn vm_list(State(ctx): State<Arc<Context>>, Extension(rid): Extension<RequestId>) -> Result<Json<Vec<Vm>>, ApiError> {
-    app::vms::vm_list(&ctx).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+pub(crate) async fn vm_list(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<Vm>>, ApiError> {
+    app::vms::vm_list(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 #[utoipa::path(get, path = "/v1/vms/{name}", tag = "vms", operation_id = "vm_get",
@@ -19,9 +24,10 @@ pub(crate) async fn vm_list(State(ctx): State<Arc<Context>>, Extension(rid): Ext
 pub(crate) async fn vm_get(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Vm>, ApiError> {
-    app::vms::vm_get(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::vms::vm_get(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 /// Creates a VM: root disk (a copy-on-write overlay of the image), cloud-init seed, domain;
@@ -34,9 +40,10 @@ pub(crate) async fn vm_get(
 pub(crate) async fn vm_create(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Body(req): Body<VmCreateRequest>,
 ) -> Result<(StatusCode, Json<Vm>), ApiError> {
-    app::vms::vm_create(&ctx, req).await.map(|v| (StatusCode::CREATED, Json(v))).map_err(|e| ApiError::new(e, &rid))
+    app::vms::vm_create(&ctx, &caller, req).await.map(|v| (StatusCode::CREATED, Json(v))).map_err(|e| ApiError::new(e, &rid))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -55,10 +62,11 @@ pub(crate) struct DeleteQuery {
 pub(crate) async fn vm_delete(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
-    app::vms::vm_delete(&ctx, &name, q.keep_disk).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
+    app::vms::vm_delete(&ctx, &caller, &name, q.keep_disk).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/start", tag = "vms", operation_id = "vm_start",
@@ -67,9 +75,10 @@ pub(crate) async fn vm_delete(
 pub(crate) async fn vm_start(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Vm>, ApiError> {
-    app::vms::vm_start(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::vms::vm_start(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 /// Asks the guest to shut down (ACPI) and powers it off after the timeout; `force` powers
@@ -80,10 +89,11 @@ pub(crate) async fn vm_start(
 pub(crate) async fn vm_stop(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<VmStopRequest>,
 ) -> Result<Json<Vm>, ApiError> {
-    app::vms::vm_stop(&ctx, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::vms::vm_stop(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/reboot", tag = "vms", operation_id = "vm_reboot",
@@ -92,9 +102,10 @@ pub(crate) async fn vm_stop(
 pub(crate) async fn vm_reboot(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Vm>, ApiError> {
-    app::vms::vm_reboot(&ctx, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::vms::vm_reboot(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 /// Changes CPUs and memory (VM stopped) or grows the disk (running or stopped).
@@ -105,10 +116,11 @@ pub(crate) async fn vm_reboot(
 pub(crate) async fn vm_resize(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<VmResizeRequest>,
 ) -> Result<Json<Vm>, ApiError> {
-    app::vms::vm_resize(&ctx, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::vms::vm_resize(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -130,11 +142,12 @@ pub(crate) struct WaitQuery {
 pub(crate) async fn vm_wait(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> Result<Json<Vm>, ApiError> {
     let timeout = std::time::Duration::from_secs(q.timeout_seconds.unwrap_or(600));
-    app::vms::vm_wait(&ctx, &name, &q.stage, timeout).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::vms::vm_wait(&ctx, &caller, &name, &q.stage, timeout).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 /// Runs one command in the guest over SSH (the VM's own key, as its user).
@@ -145,8 +158,9 @@ pub(crate) async fn vm_wait(
 pub(crate) async fn vm_exec(
     State(ctx): State<Arc<Context>>,
     Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<VmExecRequest>,
 ) -> Result<Json<VmExecResponse>, ApiError> {
-    app::vms::vm_exec(&ctx, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::vms::vm_exec(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }

@@ -1,0 +1,319 @@
+//! `kvmctl user|token|quota|audit ...` and plan management: clients of `/v1/users`,
+//! `/v1/tokens`, `/v1/users/{name}/quota`, `/v1/audit`, `/v1/plans`.
+
+use crate::output::{self, OutputFormat, Table};
+use kvmctl_client::Client;
+use kvmctl_types::api::{
+    AuditEntry, Plan, PlanCreateRequest, PlanUpdateRequest, Quota, QuotaSetRequest, Token, TokenCreateRequest, TokenCreated, User,
+    UserCreateRequest, UserUpdateRequest,
+};
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user (admins). Give them a token with `kvmctl token create --user NAME`.
+    Create {
+        name: String,
+        /// user or admin.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Refuse custom sizes: the user's VMs come from plans only.
+        #[arg(long)]
+        plans_only: bool,
+    },
+    /// List users (admins).
+    List,
+    /// Show a user (admins, or yourself).
+    Show { name: String },
+    /// Disable a user: their tokens stop working at once (admins).
+    Disable { name: String },
+    /// Enable a disabled user (admins).
+    Enable { name: String },
+    /// Who am I to the daemon.
+    Whoami,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create an API token, printed once: the daemon keeps only its hash.
+    Create {
+        /// What it is for.
+        #[arg(long)]
+        description: Option<String>,
+        /// Expire after this many days (1 to 3650) [default: never].
+        #[arg(long, value_name = "DAYS")]
+        expires_in_days: Option<u32>,
+        /// For another user (admins).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// List tokens (never their secrets): yours, or with --user someone's (admins see all).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token by its id.
+    Revoke { id: String },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum QuotaCommand {
+    /// A user's limits and what they use.
+    Show { user: String },
+    /// Set a user's limits (admins); --reset FIELD puts one back to the default.
+    Set {
+        user: String,
+        #[arg(long)]
+        vms: Option<u64>,
+        #[arg(long)]
+        vcpus: Option<u64>,
+        /// Memory in MiB.
+        #[arg(long, value_name = "MIB")]
+        memory: Option<u64>,
+        /// Disk in GiB.
+        #[arg(long, value_name = "GIB")]
+        disk: Option<u64>,
+        #[arg(long)]
+        forwards: Option<u64>,
+        /// vms, vcpus, memory_mib, disk_gib or forwards; repeat for more.
+        #[arg(long, value_name = "FIELD")]
+        reset: Vec<String>,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AuditCommand {
+    /// State-changing requests, newest first (admins).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        /// Only requests at or after this time: unix seconds, or an age such as 1h, 2d, 30m.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+fn parse_since(s: &str) -> Result<i64, String> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = num.parse().map_err(|_| format!("{s:?} is neither unix seconds nor an age such as 30m, 2h, 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: use s, m, h or d")),
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    Ok(now - secs)
+}
+
+fn when(t: i64) -> String {
+    humantime_utc(t)
+}
+
+/// `2026-11-22T14:03:00Z` from unix seconds (no extra dependency).
+fn humantime_utc(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+impl Table for Vec<User> {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![["name", "role", "state", "sizing"].map(String::from).to_vec()];
+        rows.extend(self.iter().map(|u| {
+            vec![
+                u.name.clone(),
+                u.role.clone(),
+                if u.disabled { "disabled" } else { "active" }.into(),
+                if u.custom_sizing { "custom" } else { "plans only" }.into(),
+            ]
+        }));
+        rows
+    }
+}
+
+impl Table for User {
+    fn header(&self) -> bool {
+        false
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        vec![
+            vec!["name:".into(), self.name.clone()],
+            vec!["role:".into(), self.role.clone()],
+            vec!["state:".into(), if self.disabled { "disabled" } else { "active" }.into()],
+            vec!["sizing:".into(), if self.custom_sizing { "plans or custom sizes" } else { "plans only" }.into()],
+        ]
+    }
+}
+
+impl Table for Vec<Token> {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![["id", "user", "state", "expires", "last used", "description"].map(String::from).to_vec()];
+        rows.extend(self.iter().map(|t| {
+            vec![
+                t.id.clone(),
+                t.user.clone(),
+                t.state.clone(),
+                t.expires_at.map(when).unwrap_or_else(|| "never".into()),
+                t.last_used_at.map(when).unwrap_or_else(|| "-".into()),
+                t.description.clone(),
+            ]
+        }));
+        rows
+    }
+}
+
+impl Table for TokenCreated {
+    fn header(&self) -> bool {
+        false
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        vec![
+            vec!["token:".into(), self.token.clone()],
+            vec!["id:".into(), self.info.id.clone()],
+            vec!["user:".into(), self.info.user.clone()],
+            vec!["expires:".into(), self.info.expires_at.map(when).unwrap_or_else(|| "never".into())],
+        ]
+    }
+}
+
+impl Table for Quota {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![["resource", "used", "limit"].map(String::from).to_vec()];
+        let lim = |v: Option<u64>, key: &str| match v {
+            None => "unlimited".to_string(),
+            Some(v) if self.overridden.iter().any(|o| o == key) => format!("{v} (set)"),
+            Some(v) => v.to_string(),
+        };
+        rows.push(vec!["vms".into(), self.used_vms.to_string(), lim(self.max_vms, "vms")]);
+        rows.push(vec!["vcpus".into(), self.used_vcpus.to_string(), lim(self.max_vcpus, "vcpus")]);
+        rows.push(vec!["memory_mib".into(), self.used_memory_mib.to_string(), lim(self.max_memory_mib, "memory_mib")]);
+        rows.push(vec!["disk_gib".into(), self.used_disk_gib.to_string(), lim(self.max_disk_gib, "disk_gib")]);
+        rows.push(vec!["forwards".into(), self.used_forwards.to_string(), lim(self.max_forwards, "forwards")]);
+        rows
+    }
+}
+
+impl Table for Vec<AuditEntry> {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![["time", "user", "request", "status", "outcome", "request id"].map(String::from).to_vec()];
+        rows.extend(self.iter().map(|a| {
+            vec![
+                when(a.at),
+                a.user.clone().unwrap_or_else(|| "-".into()),
+                format!("{} {}", a.method, a.path),
+                a.status.to_string(),
+                a.outcome.clone(),
+                a.request_id.clone(),
+            ]
+        }));
+        rows
+    }
+}
+
+impl Table for Plan {
+    fn rows(&self) -> Vec<Vec<String>> {
+        vec![self.clone()].rows()
+    }
+}
+
+pub async fn run_user(client: &Client, cmd: UserCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    match cmd {
+        UserCommand::Create { name, role, plans_only } => {
+            let req = UserCreateRequest { name, role: Some(role), custom_sizing: Some(!plans_only) };
+            output::print(&client.user_create(&req).await?, format)?;
+        }
+        UserCommand::List => output::print(&client.user_list().await?, format)?,
+        UserCommand::Show { name } => output::print(&client.user_get(&name).await?, format)?,
+        UserCommand::Disable { name } => {
+            output::print(&client.user_update(&name, &UserUpdateRequest { disabled: Some(true), ..Default::default() }).await?, format)?
+        }
+        UserCommand::Enable { name } => {
+            output::print(&client.user_update(&name, &UserUpdateRequest { disabled: Some(false), ..Default::default() }).await?, format)?
+        }
+        UserCommand::Whoami => output::print(&client.whoami().await?, format)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_token(client: &Client, cmd: TokenCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create { description, expires_in_days, user } => {
+            let made = client.token_create(&TokenCreateRequest { description, expires_in_days, user }).await?;
+            output::print(&made, format)?;
+            if format == OutputFormat::Table {
+                eprintln!("Store the token now: it is not shown again. Use it as KVMCTL_TOKEN=... or --token.");
+            }
+        }
+        TokenCommand::List { user } => output::print(&client.token_list(user.as_deref()).await?, format)?,
+        TokenCommand::Revoke { id } => {
+            client.token_revoke(&id).await?;
+            eprintln!("token {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_quota(client: &Client, cmd: QuotaCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    match cmd {
+        QuotaCommand::Show { user } => output::print(&client.quota_get(&user).await?, format)?,
+        QuotaCommand::Set { user, vms, vcpus, memory, disk, forwards, reset } => {
+            let req = QuotaSetRequest {
+                max_vms: vms,
+                max_vcpus: vcpus,
+                max_memory_mib: memory,
+                max_disk_gib: disk,
+                max_forwards: forwards,
+                reset,
+            };
+            output::print(&client.quota_set(&user, &req).await?, format)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run_audit(client: &Client, cmd: AuditCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::List { user, since, limit } => output::print(&client.audit_list(user.as_deref(), since, Some(limit)).await?, format)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn plan_create(client: &Client, req: PlanCreateRequest, format: OutputFormat) -> anyhow::Result<()> {
+    output::print(&client.plan_create(&req).await?, format)?;
+    Ok(())
+}
+
+pub async fn plan_update(client: &Client, name: &str, req: PlanUpdateRequest, format: OutputFormat) -> anyhow::Result<()> {
+    output::print(&client.plan_update(name, &req).await?, format)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_and_ages() {
+        assert_eq!(super::humantime_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::humantime_utc(1_795_355_459), "2026-11-22T10:30:59Z");
+        assert!(super::parse_since("2h").unwrap() > 1_700_000_000);
+        assert_eq!(super::parse_since("1700000000").unwrap(), 1_700_000_000);
+        assert!(super::parse_since("2w").is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! `users`: users, API tokens, quotas and the audit log, and authentication.
+//!
+//! A token is `kvm_<id>_<secret>`: the id is public (lists, revocation), the secret is
+//! shown once and stored only as its SHA-256. Root on the daemon's unix socket acts as the
+//! built-in admin `admin`; everyone else presents a token (`Authorization: Bearer ...`).
+
+use super::{parse_name, Context};
+use kvmctl_core::{Caller, Error, QuotaLimits, Role};
+use kvmctl_store::{AuditRecord, QuotaOverride, TokenRecord, UserRecord};
+use kvmctl_types::api::{
+    AuditEntry, Quota, QuotaSetRequest, Token, TokenCreateRequest, TokenCreated, User, UserCreateRequest, UserUpdateRequest,
+};
+use rand_core::RngCore;
+use sha2::Digest;
+
+/// Most days a token may live.
+pub const MAX_TOKEN_DAYS: u32 = 3650;
+
+fn user_view(u: UserRecord) -> User {
+    User { name: u.name, role: u.role, disabled: u.disabled, custom_sizing: u.custom_sizing, created_at: u.created_at }
+}
+
+fn token_view(t: TokenRecord) -> Token {
+    let now = kvmctl_store::unix_now();
+    let state = if t.revoked_at.is_some() {
+        "revoked"
+    } else if t.expires_at.is_some_and(|e| e <= now) {
+        "expired"
+    } else {
+        "active"
+    };
+    Token {
+        id: t.id,
+        user: t.user_name,
+        description: t.description,
+        state: state.into(),
+        created_at: t.created_at,
+        expires_at: t.expires_at,
+        last_used_at: t.last_used_at,
+    }
+}
+
+fn hash_hex(secret: &str) -> String {
+    sha2::Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand_core::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The caller a token stands for, or why it stands for no one. Never logs the token.
+pub async fn authenticate_token(ctx: &Context, token: &str) -> Result<Caller, Error> {
+    let bad = || Error::Unauthenticated("the token is not valid; create one with `kvmctl token create`".into());
+    let rest = token.strip_prefix("kvm_").ok_or_else(bad)?;
+    let (id, secret) = rest.split_once('_').ok_or_else(bad)?;
+    if id.len() != 12 || !id.bytes().all(|c| c.is_ascii_hexdigit()) || secret.is_empty() || secret.len() > 128 {
+        return Err(bad());
+    }
+    let t = ctx.store.token_get(id).await?.ok_or_else(bad)?;
+    // Both sides are hashes of fixed length: comparing them leaks nothing about the secret.
+    if t.hash != hash_hex(secret) {
+        return Err(bad());
+    }
+    if t.revoked_at.is_some() {
+        return Err(Error::Unauthenticated(format!("token {id} was revoked; create a new one with `kvmctl token create`")));
+    }
+    if t.expires_at.is_some_and(|e| e <= kvmctl_store::unix_now()) {
+        return Err(Error::Unauthenticated(format!("token {id} has expired; create a new one with `kvmctl token create`")));
+    }
+    let u = ctx.store.user_get(&t.user_name).await?.ok_or_else(bad)?;
+    if u.disabled {
+        return Err(Error::Unauthenticated(format!("user {} is disabled", u.name)));
+    }
+    let _ = ctx.store.token_touch(id).await;
+    Ok(Caller { name: u.name, role: Role::parse(&u.role).unwrap_or(Role::User), custom_sizing: u.custom_sizing })
+}
+
+/// The limits in force for `owner`: `None` for admins, who have no quota.
+pub(crate) async fn limits_of(ctx: &Context, owner: &str) -> Result<Option<QuotaLimits>, Error> {
+    let Some(u) = ctx.store.user_get(owner).await? else { return Ok(Some(ctx.config.quota_defaults())) };
+    if u.role == "admin" {
+        return Ok(None);
+    }
+    Ok(Some(ctx.store.quota_get(owner).await?.over(&ctx.config.quota_defaults())))
+}
+
+pub async fn whoami(ctx: &Context, caller: &Caller) -> Result<User, Error> {
+    match ctx.store.user_get(&caller.name).await? {
+        Some(u) => Ok(user_view(u)),
+        None => Err(Error::NotFound { kind: "user", name: caller.name.clone() }),
+    }
+}
+
+pub async fn user_list(ctx: &Context, caller: &Caller) -> Result<Vec<User>, Error> {
+    caller.require_admin("listing users")?;
+    Ok(ctx.store.user_list().await?.into_iter().map(user_view).collect())
+}
+
+/// A user by name: admins see anyone, users themselves only.
+async fn user_visible(ctx: &Context, caller: &Caller, name: &str) -> Result<UserRecord, Error> {
+    let name = parse_name("name", name)?.to_string();
+    let not_found = || Error::NotFound { kind: "user", name: name.clone() };
+    if !caller.is_admin() && caller.name != name {
+        return Err(not_found());
+    }
+    ctx.store.user_get(&name).await?.ok_or_else(not_found)
+}
+
+pub async fn user_get(ctx: &Context, caller: &Caller, name: &str) -> Result<User, Error> {
+    user_visible(ctx, caller, name).await.map(user_view)
+}
+
+pub async fn user_create(ctx: &Context, caller: &Caller, req: UserCreateRequest) -> Result<User, Error> {
+    caller.require_admin("creating users")?;
+    let name = parse_name("name", &req.name)?.to_string();
+    let role = req.role.as_deref().unwrap_or("user");
+    if Role::parse(role).is_none() {
+        return Err(Error::invalid("role", format!("{role:?} is not admin or user")));
+    }
+    let rec = UserRecord {
+        name: name.clone(),
+        role: role.into(),
+        disabled: false,
+        custom_sizing: req.custom_sizing.unwrap_or(true),
+        created_at: 0,
+    };
+    let made = ctx.store.user_insert(&rec).await.map_err(|e| match e {
+        kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("a user named {name} exists already")),
+        e => e.into(),
+    })?;
+    tracing::info!(user = %name, role, by = %caller.name, "user created");
+    Ok(user_view(made))
+}
+
+pub async fn user_update(ctx: &Context, caller: &Caller, name: &str, req: UserUpdateRequest) -> Result<User, Error> {
+    caller.require_admin("changing users")?;
+    let rec = user_visible(ctx, caller, name).await?;
+    if let Some(r) = req.role.as_deref() {
+        if Role::parse(r).is_none() {
+            return Err(Error::invalid("role", format!("{r:?} is not admin or user")));
+        }
+    }
+    if rec.name == caller.name && (req.disabled == Some(true) || req.role.as_deref() == Some("user")) {
+        return Err(Error::Conflict("you cannot disable yourself or take your own admin role; ask another admin".into()));
+    }
+    ctx.store.user_update(&rec.name, req.role.as_deref(), req.disabled, req.custom_sizing).await?;
+    tracing::info!(user = %rec.name, by = %caller.name, ?req, "user changed");
+    user_get(ctx, caller, &rec.name).await
+}
+
+pub async fn token_create(ctx: &Context, caller: &Caller, req: TokenCreateRequest) -> Result<TokenCreated, Error> {
+    let user = match req.user.as_deref() {
+        Some(u) if u != caller.name => {
+            parse_name("user", u)?;
+            caller.require_admin("creating tokens for other users")?;
+            user_visible(ctx, caller, u).await?.name
+        }
+        _ => caller.name.clone(),
+    };
+    let description = req.description.unwrap_or_default();
+    if description.len() > 200 || description.chars().any(char::is_control) {
+        return Err(Error::invalid("description", "at most 200 characters, no control characters"));
+    }
+    let expires_at = match req.expires_in_days {
+        None => None,
+        Some(d) if (1..=MAX_TOKEN_DAYS).contains(&d) => Some(kvmctl_store::unix_now() + i64::from(d) * 86_400),
+        Some(d) => return Err(Error::invalid("expires_in_days", format!("{d} is out of range; use 1 to {MAX_TOKEN_DAYS}"))),
+    };
+    let id = random_hex(6);
+    let secret = random_hex(24);
+    let rec = TokenRecord {
+        id: id.clone(),
+        user_name: user.clone(),
+        description,
+        hash: hash_hex(&secret),
+        created_at: 0,
+        expires_at,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    ctx.store.token_insert(&rec).await?;
+    tracing::info!(token = %id, user = %user, by = %caller.name, "token created");
+    let made = ctx.store.token_get(&id).await?.ok_or_else(|| Error::Internal("token vanished".into()))?;
+    Ok(TokenCreated { token: format!("kvm_{id}_{secret}"), info: token_view(made) })
+}
+
+pub async fn token_list(ctx: &Context, caller: &Caller, user: Option<&str>) -> Result<Vec<Token>, Error> {
+    let of = match user {
+        Some(u) => Some(user_visible(ctx, caller, u).await?.name),
+        None if caller.is_admin() => None,
+        None => Some(caller.name.clone()),
+    };
+    Ok(ctx.store.token_list(of.as_deref()).await?.into_iter().map(token_view).collect())
+}
+
+pub async fn token_revoke(ctx: &Context, caller: &Caller, id: &str) -> Result<(), Error> {
+    let scope = caller.owner_scope();
+    if !ctx.store.token_revoke(id, scope).await? {
+        return Err(Error::NotFound { kind: "token", name: id.to_owned() });
+    }
+    tracing::info!(token = %id, by = %caller.name, "token revoked");
+    Ok(())
+}
+
+pub async fn quota_get(ctx: &Context, caller: &Caller, name: &str) -> Result<Quota, Error> {
+    let u = user_visible(ctx, caller, name).await?;
+    let used = ctx.store.usage_of(&u.name).await?;
+    let limits = limits_of(ctx, &u.name).await?;
+    let overrides = ctx.store.quota_get(&u.name).await?;
+    Ok(Quota {
+        user: u.name,
+        unlimited: limits.is_none(),
+        max_vms: limits.map(|l| l.vms),
+        max_vcpus: limits.map(|l| l.vcpus),
+        max_memory_mib: limits.map(|l| l.memory_mib),
+        max_disk_gib: limits.map(|l| l.disk_gib),
+        max_forwards: limits.map(|l| l.forwards),
+        overridden: [
+            ("vms", overrides.vms),
+            ("vcpus", overrides.vcpus),
+            ("memory_mib", overrides.memory_mib),
+            ("disk_gib", overrides.disk_gib),
+            ("forwards", overrides.forwards),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k.to_owned())
+        .collect(),
+        used_vms: used.vms,
+        used_vcpus: used.vcpus,
+        used_memory_mib: used.memory_mib,
+        used_disk_gib: used.disk_gib,
+        used_forwards: used.forwards,
+    })
+}
+
+pub async fn quota_set(ctx: &Context, caller: &Caller, name: &str, req: QuotaSetRequest) -> Result<Quota, Error> {
+    caller.require_admin("setting quotas")?;
+    let u = user_visible(ctx, caller, name).await?;
+    let mut q = ctx.store.quota_get(&u.name).await?;
+    // Absent fields keep their override; `reset` lists the ones to put back to the default.
+    for f in &req.reset {
+        match f.as_str() {
+            "vms" => q.vms = None,
+            "vcpus" => q.vcpus = None,
+            "memory_mib" => q.memory_mib = None,
+            "disk_gib" => q.disk_gib = None,
+            "forwards" => q.forwards = None,
+            other => return Err(Error::invalid("reset", format!("{other:?} is not vms, vcpus, memory_mib, disk_gib or forwards"))),
+        }
+    }
+    for (field, v, max) in [
+        ("max_vms", req.max_vms, 100_000),
+        ("max_vcpus", req.max_vcpus, 1_000_000),
+        ("max_memory_mib", req.max_memory_mib, 1 << 40),
+        ("max_disk_gib", req.max_disk_gib, 1 << 30),
+        ("max_forwards", req.max_forwards, 65_535),
+    ] {
+        if let Some(v) = v.filter(|v| *v > max) {
+            return Err(Error::invalid(field, format!("{v} is out of range; use 0 to {max}")));
+        }
+    }
+    let set = QuotaOverride {
+        vms: req.max_vms.or(q.vms),
+        vcpus: req.max_vcpus.or(q.vcpus),
+        memory_mib: req.max_memory_mib.or(q.memory_mib),
+        disk_gib: req.max_disk_gib.or(q.disk_gib),
+        forwards: req.max_forwards.or(q.forwards),
+    };
+    ctx.store.quota_set(&u.name, &set).await?;
+    tracing::info!(user = %u.name, by = %caller.name, ?set, "quota set");
+    quota_get(ctx, caller, &u.name).await
+}
+
+/// The error for a refused reservation: the first limit the request would exceed, with the
+/// amounts (or, when a concurrent change already freed room, a retry hint).
+pub(crate) async fn quota_refusal(ctx: &Context, owner: &str, limits: &QuotaLimits, requested: &kvmctl_core::Usage) -> Error {
+    match ctx.store.usage_of(owner).await {
+        Ok(used) => match kvmctl_core::auth::quota_check(limits, &used, requested) {
+            Err(e) => e,
+            Ok(()) => Error::Conflict(format!("the quota of {owner} was full a moment ago; try again")),
+        },
+        Err(e) => e.into(),
+    }
+}
+
+pub async fn audit_list(
+    ctx: &Context,
+    caller: &Caller,
+    user: Option<&str>,
+    since: Option<i64>,
+    limit: Option<u32>,
+) -> Result<Vec<AuditEntry>, Error> {
+    caller.require_admin("reading the audit log")?;
+    let limit = limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(ctx
+        .store
+        .audit_list(user, since, limit)
+        .await?
+        .into_iter()
+        .map(|a| AuditEntry {
+            id: a.id,
+            at: a.at,
+            request_id: a.request_id,
+            user: a.user_name,
+            method: a.method,
+            path: a.path,
+            status: a.status,
+            outcome: a.outcome,
+        })
+        .collect())
+}
+
+/// Records one state-changing request (best effort: a failure is logged, not returned).
+pub(crate) async fn audit_record(ctx: &Context, rec: AuditRecord) {
+    if let Err(e) = ctx.store.audit_insert(&rec).await {
+        tracing::error!(error = %kvmctl_core::error::chain(&e), request_id = %rec.request_id, "cannot write the audit log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_are_hashed_and_random() {
+        assert_eq!(super::hash_hex("abc").len(), 64);
+        assert_ne!(super::random_hex(24), super::random_hex(24));
+        assert_eq!(super::random_hex(6).len(), 12);
+    }
+}

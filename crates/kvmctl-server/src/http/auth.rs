@@ -1,0 +1,101 @@
+//! Who is calling, and the audit log of what they changed.
+//!
+//! - `Peer` is what the connection says: the unix socket's peer uid (`SO_PEERCRED`), or
+//!   TCP. Root on the socket acts as the built-in admin without a token.
+//! - `authenticate` turns `Authorization: Bearer <token>` (or root on the socket) into a
+//!   `Caller` in the request's extensions; anything else is a 401 before any handler runs.
+//! - `audit` records every request that is not a GET (or HEAD/OPTIONS): who, method, path,
+//!   status, outcome, request id. Tokens never reach a log line.
+
+use super::error::{ApiError, ErrorKind};
+use super::RequestId;
+use crate::app::Context;
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use kvmctl_core::{Caller, Error};
+use std::sync::Arc;
+
+/// The transport a request came over.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    /// The peer's uid on the unix socket; `None` over TCP.
+    pub uid: Option<u32>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        Peer { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(_: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Peer { uid: None }
+    }
+}
+
+/// The caller's name, carried on the response for the audit layer outside.
+#[derive(Debug, Clone)]
+struct AuditUser(String);
+
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req.headers().get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// The session cookie the web console will use carries the same token (`kvmctl_token`).
+fn cookie_token(req: &Request) -> Option<&str> {
+    let v = req.headers().get(axum::http::header::COOKIE)?.to_str().ok()?;
+    v.split(';').map(str::trim).find_map(|c| c.strip_prefix("kvmctl_token="))
+}
+
+pub(crate) async fn authenticate(State(ctx): State<Arc<Context>>, mut req: Request, next: Next) -> Response {
+    let rid = req.extensions().get::<RequestId>().cloned().unwrap_or(RequestId(String::new()));
+    let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0).unwrap_or(Peer { uid: None });
+    let caller = match bearer(&req).or_else(|| cookie_token(&req)) {
+        Some(token) => crate::app::users::authenticate_token(&ctx, token).await,
+        None if peer.uid == Some(0) => Ok(Caller::local_admin()),
+        None if peer.uid.is_some() => Err(Error::Unauthenticated(
+            "only root acts on the unix socket without a token; pass --token (or KVMCTL_TOKEN) with a token from `kvmctl token create`".into(),
+        )),
+        None => Err(Error::Unauthenticated(
+            "this API needs a token over TCP: send `Authorization: Bearer <token>` (kvmctl: --token or KVMCTL_TOKEN; an admin creates one with `kvmctl token create`)".into(),
+        )),
+    };
+    match caller {
+        Ok(c) => {
+            let name = c.name.clone();
+            req.extensions_mut().insert(c);
+            let mut resp = next.run(req).await;
+            resp.extensions_mut().insert(AuditUser(name));
+            resp
+        }
+        Err(e) => ApiError::new(e, &rid).into_response(),
+    }
+}
+
+pub(crate) async fn audit(State(ctx): State<Arc<Context>>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_owned();
+    let rid = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let outcome = match resp.extensions().get::<ErrorKind>() {
+        Some(k) => k.0.to_owned(),
+        None if resp.status().is_success() => "ok".to_owned(),
+        None => format!("http_{status}"),
+    };
+    let user = resp.extensions().get::<AuditUser>().map(|u| u.0.clone());
+    crate::app::users::audit_record(
+        &ctx,
+        kvmctl_store::AuditRecord { id: 0, at: 0, request_id: rid, user_name: user, method: method.to_string(), path, status, outcome },
+    )
+    .await;
+    resp
+}

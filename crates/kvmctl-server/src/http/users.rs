@@ -1,0 +1,170 @@
+use super::body::Body;
+use super::error::ApiError;
+use super::RequestId;
+use crate::app::{self, Context};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use kvmctl_core::Caller;
+use kvmctl_types::api::{
+    AuditEntry, ErrorBody, Quota, QuotaSetRequest, Token, TokenCreateRequest, TokenCreated, User, UserCreateRequest, UserUpdateRequest,
+};
+use std::sync::Arc;
+
+/// The caller, as the daemon knows them.
+#[utoipa::path(get, path = "/v1/whoami", tag = "users", operation_id = "whoami",
+    responses((status = 200, description = "The caller", body = User), (status = 401, description = "No valid token", body = ErrorBody)))]
+pub(crate) async fn whoami(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<User>, ApiError> {
+    app::users::whoami(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[utoipa::path(get, path = "/v1/users", tag = "users", operation_id = "user_list",
+    responses((status = 200, description = "Users", body = [User]), (status = 403, description = "Admins only", body = ErrorBody)))]
+pub(crate) async fn user_list(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<User>>, ApiError> {
+    app::users::user_list(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[utoipa::path(post, path = "/v1/users", tag = "users", operation_id = "user_create", request_body = UserCreateRequest,
+    responses((status = 201, description = "Created", body = User), (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 403, description = "Admins only", body = ErrorBody), (status = 409, description = "The name is taken", body = ErrorBody)))]
+pub(crate) async fn user_create(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<UserCreateRequest>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    app::users::user_create(&ctx, &caller, req).await.map(|u| (StatusCode::CREATED, Json(u))).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// A user: admins see anyone, users themselves.
+#[utoipa::path(get, path = "/v1/users/{name}", tag = "users", operation_id = "user_get",
+    params(("name" = String, Path, description = "User name")),
+    responses((status = 200, description = "The user", body = User), (status = 404, description = "No such user (or not visible)", body = ErrorBody)))]
+pub(crate) async fn user_get(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<User>, ApiError> {
+    app::users::user_get(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// Changes a user's role, disabled flag or custom sizing (admins). A disabled user's tokens
+/// stop working at once.
+#[utoipa::path(patch, path = "/v1/users/{name}", tag = "users", operation_id = "user_update", request_body = UserUpdateRequest,
+    params(("name" = String, Path, description = "User name")),
+    responses((status = 200, description = "Changed", body = User), (status = 403, description = "Admins only", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)))]
+pub(crate) async fn user_update(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Body(req): Body<UserUpdateRequest>,
+) -> Result<Json<User>, ApiError> {
+    app::users::user_update(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// A user's quota: the limits in force and what is in use (admins, or the user).
+#[utoipa::path(get, path = "/v1/users/{name}/quota", tag = "users", operation_id = "quota_get",
+    params(("name" = String, Path, description = "User name")),
+    responses((status = 200, description = "The quota", body = Quota), (status = 404, description = "No such user (or not visible)", body = ErrorBody)))]
+pub(crate) async fn quota_get(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<Quota>, ApiError> {
+    app::users::quota_get(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[utoipa::path(put, path = "/v1/users/{name}/quota", tag = "users", operation_id = "quota_set", request_body = QuotaSetRequest,
+    params(("name" = String, Path, description = "User name")),
+    responses((status = 200, description = "The quota now", body = Quota), (status = 403, description = "Admins only", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)))]
+pub(crate) async fn quota_set(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Body(req): Body<QuotaSetRequest>,
+) -> Result<Json<Quota>, ApiError> {
+    app::users::quota_set(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenQuery {
+    /// Whose tokens (admins: anyone's; default: the caller's, or everyone's for admins).
+    user: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/tokens", tag = "users", operation_id = "token_list", params(TokenQuery),
+    responses((status = 200, description = "Tokens (never their secrets)", body = [Token])))]
+pub(crate) async fn token_list(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<TokenQuery>,
+) -> Result<Json<Vec<Token>>, ApiError> {
+    app::users::token_list(&ctx, &caller, q.user.as_deref()).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// Creates a token for the caller (admins: for any user). The token is in this response
+/// only; the daemon keeps its hash.
+#[utoipa::path(post, path = "/v1/tokens", tag = "users", operation_id = "token_create", request_body = TokenCreateRequest,
+    responses((status = 201, description = "Created; `token` is shown this once", body = TokenCreated),
+        (status = 400, description = "Bad input", body = ErrorBody), (status = 403, description = "For another user, admins only", body = ErrorBody)))]
+pub(crate) async fn token_create(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    Body(req): Body<TokenCreateRequest>,
+) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
+    app::users::token_create(&ctx, &caller, req).await.map(|t| (StatusCode::CREATED, Json(t))).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "users", operation_id = "token_revoke",
+    params(("id" = String, Path, description = "Token id")),
+    responses((status = 204, description = "Revoked"), (status = 404, description = "No such token (or not the caller's)", body = ErrorBody)))]
+pub(crate) async fn token_revoke(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app::users::token_revoke(&ctx, &caller, &id).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditQuery {
+    /// Only this user's requests.
+    user: Option<String>,
+    /// Unix seconds: only requests at or after.
+    since: Option<i64>,
+    /// Most rows (default 100, at most 10000), newest first.
+    limit: Option<u32>,
+}
+
+/// Every state-changing request (admins).
+#[utoipa::path(get, path = "/v1/audit", tag = "users", operation_id = "audit_list", params(AuditQuery),
+    responses((status = 200, description = "Newest first", body = [AuditEntry]), (status = 403, description = "Admins only", body = ErrorBody)))]
+pub(crate) async fn audit_list(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    app::users::audit_list(&ctx, &caller, q.user.as_deref(), q.since, q.limit).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
