@@ -7,17 +7,24 @@ use std::time::Instant;
 pub struct Progress {
     started: Instant,
     ticker: Option<tokio::task::JoinHandle<()>>,
+    /// The latest step reported (from the daemon's events), shown after the stage.
+    note: std::sync::Arc<std::sync::Mutex<String>>,
+    terminal: bool,
 }
 
 impl Progress {
     pub fn start(stage: &str) -> Self {
         let started = Instant::now();
-        let ticker = if std::io::stderr().is_terminal() {
+        let note = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let terminal = std::io::stderr().is_terminal();
+        let ticker = if terminal {
             let line = stage.to_owned();
+            let note = note.clone();
             Some(tokio::spawn(async move {
                 const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
                 for i in 0.. {
-                    eprint!("\r\x1b[2K{} {line} ({:.1}s)", FRAMES[i % FRAMES.len()], started.elapsed().as_secs_f64());
+                    let n = note.lock().map(|n| if n.is_empty() { String::new() } else { format!(": {n}") }).unwrap_or_default();
+                    eprint!("\r\x1b[2K{} {line}{n} ({:.1}s)", FRAMES[i % FRAMES.len()], started.elapsed().as_secs_f64());
                     let _ = std::io::stderr().flush();
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
@@ -26,7 +33,22 @@ impl Progress {
             eprintln!("{stage} ...");
             None
         };
-        Progress { started, ticker }
+        Progress { started, ticker, note, terminal }
+    }
+
+    /// A handle that reports steps while the operation runs: on a terminal beside the
+    /// spinner, otherwise one line each.
+    pub fn reporter(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let (note, terminal, started) = (self.note.clone(), self.terminal, self.started);
+        move |step: &str| {
+            if terminal {
+                if let Ok(mut n) = note.lock() {
+                    *n = step.to_owned();
+                }
+            } else {
+                eprintln!("  {step} (+{:.1}s)", started.elapsed().as_secs_f64());
+            }
+        }
     }
 
     /// Ends the spinner with a final line.

@@ -311,7 +311,7 @@ mod tests {
     #[test]
     fn times_and_ages() {
         assert_eq!(super::humantime_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::humantime_utc(1_795_355_459), "2026-11-22T10:30:59Z");
+        assert_eq!(super::humantime_utc(1_795_355_459), "2026-11-22T13:50:59Z");
         assert!(super::parse_since("2h").unwrap() > 1_700_000_000);
         assert_eq!(super::parse_since("1700000000").unwrap(), 1_700_000_000);
         assert!(super::parse_since("2w").is_err());

@@ -348,6 +348,45 @@ fn read(flag: &str, path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", path.display()))
 }
 
+/// Runs `op` behind a progress line that follows VM `vm` through the daemon's events (its
+/// state changes and readiness stages); without events it is a plain progress line.
+async fn with_vm_progress<T>(
+    client: &Client,
+    vm: &str,
+    doing: &str,
+    done: &str,
+    op: impl std::future::Future<Output = Result<T, kvmctl_client::ClientError>>,
+) -> anyhow::Result<T> {
+    let p = Progress::start(doing);
+    let report = p.reporter();
+    let follow = match client.events(Some(vm)).await {
+        Ok(mut rx) => Some(tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                match (ev.kind.as_str(), ev.stage, ev.state) {
+                    ("vm.stage", Some(stage), _) => report(&format!("{stage}{}", ev.detail.map(|d| format!(" ({d})")).unwrap_or_default())),
+                    ("vm.state", _, Some(state)) => report(&state),
+                    _ => {}
+                }
+            }
+        })),
+        Err(_) => None,
+    };
+    let result = op.await;
+    if let Some(f) = follow {
+        f.abort();
+    }
+    match result {
+        Ok(v) => {
+            p.finish(done);
+            Ok(v)
+        }
+        Err(e) => {
+            p.fail();
+            Err(e.into())
+        }
+    }
+}
+
 /// Runs `op` behind a progress line.
 async fn with_progress<T>(
     doing: &str,
@@ -409,9 +448,13 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 no_start,
                 no_ssh_forward,
             };
-            let mut vm = with_progress(&format!("creating VM {name}"), &format!("VM {name} created"), client.vm_create(&req)).await?;
+            let mut vm =
+                with_vm_progress(client, &name, &format!("creating VM {name}"), &format!("VM {name} created"), client.vm_create(&req))
+                    .await?;
             if let Some(stage) = wait {
-                vm = with_progress(
+                vm = with_vm_progress(
+                    client,
+                    &name,
                     &format!("waiting for VM {name} to reach {stage}"),
                     &format!("VM {name} reached {stage}"),
                     client.vm_wait(&name, &stage, timeout),
@@ -421,7 +464,9 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             output::print(&vm, format)?;
         }
         VmCommand::Wait { name, stage, timeout } => {
-            let vm = with_progress(
+            let vm = with_vm_progress(
+                client,
+                &name,
                 &format!("waiting for VM {name} to reach {stage}"),
                 &format!("VM {name} reached {stage}"),
                 client.vm_wait(&name, &stage, timeout),
@@ -475,12 +520,15 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
         VmCommand::List => output::print(&client.vm_list().await?, format)?,
         VmCommand::Show { name } => output::print(&client.vm_get(&name).await?, format)?,
         VmCommand::Start { name } => {
-            let vm = with_progress(&format!("starting VM {name}"), &format!("VM {name} started"), client.vm_start(&name)).await?;
+            let vm = with_vm_progress(client, &name, &format!("starting VM {name}"), &format!("VM {name} started"), client.vm_start(&name))
+                .await?;
             output::print(&vm, format)?;
         }
         VmCommand::Stop { name, force, timeout } => {
             let req = VmStopRequest { force, timeout_seconds: timeout };
-            let vm = with_progress(&format!("stopping VM {name}"), &format!("VM {name} stopped"), client.vm_stop(&name, &req)).await?;
+            let vm =
+                with_vm_progress(client, &name, &format!("stopping VM {name}"), &format!("VM {name} stopped"), client.vm_stop(&name, &req))
+                    .await?;
             output::print(&vm, format)?;
         }
         VmCommand::Reboot { name } => {

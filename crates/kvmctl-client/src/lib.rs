@@ -9,7 +9,7 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use kvmctl_types::api::{
-    AuditEntry, ErrorBody, Forward, ForwardCreateRequest, Image, ImageImportRequest, Network, NetworkCreateRequest, Plan,
+    ApiEvent, AuditEntry, ErrorBody, Forward, ForwardCreateRequest, Image, ImageImportRequest, Network, NetworkCreateRequest, Plan,
     PlanCreateRequest, PlanUpdateRequest, PortPoolStatus, Quota, QuotaSetRequest, StatusResponse, Token, TokenCreateRequest, TokenCreated,
     User, UserCreateRequest, UserUpdateRequest, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest,
 };
@@ -163,6 +163,65 @@ impl Client {
 
     pub async fn forward_delete(&self, vm: &str, protocol: &str, host_port: u16) -> Result<(), ClientError> {
         self.empty(Method::DELETE, &format!("/v1/vms/{}/forwards/{}/{host_port}", seg(vm), seg(protocol))).await
+    }
+
+    /// Subscribes to `GET /v1/events` (one VM's with `vm`): events arrive on the receiver
+    /// until the daemon closes the stream or the receiver is dropped.
+    pub async fn events(&self, vm: Option<&str>) -> Result<tokio::sync::mpsc::Receiver<ApiEvent>, ClientError> {
+        let path = match vm {
+            Some(v) => format!("/v1/events?vm={}", seg(v)),
+            None => "/v1/events".to_owned(),
+        };
+        let host = match &self.endpoint {
+            Endpoint::Unix(_) => "localhost".to_owned(),
+            Endpoint::Tcp(h) => h.clone(),
+        };
+        let mut req = Request::builder().method(Method::GET).uri(path).header(hyper::header::HOST, host);
+        if let Some(t) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req.body(Full::new(Bytes::new())).expect("valid request");
+        let resp = match &self.endpoint {
+            Endpoint::Unix(p) => {
+                let stream = tokio::net::UnixStream::connect(p).await.map_err(|e| self.connect_error(e))?;
+                self.send(TokioIo::new(stream), req).await?
+            }
+            Endpoint::Tcp(a) => {
+                let stream = tokio::net::TcpStream::connect(a.as_str()).await.map_err(|e| self.connect_error(e))?;
+                self.send(TokioIo::new(stream), req).await?
+            }
+        };
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|source| ClientError::Http { endpoint: self.endpoint.clone(), source })?
+                .to_bytes();
+            return decode::<ApiEvent>(status, &bytes).map(|_| unreachable!("an error status decodes to an error"));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut body = resp.into_body();
+            let mut buf = String::new();
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    buf.push_str(&String::from_utf8_lossy(data));
+                }
+                while let Some(i) = buf.find("\n\n") {
+                    let block: String = buf.drain(..i + 2).collect();
+                    for line in block.lines() {
+                        if let Some(ev) = line.strip_prefix("data:").and_then(|d| serde_json::from_str::<ApiEvent>(d.trim()).ok()) {
+                            if tx.send(ev).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(rx)
     }
 
     pub async fn whoami(&self) -> Result<User, ClientError> {

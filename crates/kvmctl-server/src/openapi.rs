@@ -18,6 +18,7 @@ use utoipa::OpenApi;
         crate::http::plans::plan_create,
         crate::http::plans::plan_update,
         crate::http::users::whoami,
+        crate::http::events::events,
         crate::http::users::user_list,
         crate::http::users::user_create,
         crate::http::users::user_get,
@@ -87,7 +88,8 @@ use utoipa::OpenApi;
         kvmctl_types::api::TokenCreated,
         kvmctl_types::api::Quota,
         kvmctl_types::api::QuotaSetRequest,
-        kvmctl_types::api::AuditEntry
+        kvmctl_types::api::AuditEntry,
+        kvmctl_types::api::ApiEvent
     )),
     tags(
         (name = "system", description = "The daemon itself"),

@@ -58,6 +58,7 @@ pub struct RunningServer {
     /// Stops the libvirt event watch when the server is dropped.
     _events: kvmctl_libvirt::events::EventWatch,
     readiness: JoinHandle<()>,
+    closing: watch::Sender<bool>,
 }
 
 impl RunningServer {
@@ -71,6 +72,7 @@ impl RunningServer {
         let local_node = Arc::new(LibvirtNode::new(cfg.libvirt_uri.clone()));
         let (ctx, boots) = Context::new(store.clone(), local_node, cfg.clone());
         let ctx = Arc::new(ctx);
+        let closing = ctx.closing.clone();
         // Operations a crash interrupted are finished or undone before any request is taken.
         reconcile_pass(&ctx).await;
         let app = crate::http::router(ctx.clone());
@@ -137,12 +139,13 @@ impl RunningServer {
             }));
         }
         tracing::info!(socket = %cfg.socket.display(), tcp = ?tcp_addr, database = %cfg.database.display(), libvirt = %cfg.libvirt_uri, "kvmctl daemon serving");
-        Ok(RunningServer { socket: cfg.socket.clone(), tcp_addr, shutdown, tasks, store, _events: events_watch, readiness })
+        Ok(RunningServer { socket: cfg.socket.clone(), tcp_addr, shutdown, tasks, store, _events: events_watch, readiness, closing })
     }
 
     /// Stops accepting, lets requests in flight finish, removes the socket.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
+        let _ = self.closing.send(true);
         self.readiness.abort();
         for t in self.tasks {
             let _ = t.await;

@@ -98,7 +98,14 @@ async fn tcp_listener_serves_the_same_api() {
     cfg.listen = Some("127.0.0.1:0".parse().unwrap());
     let server = RunningServer::start(&cfg).await.unwrap();
     let addr = server.tcp_addr.unwrap();
-    let status = Client::http(&format!("http://{addr}")).unwrap().status().await.unwrap();
+    let tcp = Client::http(&format!("http://{addr}")).unwrap();
+    // Over TCP every request needs a token; root on the socket makes one.
+    match tcp.status().await {
+        Err(kvmctl_client::ClientError::Api { status: 401, body }) => assert!(body.message.contains("token"), "{body:?}"),
+        other => panic!("anonymous TCP request: {other:?}"),
+    }
+    let token = Client::unix(&server.socket).token_create(&Default::default()).await.unwrap().token;
+    let status = tcp.with_token(token).status().await.unwrap();
     assert!(status.hypervisor.reachable);
     assert_eq!(status.hypervisor.driver.as_deref(), Some("TEST"));
     server.stop().await;

@@ -158,14 +158,16 @@ struct Call {
     body: Option<Value>,
     /// A WebSocket endpoint (called with an upgrade).
     ws: bool,
+    /// A server-sent event stream (only its response head is read).
+    sse: bool,
 }
 
 fn call(rule: Rule) -> Call {
-    Call { rule, query: "", body: None, ws: false }
+    Call { rule, query: "", body: None, ws: false, sse: false }
 }
 
 fn with_body(rule: Rule, body: Value) -> Call {
-    Call { rule, query: "", body: Some(body), ws: false }
+    Call { rule, query: "", body: Some(body), ws: false, sse: false }
 }
 
 /// Every endpoint and its rule. A new endpoint needs an entry here, or the test fails.
@@ -175,6 +177,7 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("GET /v1/status", call(Any));
     m.insert("GET /v1/host", call(Admin));
     m.insert("GET /v1/whoami", call(Any));
+    m.insert("GET /v1/events", Call { rule: Any, query: "", body: None, ws: false, sse: true });
     m.insert("GET /v1/images", call(Any));
     m.insert("POST /v1/images", with_body(Admin, json!({"name": "kt-az-never", "source": "/nonexistent.qcow2"})));
     m.insert("GET /v1/images/{name}", call(Any));
@@ -209,13 +212,13 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("POST /v1/vms/{name}/stop", with_body(Owned, json!({"force": true})));
     m.insert("POST /v1/vms/{name}/reboot", with_body(Owned, json!({})));
     m.insert("POST /v1/vms/{name}/resize", with_body(Owned, json!({})));
-    m.insert("GET /v1/vms/{name}/wait", Call { rule: Owned, query: "?for=running&timeout_seconds=1", body: None, ws: false });
+    m.insert("GET /v1/vms/{name}/wait", Call { rule: Owned, query: "?for=running&timeout_seconds=1", body: None, ws: false, sse: false });
     m.insert("POST /v1/vms/{name}/exec", with_body(Owned, json!({"command": "true", "timeout_seconds": 5})));
-    m.insert("GET /v1/vms/{name}/console", Call { rule: Owned, query: "", body: None, ws: true });
-    m.insert("GET /v1/vms/{name}/console/log", Call { rule: Owned, query: "?lines=5", body: None, ws: false });
-    m.insert("GET /v1/vms/{name}/ssh", Call { rule: Owned, query: "?cols=80&rows=24", body: None, ws: true });
-    m.insert("GET /v1/vms/{name}/files", Call { rule: Owned, query: "?path=/tmp", body: None, ws: false });
-    m.insert("PUT /v1/vms/{name}/files", Call { rule: Owned, query: "?path=/tmp/kt", body: None, ws: false });
+    m.insert("GET /v1/vms/{name}/console", Call { rule: Owned, query: "", body: None, ws: true, sse: false });
+    m.insert("GET /v1/vms/{name}/console/log", Call { rule: Owned, query: "?lines=5", body: None, ws: false, sse: false });
+    m.insert("GET /v1/vms/{name}/ssh", Call { rule: Owned, query: "?cols=80&rows=24", body: None, ws: true, sse: false });
+    m.insert("GET /v1/vms/{name}/files", Call { rule: Owned, query: "?path=/tmp", body: None, ws: false, sse: false });
+    m.insert("PUT /v1/vms/{name}/files", Call { rule: Owned, query: "?path=/tmp/kt", body: None, ws: false, sse: false });
     m.insert("GET /v1/vms/{name}/forwards", call(Owned));
     m.insert("POST /v1/vms/{name}/forwards", with_body(Owned, json!({"guest_port": 80})));
     m.insert("DELETE /v1/vms/{name}/forwards/{protocol}/{host_port}", call(Owned));
@@ -224,6 +227,13 @@ fn rules() -> BTreeMap<&'static str, Call> {
 
 /// Runs one call as `who`; the status and error body.
 async fn run(client: &Client, method: &str, path: &str, c: &Call) -> (u16, Option<ErrorBody>) {
+    if c.sse {
+        return match client.events(None).await {
+            Ok(_) => (200, None),
+            Err(ClientError::Api { status, body }) => (status, Some(body)),
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+    }
     if c.ws {
         return match client.terminal(path).await {
             Ok(_) => (101, None),
@@ -370,6 +380,8 @@ async fn two_hundred_concurrent_creates_get_exactly_the_quota() {
         results.push(task.await.unwrap());
     }
     let made = results.iter().filter(|r| r.is_ok()).count() as u64;
+    // Which five win is up to the scheduler.
+    let one = results.iter().find_map(|r| r.as_ref().ok()).map(|v| v.name.clone()).expect("some create succeeded");
     let mut refusals = Vec::new();
     for r in results.into_iter().filter_map(Result::err) {
         refusals.push(api_err(r));
@@ -393,9 +405,9 @@ async fn two_hundred_concurrent_creates_get_exactly_the_quota() {
     assert!(s == 403 && body.message.contains("plan"), "{body:?}");
     // Forwards are a quota too.
     t.admin.quota_set("alice", &QuotaSetRequest { max_forwards: Some(1), ..Default::default() }).await.unwrap();
-    t.alice.forward_create("kt-q-0", &ForwardCreateRequest { guest_port: 80, ..Default::default() }).await.unwrap();
+    t.alice.forward_create(&one, &ForwardCreateRequest { guest_port: 80, ..Default::default() }).await.unwrap();
     let (s, body) =
-        api_err(t.alice.forward_create("kt-q-0", &ForwardCreateRequest { guest_port: 81, ..Default::default() }).await.unwrap_err());
+        api_err(t.alice.forward_create(&one, &ForwardCreateRequest { guest_port: 81, ..Default::default() }).await.unwrap_err());
     assert!(s == 403 && body.message.contains("forwards"), "{body:?}");
 
     for v in t.root.vm_list().await.unwrap() {
@@ -479,7 +491,7 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
         async move {
             (
                 root.vm_list().await.unwrap().iter().map(|v| (v.name.clone(), v.vcpus, v.disk_gib, v.forwards.len())).collect::<Vec<_>>(),
-                root.network_list().await.unwrap().len(),
+                root.network_list().await.unwrap().iter().filter(|n| n.managed).count(),
                 root.image_list().await.unwrap().len(),
                 root.plan_list().await.unwrap(),
                 root.user_list().await.unwrap(),
@@ -527,6 +539,52 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
     assert_eq!(before, after, "bad input changed something");
     t.root.vm_delete("kt-bi-vm", false).await.unwrap();
     t.root.image_delete("kt-bi-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    t.server.stop().await;
+}
+
+/// The next event, or a failure naming what was awaited (a broken stream must not hang the
+/// suite; the limit is far above any normal delay and is not a speed check).
+async fn next(rx: &mut tokio::sync::mpsc::Receiver<kvmctl_types::api::ApiEvent>, what: &str) -> kvmctl_types::api::ApiEvent {
+    match tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv()).await {
+        Ok(Some(ev)) => ev,
+        Ok(None) => panic!("the event stream ended while waiting for {what}"),
+        Err(_) => panic!("no event for {what}"),
+    }
+}
+
+#[tokio::test]
+async fn events_reach_only_those_who_may_see_the_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-ev-a", "kt-ev-b"], &["kt-ev-img"]);
+    let t = tenants(d).await;
+    daemon::tiny_image(&t.root, d, "kt-ev-img").await;
+    let mut alice_events = t.alice.events(None).await.unwrap();
+    let mut bob_events = t.bob.events(None).await.unwrap();
+    let mut admin_events = t.admin.events(Some("kt-ev-a")).await.unwrap();
+    let vm = |name: &str| VmCreateRequest { no_start: true, ..daemon::tiny_vm(name, "kt-ev-img", vec![]) };
+    t.alice.vm_create(&vm("kt-ev-a")).await.unwrap();
+    let first = next(&mut alice_events, "alice's create").await;
+    assert_eq!((first.kind.as_str(), first.vm.as_str(), first.state.as_deref()), ("vm.state", "kt-ev-a", Some("creating")));
+    let second = next(&mut alice_events, "alice's VM stopped").await;
+    assert_eq!(second.state.as_deref(), Some("stopped"));
+    assert_eq!(next(&mut admin_events, "the admin's copy").await.vm, "kt-ev-a", "admins see every VM's events");
+    // Bob's stream is ordered: his own VM's first event comes before anything of Alice's
+    // could, and none of hers is ever in it.
+    t.bob.vm_create(&vm("kt-ev-b")).await.unwrap();
+    let bobs = next(&mut bob_events, "bob's create").await;
+    assert_eq!((bobs.vm.as_str(), bobs.owner.as_str()), ("kt-ev-b", "bob"));
+    t.alice.vm_delete("kt-ev-a", false).await.unwrap();
+    t.bob.vm_delete("kt-ev-b", false).await.unwrap();
+    loop {
+        let ev = next(&mut bob_events, "bob's delete").await;
+        assert_eq!(ev.owner, "bob", "{ev:?}");
+        if ev.kind == "vm.deleted" {
+            break;
+        }
+    }
+    t.root.image_delete("kt-ev-img").await.unwrap();
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     t.server.stop().await;
 }

@@ -173,6 +173,17 @@ impl DataStore {
         Ok(())
     }
 
+    /// Records the VM's address (when the one picked was taken meanwhile).
+    pub async fn vm_set_ip(&self, id: &VmId, ip: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE vms SET ip = $1, updated_at = $2 WHERE id = $3")
+            .bind(ip)
+            .bind(unix_now())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Pins the guest's host key, unless one is pinned already (the first pin stays).
     pub async fn vm_host_key_pin(&self, id: &VmId, fingerprint: &str, source: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE vms SET host_key = $1, host_key_source = $2 WHERE id = $3 AND host_key IS NULL")

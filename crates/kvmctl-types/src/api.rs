@@ -641,3 +641,24 @@ pub struct AuditEntry {
     /// `ok`, or the error kind (`forbidden`, `quota_exceeded`, ...).
     pub outcome: String,
 }
+
+/// One event of `GET /v1/events` (the `data` of a server-sent event; its `event` field is
+/// `kind`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApiEvent {
+    /// `vm.state` (a VM changed state), `vm.stage` (a readiness stage was reached),
+    /// `vm.deleted`.
+    pub kind: String,
+    pub vm: String,
+    pub owner: String,
+    /// The new state, for `vm.state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The stage reached, for `vm.stage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+}

@@ -37,6 +37,12 @@ pub struct Context {
     pub(crate) booted: tokio::sync::mpsc::UnboundedSender<Name>,
     /// Serialises picking and reserving DHCP addresses, so two creates never pick the same.
     pub(crate) address_lock: tokio::sync::Mutex<()>,
+    /// VM state changes and readiness stages, for `GET /v1/events` (each subscriber
+    /// filters by what its caller may see).
+    pub(crate) events: tokio::sync::broadcast::Sender<kvmctl_types::api::ApiEvent>,
+    /// Set when the daemon stops: open event streams end, so a graceful shutdown is not held
+    /// up by clients that would otherwise listen forever.
+    pub(crate) closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Context {
@@ -64,6 +70,8 @@ impl Context {
             failpoints,
             booted,
             address_lock: tokio::sync::Mutex::new(()),
+            events: tokio::sync::broadcast::channel(1024).0,
+            closing: tokio::sync::watch::channel(false).0,
         };
         (ctx, boots)
     }
@@ -90,6 +98,40 @@ impl Context {
         }
         busy.insert(name.clone(), op);
         Ok(VmGuard { ctx: self, name: name.clone() })
+    }
+}
+
+impl Context {
+    /// Publishes an event to the subscribers of `GET /v1/events` (none is fine).
+    pub(crate) fn publish(&self, kind: &str, vm: &Name, owner: &str, state: Option<&str>, stage: Option<&str>, detail: Option<&str>) {
+        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let _ = self.events.send(kvmctl_types::api::ApiEvent {
+            kind: kind.into(),
+            vm: vm.to_string(),
+            owner: owner.into(),
+            state: state.map(str::to_owned),
+            stage: stage.map(str::to_owned),
+            detail: detail.map(str::to_owned),
+            at_ms,
+        });
+    }
+
+    /// Moves a VM's state by compare-and-set (`DataStore::vm_transition`) and publishes the
+    /// change.
+    pub(crate) async fn vm_transition(
+        &self,
+        name: &Name,
+        from: kvmctl_core::VmState,
+        to: kvmctl_core::VmState,
+        error: Option<&str>,
+    ) -> Result<bool, Error> {
+        let moved = self.store.vm_transition(name, from, to, error).await?;
+        if moved && from != to {
+            if let Ok(Some(rec)) = self.store.vm_get(&kvmctl_store::Scope::all(), name).await {
+                self.publish("vm.state", name, &rec.owner, Some(to.as_str()), None, error);
+            }
+        }
+        Ok(moved)
     }
 }
 

@@ -80,10 +80,12 @@ async fn watch(ctx: Arc<Context>, name: Name) {
     let deadline = Instant::now() + WATCH_LIMIT;
     let console = ctx.config.console_log_dir.join(format!("{name}.log"));
     let (id, vm) = (rec.id, rec.name.clone());
+    let owner = rec.owner.clone();
     let reached = |stage: &'static str, detail: Option<String>| {
-        let (ctx, vm) = (ctx.clone(), vm.clone());
+        let (ctx, vm, owner) = (ctx.clone(), vm.clone(), owner.clone());
         async move {
             let _ = ctx.store.vm_stage_reached(&id, stage, now_ms(), detail.as_deref()).await;
+            ctx.publish("vm.stage", &vm, &owner, None, Some(stage), detail.as_deref());
             tracing::debug!(%vm, stage, ?detail, "readiness");
         }
     };

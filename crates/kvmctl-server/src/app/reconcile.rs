@@ -72,7 +72,7 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
                     VmEvent::ObservedCrashed => Some("libvirt reports the domain crashed; see its console log".to_owned()),
                     _ => None,
                 };
-                if ctx.store.vm_transition(&rec.name, state, next, error.as_deref()).await? {
+                if ctx.vm_transition(&rec.name, state, next, error.as_deref()).await? {
                     tracing::info!(vm = %rec.name, from = %state, to = %next, "state repaired from libvirt");
                     report.states_changed.push((rec.name.to_string(), state, next));
                 }

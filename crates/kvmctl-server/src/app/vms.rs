@@ -315,8 +315,9 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     // Picking an address and recording it in the row happen under one lock, so two creates
     // never pick the same one.
     let address_guard = ctx.address_lock.lock().await;
+    let mac = mac_random();
     let ip = match Attachment::parse(&network) {
-        Attachment::Network(n) => address_pick(ctx, &n).await?,
+        Attachment::Network(n) => address_pick(ctx, &n, &Default::default()).await?,
         // On a host bridge or NIC the LAN's own DHCP hands out the address.
         _ => None,
     };
@@ -331,7 +332,7 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
         memory_mib,
         disk_gib,
         network,
-        mac: mac_random(),
+        mac,
         firmware,
         pool: image.pool.clone(),
         root_volume: format!("{name}-root.qcow2"),
@@ -353,18 +354,27 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
         kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("a VM named {name} exists already; pick another name")),
         e => e.into(),
     })?;
-    drop(address_guard);
-    let Some(rec) = inserted else {
+    let Some(mut rec) = inserted else {
+        drop(address_guard);
         let requested = kvmctl_core::Usage { vms: 1, vcpus: vcpus.into(), memory_mib, disk_gib, forwards: 0 };
         let limits = limits.unwrap_or_default();
         return Err(super::users::quota_refusal(ctx, &caller.name, &limits, &requested).await);
     };
+    ctx.publish("vm.state", &rec.name, &rec.owner, Some(VmState::Creating.as_str()), None, None);
+    // The address is reserved in libvirt (a DHCP host entry) while the lock is held.
+    if let Err(e) = address_reserve(ctx, &mut rec).await {
+        drop(address_guard);
+        ctx.store.vm_delete(&name).await?;
+        ctx.publish("vm.deleted", &rec.name, &rec.owner, None, None, None);
+        return Err(e);
+    }
+    drop(address_guard);
     let started = Instant::now();
     let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some();
     let opts = BuildOptions { start: !req.no_start, ssh_forward };
     match vm_build(ctx, &rec, &image, seed_iso, &vm_key, domain_type, opts).await {
         Ok(state) => {
-            ctx.store.vm_transition(&name, VmState::Creating, state, None).await?;
+            ctx.vm_transition(&name, VmState::Creating, state, None).await?;
             tracing::info!(vm = %name, ?state, elapsed_ms = started.elapsed().as_millis() as u64, "VM created");
             vm_out(ctx, vm_record(ctx, &Scope::all(), &name).await?).await
         }
@@ -410,10 +420,7 @@ async fn vm_build(
         forwards::forward_allocate(ctx, rec, &ctx.pools, "ssh", kvmctl_netfw::Protocol::Tcp, 22).await?;
         ctx.failpoints.hit("create.forward").await?;
     }
-    if let Some(host) = dhcp_host(rec)? {
-        let (node, net) = (ctx.local_node.clone(), rec.network.clone());
-        blocking(move || node.network_dhcp_host(&net, &host, true)).await??;
-    }
+    // The DHCP reservation was made with the address (`address_reserve`).
     ctx.failpoints.hit("create.address").await?;
     let node = ctx.local_node.clone();
     let overlay = VolumeSpec {
@@ -548,7 +555,7 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) 
 /// Moves a VM by a request event, by compare-and-set; the refusal names the state.
 async fn vm_begin(ctx: &Context, rec: &VmRecord, event: VmEvent) -> Result<VmState, Error> {
     let next = rec.state.apply(event).map_err(|e| Error::Conflict(format!("VM {}: {e}", rec.name)))?;
-    if !ctx.store.vm_transition(&rec.name, rec.state, next, None).await? {
+    if !ctx.vm_transition(&rec.name, rec.state, next, None).await? {
         return Err(Error::Conflict(format!("VM {} changed state meanwhile; look again (kvmctl vm show {})", rec.name, rec.name)));
     }
     Ok(next)
@@ -564,6 +571,7 @@ pub async fn vm_delete(ctx: &Context, caller: &Caller, name: &str, keep_disk: bo
     }
     vm_teardown(ctx, &rec, keep_disk).await?;
     ctx.store.vm_delete(&name).await?;
+    ctx.publish("vm.deleted", &name, &rec.owner, None, None, None);
     tracing::info!(vm = %name, keep_disk, "VM deleted");
     Ok(())
 }
@@ -609,7 +617,7 @@ async fn settle(ctx: &Context, name: &Name, during: VmState, result: Result<(), 
         (Err(_), None) => VmState::Failed,
     };
     let msg = result.as_ref().err().map(ToString::to_string);
-    ctx.store.vm_transition(name, during, after, msg.as_deref()).await?;
+    ctx.vm_transition(name, during, after, msg.as_deref()).await?;
     result?;
     vm_out(ctx, vm_record(ctx, &Scope::all(), name).await?).await
 }
@@ -800,7 +808,34 @@ pub(crate) async fn domain_redefine(ctx: &Context, rec: &VmRecord) -> Result<(),
 
 /// An address for a VM on `network`: the first free one of its DHCP range, or `None` on a
 /// network without DHCP that kvmctl can reserve in (a bridge), where it is discovered later.
-async fn address_pick(ctx: &Context, network: &str) -> Result<Option<std::net::Ipv4Addr>, Error> {
+/// Reserves the VM's address on its libvirt network (a DHCP host entry). libvirt refuses an
+/// entry that matches another's address, so an address reserved meanwhile by anything else
+/// (another daemon, virsh) makes us pick again and record the new one instead of failing.
+async fn address_reserve(ctx: &Context, rec: &mut VmRecord) -> Result<(), Error> {
+    let mut lost: std::collections::HashSet<std::net::Ipv4Addr> = Default::default();
+    while let Some(host) = dhcp_host(rec)? {
+        let (node, net) = (ctx.local_node.clone(), rec.network.clone());
+        match blocking(move || node.network_dhcp_host(&net, &host, true)).await? {
+            Ok(()) => return Ok(()),
+            Err(e @ NodeError::InvalidState { .. }) if lost.len() < 16 && format!("{e:?}").contains("existing dhcp host entry") => {
+                let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse().ok()) else { return Err(e.into()) };
+                tracing::info!(vm = %rec.name, %ip, "address taken meanwhile; picking another");
+                lost.insert(ip);
+                let Some(next) = address_pick(ctx, &rec.network, &lost).await? else { return Err(e.into()) };
+                ctx.store.vm_set_ip(&rec.id, &next.to_string()).await?;
+                rec.ip = Some(next.to_string());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn address_pick(
+    ctx: &Context,
+    network: &str,
+    lost: &std::collections::HashSet<std::net::Ipv4Addr>,
+) -> Result<Option<std::net::Ipv4Addr>, Error> {
     let node = ctx.local_node.clone();
     let net = network.to_owned();
     let (net_xml, leases) =
@@ -808,6 +843,7 @@ async fn address_pick(ctx: &Context, network: &str) -> Result<Option<std::net::I
             .await??;
     let Some(info) = xml::network_dhcp_info(&net_xml) else { return Ok(None) };
     let mut taken: std::collections::HashSet<std::net::Ipv4Addr> = leases.iter().filter_map(|(_, ip)| ip.parse().ok()).collect();
+    taken.extend(lost.iter().copied());
     taken.extend(
         ctx.store
             .vm_list(&Scope::all())

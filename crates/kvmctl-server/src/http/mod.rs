@@ -5,6 +5,7 @@
 pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod error;
+pub(crate) mod events;
 pub(crate) mod host;
 pub(crate) mod images;
 pub(crate) mod networks;
@@ -38,6 +39,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/plans", get(plans::plan_list).post(plans::plan_create))
         .route("/v1/plans/{name}", get(plans::plan_get).patch(plans::plan_update))
         .route("/v1/whoami", get(users::whoami))
+        .route("/v1/events", get(events::events))
         .route("/v1/users", get(users::user_list).post(users::user_create))
         .route("/v1/users/{name}", get(users::user_get).patch(users::user_update))
         .route("/v1/users/{name}/quota", get(users::quota_get).put(users::quota_set))
