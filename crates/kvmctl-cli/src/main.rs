@@ -15,7 +15,7 @@ mod vm;
 use clap::{Parser, Subcommand};
 use kvmctl_client::Client;
 use output::OutputFormat;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Virtual machines on KVM/QEMU hosts, through libvirt.
@@ -29,9 +29,14 @@ struct Cli {
     /// [default: /run/kvmctl/kvmctl.sock].
     #[arg(long, global = true, env = "KVMCTL_SOCKET", hide_env_values = true, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// Talk to a daemon over HTTP instead of the socket (http://HOST:PORT).
+    /// Talk to a daemon over TCP instead of the socket (http://HOST:PORT, or
+    /// https://HOST:PORT when the daemon has a certificate).
     #[arg(long, global = true, env = "KVMCTL_URL", hide_env_values = true, value_name = "URL")]
     url: Option<String>,
+    /// With an https:// --url: trust this CA certificate (PEM) instead of the system's
+    /// roots; for a self-signed daemon certificate, that certificate.
+    #[arg(long, global = true, env = "KVMCTL_CA_CERT", hide_env_values = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// API token (`kvm_...`, from `kvmctl token create`); needed over --url, and on the
     /// socket by anyone but root.
     #[arg(long, global = true, env = "KVMCTL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = || client(cli.socket.as_deref(), cli.url.as_deref(), cli.token.as_deref(), cli.ca_cert.as_deref());
     match cli.command {
         Command::Host(cmd) => {
             let format = cli.output;
@@ -129,31 +135,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let format = cli.output;
             tokio::task::spawn_blocking(move || image::run(cmd, format)).await?
         }
-        Command::Image(cmd) => image::run_remote(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
-        Command::Vm(cmd) => vm::run(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
-        Command::Network(cmd) => network::run(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
-        Command::User(cmd) => users::run_user(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
-        Command::Token(cmd) => users::run_token(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
-        Command::Quota(cmd) => users::run_quota(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
-        Command::Audit(cmd) => users::run_audit(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
-        Command::Plan(cmd) => vm::run_plan(&client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?, cmd, cli.output).await,
+        Command::Image(cmd) => image::run_remote(&client()?, cmd, cli.output).await,
+        Command::Vm(cmd) => vm::run(&client()?, cmd, cli.output).await,
+        Command::Network(cmd) => network::run(&client()?, cmd, cli.output).await,
+        Command::User(cmd) => users::run_user(&client()?, cmd, cli.output).await,
+        Command::Token(cmd) => users::run_token(&client()?, cmd, cli.output).await,
+        Command::Quota(cmd) => users::run_quota(&client()?, cmd, cli.output).await,
+        Command::Audit(cmd) => users::run_audit(&client()?, cmd, cli.output).await,
+        Command::Plan(cmd) => vm::run_plan(&client()?, cmd, cli.output).await,
         Command::Serve(args) => serve::run(args, cli.socket).await,
         Command::Openapi => {
             print!("{}", kvmctl_server::openapi::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
-            let client = client(cli.socket, cli.url.as_deref(), cli.token.as_deref())?;
+            let client = client()?;
             status::run(&client, cli.output).await
         }
     }
 }
 
-fn client(socket: Option<PathBuf>, url: Option<&str>, token: Option<&str>) -> anyhow::Result<Client> {
-    let c = match url {
+fn client(socket: Option<&Path>, url: Option<&str>, token: Option<&str>, ca_cert: Option<&Path>) -> anyhow::Result<Client> {
+    let mut c = match url {
         Some(u) => Client::http(u).map_err(|e| anyhow::anyhow!("invalid --url: {e}"))?,
-        None => Client::unix(socket.unwrap_or_else(|| kvmctl_server::config::DEFAULT_SOCKET.into())),
+        None => Client::unix(socket.map(Path::to_owned).unwrap_or_else(|| kvmctl_server::config::DEFAULT_SOCKET.into())),
     };
+    if let Some(ca) = ca_cert.filter(|p| !p.as_os_str().is_empty()) {
+        c = c.with_ca_file(ca).map_err(|e| anyhow::anyhow!("invalid --ca-cert: {e}"))?;
+    }
     Ok(match token.filter(|t| !t.is_empty()) {
         Some(t) => c.with_token(t),
         None => c,

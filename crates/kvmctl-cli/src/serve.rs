@@ -10,9 +10,16 @@ pub struct ServeArgs {
     /// Configuration file [default: /etc/kvmctl/kvmctl.toml when it exists].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Also listen on TCP (plain HTTP; keep it on loopback until TLS and tokens exist).
+    /// Also listen on TCP; every request there needs a token. HTTPS with --tls-cert and
+    /// --tls-key, plain HTTP otherwise (keep that on loopback) [config: listen].
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) for HTTPS on --listen [config: tls_cert; env: KVMCTL_TLS_CERT].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert [config: tls_key; env: KVMCTL_TLS_KEY].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// SQLite database file [config: database; env: KVMCTL_DATABASE].
     #[arg(long, value_name = "FILE")]
     database: Option<PathBuf>,
@@ -29,6 +36,9 @@ pub async fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<Exi
     }
     if let Some(l) = args.listen {
         cfg.listen = Some(l);
+    }
+    if let (Some(c), Some(k)) = (args.tls_cert, args.tls_key) {
+        (cfg.tls_cert, cfg.tls_key) = (Some(c), Some(k));
     }
     if let Some(d) = args.database {
         cfg.database = d;

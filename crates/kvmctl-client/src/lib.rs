@@ -1,7 +1,8 @@
 //! Typed client of the kvmctl daemon.
 //!
 //! Speaks HTTP/1.1 over the daemon's unix socket (the default, `/run/kvmctl/kvmctl.sock`) or
-//! over TCP (`http://host:port`). One connection per request: the CLI makes few requests,
+//! over TCP (`http://host:port`, or `https://host:port` trusting the system's roots or a CA
+//! file given with `with_ca_file`). One connection per request: the CLI makes few requests,
 //! and a fresh connection can never be half-broken by a daemon restart.
 
 use http_body_util::{BodyExt, Full};
@@ -23,6 +24,8 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// `host:port` of a plain-HTTP listener.
     Tcp(String),
+    /// `host:port` of an HTTPS listener.
+    Https(String),
 }
 
 impl std::fmt::Display for Endpoint {
@@ -30,6 +33,7 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Unix(p) => write!(f, "{}", p.display()),
             Endpoint::Tcp(a) => write!(f, "http://{a}"),
+            Endpoint::Https(a) => write!(f, "https://{a}"),
         }
     }
 }
@@ -44,6 +48,14 @@ pub enum ClientError {
     },
     #[error("permission denied on {endpoint}; run as root or as a member of the daemon's socket group")]
     PermissionDenied { endpoint: Endpoint },
+    #[error("TLS with {endpoint} failed; if the daemon's certificate is self-signed or from a private CA, pass --ca-cert FILE (or KVMCTL_CA_CERT)")]
+    Tls {
+        endpoint: Endpoint,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CA certificate file {path}: {message}")]
+    CaFile { path: PathBuf, message: String },
     #[error("talking to the daemon at {endpoint} failed")]
     Http {
         endpoint: Endpoint,
@@ -76,6 +88,8 @@ pub struct Client {
     endpoint: Endpoint,
     /// Sent as `Authorization: Bearer ...`; never printed (`Debug` hides it).
     token: Option<String>,
+    /// For `https://` endpoints: the roots the daemon's certificate must chain to.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl std::fmt::Debug for Client {
@@ -86,7 +100,7 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     pub fn unix(path: impl AsRef<Path>) -> Self {
-        Client { endpoint: Endpoint::Unix(path.as_ref().to_owned()), token: None }
+        Client { endpoint: Endpoint::Unix(path.as_ref().to_owned()), token: None, tls: None }
     }
 
     /// The same client, authenticating with `token` (`kvm_...`).
@@ -95,14 +109,75 @@ impl Client {
         self
     }
 
-    /// `url` is `http://host:port` (a trailing `/` is fine).
+    /// `url` is `http://host:port` or `https://host:port` (a trailing `/` is fine). HTTPS
+    /// trusts the system's root certificates; `with_ca_file` trusts a private CA instead.
     pub fn http(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: only http:// URLs are supported for now"))?;
+        let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(r), _) => (r, false),
+            (_, Some(r)) => (r, true),
+            _ => return Err(format!("{url:?}: expected http://HOST:PORT or https://HOST:PORT")),
+        };
         let host = rest.trim_end_matches('/');
         if host.is_empty() || host.contains('/') {
-            return Err(format!("{url:?}: expected http://HOST:PORT"));
+            return Err(format!("{url:?}: expected http(s)://HOST:PORT"));
         }
-        Ok(Client { endpoint: Endpoint::Tcp(host.to_owned()), token: None })
+        if !https {
+            return Ok(Client { endpoint: Endpoint::Tcp(host.to_owned()), token: None, tls: None });
+        }
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        // Unreadable system certificates leave the roots empty; the handshake then fails with
+        // advice to pass --ca-cert.
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        Ok(Client { endpoint: Endpoint::Https(host.to_owned()), token: None, tls: Some(connector(roots)) })
+    }
+
+    /// The same HTTPS client, trusting only the CA certificate(s) in `path` (PEM); for a
+    /// daemon with a self-signed certificate this is that certificate.
+    pub fn with_ca_file(mut self, path: &Path) -> Result<Self, ClientError> {
+        use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+        let err = |message: String| ClientError::CaFile { path: path.to_owned(), message };
+        if !matches!(self.endpoint, Endpoint::Https(_)) {
+            return Err(err("a CA certificate only applies to an https:// URL".into()));
+        }
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| err(format!("cannot read it ({e})")))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(format!("not PEM certificates ({e})")))?;
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(err("holds no usable certificate (expected -----BEGIN CERTIFICATE-----)".into()));
+        }
+        self.tls = Some(connector(roots));
+        Ok(self)
+    }
+
+    /// A connection to the daemon: the socket, TCP, or TCP with TLS (certificate checked
+    /// against the host name in the URL).
+    async fn connect(&self) -> Result<Box<dyn Io>, ClientError> {
+        match &self.endpoint {
+            Endpoint::Unix(p) => Ok(Box::new(tokio::net::UnixStream::connect(p).await.map_err(|e| self.connect_error(e))?)),
+            Endpoint::Tcp(a) => Ok(Box::new(tokio::net::TcpStream::connect(a.as_str()).await.map_err(|e| self.connect_error(e))?)),
+            Endpoint::Https(a) => {
+                let tcp = tokio::net::TcpStream::connect(a.as_str()).await.map_err(|e| self.connect_error(e))?;
+                let host = host_of(a);
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| ClientError::Tls {
+                    endpoint: self.endpoint.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+                })?;
+                let tls = self.tls.as_ref().expect("https clients carry a connector");
+                let stream = tls.connect(name, tcp).await.map_err(|source| ClientError::Tls { endpoint: self.endpoint.clone(), source })?;
+                Ok(Box::new(stream))
+            }
+        }
+    }
+
+    /// What goes in the `Host` header.
+    fn host_header(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Unix(_) => "localhost".to_owned(),
+            Endpoint::Tcp(h) | Endpoint::Https(h) => h.clone(),
+        }
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -172,25 +247,12 @@ impl Client {
             Some(v) => format!("/v1/events?vm={}", seg(v)),
             None => "/v1/events".to_owned(),
         };
-        let host = match &self.endpoint {
-            Endpoint::Unix(_) => "localhost".to_owned(),
-            Endpoint::Tcp(h) => h.clone(),
-        };
-        let mut req = Request::builder().method(Method::GET).uri(path).header(hyper::header::HOST, host);
+        let mut req = Request::builder().method(Method::GET).uri(path).header(hyper::header::HOST, self.host_header());
         if let Some(t) = &self.token {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = req.body(Full::new(Bytes::new())).expect("valid request");
-        let resp = match &self.endpoint {
-            Endpoint::Unix(p) => {
-                let stream = tokio::net::UnixStream::connect(p).await.map_err(|e| self.connect_error(e))?;
-                self.send(TokioIo::new(stream), req).await?
-            }
-            Endpoint::Tcp(a) => {
-                let stream = tokio::net::TcpStream::connect(a.as_str()).await.map_err(|e| self.connect_error(e))?;
-                self.send(TokioIo::new(stream), req).await?
-            }
-        };
+        let resp = self.send(TokioIo::new(self.connect().await?), req).await?;
         if !resp.status().is_success() {
             let status = resp.status();
             let bytes = resp
@@ -366,11 +428,7 @@ impl Client {
 
     /// Opens a terminal WebSocket (`/v1/vms/{name}/console` or `/ssh?...`).
     pub async fn terminal(&self, path: &str) -> Result<Terminal, ClientError> {
-        let host = match &self.endpoint {
-            Endpoint::Unix(_) => "localhost".to_owned(),
-            Endpoint::Tcp(h) => h.clone(),
-        };
-        let url = format!("ws://{host}{path}");
+        let url = format!("ws://{}{path}", self.host_header());
         let mut url = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
             .map_err(|e| ClientError::Decode { status: 0, message: format!("WebSocket: {e}") })?;
         if let Some(t) = &self.token {
@@ -378,10 +436,7 @@ impl Client {
                 url.headers_mut().insert(hyper::header::AUTHORIZATION, v);
             }
         }
-        let io: Box<dyn Io> = match &self.endpoint {
-            Endpoint::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await.map_err(|e| self.connect_error(e))?),
-            Endpoint::Tcp(a) => Box::new(tokio::net::TcpStream::connect(a.as_str()).await.map_err(|e| self.connect_error(e))?),
-        };
+        let io = self.connect().await?;
         match tokio_tungstenite::client_async(url, io).await {
             Ok((ws, _)) => Ok(ws),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
@@ -427,11 +482,7 @@ impl Client {
         body: Option<Vec<u8>>,
         content_type: &str,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ClientError> {
-        let host = match &self.endpoint {
-            Endpoint::Unix(_) => "localhost".to_owned(),
-            Endpoint::Tcp(h) => h.clone(),
-        };
-        let mut req = Request::builder().method(method).uri(path).header(hyper::header::HOST, host);
+        let mut req = Request::builder().method(method).uri(path).header(hyper::header::HOST, self.host_header());
         if body.is_some() {
             req = req.header(hyper::header::CONTENT_TYPE, content_type);
         }
@@ -439,16 +490,7 @@ impl Client {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).expect("valid request");
-        let resp = match &self.endpoint {
-            Endpoint::Unix(p) => {
-                let stream = tokio::net::UnixStream::connect(p).await.map_err(|e| self.connect_error(e))?;
-                self.send(TokioIo::new(stream), req).await?
-            }
-            Endpoint::Tcp(a) => {
-                let stream = tokio::net::TcpStream::connect(a.as_str()).await.map_err(|e| self.connect_error(e))?;
-                self.send(TokioIo::new(stream), req).await?
-            }
-        };
+        let resp = self.send(TokioIo::new(self.connect().await?), req).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes =
@@ -475,6 +517,25 @@ impl Client {
         });
         sender.send_request(req).await.map_err(http_err)
     }
+}
+
+fn connector(roots: tokio_rustls::rustls::RootCertStore) -> tokio_rustls::TlsConnector {
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// The host part of `host:port` (`[v6]:port` keeps its address without brackets).
+fn host_of(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
 
 /// A name as one path segment: anything outside a DNS label is percent-encoded, so a bad

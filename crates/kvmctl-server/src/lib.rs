@@ -10,6 +10,7 @@ pub mod config;
 mod http;
 pub mod openapi;
 mod server;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{RunningServer, ServeError};

@@ -32,6 +32,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve HTTPS")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}")]
     BindTcp {
         addr: SocketAddr,
@@ -64,9 +66,39 @@ pub struct RunningServer {
 impl RunningServer {
     /// Opens everything and starts serving; returns once the sockets accept connections.
     pub async fn start(cfg: &Config) -> Result<Self, ServeError> {
-        let store = DataStore::open(&cfg.database).await?;
-        let local = Name::parse("local").expect("valid");
-        store.node_upsert(&local, &cfg.libvirt_uri).await?;
+        // Everything that can fail is opened before anything is spawned: a refused start
+        // leaves no task, socket or listener behind, and a second daemon on the same socket
+        // stops before it touches the database. Connections wait in the backlog until serving.
+        let mut tls = false;
+        let tcp = match cfg.listen {
+            Some(addr) => {
+                let acceptor = match (&cfg.tls_cert, &cfg.tls_key) {
+                    (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+                    _ => None,
+                };
+                let tcp = TcpListener::bind(addr).await.map_err(|source| ServeError::BindTcp { addr, source })?;
+                let bound = tcp.local_addr().map_err(|source| ServeError::BindTcp { addr, source })?;
+                if !bound.ip().is_loopback() && acceptor.is_none() {
+                    tracing::warn!(%bound, "listening on a non-loopback address WITHOUT TLS: tokens cross the network in clear; set tls_cert and tls_key");
+                }
+                tls = acceptor.is_some();
+                Some((tcp, acceptor))
+            }
+            None => None,
+        };
+        let unix = bind_unix(&cfg.socket, cfg.socket_group.as_deref())?;
+        let opened = async {
+            let store = DataStore::open(&cfg.database).await?;
+            store.node_upsert(&Name::parse("local").expect("valid"), &cfg.libvirt_uri).await?;
+            Ok::<_, StoreError>(store)
+        };
+        let store = match opened.await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&cfg.socket);
+                return Err(e.into());
+            }
+        };
         // libvirt may be down at start-up; the node connects on first use and reconnects
         // whenever libvirtd restarts, so the daemon itself never has to.
         let local_node = Arc::new(LibvirtNode::new(cfg.libvirt_uri.clone()));
@@ -77,7 +109,6 @@ impl RunningServer {
         reconcile_pass(&ctx).await;
         let app = crate::http::router(ctx.clone());
 
-        let unix = bind_unix(&cfg.socket, cfg.socket_group.as_deref())?;
         let (shutdown, rx) = watch::channel(false);
         // Watches each boot's readiness stages; aborted on stop (watchers hold the context).
         let readiness = tokio::spawn(crate::app::readiness::run(ctx.clone(), boots));
@@ -124,21 +155,23 @@ impl RunningServer {
             }
         }));
         let mut tcp_addr = None;
-        if let Some(addr) = cfg.listen {
-            let tcp = TcpListener::bind(addr).await.map_err(|source| ServeError::BindTcp { addr, source })?;
-            let bound = tcp.local_addr().map_err(|source| ServeError::BindTcp { addr, source })?;
-            if !bound.ip().is_loopback() {
-                tracing::warn!(%bound, "listening on a non-loopback address WITHOUT TLS: tokens cross the network in clear; set tls_cert and tls_key");
-            }
-            tcp_addr = Some(bound);
+        if let Some((tcp, acceptor)) = tcp {
+            tcp_addr = Some(tcp.local_addr().map_err(|source| ServeError::BindTcp { addr: cfg.listen.expect("listening"), source })?);
             tasks.push(tokio::spawn(async move {
                 let svc = app.into_make_service_with_connect_info::<crate::http::auth::Peer>();
-                if let Err(e) = axum::serve(tcp, svc).with_graceful_shutdown(stop(rx)).await {
+                let result = match acceptor {
+                    Some(acceptor) => match crate::tls::TlsListener::new(tcp, acceptor) {
+                        Ok(listener) => axum::serve(listener, svc).with_graceful_shutdown(stop(rx)).await,
+                        Err(e) => Err(e),
+                    },
+                    None => axum::serve(tcp, svc).with_graceful_shutdown(stop(rx)).await,
+                };
+                if let Err(e) = result {
                     tracing::error!(error = %e, "TCP server failed");
                 }
             }));
         }
-        tracing::info!(socket = %cfg.socket.display(), tcp = ?tcp_addr, database = %cfg.database.display(), libvirt = %cfg.libvirt_uri, "kvmctl daemon serving");
+        tracing::info!(socket = %cfg.socket.display(), tcp = ?tcp_addr, tls, database = %cfg.database.display(), libvirt = %cfg.libvirt_uri, "kvmctl daemon serving");
         Ok(RunningServer { socket: cfg.socket.clone(), tcp_addr, shutdown, tasks, store, _events: events_watch, readiness, closing })
     }
 

@@ -111,6 +111,74 @@ async fn tcp_listener_serves_the_same_api() {
     server.stop().await;
 }
 
+/// A self-signed certificate for 127.0.0.1 and localhost, and its key, as PEM files.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&k, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    (c, k)
+}
+
+#[tokio::test]
+async fn https_listener_serves_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let mut cfg = config(dir.path(), &real_uri());
+    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
+
+    // A certificate that is not one stops the start, naming the file; nothing is left bound.
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate").unwrap();
+    let bad = Config { tls_cert: Some(dir.path().join("junk.pem")), tls_key: Some(key.clone()), ..cfg.clone() };
+    let e = RunningServer::start(&bad).await.err().expect("a junk certificate is refused");
+    let msg = anyhow_chain(&e);
+    assert!(msg.contains("junk.pem") && msg.contains("no certificate"), "{msg}");
+    assert!(!cfg.socket.exists(), "a refused start leaves no socket");
+
+    cfg.tls_cert = Some(cert.clone());
+    cfg.tls_key = Some(key);
+    let server = RunningServer::start(&cfg).await.unwrap();
+    let addr = server.tcp_addr.unwrap();
+    let token = Client::unix(&server.socket).token_create(&Default::default()).await.unwrap().token;
+
+    // Trusting the certificate: the same API, tokens required as over plain TCP.
+    let https = Client::http(&format!("https://{addr}")).unwrap().with_ca_file(&cert).unwrap();
+    match https.status().await {
+        Err(ClientError::Api { status: 401, .. }) => {}
+        other => panic!("anonymous HTTPS request: {other:?}"),
+    }
+    let https = https.with_token(token.clone());
+    assert!(https.status().await.unwrap().hypervisor.reachable);
+    assert_eq!(https.whoami().await.unwrap().name, "admin");
+    // The events stream runs over TLS too (its first frame arrives at once).
+    drop(https.events(None).await.unwrap());
+
+    // Not trusting it: a TLS error that says how to trust it; the token is never sent.
+    match Client::http(&format!("https://{addr}")).unwrap().with_token(token.clone()).status().await {
+        Err(e @ ClientError::Tls { .. }) => assert!(e.to_string().contains("--ca-cert"), "{e}"),
+        other => panic!("untrusted certificate: {other:?}"),
+    }
+    // Plain HTTP to the TLS port gets no API answer.
+    assert!(Client::http(&format!("http://{addr}")).unwrap().with_token(token).status().await.is_err());
+    // A CA file for a plain-HTTP URL is a mistake worth naming.
+    assert!(Client::http(&format!("http://{addr}")).unwrap().with_ca_file(&cert).is_err());
+    server.stop().await;
+}
+
+fn anyhow_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
 #[tokio::test]
 async fn host_report_and_the_domain_type_it_implies() {
     use kvmctl_server::config::DomainTypeSetting;

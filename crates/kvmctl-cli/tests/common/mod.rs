@@ -18,6 +18,11 @@ impl Env {
 
     /// `kvmctl serve` with the test pool and network, and `failpoints` armed.
     pub fn serve(&self, failpoints: &str) -> Daemon {
+        self.serve_with(failpoints, &[])
+    }
+
+    /// As `serve`, with more environment for the daemon (`KVMCTL_LISTEN`, TLS files...).
+    pub fn serve_with(&self, failpoints: &str, env: &[(&str, &str)]) -> Daemon {
         let _ = std::fs::remove_file(self.socket());
         // Test daemons share the namespace's firewall table: each takes its own ports.
         let (base,) = kvmctl_testkit::daemon::port_block();
@@ -36,6 +41,7 @@ impl Env {
             .env("KVMCTL_HOST_STATE_DIR", self.dir.join("host"))
             .env("KVMCTL_DOMAIN_TYPE", "qemu")
             .env("KVMCTL_FAILPOINTS", failpoints)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("serve.log")).unwrap())
             .spawn()

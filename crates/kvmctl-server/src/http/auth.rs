@@ -37,6 +37,12 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, toki
     }
 }
 
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for Peer {
+    fn connect_info(_: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Peer { uid: None }
+    }
+}
+
 /// The caller's name, carried on the response for the audit layer outside.
 #[derive(Debug, Clone)]
 struct AuditUser(String);
