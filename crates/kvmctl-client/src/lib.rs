@@ -12,7 +12,8 @@ use hyper_util::rt::TokioIo;
 use kvmctl_types::api::{
     ApiEvent, AuditEntry, ErrorBody, Forward, ForwardCreateRequest, Image, ImageImportRequest, Network, NetworkCreateRequest, Plan,
     PlanCreateRequest, PlanUpdateRequest, PortPoolStatus, Quota, QuotaSetRequest, StatusResponse, Token, TokenCreateRequest, TokenCreated,
-    User, UserCreateRequest, UserUpdateRequest, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest,
+    UsageRecord, User, UserCreateRequest, UserUpdateRequest, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest,
+    VmStopRequest,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -330,6 +331,22 @@ impl Client {
     }
 
     /// The audit log, newest first: of `user`, at or after `since` (unix seconds).
+    /// Usage records (hours in `[from, to)`, Unix seconds).
+    pub async fn usage_list(&self, user: Option<&str>, from: Option<i64>, to: Option<i64>) -> Result<Vec<UsageRecord>, ClientError> {
+        let mut q = Vec::new();
+        if let Some(u) = user {
+            q.push(format!("user={}", seg(u)));
+        }
+        if let Some(f) = from {
+            q.push(format!("from={f}"));
+        }
+        if let Some(t) = to {
+            q.push(format!("to={t}"));
+        }
+        let path = if q.is_empty() { "/v1/usage".to_owned() } else { format!("/v1/usage?{}", q.join("&")) };
+        self.get(&path).await
+    }
+
     pub async fn audit_list(&self, user: Option<&str>, since: Option<i64>, limit: Option<u32>) -> Result<Vec<AuditEntry>, ClientError> {
         let mut q = Vec::new();
         if let Some(u) = user {
@@ -579,8 +596,10 @@ mod tests {
     #[test]
     fn urls() {
         assert_eq!(Client::http("http://127.0.0.1:8443/").unwrap().endpoint(), &Endpoint::Tcp("127.0.0.1:8443".into()));
-        assert!(Client::http("https://x").is_err());
+        assert_eq!(Client::http("https://kvm.example:8443").unwrap().endpoint(), &Endpoint::Https("kvm.example:8443".into()));
+        assert!(Client::http("ftp://x").is_err());
         assert!(Client::http("http://x/y").is_err());
+        assert_eq!((host_of("h:1"), host_of("[::1]:8443"), host_of("h")), ("h", "::1", "h"));
     }
 
     #[test]
