@@ -4,6 +4,7 @@
 mod host;
 mod image;
 mod network;
+mod node;
 mod output;
 mod progress;
 mod serve;
@@ -81,6 +82,11 @@ enum Command {
     /// The audit log of state-changing requests (admins).
     #[command(subcommand)]
     Audit(users::AuditCommand),
+    /// Compute nodes (admins): add, list, show, set, drain, undrain, remove.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
+    /// Hourly usage records (one per VM-hour, with its cost): your own, or anyone's (admins).
+    Usage(users::UsageArgs),
     /// Prepare this host: doctor, setup, uninstall (run locally, without the daemon).
     #[command(subcommand)]
     Host(host::HostCommand),
@@ -142,6 +148,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(cmd) => users::run_token(&client()?, cmd, cli.output).await,
         Command::Quota(cmd) => users::run_quota(&client()?, cmd, cli.output).await,
         Command::Audit(cmd) => users::run_audit(&client()?, cmd, cli.output).await,
+        Command::Node(cmd) => node::run(&client()?, cmd, cli.output).await,
+        Command::Usage(args) => users::run_usage(&client()?, args, cli.output).await,
         Command::Plan(cmd) => vm::run_plan(&client()?, cmd, cli.output).await,
         Command::Serve(args) => serve::run(args, cli.socket).await,
         Command::Openapi => {

@@ -1,7 +1,8 @@
-//! `-o table|json|yaml` for every list and show command.
+//! `-o table|json|yaml|csv` for every list and show command.
 //!
 //! JSON and YAML print the API's own response types, so scripts see exactly what the API
-//! returns; tables are for people and may change.
+//! returns; tables are for people and may change; CSV is the table's rows (RFC 4180
+//! quoting), for spreadsheets (`kvmctl usage -o csv`).
 
 use serde::Serialize;
 
@@ -10,6 +11,7 @@ pub enum OutputFormat {
     Table,
     Json,
     Yaml,
+    Csv,
 }
 
 /// A response that can also be shown as a table.
@@ -35,7 +37,20 @@ pub fn render<T: Serialize + Table>(value: &T, format: OutputFormat) -> anyhow::
         }
         OutputFormat::Yaml => serde_yaml::to_string(value)?,
         OutputFormat::Table => table(&value.rows(), value.header()),
+        OutputFormat::Csv => csv(&value.rows()),
     })
+}
+
+/// Rows as CSV: fields with a comma, quote or line break are quoted, quotes doubled.
+pub fn csv(rows: &[Vec<String>]) -> String {
+    let field = |f: &str| {
+        if f.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", f.replace('"', "\"\""))
+        } else {
+            f.to_owned()
+        }
+    };
+    rows.iter().map(|r| r.iter().map(|f| field(f)).collect::<Vec<_>>().join(",") + "\r\n").collect()
 }
 
 /// Left-aligned columns separated by two spaces; a header row is upper-cased.
@@ -80,5 +95,8 @@ mod tests {
         assert_eq!(render(&t, OutputFormat::Table).unwrap(), "NAME         VALUE\na-long-name  7\n");
         assert_eq!(render(&t, OutputFormat::Json).unwrap(), "{\n  \"a\": 7\n}\n");
         assert_eq!(render(&t, OutputFormat::Yaml).unwrap(), "a: 7\n");
+        assert_eq!(render(&t, OutputFormat::Csv).unwrap(), "name,value\r\na-long-name,7\r\n");
+        let odd = vec![vec!["a,b".to_owned(), "say \"hi\"".to_owned(), "x\ny".to_owned()]];
+        assert_eq!(csv(&odd), "\"a,b\",\"say \"\"hi\"\"\",\"x\ny\"\r\n");
     }
 }

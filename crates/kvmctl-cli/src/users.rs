@@ -4,8 +4,8 @@
 use crate::output::{self, OutputFormat, Table};
 use kvmctl_client::Client;
 use kvmctl_types::api::{
-    AuditEntry, Plan, PlanCreateRequest, PlanUpdateRequest, Quota, QuotaSetRequest, Token, TokenCreateRequest, TokenCreated, User,
-    UserCreateRequest, UserUpdateRequest,
+    AuditEntry, Plan, PlanCreateRequest, PlanUpdateRequest, Quota, QuotaSetRequest, Token, TokenCreateRequest, TokenCreated, UsageRecord,
+    User, UserCreateRequest, UserUpdateRequest,
 };
 use std::process::ExitCode;
 
@@ -95,12 +95,64 @@ pub enum AuditCommand {
     },
 }
 
+/// `kvmctl usage`: hourly usage records.
+#[derive(clap::Args, Debug)]
+pub struct UsageArgs {
+    /// Only this user's records (admins; users see their own).
+    #[arg(long)]
+    user: Option<String>,
+    /// Hours starting at or after: 2026-11-01, 2026-11-01T06:00:00Z, unix seconds, or an
+    /// age such as 24h, 7d [default: all].
+    #[arg(long, value_parser = parse_since)]
+    from: Option<i64>,
+    /// Hours starting before (same forms as --from) [default: now].
+    #[arg(long, value_parser = parse_since)]
+    to: Option<i64>,
+}
+
+pub async fn run_usage(client: &Client, args: UsageArgs, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    output::print(&client.usage_list(args.user.as_deref(), args.from, args.to).await?, format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Table for Vec<UsageRecord> {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows =
+            vec![["hour", "vm", "owner", "node", "state", "vcpus", "memory_mib", "disk_gib", "plan", "price_hourly", "cost", "currency"]
+                .map(String::from)
+                .to_vec()];
+        rows.extend(self.iter().map(|u| {
+            vec![
+                u.hour_utc.clone(),
+                u.vm.clone(),
+                u.owner.clone(),
+                u.node.clone(),
+                u.state.clone(),
+                u.vcpus.to_string(),
+                u.memory_mib.to_string(),
+                u.disk_gib.to_string(),
+                u.plan.clone().unwrap_or_else(|| "-".into()),
+                u.price_hourly.clone(),
+                u.cost.clone(),
+                u.currency.clone(),
+            ]
+        }));
+        rows
+    }
+}
+
+/// Unix seconds, a UTC date or time, or an age back from now.
 fn parse_since(s: &str) -> Result<i64, String> {
     if let Ok(n) = s.parse::<i64>() {
         return Ok(n);
     }
+    if let Some(t) = kvmctl_core::metering::parse_utc(s) {
+        return Ok(t);
+    }
     let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = num.parse().map_err(|_| format!("{s:?} is neither unix seconds nor an age such as 30m, 2h, 7d"))?;
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is neither unix seconds, a UTC date (2026-11-01[T06:00:00Z]) nor an age such as 30m, 2h, 7d"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
@@ -116,22 +168,9 @@ fn when(t: i64) -> String {
     humantime_utc(t)
 }
 
-/// `2026-11-22T14:03:00Z` from unix seconds (no extra dependency).
-fn humantime_utc(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+/// `2026-11-22T14:03:00Z` from unix seconds.
+pub(crate) fn humantime_utc(t: i64) -> String {
+    kvmctl_core::metering::utc(t)
 }
 
 impl Table for Vec<User> {

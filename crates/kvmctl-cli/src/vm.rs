@@ -54,6 +54,15 @@ pub enum VmCommand {
         /// Do not forward a host port from the SSH pool to the guest's port 22.
         #[arg(long)]
         no_ssh_forward: bool,
+        /// Only nodes carrying this label may take the VM, KEY=VALUE (repeat).
+        #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = crate::node::parse_label)]
+        node_labels: Vec<(String, String)>,
+        /// How to pick the node: best-fit (least capacity left after the VM) or spread.
+        #[arg(long, value_name = "STRATEGY")]
+        placement: Option<String>,
+        /// Print why each node was chosen or refused (admins).
+        #[arg(long)]
+        explain: bool,
         /// Return once the VM reaches a readiness stage: running (the default for a bare
         /// --wait), ssh (login with the VM's key works) or cloud-init (finished); the stages
         /// and their timings are shown.
@@ -422,6 +431,9 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             firmware,
             no_start,
             no_ssh_forward,
+            node_labels,
+            placement,
+            explain,
             wait,
             timeout,
         } => {
@@ -447,6 +459,8 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 firmware,
                 no_start,
                 no_ssh_forward,
+                node_labels: node_labels.into_iter().collect(),
+                placement,
             };
             let mut vm =
                 with_vm_progress(client, &name, &format!("creating VM {name}"), &format!("VM {name} created"), client.vm_create(&req))
@@ -460,6 +474,24 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                     client.vm_wait(&name, &stage, timeout),
                 )
                 .await?;
+            }
+            if explain && format == OutputFormat::Table {
+                let mut rows = vec![["node", "verdict", "reason"].map(String::from).to_vec()];
+                rows.extend(vm.placement.iter().map(|v| {
+                    vec![
+                        v.node.clone(),
+                        if v.chosen {
+                            "chosen"
+                        } else if v.fits {
+                            "fits"
+                        } else {
+                            "refused"
+                        }
+                        .into(),
+                        v.reason.clone(),
+                    ]
+                }));
+                eprint!("{}", output::table(&rows, true));
             }
             output::print(&vm, format)?;
         }

@@ -10,10 +10,10 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use kvmctl_types::api::{
-    ApiEvent, AuditEntry, ErrorBody, Forward, ForwardCreateRequest, Image, ImageImportRequest, Network, NetworkCreateRequest, Plan,
-    PlanCreateRequest, PlanUpdateRequest, PortPoolStatus, Quota, QuotaSetRequest, StatusResponse, Token, TokenCreateRequest, TokenCreated,
-    UsageRecord, User, UserCreateRequest, UserUpdateRequest, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest,
-    VmStopRequest,
+    ApiEvent, AuditEntry, ComputeNode, ErrorBody, Forward, ForwardCreateRequest, Image, ImageImportRequest, Network, NetworkCreateRequest,
+    NodeAddRequest, NodeUpdateRequest, Plan, PlanCreateRequest, PlanUpdateRequest, PortPoolStatus, Quota, QuotaSetRequest, StatusResponse,
+    Token, TokenCreateRequest, TokenCreated, UsageRecord, User, UserCreateRequest, UserUpdateRequest, Vm, VmCreateRequest, VmExecRequest,
+    VmExecResponse, VmResizeRequest, VmStopRequest,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -360,6 +360,35 @@ impl Client {
         }
         let path = if q.is_empty() { "/v1/audit".to_owned() } else { format!("/v1/audit?{}", q.join("&")) };
         self.get(&path).await
+    }
+
+    pub async fn node_list(&self) -> Result<Vec<ComputeNode>, ClientError> {
+        self.get("/v1/nodes").await
+    }
+
+    pub async fn node_get(&self, name: &str) -> Result<ComputeNode, ClientError> {
+        self.get(&format!("/v1/nodes/{}", seg(name))).await
+    }
+
+    pub async fn node_add(&self, req: &NodeAddRequest) -> Result<ComputeNode, ClientError> {
+        self.send_json(Method::POST, "/v1/nodes", req).await
+    }
+
+    pub async fn node_update(&self, name: &str, req: &NodeUpdateRequest) -> Result<ComputeNode, ClientError> {
+        self.send_json(Method::PATCH, &format!("/v1/nodes/{}", seg(name)), req).await
+    }
+
+    pub async fn node_remove(&self, name: &str) -> Result<(), ClientError> {
+        self.empty(Method::DELETE, &format!("/v1/nodes/{}", seg(name))).await
+    }
+
+    /// `GET /metrics`: the OpenMetrics text.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let (status, body) = self.request(Method::GET, "/metrics", None).await?;
+        if status.is_success() {
+            return Ok(String::from_utf8_lossy(&body).into_owned());
+        }
+        decode::<serde_json::Value>(status, &body).map(|_| String::new())
     }
 
     pub async fn plan_create(&self, req: &PlanCreateRequest) -> Result<Plan, ClientError> {

@@ -11,4 +11,4 @@ mod node;
 pub mod xml;
 
 pub use error::NodeError;
-pub use node::{ConsoleStream, DomainState, DomainSummary, LibvirtNode, Node, NodeVersions, ObjectState, VolumeInfo};
+pub use node::{ConsoleStream, DomainState, DomainSummary, LibvirtNode, Node, NodeResources, NodeVersions, ObjectState, VolumeInfo};

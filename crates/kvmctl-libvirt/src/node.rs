@@ -61,11 +61,23 @@ pub struct VolumeInfo {
     pub capacity_bytes: u64,
 }
 
+/// What a node has: CPUs and memory (libvirt's node info), and its storage pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeResources {
+    pub cpus: u64,
+    pub memory_bytes: u64,
+    pub free_memory_bytes: u64,
+    pub pool_capacity_bytes: u64,
+    pub pool_available_bytes: u64,
+}
+
 /// Everything kvmctl does on a compute node.
 pub trait Node: Send + Sync {
     /// The connection URI.
     fn uri(&self) -> &str;
     fn versions(&self) -> Result<NodeVersions, NodeError>;
+    /// CPUs, memory and the space of storage pool `pool`.
+    fn resources(&self, pool: &str) -> Result<NodeResources, NodeError>;
 
     fn domain_define(&self, xml: &str) -> Result<DomainSummary, NodeError>;
     fn domain_start(&self, name: &str) -> Result<(), NodeError>;
@@ -291,6 +303,23 @@ impl Node for LibvirtNode {
                 hypervisor: version_string(c.get_hyp_version().map_err(err("read the hypervisor version of"))?),
                 driver: c.get_type().map_err(err("read the driver of"))?,
                 hostname: c.get_hostname().map_err(err("read the hostname of"))?,
+            })
+        })
+    }
+
+    fn resources(&self, pool: &str) -> Result<NodeResources, NodeError> {
+        self.with_conn(|c| {
+            let err = |op| move |e| NodeError::from_virt(op, "connection", &self.uri, e);
+            let info = c.get_node_info().map_err(err("read the node info of"))?;
+            let free = c.get_free_memory().unwrap_or(0);
+            let p = Self::pool(c, pool)?;
+            let pinfo = p.get_info().map_err(|e| NodeError::from_virt("read the size of", "storage pool", pool, e))?;
+            Ok(NodeResources {
+                cpus: info.cpus.into(),
+                memory_bytes: info.memory * 1024,
+                free_memory_bytes: free,
+                pool_capacity_bytes: pinfo.capacity,
+                pool_available_bytes: pinfo.available,
             })
         })
     }

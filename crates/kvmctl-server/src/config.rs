@@ -65,6 +65,18 @@ pub struct Config {
     pub quota_forwards: u64,
     /// Currency of plan prices (ISO 4217 code), shown with them.
     pub currency: String,
+    /// Settings the local node gets when it is first registered (later: `kvmctl node set
+    /// local`): overcommit ratios (decimals) and what is kept for the host.
+    pub local_cpu_overcommit: String,
+    pub local_memory_overcommit: String,
+    pub local_reserved_cpus: u64,
+    pub local_reserved_memory_mib: u64,
+    /// What a stopped VM-hour costs, in percent of the running price (0 to 100).
+    pub stopped_price_percent: u32,
+    /// Hourly prices of VMs sized without a plan: per vCPU, per GiB of memory, per GiB of disk.
+    pub price_vcpu_hourly: String,
+    pub price_memory_gib_hourly: String,
+    pub price_disk_gib_hourly: String,
     /// PEM certificate chain and private key: with both, `listen` serves HTTPS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -110,6 +122,14 @@ impl Default for Config {
             quota_disk_gib: 1000,
             quota_forwards: 32,
             currency: "EUR".into(),
+            local_cpu_overcommit: "2.0".into(),
+            local_memory_overcommit: "1.0".into(),
+            local_reserved_cpus: 0,
+            local_reserved_memory_mib: 0,
+            stopped_price_percent: 100,
+            price_vcpu_hourly: "0".into(),
+            price_memory_gib_hourly: "0".into(),
+            price_disk_gib_hourly: "0".into(),
             tls_cert: None,
             tls_key: None,
             failpoints: String::new(),
@@ -227,7 +247,36 @@ impl Config {
         if cfg.tls_cert.is_some() != cfg.tls_key.is_some() {
             return Err(ConfigError::Invalid("tls_cert and tls_key go together: set both for HTTPS, or neither".into()));
         }
+        for (key, v) in [("local_cpu_overcommit", &cfg.local_cpu_overcommit), ("local_memory_overcommit", &cfg.local_memory_overcommit)] {
+            kvmctl_core::placement::Ratio::parse(v).map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))?;
+        }
+        if cfg.stopped_price_percent > 100 {
+            return Err(ConfigError::Invalid(format!("stopped_price_percent = {} is over 100", cfg.stopped_price_percent)));
+        }
+        for (key, v) in [
+            ("price_vcpu_hourly", &cfg.price_vcpu_hourly),
+            ("price_memory_gib_hourly", &cfg.price_memory_gib_hourly),
+            ("price_disk_gib_hourly", &cfg.price_disk_gib_hourly),
+        ] {
+            if kvmctl_core::metering::Money::parse(v).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} = {v:?} is not a price; write a decimal such as 0.002 (at most 6 decimals)"
+                )));
+            }
+        }
         Ok(cfg)
+    }
+
+    /// The local node's settings at its first registration.
+    pub fn local_node_settings(&self) -> kvmctl_store::NodeSettings {
+        let ratio = |s: &str, d: u32| kvmctl_core::placement::Ratio::parse(s).map(|r| r.0).unwrap_or(d);
+        kvmctl_store::NodeSettings {
+            cpu_overcommit: ratio(&self.local_cpu_overcommit, 200),
+            memory_overcommit: ratio(&self.local_memory_overcommit, 100),
+            reserved_cpus: self.local_reserved_cpus,
+            reserved_memory_mib: self.local_reserved_memory_mib,
+            labels: Default::default(),
+        }
     }
 
     /// The default quota of users.

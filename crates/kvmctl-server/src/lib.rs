@@ -6,8 +6,10 @@
 //! web console included, goes through its API.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 mod http;
+pub mod metrics;
 pub mod openapi;
 mod server;
 pub mod tls;

@@ -29,6 +29,13 @@ use utoipa::OpenApi;
         crate::http::users::token_create,
         crate::http::users::token_revoke,
         crate::http::users::audit_list,
+        crate::http::users::usage_list,
+        crate::http::nodes::node_list,
+        crate::http::nodes::node_add,
+        crate::http::nodes::node_get,
+        crate::http::nodes::node_update,
+        crate::http::nodes::node_remove,
+        crate::http::metrics::metrics,
         crate::http::vms::vm_list,
         crate::http::vms::vm_get,
         crate::http::vms::vm_create,
@@ -89,6 +96,11 @@ use utoipa::OpenApi;
         kvmctl_types::api::Quota,
         kvmctl_types::api::QuotaSetRequest,
         kvmctl_types::api::AuditEntry,
+        kvmctl_types::api::UsageRecord,
+        kvmctl_types::api::ComputeNode,
+        kvmctl_types::api::NodeAddRequest,
+        kvmctl_types::api::NodeUpdateRequest,
+        kvmctl_types::api::PlacementVerdict,
         kvmctl_types::api::ApiEvent
     )),
     tags(
@@ -96,7 +108,8 @@ use utoipa::OpenApi;
         (name = "images", description = "Base images and their template metadata"),
         (name = "vms", description = "Virtual machines and plans"),
         (name = "networks", description = "Networks, host port pools and port forwards"),
-        (name = "users", description = "Users, API tokens, quotas and the audit log")
+        (name = "users", description = "Users, API tokens, quotas, the audit log and usage records"),
+        (name = "nodes", description = "Compute nodes, their capacity and placement")
     )
 )]
 pub struct ApiDoc;

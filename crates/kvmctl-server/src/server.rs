@@ -60,12 +60,18 @@ pub struct RunningServer {
     /// Stops the libvirt event watch when the server is dropped.
     _events: kvmctl_libvirt::events::EventWatch,
     readiness: JoinHandle<()>,
+    metering: JoinHandle<()>,
     closing: watch::Sender<bool>,
 }
 
 impl RunningServer {
     /// Opens everything and starts serving; returns once the sockets accept connections.
     pub async fn start(cfg: &Config) -> Result<Self, ServeError> {
+        Self::start_with_clock(cfg, Arc::new(crate::clock::SystemClock)).await
+    }
+
+    /// As `start`, with background work (metering) on `clock` (tests move time).
+    pub async fn start_with_clock(cfg: &Config, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, ServeError> {
         // Everything that can fail is opened before anything is spawned: a refused start
         // leaves no task, socket or listener behind, and a second daemon on the same socket
         // stops before it touches the database. Connections wait in the backlog until serving.
@@ -89,7 +95,7 @@ impl RunningServer {
         let unix = bind_unix(&cfg.socket, cfg.socket_group.as_deref())?;
         let opened = async {
             let store = DataStore::open(&cfg.database).await?;
-            store.node_upsert(&Name::parse("local").expect("valid"), &cfg.libvirt_uri).await?;
+            store.node_upsert(&Name::parse("local").expect("valid"), &cfg.libvirt_uri, &cfg.local_node_settings()).await?;
             Ok::<_, StoreError>(store)
         };
         let store = match opened.await {
@@ -102,7 +108,8 @@ impl RunningServer {
         // libvirt may be down at start-up; the node connects on first use and reconnects
         // whenever libvirtd restarts, so the daemon itself never has to.
         let local_node = Arc::new(LibvirtNode::new(cfg.libvirt_uri.clone()));
-        let (ctx, boots) = Context::new(store.clone(), local_node, cfg.clone());
+        let (mut ctx, boots) = Context::new(store.clone(), local_node, cfg.clone());
+        ctx.clock = clock;
         let ctx = Arc::new(ctx);
         let closing = ctx.closing.clone();
         // Operations a crash interrupted are finished or undone before any request is taken.
@@ -112,6 +119,8 @@ impl RunningServer {
         let (shutdown, rx) = watch::channel(false);
         // Watches each boot's readiness stages; aborted on stop (watchers hold the context).
         let readiness = tokio::spawn(crate::app::readiness::run(ctx.clone(), boots));
+        // Hourly usage records; hours missed while down are caught up now.
+        let metering = tokio::spawn(crate::app::metering::run(ctx.clone()));
         let mut tasks = Vec::new();
         let stop = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
@@ -172,7 +181,17 @@ impl RunningServer {
             }));
         }
         tracing::info!(socket = %cfg.socket.display(), tcp = ?tcp_addr, tls, database = %cfg.database.display(), libvirt = %cfg.libvirt_uri, "kvmctl daemon serving");
-        Ok(RunningServer { socket: cfg.socket.clone(), tcp_addr, shutdown, tasks, store, _events: events_watch, readiness, closing })
+        Ok(RunningServer {
+            socket: cfg.socket.clone(),
+            tcp_addr,
+            shutdown,
+            tasks,
+            store,
+            _events: events_watch,
+            readiness,
+            metering,
+            closing,
+        })
     }
 
     /// Stops accepting, lets requests in flight finish, removes the socket.
@@ -180,6 +199,7 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
         let _ = self.closing.send(true);
         self.readiness.abort();
+        self.metering.abort();
         for t in self.tasks {
             let _ = t.await;
         }
@@ -190,10 +210,24 @@ impl RunningServer {
 }
 
 async fn reconcile_pass(ctx: &Context) {
+    // Node capacity follows libvirt (a node that stops answering is down for placement).
+    if ctx.clock.now() >= ctx.nodes_refresh_due.load(std::sync::atomic::Ordering::Relaxed) {
+        ctx.nodes_refresh_due.store(ctx.clock.now() + 60, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = crate::app::nodes::refresh(ctx).await {
+            tracing::warn!(error = %e, "node capacity refresh failed");
+        }
+    }
     match crate::app::reconcile::reconcile(ctx).await {
-        Ok(r) if r != Default::default() => tracing::info!(report = ?r, "reconciled"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "reconciler pass skipped"),
+        Ok(r) => {
+            ctx.metrics.reconciled(&r);
+            if r != Default::default() {
+                tracing::info!(report = ?r, "reconciled");
+            }
+        }
+        Err(e) => {
+            ctx.metrics.reconciler_failures.inc();
+            tracing::warn!(error = %e, "reconciler pass skipped");
+        }
     }
 }
 

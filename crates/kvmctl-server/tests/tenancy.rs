@@ -200,6 +200,13 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("DELETE /v1/tokens/{id}", call(Owned));
     m.insert("GET /v1/audit", call(Admin));
     m.insert("GET /v1/port-pools", call(Any));
+    m.insert("GET /v1/usage", call(Any));
+    m.insert("GET /metrics", call(Admin));
+    m.insert("GET /v1/nodes", call(Admin));
+    m.insert("POST /v1/nodes", with_body(Admin, json!({"name": "kt-az-node", "uri": "http://not-libvirt"})));
+    m.insert("GET /v1/nodes/{name}", call(Admin));
+    m.insert("PATCH /v1/nodes/{name}", with_body(Admin, json!({})));
+    m.insert("DELETE /v1/nodes/{name}", call(Admin));
     m.insert("GET /v1/networks", call(Any));
     m.insert("POST /v1/networks", with_body(Any, json!({"name": "kt-az-never", "subnet": "not-a-subnet"})));
     m.insert("GET /v1/networks/{name}", call(Owned));
@@ -313,6 +320,7 @@ async fn every_endpoint_authorizes_every_kind_of_caller() {
                 .replace("/v1/users/{name}", "/v1/users/alice")
                 .replace("/v1/plans/{name}", "/v1/plans/micro")
                 .replace("/v1/images/{name}", "/v1/images/kt-az-img")
+                .replace("/v1/nodes/{name}", "/v1/nodes/local")
                 .replace("{id}", token_id)
                 .replace("{protocol}", "tcp")
                 .replace("{host_port}", &ssh_port.to_string())
@@ -461,7 +469,7 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
             "POST",
             "/v1/vms",
             json!({"name": "kt-bi-new", "image": "kt-bi-img", "vcpus": 1, "memory_mib": 256, "disk_gib": 1, "no_start": true}),
-            vec!["name", "image", "vcpus", "memory_mib", "disk_gib", "network", "user", "firmware", "plan"],
+            vec!["name", "image", "vcpus", "memory_mib", "disk_gib", "network", "user", "firmware", "plan", "placement", "node_labels"],
         ),
         (
             "POST",
@@ -485,6 +493,18 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
         ("POST", "/v1/vms/kt-bi-vm/resize", json!({"disk_gib": 2}), vec!["vcpus", "memory_mib", "disk_gib"]),
         ("POST", "/v1/vms/kt-bi-vm/exec", json!({"command": "true"}), vec!["timeout_seconds"]),
         ("POST", "/v1/vms/kt-bi-vm/stop", json!({"force": true}), vec!["timeout_seconds"]),
+        (
+            "POST",
+            "/v1/nodes",
+            json!({"name": "kt-bi-node", "uri": "qemu+tcp://127.0.0.1:1/system"}),
+            vec!["name", "uri", "cpu_overcommit", "memory_overcommit", "reserved_cpus", "reserved_memory_mib", "labels"],
+        ),
+        (
+            "PATCH",
+            "/v1/nodes/local",
+            json!({"cpu_overcommit": "2.0"}),
+            vec!["cpu_overcommit", "memory_overcommit", "reserved_cpus", "reserved_memory_mib", "labels", "state"],
+        ),
     ];
     let snapshot = |t: &Tenants| {
         let root = t.root.clone();
@@ -497,6 +517,12 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
                 root.user_list().await.unwrap(),
                 root.token_list(None).await.unwrap().len(),
                 root.quota_get("alice").await.unwrap(),
+                root.node_list()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|n| (n.name, n.state, n.cpu_overcommit, n.memory_overcommit, n.reserved_cpus, n.reserved_memory_mib, n.labels))
+                    .collect::<Vec<_>>(),
             )
         }
     };

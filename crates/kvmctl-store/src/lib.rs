@@ -16,7 +16,9 @@ mod audit;
 mod forwards;
 mod images;
 mod networks;
+mod nodes;
 mod plans;
+mod usage;
 mod users;
 mod vms;
 
@@ -24,7 +26,9 @@ pub use audit::AuditRecord;
 pub use forwards::{ForwardRecord, PoolRange};
 pub use images::ImageRecord;
 pub use networks::{NetworkDeleteRefusal, NetworkRecord};
+pub use nodes::{NodeAllocation, NodeRecord, NodeSettings};
 pub use plans::PlanRecord;
+pub use usage::UsageRecord;
 pub use users::{QuotaOverride, TokenRecord, UserRecord};
 pub use vms::VmRecord;
 
@@ -103,14 +107,6 @@ pub(crate) fn decode_name(what: &str, s: String) -> Result<Name, StoreError> {
     Name::parse(&s).map_err(|e| StoreError::Query(sqlx::Error::Decode(format!("{what} {s:?} {e}").into())))
 }
 
-/// A compute node as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeRecord {
-    pub name: Name,
-    pub uri: String,
-    pub state: String,
-}
-
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct DataStore {
@@ -157,38 +153,9 @@ impl DataStore {
         MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
     }
 
-    /// Records a node, or updates its URI if the name is known. Returns the stored record.
-    pub async fn node_upsert(&self, name: &Name, uri: &str) -> Result<NodeRecord, StoreError> {
-        let now = unix_now();
-        sqlx::query(
-            "INSERT INTO nodes (name, uri, state, created_at, updated_at) VALUES ($1, $2, 'active', $3, $3)
-             ON CONFLICT (name) DO UPDATE SET uri = excluded.uri, updated_at = excluded.updated_at",
-        )
-        .bind(name.as_str())
-        .bind(uri)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(self.node_get(name).await?.expect("row just written"))
-    }
-
-    pub async fn node_get(&self, name: &Name) -> Result<Option<NodeRecord>, StoreError> {
-        let row = sqlx::query("SELECT name, uri, state FROM nodes WHERE name = $1").bind(name.as_str()).fetch_optional(&self.pool).await?;
-        row.map(node_from_row).transpose()
-    }
-
-    pub async fn node_list(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let rows = sqlx::query("SELECT name, uri, state FROM nodes ORDER BY name").fetch_all(&self.pool).await?;
-        rows.into_iter().map(node_from_row).collect()
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-fn node_from_row(row: sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError> {
-    Ok(NodeRecord { name: decode_name("node name", row.try_get("name")?)?, uri: row.try_get("uri")?, state: row.try_get("state")? })
 }
 
 pub fn unix_now() -> i64 {
@@ -207,14 +174,18 @@ mod tests {
         assert_eq!(store.schema_version().await.unwrap(), DataStore::schema_version_known());
         assert!(DataStore::schema_version_known() >= 1);
         let local = Name::parse("local").unwrap();
-        store.node_upsert(&local, "qemu:///system").await.unwrap();
+        store.node_upsert(&local, "qemu:///system", &NodeSettings::default()).await.unwrap();
         store.close().await;
 
         let again = DataStore::open(&path).await.unwrap();
         let nodes = again.node_list().await.unwrap();
-        assert_eq!(nodes, vec![NodeRecord { name: local.clone(), uri: "qemu:///system".into(), state: "active".into() }]);
-        let updated = again.node_upsert(&local, "test:///default").await.unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!((&nodes[0].name, nodes[0].uri.as_str(), nodes[0].state.as_str()), (&local, "qemu:///system", "active"));
+        assert_eq!(nodes[0].settings, NodeSettings::default(), "2.0x CPU, 1.0x memory, nothing reserved");
+        let updated =
+            again.node_upsert(&local, "test:///default", &NodeSettings { cpu_overcommit: 400, ..Default::default() }).await.unwrap();
         assert_eq!(updated.uri, "test:///default");
+        assert_eq!(updated.settings.cpu_overcommit, 200, "a known node keeps its settings");
         assert_eq!(again.node_list().await.unwrap().len(), 1);
     }
 

@@ -79,8 +79,15 @@ impl DataStore {
     /// Records a new VM (normally in state `creating`); `Exists` when the name is taken.
     /// With `limits`, the row is written only if the owner's VMs, vCPUs, memory and disk stay
     /// within them, checked and written in one statement, so concurrent creates can never
-    /// exceed a quota together; `None` when the quota refused it.
-    pub async fn vm_insert(&self, vm: &VmRecord, limits: Option<&kvmctl_core::QuotaLimits>) -> Result<Option<VmRecord>, StoreError> {
+    /// exceed a quota together; `None` when the quota refused it. With `node_capacity`
+    /// (vCPUs, memory, disk the VM's node may give out after overcommit), the node's VMs must
+    /// stay within it too, in the same statement: concurrent creates never overfill a node.
+    pub async fn vm_insert(
+        &self,
+        vm: &VmRecord,
+        limits: Option<&kvmctl_core::QuotaLimits>,
+        node_capacity: Option<(u64, u64, u64)>,
+    ) -> Result<Option<VmRecord>, StoreError> {
         let now = unix_now();
         let lim = |v: u64| v.min(i64::MAX as u64) as i64;
         let done = sqlx::query(&format!(
@@ -118,6 +125,9 @@ impl DataStore {
         .bind(limits.map(|l| lim(l.vcpus)))
         .bind(limits.map(|l| lim(l.memory_mib)))
         .bind(limits.map(|l| lim(l.disk_gib)))
+        .bind(node_capacity.map(|c| lim(c.0)))
+        .bind(node_capacity.map(|c| lim(c.1)))
+        .bind(node_capacity.map(|c| lim(c.2)))
         .execute(&self.pool)
         .await
         .map_err(unique("vm", vm.name.as_str()))?;

@@ -125,6 +125,8 @@ pub mod daemon {
             ssh_port_range: format!("{}-{}", ports.0, ports.0 + 9),
             general_port_range: format!("{}-{}", ports.0 + 10, ports.0 + 19),
             vnc_port_range: format!("{}-{}", ports.0 + 20, ports.0 + 29),
+            // Test VMs are tiny and mostly stopped; capacity is not what these tests test.
+            local_cpu_overcommit: "100".into(),
             ..Config::default()
         }
     }
@@ -136,6 +138,13 @@ pub mod daemon {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = std::process::id().wrapping_mul(7).wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         (20000 + (n % 1300) as u16 * 30,)
+    }
+
+    /// Starts a daemon whose background work runs on `clock`.
+    pub async fn start_with_clock(cfg: &Config, clock: std::sync::Arc<dyn kvmctl_server::clock::Clock>) -> (RunningServer, Client) {
+        let server = RunningServer::start_with_clock(cfg, clock).await.expect("daemon starts");
+        let client = Client::unix(&server.socket);
+        (server, client)
     }
 
     /// Starts a daemon; the client talks to it.

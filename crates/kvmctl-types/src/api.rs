@@ -299,6 +299,102 @@ pub struct VmCreateRequest {
     /// Do not allocate the SSH forward a VM gets by default (the daemon's `ssh_forward`).
     #[serde(default)]
     pub no_ssh_forward: bool,
+    /// Only nodes carrying all these labels (`zone: a`) may take the VM.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub node_labels: std::collections::BTreeMap<String, String>,
+    /// `best-fit` (default: the node with the least capacity left after the VM) or `spread`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+}
+
+/// Why placement chose or refused a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlacementVerdict {
+    pub node: String,
+    pub chosen: bool,
+    /// Whether the node could take the VM at all.
+    pub fits: bool,
+    pub reason: String,
+}
+
+/// A compute node (admins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ComputeNode {
+    pub name: String,
+    pub uri: String,
+    /// `active`, `draining` (keeps its VMs, takes no new ones) or `down` (did not answer
+    /// the last capacity check; `error` says why).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Physical CPUs, memory and the storage pool's size, as libvirt last reported them.
+    pub cpus: u64,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    /// Overcommit ratios, e.g. `2.00`.
+    pub cpu_overcommit: String,
+    pub memory_overcommit: String,
+    pub reserved_cpus: u64,
+    pub reserved_memory_mib: u64,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// What the node may give out: (physical - reserved) x overcommit; disk is the pool.
+    pub capacity_vcpus: u64,
+    pub capacity_memory_mib: u64,
+    /// What its VMs (running or not) are given.
+    pub allocated_vcpus: u64,
+    pub allocated_memory_mib: u64,
+    pub allocated_disk_gib: u64,
+    pub available_vcpus: u64,
+    pub available_memory_mib: u64,
+    pub available_disk_gib: u64,
+    /// Number of VMs on the node; `vm_names` lists them (in `GET /v1/nodes/{name}`).
+    pub vms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vm_names: Vec<String>,
+    /// Unix seconds of the last capacity check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_at: Option<i64>,
+}
+
+/// `POST /v1/nodes` (admins): a libvirt host by URI. Overcommit ratios are decimals
+/// (`2.0`); the defaults are 2.0 for CPU and 1.0 for memory.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAddRequest {
+    pub name: String,
+    /// `qemu+ssh://host/system`, `qemu+tls://host/system`, `qemu+tcp://host/system`.
+    pub uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_overcommit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_overcommit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_cpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `PATCH /v1/nodes/{name}` (admins): what is given changes. `state` is `active` or
+/// `draining`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeUpdateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_overcommit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_overcommit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_cpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_memory_mib: Option<u64>,
+    /// Replaces all labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// A virtual machine.
@@ -343,6 +439,9 @@ pub struct Vm {
     pub error: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
+    /// How the node was chosen, node by node (create's answer, for admins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<PlacementVerdict>,
 }
 
 /// `POST /v1/vms/{name}/stop`.
@@ -640,6 +739,31 @@ pub struct AuditEntry {
     pub status: u16,
     /// `ok`, or the error kind (`forbidden`, `quota_exceeded`, ...).
     pub outcome: String,
+}
+
+/// One VM-hour of usage (`GET /v1/usage`): written once the hour is over, never changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UsageRecord {
+    pub vm: String,
+    pub vm_id: String,
+    pub owner: String,
+    pub node: String,
+    /// Start of the hour, Unix seconds (a multiple of 3600).
+    pub hour: i64,
+    /// The same instant, RFC 3339 UTC.
+    pub hour_utc: String,
+    /// The VM's state when the hour was metered.
+    pub state: String,
+    pub vcpus: u64,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// The hourly price then (decimal, in `currency`).
+    pub price_hourly: String,
+    /// What the hour cost: the price when running, its stopped share otherwise.
+    pub cost: String,
+    pub currency: String,
 }
 
 /// One event of `GET /v1/events` (the `data` of a server-sent event; its `event` field is

@@ -4,7 +4,9 @@ pub mod files;
 pub mod forwards;
 pub mod host;
 pub mod images;
+pub mod metering;
 pub mod networks;
+pub mod nodes;
 pub mod plans;
 pub mod readiness;
 pub mod reconcile;
@@ -43,6 +45,11 @@ pub struct Context {
     /// Set when the daemon stops: open event streams end, so a graceful shutdown is not held
     /// up by clients that would otherwise listen forever.
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
+    /// What background work (metering, cleanups) takes the time from.
+    pub clock: Arc<dyn crate::clock::Clock>,
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// When the reconciler next reads the nodes' capacity (Unix seconds).
+    pub(crate) nodes_refresh_due: std::sync::atomic::AtomicI64,
 }
 
 impl Context {
@@ -72,6 +79,9 @@ impl Context {
             address_lock: tokio::sync::Mutex::new(()),
             events: tokio::sync::broadcast::channel(1024).0,
             closing: tokio::sync::watch::channel(false).0,
+            clock: Arc::new(crate::clock::SystemClock),
+            metrics: Default::default(),
+            nodes_refresh_due: std::sync::atomic::AtomicI64::new(0),
         };
         (ctx, boots)
     }

@@ -84,7 +84,12 @@ async fn watch(ctx: Arc<Context>, name: Name) {
     let reached = |stage: &'static str, detail: Option<String>| {
         let (ctx, vm, owner) = (ctx.clone(), vm.clone(), owner.clone());
         async move {
-            let _ = ctx.store.vm_stage_reached(&id, stage, now_ms(), detail.as_deref()).await;
+            let now = now_ms();
+            let _ = ctx.store.vm_stage_reached(&id, stage, now, detail.as_deref()).await;
+            ctx.metrics
+                .stages
+                .get_or_create(&crate::metrics::StageLabels { stage: stage.into() })
+                .observe((now - started_at).max(0) as f64 / 1000.0);
             ctx.publish("vm.stage", &vm, &owner, None, Some(stage), detail.as_deref());
             tracing::debug!(%vm, stage, ?detail, "readiness");
         }

@@ -45,3 +45,42 @@ pub async fn status_get(ctx: &Context, _caller: &kvmctl_core::Caller) -> Result<
         uptime_seconds: ctx.started.elapsed().as_secs(),
     })
 }
+
+/// The metrics text, with the database-derived gauges recomputed now (admins).
+pub async fn metrics_text(ctx: &Context, caller: &kvmctl_core::Caller) -> Result<String, kvmctl_core::Error> {
+    caller.require_admin("reading metrics")?;
+    let m = &ctx.metrics;
+    let vms = ctx.store.vm_list(&kvmctl_store::Scope::all()).await?;
+    let mut counts: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for v in &vms {
+        *counts.entry((v.state.as_str().to_owned(), v.node.clone())).or_default() += 1;
+    }
+    m.vms.clear();
+    for ((state, node), n) in counts {
+        m.vms.get_or_create(&crate::metrics::VmLabels { state, node }).set(n);
+    }
+    for f in [
+        &m.node_vcpus,
+        &m.node_vcpus_allocated,
+        &m.node_memory_bytes,
+        &m.node_memory_allocated_bytes,
+        &m.node_disk_bytes,
+        &m.node_disk_allocated_bytes,
+        &m.node_up,
+    ] {
+        f.clear();
+    }
+    const MIB: i64 = 1 << 20;
+    const GIB: i64 = 1 << 30;
+    for (r, c, a) in super::nodes::capacities(ctx).await? {
+        let l = crate::metrics::NodeLabels { node: r.name.to_string() };
+        m.node_vcpus.get_or_create(&l).set(c.vcpu_capacity() as i64);
+        m.node_vcpus_allocated.get_or_create(&l).set(a.vcpus as i64);
+        m.node_memory_bytes.get_or_create(&l).set(c.memory_capacity_mib() as i64 * MIB);
+        m.node_memory_allocated_bytes.get_or_create(&l).set(a.memory_mib as i64 * MIB);
+        m.node_disk_bytes.get_or_create(&l).set(c.disk_gib as i64 * GIB);
+        m.node_disk_allocated_bytes.get_or_create(&l).set(a.disk_gib as i64 * GIB);
+        m.node_up.get_or_create(&l).set(i64::from(r.error.is_none()));
+    }
+    Ok(m.encode())
+}

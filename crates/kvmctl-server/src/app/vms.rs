@@ -112,6 +112,7 @@ pub(crate) fn vm_view(r: VmRecord) -> Vm {
         owner: r.owner,
         error: r.error,
         created_at: r.created_at,
+        placement: Vec::new(),
     }
 }
 
@@ -261,6 +262,11 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
         None => "kvmctl".to_owned(),
     };
     let network = req.network.clone().unwrap_or_else(|| ctx.config.network.clone());
+    let strategy = super::nodes::strategy(req.placement.as_deref())?;
+    super::nodes::label_check(&req.node_labels).map_err(|e| match e {
+        Error::InvalidRequest { message, .. } => Error::invalid("node_labels", message),
+        e => e,
+    })?;
     let id = VmId::new();
     // The VM's own key, for `vm exec` and the readiness watch; the user's keys come first so
     // that seed errors keep naming `ssh_keys[N]` as sent.
@@ -321,11 +327,18 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
         // On a host bridge or NIC the LAN's own DHCP hands out the address.
         _ => None,
     };
-    let rec = VmRecord {
+    // Placement, then the quota and the node's capacity checked with the insert, in one
+    // statement: a node another create filled meanwhile makes us place again.
+    let (mut placed, mut node_cap) = super::nodes::place(ctx, vcpus.into(), memory_mib, disk_gib, &req.node_labels, strategy).await?;
+    let Some(chosen) = placed.chosen.clone() else {
+        drop(address_guard);
+        return Err(Error::InsufficientCapacity { reasons: placed.refusals() });
+    };
+    let mut rec = VmRecord {
         id,
         name: name.clone(),
         owner: caller.name.clone(),
-        node: "local".into(),
+        node: chosen,
         image: image_name,
         plan,
         vcpus,
@@ -350,15 +363,32 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     // The quota check and the reservation are one statement: concurrent creates of one user
     // can never exceed the quota together.
     let limits = super::users::limits_of(ctx, &rec.owner).await?;
-    let inserted = ctx.store.vm_insert(&rec, limits.as_ref()).await.map_err(|e| match e {
-        kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("a VM named {name} exists already; pick another name")),
-        e => e.into(),
-    })?;
-    let Some(mut rec) = inserted else {
-        drop(address_guard);
-        let requested = kvmctl_core::Usage { vms: 1, vcpus: vcpus.into(), memory_mib, disk_gib, forwards: 0 };
-        let limits = limits.unwrap_or_default();
-        return Err(super::users::quota_refusal(ctx, &caller.name, &limits, &requested).await);
+    let requested = kvmctl_core::Usage { vms: 1, vcpus: vcpus.into(), memory_mib, disk_gib, forwards: 0 };
+    let mut attempts = 0;
+    let mut rec = loop {
+        let inserted = ctx.store.vm_insert(&rec, limits.as_ref(), node_cap).await.map_err(|e| match e {
+            kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("a VM named {name} exists already; pick another name")),
+            e => e.into(),
+        })?;
+        if let Some(r) = inserted {
+            break r;
+        }
+        // Refused: the quota, or the node filled up since placement.
+        if let Some(l) = &limits {
+            if kvmctl_core::auth::quota_check(l, &ctx.store.usage_of(&caller.name).await?, &requested).is_err() {
+                drop(address_guard);
+                return Err(super::users::quota_refusal(ctx, &caller.name, l, &requested).await);
+            }
+        }
+        attempts += 1;
+        (placed, node_cap) = super::nodes::place(ctx, vcpus.into(), memory_mib, disk_gib, &req.node_labels, strategy).await?;
+        match placed.chosen.clone() {
+            Some(n) if attempts < 8 => rec.node = n,
+            _ => {
+                drop(address_guard);
+                return Err(Error::InsufficientCapacity { reasons: placed.refusals() });
+            }
+        }
     };
     ctx.publish("vm.state", &rec.name, &rec.owner, Some(VmState::Creating.as_str()), None, None);
     // The address is reserved in libvirt (a DHCP host entry) while the lock is held.
@@ -375,8 +405,12 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     match vm_build(ctx, &rec, &image, seed_iso, &vm_key, domain_type, opts).await {
         Ok(state) => {
             ctx.vm_transition(&name, VmState::Creating, state, None).await?;
-            tracing::info!(vm = %name, ?state, elapsed_ms = started.elapsed().as_millis() as u64, "VM created");
-            vm_out(ctx, vm_record(ctx, &Scope::all(), &name).await?).await
+            tracing::info!(vm = %name, ?state, node = %rec.node, elapsed_ms = started.elapsed().as_millis() as u64, "VM created");
+            let mut vm = vm_out(ctx, vm_record(ctx, &Scope::all(), &name).await?).await?;
+            if caller.is_admin() {
+                vm.placement = super::nodes::verdicts(&placed);
+            }
+            Ok(vm)
         }
         Err(e) => {
             tracing::warn!(vm = %name, error = %e, "create failed; undoing");

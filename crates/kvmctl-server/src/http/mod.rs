@@ -8,7 +8,9 @@ pub(crate) mod error;
 pub(crate) mod events;
 pub(crate) mod host;
 pub(crate) mod images;
+pub(crate) mod metrics;
 pub(crate) mod networks;
+pub(crate) mod nodes;
 pub(crate) mod plans;
 pub(crate) mod status;
 pub(crate) mod terminal;
@@ -33,6 +35,7 @@ pub(crate) struct RequestId(pub String);
 pub(crate) fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/v1/status", get(status::status_get))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/host", get(host::host_get))
         .route("/v1/images", get(images::image_list).post(images::image_import))
         .route("/v1/images/{name}", get(images::image_get).delete(images::image_delete))
@@ -46,9 +49,12 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/tokens", get(users::token_list).post(users::token_create))
         .route("/v1/tokens/{id}", axum::routing::delete(users::token_revoke))
         .route("/v1/audit", get(users::audit_list))
+        .route("/v1/usage", get(users::usage_list))
         .route("/v1/networks", get(networks::network_list).post(networks::network_create))
         .route("/v1/networks/{name}", get(networks::network_get).delete(networks::network_delete))
         .route("/v1/port-pools", get(networks::port_pool_list))
+        .route("/v1/nodes", get(nodes::node_list).post(nodes::node_add))
+        .route("/v1/nodes/{name}", get(nodes::node_get).patch(nodes::node_update).delete(nodes::node_remove))
         .route("/v1/vms/{name}/forwards", get(networks::forward_list).post(networks::forward_create))
         .route("/v1/vms/{name}/forwards/{protocol}/{host_port}", axum::routing::delete(networks::forward_delete))
         .route("/v1/vms", get(vms::vm_list).post(vms::vm_create))
@@ -66,6 +72,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth::audit))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics::track))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(ctx)
 }

@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use kvmctl_core::Caller;
 use kvmctl_types::api::{
-    AuditEntry, ErrorBody, Quota, QuotaSetRequest, Token, TokenCreateRequest, TokenCreated, User, UserCreateRequest, UserUpdateRequest,
+    AuditEntry, ErrorBody, Quota, QuotaSetRequest, Token, TokenCreateRequest, TokenCreated, UsageRecord, User, UserCreateRequest,
+    UserUpdateRequest,
 };
 use std::sync::Arc;
 
@@ -167,4 +168,29 @@ pub(crate) async fn audit_list(
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     app::users::audit_list(&ctx, &caller, q.user.as_deref(), q.since, q.limit).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UsageQuery {
+    /// Only this user's records (admins; a user sees only their own).
+    user: Option<String>,
+    /// Unix seconds: hours starting at or after.
+    from: Option<i64>,
+    /// Unix seconds: hours starting before.
+    to: Option<i64>,
+}
+
+/// Hourly usage records, oldest first: a user's own; admins anyone's.
+#[utoipa::path(get, path = "/v1/usage", tag = "users", operation_id = "usage_list", params(UsageQuery),
+    responses((status = 200, description = "One record per VM-hour", body = [UsageRecord]),
+        (status = 403, description = "Another user's usage", body = ErrorBody)))]
+pub(crate) async fn usage_list(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<Vec<UsageRecord>>, ApiError> {
+    app::metering::usage_list(&ctx, &caller, q.user.as_deref(), q.from, q.to).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }

@@ -43,7 +43,10 @@ pub(crate) async fn vm_create(
     Extension(caller): Extension<Caller>,
     Body(req): Body<VmCreateRequest>,
 ) -> Result<(StatusCode, Json<Vm>), ApiError> {
-    app::vms::vm_create(&ctx, &caller, req).await.map(|v| (StatusCode::CREATED, Json(v))).map_err(|e| ApiError::new(e, &rid))
+    timed(&ctx, "create", app::vms::vm_create(&ctx, &caller, req))
+        .await
+        .map(|v| (StatusCode::CREATED, Json(v)))
+        .map_err(|e| ApiError::new(e, &rid))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -66,7 +69,10 @@ pub(crate) async fn vm_delete(
     Path(name): Path<String>,
     Query(q): Query<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
-    app::vms::vm_delete(&ctx, &caller, &name, q.keep_disk).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
+    timed(&ctx, "delete", app::vms::vm_delete(&ctx, &caller, &name, q.keep_disk))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+        .map_err(|e| ApiError::new(e, &rid))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/start", tag = "vms", operation_id = "vm_start",
@@ -78,7 +84,7 @@ pub(crate) async fn vm_start(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Vm>, ApiError> {
-    app::vms::vm_start(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    timed(&ctx, "start", app::vms::vm_start(&ctx, &caller, &name)).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 /// Asks the guest to shut down (ACPI) and powers it off after the timeout; `force` powers
@@ -93,7 +99,7 @@ pub(crate) async fn vm_stop(
     Path(name): Path<String>,
     Body(req): Body<VmStopRequest>,
 ) -> Result<Json<Vm>, ApiError> {
-    app::vms::vm_stop(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    timed(&ctx, "stop", app::vms::vm_stop(&ctx, &caller, &name, req)).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/reboot", tag = "vms", operation_id = "vm_reboot",
@@ -105,7 +111,7 @@ pub(crate) async fn vm_reboot(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Vm>, ApiError> {
-    app::vms::vm_reboot(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    timed(&ctx, "reboot", app::vms::vm_reboot(&ctx, &caller, &name)).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 /// Changes CPUs and memory (VM stopped) or grows the disk (running or stopped).
@@ -120,7 +126,7 @@ pub(crate) async fn vm_resize(
     Path(name): Path<String>,
     Body(req): Body<VmResizeRequest>,
 ) -> Result<Json<Vm>, ApiError> {
-    app::vms::vm_resize(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    timed(&ctx, "resize", app::vms::vm_resize(&ctx, &caller, &name, req)).await.map(Json).map_err(|e| ApiError::new(e, &rid))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -163,4 +169,20 @@ pub(crate) async fn vm_exec(
     Body(req): Body<VmExecRequest>,
 ) -> Result<Json<VmExecResponse>, ApiError> {
     app::vms::vm_exec(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// Runs a VM operation and records its duration and outcome (`kvmctl_vm_operation_seconds`).
+async fn timed<T>(
+    ctx: &Context,
+    op: &str,
+    f: impl std::future::Future<Output = Result<T, kvmctl_core::Error>>,
+) -> Result<T, kvmctl_core::Error> {
+    let started = std::time::Instant::now();
+    let r = f.await;
+    let outcome = match &r {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    ctx.metrics.operation(op, outcome, started.elapsed().as_secs_f64());
+    r
 }

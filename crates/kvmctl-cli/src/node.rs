@@ -1,0 +1,168 @@
+//! `kvmctl node ...`: compute nodes (admins), a client of `/v1/nodes`.
+
+use crate::output::{self, OutputFormat, Table};
+use kvmctl_client::Client;
+use kvmctl_types::api::{ComputeNode, NodeAddRequest, NodeUpdateRequest};
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Register a libvirt host (its capacity is read first; an unreachable one is refused).
+    Add {
+        /// Node name: a DNS label.
+        name: String,
+        /// qemu+ssh://HOST/system, qemu+tls://HOST/system or qemu+tcp://HOST/system.
+        #[arg(long)]
+        uri: String,
+        /// vCPUs per physical CPU it may give out [default: 2.0].
+        #[arg(long, value_name = "RATIO")]
+        cpu_overcommit: Option<String>,
+        /// Memory overcommit [default: 1.0].
+        #[arg(long, value_name = "RATIO")]
+        memory_overcommit: Option<String>,
+        /// CPUs kept for the host.
+        #[arg(long, value_name = "N")]
+        reserved_cpus: Option<u64>,
+        /// Memory kept for the host, in MiB.
+        #[arg(long, value_name = "MIB")]
+        reserved_memory: Option<u64>,
+        /// A label, KEY=VALUE (repeat); `vm create --node-label` asks for them.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Nodes with capacity (after reservations and overcommit), allocation and what is left.
+    List,
+    /// One node, with its VMs.
+    Show { name: String },
+    /// Change overcommit, reservations or labels.
+    Set {
+        name: String,
+        #[arg(long, value_name = "RATIO")]
+        cpu_overcommit: Option<String>,
+        #[arg(long, value_name = "RATIO")]
+        memory_overcommit: Option<String>,
+        #[arg(long, value_name = "N")]
+        reserved_cpus: Option<u64>,
+        #[arg(long, value_name = "MIB")]
+        reserved_memory: Option<u64>,
+        /// Replace the labels, KEY=VALUE (repeat; `--label ''` clears them).
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label_or_empty)]
+        labels: Vec<Option<(String, String)>>,
+    },
+    /// Stop placing new VMs on a node; its VMs keep running.
+    Drain { name: String },
+    /// Place new VMs on a drained node again.
+    Undrain { name: String },
+    /// Remove a node without VMs.
+    Remove { name: String },
+}
+
+pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+}
+
+fn parse_label_or_empty(s: &str) -> Result<Option<(String, String)>, String> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        parse_label(s).map(Some)
+    }
+}
+
+impl Table for Vec<ComputeNode> {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows =
+            vec![["name", "state", "vms", "vcpus used/cap", "memory MiB used/cap", "disk GiB used/cap", "overcommit cpu/mem", "uri"]
+                .map(String::from)
+                .to_vec()];
+        rows.extend(self.iter().map(|n| {
+            vec![
+                n.name.clone(),
+                n.state.clone(),
+                n.vms.to_string(),
+                format!("{}/{}", n.allocated_vcpus, n.capacity_vcpus),
+                format!("{}/{}", n.allocated_memory_mib, n.capacity_memory_mib),
+                format!("{}/{}", n.allocated_disk_gib, n.disk_gib),
+                format!("{}/{}", n.cpu_overcommit, n.memory_overcommit),
+                n.uri.clone(),
+            ]
+        }));
+        rows
+    }
+}
+
+impl Table for ComputeNode {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let n = self;
+        let labels = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        vec![
+            vec!["name:".into(), n.name.clone()],
+            vec!["uri:".into(), n.uri.clone()],
+            vec![
+                "state:".into(),
+                match &n.error {
+                    Some(e) => format!("{} ({e})", n.state),
+                    None => n.state.clone(),
+                },
+            ],
+            vec!["physical:".into(), format!("{} CPUs, {} MiB, pool {} GiB", n.cpus, n.memory_mib, n.disk_gib)],
+            vec!["reserved:".into(), format!("{} CPUs, {} MiB", n.reserved_cpus, n.reserved_memory_mib)],
+            vec!["overcommit:".into(), format!("cpu {}x, memory {}x", n.cpu_overcommit, n.memory_overcommit)],
+            vec!["capacity:".into(), format!("{} vCPUs, {} MiB, {} GiB", n.capacity_vcpus, n.capacity_memory_mib, n.disk_gib)],
+            vec!["allocated:".into(), format!("{} vCPUs, {} MiB, {} GiB", n.allocated_vcpus, n.allocated_memory_mib, n.allocated_disk_gib)],
+            vec!["available:".into(), format!("{} vCPUs, {} MiB, {} GiB", n.available_vcpus, n.available_memory_mib, n.available_disk_gib)],
+            vec!["labels:".into(), if labels.is_empty() { "-".into() } else { labels }],
+            vec!["vms:".into(), if n.vm_names.is_empty() { n.vms.to_string() } else { n.vm_names.join(", ") }],
+        ]
+    }
+
+    fn header(&self) -> bool {
+        false
+    }
+}
+
+pub async fn run(client: &Client, cmd: NodeCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    match cmd {
+        NodeCommand::Add { name, uri, cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory, labels } => {
+            let req = NodeAddRequest {
+                name,
+                uri,
+                cpu_overcommit,
+                memory_overcommit,
+                reserved_cpus,
+                reserved_memory_mib: reserved_memory,
+                labels: labels.into_iter().collect(),
+            };
+            output::print(&client.node_add(&req).await?, format)?;
+        }
+        NodeCommand::List => output::print(&client.node_list().await?, format)?,
+        NodeCommand::Show { name } => output::print(&client.node_get(&name).await?, format)?,
+        NodeCommand::Set { name, cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory, labels } => {
+            let labels: Option<BTreeMap<String, String>> =
+                if labels.is_empty() { None } else { Some(labels.into_iter().flatten().collect()) };
+            let req = NodeUpdateRequest {
+                cpu_overcommit,
+                memory_overcommit,
+                reserved_cpus,
+                reserved_memory_mib: reserved_memory,
+                labels,
+                state: None,
+            };
+            output::print(&client.node_update(&name, &req).await?, format)?;
+        }
+        NodeCommand::Drain { name } => {
+            let req = NodeUpdateRequest { state: Some("draining".into()), ..Default::default() };
+            output::print(&client.node_update(&name, &req).await?, format)?;
+        }
+        NodeCommand::Undrain { name } => {
+            let req = NodeUpdateRequest { state: Some("active".into()), ..Default::default() };
+            output::print(&client.node_update(&name, &req).await?, format)?;
+        }
+        NodeCommand::Remove { name } => {
+            client.node_remove(&name).await?;
+            eprintln!("node {name} removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,333 @@
+//! Compute nodes: registration (admins), capacity read from libvirt and refreshed, the
+//! admin's settings (overcommit, reservations, labels, draining), and placement over them.
+//!
+//! The VM lifecycle runs on the local node's connection today; placement already weighs
+//! every node, and explains that other nodes cannot take VMs yet (see docs/nodes.md).
+
+use super::{blocking, parse_name, Context};
+use kvmctl_core::placement::{self, NodeCapacity, NodeState, Placement, PlacementRequest, Ratio, Strategy};
+use kvmctl_core::{Caller, Error};
+use kvmctl_libvirt::{LibvirtNode, Node};
+use kvmctl_store::{NodeAllocation, NodeRecord, NodeSettings};
+use kvmctl_types::api::{ComputeNode, NodeAddRequest, NodeUpdateRequest, PlacementVerdict};
+use kvmctl_types::Name;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The node every daemon registers for its own libvirt.
+pub const LOCAL: &str = "local";
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+/// Reads a node's resources and records them (or why it could not).
+async fn refresh_one(ctx: &Context, rec: &NodeRecord) {
+    let node: Arc<LibvirtNode> =
+        if rec.name.as_str() == LOCAL { ctx.local_node.clone() } else { Arc::new(LibvirtNode::new(rec.uri.clone())) };
+    let pool = ctx.config.pool.clone();
+    let read = blocking(move || node.resources(&pool)).await;
+    let result = match read {
+        Ok(Ok(r)) => ctx.store.node_set_capacity(&rec.name, Ok((r.cpus, r.memory_bytes / MIB, r.pool_capacity_bytes / GIB))).await,
+        Ok(Err(e)) => ctx.store.node_set_capacity(&rec.name, Err(&kvmctl_core::error::chain(&e))).await,
+        Err(e) => ctx.store.node_set_capacity(&rec.name, Err(&e.to_string())).await,
+    };
+    if let Err(e) = result {
+        tracing::warn!(node = %rec.name, error = %e, "could not record node capacity");
+    }
+}
+
+/// Reads every node's capacity from libvirt (at start and with each reconciler pass).
+pub async fn refresh(ctx: &Context) -> Result<(), Error> {
+    for rec in ctx.store.node_list().await? {
+        refresh_one(ctx, &rec).await;
+    }
+    Ok(())
+}
+
+fn capacity_of(rec: &NodeRecord, alloc: NodeAllocation) -> NodeCapacity {
+    let state = match (rec.state.as_str(), &rec.error) {
+        (_, Some(_)) => NodeState::Down,
+        ("draining", None) => NodeState::Draining,
+        _ => NodeState::Active,
+    };
+    NodeCapacity {
+        name: rec.name.to_string(),
+        state,
+        cpus: rec.cpus,
+        memory_mib: rec.memory_mib,
+        disk_gib: rec.disk_gib,
+        reserved_cpus: rec.settings.reserved_cpus,
+        reserved_memory_mib: rec.settings.reserved_memory_mib,
+        cpu_overcommit: Ratio(rec.settings.cpu_overcommit),
+        memory_overcommit: Ratio(rec.settings.memory_overcommit),
+        allocated_vcpus: alloc.vcpus,
+        allocated_memory_mib: alloc.memory_mib,
+        allocated_disk_gib: alloc.disk_gib,
+        labels: rec.settings.labels.clone(),
+    }
+}
+
+/// Every node with its capacity and allocations, as placement sees them.
+pub(crate) async fn capacities(ctx: &Context) -> Result<Vec<(NodeRecord, NodeCapacity, NodeAllocation)>, Error> {
+    let alloc = ctx.store.node_allocations().await?;
+    Ok(ctx
+        .store
+        .node_list()
+        .await?
+        .into_iter()
+        .map(|r| {
+            let a = alloc.get(r.name.as_str()).copied().unwrap_or_default();
+            let c = capacity_of(&r, a);
+            (r, c, a)
+        })
+        .collect())
+}
+
+/// Chooses a node for a VM of this size. Nodes other than the local one are listed with the
+/// reason they cannot take VMs yet.
+pub(crate) async fn place(
+    ctx: &Context,
+    vcpus: u64,
+    memory_mib: u64,
+    disk_gib: u64,
+    labels: &BTreeMap<String, String>,
+    strategy: Strategy,
+) -> Result<(Placement, Option<(u64, u64, u64)>), Error> {
+    let mut all = capacities(ctx).await?;
+    // A node found down (libvirtd restarting, say) is asked again before it is refused.
+    let stale: Vec<NodeRecord> =
+        all.iter().filter(|(r, c, _)| c.state == NodeState::Down && r.name.as_str() == LOCAL).map(|(r, _, _)| r.clone()).collect();
+    if !stale.is_empty() {
+        for r in &stale {
+            refresh_one(ctx, r).await;
+        }
+        all = capacities(ctx).await?;
+    }
+    let errors: BTreeMap<String, String> = all.iter().filter_map(|(r, _, _)| Some((r.name.to_string(), r.error.clone()?))).collect();
+    let (local, remote): (Vec<_>, Vec<_>) = all.into_iter().partition(|(r, _, _)| r.name.as_str() == LOCAL);
+    let req = PlacementRequest { vcpus, memory_mib, disk_gib, labels: labels.clone(), strategy };
+    let mut p = placement::place(&local.iter().map(|(_, c, _)| c.clone()).collect::<Vec<_>>(), &req);
+    for (r, _, _) in &remote {
+        p.verdicts.push(placement::Verdict {
+            node: r.name.to_string(),
+            chosen: false,
+            fits: false,
+            reason: "remote node: the VM lifecycle runs on the local node only in this version".into(),
+            waste_ppm: None,
+        });
+    }
+    for v in &mut p.verdicts {
+        if let Some(e) = errors.get(&v.node).filter(|_| !v.fits && v.reason.starts_with("down")) {
+            v.reason = format!("down: {e}");
+        }
+    }
+    p.verdicts.sort_by(|a, b| a.node.cmp(&b.node));
+    let cap = p
+        .chosen
+        .as_ref()
+        .and_then(|c| local.iter().find(|(r, _, _)| r.name.as_str() == c))
+        .map(|(_, c, _)| (c.vcpu_capacity(), c.memory_capacity_mib(), c.disk_gib));
+    Ok((p, cap))
+}
+
+pub(crate) fn verdicts(p: &Placement) -> Vec<PlacementVerdict> {
+    p.verdicts.iter().map(|v| PlacementVerdict { node: v.node.clone(), chosen: v.chosen, fits: v.fits, reason: v.reason.clone() }).collect()
+}
+
+fn node_view(rec: NodeRecord, c: &NodeCapacity, a: NodeAllocation, vm_names: Vec<String>) -> ComputeNode {
+    ComputeNode {
+        name: rec.name.to_string(),
+        uri: rec.uri,
+        state: match c.state {
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+            NodeState::Down => "down",
+        }
+        .into(),
+        error: rec.error,
+        cpus: rec.cpus,
+        memory_mib: rec.memory_mib,
+        disk_gib: rec.disk_gib,
+        cpu_overcommit: c.cpu_overcommit.to_string(),
+        memory_overcommit: c.memory_overcommit.to_string(),
+        reserved_cpus: c.reserved_cpus,
+        reserved_memory_mib: c.reserved_memory_mib,
+        labels: c.labels.clone(),
+        capacity_vcpus: c.vcpu_capacity(),
+        capacity_memory_mib: c.memory_capacity_mib(),
+        allocated_vcpus: a.vcpus,
+        allocated_memory_mib: a.memory_mib,
+        allocated_disk_gib: a.disk_gib,
+        available_vcpus: c.available_vcpus(),
+        available_memory_mib: c.available_memory_mib(),
+        available_disk_gib: c.available_disk_gib(),
+        vms: a.vms,
+        vm_names,
+        refreshed_at: rec.refreshed_at,
+    }
+}
+
+pub async fn node_list(ctx: &Context, caller: &Caller) -> Result<Vec<ComputeNode>, Error> {
+    caller.require_admin("listing nodes")?;
+    Ok(capacities(ctx).await?.into_iter().map(|(r, c, a)| node_view(r, &c, a, Vec::new())).collect())
+}
+
+pub async fn node_get(ctx: &Context, caller: &Caller, name: &str) -> Result<ComputeNode, Error> {
+    caller.require_admin("reading nodes")?;
+    let name = parse_name("name", name)?;
+    let (r, c, a) = capacities(ctx)
+        .await?
+        .into_iter()
+        .find(|(r, _, _)| r.name == name)
+        .ok_or_else(|| Error::NotFound { kind: "node", name: name.to_string() })?;
+    let vms = ctx
+        .store
+        .vm_list(&kvmctl_store::Scope::all())
+        .await?
+        .into_iter()
+        .filter(|v| v.node == r.name.as_str())
+        .map(|v| v.name.to_string())
+        .collect();
+    Ok(node_view(r, &c, a, vms))
+}
+
+/// A label key or value: 1 to 63 of `[A-Za-z0-9._-]`.
+pub(crate) fn label_check(labels: &BTreeMap<String, String>) -> Result<(), Error> {
+    let ok = |s: &str| !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    for (k, v) in labels {
+        if !ok(k) || !ok(v) {
+            return Err(Error::invalid("labels", format!("{k:?}={v:?}: keys and values are 1 to 63 of A-Z a-z 0-9 . _ -")));
+        }
+    }
+    if labels.len() > 32 {
+        return Err(Error::invalid("labels", "at most 32 labels"));
+    }
+    Ok(())
+}
+
+/// A libvirt URI we accept for a node: qemu over the local socket, SSH, TLS or TCP.
+fn uri_check(uri: &str) -> Result<(), Error> {
+    let bad = |why: &str| {
+        Error::invalid("uri", format!("{uri:?}: {why}; use qemu+ssh://HOST/system, qemu+tls://HOST/system or qemu+tcp://HOST/system"))
+    };
+    if uri.len() > 1024 || uri.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad("not a URI"));
+    }
+    let (scheme, rest) = uri.split_once("://").ok_or_else(|| bad("not a URI"))?;
+    if !["qemu", "qemu+ssh", "qemu+tls", "qemu+tcp", "qemu+unix", "qemu+libssh2", "qemu+libssh"].contains(&scheme) {
+        return Err(bad("kvmctl drives QEMU through libvirt"));
+    }
+    let path = rest.split('?').next().unwrap_or_default();
+    if !(path.ends_with("/system") || path.ends_with("/session")) {
+        return Err(bad("the path must be /system (or /session)"));
+    }
+    Ok(())
+}
+
+fn ratio(field: &str, v: Option<&String>, default: u32) -> Result<u32, Error> {
+    match v {
+        None => Ok(default),
+        Some(s) => Ratio::parse(s).map(|r| r.0).map_err(|e| Error::invalid(field, e)),
+    }
+}
+
+fn bounded(field: &str, v: Option<u64>, max: u64, default: u64) -> Result<u64, Error> {
+    match v {
+        Some(n) if n > max => Err(Error::invalid(field, format!("{n} is more than {max}"))),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+/// Registers a node after reading its capacity: an unreachable URI records nothing.
+pub async fn node_add(ctx: &Context, caller: &Caller, req: NodeAddRequest) -> Result<ComputeNode, Error> {
+    caller.require_admin("adding nodes")?;
+    let name = parse_name("name", &req.name)?;
+    uri_check(&req.uri)?;
+    label_check(&req.labels)?;
+    let defaults = NodeSettings::default();
+    let settings = NodeSettings {
+        cpu_overcommit: ratio("cpu_overcommit", req.cpu_overcommit.as_ref(), defaults.cpu_overcommit)?,
+        memory_overcommit: ratio("memory_overcommit", req.memory_overcommit.as_ref(), defaults.memory_overcommit)?,
+        reserved_cpus: bounded("reserved_cpus", req.reserved_cpus, 4096, 0)?,
+        reserved_memory_mib: bounded("reserved_memory_mib", req.reserved_memory_mib, 1 << 30, 0)?,
+        labels: req.labels.clone(),
+    };
+    let node = Arc::new(LibvirtNode::new(req.uri.clone()));
+    let pool = ctx.config.pool.clone();
+    let read = blocking(move || node.resources(&pool)).await?;
+    if let Err(e) = read {
+        return Err(Error::invalid(
+            "uri",
+            format!(
+                "cannot read the node at {} (is libvirtd reachable there, and does it have the storage pool {}?): {}",
+                req.uri,
+                ctx.config.pool,
+                kvmctl_core::error::chain(&e)
+            ),
+        ));
+    }
+    let rec = ctx.store.node_insert(&name, &req.uri, &settings).await?;
+    refresh_one(ctx, &rec).await;
+    node_get(ctx, caller, name.as_str()).await
+}
+
+pub async fn node_update(ctx: &Context, caller: &Caller, name: &str, req: NodeUpdateRequest) -> Result<ComputeNode, Error> {
+    caller.require_admin("changing nodes")?;
+    let name = parse_name("name", name)?;
+    let rec = ctx.store.node_get(&name).await?.ok_or_else(|| Error::NotFound { kind: "node", name: name.to_string() })?;
+    if let Some(l) = &req.labels {
+        label_check(l)?;
+    }
+    let s = &rec.settings;
+    let settings = NodeSettings {
+        cpu_overcommit: ratio("cpu_overcommit", req.cpu_overcommit.as_ref(), s.cpu_overcommit)?,
+        memory_overcommit: ratio("memory_overcommit", req.memory_overcommit.as_ref(), s.memory_overcommit)?,
+        reserved_cpus: bounded("reserved_cpus", req.reserved_cpus, 4096, s.reserved_cpus)?,
+        reserved_memory_mib: bounded("reserved_memory_mib", req.reserved_memory_mib, 1 << 30, s.reserved_memory_mib)?,
+        labels: req.labels.clone().unwrap_or_else(|| s.labels.clone()),
+    };
+    let state = match req.state.as_deref() {
+        None => None,
+        Some(st @ ("active" | "draining")) => Some(st),
+        Some(other) => return Err(Error::invalid("state", format!("{other:?}: use active or draining"))),
+    };
+    ctx.store.node_set_settings(&name, &settings).await?;
+    if let Some(st) = state {
+        ctx.store.node_set_state(&name, st).await?;
+        tracing::info!(node = %name, state = st, "node state changed");
+    }
+    node_get(ctx, caller, name.as_str()).await
+}
+
+/// Removes a node that holds no VM; the local node stays.
+pub async fn node_remove(ctx: &Context, caller: &Caller, name: &str) -> Result<(), Error> {
+    caller.require_admin("removing nodes")?;
+    let name = parse_name("name", name)?;
+    if name.as_str() == LOCAL {
+        return Err(Error::Conflict("the local node is the daemon's own libvirt; it cannot be removed (drain it instead)".into()));
+    }
+    if ctx.store.node_delete_unused(&name).await? {
+        tracing::info!(node = %name, "node removed");
+        return Ok(());
+    }
+    match ctx.store.node_get(&name).await? {
+        None => Err(Error::NotFound { kind: "node", name: name.to_string() }),
+        Some(_) => {
+            Err(Error::Conflict(format!("node {name} still has VMs; drain it (kvmctl node drain {name}) and move or delete them first")))
+        }
+    }
+}
+
+/// Placement strategy from a request.
+pub(crate) fn strategy(s: Option<&str>) -> Result<Strategy, Error> {
+    match s {
+        None => Ok(Strategy::BestFit),
+        Some(v) => Strategy::parse(v).ok_or_else(|| Error::invalid("placement", format!("{v:?}: use best-fit or spread"))),
+    }
+}
+
+/// Used by tests and names: the local node's name.
+pub fn local_name() -> Name {
+    Name::parse(LOCAL).expect("valid")
+}

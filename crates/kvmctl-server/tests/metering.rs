@@ -1,0 +1,101 @@
+//! Hourly metering against the real daemon and libvirtd, with time moved by a manual clock:
+//! one record per VM-hour, priced by plan and state, exactly once across a daemon restart.
+
+use kvmctl_client::Client;
+use kvmctl_server::clock::ManualClock;
+use kvmctl_testkit::daemon::{self, Sweep};
+use kvmctl_types::api::{PlanCreateRequest, UsageRecord, VmCreateRequest};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const HOUR: i64 = 3600;
+
+/// Usage once it holds `n` records (the metering task runs in the background after the
+/// clock moves); fails with what it saw after a generous wait, never on speed.
+async fn usage_reaching(c: &Client, n: usize) -> Vec<UsageRecord> {
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen = c.usage_list(None, None, None).await.unwrap();
+        if seen.len() >= n {
+            // Anything more would arrive in the same pass: give it a moment, then return all.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            return c.usage_list(None, None, None).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("expected {n} usage records, have {}: {seen:#?}", seen.len());
+}
+
+#[tokio::test]
+async fn every_vm_hour_is_recorded_once_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-me-on", "kt-me-off"], &["kt-me-img"]);
+    let mut cfg = daemon::config(d);
+    cfg.stopped_price_percent = 25;
+    let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let h0 = t0 - t0.rem_euclid(HOUR);
+    let clock = Arc::new(ManualClock::new(t0));
+
+    let (server, c) = daemon::start_with_clock(&cfg, clock.clone()).await;
+    daemon::tiny_image(&c, d, "kt-me-img").await;
+    c.plan_create(&PlanCreateRequest {
+        name: "kt-me".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        disk_gib: 1,
+        price_hourly: "0.5".into(),
+        sort_order: None,
+    })
+    .await
+    .unwrap();
+    let vm = |name: &str, no_start: bool| VmCreateRequest {
+        plan: Some("kt-me".into()),
+        vcpus: None,
+        memory_mib: None,
+        disk_gib: None,
+        no_start,
+        no_ssh_forward: true,
+        ..daemon::tiny_vm(name, "kt-me-img", vec![])
+    };
+    c.vm_create(&vm("kt-me-on", false)).await.unwrap();
+    c.vm_create(&vm("kt-me-off", true)).await.unwrap();
+    assert!(c.usage_list(None, None, None).await.unwrap().is_empty(), "no hour is over since the VMs exist");
+
+    // The hour they were created in ends: one record each, priced by state.
+    clock.advance(HOUR);
+    let first = usage_reaching(&c, 2).await;
+    assert_eq!(first.len(), 2, "{first:#?}");
+    let by_vm: BTreeMap<&str, &UsageRecord> = first.iter().map(|r| (r.vm.as_str(), r)).collect();
+    let on = by_vm["kt-me-on"];
+    assert_eq!((on.hour, on.state.as_str(), on.cost.as_str(), on.plan.as_deref()), (h0, "running", "0.50", Some("kt-me")));
+    let off = by_vm["kt-me-off"];
+    assert_eq!((off.state.as_str(), off.cost.as_str(), off.price_hourly.as_str()), ("stopped", "0.125", "0.50"));
+    assert_eq!(on.hour_utc, kvmctl_core::metering::utc(h0));
+
+    // Down for three hours: the restart catches them up, once.
+    server.stop().await;
+    clock.advance(3 * HOUR);
+    let (server, c) = daemon::start_with_clock(&cfg, clock.clone()).await;
+    let all = usage_reaching(&c, 8).await;
+    let mut keys: Vec<(String, i64)> = all.iter().map(|r| (r.vm.clone(), r.hour)).collect();
+    keys.sort();
+    let expected: Vec<(String, i64)> =
+        ["kt-me-off", "kt-me-on"].iter().flat_map(|v| (0..4).map(move |i| (v.to_string(), h0 + i * HOUR))).collect();
+    assert_eq!(keys, expected, "exactly one record per VM-hour");
+    // Restarting again at the same time adds nothing; filters narrow by hour.
+    server.stop().await;
+    let (server, c) = daemon::start_with_clock(&cfg, clock.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(c.usage_list(None, None, None).await.unwrap().len(), 8);
+    assert_eq!(c.usage_list(None, Some(h0 + HOUR), Some(h0 + 3 * HOUR)).await.unwrap().len(), 4);
+
+    for v in ["kt-me-on", "kt-me-off"] {
+        c.vm_delete(v, false).await.unwrap();
+    }
+    // Records outlive their VMs: they are what was used.
+    assert_eq!(c.usage_list(None, None, None).await.unwrap().len(), 8);
+    c.image_delete("kt-me-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}
