@@ -196,82 +196,120 @@ fn left_ppm(available_after: u64, capacity: u64) -> u64 {
     }
 }
 
+/// Why a node cannot take the VM; numbers only, so deciding allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal<'a> {
+    Draining,
+    Down,
+    LabelMissing { key: &'a str, want: &'a str },
+    LabelMismatch { key: &'a str, want: &'a str, have: &'a str },
+    Vcpus { need: u64 },
+    Memory { need: u64 },
+    Disk { need: u64 },
+}
+
+impl Refusal<'_> {
+    fn describe(self, node: &NodeCapacity) -> String {
+        match self {
+            Refusal::Draining => "draining: takes no new VMs (kvmctl node undrain to reopen it)".into(),
+            Refusal::Down => "down: unreachable at the last capacity check".into(),
+            Refusal::LabelMissing { key, want } => format!("label mismatch: needs {key}={want}, has no {key}"),
+            Refusal::LabelMismatch { key, want, have } => format!("label mismatch: needs {key}={want}, has {key}={have}"),
+            Refusal::Vcpus { need } => format!(
+                "not enough vCPUs: needs {need}, {} available after overcommit ({} CPUs - {} reserved) x {} - {} allocated",
+                node.available_vcpus(),
+                node.cpus,
+                node.reserved_cpus,
+                node.cpu_overcommit,
+                node.allocated_vcpus
+            ),
+            Refusal::Memory { need } => format!(
+                "not enough memory: needs {need} MiB, {} MiB available after overcommit ({} MiB - {} reserved) x {} - {} allocated",
+                node.available_memory_mib(),
+                node.memory_mib,
+                node.reserved_memory_mib,
+                node.memory_overcommit,
+                node.allocated_memory_mib
+            ),
+            Refusal::Disk { need } => format!(
+                "not enough disk: needs {need} GiB, {} GiB available in the pool ({} GiB - {} allocated)",
+                node.available_disk_gib(),
+                node.disk_gib,
+                node.allocated_disk_gib
+            ),
+        }
+    }
+}
+
 /// Checks one node; `Ok(waste)` when it fits.
-fn check(node: &NodeCapacity, req: &PlacementRequest) -> Result<u64, String> {
+fn check<'a>(node: &'a NodeCapacity, req: &'a PlacementRequest) -> Result<u64, Refusal<'a>> {
     match node.state {
         NodeState::Active => {}
-        NodeState::Draining => return Err("draining: takes no new VMs (kvmctl node undrain to reopen it)".into()),
-        NodeState::Down => return Err("down: unreachable at the last capacity check".into()),
+        NodeState::Draining => return Err(Refusal::Draining),
+        NodeState::Down => return Err(Refusal::Down),
     }
     for (k, v) in &req.labels {
         match node.labels.get(k) {
             Some(have) if have == v => {}
-            Some(have) => return Err(format!("label mismatch: needs {k}={v}, has {k}={have}")),
-            None => return Err(format!("label mismatch: needs {k}={v}, has no {k}")),
+            Some(have) => return Err(Refusal::LabelMismatch { key: k, want: v, have }),
+            None => return Err(Refusal::LabelMissing { key: k, want: v }),
         }
     }
     let (cpu_cap, mem_cap) = (node.vcpu_capacity(), node.memory_capacity_mib());
-    if req.vcpus > node.available_vcpus() {
-        return Err(format!(
-            "not enough vCPUs: needs {}, {} available after overcommit ({} CPUs - {} reserved) x {} - {} allocated",
-            req.vcpus,
-            node.available_vcpus(),
-            node.cpus,
-            node.reserved_cpus,
-            node.cpu_overcommit,
-            node.allocated_vcpus
-        ));
+    let (cpu_free, mem_free, disk_free) = (node.available_vcpus(), node.available_memory_mib(), node.available_disk_gib());
+    if req.vcpus > cpu_free {
+        return Err(Refusal::Vcpus { need: req.vcpus });
     }
-    if req.memory_mib > node.available_memory_mib() {
-        return Err(format!(
-            "not enough memory: needs {} MiB, {} MiB available after overcommit ({} MiB - {} reserved) x {} - {} allocated",
-            req.memory_mib,
-            node.available_memory_mib(),
-            node.memory_mib,
-            node.reserved_memory_mib,
-            node.memory_overcommit,
-            node.allocated_memory_mib
-        ));
+    if req.memory_mib > mem_free {
+        return Err(Refusal::Memory { need: req.memory_mib });
     }
-    if req.disk_gib > node.available_disk_gib() {
-        return Err(format!(
-            "not enough disk: needs {} GiB, {} GiB available in the pool ({} GiB - {} allocated)",
-            req.disk_gib,
-            node.available_disk_gib(),
-            node.disk_gib,
-            node.allocated_disk_gib
-        ));
+    if req.disk_gib > disk_free {
+        return Err(Refusal::Disk { need: req.disk_gib });
     }
-    Ok(left_ppm(node.available_vcpus() - req.vcpus, cpu_cap)
-        + left_ppm(node.available_memory_mib() - req.memory_mib, mem_cap)
-        + left_ppm(node.available_disk_gib() - req.disk_gib, node.disk_gib))
+    Ok(left_ppm(cpu_free - req.vcpus, cpu_cap)
+        + left_ppm(mem_free - req.memory_mib, mem_cap)
+        + left_ppm(disk_free - req.disk_gib, node.disk_gib))
 }
 
-/// Chooses a node for `req` and explains every node's verdict.
+/// Whether `a` (waste, name) beats `b` under the strategy; ties go to the name first.
+fn better(strategy: Strategy, a: (u64, &str), b: (u64, &str)) -> bool {
+    match strategy {
+        Strategy::BestFit => (a.0, a.1) < (b.0, b.1),
+        Strategy::Spread => a.0 > b.0 || (a.0 == b.0 && a.1 < b.1),
+    }
+}
+
+/// The node for `req`, as an index into `nodes`, without explanations (allocates nothing).
+pub fn choose(nodes: &[NodeCapacity], req: &PlacementRequest) -> Option<usize> {
+    let mut best: Option<(usize, u64)> = None;
+    for (i, n) in nodes.iter().enumerate() {
+        if let Ok(w) = check(n, req) {
+            if best.is_none_or(|(j, bw)| better(req.strategy, (w, &n.name), (bw, &nodes[j].name))) {
+                best = Some((i, w));
+            }
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// Chooses a node for `req` and explains every node's verdict (in name order).
 pub fn place(nodes: &[NodeCapacity], req: &PlacementRequest) -> Placement {
-    let mut order: Vec<&NodeCapacity> = nodes.iter().collect();
-    order.sort_by(|a, b| a.name.cmp(&b.name));
-    let checked: Vec<(&NodeCapacity, Result<u64, String>)> = order.into_iter().map(|n| (n, check(n, req))).collect();
-    let best = checked
-        .iter()
-        .filter_map(|(n, r)| r.as_ref().ok().map(|w| (*w, n.name.as_str())))
-        .min_by(|a, b| match req.strategy {
-            Strategy::BestFit => a.0.cmp(&b.0).then(a.1.cmp(b.1)),
-            Strategy::Spread => b.0.cmp(&a.0).then(a.1.cmp(b.1)),
-        })
-        .map(|(_, name)| name.to_owned());
-    let verdicts = checked
+    let chosen = choose(nodes, req);
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_by(|a, b| nodes[*a].name.cmp(&nodes[*b].name));
+    let verdicts = order
         .into_iter()
-        .map(|(n, r)| {
-            let chosen = best.as_deref() == Some(n.name.as_str());
-            match r {
+        .map(|i| {
+            let n = &nodes[i];
+            let is_chosen = chosen == Some(i);
+            match check(n, req) {
                 Ok(w) => Verdict {
                     node: n.name.clone(),
-                    chosen,
+                    chosen: is_chosen,
                     fits: true,
                     reason: format!(
                         "{}: leaves {} vCPUs, {} MiB, {} GiB (waste {:.3} by {})",
-                        if chosen { "chosen" } else { "fits" },
+                        if is_chosen { "chosen" } else { "fits" },
                         n.available_vcpus() - req.vcpus,
                         n.available_memory_mib() - req.memory_mib,
                         n.available_disk_gib() - req.disk_gib,
@@ -280,16 +318,16 @@ pub fn place(nodes: &[NodeCapacity], req: &PlacementRequest) -> Placement {
                     ),
                     waste_ppm: Some(w),
                 },
-                Err(reason) => Verdict { node: n.name.clone(), chosen: false, fits: false, reason, waste_ppm: None },
+                Err(r) => Verdict { node: n.name.clone(), chosen: false, fits: false, reason: r.describe(n), waste_ppm: None },
             }
         })
         .collect();
-    Placement { chosen: best, verdicts }
+    Placement { chosen: chosen.map(|i| nodes[i].name.clone()), verdicts }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{place, NodeCapacity, NodeState, PlacementRequest, Ratio, Verdict};
+    use super::{choose, place, NodeCapacity, NodeState, PlacementRequest, Ratio, Verdict};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -425,6 +463,12 @@ mod tests {
             }
             prop_assert_eq!(p.verdicts.len(), nodes.len());
             prop_assert_eq!(p.verdicts.iter().filter(|v| v.chosen).count(), usize::from(p.chosen.is_some()));
+        }
+
+        #[test]
+        fn choose_agrees_with_place(nodes in proptest::collection::vec(arb_node(), 0..12), r in arb_req()) {
+            let nodes = unique(nodes);
+            prop_assert_eq!(choose(&nodes, &r).map(|i| nodes[i].name.clone()), place(&nodes, &r).chosen);
         }
 
         #[test]
