@@ -85,6 +85,10 @@ enum Command {
     /// Compute nodes (admins): add, list, show, set, drain, undrain, remove.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Find (--dry-run) or remove debris kvmctl made that belongs to no VM: domains,
+    /// volumes, DHCP reservations, firewall rules (admins). Debris is removed only once
+    /// it has been reported for gc_grace_seconds (default 10 minutes).
+    Gc(node::GcArgs),
     /// Hourly usage records (one per VM-hour, with its cost): your own, or anyone's (admins).
     Usage(users::UsageArgs),
     /// Prepare this host: doctor, setup, uninstall (run locally, without the daemon).
@@ -149,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quota(cmd) => users::run_quota(&client()?, cmd, cli.output).await,
         Command::Audit(cmd) => users::run_audit(&client()?, cmd, cli.output).await,
         Command::Node(cmd) => node::run(&client()?, cmd, cli.output).await,
+        Command::Gc(args) => node::run_gc(&client()?, args, cli.output).await,
         Command::Usage(args) => users::run_usage(&client()?, args, cli.output).await,
         Command::Plan(cmd) => vm::run_plan(&client()?, cmd, cli.output).await,
         Command::Serve(args) => serve::run(args, cli.socket).await,

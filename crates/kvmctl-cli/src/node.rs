@@ -2,7 +2,7 @@
 
 use crate::output::{self, OutputFormat, Table};
 use kvmctl_client::Client;
-use kvmctl_types::api::{ComputeNode, NodeAddRequest, NodeUpdateRequest};
+use kvmctl_types::api::{ComputeNode, GcReport, NodeAddRequest, NodeUpdateRequest};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -162,6 +162,47 @@ pub async fn run(client: &Client, cmd: NodeCommand, format: OutputFormat) -> any
         NodeCommand::Remove { name } => {
             client.node_remove(&name).await?;
             eprintln!("node {name} removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kvmctl gc`: debris that belongs to no VM (admins).
+#[derive(clap::Args, Debug)]
+pub struct GcArgs {
+    /// Only report what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl Table for GcReport {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![["kind", "name", "what", "first seen", "removed"].map(String::from).to_vec()];
+        rows.extend(self.items.iter().map(|i| {
+            vec![
+                i.kind.clone(),
+                i.name.clone(),
+                i.detail.clone(),
+                crate::users::humantime_utc(i.first_seen_at),
+                if i.removed { "yes" } else { "no" }.into(),
+            ]
+        }));
+        rows
+    }
+}
+
+pub async fn run_gc(client: &Client, args: GcArgs, format: OutputFormat) -> anyhow::Result<ExitCode> {
+    let report = client.gc(!args.dry_run).await?;
+    if report.items.is_empty() && format == OutputFormat::Table {
+        eprintln!("nothing to collect");
+        return Ok(ExitCode::SUCCESS);
+    }
+    output::print(&report, format)?;
+    if format == OutputFormat::Table {
+        if args.dry_run {
+            eprintln!("dry run: nothing was removed; `kvmctl gc` removes what is removable");
+        } else if report.items.iter().any(|i| !i.removed && i.kind != "row") {
+            eprintln!("debris is removed once it has been reported for gc_grace_seconds (a create in flight is never taken for it); run `kvmctl gc` again later");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -141,6 +141,23 @@ impl Table for Vec<UsageRecord> {
     }
 }
 
+/// A duration such as 90s, 30m, 2h or 7d, in seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 90s, 30m, 2h or 7d"))?;
+    if n < 0 {
+        return Err(format!("{s:?}: a duration cannot be negative"));
+    }
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: end the duration with s, m, h or d")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too long"))
+}
+
 /// Unix seconds, a UTC date or time, or an age back from now.
 fn parse_since(s: &str) -> Result<i64, String> {
     if let Ok(n) = s.parse::<i64>() {
@@ -149,17 +166,8 @@ fn parse_since(s: &str) -> Result<i64, String> {
     if let Some(t) = kvmctl_core::metering::parse_utc(s) {
         return Ok(t);
     }
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = num
-        .parse()
+    let secs = parse_duration(s)
         .map_err(|_| format!("{s:?} is neither unix seconds, a UTC date (2026-11-01[T06:00:00Z]) nor an age such as 30m, 2h, 7d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{s:?}: use s, m, h or d")),
-    };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     Ok(now - secs)
 }
@@ -349,6 +357,13 @@ pub async fn plan_update(client: &Client, name: &str, req: PlanUpdateRequest, fo
 mod tests {
     #[test]
     fn times_and_ages() {
+        assert_eq!(super::parse_duration("90s"), Ok(90));
+        assert_eq!(super::parse_duration("2h"), Ok(7200));
+        assert_eq!(super::parse_duration("7d"), Ok(604_800));
+        assert!(super::parse_duration("-2h").unwrap_err().contains("negative"));
+        assert!(super::parse_duration("2w").unwrap_err().contains("s, m, h or d"));
+        assert!(super::parse_duration("h").is_err());
+        assert!(super::parse_duration("99999999999999999d").unwrap_err().contains("too long"));
         assert_eq!(super::humantime_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::humantime_utc(1_795_355_459), "2026-11-22T13:50:59Z");
         assert!(super::parse_since("2h").unwrap() > 1_700_000_000);

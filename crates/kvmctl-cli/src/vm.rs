@@ -60,6 +60,10 @@ pub enum VmCommand {
         /// How to pick the node: best-fit (least capacity left after the VM) or spread.
         #[arg(long, value_name = "STRATEGY")]
         placement: Option<String>,
+        /// Delete the VM this long after it is created (an ephemeral VM), e.g. 90m, 2h,
+        /// 7d; 1m to 30d.
+        #[arg(long, value_name = "DURATION", value_parser = crate::users::parse_duration)]
+        ttl: Option<i64>,
         /// Print why each node was chosen or refused (admins).
         #[arg(long)]
         explain: bool,
@@ -317,6 +321,9 @@ impl Table for Vm {
             vec!["owner:".into(), v.owner.clone()],
             vec!["age:".into(), age(v.created_at)],
         ];
+        if let Some(at) = v.expires_at {
+            rows.push(vec!["expires:".into(), format!("{} (--ttl; deleted then)", crate::users::humantime_utc(at))]);
+        }
         if let Some(e) = &v.error {
             rows.push(vec!["error:".into(), e.clone()]);
         }
@@ -433,6 +440,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             no_ssh_forward,
             node_labels,
             placement,
+            ttl,
             explain,
             wait,
             timeout,
@@ -461,6 +469,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 no_ssh_forward,
                 node_labels: node_labels.into_iter().collect(),
                 placement,
+                ttl_seconds: ttl.map(|t| t as u64),
             };
             let mut vm =
                 with_vm_progress(client, &name, &format!("creating VM {name}"), &format!("VM {name} created"), client.vm_create(&req))

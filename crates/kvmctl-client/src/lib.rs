@@ -10,10 +10,10 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use kvmctl_types::api::{
-    ApiEvent, AuditEntry, ComputeNode, ErrorBody, Forward, ForwardCreateRequest, Image, ImageImportRequest, Network, NetworkCreateRequest,
-    NodeAddRequest, NodeUpdateRequest, Plan, PlanCreateRequest, PlanUpdateRequest, PortPoolStatus, Quota, QuotaSetRequest, StatusResponse,
-    Token, TokenCreateRequest, TokenCreated, UsageRecord, User, UserCreateRequest, UserUpdateRequest, Vm, VmCreateRequest, VmExecRequest,
-    VmExecResponse, VmResizeRequest, VmStopRequest,
+    ApiEvent, AuditEntry, ComputeNode, ErrorBody, Forward, ForwardCreateRequest, GcReport, Image, ImageImportRequest, Network,
+    NetworkCreateRequest, NodeAddRequest, NodeUpdateRequest, Plan, PlanCreateRequest, PlanUpdateRequest, PortPoolStatus, Quota,
+    QuotaSetRequest, StatusResponse, Token, TokenCreateRequest, TokenCreated, UsageRecord, User, UserCreateRequest, UserUpdateRequest, Vm,
+    VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -380,6 +380,16 @@ impl Client {
 
     pub async fn node_remove(&self, name: &str) -> Result<(), ClientError> {
         self.empty(Method::DELETE, &format!("/v1/nodes/{}", seg(name))).await
+    }
+
+    /// `GET /v1/gc` (report) or `POST /v1/gc` (remove).
+    pub async fn gc(&self, clean: bool) -> Result<GcReport, ClientError> {
+        if clean {
+            let (status, body) = self.request(Method::POST, "/v1/gc", None).await?;
+            decode(status, &body)
+        } else {
+            self.get("/v1/gc").await
+        }
     }
 
     /// `GET /metrics`: the OpenMetrics text.

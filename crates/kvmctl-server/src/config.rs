@@ -71,6 +71,17 @@ pub struct Config {
     pub local_memory_overcommit: String,
     pub local_reserved_cpus: u64,
     pub local_reserved_memory_mib: u64,
+    /// Delete VMs stopped longer than this many hours (0: never), warning their owners on
+    /// the events stream `stopped_vm_warning_hours` before.
+    pub stopped_vm_cleanup_hours: u64,
+    pub stopped_vm_warning_hours: u64,
+    /// Minutes between `gc` passes in the background (0: none); they report, and remove
+    /// debris only with `gc_clean`.
+    pub gc_interval_minutes: u64,
+    pub gc_clean: bool,
+    /// Debris is removed only once it has been reported for this long (seconds): a create
+    /// in flight, here or in another daemon on the same libvirt, is never mistaken for it.
+    pub gc_grace_seconds: u64,
     /// What a stopped VM-hour costs, in percent of the running price (0 to 100).
     pub stopped_price_percent: u32,
     /// Hourly prices of VMs sized without a plan: per vCPU, per GiB of memory, per GiB of disk.
@@ -126,6 +137,11 @@ impl Default for Config {
             local_memory_overcommit: "1.0".into(),
             local_reserved_cpus: 0,
             local_reserved_memory_mib: 0,
+            stopped_vm_cleanup_hours: 0,
+            stopped_vm_warning_hours: 24,
+            gc_interval_minutes: 60,
+            gc_clean: false,
+            gc_grace_seconds: 600,
             stopped_price_percent: 100,
             price_vcpu_hourly: "0".into(),
             price_memory_gib_hourly: "0".into(),
@@ -249,6 +265,12 @@ impl Config {
         }
         for (key, v) in [("local_cpu_overcommit", &cfg.local_cpu_overcommit), ("local_memory_overcommit", &cfg.local_memory_overcommit)] {
             kvmctl_core::placement::Ratio::parse(v).map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))?;
+        }
+        if cfg.stopped_vm_cleanup_hours > 0 && cfg.stopped_vm_warning_hours >= cfg.stopped_vm_cleanup_hours {
+            return Err(ConfigError::Invalid(format!(
+                "stopped_vm_warning_hours ({}) must be less than stopped_vm_cleanup_hours ({})",
+                cfg.stopped_vm_warning_hours, cfg.stopped_vm_cleanup_hours
+            )));
         }
         if cfg.stopped_price_percent > 100 {
             return Err(ConfigError::Invalid(format!("stopped_price_percent = {} is over 100", cfg.stopped_price_percent)));

@@ -36,6 +36,8 @@ use utoipa::OpenApi;
         crate::http::nodes::node_update,
         crate::http::nodes::node_remove,
         crate::http::metrics::metrics,
+        crate::http::nodes::gc_report,
+        crate::http::nodes::gc_clean,
         crate::http::vms::vm_list,
         crate::http::vms::vm_get,
         crate::http::vms::vm_create,
@@ -101,6 +103,8 @@ use utoipa::OpenApi;
         kvmctl_types::api::NodeAddRequest,
         kvmctl_types::api::NodeUpdateRequest,
         kvmctl_types::api::PlacementVerdict,
+        kvmctl_types::api::GcReport,
+        kvmctl_types::api::GcItem,
         kvmctl_types::api::ApiEvent
     )),
     tags(

@@ -61,6 +61,7 @@ pub struct RunningServer {
     _events: kvmctl_libvirt::events::EventWatch,
     readiness: JoinHandle<()>,
     metering: JoinHandle<()>,
+    hygiene: JoinHandle<()>,
     closing: watch::Sender<bool>,
 }
 
@@ -121,6 +122,7 @@ impl RunningServer {
         let readiness = tokio::spawn(crate::app::readiness::run(ctx.clone(), boots));
         // Hourly usage records; hours missed while down are caught up now.
         let metering = tokio::spawn(crate::app::metering::run(ctx.clone()));
+        let hygiene = tokio::spawn(crate::app::hygiene::run(ctx.clone()));
         let mut tasks = Vec::new();
         let stop = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
@@ -190,6 +192,7 @@ impl RunningServer {
             _events: events_watch,
             readiness,
             metering,
+            hygiene,
             closing,
         })
     }
@@ -200,6 +203,7 @@ impl RunningServer {
         let _ = self.closing.send(true);
         self.readiness.abort();
         self.metering.abort();
+        self.hygiene.abort();
         for t in self.tasks {
             let _ = t.await;
         }

@@ -99,3 +99,77 @@ async fn every_vm_hour_is_recorded_once_across_a_restart() {
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     server.stop().await;
 }
+
+/// The next event of `kind` for `vm`, or a failure naming it (never a speed check).
+async fn event(rx: &mut tokio::sync::mpsc::Receiver<kvmctl_types::api::ApiEvent>, kind: &str, vm: &str) -> kvmctl_types::api::ApiEvent {
+    let wait = async {
+        while let Some(ev) = rx.recv().await {
+            if ev.kind == kind && ev.vm == vm {
+                return ev;
+            }
+        }
+        panic!("the event stream ended before {kind} of {vm}");
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), wait).await.unwrap_or_else(|_| panic!("no {kind} event for {vm}"))
+}
+
+/// Waits for every (kind, vm) pair, in any order; returns them in the order asked.
+async fn events_all(
+    rx: &mut tokio::sync::mpsc::Receiver<kvmctl_types::api::ApiEvent>,
+    want: &[(&str, &str)],
+) -> Vec<kvmctl_types::api::ApiEvent> {
+    let mut found: Vec<Option<kvmctl_types::api::ApiEvent>> = vec![None; want.len()];
+    let wait = async {
+        while found.iter().any(Option::is_none) {
+            let Some(ev) = rx.recv().await else { panic!("the event stream ended") };
+            if let Some(i) = want.iter().position(|(k, v)| ev.kind == *k && ev.vm == *v) {
+                found[i].get_or_insert(ev);
+            }
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(60), wait).await.is_err() {
+        panic!("missing events: {:?}", want.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(w, _)| w).collect::<Vec<_>>());
+    }
+    found.into_iter().map(Option::unwrap).collect()
+}
+
+#[tokio::test]
+async fn ephemeral_vms_expire_and_long_stopped_vms_are_warned_then_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-hy-ttl", "kt-hy-old", "kt-hy-used"], &["kt-hy-img"]);
+    let mut cfg = daemon::config(d);
+    cfg.stopped_vm_cleanup_hours = 3;
+    cfg.stopped_vm_warning_hours = 1;
+    let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let clock = Arc::new(ManualClock::new(t0));
+    let (server, c) = daemon::start_with_clock(&cfg, clock.clone()).await;
+    daemon::tiny_image(&c, d, "kt-hy-img").await;
+    let vm = |name: &str| VmCreateRequest { no_start: true, no_ssh_forward: true, ..daemon::tiny_vm(name, "kt-hy-img", vec![]) };
+    let mut events = c.events(None).await.unwrap();
+    // Out of range TTLs are refused, naming the field.
+    match c.vm_create(&VmCreateRequest { ttl_seconds: Some(5), ..vm("kt-hy-ttl") }).await {
+        Err(kvmctl_client::ClientError::Api { status: 400, body }) => assert_eq!(body.field.as_deref(), Some("ttl_seconds")),
+        other => panic!("{other:?}"),
+    }
+    let ttl = c.vm_create(&VmCreateRequest { ttl_seconds: Some(2 * HOUR as u64), ..vm("kt-hy-ttl") }).await.unwrap();
+    assert_eq!(ttl.expires_at, Some(t0 + 2 * HOUR));
+    c.vm_create(&vm("kt-hy-old")).await.unwrap();
+
+    // Two hours on: the ephemeral VM is gone, the stopped one warned (3 h limit, 1 h notice).
+    // One pass handles both VMs, in whatever order it lists them.
+    clock.advance(2 * HOUR + 60);
+    let seen =
+        events_all(&mut events, &[("vm.expired", "kt-hy-ttl"), ("vm.deleted", "kt-hy-ttl"), ("vm.cleanup_warning", "kt-hy-old")]).await;
+    let warning = &seen[2];
+    assert!(warning.detail.as_deref().unwrap_or_default().contains("deleted after 3 h"), "{warning:?}");
+    assert!(c.vm_get("kt-hy-old").await.is_ok(), "warned, not yet deleted");
+    // Another hour: deleted.
+    clock.advance(HOUR);
+    event(&mut events, "vm.deleted", "kt-hy-old").await;
+    assert!(c.vm_list().await.unwrap().is_empty());
+
+    c.image_delete("kt-hy-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}

@@ -38,10 +38,16 @@ pub struct VmRecord {
     pub error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When an ephemeral VM (`vm create --ttl`) is deleted, Unix seconds.
+    pub expires_at: Option<i64>,
 }
 
 const COLUMNS: &str = "id, name, owner, node, image, plan, vcpus, memory_mib, disk_gib, network, mac, firmware, pool, root_volume, \
                        seed_volume, vnc_password, state, error, created_at, updated_at, ip, ssh_user, host_key, host_key_source";
+
+/// What reads select: the columns writes set, and those changed only by their own updates.
+const SELECTED: &str = "id, name, owner, node, image, plan, vcpus, memory_mib, disk_gib, network, mac, firmware, pool, root_volume, \
+                        seed_volume, vnc_password, state, error, created_at, updated_at, ip, ssh_user, host_key, host_key_source, expires_at";
 
 fn vm_from_row(row: sqlx::sqlite::SqliteRow) -> Result<VmRecord, StoreError> {
     let decode = |what: &str, e: String| StoreError::Query(sqlx::Error::Decode(format!("{what}: {e}").into()));
@@ -72,6 +78,7 @@ fn vm_from_row(row: sqlx::sqlite::SqliteRow) -> Result<VmRecord, StoreError> {
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        expires_at: row.try_get("expires_at")?,
     })
 }
 
@@ -139,7 +146,7 @@ impl DataStore {
 
     /// The VM if it exists and `scope` may see it.
     pub async fn vm_get(&self, scope: &crate::Scope, name: &Name) -> Result<Option<VmRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM vms WHERE name = $1 AND ($2 IS NULL OR owner = $2)"))
+        let row = sqlx::query(&format!("SELECT {SELECTED} FROM vms WHERE name = $1 AND ($2 IS NULL OR owner = $2)"))
             .bind(name.as_str())
             .bind(scope.bind())
             .fetch_optional(&self.pool)
@@ -149,7 +156,7 @@ impl DataStore {
 
     /// The VMs `scope` may see, by name.
     pub async fn vm_list(&self, scope: &crate::Scope) -> Result<Vec<VmRecord>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM vms WHERE ($1 IS NULL OR owner = $1) ORDER BY name"))
+        let rows = sqlx::query(&format!("SELECT {SELECTED} FROM vms WHERE ($1 IS NULL OR owner = $1) ORDER BY name"))
             .bind(scope.bind())
             .fetch_all(&self.pool)
             .await?;
@@ -181,6 +188,24 @@ impl DataStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Sets when the VM expires (`None`: never).
+    pub async fn vm_set_expiry(&self, id: &VmId, at: Option<i64>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE vms SET expires_at = $1 WHERE id = $2").bind(at).bind(id.to_string()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records that the owner was warned of the stopped VM's cleanup (once per stop).
+    pub async fn vm_cleanup_warned(&self, id: &VmId, at: Option<i64>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE vms SET cleanup_warned_at = $1 WHERE id = $2").bind(at).bind(id.to_string()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// When the owner was warned of the stopped VM's cleanup.
+    pub async fn vm_cleanup_warned_at(&self, id: &VmId) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT cleanup_warned_at FROM vms WHERE id = $1").bind(id.to_string()).fetch_optional(&self.pool).await?;
+        Ok(row.and_then(|r| r.try_get("cleanup_warned_at").ok().flatten()))
     }
 
     /// Records the VM's address (when the one picked was taken meanwhile).

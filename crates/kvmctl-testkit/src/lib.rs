@@ -127,6 +127,8 @@ pub mod daemon {
             vnc_port_range: format!("{}-{}", ports.0 + 20, ports.0 + 29),
             // Test VMs are tiny and mostly stopped; capacity is not what these tests test.
             local_cpu_overcommit: "100".into(),
+            // Background gc would see other test daemons' VMs as debris (tests/gc.rs runs it alone).
+            gc_interval_minutes: 0,
             ..Config::default()
         }
     }

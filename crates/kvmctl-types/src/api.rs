@@ -305,6 +305,9 @@ pub struct VmCreateRequest {
     /// `best-fit` (default: the node with the least capacity left after the VM) or `spread`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<String>,
+    /// Delete the VM this many seconds after it is created (60 to 2592000, 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
 }
 
 /// Why placement chose or refused a node.
@@ -439,6 +442,9 @@ pub struct Vm {
     pub error: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
+    /// When the VM is deleted (`--ttl`), Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
     /// How the node was chosen, node by node (create's answer, for admins).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement: Vec<PlacementVerdict>,
@@ -764,6 +770,28 @@ pub struct UsageRecord {
     /// What the hour cost: the price when running, its stopped share otherwise.
     pub cost: String,
     pub currency: String,
+}
+
+/// What `kvmctl gc` found (and removed, when cleaning).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GcReport {
+    /// Whether debris was removed (`POST /v1/gc`) or only reported (`GET /v1/gc`).
+    pub clean: bool,
+    pub items: Vec<GcItem>,
+}
+
+/// One piece of debris: `domain`, `volume`, `dhcp_host`, `firewall` (removable) or `row`
+/// (a VM whose domain vanished; reported only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GcItem {
+    pub kind: String,
+    pub name: String,
+    pub detail: String,
+    pub removed: bool,
+    /// When gc first reported it (Unix seconds); `POST /v1/gc` removes it only once it has
+    /// been reported for `gc_grace_seconds`.
+    #[serde(default)]
+    pub first_seen_at: i64,
 }
 
 /// One event of `GET /v1/events` (the `data` of a server-sent event; its `event` field is

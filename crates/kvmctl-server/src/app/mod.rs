@@ -2,7 +2,9 @@
 
 pub mod files;
 pub mod forwards;
+pub mod gc;
 pub mod host;
+pub mod hygiene;
 pub mod images;
 pub mod metering;
 pub mod networks;
@@ -50,6 +52,9 @@ pub struct Context {
     pub(crate) metrics: crate::metrics::Metrics,
     /// When the reconciler next reads the nodes' capacity (Unix seconds).
     pub(crate) nodes_refresh_due: std::sync::atomic::AtomicI64,
+    /// When gc first reported each piece of debris ("kind name" to Unix seconds); it is
+    /// removed only after `gc_grace_seconds`.
+    pub(crate) gc_seen: Mutex<HashMap<String, i64>>,
 }
 
 impl Context {
@@ -82,6 +87,7 @@ impl Context {
             clock: Arc::new(crate::clock::SystemClock),
             metrics: Default::default(),
             nodes_refresh_due: std::sync::atomic::AtomicI64::new(0),
+            gc_seen: Mutex::new(HashMap::new()),
         };
         (ctx, boots)
     }

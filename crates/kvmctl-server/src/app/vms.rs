@@ -112,6 +112,7 @@ pub(crate) fn vm_view(r: VmRecord) -> Vm {
         owner: r.owner,
         error: r.error,
         created_at: r.created_at,
+        expires_at: r.expires_at,
         placement: Vec::new(),
     }
 }
@@ -263,6 +264,11 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     };
     let network = req.network.clone().unwrap_or_else(|| ctx.config.network.clone());
     let strategy = super::nodes::strategy(req.placement.as_deref())?;
+    if let Some(ttl) = req.ttl_seconds {
+        if !(60..=2_592_000).contains(&ttl) {
+            return Err(Error::invalid("ttl_seconds", format!("{ttl} is not between 60 (a minute) and 2592000 (30 days)")));
+        }
+    }
     super::nodes::label_check(&req.node_labels).map_err(|e| match e {
         Error::InvalidRequest { message, .. } => Error::invalid("node_labels", message),
         e => e,
@@ -359,6 +365,7 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
         error: None,
         created_at: 0,
         updated_at: 0,
+        expires_at: None,
     };
     // The quota check and the reservation are one statement: concurrent creates of one user
     // can never exceed the quota together.
@@ -391,6 +398,11 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
         }
     };
     ctx.publish("vm.state", &rec.name, &rec.owner, Some(VmState::Creating.as_str()), None, None);
+    if let Some(ttl) = req.ttl_seconds {
+        let at = ctx.clock.now() + ttl as i64;
+        ctx.store.vm_set_expiry(&rec.id, Some(at)).await?;
+        rec.expires_at = Some(at);
+    }
     // The address is reserved in libvirt (a DHCP host entry) while the lock is held.
     if let Err(e) = address_reserve(ctx, &mut rec).await {
         drop(address_guard);

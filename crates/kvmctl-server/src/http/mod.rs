@@ -54,6 +54,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/networks/{name}", get(networks::network_get).delete(networks::network_delete))
         .route("/v1/port-pools", get(networks::port_pool_list))
         .route("/v1/nodes", get(nodes::node_list).post(nodes::node_add))
+        .route("/v1/gc", get(nodes::gc_report).post(nodes::gc_clean))
         .route("/v1/nodes/{name}", get(nodes::node_get).patch(nodes::node_update).delete(nodes::node_remove))
         .route("/v1/vms/{name}/forwards", get(networks::forward_list).post(networks::forward_create))
         .route("/v1/vms/{name}/forwards/{protocol}/{host_port}", axum::routing::delete(networks::forward_delete))

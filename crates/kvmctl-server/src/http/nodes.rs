@@ -75,3 +75,27 @@ pub(crate) async fn node_remove(
 ) -> Result<StatusCode, ApiError> {
     app::nodes::node_remove(&ctx, &caller, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
 }
+
+/// Debris on the node that belongs to no VM row, reported (admins).
+#[utoipa::path(get, path = "/v1/gc", tag = "nodes", operation_id = "gc_report",
+    responses((status = 200, description = "What would be removed", body = kvmctl_types::api::GcReport),
+        (status = 403, description = "Admins only", body = ErrorBody)))]
+pub(crate) async fn gc_report(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<kvmctl_types::api::GcReport>, ApiError> {
+    app::gc::gc(&ctx, &caller, false).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}
+
+/// Removes the debris `GET /v1/gc` reports (rows whose domain vanished are only reported).
+#[utoipa::path(post, path = "/v1/gc", tag = "nodes", operation_id = "gc_clean",
+    responses((status = 200, description = "What was removed", body = kvmctl_types::api::GcReport),
+        (status = 403, description = "Admins only", body = ErrorBody)))]
+pub(crate) async fn gc_clean(
+    State(ctx): State<Arc<Context>>,
+    Extension(rid): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<kvmctl_types::api::GcReport>, ApiError> {
+    app::gc::gc(&ctx, &caller, true).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+}

@@ -1,0 +1,266 @@
+//! `kvmctl gc`: debris on the node that carries kvmctl's marks but belongs to no VM row,
+//! and rows whose domain vanished. Reported by default; removed with `clean` (admins).
+//!
+//! What counts as ours: domains with kvmctl's metadata (`<kvmctl:id>`), volumes named like
+//! a VM's root disk or seed (`NAME-root.qcow2`, `NAME-seed.iso`) in kvmctl's pools and used
+//! by no image and no domain, DHCP reservations in networks kvmctl manages (and the default
+//! network) for MACs of no VM, and entries of the `inet kvmctl` table for VM ids of no row.
+//! Volumes, reservations and rules that any domain on the node still references are never
+//! debris (they may be another daemon's), and nothing is removed before it has been
+//! reported for `gc_grace_seconds`, so a create in flight is never taken for debris. A second
+//! daemon's domains on the same libvirt do look like debris to the first (they carry ids it
+//! has no row for): give each daemon its own libvirt, or keep `gc_clean` off.
+
+use super::{blocking, Context};
+use kvmctl_core::{Caller, Error, VmState};
+use kvmctl_libvirt::{Node, NodeError};
+use kvmctl_store::Scope;
+use kvmctl_types::api::{GcItem, GcReport};
+use std::collections::{BTreeSet, HashSet};
+
+fn metadata_id(xml: &str) -> Option<String> {
+    if !xml.contains(kvmctl_libvirt::xml::METADATA_NS) {
+        return None;
+    }
+    let start = xml.find("<kvmctl:id>")? + "<kvmctl:id>".len();
+    let end = xml[start..].find("</kvmctl:id>")? + start;
+    Some(xml[start..end].trim().to_owned())
+}
+
+/// `<host mac='..' name='..' ip='..'/>` entries of a network's XML as (mac, name, ip).
+fn dhcp_hosts(xml: &str) -> Vec<(String, String, String)> {
+    let attr = |tag: &str, a: &str| -> Option<String> {
+        let i = tag.find(&format!("{a}='")).map(|i| (i, '\'')).or_else(|| tag.find(&format!("{a}=\"")).map(|i| (i, '"')))?;
+        let rest = &tag[i.0 + a.len() + 2..];
+        Some(rest[..rest.find(i.1)?].to_owned())
+    };
+    xml.match_indices("<host ")
+        .filter_map(|(i, _)| {
+            let tag = &xml[i..i + xml[i..].find('>')?];
+            Some((attr(tag, "mac")?.to_ascii_lowercase(), attr(tag, "name").unwrap_or_default(), attr(tag, "ip").unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// The MAC addresses of a domain's interfaces (lower case).
+fn macs_in(xml: &str) -> Vec<String> {
+    xml.match_indices("<mac address=")
+        .filter_map(|(i, m)| {
+            let rest = &xml[i + m.len()..];
+            let q = rest.chars().next()?;
+            let rest = &rest[1..];
+            Some(rest[..rest.find(q)?].to_ascii_lowercase())
+        })
+        .collect()
+}
+
+pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport, Error> {
+    caller.require_admin("garbage collection")?;
+    let now = ctx.clock.now();
+    let grace = ctx.config.gc_grace_seconds as i64;
+    // Debris of this report with when it was first reported; what is not debris any more is
+    // forgotten.
+    let seen_now = std::sync::Mutex::new(std::collections::HashMap::new());
+    let first_seen = |kind: &str, name: &str| -> (i64, bool) {
+        let key = format!("{kind} {name}");
+        let first = *ctx.gc_seen.lock().expect("gc map poisoned").get(&key).unwrap_or(&now);
+        seen_now.lock().expect("gc map poisoned").insert(key, first);
+        (first, clean && now - first >= grace)
+    };
+    let rows = ctx.store.vm_list(&Scope::all()).await?;
+    let ids: HashSet<String> = rows.iter().map(|v| v.id.to_string()).collect();
+    let macs: HashSet<String> = rows.iter().map(|v| v.mac.to_ascii_lowercase()).collect();
+    let volumes_of_rows: HashSet<(String, String)> =
+        rows.iter().flat_map(|v| [(v.pool.clone(), v.root_volume.clone()), (v.pool.clone(), v.seed_volume.clone())]).collect();
+    let images = ctx.store.image_list().await?;
+    let image_volumes: HashSet<(String, String)> = images
+        .iter()
+        .flat_map(|i| {
+            std::iter::once(i.volume.clone())
+                .chain(i.kernel_volume.clone())
+                .chain(i.initrd_volume.clone())
+                .map(move |v| (i.pool.clone(), v))
+        })
+        .collect();
+    let pools: BTreeSet<String> = std::iter::once(ctx.config.pool.clone()).chain(rows.iter().map(|v| v.pool.clone())).collect();
+    let mut networks: BTreeSet<String> = ctx.store.network_list(&Scope::all()).await?.into_iter().map(|n| n.name.to_string()).collect();
+    networks.insert(ctx.config.network.clone());
+
+    let node = ctx.local_node.clone();
+    let (pools2, networks2) = (pools.clone(), networks.clone());
+    // Everything read in one blocking call: domains (with their XML), volumes, DHCP hosts.
+    type Seen = (Vec<(String, String, bool, Option<String>, String)>, Vec<(String, String)>, Vec<(String, String, String, String)>);
+    let seen: Seen = blocking(move || -> Result<Seen, NodeError> {
+        let mut domains = Vec::new();
+        let mut disks_in_use = String::new();
+        for d in node.domain_list()? {
+            let xml = match node.domain_xml(&d.name) {
+                Ok(x) => x,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            disks_in_use.push_str(&xml);
+            let running = d.state == kvmctl_libvirt::DomainState::Running;
+            let id = metadata_id(&xml);
+            domains.push((d.name, d.uuid, running, id, xml));
+        }
+        let mut volumes = Vec::new();
+        for p in &pools2 {
+            match node.volume_list(p) {
+                Ok(vs) => {
+                    for v in vs {
+                        // A volume a domain uses (by path) is never debris.
+                        if !disks_in_use.contains(&v.path.display().to_string()) {
+                            volumes.push((p.clone(), v.name));
+                        }
+                    }
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut hosts = Vec::new();
+        for n in &networks2 {
+            match node.network_xml(n) {
+                Ok(xml) => hosts.extend(dhcp_hosts(&xml).into_iter().map(|(mac, name, ip)| (n.clone(), mac, name, ip))),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((domains, volumes, hosts))
+    })
+    .await??;
+    let (domains, volumes, hosts) = seen;
+    let domain_macs: HashSet<String> = domains.iter().flat_map(|d| macs_in(&d.4)).collect();
+
+    let mut items = Vec::new();
+    // Domains with our metadata and no row.
+    let domain_names: HashSet<String> = domains.iter().map(|d| d.0.clone()).collect();
+    for (name, uuid, running, id, _) in &domains {
+        let Some(id) = id else { continue };
+        if ids.contains(id) {
+            continue;
+        }
+        let (first_seen_at, due) = first_seen("domain", name);
+        let mut item = GcItem {
+            kind: "domain".into(),
+            name: name.clone(),
+            detail: format!("kvmctl VM id {id} ({}) has no row", if *running { "running" } else { "stopped" }),
+            removed: false,
+            first_seen_at,
+        };
+        if due {
+            let (node, n) = (ctx.local_node.clone(), name.clone());
+            let key = kvmctl_netfw::vm_key(uuid);
+            blocking(move || -> Result<(), NodeError> {
+                let _ = node.domain_destroy(&n);
+                node.domain_undefine(&n)
+            })
+            .await??;
+            if super::forwards::node_is_local(ctx) {
+                let _ = blocking(move || kvmctl_netfw::vm_remove(kvmctl_netfw::TABLE, &key)).await;
+            }
+            item.removed = true;
+        }
+        items.push(item);
+    }
+    // Volumes named like a VM's, of no row, no image and no domain.
+    for (pool, vol) in &volumes {
+        let Some(vm) = vol.strip_suffix("-root.qcow2").or_else(|| vol.strip_suffix("-seed.iso")) else { continue };
+        let key = (pool.clone(), vol.clone());
+        if volumes_of_rows.contains(&key) || image_volumes.contains(&key) {
+            continue;
+        }
+        let name = format!("{pool}/{vol}");
+        let (first_seen_at, due) = first_seen("volume", &name);
+        let mut item = GcItem {
+            kind: "volume".into(),
+            name,
+            detail: format!("named for VM {vm}, which has no row{}", if domain_names.contains(vm) { "" } else { " and no domain" }),
+            removed: false,
+            first_seen_at,
+        };
+        if due {
+            let (node, p, v) = (ctx.local_node.clone(), pool.clone(), vol.clone());
+            blocking(move || node.volume_delete(&p, &v)).await??;
+            item.removed = true;
+        }
+        items.push(item);
+    }
+    // DHCP reservations for MACs of no VM.
+    for (net, mac, name, ip) in &hosts {
+        if macs.contains(mac) || domain_macs.contains(mac) {
+            continue;
+        }
+        let item_name = format!("{net}/{name}");
+        let (first_seen_at, due) = first_seen("dhcp_host", &item_name);
+        let mut item = GcItem {
+            kind: "dhcp_host".into(),
+            name: item_name,
+            detail: format!("{mac} {ip} belongs to no VM"),
+            removed: false,
+            first_seen_at,
+        };
+        if due {
+            let host = format!("<host mac='{mac}' name='{name}' ip='{ip}'/>");
+            let (node, n) = (ctx.local_node.clone(), net.clone());
+            blocking(move || node.network_dhcp_host(&n, &host, false)).await??;
+            item.removed = true;
+        }
+        items.push(item);
+    }
+    // Firewall entries of no row (whose domain is not a running orphan, reported above).
+    if super::forwards::node_is_local(ctx) {
+        let table = blocking(|| kvmctl_netfw::table_read(kvmctl_netfw::TABLE)).await?.unwrap_or_default();
+        // Keys of our rows, and of every domain on the node (another daemon's VM is not ours
+        // to judge; a domain without a row is reported above and its rules go with it).
+        let our_keys: HashSet<String> =
+            ids.iter().map(String::as_str).chain(domains.iter().filter_map(|d| d.3.as_deref())).map(kvmctl_netfw::vm_key).collect();
+        for key in table.keys() {
+            if our_keys.contains(key) {
+                continue;
+            }
+            let (first_seen_at, due) = first_seen("firewall", key);
+            let mut item = GcItem {
+                kind: "firewall".into(),
+                name: key.clone(),
+                detail: "rules of a VM id with no row".into(),
+                removed: false,
+                first_seen_at,
+            };
+            if due {
+                let k = key.clone();
+                blocking(move || kvmctl_netfw::vm_remove(kvmctl_netfw::TABLE, &k))
+                    .await?
+                    .map_err(|e| Error::Unavailable(kvmctl_core::error::chain(&e)))?;
+                item.removed = true;
+            }
+            items.push(item);
+        }
+    }
+    // Rows whose domain vanished (the reconciler marks them failed; deleting them is the
+    // owner's decision, so gc only reports).
+    for v in &rows {
+        if matches!(v.state, VmState::Creating | VmState::Deleting | VmState::Deleted) || domain_names.contains(v.name.as_str()) {
+            continue;
+        }
+        let (first_seen_at, _) = first_seen("row", v.name.as_str());
+        items.push(GcItem {
+            kind: "row".into(),
+            name: v.name.to_string(),
+            detail: format!("VM of {} has no domain; `kvmctl vm delete {}` removes what is left", v.owner, v.name),
+            removed: false,
+            first_seen_at,
+        });
+    }
+    for i in &items {
+        tracing::info!(kind = %i.kind, name = %i.name, removed = i.removed, detail = %i.detail, "gc");
+    }
+    // What was removed is gone; what remains keeps its first sighting.
+    let mut kept = seen_now.into_inner().expect("gc map poisoned");
+    for i in items.iter().filter(|i| i.removed) {
+        kept.remove(&format!("{} {}", i.kind, i.name));
+    }
+    *ctx.gc_seen.lock().expect("gc map poisoned") = kept;
+    Ok(GcReport { clean, items })
+}

@@ -1,0 +1,105 @@
+//! `kvmctl gc` against the real libvirtd: debris planted by hand (a domain with kvmctl's
+//! metadata and no row, a root volume of no VM, a DHCP reservation of no VM's MAC) is found
+//! by the report and removed by the clean; a real VM and objects without kvmctl's marks are
+//! never touched, and nothing is removed before it has been reported for `gc_grace_seconds`
+//! (an injected clock moves time on). Its own test binary: no other test daemon runs beside
+//! it (gc treats every kvmctl-marked domain without a row as debris).
+
+use kvmctl_testkit::daemon::{self, Sweep};
+use kvmctl_types::api::VmCreateRequest;
+use std::process::Command;
+
+fn virsh(args: &[&str]) -> String {
+    let uri = kvmctl_testkit::env("KVMCTL_TEST_URI");
+    let out = Command::new("virsh").arg("-c").arg(&uri).args(args).output().unwrap();
+    assert!(out.status.success(), "virsh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn domain_xml(name: &str, id: &str, ours: bool) -> String {
+    let meta = if ours {
+        format!("<metadata><kvmctl:vm xmlns:kvmctl='https://kvmctl.dev/xmlns/domain/1'><kvmctl:id>{id}</kvmctl:id></kvmctl:vm></metadata>")
+    } else {
+        String::new()
+    };
+    format!(
+        "<domain type='qemu'><name>{name}</name><uuid>{id}</uuid><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64'>hvm</type></os>{meta}</domain>"
+    )
+}
+
+#[tokio::test]
+async fn gc_reports_planted_debris_then_removes_it_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-gc-real", "kt-gc-dom", "kt-gc-foreign", "kt-gc-vol"], &["kt-gc-img"]);
+    let mut cfg = daemon::config(d);
+    cfg.gc_grace_seconds = 600;
+    let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let clock = std::sync::Arc::new(kvmctl_server::clock::ManualClock::new(t0));
+    let (server, c) = daemon::start_with_clock(&cfg, clock.clone()).await;
+    daemon::tiny_image(&c, d, "kt-gc-img").await;
+    let real = c.vm_create(&VmCreateRequest { no_start: true, ..daemon::tiny_vm("kt-gc-real", "kt-gc-img", vec![]) }).await.unwrap();
+
+    // Debris, and look-alikes that are not ours.
+    let pool = kvmctl_testkit::env("KVMCTL_TEST_POOL");
+    let network = kvmctl_testkit::env("KVMCTL_TEST_NETWORK");
+    for (name, id, ours) in
+        [("kt-gc-dom", "6b1f0c1e-0000-4000-8000-00000000a001", true), ("kt-gc-foreign", "6b1f0c1e-0000-4000-8000-00000000a002", false)]
+    {
+        let f = d.join(format!("{name}.xml"));
+        std::fs::write(&f, domain_xml(name, id, ours)).unwrap();
+        virsh(&["define", f.to_str().unwrap()]);
+    }
+    virsh(&["vol-create-as", &pool, "kt-gc-vol-root.qcow2", "1M", "--format", "qcow2"]);
+    virsh(&["vol-create-as", &pool, "kt-gc-foreign-data.img", "1M", "--format", "raw"]);
+    virsh(&[
+        "net-update",
+        &network,
+        "add",
+        "ip-dhcp-host",
+        "<host mac='52:54:00:6b:1f:0c' name='kt-gc-vol' ip='10.77.0.249'/>",
+        "--live",
+        "--config",
+    ]);
+
+    let report = c.gc(false).await.unwrap();
+    let found: Vec<(String, String, bool)> = report.items.iter().map(|i| (i.kind.clone(), i.name.clone(), i.removed)).collect();
+    for want in [
+        ("domain", "kt-gc-dom".to_owned()),
+        ("volume", format!("{pool}/kt-gc-vol-root.qcow2")),
+        ("dhcp_host", format!("{network}/kt-gc-vol")),
+    ] {
+        assert!(found.iter().any(|(k, n, removed)| k == want.0 && *n == want.1 && !removed), "{want:?} not in {found:#?}");
+    }
+    for (_, n, _) in &found {
+        assert!(!n.contains("kt-gc-real") && !n.contains("kt-gc-foreign"), "{n} is not debris: {found:#?}");
+    }
+    // The report changed nothing.
+    assert!(virsh(&["list", "--all", "--name"]).contains("kt-gc-dom"));
+
+    assert!(report.items.iter().all(|i| i.first_seen_at == t0), "{report:#?}");
+
+    // Within the grace period a clean removes nothing (it could be a create in flight).
+    let early = c.gc(true).await.unwrap();
+    assert!(early.items.iter().all(|i| !i.removed && i.first_seen_at == t0), "{early:#?}");
+    assert!(virsh(&["list", "--all", "--name"]).contains("kt-gc-dom"));
+
+    clock.advance(600);
+    let cleaned = c.gc(true).await.unwrap();
+    assert!(cleaned.items.iter().filter(|i| i.kind != "row").all(|i| i.removed), "{cleaned:#?}");
+    let domains = virsh(&["list", "--all", "--name"]);
+    assert!(!domains.contains("kt-gc-dom") && domains.contains("kt-gc-foreign") && domains.contains("kt-gc-real"), "{domains}");
+    let vols = virsh(&["vol-list", &pool]);
+    assert!(!vols.contains("kt-gc-vol-root") && vols.contains("kt-gc-foreign-data.img") && vols.contains("kt-gc-real-root"), "{vols}");
+    let net = virsh(&["net-dumpxml", &network]);
+    assert!(!net.contains("kt-gc-vol") && net.contains(&real.mac.to_ascii_lowercase()), "{net}");
+    assert!(c.gc(false).await.unwrap().items.iter().all(|i| !i.name.contains("kt-gc")), "nothing of ours is left to collect");
+
+    virsh(&["undefine", "kt-gc-foreign"]);
+    virsh(&["vol-delete", "--pool", &pool, "kt-gc-foreign-data.img"]);
+    c.vm_delete("kt-gc-real", false).await.unwrap();
+    c.image_delete("kt-gc-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}
