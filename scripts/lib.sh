@@ -80,6 +80,15 @@ pid_netns() { ip netns identify "$1" 2>/dev/null; }
 # under set -e and pipefail, where pgrep's "none found" would end the script).
 daemon_pid() { { pgrep -x "$1" || true; } | head -1; }
 
+# ns_daemon_pid NAME NS: pid of daemon NAME running in network namespace NS ("" for the
+# host's), or nothing. Several libvirtds run here (the second test node's among them).
+ns_daemon_pid() {
+  local p
+  for p in $(pgrep -x "$1" || true); do
+    if [ "$(pid_netns "$p")" = "$2" ]; then echo "$p"; return 0; fi
+  done
+}
+
 # kvm_dev_permissions: /dev/kvm as udev sets it on an ordinary host (0660 root:kvm).
 # Without udev it stays 0600 root:root; libvirt then finds KVM "not available" to the qemu
 # user and re-probes QEMU's capabilities on every domain define (30-70 s each here).
@@ -97,7 +106,8 @@ libvirt_ensure() {
   local d pid
   kvm_dev_permissions
   for d in virtlogd libvirtd; do
-    pid=$(daemon_pid "$d")
+    pid=$(ns_daemon_pid "$d" "$KVMCTL_NETNS")
+    [ -n "$pid" ] || pid=$(ns_daemon_pid "$d" "")
     if [ -n "$pid" ] && [ "$(pid_netns "$pid")" != "$KVMCTL_NETNS" ]; then
       if [ -d /run/systemd/system ]; then
         die "$d is running in the host network namespace under systemd; stop it (systemctl stop $d ${d}.socket) so the test $d can run in namespace $KVMCTL_NETNS"

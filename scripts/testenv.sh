@@ -4,6 +4,8 @@
 #   - network namespace $KVMCTL_NETNS with virtlogd and libvirtd running inside it, so that
 #     libvirt networks, dnsmasq, guest NICs and nftables rules never touch the host's network;
 #   - the isolated libvirt network and the storage pool tests use;
+#   - a second compute node: another libvirtd in its own network and mount namespaces
+#     (scripts/testnode2.sh), reached over a veth pair;
 #   - guest fixtures, built once into $KVMCTL_CACHE keyed by a hash of their inputs.
 # Writes the settings tests read to $KVMCTL_RUN/env (source it to run one test by hand).
 set -euo pipefail
@@ -31,7 +33,7 @@ if [ "$(cat "$hook" 2>/dev/null)" != "$hook_text" ]; then
   log "installing the test libvirt hook $hook"
   mkdir -p "$(dirname "$hook")"
   printf '%s\n' "$hook_text" > "$hook.tmp" && chmod 755 "$hook.tmp" && mv "$hook.tmp" "$hook"
-  pid=$(daemon_pid libvirtd)
+  pid=$(ns_daemon_pid libvirtd "$KVMCTL_NETNS")
   if [ -n "$pid" ]; then
     log "restarting libvirtd so it loads the hook"
     kill "$pid"; for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -70,6 +72,10 @@ if ! virsh pool-info "$KVMCTL_TEST_POOL" >/dev/null 2>&1; then
 fi
 [[ "$(virsh pool-info "$KVMCTL_TEST_POOL")" =~ State:\ +running ]] || virsh -q pool-start "$KVMCTL_TEST_POOL" >/dev/null
 
+# The second compute node (its own libvirtd in its own namespaces), for placement tests.
+# shellcheck source=testnode2.sh
+. "$here/testnode2.sh"
+
 tiny=$(KVMCTL_CACHE="$KVMCTL_CACHE" "$here/../tests/fixtures/tiny-guest/build.sh")
 
 # KVM exists here but may hang guests; until `kvmctl host doctor` decides, tests use TCG
@@ -82,5 +88,6 @@ export KVMCTL_TEST_NETWORK=$KVMCTL_TEST_NETWORK
 export KVMCTL_TEST_POOL=$KVMCTL_TEST_POOL
 export KVMCTL_TEST_POOL_DIR=$KVMCTL_TEST_POOL_DIR
 export KVMCTL_TEST_DOMAIN_TYPE=${KVMCTL_TEST_DOMAIN_TYPE:-qemu}
+export KVMCTL_TEST_NODE2_URI=$KVMCTL_TEST_NODE2_URI
 ENV
 log "test environment ready ($KVMCTL_RUN/env)"

@@ -187,7 +187,16 @@ fn which(name: &str, extra: &[&str]) -> Option<String> {
 }
 
 /// Pid of a running process whose command name is `name`.
+/// The daemon's pid: the one its default pid file (`/run/NAME.pid`) names when that one is
+/// alive (other instances, such as a test node's libvirtd, use their own pid files), else
+/// the first process of that name.
 pub fn pid_of(name: &str) -> Option<u32> {
+    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim() == name).unwrap_or(false);
+    if let Some(pid) = std::fs::read_to_string(format!("/run/{name}.pid")).ok().and_then(|p| p.trim().parse::<u32>().ok()) {
+        if comm(pid) {
+            return Some(pid);
+        }
+    }
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         (std::fs::read_to_string(e.path().join("comm")).ok()?.trim() == name).then_some(pid)

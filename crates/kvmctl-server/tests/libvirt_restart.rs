@@ -13,12 +13,16 @@ fn sh(cmd: &str) {
     assert!(st.success(), "{cmd} failed");
 }
 
+/// The test libvirtd (the second test node runs its own, with its own pid file).
+const MAIN_PID: &str = "pid=$(cat /run/libvirtd.pid)";
+const MAIN_ALIVE: &str = "kill -0 $(cat /run/libvirtd.pid 2>/dev/null) 2>/dev/null";
+
 /// Brings libvirtd back whatever happens to the test.
 struct Restart(String);
 
 impl Drop for Restart {
     fn drop(&mut self) {
-        if Command::new("pgrep").args(["-x", "libvirtd"]).status().map(|s| !s.success()).unwrap_or(true) {
+        if !Command::new("bash").args(["-c", MAIN_ALIVE]).status().map(|s| s.success()).unwrap_or(false) {
             let _ = Command::new("ip").args(["netns", "exec", &self.0, "libvirtd", "-d"]).status();
         }
     }
@@ -36,7 +40,7 @@ async fn daemon_reconnects_after_libvirtd_restarts() {
     assert!(client.status().await.unwrap().hypervisor.reachable);
 
     let _restart = Restart(netns.clone());
-    sh("pid=$(pgrep -x libvirtd); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done");
+    sh(&format!("{MAIN_PID}; kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done"));
     let down = client.status().await.unwrap();
     assert!(!down.hypervisor.reachable, "libvirtd is stopped: {down:?}");
     assert!(down.hypervisor.error.unwrap().contains("libvirtd"));
@@ -85,7 +89,7 @@ async fn forwards_survive_the_daemon_and_a_libvirtd_restart() {
 
     // libvirtd restarts and reconnects to the running VM; its hook writes the rules.
     let _restart = Restart(netns.clone());
-    sh("pid=$(pgrep -x libvirtd); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done");
+    sh(&format!("{MAIN_PID}; kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done"));
     sh(&format!("ip netns exec {netns} libvirtd -d"));
     let mut back = false;
     for _ in 0..100 {

@@ -146,3 +146,104 @@ async fn placement_never_overfills_a_node_and_explains_itself() {
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     server.stop().await;
 }
+
+/// `virsh` against the second test node (its own libvirtd, reached over the veth).
+fn virsh2(args: &[&str]) -> String {
+    let uri = kvmctl_testkit::env("KVMCTL_TEST_NODE2_URI");
+    let out = std::process::Command::new("virsh").args(["-q", "-c", &uri]).args(args).output().unwrap();
+    assert!(out.status.success(), "virsh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_vm_is_placed_on_the_second_node_and_reached_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-n2-vm"], &["kt-n2-img"]);
+    let pool = kvmctl_testkit::env("KVMCTL_TEST_POOL");
+    let (server, c) = daemon::start(&daemon::config(d)).await;
+    daemon::tiny_image(&c, d, "kt-n2-img").await;
+    let (key, public) = kvmctl_testkit::keypair(d);
+
+    // The second node: another libvirtd in its own namespaces, over qemu+tcp.
+    let node2 = c
+        .node_add(&NodeAddRequest {
+            name: "kt-n2".into(),
+            uri: kvmctl_testkit::env("KVMCTL_TEST_NODE2_URI"),
+            labels: [("zone".to_owned(), "b".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(node2.state, "active", "{node2:?}");
+    assert!(node2.cpus > 0 && node2.memory_mib > 0 && node2.disk_gib > 0, "capacity read from its libvirt: {node2:?}");
+
+    // Asked for zone b, it lands there; the explanation covers both nodes.
+    let req = VmCreateRequest {
+        node_labels: [("zone".to_owned(), "b".to_owned())].into(),
+        no_ssh_forward: true,
+        ..daemon::tiny_vm("kt-n2-vm", "kt-n2-img", vec![public])
+    };
+    let vm = c.vm_create(&req).await.unwrap();
+    assert_eq!(vm.node, "kt-n2");
+    let verdicts: Vec<(&str, bool, &str)> = vm.placement.iter().map(|v| (v.node.as_str(), v.chosen, v.reason.as_str())).collect();
+    assert_eq!(verdicts.len(), 2, "{verdicts:?}");
+    assert!(verdicts.iter().any(|(n, chosen, _)| *n == "kt-n2" && *chosen), "{verdicts:?}");
+    assert!(verdicts.iter().any(|(n, chosen, r)| *n == "local" && !chosen && r.contains("label mismatch")), "{verdicts:?}");
+    assert!(vm.forwards.is_empty(), "forwards are the local node's: {vm:?}");
+    let ip = vm.ip.clone().expect("an address reserved on the node's network");
+    assert!(ip.starts_with("10.78.0."), "the second node's subnet: {ip}");
+
+    // The domain and its volumes are on the second node (the image copied there), not here.
+    assert!(virsh2(&["list", "--name"]).lines().any(|l| l.trim() == "kt-n2-vm"));
+    let local_uri = kvmctl_testkit::env("KVMCTL_TEST_URI");
+    let local = std::process::Command::new("virsh").args(["-c", &local_uri, "list", "--all", "--name"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&local.stdout).lines().any(|l| l.trim() == "kt-n2-vm"));
+    let vols = virsh2(&["vol-list", &pool]);
+    for v in ["kt-n2-vm-root.qcow2", "kt-n2-vm-seed.iso", "image-kt-n2-img.qcow2", "image-kt-n2-img.kernel"] {
+        assert!(vols.contains(v), "{v} on node 2: {vols}");
+    }
+    assert!(virsh2(&["net-dumpxml", "kvmctl-test"]).contains(&vm.mac.to_ascii_lowercase()), "DHCP reservation on node 2");
+
+    // Reached there: readiness over SSH, a command through the daemon, and SSH from here.
+    c.vm_wait("kt-n2-vm", "ssh", 300).await.unwrap();
+    let out =
+        c.vm_exec("kt-n2-vm", &kvmctl_types::api::VmExecRequest { command: "hostname".into(), timeout_seconds: Some(30) }).await.unwrap();
+    assert_eq!((out.exit_status, out.stdout.trim()), (0, "kt-n2-vm"), "{out:?}");
+    let host = kvmctl_testkit::ssh_at(&key, "kvmctl", &ip, 22, "hostname").unwrap();
+    assert_eq!(host.trim(), "kt-n2-vm");
+
+    // Forwards are refused with the reason; stop and start go through the node.
+    match c.forward_create("kt-n2-vm", &kvmctl_types::api::ForwardCreateRequest { guest_port: 80, ..Default::default() }).await {
+        Err(ClientError::Api { status: 409, body }) => assert!(body.message.contains("runs on node kt-n2"), "{body:?}"),
+        other => panic!("{other:?}"),
+    }
+    let stopped = c.vm_stop("kt-n2-vm", &kvmctl_types::api::VmStopRequest { force: true, timeout_seconds: None }).await.unwrap();
+    assert_eq!(stopped.state, "stopped");
+    assert!(virsh2(&["domstate", "kt-n2-vm"]).contains("shut off"));
+    // The reconciler follows the node: a start behind kvmctl's back is noticed.
+    virsh2(&["start", "kt-n2-vm"]);
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = c.vm_get("kt-n2-vm").await.unwrap().state;
+        if seen == "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, "running", "the reconciler reads the second node's domains");
+    let n = c.node_get("kt-n2").await.unwrap();
+    assert_eq!((n.vms, n.allocated_vcpus), (1, 1), "{n:?}");
+
+    // Delete removes everything on the node; the image delete removes its copy there.
+    c.vm_delete("kt-n2-vm", false).await.unwrap();
+    assert!(!virsh2(&["list", "--all", "--name"]).lines().any(|l| l.trim() == "kt-n2-vm"));
+    let vols = virsh2(&["vol-list", &pool]);
+    assert!(!vols.contains("kt-n2-vm-"), "{vols}");
+    assert!(!virsh2(&["net-dumpxml", "kvmctl-test"]).contains(&vm.mac.to_ascii_lowercase()));
+    c.image_delete("kt-n2-img").await.unwrap();
+    assert!(!virsh2(&["vol-list", &pool]).contains("kt-n2-img"), "the image's copy is gone");
+    c.node_remove("kt-n2").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}

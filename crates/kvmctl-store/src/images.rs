@@ -123,3 +123,39 @@ impl DataStore {
         rows.into_iter().map(|r| r.try_get("name").map_err(StoreError::from)).collect()
     }
 }
+
+impl DataStore {
+    /// Whether image `image`'s volumes were copied to `node` completely.
+    pub async fn image_copy_exists(&self, image: &Name, node: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 AS one FROM image_copies WHERE image = $1 AND node = $2")
+            .bind(image.as_str())
+            .bind(node)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Records a finished copy of the image on `node`.
+    pub async fn image_copy_insert(&self, image: &Name, node: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO image_copies (image, node, created_at) VALUES ($1, $2, $3) ON CONFLICT (image, node) DO NOTHING")
+            .bind(image.as_str())
+            .bind(node)
+            .bind(crate::unix_now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The nodes holding a copy of the image.
+    pub async fn image_copy_nodes(&self, image: &Name) -> Result<Vec<String>, StoreError> {
+        let rows =
+            sqlx::query("SELECT node FROM image_copies WHERE image = $1 ORDER BY node").bind(image.as_str()).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| r.try_get("node").map_err(StoreError::from)).collect()
+    }
+
+    /// Forgets the image's copy on `node` (its volumes were removed).
+    pub async fn image_copy_delete(&self, image: &Name, node: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM image_copies WHERE image = $1 AND node = $2").bind(image.as_str()).bind(node).execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -75,7 +75,7 @@ pub(crate) async fn vm_net(ctx: &Context, rec: &VmRecord) -> Result<Option<NetMe
     let bridge = match managed.as_ref().and_then(|n| n.bridge.clone()) {
         Some(b) => b,
         None => {
-            let node = ctx.local_node.clone();
+            let node = ctx.node_conn(&rec.node).await?;
             let net = network.clone();
             let net_xml = blocking(move || node.network_xml(&net)).await??;
             match xml::network_info(&net_xml).bridge {
@@ -144,7 +144,7 @@ pub(crate) fn node_is_local(ctx: &Context) -> bool {
 
 /// Writes the VM's rules into the node's table (replacing what it had), for a running VM.
 pub(crate) async fn rules_apply(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
-    if !node_is_local(ctx) {
+    if !node_is_local(ctx) || rec.node != super::nodes::LOCAL {
         return Ok(());
     }
     let id = rec.id.to_string();
@@ -168,7 +168,7 @@ pub(crate) async fn rules_apply(ctx: &Context, rec: &VmRecord) -> Result<(), Err
 
 /// Removes every rule of the VM from the node's table.
 pub(crate) async fn rules_remove(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
-    if !node_is_local(ctx) {
+    if !node_is_local(ctx) || rec.node != super::nodes::LOCAL {
         return Ok(());
     }
     let id = rec.id.to_string();
@@ -186,7 +186,7 @@ pub(crate) async fn metadata_of(ctx: &Context, rec: &VmRecord) -> Result<Metadat
 /// Rewrites the domain's metadata from the record and its forwards.
 async fn metadata_update(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
     let element = xml::metadata_xml(&metadata_of(ctx, rec).await?)?;
-    let node = ctx.local_node.clone();
+    let node = ctx.node_conn(&rec.node).await?;
     let n = rec.name.to_string();
     blocking(move || node.domain_metadata_set(&n, &element)).await??;
     Ok(())
@@ -269,7 +269,13 @@ pub async fn forward_list(ctx: &Context, caller: &Caller, name: &str) -> Result<
 
 pub async fn forward_add(ctx: &Context, caller: &Caller, name: &str, req: ForwardCreateRequest) -> Result<Forward, Error> {
     let name = parse_name("name", name)?;
-    super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
+    let vm = super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
+    if vm.node != super::nodes::LOCAL {
+        return Err(Error::Conflict(format!(
+            "VM {name} runs on node {}; port forwards are rules on the local node's firewall, so only VMs there can have them (reach it on its node's network)",
+            vm.node
+        )));
+    }
     let protocol = match req.protocol.as_deref() {
         None => Protocol::Tcp,
         Some(p) => Protocol::parse(p).ok_or_else(|| Error::invalid("protocol", format!("{p:?} is not tcp or udp")))?,

@@ -60,6 +60,7 @@ pub async fn image_delete(ctx: &Context, caller: &kvmctl_core::Caller, name: &st
             )))
         }
     }
+    image_copies_remove(ctx, &rec).await?;
     let node = ctx.local_node.clone();
     let vols = image_volumes(&rec);
     let pool = rec.pool.clone();
@@ -80,6 +81,78 @@ pub async fn image_delete(ctx: &Context, caller: &kvmctl_core::Caller, name: &st
         return Err(e.into());
     }
     tracing::info!(image = %name, "image removed");
+    Ok(())
+}
+
+/// Makes sure the image's volumes are in its pool on `node`, copying them from the local
+/// node by stream on first use there. A copy counts once its upload finished (a row in
+/// `image_copies`); anything left of an interrupted one is replaced.
+pub(crate) async fn image_to_node(ctx: &Context, node: &str, image: &ImageRecord) -> Result<(), Error> {
+    if node == super::nodes::LOCAL || ctx.store.image_copy_exists(&image.name, node).await? {
+        return Ok(());
+    }
+    // One copy at a time: two creates on a new node must not upload the same image twice.
+    let _copying = ctx.image_copy_lock.lock().await;
+    if ctx.store.image_copy_exists(&image.name, node).await? {
+        return Ok(());
+    }
+    let (local, remote) = (ctx.local_node.clone(), ctx.node_conn(node).await?);
+    let (pool, vols, fmt) = (image.pool.clone(), image_volumes(image), image.format.clone());
+    let started = std::time::Instant::now();
+    let bytes = blocking(move || -> Result<u64, Error> {
+        let mut files = Vec::new();
+        for (i, v) in vols.iter().enumerate() {
+            let path = local
+                .volume_get(&pool, v)?
+                .ok_or_else(|| {
+                    Error::Conflict(format!("volume {v} of the image is missing from pool {pool} on the local node; re-import the image"))
+                })?
+                .path;
+            let format = if i == 0 && fmt == "qcow2" { DiskFormat::Qcow2 } else { DiskFormat::Raw };
+            // A half-written volume of an interrupted copy is replaced.
+            match remote.volume_delete(&pool, v) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+            files.push((v.clone(), path, format));
+        }
+        let done = volumes_upload(remote.as_ref(), &pool, &files)?;
+        Ok(done.iter().map(|d| d.capacity_bytes).sum())
+    })
+    .await??;
+    ctx.store.image_copy_insert(&image.name, node).await?;
+    tracing::info!(image = %image.name, node, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "image copied to node");
+    Ok(())
+}
+
+/// Removes the image's copies on other nodes (best effort: a node that cannot be reached
+/// keeps its copy, and `image_copies` its row, until the next delete attempt).
+async fn image_copies_remove(ctx: &Context, rec: &ImageRecord) -> Result<(), Error> {
+    for node in ctx.store.image_copy_nodes(&rec.name).await? {
+        let Ok(conn) = ctx.node_conn(&node).await else {
+            ctx.store.image_copy_delete(&rec.name, &node).await?;
+            continue;
+        };
+        let (pool, vols) = (rec.pool.clone(), image_volumes(rec));
+        let removed = blocking(move || -> Result<(), kvmctl_libvirt::NodeError> {
+            for v in vols {
+                match conn.volume_delete(&pool, &v) {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        match removed {
+            Ok(()) => ctx.store.image_copy_delete(&rec.name, &node).await?,
+            Err(e) => {
+                tracing::warn!(image = %rec.name, node, error = %kvmctl_core::error::chain(&e), "cannot remove the image's copy on the node")
+            }
+        }
+    }
     Ok(())
 }
 

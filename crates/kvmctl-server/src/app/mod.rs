@@ -55,6 +55,10 @@ pub struct Context {
     /// When gc first reported each piece of debris ("kind name" to Unix seconds); it is
     /// removed only after `gc_grace_seconds`.
     pub(crate) gc_seen: Mutex<HashMap<String, i64>>,
+    /// Connections to the other compute nodes, by name, made on first use.
+    pub(crate) node_conns: Mutex<HashMap<String, Arc<LibvirtNode>>>,
+    /// Serialises copying images to nodes.
+    pub(crate) image_copy_lock: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -88,8 +92,30 @@ impl Context {
             metrics: Default::default(),
             nodes_refresh_due: std::sync::atomic::AtomicI64::new(0),
             gc_seen: Mutex::new(HashMap::new()),
+            node_conns: Mutex::new(HashMap::new()),
+            image_copy_lock: tokio::sync::Mutex::new(()),
         };
         (ctx, boots)
+    }
+
+    /// The libvirt connection of a compute node: the local one, or the registered node's URI
+    /// (connected on first use and kept).
+    pub(crate) async fn node_conn(&self, node: &str) -> Result<Arc<LibvirtNode>, Error> {
+        if node == nodes::LOCAL {
+            return Ok(self.local_node.clone());
+        }
+        if let Some(c) = self.node_conns.lock().expect("node map poisoned").get(node) {
+            return Ok(c.clone());
+        }
+        let name = parse_name("node", node)?;
+        let rec = self.store.node_get(&name).await?.ok_or_else(|| Error::NotFound { kind: "node", name: node.to_owned() })?;
+        let conn = Arc::new(LibvirtNode::new(rec.uri));
+        Ok(self.node_conns.lock().expect("node map poisoned").entry(node.to_owned()).or_insert(conn).clone())
+    }
+
+    /// Forgets a node's connection (it was removed or its URI changed).
+    pub(crate) fn node_forget(&self, node: &str) {
+        self.node_conns.lock().expect("node map poisoned").remove(node);
     }
 
     /// Marks `name` busy with `op` until the guard drops; a conflict when another operation

@@ -1,8 +1,8 @@
 //! Compute nodes: registration (admins), capacity read from libvirt and refreshed, the
 //! admin's settings (overcommit, reservations, labels, draining), and placement over them.
 //!
-//! The VM lifecycle runs on the local node's connection today; placement already weighs
-//! every node, and explains that other nodes cannot take VMs yet (see docs/nodes.md).
+//! Every VM operation goes through the connection of the VM's node (`Context::node_conn`);
+//! images are copied to a node's pool on first use there (see docs/nodes.md).
 
 use super::{blocking, parse_name, Context};
 use kvmctl_core::placement::{self, NodeCapacity, NodeState, Placement, PlacementRequest, Ratio, Strategy};
@@ -22,8 +22,10 @@ const MIB: u64 = 1 << 20;
 
 /// Reads a node's resources and records them (or why it could not).
 async fn refresh_one(ctx: &Context, rec: &NodeRecord) {
-    let node: Arc<LibvirtNode> =
-        if rec.name.as_str() == LOCAL { ctx.local_node.clone() } else { Arc::new(LibvirtNode::new(rec.uri.clone())) };
+    let node: Arc<LibvirtNode> = match ctx.node_conn(rec.name.as_str()).await {
+        Ok(n) => n,
+        Err(_) => Arc::new(LibvirtNode::new(rec.uri.clone())),
+    };
     let pool = ctx.config.pool.clone();
     let read = blocking(move || node.resources(&pool)).await;
     let result = match read {
@@ -83,8 +85,8 @@ pub(crate) async fn capacities(ctx: &Context) -> Result<Vec<(NodeRecord, NodeCap
         .collect())
 }
 
-/// Chooses a node for a VM of this size. Nodes other than the local one are listed with the
-/// reason they cannot take VMs yet.
+/// Chooses a node for a VM of this size, with every node's verdict; and the chosen node's
+/// capacity (vCPUs, MiB, GiB after overcommit) for the insert to check against.
 pub(crate) async fn place(
     ctx: &Context,
     vcpus: u64,
@@ -95,8 +97,7 @@ pub(crate) async fn place(
 ) -> Result<(Placement, Option<(u64, u64, u64)>), Error> {
     let mut all = capacities(ctx).await?;
     // A node found down (libvirtd restarting, say) is asked again before it is refused.
-    let stale: Vec<NodeRecord> =
-        all.iter().filter(|(r, c, _)| c.state == NodeState::Down && r.name.as_str() == LOCAL).map(|(r, _, _)| r.clone()).collect();
+    let stale: Vec<NodeRecord> = all.iter().filter(|(_, c, _)| c.state == NodeState::Down).map(|(r, _, _)| r.clone()).collect();
     if !stale.is_empty() {
         for r in &stale {
             refresh_one(ctx, r).await;
@@ -104,18 +105,8 @@ pub(crate) async fn place(
         all = capacities(ctx).await?;
     }
     let errors: BTreeMap<String, String> = all.iter().filter_map(|(r, _, _)| Some((r.name.to_string(), r.error.clone()?))).collect();
-    let (local, remote): (Vec<_>, Vec<_>) = all.into_iter().partition(|(r, _, _)| r.name.as_str() == LOCAL);
     let req = PlacementRequest { vcpus, memory_mib, disk_gib, labels: labels.clone(), strategy };
-    let mut p = placement::place(&local.iter().map(|(_, c, _)| c.clone()).collect::<Vec<_>>(), &req);
-    for (r, _, _) in &remote {
-        p.verdicts.push(placement::Verdict {
-            node: r.name.to_string(),
-            chosen: false,
-            fits: false,
-            reason: "remote node: the VM lifecycle runs on the local node only in this version".into(),
-            waste_ppm: None,
-        });
-    }
+    let mut p = placement::place(&all.iter().map(|(_, c, _)| c.clone()).collect::<Vec<_>>(), &req);
     for v in &mut p.verdicts {
         if let Some(e) = errors.get(&v.node).filter(|_| !v.fits && v.reason.starts_with("down")) {
             v.reason = format!("down: {e}");
@@ -125,7 +116,7 @@ pub(crate) async fn place(
     let cap = p
         .chosen
         .as_ref()
-        .and_then(|c| local.iter().find(|(r, _, _)| r.name.as_str() == c))
+        .and_then(|c| all.iter().find(|(r, _, _)| r.name.as_str() == c))
         .map(|(_, c, _)| (c.vcpu_capacity(), c.memory_capacity_mib(), c.disk_gib));
     Ok((p, cap))
 }
@@ -308,6 +299,7 @@ pub async fn node_remove(ctx: &Context, caller: &Caller, name: &str) -> Result<(
         return Err(Error::Conflict("the local node is the daemon's own libvirt; it cannot be removed (drain it instead)".into()));
     }
     if ctx.store.node_delete_unused(&name).await? {
+        ctx.node_forget(name.as_str());
         tracing::info!(node = %name, "node removed");
         return Ok(());
     }

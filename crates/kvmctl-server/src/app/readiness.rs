@@ -116,15 +116,20 @@ async fn watch(ctx: Arc<Context>, name: Name) {
         }};
     }
 
-    if until!(POLL, std::fs::metadata(&console).ok().filter(|m| m.len() > 0)).is_none() {
+    // The console log is on this host only for the local node's VMs; elsewhere the boot is
+    // taken as begun when the domain started.
+    let local = rec.node == super::nodes::LOCAL;
+    if local && until!(POLL, std::fs::metadata(&console).ok().filter(|m| m.len() > 0)).is_none() {
         return;
     }
-    reached("booting", None).await;
+    reached("booting", if local { None } else { Some(format!("on node {}", rec.node)) }).await;
 
     let ip: IpAddr = match rec.ip.as_deref().and_then(|i| i.parse().ok()) {
         Some(ip) => ip,
         None => {
-            let Some((ip, source)) = until!(Duration::from_millis(500), address_of(&ctx, &rec.name, &rec.network, &rec.mac).await) else {
+            let Some((ip, source)) =
+                until!(Duration::from_millis(500), address_of(&ctx, &rec.node, &rec.name, &rec.network, &rec.mac).await)
+            else {
                 return;
             };
             reached("address", Some(format!("{ip} ({source})"))).await;
@@ -184,8 +189,9 @@ pub(crate) fn cloud_init_verdict(json: &[u8]) -> String {
 
 /// The address of an unreserved VM, and who told: the guest agent, the network's DHCP
 /// leases, or the host's neighbour (ARP) table, asked in that order.
-async fn address_of(ctx: &Context, vm: &Name, network: &str, mac: &str) -> Option<(IpAddr, &'static str)> {
-    let node = ctx.local_node.clone();
+async fn address_of(ctx: &Context, node: &str, vm: &Name, network: &str, mac: &str) -> Option<(IpAddr, &'static str)> {
+    let local = node == super::nodes::LOCAL;
+    let node = ctx.node_conn(node).await.ok()?;
     let (vm, network, mac) = (vm.to_string(), network.to_owned(), mac.to_ascii_lowercase());
     tokio::task::spawn_blocking(move || {
         let find = |pairs: Vec<(String, String)>| pairs.into_iter().find(|(m, _)| *m == mac).and_then(|(_, ip)| ip.parse().ok());
@@ -194,6 +200,9 @@ async fn address_of(ctx: &Context, vm: &Name, network: &str, mac: &str) -> Optio
         }
         if let Some(ip) = node.network_leases(&network).ok().and_then(find) {
             return Some((ip, "DHCP lease"));
+        }
+        if !local {
+            return None;
         }
         let arp = std::fs::read_to_string("/proc/net/arp").ok()?;
         arp_lookup(&arp, &mac).map(|ip| (ip, "neighbour table"))

@@ -39,12 +39,36 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
     let listed = blocking(move || node.domain_list()).await??;
     let running_ids: HashSet<String> =
         listed.iter().filter(|d| vm_state_of(d.state) == VmState::Running).map(|d| kvmctl_netfw::vm_key(&d.uuid)).collect();
-    let domains: HashMap<String, VmState> = listed.into_iter().map(|d| (d.name, vm_state_of(d.state))).collect();
+    // Domains by (node, name). Other nodes are listed through their connections; one that
+    // cannot be reached is left out, and its VMs keep their state until it answers again.
+    let mut domains: HashMap<(String, String), VmState> =
+        listed.into_iter().map(|d| ((super::nodes::LOCAL.to_owned(), d.name), vm_state_of(d.state))).collect();
+    let mut unreachable: HashSet<String> = HashSet::new();
+    for n in ctx.store.node_list().await? {
+        if n.name.as_str() == super::nodes::LOCAL {
+            continue;
+        }
+        let name = n.name.to_string();
+        let listed = match ctx.node_conn(&name).await {
+            Ok(conn) => blocking(move || conn.domain_list()).await?.map_err(|e| kvmctl_core::error::chain(&e)),
+            Err(e) => Err(e.to_string()),
+        };
+        match listed {
+            Ok(l) => domains.extend(l.into_iter().map(|d| ((name.clone(), d.name), vm_state_of(d.state)))),
+            Err(error) => {
+                tracing::warn!(node = %name, %error, "cannot list the node's domains; its VMs keep their state");
+                unreachable.insert(name);
+            }
+        }
+    }
     let mut report = ReconcileReport::default();
     for listed in ctx.store.vm_list(&kvmctl_store::Scope::all()).await? {
         // A VM an operation holds is that operation's business.
         let Ok(_busy) = ctx.vm_try_lock(&listed.name, super::RECONCILING) else { continue };
         let Some(rec) = ctx.store.vm_get(&kvmctl_store::Scope::all(), &listed.name).await? else { continue };
+        if unreachable.contains(&rec.node) {
+            continue;
+        }
         match rec.state {
             VmState::Creating | VmState::Deleting => {
                 vm_teardown(ctx, &rec, false).await?;
@@ -54,7 +78,7 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
                 tracing::warn!(vm = %rec.name, state = %rec.state, "finished an operation a crash interrupted");
             }
             state => {
-                let event = match domains.get(rec.name.as_str()) {
+                let event = match domains.get(&(rec.node.clone(), rec.name.to_string())) {
                     Some(VmState::Running) => VmEvent::ObservedRunning,
                     Some(VmState::Stopped) => VmEvent::ObservedStopped,
                     Some(_) => VmEvent::ObservedCrashed,

@@ -62,18 +62,20 @@ pub async fn vm_get(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm, Er
 /// Fills in each running VM's address from its network's DHCP leases: one libvirt call per
 /// network, not per VM. Best effort: a network that cannot be read leaves addresses unset.
 async fn with_addresses(ctx: &Context, mut vms: Vec<Vm>) -> Vec<Vm> {
-    let mut networks: Vec<String> = vms.iter().filter(|v| v.state == "running").map(|v| v.network.clone()).collect();
+    let mut networks: Vec<(String, String)> =
+        vms.iter().filter(|v| v.state == "running" && v.ip.is_none()).map(|v| (v.node.clone(), v.network.clone())).collect();
     networks.sort();
     networks.dedup();
     if networks.is_empty() {
         return vms;
     }
-    let node = ctx.local_node.clone();
-    let leases = blocking(move || {
-        networks.iter().filter_map(|n| node.network_leases(n).ok()).flatten().collect::<std::collections::HashMap<String, String>>()
-    })
-    .await
-    .unwrap_or_default();
+    let mut leases = std::collections::HashMap::new();
+    for (node, network) in networks {
+        let Ok(conn) = ctx.node_conn(&node).await else { continue };
+        if let Ok(Ok(l)) = blocking(move || conn.network_leases(&network)).await {
+            leases.extend(l);
+        }
+    }
     for vm in vms.iter_mut().filter(|v| v.state == "running" && v.ip.is_none()) {
         vm.ip = leases.get(&vm.mac).cloned();
     }
@@ -165,22 +167,33 @@ fn mac_random() -> String {
     format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
 }
 
-/// The console log of a VM on the node.
+/// The console log of a VM on the local node.
 fn console_log(ctx: &Context, name: &Name) -> PathBuf {
     ctx.config.console_log_dir.join(format!("{name}.log"))
 }
 
+/// Where the VM's serial console is logged on its node: `console_log_dir` on the local node,
+/// libvirt's own log directory (present on every libvirt host) on the others.
+fn serial_log_on_node(ctx: &Context, rec: &VmRecord) -> PathBuf {
+    if rec.node == super::nodes::LOCAL {
+        console_log(ctx, &rec.name)
+    } else {
+        PathBuf::from(format!("/var/log/libvirt/qemu/{}-serial.log", rec.name))
+    }
+}
+
 /// The libvirt domain of a VM, built from its record and image.
+#[allow(clippy::too_many_arguments)]
 fn domain_spec(
     ctx: &Context,
     rec: &VmRecord,
     image: &ImageRecord,
+    pool_dir: &std::path::Path,
     domain_type: DomainType,
     kernel: Option<(PathBuf, Option<PathBuf>)>,
     metadata: Metadata,
     vnc_port: Option<u16>,
 ) -> DomainSpec {
-    let pool_dir = PathBuf::from(&image.path).parent().map(PathBuf::from).unwrap_or_default();
     let boot = match kernel {
         Some((kernel, initrd)) => Boot::Kernel { kernel, initrd, cmdline: image.cmdline.clone().unwrap_or_default() },
         None => Boot::Disk,
@@ -204,7 +217,7 @@ fn domain_spec(
             },
             mac: Some(rec.mac.clone()),
         }],
-        serial_log: Some(console_log(ctx, &rec.name)),
+        serial_log: Some(serial_log_on_node(ctx, rec)),
         vnc_password: Some(rec.vnc_password.clone()),
         vnc_port,
         guest_agent: true,
@@ -212,24 +225,104 @@ fn domain_spec(
     }
 }
 
-/// Paths of a direct-kernel image's kernel and initrd volumes on the node.
-fn kernel_paths(node: &dyn Node, image: &ImageRecord) -> Result<Option<(PathBuf, Option<PathBuf>)>, Error> {
-    let Some(k) = &image.kernel_volume else { return Ok(None) };
+/// Where an image's volumes are on the node: the pool's directory (from the image volume's
+/// path there), and a direct-kernel image's kernel and initrd.
+type ImagePaths = (PathBuf, Option<(PathBuf, Option<PathBuf>)>);
+fn image_paths(node: &dyn Node, image: &ImageRecord) -> Result<ImagePaths, Error> {
     let find = |v: &str| -> Result<PathBuf, Error> {
         node.volume_get(&image.pool, v)?.map(|i| i.path).ok_or_else(|| {
-            Error::Conflict(format!("volume {v} of image {} is missing from pool {}; re-import the image", image.name, image.pool))
+            Error::Conflict(format!(
+                "volume {v} of image {} is missing from pool {} on node {}; re-import the image",
+                image.name,
+                image.pool,
+                node.uri()
+            ))
         })
     };
+    let pool_dir = find(&image.volume)?.parent().map(PathBuf::from).unwrap_or_default();
+    let Some(k) = &image.kernel_volume else { return Ok((pool_dir, None)) };
     let kernel = find(k)?;
     let initrd = image.initrd_volume.as_deref().map(find).transpose()?;
-    Ok(Some((kernel, initrd)))
+    Ok((pool_dir, Some((kernel, initrd))))
 }
 
-async fn domain_type(ctx: &Context) -> DomainType {
+/// The domain type for a new VM on `node`: the local node's from `host doctor`'s functional
+/// probe; other nodes' from `domain_type` when it is forced, else `qemu` (TCG), since whether
+/// KVM really boots guests there has not been probed.
+async fn domain_type(ctx: &Context, node: &str) -> DomainType {
+    if node != super::nodes::LOCAL {
+        return match ctx.config.domain_type {
+            crate::config::DomainTypeSetting::Kvm => DomainType::Kvm,
+            _ => DomainType::Qemu,
+        };
+    }
     match super::host::domain_type(ctx).await.0.as_str() {
         "kvm" => DomainType::Kvm,
         _ => DomainType::Qemu,
     }
+}
+
+/// The address a new VM gets on `network` of `node` (`None` on a bridge or NIC, where the
+/// LAN's DHCP hands it out).
+async fn address_for(ctx: &Context, node: &str, network: &str) -> Result<Option<std::net::Ipv4Addr>, Error> {
+    match Attachment::parse(network) {
+        Attachment::Network(n) => address_pick(ctx, node, &n, &Default::default()).await,
+        _ => Ok(None),
+    }
+}
+
+/// Before a VM is made on `node`: its network exists there, and nothing there carries the
+/// names it will use (the undo of a failed create removes what has those names, and must
+/// never remove something that is not ours).
+async fn node_checks(ctx: &Context, node_name: &str, name: &Name, pool: &str, network: &str) -> Result<(), Error> {
+    let node = ctx.node_conn(node_name).await?;
+    if let Attachment::Network(net) = Attachment::parse(network) {
+        let (nd, n) = (node.clone(), net.clone());
+        if blocking(move || nd.network_state(&n)).await??.is_none() {
+            return Err(Error::invalid(
+                "network",
+                format!(
+                    "there is no network {net:?} on node {node_name}; `kvmctl network list` shows them, `kvmctl network create` makes one"
+                ),
+            ));
+        }
+    }
+    let (n, pool, net) = (name.to_string(), pool.to_owned(), network.to_owned());
+    let taken = blocking(move || -> Result<Option<String>, NodeError> {
+        match node.domain_state(&n) {
+            Ok(_) => {
+                return Ok(Some(format!(
+                    "libvirt already has a domain named {n} that kvmctl does not manage; rename or remove it (virsh undefine {n})"
+                )))
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        if let Ok(xml) = node.network_xml(&net) {
+            if xml.lines().any(|l| l.trim_start().starts_with("<host ") && l.contains(&format!("name='{n}'"))) {
+                return Ok(Some(format!(
+                    "network {net} already has a DHCP host entry named {n} that belongs to no VM; remove it (virsh net-update {net} delete ip-dhcp-host \"<host name='{n}'/>\" --live --config) or pick another name"
+                )));
+            }
+        }
+        for vol in [format!("{n}-root.qcow2"), format!("{n}-seed.iso")] {
+            if node.volume_get(&pool, &vol)?.is_some() {
+                return Ok(Some(format!(
+                    "pool {pool} already has a volume {vol} that belongs to no VM; remove it (virsh vol-delete {vol} --pool {pool}) or pick another name"
+                )));
+            }
+        }
+        Ok(None)
+    })
+    .await??;
+    if let Some(why) = taken {
+        // A VM of that name that kvmctl manages is the more useful thing to say.
+        if ctx.store.vm_get(&Scope::all(), name).await?.is_some() {
+            return Err(Error::Conflict(format!("a VM named {name} exists already; pick another name")));
+        }
+        return Err(Error::Conflict(why));
+    }
+    Ok(())
 }
 
 pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> Result<Vm, Error> {
@@ -283,63 +376,19 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     let seed = kvmctl_cloudinit::seed::render(&seed_spec).map_err(|e| Error::invalid(seed_field(&e.field), e.message))?;
     let seed_iso = kvmctl_cloudinit::seed::nocloud_iso(&seed);
     attachment_check(ctx, caller, &network).await?;
-    // Nothing on the node may carry the names this VM will use: the undo of a failed create
-    // removes what has those names, and must never remove something that is not ours.
-    let node = ctx.local_node.clone();
-    let (n, pool, net) = (name.to_string(), image.pool.clone(), network.clone());
-    let taken = blocking(move || -> Result<Option<String>, NodeError> {
-        match node.domain_state(&n) {
-            Ok(_) => {
-                return Ok(Some(format!(
-                    "libvirt already has a domain named {n} that kvmctl does not manage; rename or remove it (virsh undefine {n})"
-                )))
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
-        if let Ok(xml) = node.network_xml(&net) {
-            if xml.lines().any(|l| l.trim_start().starts_with("<host ") && l.contains(&format!("name='{n}'"))) {
-                return Ok(Some(format!(
-                    "network {net} already has a DHCP host entry named {n} that belongs to no VM; remove it (virsh net-update {net} delete ip-dhcp-host \"<host name='{n}'/>\" --live --config) or pick another name"
-                )));
-            }
-        }
-        for vol in [format!("{n}-root.qcow2"), format!("{n}-seed.iso")] {
-            if node.volume_get(&pool, &vol)?.is_some() {
-                return Ok(Some(format!(
-                    "pool {pool} already has a volume {vol} that belongs to no VM; remove it (virsh vol-delete {vol} --pool {pool}) or pick another name"
-                )));
-            }
-        }
-        Ok(None)
-    })
-    .await??;
-    if let Some(why) = taken {
-        // A VM of that name that kvmctl manages is the more useful thing to say.
-        if ctx.store.vm_get(&Scope::all(), &name).await?.is_some() {
-            return Err(Error::Conflict(format!("a VM named {name} exists already; pick another name")));
-        }
-        return Err(Error::Conflict(why));
-    }
-    let domain_type = domain_type(ctx).await;
-
+    // A first placement picks the node the names and the network are checked on; the
+    // insert below checks its capacity again (and places anew when another create filled it).
+    let (mut placed, mut node_cap) = super::nodes::place(ctx, vcpus.into(), memory_mib, disk_gib, &req.node_labels, strategy).await?;
+    let Some(chosen) = placed.chosen.clone() else {
+        return Err(Error::InsufficientCapacity { reasons: placed.refusals() });
+    };
+    node_checks(ctx, &chosen, &name, &image.pool, &network).await?;
     let _busy = ctx.vm_lock(&name, "creating").await?;
     // Picking an address and recording it in the row happen under one lock, so two creates
     // never pick the same one.
     let address_guard = ctx.address_lock.lock().await;
     let mac = mac_random();
-    let ip = match Attachment::parse(&network) {
-        Attachment::Network(n) => address_pick(ctx, &n, &Default::default()).await?,
-        // On a host bridge or NIC the LAN's own DHCP hands out the address.
-        _ => None,
-    };
-    // Placement, then the quota and the node's capacity checked with the insert, in one
-    // statement: a node another create filled meanwhile makes us place again.
-    let (mut placed, mut node_cap) = super::nodes::place(ctx, vcpus.into(), memory_mib, disk_gib, &req.node_labels, strategy).await?;
-    let Some(chosen) = placed.chosen.clone() else {
-        drop(address_guard);
-        return Err(Error::InsufficientCapacity { reasons: placed.refusals() });
-    };
+    let ip = address_for(ctx, &chosen, &network).await?;
     let mut rec = VmRecord {
         id,
         name: name.clone(),
@@ -390,7 +439,13 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
         attempts += 1;
         (placed, node_cap) = super::nodes::place(ctx, vcpus.into(), memory_mib, disk_gib, &req.node_labels, strategy).await?;
         match placed.chosen.clone() {
-            Some(n) if attempts < 8 => rec.node = n,
+            Some(n) if attempts < 8 => {
+                if n != rec.node {
+                    node_checks(ctx, &n, &name, &image.pool, &rec.network).await?;
+                    rec.ip = address_for(ctx, &n, &rec.network).await?.map(|i| i.to_string());
+                    rec.node = n;
+                }
+            }
             _ => {
                 drop(address_guard);
                 return Err(Error::InsufficientCapacity { reasons: placed.refusals() });
@@ -411,8 +466,10 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
         return Err(e);
     }
     drop(address_guard);
+    let domain_type = domain_type(ctx, &rec.node).await;
     let started = Instant::now();
-    let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some();
+    // Forwards are rules in the local node's firewall: VMs on other nodes get none.
+    let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some() && rec.node == super::nodes::LOCAL;
     let opts = BuildOptions { start: !req.no_start, ssh_forward };
     match vm_build(ctx, &rec, &image, seed_iso, &vm_key, domain_type, opts).await {
         Ok(state) => {
@@ -468,34 +525,38 @@ async fn vm_build(
     }
     // The DHCP reservation was made with the address (`address_reserve`).
     ctx.failpoints.hit("create.address").await?;
-    let node = ctx.local_node.clone();
+    let conn = ctx.node_conn(&rec.node).await?;
+    // The image's volumes on the VM's node (copied there on first use).
+    images::image_to_node(ctx, &rec.node, image).await?;
+    let (c, image_c) = (conn.clone(), image.clone());
+    let (pool_dir, kernel) = blocking(move || image_paths(c.as_ref(), &image_c)).await??;
+    let node = conn.clone();
     let overlay = VolumeSpec {
         name: rec.root_volume.clone(),
         capacity_bytes: rec.disk_gib * GIB,
         format: DiskFormat::Qcow2,
-        backing: Some((PathBuf::from(&image.path), if image.format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 })),
+        backing: Some((pool_dir.join(&image.volume), if image.format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 })),
     };
     let pool = rec.pool.clone();
     blocking(move || node.volume_create(&pool, &overlay)).await?.map_err(|e| super::volume_error(e, &rec.pool))?;
     ctx.failpoints.hit("create.root_volume").await?;
 
-    let node = ctx.local_node.clone();
+    let node = conn.clone();
     let (pool, seed_vol) = (rec.pool.clone(), rec.seed_volume.clone());
     blocking(move || node.volume_upload(&pool, &seed_vol, DiskFormat::Raw, &seed_iso))
         .await?
         .map_err(|e| super::volume_error(e, &rec.pool))?;
     ctx.failpoints.hit("create.seed_volume").await?;
 
-    if let Err(e) = std::fs::create_dir_all(&ctx.config.console_log_dir) {
-        return Err(Error::Internal(format!("cannot create {}: {e}", ctx.config.console_log_dir.display())));
+    if rec.node == super::nodes::LOCAL {
+        if let Err(e) = std::fs::create_dir_all(&ctx.config.console_log_dir) {
+            return Err(Error::Internal(format!("cannot create {}: {e}", ctx.config.console_log_dir.display())));
+        }
     }
-    let node = ctx.local_node.clone();
-    let image_c = image.clone();
-    let kernel = blocking(move || kernel_paths(node.as_ref(), &image_c)).await??;
     let metadata = forwards::metadata_of(ctx, rec).await?;
     let vnc = forwards::vnc_port(ctx, rec).await?;
-    let xml = xml::domain_xml(&domain_spec(ctx, rec, image, domain_type, kernel, metadata, vnc))?;
-    let node = ctx.local_node.clone();
+    let xml = xml::domain_xml(&domain_spec(ctx, rec, image, &pool_dir, domain_type, kernel, metadata, vnc))?;
+    let node = conn.clone();
     blocking(move || node.domain_define(&xml)).await?.map_err(|e| match e {
         NodeError::AlreadyExists { .. } => Error::Conflict(format!(
             "libvirt already has a domain named {} that kvmctl does not know; rename or remove it (virsh undefine {})",
@@ -507,7 +568,7 @@ async fn vm_build(
     if !start {
         return Ok(VmState::Stopped);
     }
-    let node = ctx.local_node.clone();
+    let node = conn;
     let n = rec.name.to_string();
     blocking(move || node.domain_start(&n)).await??;
     ctx.failpoints.hit("create.start").await?;
@@ -529,7 +590,7 @@ fn dhcp_host(rec: &VmRecord) -> Result<Option<String>, Error> {
 /// `keep_disk`) root volume, console and QEMU logs. Idempotent: what is already gone is
 /// skipped, so it undoes a create at any step and finishes an interrupted delete.
 pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) -> Result<(), Error> {
-    let node = ctx.local_node.clone();
+    let node = ctx.node_conn(&rec.node).await?;
     let name = rec.name.to_string();
     let pool = rec.pool.clone();
     let mut volumes = vec![rec.seed_volume.clone()];
@@ -568,7 +629,7 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) 
     .await??;
     ctx.failpoints.hit("delete.volumes").await?;
     if let Some(host) = dhcp_host(rec)? {
-        let (node, net, name) = (ctx.local_node.clone(), rec.network.clone(), name.clone());
+        let (node, net, name) = (ctx.node_conn(&rec.node).await?, rec.network.clone(), name.clone());
         // An entry that is not there (never added, or removed already) is fine.
         if let Err(e) = blocking(move || node.network_dhcp_host(&net, &host, false)).await? {
             let msg = kvmctl_core::error::chain(&e);
@@ -586,7 +647,7 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) 
         }
     }
     // Logs live on the node's filesystem; only the local node's can be removed from here.
-    if ctx.local_node.uri().starts_with("qemu:///") {
+    if rec.node == super::nodes::LOCAL && ctx.local_node.uri().starts_with("qemu:///") {
         for log in [console_log(ctx, &rec.name), PathBuf::from(format!("/var/log/libvirt/qemu/{name}.log"))] {
             match std::fs::remove_file(&log) {
                 Ok(()) => {}
@@ -640,7 +701,7 @@ async fn vm_boot(
     let _busy = ctx.vm_lock(&name, busy).await?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     let during = vm_begin(ctx, &rec, event).await?;
-    let node = ctx.local_node.clone();
+    let node = ctx.node_conn(&rec.node).await?;
     let n = name.to_string();
     let result = blocking(move || call(&node, &n)).await?.map_err(Error::from);
     let result = match result {
@@ -650,13 +711,13 @@ async fn vm_boot(
         }
         Err(e) => Err(e),
     };
-    settle(ctx, &name, during, result).await
+    settle(ctx, &rec.node, &name, during, result).await
 }
 
 /// Records where an operation left the VM: libvirt's state on success, the previous
 /// settled state (with the error) on failure.
-async fn settle(ctx: &Context, name: &Name, during: VmState, result: Result<(), Error>) -> Result<Vm, Error> {
-    let observed = observe(ctx, name).await;
+async fn settle(ctx: &Context, node: &str, name: &Name, during: VmState, result: Result<(), Error>) -> Result<Vm, Error> {
+    let observed = observe(ctx, node, name).await;
     let after = match (&result, observed) {
         (_, Some(s)) => s,
         (Ok(()), None) => VmState::Failed,
@@ -669,8 +730,8 @@ async fn settle(ctx: &Context, name: &Name, during: VmState, result: Result<(), 
 }
 
 /// libvirt's state of the VM's domain, as a VM state; `None` when there is no domain.
-async fn observe(ctx: &Context, name: &Name) -> Option<VmState> {
-    let node = ctx.local_node.clone();
+async fn observe(ctx: &Context, node: &str, name: &Name) -> Option<VmState> {
+    let node = ctx.node_conn(node).await.ok()?;
     let n = name.to_string();
     match blocking(move || node.domain_state(&n)).await {
         Ok(Ok(s)) => Some(vm_state_of(s)),
@@ -696,7 +757,7 @@ pub async fn vm_stop(ctx: &Context, caller: &Caller, name: &str, req: VmStopRequ
     let _busy = ctx.vm_lock(&name, "stopping").await?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     let during = vm_begin(ctx, &rec, VmEvent::Stop).await?;
-    let node = ctx.local_node.clone();
+    let node = ctx.node_conn(&rec.node).await?;
     let n = name.to_string();
     let result = blocking(move || -> Result<(), NodeError> {
         if !req.force {
@@ -718,7 +779,7 @@ pub async fn vm_stop(ctx: &Context, caller: &Caller, name: &str, req: VmStopRequ
         Ok(()) => forwards::rules_remove(ctx, &rec).await,
         Err(e) => Err(e),
     };
-    settle(ctx, &name, during, result).await
+    settle(ctx, &rec.node, &name, during, result).await
 }
 
 pub async fn vm_reboot(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm, Error> {
@@ -751,7 +812,7 @@ pub async fn vm_resize(ctx: &Context, caller: &Caller, name: &str, req: VmResize
     let (vcpus, memory_mib, disk_gib) =
         (req.vcpus.unwrap_or(rec.vcpus), req.memory_mib.unwrap_or(rec.memory_mib), req.disk_gib.unwrap_or(rec.disk_gib));
     if disk_gib != rec.disk_gib {
-        let node = ctx.local_node.clone();
+        let node = ctx.node_conn(&rec.node).await?;
         let (n, pool, vol, running) = (name.to_string(), rec.pool.clone(), rec.root_volume.clone(), rec.state == VmState::Running);
         blocking(move || {
             if running {
@@ -770,8 +831,8 @@ pub async fn vm_resize(ctx: &Context, caller: &Caller, name: &str, req: VmResize
     vm_out(ctx, vm_record(ctx, &Scope::all(), &name).await?).await
 }
 
-/// The network a VM joins must exist: a libvirt network that is not being made or removed,
-/// or an existing host bridge or NIC.
+/// The network a VM joins must be one the caller may use and not being made or removed (its
+/// existence on the chosen node is `node_checks`'), or an existing host bridge or NIC.
 async fn attachment_check(ctx: &Context, caller: &Caller, network: &str) -> Result<(), Error> {
     let missing = |net: &str| {
         Error::invalid(
@@ -791,12 +852,8 @@ async fn attachment_check(ctx: &Context, caller: &Caller, network: &str) -> Resu
                     return Err(Error::Conflict(format!("network {net} is {}; try again when that finishes", m.state)));
                 }
             }
-            let node = ctx.local_node.clone();
-            let n = net.clone();
-            match blocking(move || node.network_state(&n)).await?? {
-                Some(_) => Ok(()),
-                None => Err(missing(&net)),
-            }
+            // Whether it exists on the chosen node is checked there (`node_checks`).
+            Ok(())
         }
         Attachment::Bridge(_) | Attachment::Macvtap(_) if !caller.is_admin() => Err(Error::Forbidden(format!(
             "attaching VMs to host interfaces ({network}) is for admins; use a network (kvmctl network list)"
@@ -837,17 +894,17 @@ async fn attachment_check(ctx: &Context, caller: &Caller, network: &str) -> Resu
 /// takes the new definition at its next start.
 pub(crate) async fn domain_redefine(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
     let image = images::image_record(ctx, &rec.image).await?;
-    let node = ctx.local_node.clone();
-    let image_c = image.clone();
-    let kernel = blocking(move || kernel_paths(node.as_ref(), &image_c)).await??;
-    let node = ctx.local_node.clone();
+    let conn = ctx.node_conn(&rec.node).await?;
+    let (node, image_c) = (conn.clone(), image.clone());
+    let (pool_dir, kernel) = blocking(move || image_paths(node.as_ref(), &image_c)).await??;
+    let node = conn.clone();
     let n = rec.name.to_string();
     let current = blocking(move || node.domain_xml(&n)).await??;
     let dtype = if current.contains("type='kvm'") || current.contains("type=\"kvm\"") { DomainType::Kvm } else { DomainType::Qemu };
     let metadata = forwards::metadata_of(ctx, rec).await?;
     let vnc = forwards::vnc_port(ctx, rec).await?;
-    let xml = xml::domain_xml(&domain_spec(ctx, rec, &image, dtype, kernel, metadata, vnc))?;
-    let node = ctx.local_node.clone();
+    let xml = xml::domain_xml(&domain_spec(ctx, rec, &image, &pool_dir, dtype, kernel, metadata, vnc))?;
+    let node = conn;
     blocking(move || node.domain_define(&xml)).await??;
     Ok(())
 }
@@ -860,14 +917,14 @@ pub(crate) async fn domain_redefine(ctx: &Context, rec: &VmRecord) -> Result<(),
 async fn address_reserve(ctx: &Context, rec: &mut VmRecord) -> Result<(), Error> {
     let mut lost: std::collections::HashSet<std::net::Ipv4Addr> = Default::default();
     while let Some(host) = dhcp_host(rec)? {
-        let (node, net) = (ctx.local_node.clone(), rec.network.clone());
+        let (node, net) = (ctx.node_conn(&rec.node).await?, rec.network.clone());
         match blocking(move || node.network_dhcp_host(&net, &host, true)).await? {
             Ok(()) => return Ok(()),
             Err(e @ NodeError::InvalidState { .. }) if lost.len() < 16 && format!("{e:?}").contains("existing dhcp host entry") => {
                 let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse().ok()) else { return Err(e.into()) };
                 tracing::info!(vm = %rec.name, %ip, "address taken meanwhile; picking another");
                 lost.insert(ip);
-                let Some(next) = address_pick(ctx, &rec.network, &lost).await? else { return Err(e.into()) };
+                let Some(next) = address_pick(ctx, &rec.node, &rec.network, &lost).await? else { return Err(e.into()) };
                 ctx.store.vm_set_ip(&rec.id, &next.to_string()).await?;
                 rec.ip = Some(next.to_string());
             }
@@ -879,10 +936,11 @@ async fn address_reserve(ctx: &Context, rec: &mut VmRecord) -> Result<(), Error>
 
 async fn address_pick(
     ctx: &Context,
+    node_name: &str,
     network: &str,
     lost: &std::collections::HashSet<std::net::Ipv4Addr>,
 ) -> Result<Option<std::net::Ipv4Addr>, Error> {
-    let node = ctx.local_node.clone();
+    let node = ctx.node_conn(node_name).await?;
     let net = network.to_owned();
     let (net_xml, leases) =
         blocking(move || -> Result<_, NodeError> { Ok((node.network_xml(&net)?, node.network_leases(&net).unwrap_or_default())) })
@@ -895,7 +953,7 @@ async fn address_pick(
             .vm_list(&Scope::all())
             .await?
             .iter()
-            .filter(|v| v.network == network)
+            .filter(|v| v.network == network && v.node == node_name)
             .filter_map(|v| v.ip.as_deref()?.parse::<std::net::Ipv4Addr>().ok()),
     );
     match xml::dhcp_pick(&info, &taken) {
@@ -1019,7 +1077,7 @@ pub async fn vm_console_open(ctx: &Context, caller: &Caller, name: &str) -> Resu
             rec.state
         )));
     }
-    let node = ctx.local_node.clone();
+    let node = ctx.node_conn(&rec.node).await?;
     let n = name.to_string();
     blocking(move || node.domain_console(&n)).await?.map_err(|e| match e {
         NodeError::InvalidState { .. } | NodeError::Libvirt { .. } => Error::Conflict(format!(
@@ -1033,7 +1091,14 @@ pub async fn vm_console_open(ctx: &Context, caller: &Caller, name: &str) -> Resu
 /// The last `lines` lines the VM wrote on its serial console (all boots, logged by virtlogd).
 pub async fn vm_console_log(ctx: &Context, caller: &Caller, name: &str, lines: usize) -> Result<String, Error> {
     let name = parse_name("name", name)?;
-    vm_record(ctx, &Scope::of(caller), &name).await?;
+    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
+    if rec.node != super::nodes::LOCAL {
+        return Err(Error::Conflict(format!(
+            "VM {name} runs on node {}, whose host keeps its console log ({}); use the live console (kvmctl vm console {name})",
+            rec.node,
+            serial_log_on_node(ctx, &rec).display()
+        )));
+    }
     let text = match tokio::fs::read(console_log(ctx, &name)).await {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
