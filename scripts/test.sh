@@ -6,7 +6,8 @@
 #      installed on first use);
 #   3. every test, run inside the namespace so guest traffic never leaves it;
 #   4. the tests that restart the shared libvirtd or change the host, one at a time;
-#   5. a leak check: no test domain, volume, log file, network or firewall rule may survive.
+#   5. a leak check: no test domain, volume, log file, network or firewall rule may survive
+#      (on the second test node either).
 # Needs root. Pass cargo test filters after --, e.g. scripts/test.sh -- smoke
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -62,6 +63,8 @@ leak_check() {
             ls /var/log/libvirt/qemu/ 2>/dev/null | grep -E '^kt-' | sed 's/^/log /' || true
             virsh net-dumpxml "$KVMCTL_TEST_NETWORK" 2>/dev/null | grep -oE "<host [^>]*name='kt-[^']*'" | sed 's/^/dhcp reservation /' || true
             virsh net-list --all --name | grep -E '^kt-' | sed 's/^/network /' || true
+            netns_exec virsh -c "$KVMCTL_TEST_NODE2_URI" list --all --name | grep -E '^kt-' | sed 's/^/node 2 domain /' || true
+            netns_exec virsh -c "$KVMCTL_TEST_NODE2_URI" vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 && $1 ~ /^(image-)?kt-/ {print "node 2 volume " $1}'
             stale_forwards; } )
   if [ -n "$left" ]; then
     printf 'LEAK: tests left behind:\n%s\n' "$left" >&2

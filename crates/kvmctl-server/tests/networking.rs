@@ -172,7 +172,7 @@ async fn the_libvirt_hook_applies_forwards_without_the_daemon() {
     let rules = eventually("the hook to apply kt-hook's rules", 20, || table_has(&vm).ok_or("not yet".to_string())).await;
     assert_eq!(rules.forwards.iter().map(|f| (f.host_port, f.guest_port)).collect::<Vec<_>>(), [(port, 22)]);
     let host =
-        eventually("SSH through the hook's forward", 60, || kvmctl_testkit::ssh_at(&key, "kvmctl", "127.0.0.1", port, "hostname")).await;
+        eventually("SSH through the hook's forward", 180, || kvmctl_testkit::ssh_at(&key, "kvmctl", "127.0.0.1", port, "hostname")).await;
     assert_eq!(host.trim(), "kt-hook");
     sweep.node.domain_destroy("kt-hook").unwrap();
     eventually("the hook to remove kt-hook's rules", 20, || if table_has(&vm).is_none() { Ok(()) } else { Err("still there".into()) })

@@ -99,11 +99,15 @@ impl DataStore {
         let lim = |v: u64| v.min(i64::MAX as u64) as i64;
         let done = sqlx::query(&format!(
             "INSERT INTO vms ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, $20, $21, $22, $23 \
-             WHERE $24 IS NULL OR ( \
+             WHERE ($24 IS NULL OR ( \
                (SELECT COUNT(*) FROM vms WHERE owner = $3) + 1 <= $24 \
                AND (SELECT COALESCE(SUM(vcpus), 0) FROM vms WHERE owner = $3) + $7 <= $25 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms WHERE owner = $3) + $8 <= $26 \
-               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = $3) + $9 <= $27)"
+               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = $3) + $9 <= $27)) \
+             AND ($28 IS NULL OR ( \
+               (SELECT COALESCE(SUM(vcpus), 0) FROM vms WHERE node = $4) + $7 <= $28 \
+               AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms WHERE node = $4) + $8 <= $29 \
+               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE node = $4) + $9 <= $30))"
         ))
         .bind(vm.id.to_string())
         .bind(vm.name.as_str())
