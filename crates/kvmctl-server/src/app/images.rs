@@ -61,20 +61,7 @@ pub async fn image_delete(ctx: &Context, caller: &kvmctl_core::Caller, name: &st
         }
     }
     image_copies_remove(ctx, &rec).await?;
-    let node = ctx.local_node.clone();
-    let vols = image_volumes(&rec);
-    let pool = rec.pool.clone();
-    let removed = blocking(move || -> Result<(), kvmctl_libvirt::NodeError> {
-        for v in vols {
-            match node.volume_delete(&pool, &v) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    })
-    .await?;
+    let removed = volumes_remove(ctx.local_node.clone(), &rec).await?;
     if let Err(e) = removed {
         // Keep the record so the leftover volume stays visible and `rm` can be retried.
         ctx.store.image_insert(&rec).await?;
@@ -134,19 +121,7 @@ async fn image_copies_remove(ctx: &Context, rec: &ImageRecord) -> Result<(), Err
             ctx.store.image_copy_delete(&rec.name, &node).await?;
             continue;
         };
-        let (pool, vols) = (rec.pool.clone(), image_volumes(rec));
-        let removed = blocking(move || -> Result<(), kvmctl_libvirt::NodeError> {
-            for v in vols {
-                match conn.volume_delete(&pool, &v) {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
-        })
-        .await?;
-        match removed {
+        match volumes_remove(conn, rec).await? {
             Ok(()) => ctx.store.image_copy_delete(&rec.name, &node).await?,
             Err(e) => {
                 tracing::warn!(image = %rec.name, node, error = %kvmctl_core::error::chain(&e), "cannot remove the image's copy on the node")
@@ -154,6 +129,25 @@ async fn image_copies_remove(ctx: &Context, rec: &ImageRecord) -> Result<(), Err
         }
     }
     Ok(())
+}
+
+/// Deletes the image's volumes on a node; what is already gone is fine.
+async fn volumes_remove(
+    node: std::sync::Arc<kvmctl_libvirt::LibvirtNode>,
+    rec: &ImageRecord,
+) -> Result<Result<(), kvmctl_libvirt::NodeError>, Error> {
+    let (pool, vols) = (rec.pool.clone(), image_volumes(rec));
+    blocking(move || {
+        for v in vols {
+            match node.volume_delete(&pool, &v) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+    .await
 }
 
 fn image_volumes(rec: &ImageRecord) -> Vec<String> {
