@@ -278,3 +278,98 @@ impl DataStore {
         Ok(done.rows_affected() == 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ImageRecord, NodeSettings};
+
+    fn vm(name: &str, owner: &str, node: &str, vcpus: u32) -> VmRecord {
+        VmRecord {
+            id: VmId::new(),
+            name: Name::parse(name).unwrap(),
+            owner: owner.into(),
+            node: node.into(),
+            image: Name::parse("img").unwrap(),
+            plan: None,
+            vcpus,
+            memory_mib: 512,
+            disk_gib: 1,
+            network: "default".into(),
+            mac: format!("52:54:00:00:{:02x}:{:02x}", name.len(), name.bytes().map(u32::from).sum::<u32>() % 256),
+            firmware: "bios".into(),
+            pool: "p".into(),
+            root_volume: format!("{name}-root.qcow2"),
+            seed_volume: format!("{name}-seed.iso"),
+            vnc_password: "x".into(),
+            ip: None,
+            ssh_user: "kvmctl".into(),
+            host_key: None,
+            host_key_source: None,
+            state: VmState::Creating,
+            error: None,
+            created_at: 0,
+            updated_at: 0,
+            expires_at: None,
+        }
+    }
+
+    /// The node's capacity holds in the insert itself, for callers with a quota and for
+    /// admins without one, under concurrency; another node's VMs do not count.
+    #[tokio::test]
+    async fn the_insert_never_overfills_a_node_with_or_without_a_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DataStore::open(&dir.path().join("k.db")).await.unwrap();
+        for n in ["local", "other"] {
+            store.node_upsert(&Name::parse(n).unwrap(), &format!("test:///default?{n}"), &NodeSettings::default()).await.unwrap();
+        }
+        let img = ImageRecord {
+            name: Name::parse("img").unwrap(),
+            node: "local".into(),
+            pool: "p".into(),
+            volume: "image-img.qcow2".into(),
+            path: "/p/image-img.qcow2".into(),
+            format: "qcow2".into(),
+            virtual_bytes: 1,
+            file_bytes: 1,
+            sha256: "0".into(),
+            source: "/x".into(),
+            os_family: None,
+            os_version: None,
+            cloud_init: false,
+            default_user: None,
+            boot_modes: vec!["bios".into()],
+            kernel_volume: None,
+            initrd_volume: None,
+            cmdline: None,
+            created_at: 0,
+        };
+        store.image_insert(&img).await.unwrap();
+        let cap = Some((4, 1 << 20, 100));
+        let quota = kvmctl_core::QuotaLimits { vms: 100, vcpus: 100, memory_mib: 1 << 30, disk_gib: 1000, forwards: 10 };
+        // 20 concurrent 1-vCPU inserts on a 4-vCPU node, half with a quota, half without.
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let limits = (i % 2 == 0).then_some(quota);
+                    let owner = if i % 2 == 0 { "alice" } else { "admin" };
+                    store.vm_insert(&vm(&format!("vm{i}"), owner, "local", 1), limits.as_ref(), cap).await.unwrap().is_some()
+                })
+            })
+            .collect();
+        let mut made = 0;
+        for t in tasks {
+            made += t.await.unwrap() as u32;
+        }
+        assert_eq!(made, 4, "exactly the node's capacity");
+        // Another node has its own room; memory and disk are checked too.
+        assert!(store.vm_insert(&vm("o1", "admin", "other", 4), None, cap).await.unwrap().is_some());
+        let big_memory = VmRecord { memory_mib: 2 << 20, ..vm("o2", "admin", "other", 0) };
+        assert!(store.vm_insert(&big_memory, None, cap).await.unwrap().is_none());
+        let big_disk = VmRecord { disk_gib: 200, ..vm("o3", "admin", "other", 0) };
+        assert!(store.vm_insert(&big_disk, None, cap).await.unwrap().is_none());
+        // Without a capacity (a caller that checks elsewhere) nothing about the node is checked.
+        assert!(store.vm_insert(&vm("o4", "admin", "local", 8), None, None).await.unwrap().is_some());
+    }
+}
