@@ -15,18 +15,8 @@ pub enum NodeCommand {
         /// qemu+ssh://HOST/system, qemu+tls://HOST/system or qemu+tcp://HOST/system.
         #[arg(long)]
         uri: String,
-        /// vCPUs per physical CPU it may give out [default: 2.0].
-        #[arg(long, value_name = "RATIO")]
-        cpu_overcommit: Option<String>,
-        /// Memory overcommit [default: 1.0].
-        #[arg(long, value_name = "RATIO")]
-        memory_overcommit: Option<String>,
-        /// CPUs kept for the host.
-        #[arg(long, value_name = "N")]
-        reserved_cpus: Option<u64>,
-        /// Memory kept for the host, in MiB.
-        #[arg(long, value_name = "MIB")]
-        reserved_memory: Option<u64>,
+        #[command(flatten)]
+        sizing: Sizing,
         /// A label, KEY=VALUE (repeat); `vm create --node-label` asks for them.
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
@@ -38,14 +28,8 @@ pub enum NodeCommand {
     /// Change overcommit, reservations or labels.
     Set {
         name: String,
-        #[arg(long, value_name = "RATIO")]
-        cpu_overcommit: Option<String>,
-        #[arg(long, value_name = "RATIO")]
-        memory_overcommit: Option<String>,
-        #[arg(long, value_name = "N")]
-        reserved_cpus: Option<u64>,
-        #[arg(long, value_name = "MIB")]
-        reserved_memory: Option<u64>,
+        #[command(flatten)]
+        sizing: Sizing,
         /// Replace the labels, KEY=VALUE (repeat; `--label ''` clears them).
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label_or_empty)]
         labels: Vec<Option<(String, String)>>,
@@ -56,6 +40,23 @@ pub enum NodeCommand {
     Undrain { name: String },
     /// Remove a node without VMs.
     Remove { name: String },
+}
+
+/// Overcommit and reservations of a node (`node add`, `node set`).
+#[derive(clap::Args, Debug)]
+pub struct Sizing {
+    /// vCPUs per physical CPU it may give out [default for a new node: 2.0].
+    #[arg(long, value_name = "RATIO")]
+    cpu_overcommit: Option<String>,
+    /// Memory overcommit [default for a new node: 1.0].
+    #[arg(long, value_name = "RATIO")]
+    memory_overcommit: Option<String>,
+    /// CPUs kept for the host.
+    #[arg(long, value_name = "N")]
+    reserved_cpus: Option<u64>,
+    /// Memory kept for the host, in MiB.
+    #[arg(long, value_name = "MIB")]
+    reserved_memory: Option<u64>,
 }
 
 pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -124,7 +125,7 @@ impl Table for ComputeNode {
 
 pub async fn run(client: &Client, cmd: NodeCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
     match cmd {
-        NodeCommand::Add { name, uri, cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory, labels } => {
+        NodeCommand::Add { name, uri, sizing: Sizing { cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory }, labels } => {
             let req = NodeAddRequest {
                 name,
                 uri,
@@ -138,7 +139,7 @@ pub async fn run(client: &Client, cmd: NodeCommand, format: OutputFormat) -> any
         }
         NodeCommand::List => output::print(&client.node_list().await?, format)?,
         NodeCommand::Show { name } => output::print(&client.node_get(&name).await?, format)?,
-        NodeCommand::Set { name, cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory, labels } => {
+        NodeCommand::Set { name, sizing: Sizing { cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory }, labels } => {
             let labels: Option<BTreeMap<String, String>> =
                 if labels.is_empty() { None } else { Some(labels.into_iter().flatten().collect()) };
             let req = NodeUpdateRequest {

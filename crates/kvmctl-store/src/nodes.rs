@@ -86,31 +86,20 @@ impl DataStore {
     /// Records a node with `settings`, or, if the name is known, updates only its URI (the
     /// local node at every start: settings changed since stay).
     pub async fn node_upsert(&self, name: &Name, uri: &str, s: &NodeSettings) -> Result<NodeRecord, StoreError> {
-        let now = unix_now();
-        sqlx::query(
-            "INSERT INTO nodes (name, uri, state, cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory_mib, labels,              created_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $8)
-             ON CONFLICT (name) DO UPDATE SET uri = excluded.uri, updated_at = excluded.updated_at",
-        )
-        .bind(name.as_str())
-        .bind(uri)
-        .bind(s.cpu_overcommit as i64)
-        .bind(s.memory_overcommit as i64)
-        .bind(s.reserved_cpus as i64)
-        .bind(s.reserved_memory_mib as i64)
-        .bind(labels_encode(&s.labels))
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(self.node_get(name).await?.expect("row just written"))
+        self.node_write(name, uri, s, "ON CONFLICT (name) DO UPDATE SET uri = excluded.uri, updated_at = excluded.updated_at").await
     }
 
     /// Adds a node; `Exists` when the name or the URI is taken.
     pub async fn node_insert(&self, name: &Name, uri: &str, s: &NodeSettings) -> Result<NodeRecord, StoreError> {
-        let now = unix_now();
-        sqlx::query(
+        self.node_write(name, uri, s, "").await
+    }
+
+    /// The insert of both, with what to do when the name is known.
+    async fn node_write(&self, name: &Name, uri: &str, s: &NodeSettings, on_conflict: &str) -> Result<NodeRecord, StoreError> {
+        sqlx::query(&format!(
             "INSERT INTO nodes (name, uri, state, cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory_mib, labels, \
-             created_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $8)",
-        )
+             created_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $8) {on_conflict}"
+        ))
         .bind(name.as_str())
         .bind(uri)
         .bind(s.cpu_overcommit as i64)
@@ -118,7 +107,7 @@ impl DataStore {
         .bind(s.reserved_cpus as i64)
         .bind(s.reserved_memory_mib as i64)
         .bind(labels_encode(&s.labels))
-        .bind(now)
+        .bind(unix_now())
         .execute(&self.pool)
         .await
         .map_err(crate::unique("node (name or URI)", name.as_str()))?;
