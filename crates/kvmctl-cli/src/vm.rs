@@ -391,16 +391,7 @@ async fn with_vm_progress<T>(
     if let Some(f) = follow {
         f.abort();
     }
-    match result {
-        Ok(v) => {
-            p.finish(done);
-            Ok(v)
-        }
-        Err(e) => {
-            p.fail();
-            Err(e.into())
-        }
-    }
+    settle_progress(p, done, result)
 }
 
 /// Runs `op` behind a progress line.
@@ -409,8 +400,12 @@ async fn with_progress<T>(
     done: &str,
     op: impl std::future::Future<Output = Result<T, kvmctl_client::ClientError>>,
 ) -> anyhow::Result<T> {
-    let p = Progress::start(doing);
-    match op.await {
+    settle_progress(Progress::start(doing), done, op.await)
+}
+
+/// Ends a progress line with `done` or as failed, by the result.
+fn settle_progress<T>(p: Progress, done: &str, result: Result<T, kvmctl_client::ClientError>) -> anyhow::Result<T> {
+    match result {
         Ok(v) => {
             p.finish(done);
             Ok(v)
