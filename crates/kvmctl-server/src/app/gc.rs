@@ -1,7 +1,7 @@
 //! `kvmctl gc`: debris on the node that carries kvmctl's marks but belongs to no VM row,
 //! and rows whose domain vanished. Reported by default; removed with `clean` (admins).
 //!
-//! What counts as ours: domains with kvmctl's metadata (`<kvmctl:id>`), volumes named like
+//! What counts as ours: domains with kvmctl's metadata (`xml::metadata_parse` finds a VM id), volumes named like
 //! a VM's root disk or seed (`NAME-root.qcow2`, `NAME-seed.iso`) in kvmctl's pools and used
 //! by no image and no domain, DHCP reservations in networks kvmctl manages (and the default
 //! network) for MACs of no VM, and entries of the `inet kvmctl` table for VM ids of no row.
@@ -17,15 +17,6 @@ use kvmctl_libvirt::{Node, NodeError};
 use kvmctl_store::Scope;
 use kvmctl_types::api::{GcItem, GcReport};
 use std::collections::{BTreeSet, HashSet};
-
-fn metadata_id(xml: &str) -> Option<String> {
-    if !xml.contains(kvmctl_libvirt::xml::METADATA_NS) {
-        return None;
-    }
-    let start = xml.find("<kvmctl:id>")? + "<kvmctl:id>".len();
-    let end = xml[start..].find("</kvmctl:id>")? + start;
-    Some(xml[start..end].trim().to_owned())
-}
 
 /// `<host mac='..' name='..' ip='..'/>` entries of a network's XML as (mac, name, ip).
 fn dhcp_hosts(xml: &str) -> Vec<(String, String, String)> {
@@ -101,7 +92,7 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
             };
             disks_in_use.push_str(&xml);
             let running = d.state == kvmctl_libvirt::DomainState::Running;
-            let id = metadata_id(&xml);
+            let id = kvmctl_libvirt::xml::metadata_parse(&xml).map(|m| m.vm_id.to_string());
             domains.push((d.name, d.uuid, running, id, xml));
         }
         let mut volumes = Vec::new();
