@@ -136,9 +136,13 @@ pub enum VmCommand {
     },
     /// Reboot a running VM (ACPI).
     Reboot { name: String },
-    /// Change CPUs and memory (VM stopped) or grow the disk (running or stopped).
+    /// Change CPUs and memory (VM stopped) or grow the disk (running or stopped), within
+    /// your quota and the node's capacity.
     Resize {
         name: String,
+        /// Take a plan's size (users without custom sizing resize only this way).
+        #[arg(long, conflicts_with_all = ["cpus", "memory", "disk"])]
+        plan: Option<String>,
         #[arg(long)]
         cpus: Option<u32>,
         /// New memory, e.g. 4G.
@@ -154,7 +158,8 @@ pub enum VmCommand {
     /// Delete a VM: stop it, remove its domain, seed, root disk and logs.
     Delete {
         name: String,
-        /// Keep the root disk volume in the pool.
+        /// Keep the root disk volume in the pool (admins only; it is recorded, so gc leaves it
+        /// and its image stays until it is removed with virsh vol-delete).
         #[arg(long)]
         keep_disk: bool,
     },
@@ -571,8 +576,8 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             let vm = with_progress(&format!("rebooting VM {name}"), &format!("VM {name} rebooting"), client.vm_reboot(&name)).await?;
             output::print(&vm, format)?;
         }
-        VmCommand::Resize { name, cpus, memory, disk } => {
-            let req = VmResizeRequest { vcpus: cpus, memory_mib: memory, disk_gib: disk };
+        VmCommand::Resize { name, plan, cpus, memory, disk } => {
+            let req = VmResizeRequest { plan, vcpus: cpus, memory_mib: memory, disk_gib: disk };
             let vm = with_progress(&format!("resizing VM {name}"), &format!("VM {name} resized"), client.vm_resize(&name, &req)).await?;
             output::print(&vm, format)?;
         }
@@ -709,6 +714,10 @@ fn upload<'a>(
 }
 
 /// Copies a file or tree at `path` in the VM to `local`; returns the bytes copied.
+///
+/// The guest is not trusted: every name it lists must be one plain path component (else the
+/// copy stops), files are streamed to disk, and nothing is written through a symlink: files
+/// are opened with `O_NOFOLLOW`, and a directory that exists must be a real one.
 fn download<'a>(
     client: &'a Client,
     vm: &'a str,
@@ -716,19 +725,94 @@ fn download<'a>(
     local: &'a std::path::Path,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u64>> + 'a>> {
     Box::pin(async move {
-        match client.vm_file_get(vm, path).await? {
-            kvmctl_client::GuestFile::File(data) => {
-                std::fs::write(local, &data).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", local.display()))?;
-                Ok(data.len() as u64)
+        // The file is made only once the guest says `path` is a file.
+        let mut out = LazyFile { path: local, file: None };
+        match client.vm_file_download(vm, path, &mut out).await? {
+            kvmctl_client::GuestDownload::File(n) => {
+                if out.file.is_none() {
+                    out.open().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", local.display()))?;
+                }
+                Ok(n)
             }
-            kvmctl_client::GuestFile::Dir(entries) => {
-                std::fs::create_dir_all(local).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", local.display()))?;
+            kvmctl_client::GuestDownload::Dir(entries) => {
+                dir_ensure(local)?;
                 let mut total = 0;
                 for e in entries {
+                    if !kvmctl_types::guest_entry_name_ok(&e.name) {
+                        anyhow::bail!(
+                            "{vm} listed {:?} in {path}, which is not a plain file name; refusing to copy it (the guest may be hostile)",
+                            e.name
+                        );
+                    }
                     total += download(client, vm, &format!("{}/{}", path.trim_end_matches('/'), e.name), &local.join(&e.name)).await?;
                 }
                 Ok(total)
             }
         }
     })
+}
+
+/// Makes `dir` unless it is a directory already; a symlink there is refused, never followed.
+fn dir_ensure(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_dir() => Ok(()),
+        Ok(m) if m.file_type().is_symlink() => anyhow::bail!("{} is a symlink; refusing to copy into it", dir.display()),
+        Ok(_) => anyhow::bail!("{} exists and is not a directory", dir.display()),
+        Err(_) => std::fs::create_dir(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display())),
+    }
+}
+
+/// A local file opened on the first write, without following a symlink at its name.
+struct LazyFile<'a> {
+    path: &'a std::path::Path,
+    file: Option<tokio::fs::File>,
+}
+
+impl LazyFile<'_> {
+    fn open(&mut self) -> std::io::Result<&mut tokio::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.file.is_none() {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(self.path)
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ELOOP) {
+                        std::io::Error::other("it is a symlink; refusing to write through it")
+                    } else {
+                        e
+                    }
+                })?;
+            self.file = Some(tokio::fs::File::from_std(f));
+        }
+        Ok(self.file.as_mut().expect("just opened"))
+    }
+}
+
+impl tokio::io::AsyncWrite for LazyFile<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let f = match self.open() {
+            Ok(f) => f,
+            Err(e) => return std::task::Poll::Ready(Err(e)),
+        };
+        std::pin::Pin::new(f).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        match self.file.as_mut() {
+            Some(f) => std::pin::Pin::new(f).poll_flush(cx),
+            None => std::task::Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        match self.file.as_mut() {
+            Some(f) => std::pin::Pin::new(f).poll_shutdown(cx),
+            None => std::task::Poll::Ready(Ok(())),
+        }
+    }
 }

@@ -68,12 +68,24 @@ pub enum ClientError {
     Api { status: u16, body: ErrorBody },
     #[error("the daemon's answer (HTTP {status}) is not what this client understands: {message}")]
     Decode { status: u16, message: String },
+    #[error("cannot write the downloaded data")]
+    Write {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What a path in a guest holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestFile {
     File(Vec<u8>),
+    Dir(Vec<kvmctl_types::api::GuestFileEntry>),
+}
+
+/// What `vm_file_download` found: a file (the bytes written) or a directory's entries.
+#[derive(Debug)]
+pub enum GuestDownload {
+    File(u64),
     Dir(Vec<kvmctl_types::api::GuestFileEntry>),
 }
 
@@ -480,6 +492,44 @@ impl Client {
             return decode(status, &body).map(GuestFile::Dir);
         }
         Ok(GuestFile::File(body.to_vec()))
+    }
+
+    /// A guest file written to `out` as it arrives (nothing of it held beyond one chunk), or
+    /// a directory's entries; the bytes written, for a file.
+    pub async fn vm_file_download<W>(&self, name: &str, path: &str, out: &mut W) -> Result<GuestDownload, ClientError>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let url = format!("/v1/vms/{}/files?path={}", seg(name), seg(path));
+        let req = Request::builder().method(Method::GET).uri(&url).header(hyper::header::HOST, self.host_header());
+        let req = match &self.token {
+            Some(t) => req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}")),
+            None => req,
+        };
+        let req = req.body(Full::new(Bytes::new())).expect("valid request");
+        let resp = self.send(TokioIo::new(self.connect().await?), req).await?;
+        let status = resp.status();
+        let dir = resp.headers().get("x-kvmctl-kind").is_some_and(|k| k == "dir");
+        let http_err = |source| ClientError::Http { endpoint: self.endpoint.clone(), source };
+        if !status.is_success() || dir {
+            let body = resp.into_body().collect().await.map_err(http_err)?.to_bytes();
+            if !status.is_success() {
+                return decode::<serde_json::Value>(status, &body).map(|_| GuestDownload::File(0));
+            }
+            return decode(status, &body).map(GuestDownload::Dir);
+        }
+        let mut body = resp.into_body();
+        let mut written = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(http_err)?;
+            if let Some(chunk) = frame.data_ref() {
+                out.write_all(chunk).await.map_err(|e| ClientError::Write { source: e })?;
+                written += chunk.len() as u64;
+            }
+        }
+        out.flush().await.map_err(|e| ClientError::Write { source: e })?;
+        Ok(GuestDownload::File(written))
     }
 
     /// Opens a terminal WebSocket (`/v1/vms/{name}/console` or `/ssh?...`).

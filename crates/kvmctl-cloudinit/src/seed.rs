@@ -52,6 +52,23 @@ pub struct SeedSpec {
     pub network: NetworkConfig,
     /// The user's own user-data (`#cloud-config` or a `#!` script), merged with ours.
     pub user_data: Option<String>,
+    /// The guest's SSH host key, made by kvmctl so that its public half is pinned before the
+    /// guest boots (cloud-init's `ssh_keys`; the guest's own keys are deleted).
+    pub host_key: Option<HostKey>,
+}
+
+/// An ed25519 SSH host key handed to the guest: the private key in OpenSSH format and the
+/// public key line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HostKey {
+    pub private_openssh: String,
+    pub public: String,
+}
+
+impl std::fmt::Debug for HostKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostKey").field("public", &self.public).finish_non_exhaustive()
+    }
 }
 
 impl SeedSpec {
@@ -69,6 +86,7 @@ impl SeedSpec {
             runcmd: vec![],
             network: NetworkConfig::Dhcp,
             user_data: None,
+            host_key: None,
         }
     }
 }
@@ -199,6 +217,12 @@ struct CloudConfigFile<'a> {
 }
 
 #[derive(Serialize)]
+struct CloudConfigSshKeys<'a> {
+    ed25519_private: &'a str,
+    ed25519_public: &'a str,
+}
+
+#[derive(Serialize)]
 struct CloudConfig<'a> {
     hostname: &'a str,
     preserve_hostname: bool,
@@ -210,6 +234,10 @@ struct CloudConfig<'a> {
     write_files: Vec<CloudConfigFile<'a>>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     runcmd: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssh_deletekeys: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssh_keys: Option<CloudConfigSshKeys<'a>>,
 }
 
 /// Validates `spec` and renders the three documents.
@@ -238,6 +266,16 @@ pub fn render(spec: &SeedSpec) -> Result<Seed, SeedError> {
             return Err(err("network.prefix", "must be 1-32"));
         }
     }
+    if let Some(k) = &spec.host_key {
+        if !k.public.starts_with("ssh-ed25519 ") {
+            return Err(err("host_key", "must be an ssh-ed25519 key"));
+        }
+        ssh_key_check(&k.public).map_err(|m| err("host_key", m))?;
+        let body = k.private_openssh.trim_end();
+        if !body.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") || !body.ends_with("-----END OPENSSH PRIVATE KEY-----") {
+            return Err(err("host_key", "the private key must be in OpenSSH format"));
+        }
+    }
     let theirs = spec.user_data.as_deref().map(user_data_check).transpose()?;
 
     let meta_data = serde_yaml::to_string(&serde_json::json!({ "instance-id": spec.instance_id, "local-hostname": spec.hostname }))
@@ -261,6 +299,8 @@ pub fn render(spec: &SeedSpec) -> Result<Seed, SeedError> {
             .map(|f| CloudConfigFile { path: &f.path, content: &f.content, permissions: &f.permissions })
             .collect(),
         runcmd: &spec.runcmd,
+        ssh_deletekeys: spec.host_key.as_ref().map(|_| true),
+        ssh_keys: spec.host_key.as_ref().map(|k| CloudConfigSshKeys { ed25519_private: &k.private_openssh, ed25519_public: &k.public }),
     };
     let ours = format!("#cloud-config\n{}", serde_yaml::to_string(&ours).map_err(|e| err("user_data", e.to_string()))?);
     let user_data = match theirs {
@@ -443,6 +483,23 @@ mod tests {
         let net: serde_yaml::Value = serde_yaml::from_str(&seed.network_config).unwrap();
         assert_eq!(net["version"], 2);
         assert_eq!(net["ethernets"]["primary"]["dhcp4"], true);
+    }
+
+    #[test]
+    fn a_host_key_replaces_the_guests_own() {
+        let mut s = spec();
+        let private = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
+        s.host_key = Some(HostKey { private_openssh: private.into(), public: KEY.into() });
+        let ud: serde_yaml::Value = serde_yaml::from_str(&render(&s).unwrap().user_data).unwrap();
+        assert_eq!(ud["ssh_deletekeys"], true);
+        assert_eq!(ud["ssh_keys"]["ed25519_private"], private);
+        assert_eq!(ud["ssh_keys"]["ed25519_public"], KEY);
+        assert!(!format!("{s:?}").contains("BEGIN OPENSSH"), "Debug never shows the private key");
+        s.host_key = Some(HostKey { private_openssh: "not a key".into(), public: KEY.into() });
+        assert_eq!(render(&s).unwrap_err().field, "host_key");
+        // Without one, the guest makes its own and nothing about host keys is said.
+        let ud = render(&spec()).unwrap().user_data;
+        assert!(!ud.contains("ssh_keys") && !ud.contains("ssh_deletekeys"));
     }
 
     #[test]

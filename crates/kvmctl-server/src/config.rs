@@ -91,6 +91,13 @@ pub struct Config {
     /// PEM certificate chain and private key: with both, `listen` serves HTTPS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Most bytes of output `vm exec` keeps (stdout and stderr together); past it the command
+    /// is cut off and the answer says `truncated`. The guest decides how much it prints.
+    pub exec_output_max_bytes: u64,
+    /// Most guest sessions (console, SSH, exec, file copies) open at once on one VM, and for
+    /// one user over all their VMs; more get a 409 until one ends.
+    pub sessions_per_vm: u32,
+    pub sessions_per_user: u32,
     /// Testing only: steps that fail on purpose, `step=error|crash|pause,...` (see
     /// docs/testing.md). Empty in production.
     pub failpoints: String,
@@ -148,6 +155,9 @@ impl Default for Config {
             price_disk_gib_hourly: "0".into(),
             tls_cert: None,
             tls_key: None,
+            exec_output_max_bytes: 8 << 20,
+            sessions_per_vm: 4,
+            sessions_per_user: 16,
             failpoints: String::new(),
         }
     }

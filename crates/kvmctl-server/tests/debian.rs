@@ -90,8 +90,15 @@ async fn debian_vms_boot_with_bios_and_uefi_and_serve_ssh() {
         // not reserve in).
         let agent = kvmctl_libvirt::Node::domain_agent_addresses(&sweep.node, &vm.name).unwrap();
         assert!(agent.contains(&(vm.mac.clone(), vm.ip.clone().unwrap())), "{agent:?} vs {vm:?}");
+        // The host key was made by kvmctl and pinned before boot; the guest really uses it
+        // (it prints it among its fingerprints on the console, and the login checked it).
         let pin = vm.host_key.clone().unwrap_or_default();
-        assert!(pin.starts_with("SHA256:") && pin.ends_with("(console)"), "pinned from cloud-init's fingerprints on the console: {pin}");
+        assert!(pin.starts_with("SHA256:") && pin.ends_with("(seed)"), "pinned from the seed, before boot: {pin}");
+        let fp = pin.trim_end_matches(" (seed)");
+        let login = vm.readiness.iter().find(|s| s.stage == "ssh_login").and_then(|s| s.detail.clone()).unwrap_or_default();
+        assert!(login.ends_with(&format!("host key {fp}")), "the first login met the seeded key: {login}");
+        let printed = std::fs::read_to_string(cfg.console_log_dir.join(format!("{}.log", vm.name))).unwrap();
+        assert!(printed.contains(fp), "the guest printed the seeded key's fingerprint on its console");
         let ci = vm.readiness.last().unwrap();
         assert_eq!(ci.detail.as_deref(), Some("done"), "cloud-init's own verdict, read from the guest: {vm:?}");
         let out = client

@@ -106,10 +106,13 @@ impl DataStore {
     /// (and removes nothing) otherwise. One statement, so a VM created meanwhile cannot
     /// slip past the check.
     pub async fn image_delete_unused(&self, name: &Name) -> Result<Result<bool, Vec<String>>, StoreError> {
-        let done = sqlx::query("DELETE FROM images WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM vms WHERE vms.image = images.name)")
-            .bind(name.as_str())
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM images WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM vms WHERE vms.image = images.name) \
+             AND NOT EXISTS (SELECT 1 FROM kept_disks k WHERE k.image = images.name)",
+        )
+        .bind(name.as_str())
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 1 {
             return Ok(Ok(true));
         }
@@ -117,9 +120,16 @@ impl DataStore {
         Ok(if users.is_empty() { Ok(false) } else { Err(users) })
     }
 
-    /// Names of the VMs whose root disk is backed by the image.
+    /// Names of the VMs whose root disk is backed by the image, and of kept disks
+    /// (`kept disk POOL/VOLUME`) backed by it.
     pub async fn image_users(&self, name: &Name) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT name FROM vms WHERE image = $1 ORDER BY name").bind(name.as_str()).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT name FROM (SELECT name FROM vms WHERE image = $1 \
+             UNION ALL SELECT 'kept disk ' || pool || '/' || volume AS name FROM kept_disks WHERE image = $1) u ORDER BY name",
+        )
+        .bind(name.as_str())
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter().map(|r| r.try_get("name").map_err(StoreError::from)).collect()
     }
 }

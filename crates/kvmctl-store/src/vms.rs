@@ -194,6 +194,48 @@ impl DataStore {
         Ok(())
     }
 
+    /// Gives the VM a new size (and plan) if, with it, the owner's VMs stay within `limits`
+    /// and the VM's node's VMs within `node_capacity`: checked and written in one statement,
+    /// the same admission as `vm_insert`, so concurrent resizes and creates can never exceed
+    /// a quota or overfill a node together. False when refused (or the VM is gone).
+    pub async fn vm_resize_admit(
+        &self,
+        id: &VmId,
+        size: (u32, u64, u64),
+        plan: Option<&str>,
+        limits: Option<&kvmctl_core::QuotaLimits>,
+        node_capacity: Option<(u64, u64, u64)>,
+    ) -> Result<bool, StoreError> {
+        let lim = |v: u64| v.min(i64::MAX as u64) as i64;
+        let done = sqlx::query(
+            "UPDATE vms SET vcpus = $2, memory_mib = $3, disk_gib = $4, plan = $5, updated_at = $6 \
+             WHERE id = $1 \
+             AND ($7 IS NULL OR ( \
+               (SELECT COALESCE(SUM(vcpus), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $2 <= $7 \
+               AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $3 <= $8 \
+               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $4 <= $9)) \
+             AND ($10 IS NULL OR ( \
+               (SELECT COALESCE(SUM(vcpus), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $2 <= $10 \
+               AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $3 <= $11 \
+               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $4 <= $12))",
+        )
+        .bind(id.to_string())
+        .bind(size.0 as i64)
+        .bind(size.1 as i64)
+        .bind(size.2 as i64)
+        .bind(plan)
+        .bind(unix_now())
+        .bind(limits.map(|l| lim(l.vcpus)))
+        .bind(limits.map(|l| lim(l.memory_mib)))
+        .bind(limits.map(|l| lim(l.disk_gib)))
+        .bind(node_capacity.map(|c| lim(c.0)))
+        .bind(node_capacity.map(|c| lim(c.1)))
+        .bind(node_capacity.map(|c| lim(c.2)))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Sets when the VM expires (`None`: never).
     pub async fn vm_set_expiry(&self, id: &VmId, at: Option<i64>) -> Result<(), StoreError> {
         sqlx::query("UPDATE vms SET expires_at = $1 WHERE id = $2").bind(at).bind(id.to_string()).execute(&self.pool).await?;
@@ -271,6 +313,31 @@ impl DataStore {
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(|r| Ok((r.try_get("stage")?, r.try_get("at_ms")?, r.try_get("detail")?))).collect()
+    }
+
+    /// Records the VM's root disk as kept (before the delete that keeps it); idempotent.
+    pub async fn kept_disk_insert(&self, vm: &VmRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO kept_disks (node, pool, volume, owner, vm_name, image, disk_gib, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (node, pool, volume) DO NOTHING",
+        )
+        .bind(&vm.node)
+        .bind(&vm.pool)
+        .bind(&vm.root_volume)
+        .bind(&vm.owner)
+        .bind(vm.name.as_str())
+        .bind(vm.image.as_str())
+        .bind(vm.disk_gib as i64)
+        .bind(unix_now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Kept disks as `(node, pool, volume)`.
+    pub async fn kept_disk_list(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT node, pool, volume FROM kept_disks ORDER BY node, pool, volume").fetch_all(&self.pool).await?;
+        rows.into_iter().map(|r| Ok((r.try_get("node")?, r.try_get("pool")?, r.try_get("volume")?))).collect()
     }
 
     pub async fn vm_delete(&self, name: &Name) -> Result<bool, StoreError> {

@@ -467,6 +467,10 @@ pub struct VmStopRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmResizeRequest {
+    /// Take this plan's size (and price). Users without custom sizing resize only this way;
+    /// the plan's disk must not be smaller than the VM's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcpus: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -503,10 +507,15 @@ pub struct VmExecRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VmExecResponse {
+    /// The command's exit status; -1 when it was cut off (`truncated`) before it ended.
     pub exit_status: i32,
     /// Standard output (UTF-8, invalid bytes replaced).
     pub stdout: String,
     pub stderr: String,
+    /// The command printed more than the daemon keeps (`exec_output_max_bytes`, 8 MiB by
+    /// default, stdout and stderr together): the output is cut there and the session closed.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// One entry of a guest directory (`GET /v1/vms/{name}/files` on a directory).

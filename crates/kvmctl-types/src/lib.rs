@@ -8,4 +8,4 @@
 pub mod api;
 pub mod name;
 
-pub use name::{Name, NameError, VmId};
+pub use name::{guest_entry_name_ok, Name, NameError, VmId};

@@ -106,6 +106,14 @@ impl fmt::Display for VmId {
     }
 }
 
+/// Whether a name a guest listed is one plain path component, safe to join onto a host
+/// directory: not empty, `.` or `..`, without `/`, `\\` or NUL, at most 255 bytes. A hostile
+/// guest may answer `../../root/.ssh/authorized_keys` or `/etc/shadow`; the daemon and the
+/// CLI both refuse such a listing.
+pub fn guest_entry_name_ok(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']) && name.len() <= 255
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

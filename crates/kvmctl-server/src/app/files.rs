@@ -5,13 +5,24 @@ use super::{parse_name, vms, Context};
 use futures_util::StreamExt;
 use kvmctl_core::Error;
 use kvmctl_types::api::GuestFileEntry;
+use kvmctl_types::Name;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A guest file's bytes as they are read, in chunks: nothing of it is held beyond one chunk.
+pub type FileStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>;
 
 /// What a path in the guest holds.
 pub enum Download {
-    File(Vec<u8>),
+    /// The size the guest reports (only a hint: the guest may lie) and the bytes.
+    File(u64, FileStream),
     Dir(Vec<GuestFileEntry>),
 }
+
+/// Bytes read from the guest per chunk, and how long one read may take.
+const CHUNK: usize = 256 * 1024;
+const READ_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+use kvmctl_types::guest_entry_name_ok as entry_name_ok;
 
 fn guest_path(path: &str) -> Result<&str, Error> {
     if !path.starts_with('/') || path.contains('\0') {
@@ -66,24 +77,102 @@ pub async fn vm_file_get(ctx: &Context, caller: &kvmctl_core::Caller, name: &str
     let name = parse_name("name", name)?;
     let path = guest_path(path)?;
     let (sftp, session) = vms::vm_login(ctx, caller, &name).await?.sftp().await.map_err(|e| Error::Unavailable(format!("{name}: {e}")))?;
-    let result = async {
+    let opened = async {
         let meta = sftp.metadata(path).await.map_err(|e| Error::NotFound { kind: "guest file", name: format!("{name}:{path} ({e})") })?;
         if meta.is_dir() {
             let entries = sftp.read_dir(path).await.map_err(|e| Error::Conflict(format!("cannot list {path} in {name}: {e}")))?;
-            let mut out: Vec<GuestFileEntry> = entries
-                .filter(|e| e.file_name() != "." && e.file_name() != "..")
-                .map(|e| GuestFileEntry { name: e.file_name(), dir: e.metadata().is_dir(), size: e.metadata().len() })
-                .collect();
-            out.sort_by(|a, b| a.name.cmp(&b.name));
-            return Ok(Download::Dir(out));
+            return listing(&name, path, entries.map(|e| (e.file_name(), e.metadata().is_dir(), e.metadata().len()))).map(Err);
         }
-        let mut file = sftp.open(path).await.map_err(|e| Error::Conflict(format!("cannot open {path} in {name}: {e}")))?;
-        let mut data = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut data).await.map_err(|e| Error::Conflict(format!("cannot read {path} in {name}: {e}")))?;
-        Ok(Download::File(data))
+        let file = sftp.open(path).await.map_err(|e| Error::Conflict(format!("cannot open {path} in {name}: {e}")))?;
+        Ok(Ok((meta.len(), file)))
     }
     .await;
-    drop(sftp);
-    session.close().await;
-    result
+    let (size, file) = match opened {
+        Ok(Ok(f)) => f,
+        Ok(Err(entries)) => {
+            drop(sftp);
+            session.close().await;
+            return Ok(Download::Dir(entries));
+        }
+        Err(e) => {
+            drop(sftp);
+            session.close().await;
+            return Err(e);
+        }
+    };
+    // The stream owns the file, the SFTP session and the login (and so the session's place)
+    // until the last chunk is read or the client goes away.
+    let state = (file, Some((sftp, session)), name.to_string());
+    let stream = futures_util::stream::unfold(state, |(mut file, mut held, name)| async move {
+        let (sftp, session) = held.take()?;
+        let mut buf = vec![0u8; CHUNK];
+        match tokio::time::timeout(READ_STALL, file.read(&mut buf)).await {
+            Ok(Ok(0)) => {
+                drop(sftp);
+                session.close().await;
+                None
+            }
+            Ok(Ok(n)) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), (file, Some((sftp, session)), name)))
+            }
+            Ok(Err(e)) => Some((Err(std::io::Error::other(format!("reading from {name} failed: {e}"))), (file, None, name))),
+            Err(_) => Some((Err(std::io::Error::other(format!("{name} sent nothing for 60 s"))), (file, None, name))),
+        }
+    });
+    Ok(Download::File(size, Box::pin(stream)))
+}
+
+/// Most entries of one guest directory listed.
+const LISTING_MAX: usize = 10_000;
+
+/// A guest's directory listing as entries, refusing names that are not one plain path
+/// component and listings longer than `LISTING_MAX`.
+fn listing(vm: &Name, path: &str, entries: impl Iterator<Item = (String, bool, u64)>) -> Result<Vec<GuestFileEntry>, Error> {
+    let mut out: Vec<GuestFileEntry> = Vec::new();
+    for (entry, dir, size) in entries {
+        if entry == "." || entry == ".." {
+            continue;
+        }
+        if !entry_name_ok(&entry) {
+            return Err(Error::Conflict(format!(
+                "{vm} listed an entry of {path} that is not a plain file name ({:?}); refusing the listing",
+                entry.chars().take(64).collect::<String>()
+            )));
+        }
+        if out.len() >= LISTING_MAX {
+            return Err(Error::Conflict(format!(
+                "{path} in {vm} has more than {LISTING_MAX} entries; copy it as an archive (vm exec {vm} -- tar ...)"
+            )));
+        }
+        out.push(GuestFileEntry { name: entry, dir, size });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_plain_names_pass() {
+        for ok in ["a", "file.txt", ".hidden", "..x", "x..", "ü"] {
+            assert!(super::entry_name_ok(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\\b", "a\0b", &"x".repeat(256)] {
+            assert!(!super::entry_name_ok(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_hostile_listing_is_refused_whole() {
+        let vm = kvmctl_types::Name::parse("vm").unwrap();
+        let ok = super::listing(&vm, "/d", [(".".into(), true, 0), ("b".into(), false, 1), ("a".into(), true, 0)].into_iter()).unwrap();
+        assert_eq!(ok.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        for bad in ["../../root/.ssh/authorized_keys", "/etc/shadow"] {
+            let e = super::listing(&vm, "/d", [("a".into(), false, 1), (bad.into(), false, 1)].into_iter()).unwrap_err();
+            assert!(e.to_string().contains("not a plain file name"), "{e}");
+        }
+        let many = (0..=super::LISTING_MAX).map(|i| (format!("f{i}"), false, 0));
+        assert!(super::listing(&vm, "/d", many).unwrap_err().to_string().contains("more than"));
+    }
 }

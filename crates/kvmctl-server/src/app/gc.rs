@@ -155,11 +155,19 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
         }
         items.push(item);
     }
-    // Volumes named like a VM's, of no row, no image and no domain.
+    // Volumes named like a VM's, of no row, no image, no domain, and not kept on purpose.
+    let kept: std::collections::HashSet<(String, String)> = ctx
+        .store
+        .kept_disk_list()
+        .await?
+        .into_iter()
+        .filter(|(node, _, _)| node == super::nodes::LOCAL)
+        .map(|(_, pool, vol)| (pool, vol))
+        .collect();
     for (pool, vol) in &volumes {
         let Some(vm) = vol.strip_suffix("-root.qcow2").or_else(|| vol.strip_suffix("-seed.iso")) else { continue };
         let key = (pool.clone(), vol.clone());
-        if volumes_of_rows.contains(&key) || image_volumes.contains(&key) {
+        if volumes_of_rows.contains(&key) || image_volumes.contains(&key) || kept.contains(&key) {
             continue;
         }
         let name = format!("{pool}/{vol}");

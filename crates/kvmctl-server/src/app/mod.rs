@@ -59,6 +59,32 @@ pub struct Context {
     pub(crate) node_conns: Mutex<HashMap<String, Arc<LibvirtNode>>>,
     /// Serialises copying images to nodes.
     pub(crate) image_copy_lock: tokio::sync::Mutex<()>,
+    /// Guest sessions open now (console, SSH, exec, file copies), per VM and per user.
+    pub(crate) sessions: Arc<Mutex<Sessions>>,
+}
+
+/// Counts of open guest sessions: `"vm:<id>"` and `"user:<name>"` to how many.
+#[derive(Default)]
+pub(crate) struct Sessions(HashMap<String, u32>);
+
+/// One open guest session; dropping it frees its places.
+pub struct SessionGuard {
+    sessions: Arc<Mutex<Sessions>>,
+    keys: [String; 2],
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut s = self.sessions.lock().expect("session map poisoned");
+        for k in &self.keys {
+            if let Some(n) = s.0.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    s.0.remove(k);
+                }
+            }
+        }
+    }
 }
 
 impl Context {
@@ -94,6 +120,7 @@ impl Context {
             gc_seen: Mutex::new(HashMap::new()),
             node_conns: Mutex::new(HashMap::new()),
             image_copy_lock: tokio::sync::Mutex::new(()),
+            sessions: Default::default(),
         };
         (ctx, boots)
     }
@@ -111,6 +138,29 @@ impl Context {
         let rec = self.store.node_get(&name).await?.ok_or_else(|| Error::NotFound { kind: "node", name: node.to_owned() })?;
         let conn = Arc::new(LibvirtNode::new(rec.uri));
         Ok(self.node_conns.lock().expect("node map poisoned").entry(node.to_owned()).or_insert(conn).clone())
+    }
+
+    /// Takes a place for one more guest session on `vm` for its caller, within
+    /// `sessions_per_vm` and `sessions_per_user`: a guest or a user cannot make the daemon hold
+    /// sessions (and their buffers) without end.
+    pub(crate) fn session_open(&self, vm: &kvmctl_types::VmId, vm_name: &Name, user: &str) -> Result<SessionGuard, Error> {
+        let keys = [format!("vm:{vm}"), format!("user:{user}")];
+        let mut s = self.sessions.lock().expect("session map poisoned");
+        let (on_vm, of_user) = (s.0.get(&keys[0]).copied().unwrap_or(0), s.0.get(&keys[1]).copied().unwrap_or(0));
+        if on_vm >= self.config.sessions_per_vm {
+            return Err(Error::Conflict(format!(
+                "VM {vm_name} has {on_vm} sessions open (console, ssh, exec, cp), the most allowed (sessions_per_vm); close one and try again"
+            )));
+        }
+        if of_user >= self.config.sessions_per_user {
+            return Err(Error::Conflict(format!(
+                "you have {of_user} guest sessions open (console, ssh, exec, cp), the most allowed (sessions_per_user); close one and try again"
+            )));
+        }
+        for k in &keys {
+            *s.0.entry(k.clone()).or_insert(0) += 1;
+        }
+        Ok(SessionGuard { sessions: self.sessions.clone(), keys })
     }
 
     /// Forgets a node's connection (it was removed or its URI changed).

@@ -85,6 +85,16 @@ pub(crate) async fn capacities(ctx: &Context) -> Result<Vec<(NodeRecord, NodeCap
         .collect())
 }
 
+/// What node `name` may give out in all after overcommit (vCPUs, MiB, GiB), for the
+/// statements that admit a VM's size there; `None` when the node is not registered.
+pub(crate) async fn capacity_total(ctx: &Context, name: &str) -> Result<Option<(u64, u64, u64)>, Error> {
+    Ok(capacities(ctx)
+        .await?
+        .into_iter()
+        .find(|(r, _, _)| r.name.as_str() == name)
+        .map(|(_, c, _)| (c.vcpu_capacity(), c.memory_capacity_mib(), c.disk_gib)))
+}
+
 /// Chooses a node for a VM of this size, with every node's verdict; and the chosen node's
 /// capacity (vCPUs, MiB, GiB after overcommit) for the insert to check against.
 pub(crate) async fn place(

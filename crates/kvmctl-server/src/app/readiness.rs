@@ -25,6 +25,8 @@ pub const STAGES: [&str; 8] = ["defined", "started", "booting", "address", "ssh_
 
 const POLL: Duration = Duration::from_millis(50);
 const WATCH_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// Most of `cloud-init status --format json` kept; its verdict is far shorter.
+const CLOUD_INIT_OUTPUT_MAX: usize = 64 * 1024;
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -149,25 +151,42 @@ async fn watch(ctx: Arc<Context>, name: Name) {
         session.close().await;
         return;
     }
-    // Blocks in the guest until cloud-init has finished, then reads its verdict.
-    let status = session.exec("cloud-init status --wait >/dev/null 2>&1; cloud-init status --format json").await;
+    // Blocks in the guest until cloud-init has finished, then reads its verdict: the guest
+    // answers, so the answer is bounded in size and the wait in time (the watch's limit).
+    let left = deadline.saturating_duration_since(Instant::now());
+    let status = tokio::time::timeout(
+        left,
+        session.exec("cloud-init status --wait >/dev/null 2>&1; cloud-init status --format json", CLOUD_INIT_OUTPUT_MAX),
+    )
+    .await;
     session.close().await;
     let detail = match status {
-        Ok(out) => cloud_init_verdict(&out.stdout),
-        Err(e) => format!("unknown: {e}"),
+        Ok(Ok(out)) if out.truncated => format!("unknown: cloud-init's status was longer than {CLOUD_INIT_OUTPUT_MAX} bytes"),
+        Ok(Ok(out)) => cloud_init_verdict(&out.stdout),
+        Ok(Err(e)) => format!("unknown: {e}"),
+        Err(_) => format!("unknown: cloud-init did not finish within {} minutes of the boot", WATCH_LIMIT.as_secs() / 60),
     };
     // cloud-init prints the host key fingerprints on the console in its final stage, after
     // the first login pinned the key: now the pin can be checked against them.
-    let console_text = std::fs::read_to_string(&console).unwrap_or_default();
+    let console_text = super::vms::console_tail(&console).unwrap_or_default();
     let printed = super::vms::console_fingerprints(&console_text);
+    let from_seed = rec.host_key_source.as_deref() == Some("seed");
     let detail = if printed.is_empty() {
         detail
     } else if printed.contains(&session_fp) {
-        let _ = ctx.store.vm_host_key_source(&id, &session_fp, "console").await;
+        // A key from the seed stays `seed`: it was known before the guest booted.
+        if !from_seed {
+            if let Err(e) = ctx.store.vm_host_key_source(&id, &session_fp, "console").await {
+                tracing::error!(%vm, error = %e, "cannot record where the host key was confirmed");
+            }
+        }
         detail
     } else {
         tracing::error!(vm = %vm, pinned = %session_fp, printed = ?printed, "host key differs from the console's fingerprints");
-        format!("{detail}; WARNING: the SSH host key pinned at first login ({session_fp}) is not among those the guest printed on its console ({})", printed.join(", "))
+        format!(
+            "{detail}; WARNING: the SSH host key pinned ({session_fp}) is not among those the guest printed on its console ({})",
+            printed.join(", ")
+        )
     };
     reached("cloud_init", Some(detail)).await;
 }

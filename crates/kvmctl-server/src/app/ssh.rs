@@ -3,9 +3,11 @@
 //!
 //! Each VM gets an ed25519 key made by the daemon at create; its public half goes into the
 //! seed for the VM's user, its private half lives in `key_dir/<vm id>` (mode 0600) and is
-//! removed with the VM. The guest's host key is pinned at the first login: checked against
-//! the fingerprints cloud-init prints on the serial console when there are any, trusted on
-//! first use otherwise; every later login requires the pinned key.
+//! removed with the VM. On images with cloud-init the guest's host key is made here too and
+//! handed over in the seed, so its fingerprint is pinned before the guest boots (source
+//! `seed`); on other images it is pinned at the first login, checked against the fingerprints
+//! cloud-init prints on the serial console when there are any, trusted on first use
+//! otherwise. Every login requires the pinned key.
 
 use kvmctl_core::Error;
 use russh::keys::{Algorithm, PrivateKey, PrivateKeyWithHashAlg};
@@ -24,6 +26,19 @@ pub(crate) fn key_generate(comment: &str) -> Result<(String, String), Error> {
         key.to_openssh(russh::keys::ssh_key::LineEnding::LF).map_err(|e| Error::Internal(format!("cannot encode an SSH key: {e}")))?;
     let public = key.public_key().to_openssh().map_err(|e| Error::Internal(format!("cannot encode an SSH key: {e}")))?;
     Ok((private.to_string(), public))
+}
+
+/// A host key for a guest: the key for the seed, and the SHA-256 fingerprint pinned before
+/// the guest boots (the form the SSH handshake's check compares).
+pub(crate) fn host_key_generate(vm: &str) -> Result<(kvmctl_cloudinit::seed::HostKey, String), Error> {
+    let mut key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519)
+        .map_err(|e| Error::Internal(format!("cannot make an SSH host key: {e}")))?;
+    key.set_comment(format!("root@{vm}"));
+    let fingerprint = key.public_key().fingerprint(russh::keys::HashAlg::Sha256).to_string();
+    let private =
+        key.to_openssh(russh::keys::ssh_key::LineEnding::LF).map_err(|e| Error::Internal(format!("cannot encode an SSH key: {e}")))?;
+    let public = key.public_key().to_openssh().map_err(|e| Error::Internal(format!("cannot encode an SSH key: {e}")))?;
+    Ok((kvmctl_cloudinit::seed::HostKey { private_openssh: private.to_string(), public }, fingerprint))
 }
 
 pub(crate) fn key_path(dir: &Path, vm_id: &kvmctl_types::VmId) -> PathBuf {
@@ -68,7 +83,7 @@ impl client::Handler for HostKeyCheck {
 }
 
 /// A logged-in SSH session to a guest, and the fingerprint of the host key it offered.
-pub struct Session(client::Handle<HostKeyCheck>, pub String);
+pub struct Session(client::Handle<HostKeyCheck>, pub String, Option<super::SessionGuard>);
 
 /// Why a login did not work, for the readiness stages and error messages.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +126,7 @@ pub(crate) async fn login(addr: SocketAddr, user: &str, key_file: &Path, pinned:
     if !auth.success() {
         return Err(SshError::Refused { user: user.to_owned(), addr });
     }
-    Ok(Session(handle, offered_fp()))
+    Ok(Session(handle, offered_fp(), None))
 }
 
 /// What a command printed and how it ended.
@@ -119,21 +134,47 @@ pub(crate) struct Output {
     pub exit_status: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// More than the limit was printed: the output stops there and the channel was closed.
+    pub truncated: bool,
+}
+
+/// Appends what fits under `limit` bytes in all; false when something did not fit.
+fn keep_within(buf: &mut Vec<u8>, data: &[u8], used: &mut usize, limit: usize) -> bool {
+    let room = limit.saturating_sub(*used);
+    let take = data.len().min(room);
+    buf.extend_from_slice(&data[..take]);
+    *used += take;
+    take == data.len()
 }
 
 impl Session {
-    /// Runs `command` through the guest's shell and collects its output.
-    pub(crate) async fn exec(&self, command: &str) -> Result<Output, String> {
+    /// Runs `command` through the guest's shell and collects at most `limit` bytes of its
+    /// output (stdout and stderr together). The guest decides how much it prints, so past
+    /// the limit the channel is closed and the output marked truncated; nothing more is read.
+    pub(crate) async fn exec(&self, command: &str, limit: usize) -> Result<Output, String> {
         let mut channel = self.0.channel_open_session().await.map_err(|e| e.to_string())?;
         channel.exec(true, command).await.map_err(|e| e.to_string())?;
-        let mut out = Output { exit_status: -1, stdout: Vec::new(), stderr: Vec::new() };
+        let mut out = Output { exit_status: -1, stdout: Vec::new(), stderr: Vec::new(), truncated: false };
+        let mut used = 0usize;
         while let Some(msg) = channel.wait().await {
-            match msg {
-                ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
-                ChannelMsg::ExitStatus { exit_status } => out.exit_status = exit_status as i32,
-                ChannelMsg::ExitSignal { .. } => out.exit_status = 255,
-                _ => {}
+            let fits = match msg {
+                ChannelMsg::Data { data } => keep_within(&mut out.stdout, &data, &mut used, limit),
+                ChannelMsg::ExtendedData { data, ext: 1 } => keep_within(&mut out.stderr, &data, &mut used, limit),
+                ChannelMsg::ExitStatus { exit_status } => {
+                    out.exit_status = exit_status as i32;
+                    true
+                }
+                ChannelMsg::ExitSignal { .. } => {
+                    out.exit_status = 255;
+                    true
+                }
+                _ => true,
+            };
+            if !fits {
+                out.truncated = true;
+                out.exit_status = -1;
+                let _ = channel.close().await;
+                break;
             }
         }
         Ok(out)
@@ -158,6 +199,12 @@ impl Session {
         Ok((sftp, self))
     }
 
+    /// Counts this session against the VM's and the user's limits while it lives.
+    pub(crate) fn hold(mut self, guard: super::SessionGuard) -> Self {
+        self.2 = Some(guard);
+        self
+    }
+
     pub(crate) async fn close(self) {
         let _ = self.0.disconnect(Disconnect::ByApplication, "", "en").await;
     }
@@ -167,4 +214,17 @@ impl Session {
 pub struct Shell {
     pub channel: russh::Channel<client::Msg>,
     _session: Session,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn output_is_kept_within_the_limit_across_streams() {
+        let (mut out, mut err, mut used) = (Vec::new(), Vec::new(), 0);
+        assert!(super::keep_within(&mut out, b"hello", &mut used, 8));
+        assert!(!super::keep_within(&mut err, b"world", &mut used, 8), "the limit counts both streams");
+        assert_eq!((out.as_slice(), err.as_slice(), used), (&b"hello"[..], &b"wor"[..], 8));
+        assert!(!super::keep_within(&mut out, b"x", &mut used, 8));
+        assert_eq!(out.len() + err.len(), 8);
+    }
 }

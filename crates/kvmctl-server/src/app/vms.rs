@@ -172,6 +172,25 @@ fn console_log(ctx: &Context, name: &Name) -> PathBuf {
     ctx.config.console_log_dir.join(format!("{name}.log"))
 }
 
+/// Most of a console log the daemon reads at once: the guest writes it, so only its end is
+/// read, whatever its size.
+pub(crate) const CONSOLE_TAIL_MAX: u64 = 1 << 20;
+
+/// The last `CONSOLE_TAIL_MAX` bytes of a console log (empty when there is none), as text.
+pub(crate) fn console_tail(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(CONSOLE_TAIL_MAX)))?;
+    let mut buf = Vec::new();
+    f.take(CONSOLE_TAIL_MAX).read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 /// Where the VM's serial console is logged on its node: `console_log_dir` on the local node,
 /// libvirt's own log directory (present on every libvirt host) on the others.
 fn serial_log_on_node(ctx: &Context, rec: &VmRecord) -> PathBuf {
@@ -373,6 +392,15 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     let keys: Vec<String> = req.ssh_keys.iter().cloned().chain(std::iter::once(vm_public)).collect();
     let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), &user, keys);
     seed_spec.user_data = req.user_data.clone();
+    // Where cloud-init runs, the guest's host key is ours: pinned now, before it boots, so the
+    // first login already knows whom it talks to.
+    let host_key = if image.cloud_init {
+        let (key, fingerprint) = ssh::host_key_generate(name.as_str())?;
+        seed_spec.host_key = Some(key);
+        Some(fingerprint)
+    } else {
+        None
+    };
     let seed = kvmctl_cloudinit::seed::render(&seed_spec).map_err(|e| Error::invalid(seed_field(&e.field), e.message))?;
     let seed_iso = kvmctl_cloudinit::seed::nocloud_iso(&seed);
     attachment_check(ctx, caller, &network).await?;
@@ -408,8 +436,8 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
         vnc_password: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
         ip: ip.map(|i| i.to_string()),
         ssh_user: user.clone(),
-        host_key: None,
-        host_key_source: None,
+        host_key_source: host_key.as_ref().map(|_| "seed".to_owned()),
+        host_key,
         state: VmState::Creating,
         error: None,
         created_at: 0,
@@ -590,6 +618,9 @@ fn dhcp_host(rec: &VmRecord) -> Result<Option<String>, Error> {
 /// `keep_disk`) root volume, console and QEMU logs. Idempotent: what is already gone is
 /// skipped, so it undoes a create at any step and finishes an interrupted delete.
 pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) -> Result<(), Error> {
+    // A disk recorded as kept stays, also when a crash interrupted the delete that kept it.
+    let key = (rec.node.clone(), rec.pool.clone(), rec.root_volume.clone());
+    let keep_disk = keep_disk || ctx.store.kept_disk_list().await?.contains(&key);
     let node = ctx.node_conn(&rec.node).await?;
     let name = rec.name.to_string();
     let pool = rec.pool.clone();
@@ -671,10 +702,20 @@ async fn vm_begin(ctx: &Context, rec: &VmRecord, event: VmEvent) -> Result<VmSta
 pub async fn vm_delete(ctx: &Context, caller: &Caller, name: &str, keep_disk: bool) -> Result<(), Error> {
     let name = parse_name("name", name)?;
     vm_record(ctx, &Scope::of(caller), &name).await?;
+    // A kept disk lives on outside any VM, quota and gc; only admins may keep one (they
+    // remove it with virsh vol-delete, or reuse it).
+    if keep_disk && !caller.is_admin() {
+        return Err(Error::Forbidden(
+            "keeping a VM's disk after its delete (keep_disk) is for admins: a kept disk is outside any VM and its quota".into(),
+        ));
+    }
     let _busy = ctx.vm_lock(&name, "deleting").await?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     if rec.state != VmState::Deleting {
         vm_begin(ctx, &rec, VmEvent::Delete).await?;
+    }
+    if keep_disk {
+        ctx.store.kept_disk_insert(&rec).await?;
     }
     vm_teardown(ctx, &rec, keep_disk).await?;
     ctx.store.vm_delete(&name).await?;
@@ -788,47 +829,144 @@ pub async fn vm_reboot(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm,
 
 /// CPU and memory change while the VM is stopped (the domain is redefined); the disk grows
 /// online (block resize) or offline (volume resize). Shrinking is refused.
+///
+/// A new size is a new claim on the owner's quota and the node's capacity: it is admitted by
+/// the same one-statement check as create (`vm_resize_admit`) before anything on the node
+/// changes, and a user without `custom_sizing` may only move to a plan's size.
 pub async fn vm_resize(ctx: &Context, caller: &Caller, name: &str, req: VmResizeRequest) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
     // Whether the caller may see the VM comes before anything about the request.
     vm_record(ctx, &Scope::of(caller), &name).await?;
-    size_check(req.vcpus, req.memory_mib, req.disk_gib)?;
-    if req.vcpus.is_none() && req.memory_mib.is_none() && req.disk_gib.is_none() {
-        return Err(Error::invalid("vcpus", "nothing to change; give vcpus, memory_mib or disk_gib"));
+    let custom = req.vcpus.is_some() || req.memory_mib.is_some() || req.disk_gib.is_some();
+    if !caller.custom_sizing && custom {
+        return Err(Error::Forbidden(format!(
+            "user {} may not size VMs with vcpus, memory_mib or disk_gib; resize to a plan instead (kvmctl vm resize {name} --plan P; kvmctl plan list)",
+            caller.name
+        )));
     }
-    vm_record(ctx, &Scope::of(caller), &name).await?;
+    let plan = match &req.plan {
+        Some(p) if custom => {
+            return Err(Error::invalid("plan", format!("give either a plan ({p}) or sizes (vcpus, memory_mib, disk_gib), not both")))
+        }
+        Some(p) => Some(
+            ctx.store
+                .plan_get(p)
+                .await?
+                .filter(|p| p.active)
+                .ok_or_else(|| Error::invalid("plan", format!("there is no active plan {p:?}; `kvmctl plan list` shows them")))?,
+        ),
+        None => None,
+    };
+    let (want_vcpus, want_memory, want_disk) = match &plan {
+        Some(p) => (Some(p.vcpus), Some(p.memory_mib), Some(p.disk_gib)),
+        None => (req.vcpus, req.memory_mib, req.disk_gib),
+    };
+    size_check(want_vcpus, want_memory, want_disk)?;
+    if want_vcpus.is_none() && want_memory.is_none() && want_disk.is_none() {
+        return Err(Error::invalid("vcpus", "nothing to change; give a plan, or vcpus, memory_mib or disk_gib"));
+    }
     let _busy = ctx.vm_lock(&name, "resizing").await?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
-    let cpu_mem = req.vcpus.is_some_and(|v| v != rec.vcpus) || req.memory_mib.is_some_and(|m| m != rec.memory_mib);
+    let cpu_mem = want_vcpus.is_some_and(|v| v != rec.vcpus) || want_memory.is_some_and(|m| m != rec.memory_mib);
     if cpu_mem && rec.state != VmState::Stopped {
         return Err(Error::Conflict(format!("VM {name} is {}; stop it to change CPUs or memory (kvmctl vm stop {name})", rec.state)));
     }
-    if let Some(d) = req.disk_gib.filter(|d| *d < rec.disk_gib) {
-        return Err(Error::invalid("disk_gib", format!("{d} GiB is smaller than the disk ({} GiB); disks only grow", rec.disk_gib)));
+    if let Some(d) = want_disk.filter(|d| *d < rec.disk_gib) {
+        let field = if plan.is_some() { "plan" } else { "disk_gib" };
+        return Err(Error::invalid(field, format!("{d} GiB is smaller than the disk ({} GiB); disks only grow", rec.disk_gib)));
     }
     if !matches!(rec.state, VmState::Stopped | VmState::Running) {
         return Err(Error::Conflict(format!("VM {name} is {}; resize it when it is running or stopped", rec.state)));
     }
     let (vcpus, memory_mib, disk_gib) =
-        (req.vcpus.unwrap_or(rec.vcpus), req.memory_mib.unwrap_or(rec.memory_mib), req.disk_gib.unwrap_or(rec.disk_gib));
-    if disk_gib != rec.disk_gib {
-        let node = ctx.node_conn(&rec.node).await?;
-        let (n, pool, vol, running) = (name.to_string(), rec.pool.clone(), rec.root_volume.clone(), rec.state == VmState::Running);
-        blocking(move || {
-            if running {
-                node.domain_block_resize(&n, "vda", disk_gib * GIB)
-            } else {
-                node.volume_resize(&pool, &vol, disk_gib * GIB)
-            }
-        })
-        .await??;
+        (want_vcpus.unwrap_or(rec.vcpus), want_memory.unwrap_or(rec.memory_mib), want_disk.unwrap_or(rec.disk_gib));
+    // A plan names the size; sizes given by hand leave the VM without a plan.
+    let plan_name = match &plan {
+        Some(p) => Some(p.name.clone()),
+        None if (vcpus, memory_mib, disk_gib) == (rec.vcpus, rec.memory_mib, rec.disk_gib) => rec.plan.clone(),
+        None => None,
+    };
+    // Admission first, in one statement: the owner's quota and the node's capacity after
+    // overcommit, counting every other VM as it is now.
+    let limits = super::users::limits_of(ctx, &rec.owner).await?;
+    let node_cap = super::nodes::capacity_total(ctx, &rec.node).await?;
+    let old = (rec.vcpus, rec.memory_mib, rec.disk_gib);
+    if !ctx.store.vm_resize_admit(&rec.id, (vcpus, memory_mib, disk_gib), plan_name.as_deref(), limits.as_ref(), node_cap).await? {
+        return Err(resize_refusal(ctx, &rec, (vcpus, memory_mib, disk_gib), limits.as_ref(), node_cap).await);
     }
-    if cpu_mem {
-        domain_redefine(ctx, &VmRecord { vcpus, memory_mib, ..rec.clone() }).await?;
+    let applied = async {
+        if disk_gib != rec.disk_gib {
+            let node = ctx.node_conn(&rec.node).await?;
+            let (n, pool, vol, running) = (name.to_string(), rec.pool.clone(), rec.root_volume.clone(), rec.state == VmState::Running);
+            blocking(move || {
+                if running {
+                    node.domain_block_resize(&n, "vda", disk_gib * GIB)
+                } else {
+                    node.volume_resize(&pool, &vol, disk_gib * GIB)
+                }
+            })
+            .await??;
+        }
+        if cpu_mem {
+            domain_redefine(ctx, &VmRecord { vcpus, memory_mib, ..rec.clone() }).await?;
+        }
+        Ok::<(), Error>(())
     }
-    ctx.store.vm_set_size(&name, vcpus, memory_mib, disk_gib).await?;
-    tracing::info!(vm = %name, vcpus, memory_mib, disk_gib, "VM resized");
+    .await;
+    if let Err(e) = applied {
+        // Give the claim back: the VM keeps its old size (a disk never shrinks, so a disk
+        // that did grow keeps counting at its new size).
+        let grown = disk_gib != rec.disk_gib && disk_grown(ctx, &rec, disk_gib).await;
+        let back = (old.0, old.1, if grown { disk_gib } else { old.2 });
+        ctx.store.vm_resize_admit(&rec.id, back, rec.plan.as_deref(), None, None).await?;
+        return Err(e);
+    }
+    tracing::info!(vm = %name, vcpus, memory_mib, disk_gib, plan = ?plan_name, "VM resized");
     vm_out(ctx, vm_record(ctx, &Scope::all(), &name).await?).await
+}
+
+/// Whether the VM's root volume reached `disk_gib` (a failed resize may have grown it).
+async fn disk_grown(ctx: &Context, rec: &VmRecord, disk_gib: u64) -> bool {
+    let Ok(node) = ctx.node_conn(&rec.node).await else { return true };
+    let (pool, vol) = (rec.pool.clone(), rec.root_volume.clone());
+    match blocking(move || node.volume_get(&pool, &vol)).await {
+        Ok(Ok(Some(v))) => v.capacity_bytes >= disk_gib * GIB,
+        _ => true,
+    }
+}
+
+/// Why a resize was not admitted: the owner's quota (named like create's refusal), or the
+/// node's room.
+async fn resize_refusal(
+    ctx: &Context,
+    rec: &VmRecord,
+    size: (u32, u64, u64),
+    limits: Option<&kvmctl_core::QuotaLimits>,
+    node_cap: Option<(u64, u64, u64)>,
+) -> Error {
+    let extra = kvmctl_core::Usage {
+        vms: 0,
+        vcpus: u64::from(size.0).saturating_sub(rec.vcpus.into()),
+        memory_mib: size.1.saturating_sub(rec.memory_mib),
+        disk_gib: size.2.saturating_sub(rec.disk_gib),
+        forwards: 0,
+    };
+    if let Some(l) = limits {
+        match ctx.store.usage_of(&rec.owner).await {
+            Ok(usage) if kvmctl_core::auth::quota_check(l, &usage, &extra).is_err() => {
+                return super::users::quota_refusal(ctx, &rec.owner, l, &extra).await
+            }
+            Err(e) => return e.into(),
+            _ => {}
+        }
+    }
+    let room = node_cap.map(|(c, m, d)| format!(" (it gives out {c} vCPUs, {m} MiB, {d} GiB in all after overcommit)")).unwrap_or_default();
+    Error::InsufficientCapacity {
+        reasons: vec![format!(
+            "node {} has no room for {} at {} vCPUs, {} MiB, {} GiB{room}; pick a smaller size, or stop or shrink other VMs there",
+            rec.node, rec.name, size.0, size.1, size.2
+        )],
+    }
 }
 
 /// The network a VM joins must be one the caller may use and not being made or removed (its
@@ -1004,7 +1142,7 @@ pub async fn vm_wait(ctx: &Context, caller: &Caller, name: &str, what: &str, tim
                 .last()
                 .map(|s| format!("{} after {:.1} s", s.stage, s.elapsed_ms.unwrap_or(0) as f64 / 1000.0))
                 .unwrap_or_else(|| "none".into());
-            let console = std::fs::read_to_string(console_log(ctx, &name)).unwrap_or_default();
+            let console = console_tail(&console_log(ctx, &name)).unwrap_or_default();
             let tail: Vec<&str> = console.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
             return Err(Error::Unavailable(format!(
                 "VM {name} did not reach {what} within {} s; last stage reached: {last}; console (last lines):\n{}",
@@ -1030,9 +1168,11 @@ pub(crate) async fn vm_login(ctx: &Context, caller: &Caller, name: &Name) -> Res
             "VM {name} has no address yet (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`"
         )));
     };
-    ssh_session(ctx, &rec, ip)
+    let guard = ctx.session_open(&rec.id, name, &caller.name)?;
+    let session = ssh_session(ctx, &rec, ip)
         .await
-        .map_err(|e| Error::Conflict(format!("{e} (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`")))
+        .map_err(|e| Error::Conflict(format!("{e} (last stage reached: {last}); try `kvmctl vm wait {name} --for ssh`")))?;
+    Ok(session.hold(guard))
 }
 
 /// Runs one command in the guest over SSH, as the VM's user with the VM's key.
@@ -1051,24 +1191,34 @@ pub async fn vm_exec(
         return Err(Error::invalid("timeout_seconds", format!("{t} is out of range; use 1 to 86400")));
     }
     let timeout = Duration::from_secs(req.timeout_seconds.unwrap_or(300));
+    let limit = usize::try_from(ctx.config.exec_output_max_bytes).unwrap_or(usize::MAX);
     let run = async {
         let session = vm_login(ctx, caller, &name).await?;
-        let out = session.exec(&req.command).await.map_err(|e| Error::Unavailable(format!("running the command on {name} failed: {e}")));
+        let out =
+            session.exec(&req.command, limit).await.map_err(|e| Error::Unavailable(format!("running the command on {name} failed: {e}")));
         session.close().await;
         out
     };
     let out = tokio::time::timeout(timeout, run)
         .await
         .map_err(|_| Error::Unavailable(format!("the command on {name} did not finish within {} s", timeout.as_secs())))??;
+    if out.truncated {
+        tracing::info!(vm = %name, limit, "exec output cut off at the limit");
+    }
     Ok(kvmctl_types::api::VmExecResponse {
         exit_status: out.exit_status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        truncated: out.truncated,
     })
 }
 
 /// The VM's serial console, for a live session: the VM must be running.
-pub async fn vm_console_open(ctx: &Context, caller: &Caller, name: &str) -> Result<kvmctl_libvirt::ConsoleStream, Error> {
+pub async fn vm_console_open(
+    ctx: &Context,
+    caller: &Caller,
+    name: &str,
+) -> Result<(kvmctl_libvirt::ConsoleStream, super::SessionGuard), Error> {
     let name = parse_name("name", name)?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     if rec.state != VmState::Running {
@@ -1077,15 +1227,17 @@ pub async fn vm_console_open(ctx: &Context, caller: &Caller, name: &str) -> Resu
             rec.state
         )));
     }
+    let guard = ctx.session_open(&rec.id, &name, &caller.name)?;
     let node = ctx.node_conn(&rec.node).await?;
     let n = name.to_string();
-    blocking(move || node.domain_console(&n)).await?.map_err(|e| match e {
+    let stream = blocking(move || node.domain_console(&n)).await?.map_err(|e| match e {
         NodeError::InvalidState { .. } | NodeError::Libvirt { .. } => Error::Conflict(format!(
             "cannot open the console of {name} (is another console session open?): {}",
             kvmctl_core::error::chain(&e)
         )),
         e => e.into(),
-    })
+    })?;
+    Ok((stream, guard))
 }
 
 /// The last `lines` lines the VM wrote on its serial console (all boots, logged by virtlogd).
@@ -1099,9 +1251,9 @@ pub async fn vm_console_log(ctx: &Context, caller: &Caller, name: &str, lines: u
             serial_log_on_node(ctx, &rec).display()
         )));
     }
-    let text = match tokio::fs::read(console_log(ctx, &name)).await {
-        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+    let path = console_log(ctx, &name);
+    let text = match blocking(move || console_tail(&path)).await? {
+        Ok(t) => t,
         Err(e) => return Err(Error::Unavailable(format!("cannot read the console log of {name}: {e}"))),
     };
     let all: Vec<&str> = text.lines().collect();
@@ -1133,7 +1285,7 @@ pub(crate) async fn ssh_session(ctx: &Context, rec: &VmRecord, ip: std::net::IpA
     };
     let session = ssh::login(addr, &rec.ssh_user, &ssh::key_path(&ctx.config.key_dir, &rec.id), pinned.as_deref()).await?;
     if pinned.is_none() {
-        let console = std::fs::read_to_string(console_log(ctx, &rec.name)).unwrap_or_default();
+        let console = console_tail(&console_log(ctx, &rec.name)).unwrap_or_default();
         let printed = console_fingerprints(&console);
         let source = if printed.is_empty() {
             "first use"
@@ -1144,7 +1296,11 @@ pub(crate) async fn ssh_session(ctx: &Context, rec: &VmRecord, ip: std::net::IpA
             session.close().await;
             return Err(ssh::SshError::HostKey { addr, pinned: printed.join(" or "), offered });
         };
-        let _ = ctx.store.vm_host_key_pin(&rec.id, &session.1, source).await;
+        if let Err(e) = ctx.store.vm_host_key_pin(&rec.id, &session.1, source).await {
+            tracing::error!(vm = %rec.name, error = %e, "cannot record the pinned host key");
+            session.close().await;
+            return Err(ssh::SshError::Session(addr, "cannot record the guest's host key; try again".into()));
+        }
         tracing::info!(vm = %rec.name, fingerprint = %session.1, source, "host key pinned");
     }
     Ok(session)

@@ -15,6 +15,15 @@ use kvmctl_types::api::ErrorBody;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Largest frame and message a client may send: keystrokes and pastes, not bulk data. The
+/// server never holds more than a few of them per session (bounded channels between the
+/// socket and the guest), so a client that sends faster than the guest reads waits.
+const MAX_CLIENT_FRAME: usize = 64 * 1024;
+
+fn bounded(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.max_frame_size(MAX_CLIENT_FRAME).max_message_size(MAX_CLIENT_FRAME)
+}
+
 /// The VM's serial console, interactive (WebSocket; binary frames both ways).
 #[utoipa::path(get, path = "/v1/vms/{name}/console", tag = "vms", operation_id = "vm_console",
     params(("name" = String, Path, description = "VM name")),
@@ -27,7 +36,10 @@ pub(crate) async fn vm_console(
     ws: WebSocketUpgrade,
 ) -> Response {
     match app::vms::vm_console_open(&ctx, &caller, &name).await {
-        Ok(stream) => ws.on_upgrade(move |socket| console_bridge(stream, socket)),
+        Ok((stream, guard)) => bounded(ws).on_upgrade(move |socket| async move {
+            console_bridge(stream, socket).await;
+            drop(guard);
+        }),
         Err(e) => ApiError::new(e, &rid).into_response(),
     }
 }
@@ -81,7 +93,7 @@ pub(crate) async fn vm_ssh(
     ws: WebSocketUpgrade,
 ) -> Response {
     match app::vms::vm_shell_open(&ctx, &caller, &name, q.command.as_deref(), q.cols.unwrap_or(80), q.rows.unwrap_or(24)).await {
-        Ok(shell) => ws.on_upgrade(move |socket| shell_bridge(shell, socket)),
+        Ok(shell) => bounded(ws).on_upgrade(move |socket| shell_bridge(shell, socket)),
         Err(e) => ApiError::new(e, &rid).into_response(),
     }
 }
@@ -101,7 +113,7 @@ fn frame_bytes(msg: Message) -> Option<Vec<u8>> {
 async fn console_bridge(stream: kvmctl_libvirt::ConsoleStream, socket: WebSocket) {
     let (mut to_client, mut from_client) = socket.split();
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
-    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
     let pump = tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -235,10 +247,11 @@ pub(crate) async fn vm_file_get(
 ) -> Response {
     use axum::http::header::CONTENT_TYPE;
     match app::files::vm_file_get(&ctx, &caller, &name, &q.path).await {
-        Ok(app::files::Download::File(data)) => {
-            ([(CONTENT_TYPE, "application/octet-stream"), (axum::http::HeaderName::from_static("x-kvmctl-kind"), "file")], data)
-                .into_response()
-        }
+        Ok(app::files::Download::File(_size, stream)) => (
+            [(CONTENT_TYPE, "application/octet-stream"), (axum::http::HeaderName::from_static("x-kvmctl-kind"), "file")],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response(),
         Ok(app::files::Download::Dir(entries)) => {
             ([(axum::http::HeaderName::from_static("x-kvmctl-kind"), "dir")], axum::Json(entries)).into_response()
         }
