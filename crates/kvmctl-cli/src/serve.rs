@@ -30,6 +30,10 @@ pub struct ServeArgs {
 
 /// Flags beat the environment, which beats the file, which beats the defaults.
 pub async fn run(args: ServeArgs, socket: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    // The daemon runs as root: whatever it creates (database, keys, seeds in temporary
+    // directories, logs) is private unless it says otherwise.
+    // SAFETY: umask only sets this process's file-creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
     let mut cfg = Config::load(args.config.as_deref(), |k| std::env::var(k).ok())?;
     if let Some(s) = socket {
         cfg.socket = s;

@@ -16,6 +16,12 @@ use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error("cannot protect the daemon's state directory {path}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the database")]
     Store(#[from] StoreError),
     #[error("cannot create the socket directory {path}")]
@@ -94,8 +100,13 @@ impl RunningServer {
             None => None,
         };
         let unix = bind_unix(&cfg.socket, cfg.socket_group.as_deref())?;
+        if let Err(e) = state_protect(cfg) {
+            let _ = std::fs::remove_file(&cfg.socket);
+            return Err(e);
+        }
         let opened = async {
             let store = DataStore::open(&cfg.database).await?;
+            store_files_protect(&cfg.database);
             store.node_upsert(&Name::parse("local").expect("valid"), &cfg.libvirt_uri, &cfg.local_node_settings()).await?;
             Ok::<_, StoreError>(store)
         };
@@ -265,4 +276,41 @@ fn group_id(name: &str) -> Option<u32> {
     // SAFETY: getgrnam returns a pointer into static storage or null; we only read gr_gid.
     let g = unsafe { libc::getgrnam(c.as_ptr()) };
     (!g.is_null()).then(|| unsafe { (*g).gr_gid })
+}
+
+/// The daemon's state is root's alone, whatever umask it started with: the database's
+/// directory, the key directory and the console log directory are made (or tightened to)
+/// 0700. A shared directory with the sticky bit (such as /tmp) is left as it is.
+fn state_protect(cfg: &Config) -> Result<(), ServeError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dirs = [cfg.database.parent().map(Path::to_path_buf), Some(cfg.key_dir.clone()), Some(cfg.console_log_dir.clone())];
+    for dir in dirs.into_iter().flatten().filter(|d| !d.as_os_str().is_empty()) {
+        let err = |source| ServeError::StateDir { path: dir.clone(), source };
+        match std::fs::metadata(&dir) {
+            Ok(m) if m.permissions().mode() & 0o1000 != 0 => continue,
+            Ok(m) if m.permissions().mode() & 0o777 != 0o700 => {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(err)?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The database and its WAL files: 0600 (SQLite gives the WAL files the database's mode).
+fn store_files_protect(db: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", db.display()));
+        if let Err(e) = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %p.display(), error = %e, "cannot make a database file private");
+            }
+        }
+    }
 }

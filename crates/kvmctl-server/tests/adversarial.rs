@@ -289,3 +289,37 @@ async fn resize_is_admitted_like_create() {
     }
     root.image_delete("kt-rsz-img").await.unwrap();
 }
+
+/// The daemon's state is private whatever umask it starts with and however loose its
+/// directories were: a local user who is not root reads none of it.
+#[tokio::test]
+async fn state_at_rest_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = d.join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cfg = daemon::config(d);
+    cfg.database = state.join("kvmctl.db");
+    cfg.key_dir = state.join("keys");
+    let (_server, client) = daemon::start(&cfg).await;
+    client.status().await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700, "the state directory was tightened");
+    assert_eq!(mode(&cfg.key_dir), 0o700);
+    assert_eq!(mode(&cfg.console_log_dir), 0o700);
+    for f in ["kvmctl.db", "kvmctl.db-wal", "kvmctl.db-shm"] {
+        let p = state.join(f);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{f}");
+        }
+    }
+    // As a local user who is not root.
+    let as_nobody =
+        |args: &[&str]| std::process::Command::new("runuser").args(["-u", "nobody", "--"]).args(args).output().unwrap().status.success();
+    assert!(as_nobody(&["test", "-x", &d.display().to_string()]), "the test directory itself is open to nobody");
+    assert!(!as_nobody(&["cat", &cfg.database.display().to_string()]), "nobody cannot read the database");
+    assert!(!as_nobody(&["ls", &cfg.key_dir.display().to_string()]), "nobody cannot list the keys");
+}

@@ -47,6 +47,21 @@ async fn every_bad_import_is_refused_and_leaves_nothing() {
     let full = std::fs::read(d.join("full.qcow2")).unwrap();
     std::fs::write(d.join("truncated.qcow2"), &full[..full.len() / 2]).unwrap();
     std::fs::write(d.join("notes.txt"), "not a disk image\n").unwrap();
+    // A qcow2 whose external data file is /etc/shadow: made with a harmless data file whose
+    // path has the same length, then the path in its header rewritten.
+    let harmless = tempfile::Builder::new().prefix("kt-").tempfile_in("/tmp").unwrap();
+    let decoy = "/tmp/kt-dfx";
+    std::fs::copy(harmless.path(), decoy).unwrap();
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", &format!("data_file={decoy}"), &p(&d.join("shadow.qcow2")), "1M"]);
+    std::fs::remove_file(decoy).unwrap();
+    let mut bytes = std::fs::read(d.join("shadow.qcow2")).unwrap();
+    let at = bytes.windows(decoy.len()).position(|w| w == decoy.as_bytes()).expect("the data file's name is in the header");
+    bytes[at..at + decoy.len()].copy_from_slice(b"/etc/shadow");
+    std::fs::write(d.join("shadow.qcow2"), &bytes).unwrap();
+    // A qcow2 whose header claims an L1 table of 0x3fffffff entries (8 GiB).
+    let mut huge = std::fs::read(d.join("good.qcow2")).unwrap();
+    huge[36..40].copy_from_slice(&0x3fff_ffffu32.to_be_bytes());
+    std::fs::write(d.join("huge-l1.qcow2"), &huge).unwrap();
 
     refused(
         &client,
@@ -64,6 +79,8 @@ async fn every_bad_import_is_refused_and_leaves_nothing() {
     refused(&client, &sweep, req(p(&d.join("child.qcow2"))), 400, Some("source"), "backing file").await;
     refused(&client, &sweep, req(p(&d.join("truncated.qcow2"))), 400, Some("source"), "corrupt or truncated").await;
     refused(&client, &sweep, req(p(&d.join("notes.txt"))), 400, Some("source"), "512-byte sectors").await;
+    refused(&client, &sweep, req(p(&d.join("shadow.qcow2"))), 400, Some("source"), "external data file (/etc/shadow)").await;
+    refused(&client, &sweep, req(p(&d.join("huge-l1.qcow2"))), 400, Some("source"), "qemu-img cannot read it").await;
     let wrong = "0".repeat(64);
     refused(
         &client,

@@ -215,7 +215,13 @@ pub async fn image_import(ctx: &Context, caller: &kvmctl_core::Caller, req: Imag
         (local_file("source", &req.source)?, req.source.clone())
     };
 
-    let inspect_path = path.clone();
+    // Everything below reads one private copy: what is inspected is what is hashed and
+    // uploaded, whatever happens to the source path meanwhile.
+    let private = workdir.path().join("source");
+    let (from, to) = (path.clone(), private.clone());
+    blocking(move || source_copy(&from, &to)).await??;
+    ctx.failpoints.hit("import.copied").await?;
+    let inspect_path = private.clone();
     let (facts, sha256, file_bytes) = blocking(move || -> Result<_, Error> {
         let facts = disk_inspect(&inspect_path)?;
         let (sha, len) = sha256_file(&inspect_path).map_err(|e| Error::invalid("source", format!("cannot read it: {e}")))?;
@@ -244,7 +250,7 @@ pub async fn image_import(ctx: &Context, caller: &kvmctl_core::Caller, req: Imag
     let disk_vol = format!("image-{name}.{ext}");
     let kernel_vol = kernel.as_ref().map(|_| format!("image-{name}.kernel"));
     let initrd_vol = initrd.as_ref().map(|_| format!("image-{name}.initrd"));
-    let uploads: Vec<(String, PathBuf, DiskFormat)> = std::iter::once((disk_vol.clone(), path.clone(), facts.format))
+    let uploads: Vec<(String, PathBuf, DiskFormat)> = std::iter::once((disk_vol.clone(), private.clone(), facts.format))
         .chain(kernel_vol.clone().zip(kernel.clone()).map(|(v, p)| (v, p, DiskFormat::Raw)))
         .chain(initrd_vol.clone().zip(initrd.clone()).map(|(v, p)| (v, p, DiskFormat::Raw)))
         .collect();
@@ -318,15 +324,73 @@ fn local_file(field: &str, path: &str) -> Result<PathBuf, Error> {
     }
 }
 
-/// Reads format, size and backing file with `qemu-img info`, and checks a qcow2's
-/// consistency with `qemu-img check`. Anything but a self-contained qcow2 or raw image is
-/// refused, naming the problem.
+/// Copies the file at `from` into the daemon's private `to` (mode 0600), reading it through
+/// one descriptor opened once.
+fn source_copy(from: &Path, to: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut src = std::fs::File::open(from).map_err(|e| Error::invalid("source", format!("cannot read {}: {e}", from.display())))?;
+    if !src.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(Error::invalid("source", format!("{} is not a regular file", from.display())));
+    }
+    let mut dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(|e| Error::Internal(format!("cannot make {}: {e}", to.display())))?;
+    std::io::copy(&mut src, &mut dst).map_err(|e| Error::invalid("source", format!("cannot copy {}: {e}", from.display())))?;
+    Ok(())
+}
+
+/// Limits for a `qemu-img` run on a file someone else made (as OpenStack Nova does): 1 GiB of
+/// address space and 30 s of CPU, so a crafted header (a huge L1 table, say) fails
+/// instead of taking the host's memory.
+const QEMU_IMG_LIMITS: [&str; 2] = ["--as=1073741824", "--cpu=30"];
+
+/// `qemu-img` under `prlimit` with `QEMU_IMG_LIMITS`.
+fn qemu_img_limited() -> Command {
+    let mut c = Command::new("prlimit");
+    c.args(QEMU_IMG_LIMITS).arg("--").arg("qemu-img");
+    c
+}
+
+/// The format by its first bytes: qcow2's magic, or raw. Never left to qemu-img's probing,
+/// which would follow whatever a crafted header names.
+fn format_sniff(path: &Path) -> Result<DiskFormat, Error> {
+    use std::io::Read;
+    let mut head = [0u8; 512];
+    let mut f = std::fs::File::open(path).map_err(|e| Error::invalid("source", format!("cannot read it: {e}")))?;
+    let n = f.read(&mut head).map_err(|e| Error::invalid("source", format!("cannot read it: {e}")))?;
+    let head = &head[..n];
+    if head.starts_with(b"QFI\xfb") {
+        return Ok(DiskFormat::Qcow2);
+    }
+    // Other formats' magic: refused by name rather than imported as raw bytes.
+    let others: [(&[u8], &str); 6] = [
+        (b"KDMV", "vmdk"),
+        (b"# Disk DescriptorFile", "vmdk"),
+        (b"vhdxfile", "vhdx"),
+        (b"conectix", "vpc"),
+        (b"QED\0", "qed"),
+        (b"<<< Oracle VM VirtualBox Disk Image >>>", "vdi"),
+    ];
+    if let Some((_, other)) = others.iter().find(|(m, _)| head.starts_with(m)) {
+        return Err(Error::invalid(
+            "source",
+            format!("format {other} is not supported; convert it first: qemu-img convert -O qcow2 {} out.qcow2", path.display()),
+        ));
+    }
+    Ok(DiskFormat::Raw)
+}
+
+/// Reads size, backing file and data file with `qemu-img info` (run with the format given
+/// and under limits), and checks a qcow2's consistency with `qemu-img check`. Anything but a
+/// self-contained qcow2 or raw image is refused, naming the problem.
 pub(crate) fn disk_inspect(path: &Path) -> Result<DiskFacts, Error> {
-    let out = Command::new("qemu-img")
-        .args(["info", "--output=json"])
-        .arg(path)
-        .output()
-        .map_err(|e| Error::Unavailable(format!("cannot run qemu-img ({e}); install qemu-utils (kvmctl host setup does)")))?;
+    let sniffed = format_sniff(path)?;
+    let out = qemu_img_limited().args(["info", "--output=json", "-f", sniffed.as_str()]).arg(path).output().map_err(|e| {
+        Error::Unavailable(format!("cannot run qemu-img under prlimit ({e}); install qemu-utils and util-linux (kvmctl host setup does)"))
+    })?;
     if !out.status.success() {
         return Err(Error::invalid(
             "source",
@@ -352,9 +416,21 @@ pub(crate) fn disk_inspect(path: &Path) -> Result<DiskFacts, Error> {
             format!("it has a backing file ({b}); flatten it first: qemu-img convert -O qcow2 {} out.qcow2", path.display()),
         ));
     }
+    // An external data file would make the image's content another file of the host's.
+    let data_file = &info["format-specific"]["data"]["data-file"];
+    if !data_file.is_null() || info["format-specific"]["data"]["data-file-raw"].as_bool() == Some(true) {
+        return Err(Error::invalid(
+            "source",
+            format!(
+                "it keeps its data in an external data file ({}); only self-contained images are imported: qemu-img convert -O qcow2 {} out.qcow2",
+                data_file.as_str().unwrap_or("unnamed"),
+                path.display()
+            ),
+        ));
+    }
     let virtual_bytes = info["virtual-size"].as_u64().ok_or_else(|| Error::invalid("source", "qemu-img reports no virtual size"))?;
     if format == DiskFormat::Qcow2 {
-        let check = Command::new("qemu-img")
+        let check = qemu_img_limited()
             .args(["check", "-f", "qcow2"])
             .arg(path)
             .output()
@@ -462,4 +538,37 @@ async fn download(url: &str, to: &Path) -> Result<(), Error> {
     }
     file.flush().await.map_err(|e| Error::Internal(format!("cannot write {}: {e}", to.display())))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// What is inspected, hashed and uploaded is the private copy: swapping or rewriting the
+    /// source after the copy changes none of it, and the copy is the daemon's alone.
+    #[test]
+    fn the_source_is_read_once_into_a_private_copy() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (src, copy) = (dir.path().join("src"), dir.path().join("copy"));
+        std::fs::write(&src, vec![7u8; 4096]).unwrap();
+        super::source_copy(&src, &copy).unwrap();
+        std::fs::write(&src, b"swapped").unwrap();
+        std::fs::remove_file(&src).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", &src).unwrap();
+        assert_eq!(std::fs::read(&copy).unwrap(), vec![7u8; 4096]);
+        assert_eq!(std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777, 0o600);
+        // An existing file is never overwritten (the copy is always a new file).
+        assert!(super::source_copy(&copy, &copy).is_err());
+    }
+
+    #[test]
+    fn formats_are_named_by_their_magic_not_probed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"QFI\xfb\0\0\0\x03").unwrap();
+        assert_eq!(super::format_sniff(&f).unwrap(), kvmctl_libvirt::xml::DiskFormat::Qcow2);
+        std::fs::write(&f, b"KDMV\x01").unwrap();
+        assert!(super::format_sniff(&f).unwrap_err().to_string().contains("vmdk"));
+        std::fs::write(&f, vec![0u8; 512]).unwrap();
+        assert_eq!(super::format_sniff(&f).unwrap(), kvmctl_libvirt::xml::DiskFormat::Raw);
+    }
 }
