@@ -323,3 +323,80 @@ async fn state_at_rest_is_private() {
     assert!(!as_nobody(&["cat", &cfg.database.display().to_string()]), "nobody cannot read the database");
     assert!(!as_nobody(&["ls", &cfg.key_dir.display().to_string()]), "nobody cannot list the keys");
 }
+
+/// One raw HTTP/1.1 request over loopback TCP; the status code.
+async fn raw_status(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, String)], body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n", body.len());
+    if !headers.iter().any(|(k, _)| *k == "Connection") {
+        req += "Connection: close\r\n";
+    }
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    if !body.is_empty() {
+        req += "Content-Type: application/json\r\n";
+    }
+    req += "\r\n";
+    req += body;
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {head:?}"))
+}
+
+/// The session cookie is ambient (a browser sends it with any page's requests): reads and
+/// WebSockets need this daemon's Origin, writes also the CSRF double submit. Bearer tokens
+/// are not ambient and need neither.
+#[tokio::test]
+async fn the_session_cookie_is_not_usable_from_other_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = daemon::config(dir.path());
+    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
+    let (server, root) = daemon::start(&cfg).await;
+    let addr = server.tcp_addr.unwrap();
+    root.user_create(&UserCreateRequest { name: "carol".into(), ..Default::default() }).await.unwrap();
+    let token = root.token_create(&TokenCreateRequest { user: Some("carol".into()), ..Default::default() }).await.unwrap().token;
+    let csrf = "0123456789abcdef0123".to_string();
+    let cookie = ("Cookie", format!("kvmctl_token={token}; kvmctl_csrf={csrf}"));
+    let own = ("Origin", format!("http://{addr}"));
+    let evil = ("Origin", "https://evil.example".to_string());
+    let ws = [
+        ("Connection", "Upgrade".to_string()),
+        ("Upgrade", "websocket".to_string()),
+        ("Sec-WebSocket-Version", "13".to_string()),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==".to_string()),
+    ];
+    let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+        let mut v = vec![cookie.clone()];
+        v.extend_from_slice(extra);
+        v
+    };
+    // Reads: another origin is refused; a top-level navigation (no Origin) and the daemon's
+    // own pages are not.
+    assert_eq!(raw_status(addr, "GET", "/v1/vms", &with(&[evil.clone()]), "").await, 403);
+    assert_eq!(raw_status(addr, "GET", "/v1/vms", &with(&[]), "").await, 200);
+    assert_eq!(raw_status(addr, "GET", "/v1/vms", &with(&[own.clone()]), "").await, 200);
+    // WebSockets (a shell in a VM): another origin, or none, is refused before any handler.
+    let mut h = with(&ws);
+    h.push(evil.clone());
+    assert_eq!(raw_status(addr, "GET", "/v1/vms/none/ssh", &h, "").await, 403);
+    assert_eq!(raw_status(addr, "GET", "/v1/vms/none/ssh", &with(&ws), "").await, 403);
+    let mut h = with(&ws);
+    h.push(own.clone());
+    assert_eq!(raw_status(addr, "GET", "/v1/vms/none/ssh", &h, "").await, 404, "past the boundary: the VM does not exist");
+    // Writes: Origin and the CSRF double submit, both.
+    let body = r#"{"name": "kt-csrf", "subnet": "10.251.0.0/24"}"#;
+    assert_eq!(raw_status(addr, "POST", "/v1/networks", &with(&[]), body).await, 403, "no Origin, no CSRF header");
+    assert_eq!(raw_status(addr, "POST", "/v1/networks", &with(&[own.clone()]), body).await, 403, "no CSRF header");
+    let wrong = ("x-kvmctl-csrf", "not-the-cookie-value".to_string());
+    assert_eq!(raw_status(addr, "POST", "/v1/networks", &with(&[own.clone(), wrong]), body).await, 403);
+    let right = ("x-kvmctl-csrf", csrf.clone());
+    assert_eq!(raw_status(addr, "POST", "/v1/networks", &with(&[evil.clone(), right.clone()]), body).await, 403);
+    assert!(root.network_list().await.unwrap().iter().all(|n| n.name != "kt-csrf"), "nothing was made");
+    // A bearer token from any origin is fine: a browser never attaches it by itself.
+    let bearer = ("Authorization", format!("Bearer {token}"));
+    assert_eq!(raw_status(addr, "GET", "/v1/vms", &[bearer, evil], "").await, 200);
+}

@@ -54,13 +54,58 @@ fn bearer(req: &Request) -> Option<&str> {
 
 /// The session cookie the web console will use carries the same token (`kvmctl_token`).
 fn cookie_token(req: &Request) -> Option<&str> {
+    cookie(req, "kvmctl_token")
+}
+
+/// A cookie of the request by name.
+fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     let v = req.headers().get(axum::http::header::COOKIE)?.to_str().ok()?;
-    v.split(';').map(str::trim).find_map(|c| c.strip_prefix("kvmctl_token="))
+    v.split(';').map(str::trim).find_map(|c| c.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The browser boundary. A cookie is sent by the browser on its own, so a request that
+/// authenticates with one must show it comes from a page of this daemon:
+/// - an `Origin`, when sent, must be this daemon's (scheme and the `Host` it was asked for);
+/// - a WebSocket upgrade must send one (browsers always do);
+/// - a write must also carry the `x-kvmctl-csrf` header equal to the `kvmctl_csrf` cookie
+///   (double submit: a page of another origin cannot read the cookie to copy it).
+///
+/// Bearer tokens are never sent by a browser on its own, so they need none of this.
+fn cookie_request_check(req: &Request) -> Result<(), Error> {
+    let host = req.headers().get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let origin = req.headers().get(axum::http::header::ORIGIN).map(|o| o.to_str().unwrap_or("invalid"));
+    let same = |o: &str| !host.is_empty() && (o == format!("http://{host}") || o == format!("https://{host}"));
+    if let Some(o) = origin {
+        if !same(o) {
+            return Err(Error::Forbidden(format!(
+                "cross-origin request from {o:?} refused: the session cookie is accepted only from this daemon's own pages; scripts send `Authorization: Bearer <token>`"
+            )));
+        }
+    }
+    let upgrade = req.headers().get(axum::http::header::UPGRADE).is_some();
+    if upgrade && origin.is_none() {
+        return Err(Error::Forbidden("a WebSocket opened with the session cookie must send its Origin".into()));
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        let sent = req.headers().get("x-kvmctl-csrf").and_then(|h| h.to_str().ok());
+        let expected = cookie(req, "kvmctl_csrf");
+        if origin.is_none() || expected.is_none_or(|e| e.len() < 16) || sent != expected {
+            return Err(Error::Forbidden(
+                "a change made with the session cookie needs the Origin header and the x-kvmctl-csrf header equal to the kvmctl_csrf cookie; scripts send `Authorization: Bearer <token>` instead".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn authenticate(State(ctx): State<Arc<Context>>, mut req: Request, next: Next) -> Response {
     let rid = req.extensions().get::<RequestId>().cloned().unwrap_or(RequestId(String::new()));
     let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0).unwrap_or(Peer { uid: None });
+    if bearer(&req).is_none() && cookie_token(&req).is_some() {
+        if let Err(e) = cookie_request_check(&req) {
+            return ApiError::new(e, &rid).into_response();
+        }
+    }
     let caller = match bearer(&req).or_else(|| cookie_token(&req)) {
         Some(token) => crate::app::users::authenticate_token(&ctx, token).await,
         None if peer.uid == Some(0) => Ok(Caller::local_admin()),
