@@ -18,7 +18,7 @@ pub async fn pass(ctx: &Context) -> Result<(), Error> {
             if settled {
                 tracing::info!(vm = %v.name, owner = %v.owner, expired_at = at, "deleting an expired VM");
                 ctx.publish("vm.expired", &v.name, &v.owner, None, None, Some("its --ttl ran out; deleting it"));
-                match super::vms::vm_delete(ctx, &admin, v.name.as_str(), false).await {
+                match super::vms::vm_delete_by_id(ctx, &admin, v.name.as_str(), &v.id).await {
                     Ok(()) | Err(Error::NotFound { .. }) => {}
                     Err(e) => tracing::warn!(vm = %v.name, error = %e, "could not delete an expired VM; trying again next pass"),
                 }
@@ -40,7 +40,7 @@ pub async fn pass(ctx: &Context) -> Result<(), Error> {
         let warn_at = cleanup - ctx.config.stopped_vm_warning_hours as i64 * 3600;
         if stopped_for >= cleanup && warned.is_some() {
             tracing::info!(vm = %v.name, owner = %v.owner, stopped_for, "deleting a VM stopped too long");
-            match super::vms::vm_delete(ctx, &admin, v.name.as_str(), false).await {
+            match super::vms::vm_delete_by_id(ctx, &admin, v.name.as_str(), &v.id).await {
                 Ok(()) | Err(Error::NotFound { .. }) => {}
                 Err(e) => tracing::warn!(vm = %v.name, error = %e, "could not delete a long-stopped VM; trying again next pass"),
             }

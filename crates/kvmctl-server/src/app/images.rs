@@ -25,20 +25,32 @@ pub(crate) struct DiskFacts {
     pub virtual_bytes: u64,
 }
 
-pub async fn image_list(ctx: &Context, _caller: &kvmctl_core::Caller) -> Result<Vec<Image>, Error> {
+pub async fn image_list(ctx: &Context, caller: &kvmctl_core::Caller) -> Result<Vec<Image>, Error> {
     let mut out = Vec::new();
     for rec in ctx.store.image_list().await? {
-        let users = ctx.store.image_users(&rec.name).await?;
+        let users = image_users_visible(ctx, caller, &rec.name).await?;
         out.push(image_view(rec, users));
     }
     Ok(out)
 }
 
-pub async fn image_get(ctx: &Context, _caller: &kvmctl_core::Caller, name: &str) -> Result<Image, Error> {
+pub async fn image_get(ctx: &Context, caller: &kvmctl_core::Caller, name: &str) -> Result<Image, Error> {
     let name = parse_name("name", name)?;
     let rec = image_record(ctx, &name).await?;
-    let users = ctx.store.image_users(&name).await?;
+    let users = image_users_visible(ctx, caller, &name).await?;
     Ok(image_view(rec, users))
+}
+
+/// The image's users the caller may know of: all for admins, their own VMs for others
+/// (another tenant's VM names are theirs).
+async fn image_users_visible(ctx: &Context, caller: &kvmctl_core::Caller, name: &Name) -> Result<Vec<String>, Error> {
+    let all = ctx.store.image_users(name).await?;
+    if caller.is_admin() {
+        return Ok(all);
+    }
+    let own: std::collections::HashSet<String> =
+        ctx.store.vm_list(&kvmctl_store::Scope::of(caller)).await?.into_iter().map(|v| v.name.to_string()).collect();
+    Ok(all.into_iter().filter(|u| own.contains(u)).collect())
 }
 
 pub(crate) async fn image_record(ctx: &Context, name: &Name) -> Result<ImageRecord, Error> {

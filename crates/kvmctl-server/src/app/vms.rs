@@ -700,6 +700,17 @@ async fn vm_begin(ctx: &Context, rec: &VmRecord, event: VmEvent) -> Result<VmSta
 }
 
 pub async fn vm_delete(ctx: &Context, caller: &Caller, name: &str, keep_disk: bool) -> Result<(), Error> {
+    vm_delete_checked(ctx, caller, name, keep_disk, None).await
+}
+
+/// Deletes the VM named `name` only while it is still the VM with id `id`: background
+/// cleanups (TTL, long-stopped) decide about one VM, and must never delete another that was
+/// created under the same name meanwhile (that answers `NotFound`).
+pub(crate) async fn vm_delete_by_id(ctx: &Context, caller: &Caller, name: &str, id: &VmId) -> Result<(), Error> {
+    vm_delete_checked(ctx, caller, name, false, Some(id)).await
+}
+
+async fn vm_delete_checked(ctx: &Context, caller: &Caller, name: &str, keep_disk: bool, expect: Option<&VmId>) -> Result<(), Error> {
     let name = parse_name("name", name)?;
     vm_record(ctx, &Scope::of(caller), &name).await?;
     // A kept disk lives on outside any VM, quota and gc; only admins may keep one (they
@@ -711,6 +722,9 @@ pub async fn vm_delete(ctx: &Context, caller: &Caller, name: &str, keep_disk: bo
     }
     let _busy = ctx.vm_lock(&name, "deleting").await?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
+    if expect.is_some_and(|id| *id != rec.id) {
+        return Err(Error::NotFound { kind: "vm", name: format!("{name} (the VM of that name was replaced)") });
+    }
     if rec.state != VmState::Deleting {
         vm_begin(ctx, &rec, VmEvent::Delete).await?;
     }
@@ -1121,6 +1135,9 @@ pub async fn vm_wait(ctx: &Context, caller: &Caller, name: &str, what: &str, tim
     let name = parse_name("name", name)?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     let stage = wait_stage(what)?;
+    if !(1..=3600).contains(&timeout.as_secs()) {
+        return Err(Error::invalid("timeout_seconds", format!("{} is out of range; use 1 to 3600", timeout.as_secs())));
+    }
     if stage == "cloud_init" {
         let image = images::image_record(ctx, &rec.image).await?;
         if !image.cloud_init {
@@ -1128,6 +1145,9 @@ pub async fn vm_wait(ctx: &Context, caller: &Caller, name: &str, what: &str, tim
         }
     }
     let until = Instant::now() + timeout;
+    // Woken by the VM's stage and state events, not by polling; a lagged or quiet stream
+    // still looks again every second.
+    let mut events = ctx.events.subscribe();
     loop {
         let rec = vm_record(ctx, &Scope::all(), &name).await?;
         let stages = readiness::stages(ctx, &rec.id).await?;
@@ -1150,7 +1170,21 @@ pub async fn vm_wait(ctx: &Context, caller: &Caller, name: &str, what: &str, tim
                 tail.join("\n")
             )));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let left = until.saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
+        let _ = tokio::time::timeout(left, async {
+            loop {
+                match events.recv().await {
+                    Ok(e) if e.vm == name.as_str() => break,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        tokio::time::sleep(left).await;
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
     }
 }
 

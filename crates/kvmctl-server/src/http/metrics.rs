@@ -27,7 +27,12 @@ pub(crate) async fn metrics(
 /// Counts every request by its route pattern, method and status, with its duration.
 pub(crate) async fn track(State(ctx): State<Arc<Context>>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+    // Any method name is accepted on the wire; only the known ones become labels, so
+    // unauthenticated requests cannot grow the metrics without end.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m.to_owned(),
+        _ => "other".to_owned(),
+    };
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
     let labels = crate::metrics::RequestLabels { route, method, status: resp.status().as_u16() };
