@@ -162,6 +162,9 @@ async fn watch(ctx: Arc<Context>, name: Name) {
     session.close().await;
     let detail = match status {
         Ok(Ok(out)) if out.truncated => format!("unknown: cloud-init's status was longer than {CLOUD_INIT_OUTPUT_MAX} bytes"),
+        Ok(Ok(out)) if out.stdout.is_empty() => {
+            format!("unknown: the SSH session ended before cloud-init answered (exit status {})", out.exit_status)
+        }
         Ok(Ok(out)) => cloud_init_verdict(&out.stdout),
         Ok(Err(e)) => format!("unknown: {e}"),
         Err(_) => format!("unknown: cloud-init did not finish within {} minutes of the boot", WATCH_LIMIT.as_secs() / 60),

@@ -106,7 +106,14 @@ pub(crate) async fn login(addr: SocketAddr, user: &str, key_file: &Path, pinned:
     let pem = std::fs::read_to_string(key_file)
         .map_err(|e| SshError::Session(addr, format!("cannot read the VM's key {}: {e}", key_file.display())))?;
     let key = PrivateKey::from_openssh(&pem).map_err(|e| SshError::Session(addr, format!("the VM's key is unreadable: {e}")))?;
-    let config = Arc::new(client::Config { inactivity_timeout: Some(Duration::from_secs(60)), ..Default::default() });
+    // A command may be silent for long (`cloud-init status --wait` on a loaded host): the
+    // session stays up while the guest answers keepalives, and ends after 4 unanswered ones.
+    let config = Arc::new(client::Config {
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 4,
+        ..Default::default()
+    });
     let offered = Arc::new(std::sync::Mutex::new(None));
     let check = HostKeyCheck { pinned: pinned.map(str::to_owned), offered: offered.clone() };
     let connect = tokio::time::timeout(Duration::from_secs(10), client::connect(config, addr, check));
