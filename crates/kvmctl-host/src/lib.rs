@@ -5,6 +5,7 @@
 //! - `checks`: `doctor(facts)`, a pure function from facts to checks, each with id, status,
 //!   evidence and a fix hint.
 //! - `kvm_probe`: the functional KVM probe (a boot sector run under KVM and under TCG).
+//! - `programs`: every external program kvmctl runs and its package per distribution family.
 //! - `plan`: `setup_plan(facts, options)` and `uninstall_plan(state)`, pure, as data.
 //! - `exec`: runs a plan step by step, appending to the human log and updating the JSON
 //!   state record after every step, so a failure midway leaves an exact account and a
@@ -15,6 +16,7 @@ pub mod exec;
 pub mod facts;
 pub mod kvm_probe;
 pub mod plan;
+pub mod programs;
 pub mod state;
 
 pub use checks::{doctor, Check, CheckStatus, DoctorReport};
