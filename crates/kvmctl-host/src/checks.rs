@@ -155,6 +155,23 @@ pub fn doctor(f: &HostFacts) -> DoctorReport {
             None => check(&id, if blocks { Fail } else { Warn }, format!("{tool} not found: needed for {why}"), install, blocks),
         });
     }
+    // The other programs the daemon runs, from the one table (`programs`), each with the
+    // package that brings it on this host's family.
+    for prog in crate::programs::PROGRAMS
+        .iter()
+        .filter(|p| p.role == crate::programs::Role::Daemon && !matches!(p.name, "dnsmasq" | "nft" | "qemu-system-x86_64"))
+    {
+        let id = format!("tools.{}", prog.name);
+        let fix = match f.os.family() {
+            Some(fam @ crate::facts::Family::Apt) => format!("{install} (or: apt-get install {})", crate::programs::package_of(prog, fam)),
+            Some(fam @ crate::facts::Family::Dnf) => format!("{install} (or: dnf install {})", crate::programs::package_of(prog, fam)),
+            None => install.to_owned(),
+        };
+        c.push(match f.tools.get(prog.name) {
+            Some(p) => check(&id, Pass, format!("{p} ({})", prog.why), "", false),
+            None => check(&id, Warn, format!("{} not found: needed for {}", prog.name, prog.why), &fix, false),
+        });
+    }
     c.push(if f.ovmf.is_empty() {
         check("firmware.ovmf", Warn, "no OVMF firmware: UEFI and Secure Boot guests cannot start", install, false)
     } else {
@@ -245,7 +262,7 @@ mod tests {
 
     pub(crate) fn healthy() -> HostFacts {
         let mut tools = std::collections::BTreeMap::new();
-        for t in ["dnsmasq", "nft", "swtpm", "virtiofsd"] {
+        for t in ["dnsmasq", "nft", "swtpm", "virtiofsd", "qemu-img", "prlimit"] {
             tools.insert(t.to_owned(), format!("/usr/bin/{t}"));
         }
         HostFacts {

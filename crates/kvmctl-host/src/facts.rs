@@ -302,6 +302,7 @@ pub fn gather(opts: &GatherOptions<'_>) -> HostFacts {
         ("swtpm", &[][..]),
         ("virtiofsd", &["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"][..]),
         ("qemu-img", &[][..]),
+        ("prlimit", &[][..]),
         ("systemctl", &[][..]),
     ] {
         if let Some(p) = which(name, extra) {

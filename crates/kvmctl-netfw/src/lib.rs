@@ -50,6 +50,12 @@ pub enum FwError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set route_localnet on {bridge}")]
+    RouteLocalnet {
+        bridge: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -464,6 +470,27 @@ pub fn vm_apply(table: &str, v: &VmRules) -> Result<bool, FwError> {
     Ok(true)
 }
 
+/// `vm_apply`, then, only once the table with its loopback guard is written, lets the VM's
+/// bridge route loopback-addressed packets (forwards reached through `localhost` need it).
+/// When the write fails, the bridge is set back to refusing them: `route_localnet` is never
+/// on without the guard that keeps such packets to loopback.
+pub fn vm_apply_guarded(table: &str, v: &VmRules) -> Result<bool, FwError> {
+    match vm_apply(table, v) {
+        Ok(changed) => {
+            if !v.is_empty() {
+                bridge_allow_loopback(&v.bridge).map_err(|source| FwError::RouteLocalnet { bridge: v.bridge.clone(), source })?;
+            }
+            Ok(changed)
+        }
+        Err(e) => {
+            if !v.is_empty() {
+                let _ = bridge_loopback_set(&v.bridge, false);
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Removes every rule of a VM; nothing to remove is fine.
 pub fn vm_remove(table: &str, vm: &str) -> Result<bool, FwError> {
     let _lock = Lock::take()?;
@@ -497,10 +524,14 @@ fn table_exists(table: &str) -> bool {
 /// route_localnet = 1`), which forwards reached through `localhost` need; the table's guard
 /// chain keeps such packets from arriving anywhere but on loopback.
 pub fn bridge_allow_loopback(bridge: &str) -> std::io::Result<()> {
+    bridge_loopback_set(bridge, true)
+}
+
+fn bridge_loopback_set(bridge: &str, on: bool) -> std::io::Result<()> {
     if !valid_ifname(bridge) {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{bridge:?} is not an interface name")));
     }
-    std::fs::write(format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"), "1")
+    std::fs::write(format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"), if on { "1" } else { "0" })
 }
 
 #[cfg(test)]

@@ -83,3 +83,35 @@ fn per_vm_changes_are_atomic_idempotent_and_stay_in_the_table() {
     table_delete(&t.0).unwrap();
     assert!(table_read(&t.0).unwrap().is_empty());
 }
+
+/// `route_localnet` is switched on only after the table with its loopback guard is written,
+/// and switched off again when writing fails (issue 14): never on without the guard.
+#[test]
+fn route_localnet_only_behind_the_guard() {
+    if std::env::var("KVMCTL_NETNS").is_err() {
+        eprintln!("skipped: run with scripts/test.sh (needs root and the test namespace)");
+        return;
+    }
+    let br = format!("kt-lbr{}", std::process::id() % 10_000);
+    let made = Command::new("ip").args(["link", "add", &br, "type", "bridge"]).status().unwrap();
+    assert!(made.success());
+    struct Link(String);
+    impl Drop for Link {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _link = Link(br.clone());
+    let flag = || std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{br}/route_localnet")).unwrap().trim().to_owned();
+    let rules = VmRules { bridge: br.clone(), ..vm("cccccccc-0000-0000-0000-000000000003", 12, &[(61010, 22)], false) };
+    // A table nft refuses to write (its name is not valid): the flag stays (or goes back) off.
+    std::fs::write(format!("/proc/sys/net/ipv4/conf/{br}/route_localnet"), "1").unwrap();
+    assert!(kvmctl_netfw::vm_apply_guarded("bad name!", &rules).is_err());
+    assert_eq!(flag(), "0", "a failed write leaves no route_localnet without its guard");
+    // A table that is written: then, and only then, the flag is on, with the guard in place.
+    let t = Table(format!("kt_lo_{}", std::process::id()));
+    kvmctl_netfw::vm_apply_guarded(&t.0, &rules).unwrap();
+    assert_eq!(flag(), "1");
+    let listing = nft(&format!("list table inet {}", t.0));
+    assert!(listing.contains("127.0.0.0/8"), "the loopback guard is in the table:\n{listing}");
+}

@@ -126,6 +126,9 @@ impl RunningServer {
         let closing = ctx.closing.clone();
         // Operations a crash interrupted are finished or undone before any request is taken.
         reconcile_pass(&ctx).await;
+        // Boots that were being watched when the daemon stopped are watched again, from the
+        // stage they reached.
+        crate::app::readiness::resume(&ctx).await;
         let app = crate::http::router(ctx.clone());
 
         let (shutdown, rx) = watch::channel(false);

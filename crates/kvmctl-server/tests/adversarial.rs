@@ -400,3 +400,60 @@ async fn the_session_cookie_is_not_usable_from_other_origins() {
     let bearer = ("Authorization", format!("Bearer {token}"));
     assert_eq!(raw_status(addr, "GET", "/v1/vms", &[bearer, evil], "").await, 200);
 }
+
+/// A daemon restart while a VM boots loses no readiness: the new daemon watches the boot
+/// again from the stage it reached (issue 14 §11; before, `vm wait --for ssh` ran into its
+/// timeout with the guest long up).
+#[tokio::test]
+async fn readiness_resumes_after_a_daemon_restart_mid_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let _sweep = Sweep::new(&["kt-resume"], &["kt-resume-img"]);
+    let cfg = daemon::config(d);
+    let (server, client) = daemon::start(&cfg).await;
+    daemon::tiny_image(&client, d, "kt-resume-img").await;
+    client.vm_create(&daemon::tiny_vm("kt-resume", "kt-resume-img", vec![])).await.unwrap();
+    let early = client.vm_get("kt-resume").await.unwrap();
+    server.stop().await;
+    let reached: Vec<&str> = early.readiness.iter().map(|s| s.stage.as_str()).collect();
+    assert!(!reached.contains(&"ssh_login"), "the daemon stopped before the guest's SSH was up: {reached:?}");
+    let (server, client) = daemon::start(&cfg).await;
+    let vm = client.vm_wait("kt-resume", "ssh", 300).await.unwrap();
+    let stages: Vec<&str> = vm.readiness.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(stages, ["defined", "started", "booting", "address", "ssh_port", "ssh_banner", "ssh_login"], "{vm:?}");
+    let started = |v: &kvmctl_types::api::Vm| v.readiness.iter().find(|s| s.stage == "started").map(|s| s.at_ms);
+    assert_eq!(started(&vm), started(&early), "the same boot, watched on");
+    client.vm_delete("kt-resume", false).await.unwrap();
+    client.image_delete("kt-resume-img").await.unwrap();
+    server.stop().await;
+}
+
+/// Anyone who reaches the daemon can send unauthenticated requests: they cannot grow the
+/// audit log (rows per minute capped) or the metrics (made-up methods share one label).
+#[tokio::test]
+async fn unauthenticated_requests_cannot_grow_the_daemons_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = daemon::config(dir.path());
+    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
+    // One minute of the daemon's clock, whatever the wall clock does meanwhile.
+    let clock = std::sync::Arc::new(kvmctl_server::clock::ManualClock::new(1_800_000_000));
+    let (server, root) = daemon::start_with_clock(&cfg, clock.clone()).await;
+    let addr = server.tcp_addr.unwrap();
+    for i in 0..150 {
+        let method = if i % 2 == 0 { "POST".to_string() } else { format!("M{i}") };
+        let s = raw_status(addr, &method, "/v1/vms", &[], "{}").await;
+        assert!(s == 401 || s == 405 || s == 400, "{method}: {s}");
+    }
+    let rows = root.audit_list(None, None, Some(1000)).await.unwrap();
+    let anonymous = rows.iter().filter(|r| r.user.is_none()).count();
+    assert_eq!(anonymous, 60, "audit rows of unauthenticated requests in one minute");
+    // The next minute's first row says how many were left out.
+    clock.advance(60);
+    raw_status(addr, "POST", "/v1/vms", &[], "{}").await;
+    let rows = root.audit_list(None, None, Some(1000)).await.unwrap();
+    assert!(rows.iter().any(|r| r.outcome.contains("90 more unauthenticated requests")), "the count of those left out is kept");
+    let (status, body) = root.request(hyper::Method::GET, "/metrics", None).await.unwrap();
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(!text.contains("method=\"M1\""), "made-up methods are not labels");
+}

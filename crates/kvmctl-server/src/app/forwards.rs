@@ -123,10 +123,7 @@ pub fn hook_qemu(operation: &str, domain_xml: &str) -> Result<Option<String>, St
         "started" | "reconnect" => {
             let Some(net) = meta.net else { return Ok(None) };
             let rules = rules_of(&id, &net);
-            if !rules.is_empty() {
-                kvmctl_netfw::bridge_allow_loopback(&rules.bridge).map_err(|e| format!("route_localnet on {}: {e}", rules.bridge))?;
-            }
-            let changed = kvmctl_netfw::vm_apply(kvmctl_netfw::TABLE, &rules).map_err(|e| kvmctl_core::error::chain(&e))?;
+            let changed = kvmctl_netfw::vm_apply_guarded(kvmctl_netfw::TABLE, &rules).map_err(|e| kvmctl_core::error::chain(&e))?;
             Ok(Some(format!("vm {id}: {} forwards applied{}", rules.forwards.len(), if changed { "" } else { " (unchanged)" })))
         }
         "stopped" | "release" => {
@@ -152,11 +149,7 @@ pub(crate) async fn rules_apply(ctx: &Context, rec: &VmRecord) -> Result<(), Err
         Some(net) => {
             let rules = rules_of(&id, &net);
             blocking(move || -> Result<(), String> {
-                if !rules.is_empty() {
-                    kvmctl_netfw::bridge_allow_loopback(&rules.bridge)
-                        .map_err(|e| format!("cannot set route_localnet on {}: {e}", rules.bridge))?;
-                }
-                kvmctl_netfw::vm_apply(kvmctl_netfw::TABLE, &rules).map_err(|e| kvmctl_core::error::chain(&e))?;
+                kvmctl_netfw::vm_apply_guarded(kvmctl_netfw::TABLE, &rules).map_err(|e| kvmctl_core::error::chain(&e))?;
                 Ok(())
             })
             .await?

@@ -61,6 +61,8 @@ pub struct Context {
     pub(crate) image_copy_lock: tokio::sync::Mutex<()>,
     /// Guest sessions open now (console, SSH, exec, file copies), per VM and per user.
     pub(crate) sessions: Arc<Mutex<Sessions>>,
+    /// Audit rows of unauthenticated requests this minute: (minute, written, not written).
+    pub(crate) anonymous_audit: Mutex<(i64, u32, u64)>,
 }
 
 /// Counts of open guest sessions: `"vm:<id>"` and `"user:<name>"` to how many.
@@ -121,6 +123,7 @@ impl Context {
             node_conns: Mutex::new(HashMap::new()),
             image_copy_lock: tokio::sync::Mutex::new(()),
             sessions: Default::default(),
+            anonymous_audit: Mutex::new((0, 0, 0)),
         };
         (ctx, boots)
     }

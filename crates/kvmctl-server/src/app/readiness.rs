@@ -39,6 +39,26 @@ pub async fn run(ctx: Arc<Context>, mut boots: tokio::sync::mpsc::UnboundedRecei
     }
 }
 
+/// Watches again every running VM whose boot has not reached its last stage (`ssh_login`,
+/// or `cloud_init` on cloud-init images): after a daemon restart mid-boot, the stages
+/// reached stay, and the rest are still recorded (a stage already reached is not moved).
+pub(crate) async fn resume(ctx: &Context) {
+    let Ok(vms) = ctx.store.vm_list(&kvmctl_store::Scope::all()).await else { return };
+    for rec in vms.into_iter().filter(|v| v.state == VmState::Running) {
+        let Ok(rows) = ctx.store.vm_stages(&rec.id).await else { continue };
+        if !rows.iter().any(|(s, _, _)| s == "started") {
+            continue;
+        }
+        let cloud_init = matches!(ctx.store.image_get(&rec.image).await, Ok(Some(i)) if i.cloud_init);
+        let last = if cloud_init { "cloud_init" } else { "ssh_login" };
+        if rows.iter().any(|(s, _, _)| s == last) {
+            continue;
+        }
+        tracing::info!(vm = %rec.name, "resuming the readiness watch of a boot in progress");
+        let _ = ctx.booted.send(rec.name.clone());
+    }
+}
+
 /// Records a boot starting: earlier stages are forgotten, `started` (and a reserved
 /// address) are reached now, and the watch begins.
 pub(crate) async fn boot_started(ctx: &Context, rec: &kvmctl_store::VmRecord) -> Result<(), Error> {

@@ -138,11 +138,7 @@ async fn firewall_reconcile(ctx: &Context, running_ids: &HashSet<String>) -> Res
     }
     let running = running_ids.clone();
     let result = blocking(move || -> Result<Vec<String>, kvmctl_netfw::FwError> {
-        for rules in desired.values() {
-            if let Err(e) = kvmctl_netfw::bridge_allow_loopback(&rules.bridge) {
-                tracing::warn!(bridge = %rules.bridge, error = %e, "cannot set route_localnet");
-            }
-        }
+        let bridges: Vec<String> = desired.values().map(|r| r.bridge.clone()).collect();
         let mut changed = Vec::new();
         kvmctl_netfw::table_sync(kvmctl_netfw::TABLE, |set| {
             let before = set.clone();
@@ -156,6 +152,12 @@ async fn firewall_reconcile(ctx: &Context, running_ids: &HashSet<String>) -> Res
                 }
             }
         })?;
+        // Only now that the table (and its loopback guard) is written.
+        for bridge in bridges {
+            if let Err(e) = kvmctl_netfw::bridge_allow_loopback(&bridge) {
+                tracing::warn!(%bridge, error = %e, "cannot set route_localnet");
+            }
+        }
         Ok(changed)
     })
     .await?;

@@ -314,7 +314,29 @@ pub async fn audit_list(
 }
 
 /// Records one state-changing request (best effort: a failure is logged, not returned).
+/// Most audit rows of unauthenticated requests written per minute: anyone who can reach
+/// the daemon can send those, and must not be able to grow the database without end. The
+/// rest of a minute's are counted and summed up in one row when the next is written.
+pub(crate) const ANONYMOUS_AUDIT_PER_MINUTE: u32 = 60;
+
 pub(crate) async fn audit_record(ctx: &Context, rec: AuditRecord) {
+    let mut rec = rec;
+    if rec.user_name.is_none() {
+        let minute = ctx.clock.now() / 60;
+        let mut w = ctx.anonymous_audit.lock().expect("audit window poisoned");
+        if w.0 != minute {
+            let dropped = w.2;
+            *w = (minute, 0, 0);
+            if dropped > 0 {
+                rec.outcome = format!("{} ({dropped} more unauthenticated requests the minute before were not recorded)", rec.outcome);
+            }
+        }
+        if w.1 >= ANONYMOUS_AUDIT_PER_MINUTE {
+            w.2 += 1;
+            return;
+        }
+        w.1 += 1;
+    }
     if let Err(e) = ctx.store.audit_insert(&rec).await {
         tracing::error!(error = %kvmctl_core::error::chain(&e), request_id = %rec.request_id, "cannot write the audit log");
     }
