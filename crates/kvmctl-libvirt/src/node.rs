@@ -491,6 +491,14 @@ impl Node for LibvirtNode {
                 Err(e) if e.code() == virt::error::ErrorNumber::NoNetwork => Network::define_xml(c, xml).map_err(err("define"))?,
                 Err(e) => return Err(err("find")(e)),
             };
+            // A transient network of that name (left active in /run by a libvirtd that lost
+            // its configuration, say) is made persistent as it is, so it can autostart.
+            let n = if n.is_persistent().map_err(err("read persistence of"))? {
+                n
+            } else {
+                let current = n.get_xml_desc(0).map_err(err("read"))?;
+                Network::define_xml(c, &current).map_err(err("define"))?
+            };
             if !n.is_active().map_err(err("read state of"))? {
                 n.create().map_err(err("start"))?;
             }

@@ -147,3 +147,33 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
     assert!(left.is_empty(), "volumes left behind: {left:?}");
     assert!(!serial_log.exists() && !qemu_log.exists(), "log files left behind");
 }
+
+/// A transient network of the name asked for (left active in /run by a libvirtd that lost
+/// its configuration: a bare-machine run of the quick start met exactly this) is made
+/// persistent and autostarted, instead of failing "cannot set autostart for transient network".
+#[test]
+fn a_transient_network_is_made_persistent() {
+    let name = format!("kt-tr{}", std::process::id() % 100_000);
+    let xml = format!(
+        "<network><name>{name}</name><bridge name='kttr{}' stp='off'/><ip address='10.254.{}.1' netmask='255.255.255.0'/></network>",
+        std::process::id() % 10_000,
+        std::process::id() % 200
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &xml).unwrap();
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("virsh").args(["-q", "net-destroy", &self.0]).output();
+            let _ = Command::new("virsh").args(["-q", "net-undefine", &self.0]).output();
+        }
+    }
+    let _gone = Gone(name.clone());
+    let made = Command::new("virsh").args(["-q", "-c", &env("KVMCTL_TEST_URI"), "net-create"]).arg(file.path()).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let node = LibvirtNode::new(env("KVMCTL_TEST_URI"));
+    node.network_ensure(&name, &xml).unwrap();
+    let info = Command::new("virsh").args(["-c", &env("KVMCTL_TEST_URI"), "net-info", &name]).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("Persistent:     yes") && info.contains("Autostart:      yes"), "{info}");
+}

@@ -91,6 +91,11 @@ pub struct Config {
     /// PEM certificate chain and private key: with both, `listen` serves HTTPS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Address pools users' networks are carved from (CIDRs); a user's subnet must lie
+    /// within one. Admins may use any private range.
+    pub user_network_pools: Vec<String>,
+    /// Most networks one user (role `user`) may have.
+    pub networks_per_user: u64,
     /// Most bytes of output `vm exec` keeps (stdout and stderr together); past it the command
     /// is cut off and the answer says `truncated`. The guest decides how much it prints.
     pub exec_output_max_bytes: u64,
@@ -155,6 +160,8 @@ impl Default for Config {
             price_disk_gib_hourly: "0".into(),
             tls_cert: None,
             tls_key: None,
+            user_network_pools: vec!["10.200.0.0/16".into()],
+            networks_per_user: 4,
             exec_output_max_bytes: 8 << 20,
             sessions_per_vm: 4,
             sessions_per_user: 16,
@@ -281,6 +288,11 @@ impl Config {
                 "stopped_vm_warning_hours ({}) must be less than stopped_vm_cleanup_hours ({})",
                 cfg.stopped_vm_warning_hours, cfg.stopped_vm_cleanup_hours
             )));
+        }
+        for pool in &cfg.user_network_pools {
+            if crate::app::forwards::cidr_parse(pool).is_none() {
+                return Err(ConfigError::Invalid(format!("user_network_pools: {pool:?} is not an IPv4 subnet such as 10.200.0.0/16")));
+            }
         }
         if cfg.stopped_price_percent > 100 {
             return Err(ConfigError::Invalid(format!("stopped_price_percent = {} is over 100", cfg.stopped_price_percent)));

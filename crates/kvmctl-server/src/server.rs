@@ -281,23 +281,30 @@ fn group_id(name: &str) -> Option<u32> {
     (!g.is_null()).then(|| unsafe { (*g).gr_gid })
 }
 
-/// The daemon's state is root's alone, whatever umask it started with: the database's
-/// directory, the key directory and the console log directory are made (or tightened to)
-/// 0700. A shared directory with the sticky bit (such as /tmp) is left as it is.
+/// The daemon's state is root's alone, whatever umask it started with: the key directory
+/// and the console log directory are made (or tightened to) 0700. The database's directory
+/// gets 0711: nobody else may list it, but QEMU (running as libvirt's own user) must pass
+/// through it to the disks of the default pool (`/var/lib/kvmctl/images`, made by host
+/// setup); the database files in it are 0600. A shared directory with the sticky bit (such
+/// as /tmp) is left as it is.
 fn state_protect(cfg: &Config) -> Result<(), ServeError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let dirs = [cfg.database.parent().map(Path::to_path_buf), Some(cfg.key_dir.clone()), Some(cfg.console_log_dir.clone())];
-    for dir in dirs.into_iter().flatten().filter(|d| !d.as_os_str().is_empty()) {
+    let dirs = [
+        cfg.database.parent().map(|d| (d.to_path_buf(), 0o711)),
+        Some((cfg.key_dir.clone(), 0o700)),
+        Some((cfg.console_log_dir.clone(), 0o700)),
+    ];
+    for (dir, mode) in dirs.into_iter().flatten().filter(|(d, _)| !d.as_os_str().is_empty()) {
         let err = |source| ServeError::StateDir { path: dir.clone(), source };
         match std::fs::metadata(&dir) {
             Ok(m) if m.permissions().mode() & 0o1000 != 0 => continue,
-            Ok(m) if m.permissions().mode() & 0o777 != 0o700 => {
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?
+            Ok(m) if m.permissions().mode() & 0o777 != mode => {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(err)?
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(err)?;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+                std::fs::DirBuilder::new().recursive(true).mode(mode).create(&dir).map_err(err)?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(err)?;
             }
             Err(e) => return Err(err(e)),
         }

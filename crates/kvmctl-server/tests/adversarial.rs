@@ -307,7 +307,9 @@ async fn state_at_rest_is_private() {
     let (_server, client) = daemon::start(&cfg).await;
     client.status().await.unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&state), 0o700, "the state directory was tightened");
+    // 0711, not 0700: QEMU (libvirt's own user) passes through it to the default pool's
+    // disks; nobody else may list it.
+    assert_eq!(mode(&state), 0o711, "the state directory was tightened");
     assert_eq!(mode(&cfg.key_dir), 0o700);
     assert_eq!(mode(&cfg.console_log_dir), 0o700);
     for f in ["kvmctl.db", "kvmctl.db-wal", "kvmctl.db-shm"] {
@@ -322,6 +324,8 @@ async fn state_at_rest_is_private() {
     assert!(as_nobody(&["test", "-x", &d.display().to_string()]), "the test directory itself is open to nobody");
     assert!(!as_nobody(&["cat", &cfg.database.display().to_string()]), "nobody cannot read the database");
     assert!(!as_nobody(&["ls", &cfg.key_dir.display().to_string()]), "nobody cannot list the keys");
+    assert!(!as_nobody(&["ls", &state.display().to_string()]), "nobody cannot list the state directory");
+    assert!(as_nobody(&["test", "-x", &state.display().to_string()]), "QEMU's user can pass through to the pool's disks");
 }
 
 /// One raw HTTP/1.1 request over loopback TCP; the status code.
@@ -456,4 +460,58 @@ async fn unauthenticated_requests_cannot_grow_the_daemons_state() {
     assert_eq!(status, 200);
     let text = String::from_utf8_lossy(&body);
     assert!(!text.contains("method=\"M1\""), "made-up methods are not labels");
+}
+
+/// Networks follow an address policy: users take subnets from the admins' pools only, nobody
+/// takes public space, a network never lands on the host's own addresses or routes, a
+/// refusal names no other tenant's network, and users have a network quota.
+#[tokio::test]
+async fn networks_follow_the_address_policy() {
+    use kvmctl_types::api::NetworkCreateRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let tag = std::process::id() % 200 + 20;
+    let (mine, theirs) = (format!("kt-pol-a{tag}"), format!("kt-pol-b{tag}"));
+    let _sweep = Sweep::new(&[], &[]).with_networks(&[mine.as_str(), theirs.as_str(), "kt-pol-x", "kt-pol-y"]);
+    let mut cfg = daemon::config(dir.path());
+    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
+    cfg.user_network_pools = vec!["10.200.0.0/16".into()];
+    cfg.networks_per_user = 1;
+    let (server, root) = daemon::start(&cfg).await;
+    let anon = Client::http(&format!("http://{}", server.tcp_addr.unwrap())).unwrap();
+    for u in ["dave", "erin"] {
+        root.user_create(&UserCreateRequest { name: u.into(), ..Default::default() }).await.unwrap();
+    }
+    let token = |u: &str| {
+        let (root, u) = (root.clone(), u.to_owned());
+        async move { root.token_create(&TokenCreateRequest { user: Some(u), ..Default::default() }).await.unwrap().token }
+    };
+    let dave = anon.clone().with_token(token("dave").await);
+    let erin = anon.clone().with_token(token("erin").await);
+    let req =
+        |name: &str, subnet: &str| NetworkCreateRequest { name: name.into(), subnet: subnet.into(), isolated: true, ..Default::default() };
+    let refused = |r: Result<kvmctl_types::api::Network, ClientError>| api_err(r.unwrap_err());
+
+    // Public space: nobody, and no route to it appears.
+    for c in [&dave, &root] {
+        let (s, body) = refused(c.network_create(&req("kt-pol-x", "8.8.8.0/24")).await);
+        assert!(s == 400 && body.message.contains("not private"), "{body:?}");
+    }
+    // Users: inside the pools only.
+    let (s, body) = refused(dave.network_create(&req("kt-pol-x", "10.201.0.0/24")).await);
+    assert!(s == 400 && body.message.contains("10.200.0.0/16"), "{body:?}");
+    // Erin's network; Dave's overlapping try learns nothing of it.
+    let erin_subnet = format!("10.200.{tag}.0/24");
+    erin.network_create(&req(&theirs, &erin_subnet)).await.unwrap();
+    let (s, body) = refused(dave.network_create(&req(&mine, &format!("10.200.{tag}.0/25"))).await);
+    assert_eq!(s, 400, "{body:?}");
+    assert!(!body.message.contains(&theirs) && !body.message.contains(&erin_subnet), "no other tenant's name or subnet: {body:?}");
+    // The host's own addresses (the test network's bridge, 10.77.0.1/24): admins too.
+    let (s, body) = refused(root.network_create(&req("kt-pol-y", "10.77.0.0/16")).await);
+    assert_eq!(s, 400, "{body:?}");
+    // The network quota: one each.
+    dave.network_create(&req(&mine, &format!("10.200.{}.0/24", tag + 1))).await.unwrap();
+    let (s, body) = refused(dave.network_create(&req("kt-pol-x", &format!("10.200.{}.0/24", tag + 2))).await);
+    assert!(s == 403 && body.error == "quota_exceeded", "{body:?}");
+    dave.network_delete(&mine).await.unwrap();
+    erin.network_delete(&theirs).await.unwrap();
 }

@@ -52,21 +52,32 @@ pub enum NetworkDeleteRefusal {
 impl DataStore {
     /// Records a network in state `creating`; `Exists` when the name is taken.
     pub async fn network_insert(&self, n: &NetworkRecord) -> Result<(), StoreError> {
-        sqlx::query(&format!("INSERT INTO networks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'creating', $10)"))
-            .bind(&n.name)
-            .bind(&n.owner)
-            .bind(&n.node)
-            .bind(n.nat as i64)
-            .bind(&n.subnet)
-            .bind(&n.gateway)
-            .bind(&n.dhcp_start)
-            .bind(&n.dhcp_end)
-            .bind(&n.bridge)
-            .bind(unix_now())
-            .execute(&self.pool)
-            .await
-            .map_err(unique("network", &n.name))?;
-        Ok(())
+        self.network_insert_within(n, None).await.map(drop)
+    }
+
+    /// Records a new network if its owner then has at most `max` networks (checked and
+    /// written in one statement, so concurrent creates cannot pass the limit together);
+    /// false when the limit refused it. `None`: no limit.
+    pub async fn network_insert_within(&self, n: &NetworkRecord, max: Option<u64>) -> Result<bool, StoreError> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO networks ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'creating', $10 \
+             WHERE $11 IS NULL OR (SELECT COUNT(*) FROM networks WHERE owner = $2) + 1 <= $11"
+        ))
+        .bind(&n.name)
+        .bind(&n.owner)
+        .bind(&n.node)
+        .bind(n.nat as i64)
+        .bind(&n.subnet)
+        .bind(&n.gateway)
+        .bind(&n.dhcp_start)
+        .bind(&n.dhcp_end)
+        .bind(&n.bridge)
+        .bind(unix_now())
+        .bind(max.map(|m| m.min(i64::MAX as u64) as i64))
+        .execute(&self.pool)
+        .await
+        .map_err(unique("network", &n.name))?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// The network if it exists and `scope` may see it.

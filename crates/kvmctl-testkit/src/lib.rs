@@ -129,6 +129,10 @@ pub mod daemon {
             local_cpu_overcommit: "100".into(),
             // Background gc would see other test daemons' VMs as debris (tests/gc.rs runs it alone).
             gc_interval_minutes: 0,
+            // Tests' networks take subnets all over 10/8 (each test its own); the address
+            // policy itself is tested with the default pools (tests/adversarial.rs).
+            user_network_pools: vec!["10.0.0.0/8".into()],
+            networks_per_user: 100,
             ..Config::default()
         }
     }

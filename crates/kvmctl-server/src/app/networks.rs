@@ -43,14 +43,112 @@ pub(crate) fn subnet_plan(subnet: &str) -> Result<(Ipv4Addr, u8, Ipv4Addr, Ipv4A
     Ok((Ipv4Addr::from(base), prefix, Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2), Ipv4Addr::from(broadcast - 1)))
 }
 
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    fn net(s: &str) -> (Ipv4Addr, u8) {
+        cidr_parse(s).unwrap()
+    }
+
+    #[test]
+    fn users_get_their_pools_admins_any_private_range_nobody_public_space() {
+        let user = Caller { name: "alice".into(), role: kvmctl_core::Role::User, custom_sizing: true };
+        let admin = Caller::local_admin();
+        let pools = vec!["10.200.0.0/16".to_string()];
+        assert!(subnet_policy(&user, net("10.200.3.0/24"), &pools).is_ok());
+        for bad in ["10.201.0.0/24", "10.0.0.0/8", "192.168.1.0/24"] {
+            let e = subnet_policy(&user, net(bad), &pools).unwrap_err().to_string();
+            assert!(e.contains("outside the address pools"), "{bad}: {e}");
+        }
+        for public in ["8.8.8.0/24", "1.0.0.0/8", "172.32.0.0/16"] {
+            for c in [&user, &admin] {
+                assert!(subnet_policy(c, net(public), &pools).unwrap_err().to_string().contains("not private"), "{public}");
+            }
+        }
+        assert!(subnet_policy(&admin, net("192.168.50.0/24"), &pools).is_ok());
+        assert!(subnet_policy(&admin, net("10.0.0.0/8"), &pools).is_ok());
+    }
+}
+
 fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
     let m = mask(a.1.min(b.1));
     u32::from(a.0) & m == u32::from(b.0) & m
 }
 
+/// The private IPv4 ranges (RFC 1918, and shared address space RFC 6598): the only space a
+/// kvmctl network may take, since a network puts a connected route to its subnet on the host.
+const PRIVATE: [((u8, u8, u8, u8), u8); 4] = [((10, 0, 0, 0), 8), ((172, 16, 0, 0), 12), ((192, 168, 0, 0), 16), ((100, 64, 0, 0), 10)];
+
+/// Whether `inner` lies wholly within `outer`.
+fn within(inner: (Ipv4Addr, u8), outer: (Ipv4Addr, u8)) -> bool {
+    inner.1 >= outer.1 && u32::from(inner.0) & mask(outer.1) == u32::from(outer.0) & mask(outer.1)
+}
+
+/// The address policy: every network takes private space only; a user's lies within one of
+/// the admin-defined `user_network_pools`.
+pub(crate) fn subnet_policy(caller: &Caller, subnet: (Ipv4Addr, u8), pools: &[String]) -> Result<(), Error> {
+    let private = PRIVATE.iter().any(|((a, b, c, d), len)| within(subnet, (Ipv4Addr::new(*a, *b, *c, *d), *len)));
+    if !private {
+        return Err(Error::invalid(
+            "subnet",
+            format!(
+                "{}/{} is not private address space; use 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10",
+                subnet.0, subnet.1
+            ),
+        ));
+    }
+    if caller.is_admin() {
+        return Ok(());
+    }
+    if pools.iter().filter_map(|p| cidr_parse(p)).any(|pool| within(subnet, pool)) {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "subnet",
+        format!(
+            "{}/{} is outside the address pools for users' networks ({}); pick a subnet within one",
+            subnet.0,
+            subnet.1,
+            pools.join(", ")
+        ),
+    ))
+}
+
+/// The IPv4 subnets of the host's addresses and routes (default routes aside), from
+/// `ip -j`: a network on any of them would take over the host's own traffic.
+fn host_subnets() -> Vec<(Ipv4Addr, u8)> {
+    let json = |args: &[&str]| -> serde_json::Value {
+        std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let mut out = Vec::new();
+    for link in json(&["-j", "-4", "addr", "show"]).as_array().into_iter().flatten() {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            if let (Some(ip), Some(len)) = (a["local"].as_str().and_then(|i| i.parse().ok()), a["prefixlen"].as_u64()) {
+                out.push((ip, len as u8));
+            }
+        }
+    }
+    for r in json(&["-j", "-4", "route", "show", "table", "all"]).as_array().into_iter().flatten() {
+        match r["dst"].as_str() {
+            Some("default") | None => {}
+            Some(d) if d.contains('/') => out.extend(cidr_parse(d)),
+            Some(d) => out.extend(d.parse::<Ipv4Addr>().ok().map(|ip| (ip, 32))),
+        }
+    }
+    out.retain(|(ip, _)| !ip.is_loopback() && !ip.is_unspecified());
+    out
+}
+
 pub async fn network_create(ctx: &Context, caller: &Caller, req: NetworkCreateRequest) -> Result<Network, Error> {
     let name = parse_name("name", &req.name)?.to_string();
     let (base, prefix, gateway, mut first, mut last) = subnet_plan(&req.subnet)?;
+    subnet_policy(caller, (base, prefix), &ctx.config.user_network_pools)?;
     if let Some(range) = &req.dhcp_range {
         let bad = || Error::invalid("dhcp_range", format!("{range:?} is not FIRST-LAST, e.g. 192.168.100.100-192.168.100.200"));
         let (a, b) = range.split_once('-').ok_or_else(bad)?;
@@ -87,6 +185,10 @@ pub async fn network_create(ctx: &Context, caller: &Caller, req: NetworkCreateRe
     if exists || ctx.store.network_get(&Scope::all(), &name).await?.is_some() {
         return Err(Error::Conflict(format!("a network named {name} exists already (kvmctl network list); pick another name")));
     }
+    // What the caller may be told of a clash: admins everything; users only their own
+    // networks' names (another tenant's network, a libvirt network or a host route is "in
+    // use", nothing more).
+    let own: std::collections::HashSet<String> = ctx.store.network_list(&Scope::of(caller)).await?.into_iter().map(|n| n.name).collect();
     let mut known: Vec<(String, (Ipv4Addr, u8))> = others;
     for rec in ctx.store.network_list(&Scope::all()).await? {
         if let Some(c) = cidr_parse(&rec.subnet) {
@@ -94,7 +196,25 @@ pub async fn network_create(ctx: &Context, caller: &Caller, req: NetworkCreateRe
         }
     }
     if let Some((other, (ip, len))) = known.iter().find(|(_, c)| overlaps(*c, (base, prefix))) {
-        return Err(Error::invalid("subnet", format!("{base}/{prefix} overlaps network {other} ({ip}/{len}); pick another subnet")));
+        return Err(Error::invalid(
+            "subnet",
+            if caller.is_admin() || own.contains(other) {
+                format!("{base}/{prefix} overlaps network {other} ({ip}/{len}); pick another subnet")
+            } else {
+                format!("{base}/{prefix} overlaps an address range already in use; pick another subnet")
+            },
+        ));
+    }
+    let host = blocking(host_subnets).await?;
+    if let Some((ip, len)) = host.iter().find(|c| overlaps(**c, (base, prefix))) {
+        return Err(Error::invalid(
+            "subnet",
+            if caller.is_admin() {
+                format!("{base}/{prefix} overlaps the host's own {ip}/{len} (an address or route of the host); pick another subnet")
+            } else {
+                format!("{base}/{prefix} overlaps an address range already in use; pick another subnet")
+            },
+        ));
     }
     let rec = NetworkRecord {
         name: name.clone(),
@@ -109,10 +229,19 @@ pub async fn network_create(ctx: &Context, caller: &Caller, req: NetworkCreateRe
         state: "creating".into(),
         created_at: 0,
     };
-    ctx.store.network_insert(&rec).await.map_err(|e| match e {
+    let max = (!caller.is_admin()).then_some(ctx.config.networks_per_user);
+    let inserted = ctx.store.network_insert_within(&rec, max).await.map_err(|e| match e {
         kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("a network named {name} exists already; pick another name")),
         e => e.into(),
     })?;
+    if !inserted {
+        return Err(Error::QuotaExceeded {
+            limit: "networks".into(),
+            max: ctx.config.networks_per_user,
+            used: ctx.config.networks_per_user,
+            requested: 1,
+        });
+    }
     let spec = ManagedNetworkSpec { name: name.clone(), nat: rec.nat, address: gateway, prefix, dhcp_start: first, dhcp_end: last };
     match network_build(ctx, &spec).await {
         Ok(bridge) => {
