@@ -62,12 +62,26 @@ XML
   virsh -q net-define "$xml" >/dev/null; rm -f "$xml"
   virsh -q net-autostart "$KVMCTL_TEST_NETWORK" >/dev/null
 fi
+# A network left active in /run by a libvirtd whose configuration is gone is transient:
+# define it as it is, so it survives and autostarts like one made here.
+if ! [[ "$(virsh net-info "$KVMCTL_TEST_NETWORK")" =~ Persistent:\ +yes ]]; then
+  log "making the transient network $KVMCTL_TEST_NETWORK persistent"
+  xml=$(mktemp); virsh net-dumpxml "$KVMCTL_TEST_NETWORK" > "$xml"
+  virsh -q net-define "$xml" >/dev/null; rm -f "$xml"
+  virsh -q net-autostart "$KVMCTL_TEST_NETWORK" >/dev/null
+fi
 # (grep on a captured string: with pipefail, `virsh ... | grep -q` can fail on SIGPIPE)
 [[ "$(virsh net-info "$KVMCTL_TEST_NETWORK")" =~ Active:\ +yes ]] || virsh -q net-start "$KVMCTL_TEST_NETWORK" >/dev/null
 
 mkdir -p "$KVMCTL_TEST_POOL_DIR" "$KVMCTL_CACHE" "$KVMCTL_RUN"
 if ! virsh pool-info "$KVMCTL_TEST_POOL" >/dev/null 2>&1; then
   virsh -q pool-define-as "$KVMCTL_TEST_POOL" dir --target "$KVMCTL_TEST_POOL_DIR" >/dev/null
+  virsh -q pool-autostart "$KVMCTL_TEST_POOL" >/dev/null
+fi
+if ! [[ "$(virsh pool-info "$KVMCTL_TEST_POOL")" =~ Persistent:\ +yes ]]; then
+  log "making the transient pool $KVMCTL_TEST_POOL persistent"
+  xml=$(mktemp); virsh pool-dumpxml "$KVMCTL_TEST_POOL" > "$xml"
+  virsh -q pool-define "$xml" >/dev/null; rm -f "$xml"
   virsh -q pool-autostart "$KVMCTL_TEST_POOL" >/dev/null
 fi
 [[ "$(virsh pool-info "$KVMCTL_TEST_POOL")" =~ State:\ +running ]] || virsh -q pool-start "$KVMCTL_TEST_POOL" >/dev/null
