@@ -128,13 +128,7 @@ async fn vm_size(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> Resul
         )));
     }
     let plan = match &req.plan {
-        Some(p) => Some(
-            ctx.store
-                .plan_get(p)
-                .await?
-                .filter(|p| p.active)
-                .ok_or_else(|| Error::invalid("plan", format!("there is no active plan {p:?}; `kvmctl plan list` shows them")))?,
-        ),
+        Some(p) => Some(plan_active(ctx, p).await?),
         None => None,
     };
     let need = |field: &str| Error::invalid(field, "required without a plan (or pick one with --plan; `kvmctl plan list`)");
@@ -143,6 +137,15 @@ async fn vm_size(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> Resul
     let disk_gib = req.disk_gib.or(plan.as_ref().map(|p| p.disk_gib)).ok_or_else(|| need("disk_gib"))?;
     size_check(Some(vcpus), Some(memory_mib), Some(disk_gib))?;
     Ok((plan.map(|p| p.name), vcpus, memory_mib, disk_gib))
+}
+
+/// The active plan `name`; a missing or retired one is a bad `plan`.
+async fn plan_active(ctx: &Context, name: &str) -> Result<kvmctl_store::PlanRecord, Error> {
+    ctx.store
+        .plan_get(name)
+        .await?
+        .filter(|p| p.active)
+        .ok_or_else(|| Error::invalid("plan", format!("there is no active plan {name:?}; `kvmctl plan list` shows them")))
 }
 
 pub(crate) fn size_check(vcpus: Option<u32>, memory_mib: Option<u64>, disk_gib: Option<u64>) -> Result<(), Error> {
@@ -862,13 +865,7 @@ pub async fn vm_resize(ctx: &Context, caller: &Caller, name: &str, req: VmResize
         Some(p) if custom => {
             return Err(Error::invalid("plan", format!("give either a plan ({p}) or sizes (vcpus, memory_mib, disk_gib), not both")))
         }
-        Some(p) => Some(
-            ctx.store
-                .plan_get(p)
-                .await?
-                .filter(|p| p.active)
-                .ok_or_else(|| Error::invalid("plan", format!("there is no active plan {p:?}; `kvmctl plan list` shows them")))?,
-        ),
+        Some(p) => Some(plan_active(ctx, p).await?),
         None => None,
     };
     let (want_vcpus, want_memory, want_disk) = match &plan {
