@@ -181,19 +181,6 @@ impl DataStore {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records a new size (after a resize).
-    pub async fn vm_set_size(&self, name: &Name, vcpus: u32, memory_mib: u64, disk_gib: u64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE vms SET vcpus = $1, memory_mib = $2, disk_gib = $3, updated_at = $4 WHERE name = $5")
-            .bind(vcpus as i64)
-            .bind(memory_mib as i64)
-            .bind(disk_gib as i64)
-            .bind(unix_now())
-            .bind(name.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     /// Gives the VM a new size (and plan) if, with it, the owner's VMs stay within `limits`
     /// and the VM's node's VMs within `node_capacity`: checked and written in one statement,
     /// the same admission as `vm_insert`, so concurrent resizes and creates can never exceed
@@ -332,6 +319,17 @@ impl DataStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Whether the volume is recorded as a kept disk.
+    pub async fn kept_disk_exists(&self, node: &str, pool: &str, volume: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 AS one FROM kept_disks WHERE node = $1 AND pool = $2 AND volume = $3")
+            .bind(node)
+            .bind(pool)
+            .bind(volume)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     /// Kept disks as `(node, pool, volume)`.

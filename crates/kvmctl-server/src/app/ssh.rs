@@ -17,28 +17,29 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A fresh key: the private key in OpenSSH format, and the public key line.
-pub(crate) fn key_generate(comment: &str) -> Result<(String, String), Error> {
+/// A fresh ed25519 key: the private key in OpenSSH format, the public key line, and the
+/// public key's SHA-256 fingerprint (the form the SSH handshake's check compares).
+fn key_make(comment: &str) -> Result<(String, String, String), Error> {
     let mut key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519)
         .map_err(|e| Error::Internal(format!("cannot make an SSH key: {e}")))?;
     key.set_comment(comment);
-    let private =
-        key.to_openssh(russh::keys::ssh_key::LineEnding::LF).map_err(|e| Error::Internal(format!("cannot encode an SSH key: {e}")))?;
-    let public = key.public_key().to_openssh().map_err(|e| Error::Internal(format!("cannot encode an SSH key: {e}")))?;
-    Ok((private.to_string(), public))
-}
-
-/// A host key for a guest: the key for the seed, and the SHA-256 fingerprint pinned before
-/// the guest boots (the form the SSH handshake's check compares).
-pub(crate) fn host_key_generate(vm: &str) -> Result<(kvmctl_cloudinit::seed::HostKey, String), Error> {
-    let mut key = PrivateKey::random(&mut rand_core::OsRng, Algorithm::Ed25519)
-        .map_err(|e| Error::Internal(format!("cannot make an SSH host key: {e}")))?;
-    key.set_comment(format!("root@{vm}"));
     let fingerprint = key.public_key().fingerprint(russh::keys::HashAlg::Sha256).to_string();
     let private =
         key.to_openssh(russh::keys::ssh_key::LineEnding::LF).map_err(|e| Error::Internal(format!("cannot encode an SSH key: {e}")))?;
     let public = key.public_key().to_openssh().map_err(|e| Error::Internal(format!("cannot encode an SSH key: {e}")))?;
-    Ok((kvmctl_cloudinit::seed::HostKey { private_openssh: private.to_string(), public }, fingerprint))
+    Ok((private.to_string(), public, fingerprint))
+}
+
+/// A fresh key: the private key in OpenSSH format, and the public key line.
+pub(crate) fn key_generate(comment: &str) -> Result<(String, String), Error> {
+    key_make(comment).map(|(private, public, _)| (private, public))
+}
+
+/// A host key for a guest: the key for the seed, and the fingerprint pinned before the
+/// guest boots.
+pub(crate) fn host_key_generate(vm: &str) -> Result<(kvmctl_cloudinit::seed::HostKey, String), Error> {
+    let (private_openssh, public, fingerprint) = key_make(&format!("root@{vm}"))?;
+    Ok((kvmctl_cloudinit::seed::HostKey { private_openssh, public }, fingerprint))
 }
 
 pub(crate) fn key_path(dir: &Path, vm_id: &kvmctl_types::VmId) -> PathBuf {

@@ -622,8 +622,7 @@ fn dhcp_host(rec: &VmRecord) -> Result<Option<String>, Error> {
 /// skipped, so it undoes a create at any step and finishes an interrupted delete.
 pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) -> Result<(), Error> {
     // A disk recorded as kept stays, also when a crash interrupted the delete that kept it.
-    let key = (rec.node.clone(), rec.pool.clone(), rec.root_volume.clone());
-    let keep_disk = keep_disk || ctx.store.kept_disk_list().await?.contains(&key);
+    let keep_disk = keep_disk || ctx.store.kept_disk_exists(&rec.node, &rec.pool, &rec.root_volume).await?;
     let node = ctx.node_conn(&rec.node).await?;
     let name = rec.name.to_string();
     let pool = rec.pool.clone();
