@@ -44,6 +44,10 @@ pub struct DomainSummary {
     pub name: String,
     pub uuid: String,
     pub state: DomainState,
+    /// Shut off by a failure, not by a request: QEMU died or was killed, or libvirtd found
+    /// it gone when it started again (libvirt's shutoff reasons crashed, failed, daemon and
+    /// unknown). A shutdown, a destroy, a save or a migration is a request.
+    pub failed_stop: bool,
 }
 
 /// Whether a network or pool exists, runs, and starts with libvirtd.
@@ -233,6 +237,18 @@ fn map_state(s: virt::sys::virDomainState) -> DomainState {
     }
 }
 
+/// Whether libvirt's state and reason say the domain was shut off by a failure.
+fn failed_stop(s: virt::sys::virDomainState, reason: i32) -> bool {
+    s == virt::sys::VIR_DOMAIN_SHUTOFF
+        && matches!(
+            reason as u32,
+            virt::sys::VIR_DOMAIN_SHUTOFF_UNKNOWN
+                | virt::sys::VIR_DOMAIN_SHUTOFF_CRASHED
+                | virt::sys::VIR_DOMAIN_SHUTOFF_FAILED
+                | virt::sys::VIR_DOMAIN_SHUTOFF_DAEMON
+        )
+}
+
 impl LibvirtNode {
     /// A node for `uri`. Connects lazily, on first use.
     pub fn new(uri: impl Into<String>) -> Self {
@@ -330,7 +346,7 @@ impl Node for LibvirtNode {
             let name = d.get_name().map_err(|e| NodeError::from_virt("read name of", "domain", "(new)", e))?;
             let uuid = d.get_uuid_string().map_err(|e| NodeError::from_virt("read uuid of", "domain", &name, e))?;
             let state = d.get_state().map(|(s, _)| map_state(s)).unwrap_or(DomainState::Other);
-            Ok(DomainSummary { name, uuid, state })
+            Ok(DomainSummary { name, uuid, state, failed_stop: false })
         })
     }
 
@@ -400,8 +416,8 @@ impl Node for LibvirtNode {
             let mut out = Vec::with_capacity(domains.len());
             for d in domains {
                 // A domain can vanish between listing and reading it; skip it then.
-                let (Ok(name), Ok(uuid), Ok((s, _))) = (d.get_name(), d.get_uuid_string(), d.get_state()) else { continue };
-                out.push(DomainSummary { name, uuid, state: map_state(s) });
+                let (Ok(name), Ok(uuid), Ok((s, reason))) = (d.get_name(), d.get_uuid_string(), d.get_state()) else { continue };
+                out.push(DomainSummary { name, uuid, state: map_state(s), failed_stop: failed_stop(s, reason) });
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(out)

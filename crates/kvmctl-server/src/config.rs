@@ -43,6 +43,9 @@ pub struct Config {
     pub stop_timeout_seconds: u64,
     /// Seconds between reconciler passes (database against libvirt).
     pub reconcile_interval_seconds: u64,
+    /// Seconds between starts of VMs brought back after a failure shut them off (host or
+    /// libvirtd restart, QEMU killed), so a host with many VMs does not boot them all at once.
+    pub restart_stagger_seconds: u64,
     /// Host ports for the SSH forward every VM gets (`A-B`, inclusive).
     pub ssh_port_range: String,
     /// Host ports for VNC forwards (only used when `vnc_forwards` is on).
@@ -133,6 +136,7 @@ impl Default for Config {
             key_dir: "/var/lib/kvmctl/keys".into(),
             stop_timeout_seconds: 60,
             reconcile_interval_seconds: 10,
+            restart_stagger_seconds: 5,
             ssh_port_range: "2200-2299".into(),
             vnc_port_range: "5900-5999".into(),
             general_port_range: "10000-10999".into(),

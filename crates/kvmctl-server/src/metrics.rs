@@ -65,6 +65,7 @@ pub struct Metrics {
     pub reconciler_failures: Counter,
     pub reconciler_repairs: Family<RepairLabels, Counter>,
     pub usage_records: Counter,
+    pub vm_restarts: Counter,
     pub vms: Family<VmLabels, Gauge>,
     pub node_vcpus: Family<NodeLabels, Gauge>,
     pub node_vcpus_allocated: Family<NodeLabels, Gauge>,
@@ -98,6 +99,8 @@ impl Default for Metrics {
         registry.register("reconciler_repairs", "Drift the reconciler repaired, by kind", reconciler_repairs.clone());
         let usage_records = Counter::default();
         registry.register("usage_records", "Hourly usage records written", usage_records.clone());
+        let vm_restarts = Counter::default();
+        registry.register("vm_restarts", "VMs wanted running started again after a failure shut them off", vm_restarts.clone());
         let vms = Family::<VmLabels, Gauge>::default();
         registry.register("vms", "VMs by state and node", vms.clone());
         let g = |registry: &mut Registry, name: &str, help: &str| {
@@ -122,6 +125,7 @@ impl Default for Metrics {
             reconciler_failures,
             reconciler_repairs,
             usage_records,
+            vm_restarts,
             vms,
             node_vcpus,
             node_vcpus_allocated,

@@ -68,6 +68,7 @@ pub struct RunningServer {
     readiness: JoinHandle<()>,
     metering: JoinHandle<()>,
     hygiene: JoinHandle<()>,
+    restarts: JoinHandle<()>,
     closing: watch::Sender<bool>,
 }
 
@@ -124,8 +125,10 @@ impl RunningServer {
         ctx.clock = clock;
         let ctx = Arc::new(ctx);
         let closing = ctx.closing.clone();
+        // VMs wanted running that a failure shut off are started again, one at a time.
+        let (restarts_tx, restarts_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
         // Operations a crash interrupted are finished or undone before any request is taken.
-        reconcile_pass(&ctx).await;
+        reconcile_pass(&ctx, &restarts_tx).await;
         // Boots that were being watched when the daemon stopped are watched again, from the
         // stage they reached.
         crate::app::readiness::resume(&ctx).await;
@@ -137,6 +140,7 @@ impl RunningServer {
         // Hourly usage records; hours missed while down are caught up now.
         let metering = tokio::spawn(crate::app::metering::run(ctx.clone()));
         let hygiene = tokio::spawn(crate::app::hygiene::run(ctx.clone()));
+        let restarts = tokio::spawn(crate::app::restart::run(ctx.clone(), restarts_rx));
         let mut tasks = Vec::new();
         let stop = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
@@ -165,7 +169,7 @@ impl RunningServer {
                     if stopping {
                         break;
                     }
-                    reconcile_pass(&ctx).await;
+                    reconcile_pass(&ctx, &restarts_tx).await;
                 }
             }
         }));
@@ -207,6 +211,7 @@ impl RunningServer {
             readiness,
             metering,
             hygiene,
+            restarts,
             closing,
         })
     }
@@ -218,6 +223,7 @@ impl RunningServer {
         self.readiness.abort();
         self.metering.abort();
         self.hygiene.abort();
+        self.restarts.abort();
         for t in self.tasks {
             let _ = t.await;
         }
@@ -227,7 +233,7 @@ impl RunningServer {
     }
 }
 
-async fn reconcile_pass(ctx: &Context) {
+async fn reconcile_pass(ctx: &Context, restarts: &tokio::sync::mpsc::UnboundedSender<Vec<String>>) {
     // Node capacity follows libvirt (a node that stops answering is down for placement).
     if ctx.clock.now() >= ctx.nodes_refresh_due.load(std::sync::atomic::Ordering::Relaxed) {
         ctx.nodes_refresh_due.store(ctx.clock.now() + 60, std::sync::atomic::Ordering::Relaxed);
@@ -238,6 +244,9 @@ async fn reconcile_pass(ctx: &Context) {
     match crate::app::reconcile::reconcile(ctx).await {
         Ok(r) => {
             ctx.metrics.reconciled(&r);
+            if !r.restarts_due.is_empty() {
+                let _ = restarts.send(r.restarts_due.clone());
+            }
             if r != Default::default() {
                 tracing::info!(report = ?r, "reconciled");
             }

@@ -121,3 +121,80 @@ async fn forwards_survive_the_daemon_and_a_libvirtd_restart() {
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     server.stop().await;
 }
+
+/// The host goes down hard (the daemon, libvirtd and QEMU killed) and comes back: the VM its
+/// owner left running runs again and answers SSH; the one its owner stopped, and the one
+/// shut down from inside the guest, stay stopped.
+#[tokio::test]
+#[ignore = "kills the shared libvirtd; run by scripts/test.sh on its own"]
+async fn running_vms_come_back_after_the_host_goes_down() {
+    use kvmctl_testkit::daemon::{self, Sweep};
+    let netns = std::env::var("KVMCTL_NETNS").expect("run with scripts/test.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-back", "kt-kept", "kt-off"], &["kt-back-img"]);
+    let cfg = Config { restart_stagger_seconds: 1, ..daemon::config(d) };
+    let (server, client) = daemon::start(&cfg).await;
+    daemon::tiny_image(&client, d, "kt-back-img").await;
+    for name in ["kt-back", "kt-kept", "kt-off"] {
+        client.vm_create(&daemon::tiny_vm(name, "kt-back-img", vec![])).await.unwrap();
+    }
+    client.vm_wait("kt-back", "ssh", 300).await.unwrap();
+    // Shut down behind kvmctl's back (the guest's ACPI power button; libvirt records a
+    // shutdown, as when the guest powers itself off): its owner's choice.
+    client.vm_wait("kt-off", "ssh", 300).await.unwrap();
+    kvmctl_libvirt::Node::domain_shutdown(&sweep.node, "kt-off").unwrap();
+    let mut off = None;
+    for _ in 0..1200 {
+        let vm = client.vm_get("kt-off").await.unwrap();
+        if vm.state == "stopped" {
+            off = None;
+            break;
+        }
+        off = Some(vm);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(off.is_none(), "kt-off did not power off: {off:?}");
+    let stop = kvmctl_types::api::VmStopRequest { force: true, timeout_seconds: None };
+    assert_eq!(client.vm_stop("kt-kept", &stop).await.unwrap().state, "stopped");
+
+    // Down hard: no daemon, then libvirtd killed, then QEMU killed behind its back.
+    server.stop().await;
+    let _restart = Restart(netns.clone());
+    sh(&format!("{MAIN_PID}; kill -9 $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done"));
+    sh("pid=$(pgrep -f 'guest=kt-back[,]'); kill -9 $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done");
+    sh(&format!("ip netns exec {netns} libvirtd -d"));
+
+    // Back up: the daemon finds kt-back shut off by a failure and starts it; its new boot is
+    // watched from the start, up to the guest's SSH server answering through its forward.
+    // (The tiny guest makes a new host key every boot, so kvmctl rightly refuses a login.)
+    let (server, client) = daemon::start(&cfg).await;
+    let mut last = None;
+    for _ in 0..1200 {
+        let vm = client.vm_get("kt-back").await.unwrap();
+        if vm.state == "running" && vm.readiness.iter().any(|s| s.stage == "ssh_banner") {
+            last = None;
+            break;
+        }
+        last = Some(vm);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(last.is_none(), "kt-back did not come back: {last:?}");
+    let kept = client.vm_get("kt-kept").await.unwrap();
+    assert_eq!(kept.state, "stopped", "a VM its owner stopped stays stopped: {kept:?}");
+    let off = client.vm_get("kt-off").await.unwrap();
+    assert_eq!(off.state, "stopped", "a VM powered off from inside stays stopped: {off:?}");
+    assert!(server_metric(&client, "kvmctl_vm_restarts_total").await >= 1.0);
+
+    for name in ["kt-back", "kt-kept", "kt-off"] {
+        client.vm_delete(name, false).await.unwrap();
+    }
+    client.image_delete("kt-back-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}
+
+async fn server_metric(client: &Client, name: &str) -> f64 {
+    let text = client.metrics().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+}

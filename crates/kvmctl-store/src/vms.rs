@@ -241,6 +241,21 @@ impl DataStore {
         Ok(row.and_then(|r| r.try_get("cleanup_warned_at").ok().flatten()))
     }
 
+    /// Records whether the VM's owner wants it running (a boot sets it, a stop clears it).
+    pub async fn vm_run_wanted_set(&self, id: &VmId, wanted: bool) -> Result<(), StoreError> {
+        sqlx::query("UPDATE vms SET run_wanted = $1 WHERE id = $2").bind(wanted).bind(id.to_string()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Whether the VM's owner wants it running; `false` for a VM that no longer exists.
+    pub async fn vm_run_wanted(&self, id: &VmId) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT run_wanted FROM vms WHERE id = $1").bind(id.to_string()).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(r) => r.try_get("run_wanted")?,
+            None => false,
+        })
+    }
+
     /// Records the VM's address (when the one picked was taken meanwhile).
     pub async fn vm_set_ip(&self, id: &VmId, ip: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE vms SET ip = $1, updated_at = $2 WHERE id = $3")

@@ -12,6 +12,7 @@ pub mod nodes;
 pub mod plans;
 pub mod readiness;
 pub mod reconcile;
+pub mod restart;
 pub mod ssh;
 pub mod status;
 pub mod users;

@@ -14,6 +14,12 @@
 //!   unless a running domain on the node carries that id (another control plane's VM, whose
 //!   rules the libvirt hook wrote).
 //!
+//! - A VM its owner wants running (`run_wanted`: set by a boot, cleared by a stop) that a
+//!   failure shut off (QEMU killed, the host or libvirtd down: libvirt's shutoff reason) is
+//!   due to start again (`restarts_due`, started one at a time by `restart::run`). A VM shut
+//!   off by a request (a shutdown from inside the guest, a destroy) is its owner's choice:
+//!   it is no longer wanted running, and stays stopped through later restarts.
+//!
 //! It runs once when the daemon starts, before it serves, and then on a timer.
 
 use super::vms::{vm_state_of, vm_teardown};
@@ -32,6 +38,8 @@ pub struct ReconcileReport {
     pub networks_finished: Vec<String>,
     /// VM ids (table keys) whose firewall entry was written or removed.
     pub rules_repaired: Vec<String>,
+    /// VMs wanted running that a failure shut off: to be started again.
+    pub restarts_due: Vec<String>,
 }
 
 pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
@@ -39,10 +47,17 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
     let listed = blocking(move || node.domain_list()).await??;
     let running_ids: HashSet<String> =
         listed.iter().filter(|d| vm_state_of(d.state) == VmState::Running).map(|d| kvmctl_netfw::vm_key(&d.uuid)).collect();
-    // Domains by (node, name). Other nodes are listed through their connections; one that
-    // cannot be reached is left out, and its VMs keep their state until it answers again.
-    let mut domains: HashMap<(String, String), VmState> =
-        listed.into_iter().map(|d| ((super::nodes::LOCAL.to_owned(), d.name), vm_state_of(d.state))).collect();
+    // Domains by (node, name), with whether a failure shut them off. Other nodes are listed
+    // through their connections; one that cannot be reached is left out, and its VMs keep
+    // their state until it answers again.
+    let observed = |d: kvmctl_libvirt::DomainSummary| (d.name, (vm_state_of(d.state), d.failed_stop));
+    let mut domains: HashMap<(String, String), (VmState, bool)> = listed
+        .into_iter()
+        .map(|d| {
+            let (name, o) = observed(d);
+            ((super::nodes::LOCAL.to_owned(), name), o)
+        })
+        .collect();
     let mut unreachable: HashSet<String> = HashSet::new();
     for n in ctx.store.node_list().await? {
         if n.name.as_str() == super::nodes::LOCAL {
@@ -54,7 +69,10 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
             Err(e) => Err(e.to_string()),
         };
         match listed {
-            Ok(l) => domains.extend(l.into_iter().map(|d| ((name.clone(), d.name), vm_state_of(d.state)))),
+            Ok(l) => domains.extend(l.into_iter().map(|d| {
+                let (n, o) = observed(d);
+                ((name.clone(), n), o)
+            })),
             Err(error) => {
                 tracing::warn!(node = %name, %error, "cannot list the node's domains; its VMs keep their state");
                 unreachable.insert(name);
@@ -78,27 +96,38 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
                 tracing::warn!(vm = %rec.name, state = %rec.state, "finished an operation a crash interrupted");
             }
             state => {
-                let event = match domains.get(&(rec.node.clone(), rec.name.to_string())) {
-                    Some(VmState::Running) => VmEvent::ObservedRunning,
-                    Some(VmState::Stopped) => VmEvent::ObservedStopped,
+                let seen = domains.get(&(rec.node.clone(), rec.name.to_string())).copied();
+                let event = match seen {
+                    Some((VmState::Running, _)) => VmEvent::ObservedRunning,
+                    Some((VmState::Stopped, _)) => VmEvent::ObservedStopped,
                     Some(_) => VmEvent::ObservedCrashed,
                     None => VmEvent::ObservedVanished,
                 };
-                let Ok(next) = state.apply(event) else { continue };
-                if next == state {
-                    continue;
+                let next = state.apply(event).unwrap_or(state);
+                if next != state {
+                    let error = match event {
+                        VmEvent::ObservedVanished => Some(format!(
+                            "the libvirt domain disappeared behind kvmctl's back; `kvmctl vm delete {}` removes what is left",
+                            rec.name
+                        )),
+                        VmEvent::ObservedCrashed => Some("libvirt reports the domain crashed; see its console log".to_owned()),
+                        _ => None,
+                    };
+                    if ctx.vm_transition(&rec.name, state, next, error.as_deref()).await? {
+                        tracing::info!(vm = %rec.name, from = %state, to = %next, "state repaired from libvirt");
+                        report.states_changed.push((rec.name.to_string(), state, next));
+                    }
                 }
-                let error = match event {
-                    VmEvent::ObservedVanished => Some(format!(
-                        "the libvirt domain disappeared behind kvmctl's back; `kvmctl vm delete {}` removes what is left",
-                        rec.name
-                    )),
-                    VmEvent::ObservedCrashed => Some("libvirt reports the domain crashed; see its console log".to_owned()),
-                    _ => None,
-                };
-                if ctx.vm_transition(&rec.name, state, next, error.as_deref()).await? {
-                    tracing::info!(vm = %rec.name, from = %state, to = %next, "state repaired from libvirt");
-                    report.states_changed.push((rec.name.to_string(), state, next));
+                match seen {
+                    // Stopped by a request (from inside the guest, or a destroy): its owner's
+                    // choice, kept through later host and libvirtd restarts.
+                    Some((VmState::Stopped, false)) if state == VmState::Running => {
+                        ctx.store.vm_run_wanted_set(&rec.id, false).await?;
+                    }
+                    Some((VmState::Stopped, true)) if ctx.store.vm_run_wanted(&rec.id).await? => {
+                        report.restarts_due.push(rec.name.to_string());
+                    }
+                    _ => {}
                 }
             }
         }

@@ -602,6 +602,7 @@ async fn vm_build(
     let node = conn;
     let n = rec.name.to_string();
     blocking(move || node.domain_start(&n)).await??;
+    ctx.store.vm_run_wanted_set(&rec.id, true).await?;
     ctx.failpoints.hit("create.start").await?;
     forwards::rules_apply(ctx, rec).await?;
     ctx.failpoints.hit("create.rules").await?;
@@ -763,6 +764,7 @@ async fn vm_boot(
     let result = blocking(move || call(&node, &n)).await?.map_err(Error::from);
     let result = match result {
         Ok(()) => {
+            ctx.store.vm_run_wanted_set(&rec.id, true).await?;
             readiness::boot_started(ctx, &rec).await?;
             forwards::rules_apply(ctx, &rec).await
         }
@@ -814,6 +816,8 @@ pub async fn vm_stop(ctx: &Context, caller: &Caller, name: &str, req: VmStopRequ
     let _busy = ctx.vm_lock(&name, "stopping").await?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     let during = vm_begin(ctx, &rec, VmEvent::Stop).await?;
+    // Stopped by its owner: it stays stopped through host and libvirtd restarts.
+    ctx.store.vm_run_wanted_set(&rec.id, false).await?;
     let node = ctx.node_conn(&rec.node).await?;
     let n = name.to_string();
     let result = blocking(move || -> Result<(), NodeError> {
