@@ -130,6 +130,20 @@ pub fn doctor(f: &HostFacts) -> DoctorReport {
         Some(s) => check("libvirt.pool", Fail, format!("storage pool over {}: {}", f.pool_path, state_words(&s)), install, true),
         None => check("libvirt.pool", Fail, format!("kvmctl's storage pool (over {}) does not exist", f.pool_path), install, true),
     });
+    c.push(match f.libvirt.as_ref().and_then(|l| l.clean_traffic) {
+        _ if !reachable => check("libvirt.nwfilter", Skipped, "libvirt unreachable", "", false),
+        Some(true) => check("libvirt.nwfilter", Pass, "network filter clean-traffic is defined (guests cannot spoof neighbours)", "", false),
+        _ => check(
+            "libvirt.nwfilter",
+            Warn,
+            "libvirt has no clean-traffic network filter: VMs cannot start while the daemon's nic_filter names it",
+            match f.os.family() {
+                Some(crate::facts::Family::Dnf) => "dnf install libvirt-daemon-config-nwfilter libvirt-daemon-driver-nwfilter (or nic_filter = \"\" in the daemon's config: no spoofing protection)",
+                _ => "apt-get install libvirt-daemon-config-nwfilter (or nic_filter = \"\" in the daemon's config: no spoofing protection)",
+            },
+            false,
+        ),
+    });
     c.push(match f.hook {
         Some(true) => check("libvirt.hook", Pass, format!("{} is kvmctl's", crate::HOOK_PATH), "", false),
         Some(false) => check(
@@ -288,6 +302,7 @@ mod tests {
                 error: None,
                 default_network: Some(StateFact { active: true, autostart: true }),
                 pool: Some(StateFact { active: true, autostart: true }),
+                clean_traffic: Some(true),
             }),
             tools,
             ovmf: vec!["/usr/share/OVMF/OVMF_CODE_4M.fd".into()],
@@ -339,6 +354,7 @@ mod tests {
             error: Some("no socket".into()),
             default_network: None,
             pool: None,
+            clean_traffic: None,
         });
         f.virtlogd_running = false;
         f.qemu = None;

@@ -42,6 +42,10 @@ pub struct LibvirtFacts {
     /// kvmctl's storage pool.
     #[serde(default)]
     pub pool: Option<StateFact>,
+    /// Whether libvirt defines the `clean-traffic` network filter the daemon puts on every
+    /// VM's NIC (`None`: not known).
+    #[serde(default)]
+    pub clean_traffic: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +152,7 @@ pub fn packages_for(family: Family) -> &'static [&'static str] {
             "qemu-system-x86",
             "qemu-utils",
             "libvirt-daemon-system",
+            "libvirt-daemon-config-nwfilter",
             "libvirt-clients",
             "dnsmasq-base",
             "nftables",
@@ -155,9 +160,18 @@ pub fn packages_for(family: Family) -> &'static [&'static str] {
             "swtpm",
             "swtpm-tools",
         ],
-        Family::Dnf => {
-            &["qemu-kvm", "qemu-img", "libvirt-daemon-kvm", "libvirt-client", "dnsmasq", "nftables", "edk2-ovmf", "swtpm", "swtpm-tools"]
-        }
+        Family::Dnf => &[
+            "qemu-kvm",
+            "qemu-img",
+            "libvirt-daemon-kvm",
+            "libvirt-daemon-config-nwfilter",
+            "libvirt-client",
+            "dnsmasq",
+            "nftables",
+            "edk2-ovmf",
+            "swtpm",
+            "swtpm-tools",
+        ],
     }
 }
 
@@ -372,10 +386,17 @@ fn libvirt_facts(uri: &str, pool: &str) -> LibvirtFacts {
             error: None,
             default_network: node.network_state("default").ok().flatten().map(Into::into),
             pool: node.pool_state(pool).ok().flatten().map(Into::into),
+            clean_traffic: node.nwfilter_exists("clean-traffic").ok(),
         },
-        Err(e) => {
-            LibvirtFacts { uri: uri.into(), reachable: false, version: None, error: Some(e.to_string()), default_network: None, pool: None }
-        }
+        Err(e) => LibvirtFacts {
+            uri: uri.into(),
+            reachable: false,
+            version: None,
+            error: Some(e.to_string()),
+            default_network: None,
+            pool: None,
+            clean_traffic: None,
+        },
     }
 }
 

@@ -147,6 +147,8 @@ pub trait Node: Send + Sync {
     /// Replaces kvmctl's metadata element (namespace [`xml::METADATA_NS`]) in the domain's
     /// persistent definition and, when it runs, in the live one too.
     fn domain_metadata_set(&self, name: &str, element_xml: &str) -> Result<(), NodeError>;
+    /// Whether the node defines the network filter (nwfilter) `name`.
+    fn nwfilter_exists(&self, name: &str) -> Result<bool, NodeError>;
     /// Names of every network, defined or transient.
     fn network_list(&self) -> Result<Vec<String>, NodeError>;
 }
@@ -758,6 +760,14 @@ impl Node for LibvirtNode {
             d.set_metadata(virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(element_xml), Some("kvmctl"), Some(xml::METADATA_NS), flags)
                 .map_err(err)
                 .map(drop)
+        })
+    }
+
+    fn nwfilter_exists(&self, name: &str) -> Result<bool, NodeError> {
+        self.with_conn(|c| match virt::nwfilter::NWFilter::lookup_by_name(c, name) {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == virt::error::ErrorNumber::NoNwfilter => Ok(false),
+            Err(e) => Err(NodeError::from_virt("look up", "network filter", name, e)),
         })
     }
 

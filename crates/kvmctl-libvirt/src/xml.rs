@@ -113,6 +113,17 @@ pub struct Nic {
     pub source: NicSource,
     /// `52:54:00:..`-style MAC; libvirt picks one when absent.
     pub mac: Option<String>,
+    /// A libvirt network filter (nwfilter) on the NIC. Not on `Direct` NICs (libvirt cannot
+    /// filter macvtap), where it is left out.
+    pub filter: Option<NicFilter>,
+}
+
+/// An nwfilter by name, such as `clean-traffic` (no MAC, IP or ARP spoofing), with the one
+/// IPv4 address the guest may use; without one, libvirt learns it from the guest's DHCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicFilter {
+    pub name: String,
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 /// kvmctl's own record inside the domain, so a node alone tells which VM a domain is.
@@ -311,6 +322,14 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
             d.empty("source", &[(source.0, &checked("network", source.1)?)])?;
         }
         d.empty("model", &[("type", "virtio")])?;
+        if let Some(f) = nic.filter.as_ref().filter(|_| kind != "direct") {
+            d.open("filterref", &[("filter", &checked("network filter", &f.name)?)])?;
+            match f.ip {
+                Some(ip) => d.empty("parameter", &[("name", "IP"), ("value", &ip.to_string())])?,
+                None => d.empty("parameter", &[("name", "CTRL_IP_LEARNING"), ("value", "dhcp")])?,
+            }
+            d.close("filterref")?;
+        }
         d.close("interface")?;
     }
     d.open("serial", &[("type", "pty")])?;

@@ -99,6 +99,10 @@ pub struct Config {
     pub user_network_pools: Vec<String>,
     /// Most networks one user (role `user`) may have.
     pub networks_per_user: u64,
+    /// libvirt network filter (nwfilter) on every VM's NIC on a network or bridge; empty
+    /// for none. The default, `clean-traffic`, stops a guest from using another's MAC, IP or
+    /// ARP identity (and passes only IPv4 and ARP).
+    pub nic_filter: String,
     /// Most bytes of output `vm exec` keeps (stdout and stderr together); past it the command
     /// is cut off and the answer says `truncated`. The guest decides how much it prints.
     pub exec_output_max_bytes: u64,
@@ -166,6 +170,7 @@ impl Default for Config {
             tls_key: None,
             user_network_pools: vec!["10.200.0.0/16".into()],
             networks_per_user: 4,
+            nic_filter: "clean-traffic".into(),
             exec_output_max_bytes: 8 << 20,
             sessions_per_vm: 4,
             sessions_per_user: 16,

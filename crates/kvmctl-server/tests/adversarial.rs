@@ -515,3 +515,77 @@ async fn networks_follow_the_address_policy() {
     dave.network_delete(&mine).await.unwrap();
     erin.network_delete(&theirs).await.unwrap();
 }
+
+/// What the host received from `mac` with source `ip` (a counter of the namespace's input).
+fn host_received(table: &str, ip: &str) -> u64 {
+    let out = std::process::Command::new("nft").args(["list", "table", "inet", table]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains(&format!("ip saddr {ip} "))).unwrap_or_else(|| panic!("no rule for {ip}: {text}"));
+    line.split_whitespace().skip_while(|w| *w != "packets").nth(1).and_then(|n| n.parse().ok()).unwrap()
+}
+
+fn nft(script: &str) {
+    let st = std::process::Command::new("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().and_then(|mut c| {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(script.as_bytes())?;
+        c.wait()
+    });
+    assert!(st.unwrap().success(), "nft -f failed: {script}");
+}
+
+/// Tenants share networks: a guest (here with root in it) cannot send with a neighbour's IP
+/// address or claim it over ARP. Every NIC carries libvirt's `clean-traffic` filter bound to
+/// the VM's reserved address. The host counts what reaches it from the spoofer's MAC: its
+/// own address gets through, the neighbour's never does, and the host still maps the
+/// neighbour's address to the neighbour's MAC.
+#[tokio::test]
+async fn a_guest_cannot_use_a_neighbours_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-victim", "kt-spoofer"], &["kt-spoof-img"]);
+    let (server, client) = daemon::start(&daemon::config(d)).await;
+    daemon::tiny_image(&client, d, "kt-spoof-img").await;
+    let victim = client.vm_create(&daemon::tiny_vm("kt-victim", "kt-spoof-img", vec![])).await.unwrap();
+    let spoofer = client
+        .vm_create(&VmCreateRequest { user: Some("root".into()), ..daemon::tiny_vm("kt-spoofer", "kt-spoof-img", vec![]) })
+        .await
+        .unwrap();
+    client.vm_wait("kt-victim", "ssh", 300).await.unwrap();
+    client.vm_wait("kt-spoofer", "ssh", 300).await.unwrap();
+    let (vip, sip, smac) = (victim.ip.clone().unwrap(), spoofer.ip.clone().unwrap(), spoofer.mac.clone());
+    let vmac = victim.mac.clone();
+    // The host counts what arrives from the spoofer's MAC, by source address.
+    let table = "kt_spoof";
+    let _ = std::process::Command::new("nft").args(["delete", "table", "inet", table]).status();
+    nft(&format!(
+        "table inet {table} {{\n chain c {{\n  type filter hook input priority -300; policy accept;\n  \
+         ether saddr {smac} ip saddr {vip} counter\n  ether saddr {smac} ip saddr {sip} counter\n }}\n}}\n"
+    ));
+    // The host knows the victim's MAC (it reaches its SSH server).
+    std::net::TcpStream::connect_timeout(&format!("{vip}:22").parse().unwrap(), std::time::Duration::from_secs(30)).unwrap();
+
+    let gw = "10.77.0.1";
+    let attack = format!(
+        "ping -c 2 -W 1 {gw} >/dev/null; ip addr add {vip}/32 dev eth0; \
+         ping -c 3 -W 1 -I {vip} {gw} >/dev/null; arping -U -c 3 -I eth0 -s {vip} {gw} >/dev/null; \
+         ip addr del {vip}/32 dev eth0; ping -c 2 -W 1 {gw} >/dev/null; id -u"
+    );
+    let out = exec(&client, "kt-spoofer", &attack).await;
+    assert_eq!(out.stdout.trim(), "0", "the attack runs as root in the guest: {out:?}");
+
+    let (spoofed, own) = (host_received(table, &vip), host_received(table, &sip));
+    let neigh = std::process::Command::new("ip").args(["neigh", "show", &vip]).output().unwrap();
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_lowercase();
+    let _ = std::process::Command::new("nft").args(["delete", "table", "inet", table]).status();
+    assert!(own > 0, "the spoofer's own traffic reaches the host (else this test proves nothing)");
+    assert_eq!(spoofed, 0, "packets with the neighbour's address got through");
+    assert!(!neigh.contains(&smac.to_lowercase()), "the host maps {vip} to the spoofer: {neigh}");
+    assert!(neigh.contains(&vmac.to_lowercase()) || neigh.is_empty() || !neigh.contains("lladdr"), "{neigh}");
+
+    for name in ["kt-victim", "kt-spoofer"] {
+        client.vm_delete(name, false).await.unwrap();
+    }
+    client.image_delete("kt-spoof-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}

@@ -17,7 +17,9 @@ use super::forwards::{self, Attachment};
 use super::{blocking, images, parse_name, readiness, ssh, Context};
 use kvmctl_core::Caller;
 use kvmctl_core::{Error, VmEvent, VmState};
-use kvmctl_libvirt::xml::{self, Boot, Disk, DiskFormat, DomainSpec, DomainType, Firmware, Metadata, Nic, NicSource, VolumeSpec};
+use kvmctl_libvirt::xml::{
+    self, Boot, Disk, DiskFormat, DomainSpec, DomainType, Firmware, Metadata, Nic, NicFilter, NicSource, VolumeSpec,
+};
 use kvmctl_libvirt::{DomainState, Node, NodeError};
 use kvmctl_store::{ImageRecord, Scope, VmRecord};
 use kvmctl_types::api::{Vm, VmCreateRequest, VmResizeRequest, VmStopRequest};
@@ -238,6 +240,10 @@ fn domain_spec(
                 Attachment::Macvtap(d) => NicSource::Direct(d),
             },
             mac: Some(rec.mac.clone()),
+            // No spoofing of a neighbour's MAC, IP or ARP on a shared network: the guest may
+            // use its reserved address only (or the one its DHCP gave it).
+            filter: (!ctx.config.nic_filter.is_empty())
+                .then(|| NicFilter { name: ctx.config.nic_filter.clone(), ip: rec.ip.as_deref().and_then(|i| i.parse().ok()) }),
         }],
         serial_log: Some(serial_log_on_node(ctx, rec)),
         vnc_password: Some(rec.vnc_password.clone()),
