@@ -6,6 +6,10 @@
 //!   file, floods its serial console into a console session that does not read, and opens
 //!   more sessions than allowed; the daemon's peak resident memory stays bounded (the figure
 //!   is printed, and recorded in bench/README.md) and other requests are still answered.
+//! - `a_guest_cannot_use_a_neighbours_address`: a root guest sends with its neighbour's
+//!   address and claims it over ARP; nothing of it reaches the host (`clean-traffic`).
+//! - `a_hostile_sftp_server_cannot_name_host_paths`: a guest's SFTP server lists `../..` and
+//!   absolute names, and a directory that never ends; each listing is refused.
 //! - `resize_is_admitted_like_create`: a user without custom sizing cannot resize by hand; a
 //!   resize past the quota or the node's capacity is refused and changes nothing; concurrent
 //!   resizes never exceed a quota together; keeping a disk is for admins.
@@ -556,7 +560,7 @@ async fn a_guest_cannot_use_a_neighbours_address() {
     let vmac = victim.mac.clone();
     // The host counts what arrives from the spoofer's MAC, by source address.
     let table = "kt_spoof";
-    let _ = std::process::Command::new("nft").args(["delete", "table", "inet", table]).status();
+    let _ = std::process::Command::new("nft").args(["delete", "table", "inet", table]).stderr(std::process::Stdio::null()).status();
     nft(&format!(
         "table inet {table} {{\n chain c {{\n  type filter hook input priority -300; policy accept;\n  \
          ether saddr {smac} ip saddr {vip} counter\n  ether saddr {smac} ip saddr {sip} counter\n }}\n}}\n"
@@ -586,6 +590,156 @@ async fn a_guest_cannot_use_a_neighbours_address() {
         client.vm_delete(name, false).await.unwrap();
     }
     client.image_delete("kt-spoof-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}
+
+/// A guest whose SFTP server lies: every path is a directory, and its listings hold names
+/// that climb out of the copy (`../..`), absolute names, or never end.
+mod hostile_sftp {
+    use russh::server::{Auth, Msg, Session};
+    use russh::{Channel, ChannelId};
+    use russh_sftp::protocol::{Attrs, File, FileAttributes, Handle, Name, Status, StatusCode, Version};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    /// Serves SSH on `listener`, accepting any key, with the hostile SFTP server below.
+    pub async fn serve(listener: tokio::net::TcpListener, host_key: russh::keys::PrivateKey) {
+        let config = Arc::new(russh::server::Config { keys: vec![host_key], ..Default::default() });
+        while let Ok((stream, _)) = listener.accept().await {
+            let config = config.clone();
+            tokio::spawn(async move {
+                if let Ok(running) = russh::server::run_stream(config, stream, Ssh::default()).await {
+                    let _ = running.await;
+                }
+            });
+        }
+    }
+
+    #[derive(Default)]
+    struct Ssh(Arc<Mutex<HashMap<ChannelId, Channel<Msg>>>>);
+
+    impl russh::server::Handler for Ssh {
+        type Error = russh::Error;
+
+        async fn auth_publickey(&mut self, _: &str, _: &russh::keys::PublicKey) -> Result<Auth, Self::Error> {
+            Ok(Auth::Accept)
+        }
+
+        async fn channel_open_session(&mut self, channel: Channel<Msg>, _: &mut Session) -> Result<bool, Self::Error> {
+            self.0.lock().unwrap().insert(channel.id(), channel);
+            Ok(true)
+        }
+
+        async fn subsystem_request(&mut self, id: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+            let channel = self.0.lock().unwrap().remove(&id);
+            match channel {
+                Some(channel) if name == "sftp" => {
+                    session.channel_success(id)?;
+                    tokio::spawn(russh_sftp::server::run(channel.into_stream(), Sftp::default()));
+                }
+                _ => session.channel_failure(id)?,
+            }
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Sftp {
+        /// How many listing replies each open directory has had.
+        replies: HashMap<String, u32>,
+    }
+
+    fn dir() -> FileAttributes {
+        let mut a = FileAttributes::default();
+        a.set_dir(true);
+        a
+    }
+
+    impl russh_sftp::server::Handler for Sftp {
+        type Error = StatusCode;
+
+        fn unimplemented(&self) -> Self::Error {
+            StatusCode::OpUnsupported
+        }
+
+        async fn init(&mut self, _: u32, _: HashMap<String, String>) -> Result<Version, Self::Error> {
+            Ok(Version::new())
+        }
+
+        async fn stat(&mut self, id: u32, _: String) -> Result<Attrs, Self::Error> {
+            Ok(Attrs { id, attrs: dir() })
+        }
+
+        async fn lstat(&mut self, id: u32, _: String) -> Result<Attrs, Self::Error> {
+            Ok(Attrs { id, attrs: dir() })
+        }
+
+        async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
+            self.replies.insert(path.clone(), 0);
+            Ok(Handle { id, handle: path })
+        }
+
+        async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
+            let n = self.replies.entry(handle.clone()).or_default();
+            *n += 1;
+            let names: Vec<String> = match (handle.as_str(), *n) {
+                ("/climb", 1) => vec!["fine".into(), "../../root/.ssh/authorized_keys".into()],
+                ("/absolute", 1) => vec!["/etc/shadow".into()],
+                ("/endless", n) => (0..500).map(|i| format!("f{n}-{i}")).collect(),
+                _ => return Err(StatusCode::Eof),
+            };
+            Ok(Name { id, files: names.into_iter().map(|f| File::new(f, FileAttributes::default())).collect() })
+        }
+
+        async fn close(&mut self, id: u32, _: String) -> Result<Status, Self::Error> {
+            Ok(Status { id, status_code: StatusCode::Ok, error_message: "Ok".into(), language_tag: "en-US".into() })
+        }
+    }
+}
+
+/// `vm cp NAME:/dir` against a guest whose SFTP server lies (its SSH connection is turned to
+/// a hostile server in this test): names that climb out (`../..`) or are absolute refuse the
+/// listing, and a listing that never ends is cut off after 10,000 entries instead of being
+/// read whole; the daemon answers 409 each time and keeps serving.
+#[tokio::test]
+async fn a_hostile_sftp_server_cannot_name_host_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-sftp"], &["kt-sftp-img"]);
+    let (server, client) = daemon::start(&daemon::config(d)).await;
+    daemon::tiny_image(&client, d, "kt-sftp-img").await;
+    let vm = client.vm_create(&VmCreateRequest { no_start: true, ..daemon::tiny_vm("kt-sftp", "kt-sftp-img", vec![]) }).await.unwrap();
+    let ip = vm.ip.clone().expect("a reserved address");
+
+    // The guest's SSH is the hostile server: connections from this host to its port 22 go to
+    // a local listener (set before the VM starts, so the very first login meets it).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (key, _) = kvmctl_testkit::keypair(d);
+    let host_key = russh::keys::load_secret_key(&key, None).unwrap();
+    let hostile = tokio::spawn(hostile_sftp::serve(listener, host_key));
+    let table = "kt_sftp";
+    let _ = std::process::Command::new("nft").args(["delete", "table", "ip", table]).stderr(std::process::Stdio::null()).status();
+    nft(&format!(
+        "table ip {table} {{\n chain out {{\n  type nat hook output priority -100; policy accept;\n  \
+         ip daddr {ip} tcp dport 22 dnat to 127.0.0.1:{port}\n }}\n}}\n"
+    ));
+    client.vm_start("kt-sftp").await.unwrap();
+    client.vm_wait("kt-sftp", "ssh", 300).await.unwrap();
+
+    let refused = |r: Result<kvmctl_client::GuestFile, ClientError>| api_err(r.expect_err("the listing is refused"));
+    for (path, says) in [("/climb", "not a plain file name"), ("/absolute", "not a plain file name"), ("/endless", "more than 10000")] {
+        let (status, body) = refused(client.vm_file_get("kt-sftp", path).await);
+        assert_eq!(status, 409, "{path}: {body:?}");
+        assert!(body.message.contains(says), "{path}: {body:?}");
+    }
+    assert!(client.status().await.is_ok(), "the daemon keeps serving");
+
+    let _ = std::process::Command::new("nft").args(["delete", "table", "ip", table]).status();
+    hostile.abort();
+    client.vm_delete("kt-sftp", false).await.unwrap();
+    client.image_delete("kt-sftp-img").await.unwrap();
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     server.stop().await;
 }

@@ -80,8 +80,7 @@ pub async fn vm_file_get(ctx: &Context, caller: &kvmctl_core::Caller, name: &str
     let opened = async {
         let meta = sftp.metadata(path).await.map_err(|e| Error::NotFound { kind: "guest file", name: format!("{name}:{path} ({e})") })?;
         if meta.is_dir() {
-            let entries = sftp.read_dir(path).await.map_err(|e| Error::Conflict(format!("cannot list {path} in {name}: {e}")))?;
-            return listing(&name, path, entries.map(|e| (e.file_name(), e.metadata().is_dir(), e.metadata().len()))).map(Err);
+            return list_dir(&session, &name, path).await.map(Err);
         }
         let file = sftp.open(path).await.map_err(|e| Error::Conflict(format!("cannot open {path} in {name}: {e}")))?;
         Ok(Ok((meta.len(), file)))
@@ -126,10 +125,40 @@ pub async fn vm_file_get(ctx: &Context, caller: &kvmctl_core::Caller, name: &str
 /// Most entries of one guest directory listed.
 const LISTING_MAX: usize = 10_000;
 
-/// A guest's directory listing as entries, refusing names that are not one plain path
-/// component and listings longer than `LISTING_MAX`.
-fn listing(vm: &Name, path: &str, entries: impl Iterator<Item = (String, bool, u64)>) -> Result<Vec<GuestFileEntry>, Error> {
-    let mut out: Vec<GuestFileEntry> = Vec::new();
+/// Reads the guest's directory at `path` a reply at a time, so a guest that sends endless or
+/// hostile entries is refused before they are all read: every name is checked as it comes
+/// (one plain path component) and the listing ends after `LISTING_MAX` entries.
+async fn list_dir(session: &super::ssh::Session, vm: &Name, path: &str) -> Result<Vec<GuestFileEntry>, Error> {
+    let failed = |e: String| Error::Conflict(format!("cannot list {path} in {vm}: {e}"));
+    let raw = session.sftp_raw().await.map_err(failed)?;
+    let handle = raw.opendir(path).await.map_err(|e| failed(e.to_string()))?.handle;
+    let mut out = Vec::new();
+    let result = loop {
+        match raw.readdir(handle.as_str()).await {
+            Ok(batch) => {
+                let entries = batch.files.into_iter().map(|f| (f.filename, f.attrs.is_dir(), f.attrs.size.unwrap_or(0)));
+                if let Err(e) = listing_add(&mut out, vm, path, entries) {
+                    break Err(e);
+                }
+            }
+            Err(russh_sftp::client::error::Error::Status(s)) if s.status_code == russh_sftp::protocol::StatusCode::Eof => break Ok(()),
+            Err(e) => break Err(failed(e.to_string())),
+        }
+    };
+    let _ = raw.close(handle).await;
+    result?;
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Adds a guest's directory entries to a listing, refusing names that are not one plain
+/// path component and listings longer than `LISTING_MAX`.
+fn listing_add(
+    out: &mut Vec<GuestFileEntry>,
+    vm: &Name,
+    path: &str,
+    entries: impl Iterator<Item = (String, bool, u64)>,
+) -> Result<(), Error> {
     for (entry, dir, size) in entries {
         if entry == "." || entry == ".." {
             continue;
@@ -147,8 +176,7 @@ fn listing(vm: &Name, path: &str, entries: impl Iterator<Item = (String, bool, u
         }
         out.push(GuestFileEntry { name: entry, dir, size });
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -166,13 +194,17 @@ mod tests {
     #[test]
     fn a_hostile_listing_is_refused_whole() {
         let vm = kvmctl_types::Name::parse("vm").unwrap();
-        let ok = super::listing(&vm, "/d", [(".".into(), true, 0), ("b".into(), false, 1), ("a".into(), true, 0)].into_iter()).unwrap();
-        assert_eq!(ok.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        let listing = |entries: Vec<(String, bool, u64)>| {
+            let mut out = Vec::new();
+            super::listing_add(&mut out, &vm, "/d", entries.into_iter()).map(|()| out)
+        };
+        let ok = listing(vec![(".".into(), true, 0), ("b".into(), false, 1), ("a".into(), true, 0)]).unwrap();
+        assert_eq!(ok.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["b", "a"]);
         for bad in ["../../root/.ssh/authorized_keys", "/etc/shadow"] {
-            let e = super::listing(&vm, "/d", [("a".into(), false, 1), (bad.into(), false, 1)].into_iter()).unwrap_err();
+            let e = listing(vec![("a".into(), false, 1), (bad.into(), false, 1)]).unwrap_err();
             assert!(e.to_string().contains("not a plain file name"), "{e}");
         }
-        let many = (0..=super::LISTING_MAX).map(|i| (format!("f{i}"), false, 0));
-        assert!(super::listing(&vm, "/d", many).unwrap_err().to_string().contains("more than"));
+        let many = (0..=super::LISTING_MAX).map(|i| (format!("f{i}"), false, 0)).collect();
+        assert!(listing(many).unwrap_err().to_string().contains("more than"));
     }
 }

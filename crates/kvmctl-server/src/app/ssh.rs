@@ -207,6 +207,17 @@ impl Session {
         Ok((sftp, self))
     }
 
+    /// The SFTP subsystem at the protocol level, on a channel of its own: for reading a
+    /// directory a reply at a time (the high-level `read_dir` holds every entry the guest
+    /// sends before returning).
+    pub(crate) async fn sftp_raw(&self) -> Result<russh_sftp::client::RawSftpSession, String> {
+        let channel = self.0.channel_open_session().await.map_err(|e| e.to_string())?;
+        channel.request_subsystem(true, "sftp").await.map_err(|e| e.to_string())?;
+        let raw = russh_sftp::client::RawSftpSession::new(channel.into_stream());
+        raw.init().await.map_err(|e| format!("SFTP: {e}"))?;
+        Ok(raw)
+    }
+
     /// Counts this session against the VM's and the user's limits while it lives.
     pub(crate) fn hold(mut self, guard: super::SessionGuard) -> Self {
         self.2 = Some(guard);
