@@ -15,4 +15,5 @@ mod server;
 pub mod tls;
 
 pub use config::Config;
+pub use http::route_list;
 pub use server::{RunningServer, ServeError};

@@ -22,7 +22,7 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::MethodRouter;
 use axum::Router;
 use std::sync::Arc;
 
@@ -32,44 +32,87 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Clone, Debug)]
 pub(crate) struct RequestId(pub String);
 
+/// One route: method, path, handler.
+type Route = (&'static str, &'static str, MethodRouter<Arc<Context>>);
+
+/// A route whose method name and method router come from one word, so they cannot differ.
+macro_rules! route {
+    ($method:ident $path:literal, $handler:path) => {
+        (stringify!($method), $path, axum::routing::$method($handler))
+    };
+}
+
+/// Every route the daemon serves, one row per method and path. The router is built from
+/// this list alone, so what it serves can be enumerated (`route_list`): the authorization
+/// test walks every row, and the OpenAPI test checks each is documented.
+fn routes() -> Vec<Route> {
+    vec![
+        route!(get "/v1/status", status::status_get),
+        route!(get "/metrics", metrics::metrics),
+        route!(get "/v1/host", host::host_get),
+        route!(get "/v1/images", images::image_list),
+        route!(post "/v1/images", images::image_import),
+        route!(get "/v1/images/{name}", images::image_get),
+        route!(delete "/v1/images/{name}", images::image_delete),
+        route!(get "/v1/plans", plans::plan_list),
+        route!(post "/v1/plans", plans::plan_create),
+        route!(get "/v1/plans/{name}", plans::plan_get),
+        route!(patch "/v1/plans/{name}", plans::plan_update),
+        route!(get "/v1/whoami", users::whoami),
+        route!(get "/v1/events", events::events),
+        route!(get "/v1/users", users::user_list),
+        route!(post "/v1/users", users::user_create),
+        route!(get "/v1/users/{name}", users::user_get),
+        route!(patch "/v1/users/{name}", users::user_update),
+        route!(get "/v1/users/{name}/quota", users::quota_get),
+        route!(put "/v1/users/{name}/quota", users::quota_set),
+        route!(get "/v1/tokens", users::token_list),
+        route!(post "/v1/tokens", users::token_create),
+        route!(delete "/v1/tokens/{id}", users::token_revoke),
+        route!(get "/v1/audit", users::audit_list),
+        route!(get "/v1/usage", users::usage_list),
+        route!(get "/v1/networks", networks::network_list),
+        route!(post "/v1/networks", networks::network_create),
+        route!(get "/v1/networks/{name}", networks::network_get),
+        route!(delete "/v1/networks/{name}", networks::network_delete),
+        route!(get "/v1/port-pools", networks::port_pool_list),
+        route!(get "/v1/nodes", nodes::node_list),
+        route!(post "/v1/nodes", nodes::node_add),
+        route!(get "/v1/gc", nodes::gc_report),
+        route!(post "/v1/gc", nodes::gc_clean),
+        route!(get "/v1/nodes/{name}", nodes::node_get),
+        route!(patch "/v1/nodes/{name}", nodes::node_update),
+        route!(delete "/v1/nodes/{name}", nodes::node_remove),
+        route!(get "/v1/vms/{name}/forwards", networks::forward_list),
+        route!(post "/v1/vms/{name}/forwards", networks::forward_create),
+        route!(delete "/v1/vms/{name}/forwards/{protocol}/{host_port}", networks::forward_delete),
+        route!(get "/v1/vms", vms::vm_list),
+        route!(post "/v1/vms", vms::vm_create),
+        route!(get "/v1/vms/{name}", vms::vm_get),
+        route!(delete "/v1/vms/{name}", vms::vm_delete),
+        route!(post "/v1/vms/{name}/start", vms::vm_start),
+        route!(post "/v1/vms/{name}/stop", vms::vm_stop),
+        route!(post "/v1/vms/{name}/reboot", vms::vm_reboot),
+        route!(post "/v1/vms/{name}/resize", vms::vm_resize),
+        route!(get "/v1/vms/{name}/wait", vms::vm_wait),
+        route!(post "/v1/vms/{name}/exec", vms::vm_exec),
+        route!(get "/v1/vms/{name}/console", terminal::vm_console),
+        route!(get "/v1/vms/{name}/console/log", terminal::vm_console_log),
+        route!(get "/v1/vms/{name}/ssh", terminal::vm_ssh),
+        route!(get "/v1/vms/{name}/files", terminal::vm_file_get),
+        route!(put "/v1/vms/{name}/files", terminal::vm_file_put),
+    ]
+}
+
+/// The method and path of every route the daemon serves.
+pub fn route_list() -> Vec<(String, &'static str)> {
+    routes().into_iter().map(|(method, path, _)| (method.to_uppercase(), path)).collect()
+}
+
 pub(crate) fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
-        .route("/v1/status", get(status::status_get))
-        .route("/metrics", get(metrics::metrics))
-        .route("/v1/host", get(host::host_get))
-        .route("/v1/images", get(images::image_list).post(images::image_import))
-        .route("/v1/images/{name}", get(images::image_get).delete(images::image_delete))
-        .route("/v1/plans", get(plans::plan_list).post(plans::plan_create))
-        .route("/v1/plans/{name}", get(plans::plan_get).patch(plans::plan_update))
-        .route("/v1/whoami", get(users::whoami))
-        .route("/v1/events", get(events::events))
-        .route("/v1/users", get(users::user_list).post(users::user_create))
-        .route("/v1/users/{name}", get(users::user_get).patch(users::user_update))
-        .route("/v1/users/{name}/quota", get(users::quota_get).put(users::quota_set))
-        .route("/v1/tokens", get(users::token_list).post(users::token_create))
-        .route("/v1/tokens/{id}", axum::routing::delete(users::token_revoke))
-        .route("/v1/audit", get(users::audit_list))
-        .route("/v1/usage", get(users::usage_list))
-        .route("/v1/networks", get(networks::network_list).post(networks::network_create))
-        .route("/v1/networks/{name}", get(networks::network_get).delete(networks::network_delete))
-        .route("/v1/port-pools", get(networks::port_pool_list))
-        .route("/v1/nodes", get(nodes::node_list).post(nodes::node_add))
-        .route("/v1/gc", get(nodes::gc_report).post(nodes::gc_clean))
-        .route("/v1/nodes/{name}", get(nodes::node_get).patch(nodes::node_update).delete(nodes::node_remove))
-        .route("/v1/vms/{name}/forwards", get(networks::forward_list).post(networks::forward_create))
-        .route("/v1/vms/{name}/forwards/{protocol}/{host_port}", axum::routing::delete(networks::forward_delete))
-        .route("/v1/vms", get(vms::vm_list).post(vms::vm_create))
-        .route("/v1/vms/{name}", get(vms::vm_get).delete(vms::vm_delete))
-        .route("/v1/vms/{name}/start", post(vms::vm_start))
-        .route("/v1/vms/{name}/stop", post(vms::vm_stop))
-        .route("/v1/vms/{name}/reboot", post(vms::vm_reboot))
-        .route("/v1/vms/{name}/resize", post(vms::vm_resize))
-        .route("/v1/vms/{name}/wait", get(vms::vm_wait))
-        .route("/v1/vms/{name}/exec", post(vms::vm_exec))
-        .route("/v1/vms/{name}/console", get(terminal::vm_console))
-        .route("/v1/vms/{name}/console/log", get(terminal::vm_console_log))
-        .route("/v1/vms/{name}/ssh", get(terminal::vm_ssh))
-        .route("/v1/vms/{name}/files", get(terminal::vm_file_get).put(terminal::vm_file_put))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth::audit))
