@@ -743,3 +743,45 @@ async fn a_hostile_sftp_server_cannot_name_host_paths() {
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     server.stop().await;
 }
+
+/// A failed create undoes only what it made: a volume of the VM's name that appears while
+/// the create runs (someone else's) survives the undo; the create's own volumes do not.
+#[tokio::test]
+async fn a_failed_create_removes_only_what_it_made() {
+    use kvmctl_libvirt::xml::{DiskFormat, VolumeSpec};
+    use kvmctl_libvirt::Node;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-mine"], &["kt-mine-img"]);
+    let go = d.join("go");
+    let cfg = kvmctl_server::Config { failpoints: format!("create.before_volumes=wait:{}", go.display()), ..daemon::config(d) };
+    let pool = cfg.pool.clone();
+    let (server, client) = daemon::start(&cfg).await;
+    daemon::tiny_image(&client, d, "kt-mine-img").await;
+    let c = client.clone();
+    let create = tokio::spawn(async move { c.vm_create(&daemon::tiny_vm("kt-mine", "kt-mine-img", vec![])).await });
+    // The create is past its name checks once its record exists; it now waits for `go`.
+    let mut recorded = false;
+    for _ in 0..1200 {
+        if client.vm_list().await.unwrap().iter().any(|v| v.name == "kt-mine") {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(recorded, "the create never recorded its VM");
+    let theirs = VolumeSpec { name: "kt-mine-root.qcow2".into(), capacity_bytes: 1 << 20, format: DiskFormat::Qcow2, backing: None };
+    sweep.node.volume_create(&pool, &theirs).unwrap();
+    std::fs::write(&go, b"").unwrap();
+
+    let (status, body) = api_err(create.await.unwrap().expect_err("the create meets a volume it did not make"));
+    assert!(status == 409 && body.message.contains("already exists"), "{body:?}");
+    assert!(sweep.node.volume_get(&pool, "kt-mine-root.qcow2").unwrap().is_some(), "the other volume was removed by the undo");
+    assert!(sweep.node.volume_get(&pool, "kt-mine-seed.iso").unwrap().is_none());
+    assert!(client.vm_list().await.unwrap().is_empty(), "nothing of the VM is left");
+
+    sweep.node.volume_delete(&pool, "kt-mine-root.qcow2").unwrap();
+    client.image_delete("kt-mine-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}

@@ -173,3 +173,61 @@ async fn ephemeral_vms_expire_and_long_stopped_vms_are_warned_then_deleted() {
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     server.stop().await;
 }
+
+/// Expiry deletes the VM it decided about, by id: a VM deleted and created again under the
+/// same name while the expiry was under way is not deleted by it.
+#[tokio::test]
+async fn expiry_never_deletes_a_vm_recreated_under_the_same_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-hy-same", "kt-hy-next"], &["kt-hy-same-img"]);
+    let go = d.join("go");
+    let cfg = kvmctl_server::Config { failpoints: format!("hygiene.expire=wait:{}", go.display()), ..daemon::config(d) };
+    let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let clock = Arc::new(ManualClock::new(t0));
+    let (server, c) = daemon::start_with_clock(&cfg, clock.clone()).await;
+    daemon::tiny_image(&c, d, "kt-hy-same-img").await;
+    let vm = |name: &str, ttl: u64| VmCreateRequest {
+        no_start: true,
+        no_ssh_forward: true,
+        ttl_seconds: Some(ttl),
+        ..daemon::tiny_vm(name, "kt-hy-same-img", vec![])
+    };
+    let mut events = c.events(None).await.unwrap();
+    c.vm_create(&vm("kt-hy-same", HOUR as u64)).await.unwrap();
+
+    // The expiry of kt-hy-same is announced and held; meanwhile its name is taken anew.
+    clock.advance(HOUR + 60);
+    event(&mut events, "vm.expired", "kt-hy-same").await;
+    c.vm_delete("kt-hy-same", false).await.unwrap();
+    event(&mut events, "vm.deleted", "kt-hy-same").await;
+    let again = c.vm_create(&vm("kt-hy-same", 100 * HOUR as u64)).await.unwrap();
+    // A VM that expires in the next pass: its deletion shows that pass ran, after this one.
+    c.vm_create(&vm("kt-hy-next", 60)).await.unwrap();
+    std::fs::write(&go, b"").unwrap();
+    // The held pass ends whenever it notices `go`; the clock moves a minute at a time until
+    // a later pass has run.
+    let mut next_deleted = false;
+    for _ in 0..120 {
+        clock.advance(60);
+        let wait = async {
+            while let Some(ev) = events.recv().await {
+                assert!(!(ev.kind == "vm.deleted" && ev.vm == "kt-hy-same"), "the expiry deleted the new kt-hy-same");
+                if ev.kind == "vm.deleted" && ev.vm == "kt-hy-next" {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(std::time::Duration::from_millis(500), wait).await.is_ok() {
+            next_deleted = true;
+            break;
+        }
+    }
+    assert!(next_deleted, "no later pass deleted kt-hy-next");
+    assert_eq!(c.vm_get("kt-hy-same").await.unwrap().id, again.id, "the new VM of that name is still there");
+
+    c.vm_delete("kt-hy-same", false).await.unwrap();
+    c.image_delete("kt-hy-same-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}

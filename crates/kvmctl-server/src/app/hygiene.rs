@@ -18,6 +18,7 @@ pub async fn pass(ctx: &Context) -> Result<(), Error> {
             if settled {
                 tracing::info!(vm = %v.name, owner = %v.owner, expired_at = at, "deleting an expired VM");
                 ctx.publish("vm.expired", &v.name, &v.owner, None, None, Some("its --ttl ran out; deleting it"));
+                ctx.failpoints.hit("hygiene.expire").await?;
                 match super::vms::vm_delete_by_id(ctx, &admin, v.name.as_str(), &v.id).await {
                     Ok(()) | Err(Error::NotFound { .. }) => {}
                     Err(e) => tracing::warn!(vm = %v.name, error = %e, "could not delete an expired VM; trying again next pass"),

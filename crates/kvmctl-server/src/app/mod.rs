@@ -248,8 +248,9 @@ impl Drop for VmGuard<'_> {
     }
 }
 
-/// Test hooks that make a named step fail (`error`), kill the daemon (`crash`) or wait two
-/// seconds (`pause`, to line up a race) right after the step; set by the `failpoints`
+/// Test hooks that make a named step fail (`error`), kill the daemon (`crash`), wait two
+/// seconds (`pause`, to line up a race) or wait until a file exists (`wait:PATH`: the test
+/// does its part, then creates the file) right after the step; set by the `failpoints`
 /// setting or `KVMCTL_FAILPOINTS=step=action,...` (e.g. `create.define=crash`). The
 /// failure-injection and kill tests use them; unset, they cost one map lookup per step.
 #[derive(Debug, Default)]
@@ -276,6 +277,16 @@ impl Failpoints {
             Some("pause") => {
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 Ok(())
+            }
+            Some(action) if action.starts_with("wait:") => {
+                let go = std::path::Path::new(&action["wait:".len()..]);
+                for _ in 0..12_000 {
+                    if go.exists() {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(Error::Internal(format!("failpoint {step} was never released ({} never appeared)", go.display())))
             }
             Some(_) => Err(Error::Internal(format!("failpoint {step} fired"))),
         }

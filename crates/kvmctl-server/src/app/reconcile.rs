@@ -89,7 +89,7 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
         }
         match rec.state {
             VmState::Creating | VmState::Deleting => {
-                vm_teardown(ctx, &rec, false).await?;
+                vm_teardown(ctx, &rec, false, None).await?;
                 ctx.store.vm_delete(&rec.name).await?;
                 let list = if rec.state == VmState::Creating { &mut report.creates_undone } else { &mut report.deletes_finished };
                 list.push(rec.name.to_string());

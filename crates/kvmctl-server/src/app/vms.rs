@@ -507,8 +507,9 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     let started = Instant::now();
     // Forwards are rules in the local node's firewall: VMs on other nodes get none.
     let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some() && rec.node == super::nodes::LOCAL;
-    let opts = BuildOptions { start: !req.no_start, ssh_forward };
-    match vm_build(ctx, &rec, &image, seed_iso, &vm_key, domain_type, opts).await {
+    let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward };
+    let mut made = Vec::new();
+    match vm_build(ctx, &rec, &image, opts, &mut made).await {
         Ok(state) => {
             ctx.vm_transition(&name, VmState::Creating, state, None).await?;
             tracing::info!(vm = %name, ?state, node = %rec.node, elapsed_ms = started.elapsed().as_millis() as u64, "VM created");
@@ -520,7 +521,7 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
         }
         Err(e) => {
             tracing::warn!(vm = %name, error = %e, "create failed; undoing");
-            vm_teardown(ctx, &rec, false).await?;
+            vm_teardown(ctx, &rec, false, Some(&made)).await?;
             ctx.store.vm_delete(&name).await?;
             Err(e)
         }
@@ -536,9 +537,12 @@ fn seed_field(field: &str) -> String {
     }
 }
 
-/// What create does beyond making the VM: start it, give it an SSH forward.
-#[derive(Debug, Clone, Copy)]
+/// What create puts on the node besides the record and image: the seed, the VM's key, the
+/// domain type; and what it does beyond making the VM: start it, give it an SSH forward.
 struct BuildOptions {
+    seed_iso: Vec<u8>,
+    vm_key: String,
+    domain_type: DomainType,
     start: bool,
     ssh_forward: bool,
 }
@@ -548,13 +552,11 @@ async fn vm_build(
     ctx: &Context,
     rec: &VmRecord,
     image: &ImageRecord,
-    seed_iso: Vec<u8>,
-    vm_key: &str,
-    domain_type: DomainType,
     opts: BuildOptions,
+    made: &mut Vec<String>,
 ) -> Result<VmState, Error> {
-    let BuildOptions { start, ssh_forward } = opts;
-    ssh::key_store(&ssh::key_path(&ctx.config.key_dir, &rec.id), vm_key)?;
+    let BuildOptions { seed_iso, vm_key, domain_type, start, ssh_forward } = opts;
+    ssh::key_store(&ssh::key_path(&ctx.config.key_dir, &rec.id), &vm_key)?;
     ctx.failpoints.hit("create.reserve").await?;
     if ssh_forward {
         forwards::forward_allocate(ctx, rec, &ctx.pools, "ssh", kvmctl_netfw::Protocol::Tcp, 22).await?;
@@ -575,7 +577,9 @@ async fn vm_build(
         backing: Some((pool_dir.join(&image.volume), if image.format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 })),
     };
     let pool = rec.pool.clone();
+    ctx.failpoints.hit("create.before_volumes").await?;
     blocking(move || node.volume_create(&pool, &overlay)).await?.map_err(|e| super::volume_error(e, &rec.pool))?;
+    made.push(rec.root_volume.clone());
     ctx.failpoints.hit("create.root_volume").await?;
 
     let node = conn.clone();
@@ -583,6 +587,7 @@ async fn vm_build(
     blocking(move || node.volume_upload(&pool, &seed_vol, DiskFormat::Raw, &seed_iso))
         .await?
         .map_err(|e| super::volume_error(e, &rec.pool))?;
+    made.push(rec.seed_volume.clone());
     ctx.failpoints.hit("create.seed_volume").await?;
 
     if rec.node == super::nodes::LOCAL {
@@ -627,7 +632,10 @@ fn dhcp_host(rec: &VmRecord) -> Result<Option<String>, Error> {
 /// Removes whatever exists of a VM on its node: domain (stopped first), seed and (unless
 /// `keep_disk`) root volume, console and QEMU logs. Idempotent: what is already gone is
 /// skipped, so it undoes a create at any step and finishes an interrupted delete.
-pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) -> Result<(), Error> {
+///
+/// `made`: the volumes a failed create made itself, when it undoes its work: a volume of the
+/// VM's name that appeared meanwhile (someone else's) is left alone.
+pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, made: Option<&[String]>) -> Result<(), Error> {
     // A disk recorded as kept stays, also when a crash interrupted the delete that kept it.
     let keep_disk = keep_disk || ctx.store.kept_disk_exists(&rec.node, &rec.pool, &rec.root_volume).await?;
     let node = ctx.node_conn(&rec.node).await?;
@@ -637,6 +645,7 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool) 
     if !keep_disk {
         volumes.push(rec.root_volume.clone());
     }
+    volumes.retain(|v| made.is_none_or(|m| m.contains(v)));
     let gone = |r: Result<(), NodeError>| match r {
         Err(e) if e.is_not_found() => Ok(()),
         r => r,
@@ -740,7 +749,7 @@ async fn vm_delete_checked(ctx: &Context, caller: &Caller, name: &str, keep_disk
     if keep_disk {
         ctx.store.kept_disk_insert(&rec).await?;
     }
-    vm_teardown(ctx, &rec, keep_disk).await?;
+    vm_teardown(ctx, &rec, keep_disk, None).await?;
     ctx.store.vm_delete(&name).await?;
     ctx.publish("vm.deleted", &name, &rec.owner, None, None, None);
     tracing::info!(vm = %name, keep_disk, "VM deleted");
