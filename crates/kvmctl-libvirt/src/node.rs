@@ -115,17 +115,20 @@ pub trait Node: Send + Sync {
     fn pool_ensure_dir(&self, name: &str, path: &Path) -> Result<(), NodeError>;
     fn pool_delete(&self, name: &str) -> Result<(), NodeError>;
     fn volume_create(&self, pool: &str, spec: &VolumeSpec) -> Result<VolumeInfo, NodeError>;
-    /// Creates a volume of `format` holding exactly `data`, sent over a libvirt stream in
-    /// chunks (works for remote nodes too). A failed upload leaves no volume.
+    /// Creates a private volume (`VolumeSpec::private`: a VM's seed) of `format` holding
+    /// exactly `data`, sent over a libvirt stream in chunks (works for remote nodes too). A
+    /// failed upload leaves no volume.
     fn volume_upload(&self, pool: &str, name: &str, format: xml::DiskFormat, data: &[u8]) -> Result<VolumeInfo, NodeError> {
-        self.volume_upload_from(pool, name, format, data.len() as u64, &mut &data[..])
+        self.volume_upload_from(pool, name, format, true, data.len() as u64, &mut &data[..])
     }
-    /// As `volume_upload`, streaming `len` bytes from `data` (an image file of any size).
+    /// As `volume_upload`, streaming `len` bytes from `data` (an image file of any size),
+    /// private or not.
     fn volume_upload_from(
         &self,
         pool: &str,
         name: &str,
         format: xml::DiskFormat,
+        private: bool,
         len: u64,
         data: &mut dyn std::io::Read,
     ) -> Result<VolumeInfo, NodeError>;
@@ -619,11 +622,12 @@ impl Node for LibvirtNode {
         pool: &str,
         name: &str,
         format: xml::DiskFormat,
+        private: bool,
         len: u64,
         data: &mut dyn std::io::Read,
     ) -> Result<VolumeInfo, NodeError> {
         // The upload overwrites the whole file; the capacity only has to admit `data`.
-        let spec = VolumeSpec { name: name.to_owned(), capacity_bytes: len, format, backing: None };
+        let spec = VolumeSpec { name: name.to_owned(), capacity_bytes: len, format, backing: None, private };
         let vol_xml = xml::volume_xml(&spec)?;
         self.with_conn(|c| {
             let p = Self::pool(c, pool)?;

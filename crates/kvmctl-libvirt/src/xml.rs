@@ -503,6 +503,10 @@ pub struct VolumeSpec {
     pub format: DiskFormat,
     /// Copy-on-write backing file (absolute path on the node) and its format.
     pub backing: Option<(PathBuf, DiskFormat)>,
+    /// Readable by root only (mode 0600; libvirt hands it to QEMU's user while the VM runs):
+    /// a VM's own disk and seed, which holds its private host key. Otherwise 0644: images,
+    /// which every VM's QEMU reads as a backing file.
+    pub private: bool,
 }
 
 pub fn volume_xml(v: &VolumeSpec) -> Result<String, XmlError> {
@@ -513,7 +517,7 @@ pub fn volume_xml(v: &VolumeSpec) -> Result<String, XmlError> {
     d.open("target", &[])?;
     d.empty("format", &[("type", v.format.as_str())])?;
     d.open("permissions", &[])?;
-    d.text("mode", &[], "0644")?;
+    d.text("mode", &[], if v.private { "0600" } else { "0644" })?;
     d.close("permissions")?;
     d.close("target")?;
     if let Some((path, format)) = &v.backing {

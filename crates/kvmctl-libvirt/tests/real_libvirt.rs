@@ -76,7 +76,10 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
         // A base volume and a copy-on-write overlay on it, as every VM disk will be.
         let base = format!("{name}-base.qcow2");
         let b = node
-            .volume_create(&pool, &VolumeSpec { name: base.clone(), capacity_bytes: 64 << 20, format: DiskFormat::Qcow2, backing: None })
+            .volume_create(
+                &pool,
+                &VolumeSpec { name: base.clone(), capacity_bytes: 64 << 20, format: DiskFormat::Qcow2, backing: None, private: false },
+            )
             .unwrap();
         debris.volumes.push(base);
         let overlay = format!("{name}.qcow2");
@@ -88,6 +91,7 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
                     capacity_bytes: 128 << 20,
                     format: DiskFormat::Qcow2,
                     backing: Some((b.path.clone(), DiskFormat::Qcow2)),
+                    private: true,
                 },
             )
             .unwrap();

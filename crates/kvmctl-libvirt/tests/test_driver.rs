@@ -68,7 +68,7 @@ fn volumes_create_upload_list_delete() {
     let dir = tempfile::tempdir().unwrap();
     node.pool_ensure_dir("kt", dir.path()).unwrap();
     node.pool_ensure_dir("kt", dir.path()).unwrap(); // idempotent
-    let base = VolumeSpec { name: "base.qcow2".into(), capacity_bytes: 1 << 30, format: DiskFormat::Qcow2, backing: None };
+    let base = VolumeSpec { name: "base.qcow2".into(), capacity_bytes: 1 << 30, format: DiskFormat::Qcow2, backing: None, private: false };
     let b = node.volume_create("kt", &base).unwrap();
     assert_eq!(b.capacity_bytes, 1 << 30);
     // The test driver cannot upload (the real libvirtd test covers it); the failed upload
@@ -77,8 +77,11 @@ fn volumes_create_upload_list_delete() {
     assert!(up.to_string().contains("upload"), "{up}");
     let names: Vec<_> = node.volume_list("kt").unwrap().into_iter().map(|v| v.name).collect();
     assert_eq!(names, ["base.qcow2"]);
-    node.volume_create("kt", &VolumeSpec { name: "seed.iso".into(), capacity_bytes: 4096, format: DiskFormat::Raw, backing: None })
-        .unwrap();
+    node.volume_create(
+        "kt",
+        &VolumeSpec { name: "seed.iso".into(), capacity_bytes: 4096, format: DiskFormat::Raw, backing: None, private: true },
+    )
+    .unwrap();
     assert!(matches!(node.volume_create("kt", &base), Err(NodeError::AlreadyExists { .. })), "same name twice is a conflict");
     node.volume_delete("kt", "seed.iso").unwrap();
     node.volume_delete("kt", "base.qcow2").unwrap();

@@ -88,6 +88,7 @@ fn volumes_and_pools() {
         capacity_bytes: 20 << 30,
         format: DiskFormat::Qcow2,
         backing: Some(("/var/lib/kvmctl/pool/debian-12.qcow2".into(), DiskFormat::Qcow2)),
+        private: true,
     };
     golden("volume-overlay.xml", &volume_xml(&overlay).unwrap());
     golden("pool-dir.xml", &dir_pool_xml("kvmctl", Path::new("/var/lib/kvmctl/pool")).unwrap());

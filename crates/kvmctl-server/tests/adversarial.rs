@@ -330,6 +330,21 @@ async fn state_at_rest_is_private() {
     assert!(!as_nobody(&["ls", &cfg.key_dir.display().to_string()]), "nobody cannot list the keys");
     assert!(!as_nobody(&["ls", &state.display().to_string()]), "nobody cannot list the state directory");
     assert!(as_nobody(&["test", "-x", &state.display().to_string()]), "QEMU's user can pass through to the pool's disks");
+
+    // A VM's seed (on cloud-init images it holds the guest's private host key) and its disk
+    // are readable by root (and QEMU's user, once libvirt hands them over) only.
+    let sweep = Sweep::new(&["kt-rest"], &["kt-rest-img"]);
+    daemon::tiny_image(&client, d, "kt-rest-img").await;
+    client.vm_create(&VmCreateRequest { no_start: true, ..daemon::tiny_vm("kt-rest", "kt-rest-img", vec![]) }).await.unwrap();
+    let pool_dir = std::path::PathBuf::from(std::env::var("KVMCTL_TEST_POOL_DIR").expect("run with scripts/test.sh"));
+    for vol in ["kt-rest-seed.iso", "kt-rest-root.qcow2"] {
+        let p = pool_dir.join(vol);
+        assert_eq!(mode(&p) & 0o077, 0, "{vol} is open to others: {:o}", mode(&p));
+        assert!(!as_nobody(&["cat", &p.display().to_string()]), "nobody cannot read {vol}");
+    }
+    client.vm_delete("kt-rest", false).await.unwrap();
+    client.image_delete("kt-rest-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
 }
 
 /// One raw HTTP/1.1 request over loopback TCP; the status code.
@@ -770,7 +785,8 @@ async fn a_failed_create_removes_only_what_it_made() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(recorded, "the create never recorded its VM");
-    let theirs = VolumeSpec { name: "kt-mine-root.qcow2".into(), capacity_bytes: 1 << 20, format: DiskFormat::Qcow2, backing: None };
+    let theirs =
+        VolumeSpec { name: "kt-mine-root.qcow2".into(), capacity_bytes: 1 << 20, format: DiskFormat::Qcow2, backing: None, private: false };
     sweep.node.volume_create(&pool, &theirs).unwrap();
     std::fs::write(&go, b"").unwrap();
 

@@ -489,7 +489,9 @@ fn volumes_upload(node: &dyn Node, pool: &str, files: &[(String, PathBuf, DiskFo
         let result = std::fs::File::open(path)
             .and_then(|f| Ok((f.metadata()?.len(), f)))
             .map_err(|e| Error::invalid("source", format!("cannot read {}: {e}", path.display())))
-            .and_then(|(len, mut f)| node.volume_upload_from(pool, vol, *format, len, &mut f).map_err(|e| super::volume_error(e, pool)));
+            .and_then(|(len, mut f)| {
+                node.volume_upload_from(pool, vol, *format, false, len, &mut f).map_err(|e| super::volume_error(e, pool))
+            });
         match result {
             Ok(info) => done.push(info),
             Err(e) => {

@@ -571,6 +571,7 @@ async fn vm_build(
     let (pool_dir, kernel) = blocking(move || image_paths(c.as_ref(), &image_c)).await??;
     let node = conn.clone();
     let overlay = VolumeSpec {
+        private: true,
         name: rec.root_volume.clone(),
         capacity_bytes: rec.disk_gib * GIB,
         format: DiskFormat::Qcow2,
