@@ -160,6 +160,7 @@ async fn running_vms_come_back_after_the_host_goes_down() {
 
     // Down hard: no daemon, then libvirtd killed, then QEMU killed behind its back.
     server.stop().await;
+    let down_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let _restart = Restart(netns.clone());
     sh(&format!("{MAIN_PID}; kill -9 $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done"));
     sh("pid=$(pgrep -f 'guest=kt-back[,]'); kill -9 $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done");
@@ -172,7 +173,9 @@ async fn running_vms_come_back_after_the_host_goes_down() {
     let mut last = None;
     for _ in 0..1200 {
         let vm = client.vm_get("kt-back").await.unwrap();
-        if vm.state == "running" && vm.readiness.iter().any(|s| s.stage == "ssh_banner") {
+        // A stage of the new boot (the old boot's stages may still show until the first
+        // reconciler pass, which can miss a libvirtd that is still starting).
+        if vm.state == "running" && vm.readiness.iter().any(|s| s.stage == "ssh_banner" && s.at_ms > down_ms) {
             last = None;
             break;
         }

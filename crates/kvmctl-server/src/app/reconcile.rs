@@ -50,14 +50,8 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
     // Domains by (node, name), with whether a failure shut them off. Other nodes are listed
     // through their connections; one that cannot be reached is left out, and its VMs keep
     // their state until it answers again.
-    let observed = |d: kvmctl_libvirt::DomainSummary| (d.name, (vm_state_of(d.state), d.failed_stop));
-    let mut domains: HashMap<(String, String), (VmState, bool)> = listed
-        .into_iter()
-        .map(|d| {
-            let (name, o) = observed(d);
-            ((super::nodes::LOCAL.to_owned(), name), o)
-        })
-        .collect();
+    let entry = |node: &str, d: kvmctl_libvirt::DomainSummary| ((node.to_owned(), d.name), (vm_state_of(d.state), d.failed_stop));
+    let mut domains: HashMap<(String, String), (VmState, bool)> = listed.into_iter().map(|d| entry(super::nodes::LOCAL, d)).collect();
     let mut unreachable: HashSet<String> = HashSet::new();
     for n in ctx.store.node_list().await? {
         if n.name.as_str() == super::nodes::LOCAL {
@@ -69,10 +63,7 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
             Err(e) => Err(e.to_string()),
         };
         match listed {
-            Ok(l) => domains.extend(l.into_iter().map(|d| {
-                let (n, o) = observed(d);
-                ((name.clone(), n), o)
-            })),
+            Ok(l) => domains.extend(l.into_iter().map(|d| entry(&name, d))),
             Err(error) => {
                 tracing::warn!(node = %name, %error, "cannot list the node's domains; its VMs keep their state");
                 unreachable.insert(name);

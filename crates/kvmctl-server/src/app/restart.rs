@@ -40,8 +40,12 @@ pub async fn run(ctx: Arc<Context>, mut due: UnboundedReceiver<Vec<String>>) {
             enqueue(names, &mut queue);
         }
         let Some(name) = queue.pop_front() else { continue };
+        // Starts older than the window no longer count (nor are kept).
+        recent.retain(|_, starts| {
+            starts.retain(|t| t.elapsed() < WINDOW);
+            !starts.is_empty()
+        });
         let starts = recent.entry(name.clone()).or_default();
-        starts.retain(|t| t.elapsed() < WINDOW);
         match restart_one(&ctx, &name, starts.len()).await {
             Ok(true) => {
                 starts.push(Instant::now());
