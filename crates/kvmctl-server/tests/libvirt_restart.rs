@@ -144,17 +144,7 @@ async fn running_vms_come_back_after_the_host_goes_down() {
     // shutdown, as when the guest powers itself off): its owner's choice.
     client.vm_wait("kt-off", "ssh", 300).await.unwrap();
     kvmctl_libvirt::Node::domain_shutdown(&sweep.node, "kt-off").unwrap();
-    let mut off = None;
-    for _ in 0..1200 {
-        let vm = client.vm_get("kt-off").await.unwrap();
-        if vm.state == "stopped" {
-            off = None;
-            break;
-        }
-        off = Some(vm);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(off.is_none(), "kt-off did not power off: {off:?}");
+    daemon::until(&client, "kt-off", "stopped", |v| v.state == "stopped").await;
     let stop = kvmctl_types::api::VmStopRequest { force: true, timeout_seconds: None };
     assert_eq!(client.vm_stop("kt-kept", &stop).await.unwrap().state, "stopped");
 
@@ -170,19 +160,12 @@ async fn running_vms_come_back_after_the_host_goes_down() {
     // watched from the start, up to the guest's SSH server answering through its forward.
     // (The tiny guest makes a new host key every boot, so kvmctl rightly refuses a login.)
     let (server, client) = daemon::start(&cfg).await;
-    let mut last = None;
-    for _ in 0..1200 {
-        let vm = client.vm_get("kt-back").await.unwrap();
+    daemon::until(&client, "kt-back", "running again (a stage of a new boot)", |vm| {
         // A stage of the new boot (the old boot's stages may still show until the first
         // reconciler pass, which can miss a libvirtd that is still starting).
-        if vm.state == "running" && vm.readiness.iter().any(|s| s.stage == "ssh_banner" && s.at_ms > down_ms) {
-            last = None;
-            break;
-        }
-        last = Some(vm);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(last.is_none(), "kt-back did not come back: {last:?}");
+        vm.state == "running" && vm.readiness.iter().any(|s| s.stage == "ssh_banner" && s.at_ms > down_ms)
+    })
+    .await;
     let kept = client.vm_get("kt-kept").await.unwrap();
     assert_eq!(kept.state, "stopped", "a VM its owner stopped stays stopped: {kept:?}");
     let off = client.vm_get("kt-off").await.unwrap();

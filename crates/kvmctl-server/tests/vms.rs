@@ -1,7 +1,7 @@
 //! The VM lifecycle through the API against the real libvirtd, with the tiny guest: a real
 //! QEMU boots it, and SSH with the seeded key proves the seed and the network.
 
-use kvmctl_client::{Client, ClientError};
+use kvmctl_client::ClientError;
 use kvmctl_libvirt::Node;
 use kvmctl_testkit::daemon::{self, Sweep};
 use kvmctl_types::api::{VmCreateRequest, VmExecRequest, VmResizeRequest, VmStopRequest};
@@ -15,18 +15,7 @@ fn api_err(e: ClientError) -> (u16, kvmctl_types::api::ErrorBody) {
 }
 
 /// Polls the VM until `pred` holds; fails with the last state seen.
-async fn until(client: &Client, name: &str, what: &str, pred: impl Fn(&kvmctl_types::api::Vm) -> bool) {
-    let mut last = None;
-    for _ in 0..120 {
-        let vm = client.vm_get(name).await.unwrap();
-        if pred(&vm) {
-            return;
-        }
-        last = Some(vm);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("VM {name} never became {what}: {last:?}");
-}
+use daemon::until;
 
 #[tokio::test]
 async fn lifecycle_on_a_real_guest() {

@@ -292,6 +292,21 @@ pub mod daemon {
     }
 
     /// A small VM of the tiny image.
+    /// Polls the VM every 100 ms until `pred` holds, for up to two minutes; panics with the
+    /// VM as last seen, naming `what` it never became.
+    pub async fn until(client: &Client, name: &str, what: &str, pred: impl Fn(&kvmctl_types::api::Vm) -> bool) {
+        let mut last = None;
+        for _ in 0..1200 {
+            let vm = client.vm_get(name).await.unwrap();
+            if pred(&vm) {
+                return;
+            }
+            last = Some(vm);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("VM {name} never became {what}: {last:?}");
+    }
+
     pub fn tiny_vm(name: &str, image: &str, keys: Vec<String>) -> VmCreateRequest {
         VmCreateRequest {
             name: name.into(),
