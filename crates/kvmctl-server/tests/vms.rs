@@ -350,3 +350,25 @@ async fn objects_kvmctl_does_not_own_are_never_touched() {
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     server.stop().await;
 }
+
+/// A start whose last steps (forwards, libvirt's state) take seconds under load: its boot's
+/// readiness is still watched to the end (the watch took the VM's `starting` for a boot that
+/// was over, and stopped at `address`; a fresh-clone CI run under load met it).
+#[tokio::test]
+async fn a_slow_start_is_watched_to_ssh() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-slow"], &["kt-slow-img"]);
+    let cfg = kvmctl_server::Config { failpoints: "start.booted=pause".into(), ..daemon::config(d) };
+    let (server, client) = daemon::start(&cfg).await;
+    daemon::tiny_image(&client, d, "kt-slow-img").await;
+    let (_, public) = kvmctl_testkit::keypair(d);
+    client.vm_create(&VmCreateRequest { no_start: true, ..daemon::tiny_vm("kt-slow", "kt-slow-img", vec![public]) }).await.unwrap();
+    client.vm_start("kt-slow").await.unwrap();
+    let vm = client.vm_wait("kt-slow", "ssh", 300).await.unwrap();
+    assert!(vm.readiness.iter().any(|s| s.stage == "ssh_login"), "{:?}", vm.readiness);
+    client.vm_delete("kt-slow", false).await.unwrap();
+    client.image_delete("kt-slow-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}

@@ -85,10 +85,12 @@ pub(crate) async fn stages(ctx: &Context, id: &kvmctl_types::VmId) -> Result<Vec
     Ok(out)
 }
 
-/// Whether the VM is still running this boot; the watch stops otherwise.
+/// Whether the VM is still running this boot; the watch stops otherwise. The operation that
+/// started the boot may still be finishing (`creating`, `starting`, `rebooting` until its
+/// forwards are written and libvirt's state is read): that is this boot too.
 async fn still_running(ctx: &Context, name: &Name, started_at: i64) -> bool {
     let Ok(Some(rec)) = ctx.store.vm_get(&kvmctl_store::Scope::all(), name).await else { return false };
-    if rec.state != VmState::Running {
+    if !matches!(rec.state, VmState::Running | VmState::Creating | VmState::Starting | VmState::Rebooting) {
         return false;
     }
     matches!(ctx.store.vm_stages(&rec.id).await, Ok(rows) if rows.iter().any(|(s, at, _)| s == "started" && *at == started_at))

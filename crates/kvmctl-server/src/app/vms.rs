@@ -782,6 +782,7 @@ async fn vm_boot(
         Ok(()) => {
             ctx.store.vm_run_wanted_set(&rec.id, true).await?;
             readiness::boot_started(ctx, &rec).await?;
+            ctx.failpoints.hit("start.booted").await?;
             forwards::rules_apply(ctx, &rec).await
         }
         Err(e) => Err(e),
