@@ -40,6 +40,9 @@ pub enum NodeError {
     },
     #[error("cannot build XML")]
     Xml(#[from] crate::xml::XmlError),
+    /// The thread running the call failed (it panicked or the runtime is shutting down).
+    #[error("a call to the node did not finish: {0}")]
+    Worker(String),
 }
 
 impl NodeError {
@@ -72,7 +75,7 @@ impl From<NodeError> for kvmctl_core::Error {
             NodeError::NotFound { kind, name } => E::NotFound { kind, name },
             NodeError::AlreadyExists { .. } | NodeError::InvalidState { .. } => E::Conflict(chain),
             NodeError::Connect { .. } | NodeError::Lost { .. } => E::Unavailable(chain),
-            NodeError::Libvirt { .. } | NodeError::Xml(_) | NodeError::Read { .. } => E::Internal(chain),
+            NodeError::Libvirt { .. } | NodeError::Xml(_) | NodeError::Read { .. } | NodeError::Worker(_) => E::Internal(chain),
         }
     }
 }

@@ -11,4 +11,6 @@ mod node;
 pub mod xml;
 
 pub use error::NodeError;
-pub use node::{ConsoleStream, DomainState, DomainSummary, LibvirtNode, Node, NodeResources, NodeVersions, ObjectState, VolumeInfo};
+pub use node::{
+    Console, ConsoleStream, DomainState, DomainSummary, LibvirtNode, Node, NodeResources, NodeVersions, ObjectState, VolumeInfo,
+};

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 mod http;
 pub mod metrics;
+pub mod node;
 pub mod openapi;
 mod server;
 pub mod tls;

@@ -10,7 +10,6 @@ use crate::config::PortPools;
 use kvmctl_core::Caller;
 use kvmctl_core::{Error, VmState};
 use kvmctl_libvirt::xml::{self, ForwardMetadata, Metadata, NetMetadata};
-use kvmctl_libvirt::Node;
 use kvmctl_netfw::{Forward as FwForward, Protocol, VmRules};
 use kvmctl_store::{ForwardRecord, PoolRange, Scope, VmRecord};
 use kvmctl_types::api::{Forward, ForwardCreateRequest, PortPoolStatus};
@@ -76,8 +75,7 @@ pub(crate) async fn vm_net(ctx: &Context, rec: &VmRecord) -> Result<Option<NetMe
         Some(b) => b,
         None => {
             let node = ctx.node_conn(&rec.node).await?;
-            let net = network.clone();
-            let net_xml = blocking(move || node.network_xml(&net)).await??;
+            let net_xml = node.network_xml(&network).await?;
             match xml::network_info(&net_xml).bridge {
                 Some(b) => b,
                 None => return Ok(None),
@@ -180,8 +178,7 @@ pub(crate) async fn metadata_of(ctx: &Context, rec: &VmRecord) -> Result<Metadat
 async fn metadata_update(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
     let element = xml::metadata_xml(&metadata_of(ctx, rec).await?)?;
     let node = ctx.node_conn(&rec.node).await?;
-    let n = rec.name.to_string();
-    blocking(move || node.domain_metadata_set(&n, &element)).await??;
+    node.domain_metadata_set(rec.name.as_str(), element).await?;
     Ok(())
 }
 

@@ -13,37 +13,11 @@
 
 use super::{blocking, Context};
 use kvmctl_core::{Caller, Error, VmState};
-use kvmctl_libvirt::{Node, NodeError};
+use kvmctl_libvirt::xml::{self, DhcpHost};
+use kvmctl_libvirt::NodeError;
 use kvmctl_store::Scope;
 use kvmctl_types::api::{GcItem, GcReport};
 use std::collections::{BTreeSet, HashSet};
-
-/// `<host mac='..' name='..' ip='..'/>` entries of a network's XML as (mac, name, ip).
-fn dhcp_hosts(xml: &str) -> Vec<(String, String, String)> {
-    let attr = |tag: &str, a: &str| -> Option<String> {
-        let i = tag.find(&format!("{a}='")).map(|i| (i, '\'')).or_else(|| tag.find(&format!("{a}=\"")).map(|i| (i, '"')))?;
-        let rest = &tag[i.0 + a.len() + 2..];
-        Some(rest[..rest.find(i.1)?].to_owned())
-    };
-    xml.match_indices("<host ")
-        .filter_map(|(i, _)| {
-            let tag = &xml[i..i + xml[i..].find('>')?];
-            Some((attr(tag, "mac")?.to_ascii_lowercase(), attr(tag, "name").unwrap_or_default(), attr(tag, "ip").unwrap_or_default()))
-        })
-        .collect()
-}
-
-/// The MAC addresses of a domain's interfaces (lower case).
-fn macs_in(xml: &str) -> Vec<String> {
-    xml.match_indices("<mac address=")
-        .filter_map(|(i, m)| {
-            let rest = &xml[i + m.len()..];
-            let q = rest.chars().next()?;
-            let rest = &rest[1..];
-            Some(rest[..rest.find(q)?].to_ascii_lowercase())
-        })
-        .collect()
-}
 
 pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport, Error> {
     caller.require_admin("garbage collection")?;
@@ -77,52 +51,50 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
     let mut networks: BTreeSet<String> = ctx.store.network_list(&Scope::all()).await?.into_iter().map(|n| n.name.to_string()).collect();
     networks.insert(ctx.config.network.clone());
 
-    let node = ctx.local_node.clone();
     let (pools2, networks2) = (pools.clone(), networks.clone());
     // Everything read in one blocking call: domains (with their XML), volumes, DHCP hosts.
-    type Seen = (Vec<(String, String, bool, Option<String>, String)>, Vec<(String, String)>, Vec<(String, String, String, String)>);
-    let seen: Seen = blocking(move || -> Result<Seen, NodeError> {
-        let mut domains = Vec::new();
-        let mut disks_in_use = String::new();
-        for d in node.domain_list()? {
-            let xml = match node.domain_xml(&d.name) {
-                Ok(x) => x,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            };
-            disks_in_use.push_str(&xml);
-            let running = d.state == kvmctl_libvirt::DomainState::Running;
-            let id = kvmctl_libvirt::xml::metadata_parse(&xml).map(|m| m.vm_id.to_string());
-            domains.push((d.name, d.uuid, running, id, xml));
-        }
-        let mut volumes = Vec::new();
-        for p in &pools2 {
-            match node.volume_list(p) {
-                Ok(vs) => {
-                    for v in vs {
-                        // A volume a domain uses (by path) is never debris.
-                        if !disks_in_use.contains(&v.path.display().to_string()) {
-                            volumes.push((p.clone(), v.name));
-                        }
-                    }
+    type Seen = (Vec<(String, String, bool, Option<String>, xml::DomainDevices)>, Vec<(String, String)>, Vec<(String, DhcpHost)>);
+    let seen: Seen = ctx
+        .local_node
+        .run(move |node| -> Result<Seen, NodeError> {
+            let mut domains = Vec::new();
+            let mut disks_in_use = HashSet::new();
+            for d in node.domain_list()? {
+                let xml = match node.domain_xml(&d.name) {
+                    Ok(x) => x,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e),
+                };
+                let devices = xml::domain_devices(&xml);
+                disks_in_use.extend(devices.disk_files.iter().cloned());
+                let running = d.state == kvmctl_libvirt::DomainState::Running;
+                let id = xml::metadata_parse(&xml).map(|m| m.vm_id.to_string());
+                domains.push((d.name, d.uuid, running, id, devices));
+            }
+            let mut volumes = Vec::new();
+            for p in &pools2 {
+                match node.volume_list(p) {
+                    // A volume a domain uses (by path) is never debris.
+                    Ok(vs) => volumes.extend(
+                        vs.into_iter().filter(|v| !disks_in_use.contains(&v.path.display().to_string())).map(|v| (p.clone(), v.name)),
+                    ),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e),
             }
-        }
-        let mut hosts = Vec::new();
-        for n in &networks2 {
-            match node.network_xml(n) {
-                Ok(xml) => hosts.extend(dhcp_hosts(&xml).into_iter().map(|(mac, name, ip)| (n.clone(), mac, name, ip))),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e),
+            let mut hosts = Vec::new();
+            for n in &networks2 {
+                match node.network_xml(n) {
+                    Ok(xml) => hosts.extend(xml::network_dhcp_hosts(&xml).into_iter().map(|h| (n.clone(), h))),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
             }
-        }
-        Ok((domains, volumes, hosts))
-    })
-    .await??;
+            Ok((domains, volumes, hosts))
+        })
+        .await?;
     let (domains, volumes, hosts) = seen;
-    let domain_macs: HashSet<String> = domains.iter().flat_map(|d| macs_in(&d.4)).collect();
+    let domain_macs: HashSet<String> = domains.iter().flat_map(|d| d.4.macs.iter().cloned()).collect();
 
     let mut items = Vec::new();
     // Domains with our metadata and no row.
@@ -141,15 +113,16 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
             first_seen_at,
         };
         if due {
-            let (node, n) = (ctx.local_node.clone(), name.clone());
             let key = kvmctl_netfw::vm_key(uuid);
-            blocking(move || -> Result<(), NodeError> {
-                let _ = node.domain_destroy(&n);
-                node.domain_undefine(&n)
-            })
-            .await??;
+            match ctx.local_node.domain_destroy(name).await {
+                Err(e) if !e.is_not_found() && !matches!(e, NodeError::InvalidState { .. }) => return Err(e.into()),
+                _ => {}
+            }
+            ctx.local_node.domain_undefine(name).await?;
             if super::forwards::node_is_local(ctx) {
-                let _ = blocking(move || kvmctl_netfw::vm_remove(kvmctl_netfw::TABLE, &key)).await;
+                blocking(move || kvmctl_netfw::vm_remove(kvmctl_netfw::TABLE, &key)).await?.map_err(|e| {
+                    Error::Unavailable(format!("cannot remove the rules of domain {name}: {}", kvmctl_core::error::chain(&e)))
+                })?;
             }
             item.removed = true;
         }
@@ -180,14 +153,14 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
             first_seen_at,
         };
         if due {
-            let (node, p, v) = (ctx.local_node.clone(), pool.clone(), vol.clone());
-            blocking(move || node.volume_delete(&p, &v)).await??;
+            ctx.local_node.volume_delete(pool, vol).await?;
             item.removed = true;
         }
         items.push(item);
     }
     // DHCP reservations for MACs of no VM.
-    for (net, mac, name, ip) in &hosts {
+    for (net, host) in &hosts {
+        let DhcpHost { mac, name, ip } = host;
         if macs.contains(mac) || domain_macs.contains(mac) {
             continue;
         }
@@ -201,9 +174,7 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
             first_seen_at,
         };
         if due {
-            let host = format!("<host mac='{mac}' name='{name}' ip='{ip}'/>");
-            let (node, n) = (ctx.local_node.clone(), net.clone());
-            blocking(move || node.network_dhcp_host(&n, &host, false)).await??;
+            ctx.local_node.network_dhcp_host(net, &xml::dhcp_host_entry_xml(host)?, false).await?;
             item.removed = true;
         }
         items.push(item);

@@ -7,6 +7,7 @@
 //! row written. A failure at any point leaves no volume and no row.
 
 use super::{blocking, parse_name, Context};
+use crate::node::NodeHandle;
 use kvmctl_core::Error;
 use kvmctl_libvirt::xml::DiskFormat;
 use kvmctl_libvirt::Node;
@@ -73,7 +74,7 @@ pub async fn image_delete(ctx: &Context, caller: &kvmctl_core::Caller, name: &st
         }
     }
     image_copies_remove(ctx, &rec).await?;
-    let removed = volumes_remove(ctx.local_node.clone(), &rec).await?;
+    let removed = volumes_remove(ctx.local_node.clone(), &rec).await;
     if let Err(e) = removed {
         // Keep the record so the leftover volume stays visible and `rm` can be retried.
         ctx.store.image_insert(&rec).await?;
@@ -98,28 +99,33 @@ pub(crate) async fn image_to_node(ctx: &Context, node: &str, image: &ImageRecord
     let (local, remote) = (ctx.local_node.clone(), ctx.node_conn(node).await?);
     let (pool, vols, fmt) = (image.pool.clone(), image_volumes(image), image.format.clone());
     let started = std::time::Instant::now();
-    let bytes = blocking(move || -> Result<u64, Error> {
-        let mut files = Vec::new();
-        for (i, v) in vols.iter().enumerate() {
-            let path = local
-                .volume_get(&pool, v)?
-                .ok_or_else(|| {
-                    Error::Conflict(format!("volume {v} of the image is missing from pool {pool} on the local node; re-import the image"))
-                })?
-                .path;
-            let format = if i == 0 && fmt == "qcow2" { DiskFormat::Qcow2 } else { DiskFormat::Raw };
-            // A half-written volume of an interrupted copy is replaced.
-            match remote.volume_delete(&pool, v) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
+    // The local volumes' paths first, then the copy on the remote node.
+    let mut files = Vec::new();
+    for (i, v) in vols.iter().enumerate() {
+        let path = local
+            .volume_get(&pool, v)
+            .await?
+            .ok_or_else(|| {
+                Error::Conflict(format!("volume {v} of the image is missing from pool {pool} on the local node; re-import the image"))
+            })?
+            .path;
+        let format = if i == 0 && fmt == "qcow2" { DiskFormat::Qcow2 } else { DiskFormat::Raw };
+        files.push((v.clone(), path, format));
+    }
+    let bytes = remote
+        .run(move |remote| -> Result<u64, Error> {
+            for (v, _, _) in &files {
+                // A half-written volume of an interrupted copy is replaced.
+                match remote.volume_delete(&pool, v) {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
-            files.push((v.clone(), path, format));
-        }
-        let done = volumes_upload(remote.as_ref(), &pool, &files)?;
-        Ok(done.iter().map(|d| d.capacity_bytes).sum())
-    })
-    .await??;
+            let done = volumes_upload(remote, &pool, &files)?;
+            Ok(done.iter().map(|d| d.capacity_bytes).sum())
+        })
+        .await?;
     ctx.store.image_copy_insert(&image.name, node).await?;
     tracing::info!(image = %image.name, node, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "image copied to node");
     Ok(())
@@ -133,7 +139,7 @@ async fn image_copies_remove(ctx: &Context, rec: &ImageRecord) -> Result<(), Err
             ctx.store.image_copy_delete(&rec.name, &node).await?;
             continue;
         };
-        match volumes_remove(conn, rec).await? {
+        match volumes_remove(conn, rec).await {
             Ok(()) => ctx.store.image_copy_delete(&rec.name, &node).await?,
             Err(e) => {
                 tracing::warn!(image = %rec.name, node, error = %kvmctl_core::error::chain(&e), "cannot remove the image's copy on the node")
@@ -144,12 +150,9 @@ async fn image_copies_remove(ctx: &Context, rec: &ImageRecord) -> Result<(), Err
 }
 
 /// Deletes the image's volumes on a node; what is already gone is fine.
-async fn volumes_remove(
-    node: std::sync::Arc<kvmctl_libvirt::LibvirtNode>,
-    rec: &ImageRecord,
-) -> Result<Result<(), kvmctl_libvirt::NodeError>, Error> {
+async fn volumes_remove(node: NodeHandle, rec: &ImageRecord) -> Result<(), kvmctl_libvirt::NodeError> {
     let (pool, vols) = (rec.pool.clone(), image_volumes(rec));
-    blocking(move || {
+    node.run(move |node| {
         for v in vols {
             match node.volume_delete(&pool, &v) {
                 Ok(()) => {}
@@ -266,9 +269,8 @@ pub async fn image_import(ctx: &Context, caller: &kvmctl_core::Caller, req: Imag
         .chain(kernel_vol.clone().zip(kernel.clone()).map(|(v, p)| (v, p, DiskFormat::Raw)))
         .chain(initrd_vol.clone().zip(initrd.clone()).map(|(v, p)| (v, p, DiskFormat::Raw)))
         .collect();
-    let node = ctx.local_node.clone();
     let up_pool = pool.clone();
-    let uploaded = blocking(move || volumes_upload(node.as_ref(), &up_pool, &uploads)).await??;
+    let uploaded = ctx.local_node.run(move |node| volumes_upload(node, &up_pool, &uploads)).await?;
     let disk_info = &uploaded[0];
 
     let rec = ImageRecord {
@@ -298,14 +300,13 @@ pub async fn image_import(ctx: &Context, caller: &kvmctl_core::Caller, req: Imag
             Ok(image_view(rec, Vec::new()))
         }
         Err(e) => {
-            let node = ctx.local_node.clone();
-            let vols = image_volumes(&rec);
-            blocking(move || {
-                for v in vols {
-                    let _ = node.volume_delete(&pool, &v);
+            // The volumes just uploaded go again; one that cannot be removed is logged (gc
+            // reports it too).
+            for v in image_volumes(&rec) {
+                if let Err(d) = ctx.local_node.volume_delete(&pool, &v).await {
+                    tracing::warn!(volume = %v, error = %kvmctl_core::error::chain(&d), "cannot remove a volume of the failed import");
                 }
-            })
-            .await?;
+            }
             Err(e.into())
         }
     }

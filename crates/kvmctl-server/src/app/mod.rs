@@ -18,8 +18,9 @@ pub mod status;
 pub mod users;
 pub mod vms;
 
+use crate::node::{Connector, NodeHandle};
 use kvmctl_core::Error;
-use kvmctl_libvirt::LibvirtNode;
+use kvmctl_libvirt::Node;
 use kvmctl_store::DataStore;
 use kvmctl_types::Name;
 use std::collections::HashMap;
@@ -29,7 +30,7 @@ use std::time::Instant;
 /// Shared by every request.
 pub struct Context {
     pub store: DataStore,
-    pub local_node: Arc<LibvirtNode>,
+    pub local_node: NodeHandle,
     pub started: Instant,
     pub config: crate::config::Config,
     /// The forward pools, from `config`.
@@ -57,7 +58,10 @@ pub struct Context {
     /// removed only after `gc_grace_seconds`.
     pub(crate) gc_seen: Mutex<HashMap<String, i64>>,
     /// Connections to the other compute nodes, by name, made on first use.
-    pub(crate) node_conns: Mutex<HashMap<String, Arc<LibvirtNode>>>,
+    pub(crate) node_conns: Mutex<HashMap<String, NodeHandle>>,
+    /// Makes the node of a registered node's URI: libvirt in the daemon, the in-memory node
+    /// in the logic tests.
+    pub connector: Connector,
     /// Serialises copying images to nodes.
     pub(crate) image_copy_lock: tokio::sync::Mutex<()>,
     /// Guest sessions open now (console, SSH, exec, file copies), per VM and per user.
@@ -94,7 +98,7 @@ impl Context {
     /// The context, and the receiving end of the boots to watch (`readiness::run`).
     pub fn new(
         store: DataStore,
-        local_node: Arc<LibvirtNode>,
+        local_node: Arc<dyn Node>,
         config: crate::config::Config,
     ) -> (Self, tokio::sync::mpsc::UnboundedReceiver<Name>) {
         let failpoints = Failpoints::parse(&config.failpoints);
@@ -107,7 +111,7 @@ impl Context {
         let (booted, boots) = tokio::sync::mpsc::unbounded_channel();
         let ctx = Context {
             store,
-            local_node,
+            local_node: NodeHandle::new(local_node),
             started: Instant::now(),
             config,
             pools,
@@ -122,6 +126,7 @@ impl Context {
             nodes_refresh_due: std::sync::atomic::AtomicI64::new(0),
             gc_seen: Mutex::new(HashMap::new()),
             node_conns: Mutex::new(HashMap::new()),
+            connector: crate::node::libvirt_connector(),
             image_copy_lock: tokio::sync::Mutex::new(()),
             sessions: Default::default(),
             anonymous_audit: Mutex::new((0, 0, 0)),
@@ -131,7 +136,7 @@ impl Context {
 
     /// The libvirt connection of a compute node: the local one, or the registered node's URI
     /// (connected on first use and kept).
-    pub(crate) async fn node_conn(&self, node: &str) -> Result<Arc<LibvirtNode>, Error> {
+    pub(crate) async fn node_conn(&self, node: &str) -> Result<NodeHandle, Error> {
         if node == nodes::LOCAL {
             return Ok(self.local_node.clone());
         }
@@ -140,7 +145,7 @@ impl Context {
         }
         let name = parse_name("node", node)?;
         let rec = self.store.node_get(&name).await?.ok_or_else(|| Error::NotFound { kind: "node", name: node.to_owned() })?;
-        let conn = Arc::new(LibvirtNode::new(rec.uri));
+        let conn = NodeHandle::new((self.connector)(&rec.uri));
         Ok(self.node_conns.lock().expect("node map poisoned").entry(node.to_owned()).or_insert(conn).clone())
     }
 

@@ -11,7 +11,6 @@ use super::forwards::cidr_parse;
 use super::{blocking, parse_name, Context};
 use kvmctl_core::{Caller, Error};
 use kvmctl_libvirt::xml::{self, ManagedNetworkSpec};
-use kvmctl_libvirt::Node;
 use kvmctl_store::{NetworkDeleteRefusal, NetworkRecord, Scope};
 use kvmctl_types::api::{Network, NetworkCreateRequest};
 use std::net::Ipv4Addr;
@@ -167,21 +166,22 @@ pub async fn network_create(ctx: &Context, caller: &Caller, req: NetworkCreateRe
         (first, last) = (a, b);
     }
     // The subnet must not overlap a network libvirt or kvmctl already has.
-    let node = ctx.local_node.clone();
     let n = name.clone();
-    let (exists, others) = blocking(move || -> Result<_, kvmctl_libvirt::NodeError> {
-        let exists = node.network_state(&n)?.is_some();
-        let mut others = Vec::new();
-        for other in node.network_list()? {
-            if let Ok(x) = node.network_xml(&other) {
-                if let Some(ip) = xml::network_info(&x).ipv4 {
-                    others.push((other, ip));
+    let (exists, others) = ctx
+        .local_node
+        .run(move |node| -> Result<_, kvmctl_libvirt::NodeError> {
+            let exists = node.network_state(&n)?.is_some();
+            let mut others = Vec::new();
+            for other in node.network_list()? {
+                if let Ok(x) = node.network_xml(&other) {
+                    if let Some(ip) = xml::network_info(&x).ipv4 {
+                        others.push((other, ip));
+                    }
                 }
             }
-        }
-        Ok((exists, others))
-    })
-    .await??;
+            Ok((exists, others))
+        })
+        .await?;
     if exists || ctx.store.network_get(&Scope::all(), &name).await?.is_some() {
         return Err(Error::Conflict(format!("a network named {name} exists already (kvmctl network list); pick another name")));
     }
@@ -262,23 +262,22 @@ pub async fn network_create(ctx: &Context, caller: &Caller, req: NetworkCreateRe
 async fn network_build(ctx: &Context, spec: &ManagedNetworkSpec) -> Result<String, Error> {
     ctx.failpoints.hit("network.reserve").await?;
     let xml = xml::managed_network_xml(spec)?;
-    let node = ctx.local_node.clone();
     let name = spec.name.clone();
-    let net_xml = blocking(move || -> Result<String, kvmctl_libvirt::NodeError> {
-        node.network_ensure(&name, &xml)?;
-        node.network_xml(&name)
-    })
-    .await?
-    .map_err(|e| Error::Conflict(format!("libvirt cannot start network {}: {}", spec.name, kvmctl_core::error::chain(&e))))?;
+    let net_xml = ctx
+        .local_node
+        .run(move |node| -> Result<String, kvmctl_libvirt::NodeError> {
+            node.network_ensure(&name, &xml)?;
+            node.network_xml(&name)
+        })
+        .await
+        .map_err(|e| Error::Conflict(format!("libvirt cannot start network {}: {}", spec.name, kvmctl_core::error::chain(&e))))?;
     ctx.failpoints.hit("network.define").await?;
     xml::network_info(&net_xml).bridge.ok_or_else(|| Error::Internal(format!("libvirt gave network {} no bridge", spec.name)))
 }
 
 /// Removes the libvirt network of a managed network, when it exists.
 async fn network_teardown(ctx: &Context, name: &str) -> Result<(), Error> {
-    let node = ctx.local_node.clone();
-    let n = name.to_owned();
-    match blocking(move || node.network_delete(&n)).await? {
+    match ctx.local_node.network_delete(name).await {
         Err(e) if !e.is_not_found() => Err(e.into()),
         _ => Ok(()),
     }
@@ -292,9 +291,7 @@ pub async fn network_delete(ctx: &Context, caller: &Caller, name: &str) -> Resul
             if ctx.store.network_get(&Scope::all(), &name).await?.is_some() {
                 return Err(Error::NotFound { kind: "network", name });
             }
-            let node = ctx.local_node.clone();
-            let n = name.clone();
-            if blocking(move || node.network_state(&n)).await??.is_some() {
+            if ctx.local_node.network_state(&name).await?.is_some() {
                 return Err(Error::Conflict(format!(
                     "network {name} was not made by kvmctl; remove it with virsh (virsh net-destroy {name}; virsh net-undefine {name})"
                 )));
@@ -329,18 +326,19 @@ pub async fn network_list(ctx: &Context, caller: &Caller) -> Result<Vec<Network>
     let users = |net: &str| vms.iter().filter(|v| v.network == net).map(|v| v.name.to_string()).collect::<Vec<_>>();
     let all_managed = ctx.store.network_list(&Scope::all()).await?;
     let managed = ctx.store.network_list(&Scope::of(caller)).await?;
-    let node = ctx.local_node.clone();
     let skip: Vec<String> = all_managed.iter().map(|m| m.name.clone()).collect();
-    let libvirt = blocking(move || -> Result<Vec<(String, bool, String)>, kvmctl_libvirt::NodeError> {
-        let mut out = Vec::new();
-        for n in node.network_list()? {
-            let active = node.network_state(&n)?.is_some_and(|s| s.active);
-            let x = if skip.contains(&n) { String::new() } else { node.network_xml(&n).unwrap_or_default() };
-            out.push((n, active, x));
-        }
-        Ok(out)
-    })
-    .await??;
+    let libvirt = ctx
+        .local_node
+        .run(move |node| -> Result<Vec<(String, bool, String)>, kvmctl_libvirt::NodeError> {
+            let mut out = Vec::new();
+            for n in node.network_list()? {
+                let active = node.network_state(&n)?.is_some_and(|s| s.active);
+                let x = if skip.contains(&n) { String::new() } else { node.network_xml(&n).unwrap_or_default() };
+                out.push((n, active, x));
+            }
+            Ok(out)
+        })
+        .await?;
     let mut out: Vec<Network> = managed
         .iter()
         .map(|m| {

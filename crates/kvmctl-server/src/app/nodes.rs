@@ -4,15 +4,14 @@
 //! Every VM operation goes through the connection of the VM's node (`Context::node_conn`);
 //! images are copied to a node's pool on first use there (see docs/nodes.md).
 
-use super::{blocking, parse_name, Context};
+use super::{parse_name, Context};
+use crate::node::NodeHandle;
 use kvmctl_core::placement::{self, NodeCapacity, NodeState, Placement, PlacementRequest, Ratio, Strategy};
 use kvmctl_core::{Caller, Error};
-use kvmctl_libvirt::{LibvirtNode, Node};
 use kvmctl_store::{NodeAllocation, NodeRecord, NodeSettings};
 use kvmctl_types::api::{ComputeNode, NodeAddRequest, NodeUpdateRequest, PlacementVerdict};
 use kvmctl_types::Name;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// The node every daemon registers for its own libvirt.
 pub const LOCAL: &str = "local";
@@ -22,16 +21,13 @@ const MIB: u64 = 1 << 20;
 
 /// Reads a node's resources and records them (or why it could not).
 async fn refresh_one(ctx: &Context, rec: &NodeRecord) {
-    let node: Arc<LibvirtNode> = match ctx.node_conn(rec.name.as_str()).await {
+    let node = match ctx.node_conn(rec.name.as_str()).await {
         Ok(n) => n,
-        Err(_) => Arc::new(LibvirtNode::new(rec.uri.clone())),
+        Err(_) => NodeHandle::new((ctx.connector)(&rec.uri)),
     };
-    let pool = ctx.config.pool.clone();
-    let read = blocking(move || node.resources(&pool)).await;
-    let result = match read {
-        Ok(Ok(r)) => ctx.store.node_set_capacity(&rec.name, Ok((r.cpus, r.memory_bytes / MIB, r.pool_capacity_bytes / GIB))).await,
-        Ok(Err(e)) => ctx.store.node_set_capacity(&rec.name, Err(&kvmctl_core::error::chain(&e))).await,
-        Err(e) => ctx.store.node_set_capacity(&rec.name, Err(&e.to_string())).await,
+    let result = match node.resources(&ctx.config.pool).await {
+        Ok(r) => ctx.store.node_set_capacity(&rec.name, Ok((r.cpus, r.memory_bytes / MIB, r.pool_capacity_bytes / GIB))).await,
+        Err(e) => ctx.store.node_set_capacity(&rec.name, Err(&kvmctl_core::error::chain(&e))).await,
     };
     if let Err(e) = result {
         tracing::warn!(node = %rec.name, error = %e, "could not record node capacity");
@@ -254,9 +250,8 @@ pub async fn node_add(ctx: &Context, caller: &Caller, req: NodeAddRequest) -> Re
         reserved_memory_mib: bounded("reserved_memory_mib", req.reserved_memory_mib, 1 << 30, 0)?,
         labels: req.labels.clone(),
     };
-    let node = Arc::new(LibvirtNode::new(req.uri.clone()));
-    let pool = ctx.config.pool.clone();
-    let read = blocking(move || node.resources(&pool)).await?;
+    let node = NodeHandle::new((ctx.connector)(&req.uri));
+    let read = node.resources(&ctx.config.pool).await;
     if let Err(e) = read {
         return Err(Error::invalid(
             "uri",

@@ -12,7 +12,6 @@
 
 use super::Context;
 use kvmctl_core::{Error, VmState};
-use kvmctl_libvirt::Node;
 use kvmctl_types::api::ReadinessStage;
 use kvmctl_types::Name;
 use std::net::{IpAddr, SocketAddr};
@@ -237,22 +236,23 @@ async fn address_of(ctx: &Context, node: &str, vm: &Name, network: &str, mac: &s
     let local = node == super::nodes::LOCAL;
     let node = ctx.node_conn(node).await.ok()?;
     let (vm, network, mac) = (vm.to_string(), network.to_owned(), mac.to_ascii_lowercase());
-    tokio::task::spawn_blocking(move || {
-        let find = |pairs: Vec<(String, String)>| pairs.into_iter().find(|(m, _)| *m == mac).and_then(|(_, ip)| ip.parse().ok());
-        if let Some(ip) = node.domain_agent_addresses(&vm).ok().and_then(find) {
-            return Some((ip, "guest agent"));
-        }
-        if let Some(ip) = node.network_leases(&network).ok().and_then(find) {
-            return Some((ip, "DHCP lease"));
-        }
-        if !local {
-            return None;
-        }
-        let arp = std::fs::read_to_string("/proc/net/arp").ok()?;
-        arp_lookup(&arp, &mac).map(|ip| (ip, "neighbour table"))
-    })
-    .await
-    .ok()?
+    let found = node.run(move |node| -> Result<_, kvmctl_libvirt::NodeError> {
+        Ok((|| {
+            let find = |pairs: Vec<(String, String)>| pairs.into_iter().find(|(m, _)| *m == mac).and_then(|(_, ip)| ip.parse().ok());
+            if let Some(ip) = node.domain_agent_addresses(&vm).ok().and_then(find) {
+                return Some((ip, "guest agent"));
+            }
+            if let Some(ip) = node.network_leases(&network).ok().and_then(find) {
+                return Some((ip, "DHCP lease"));
+            }
+            if !local {
+                return None;
+            }
+            let arp = std::fs::read_to_string("/proc/net/arp").ok()?;
+            arp_lookup(&arp, &mac).map(|ip| (ip, "neighbour table"))
+        })())
+    });
+    found.await.ok().flatten()
 }
 
 /// The IPv4 address `/proc/net/arp` lists for `mac` (complete entries only).

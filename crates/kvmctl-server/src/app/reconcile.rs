@@ -25,7 +25,6 @@
 use super::vms::{vm_state_of, vm_teardown};
 use super::{blocking, Context};
 use kvmctl_core::{Error, VmEvent, VmState};
-use kvmctl_libvirt::Node;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What one pass changed.
@@ -43,8 +42,7 @@ pub struct ReconcileReport {
 }
 
 pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
-    let node = ctx.local_node.clone();
-    let listed = blocking(move || node.domain_list()).await??;
+    let listed = ctx.local_node.domain_list().await?;
     let running_ids: HashSet<String> =
         listed.iter().filter(|d| vm_state_of(d.state) == VmState::Running).map(|d| kvmctl_netfw::vm_key(&d.uuid)).collect();
     // Domains by (node, name), with whether a failure shut them off. Other nodes are listed
@@ -59,7 +57,7 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
         }
         let name = n.name.to_string();
         let listed = match ctx.node_conn(&name).await {
-            Ok(conn) => blocking(move || conn.domain_list()).await?.map_err(|e| kvmctl_core::error::chain(&e)),
+            Ok(conn) => conn.domain_list().await.map_err(|e| kvmctl_core::error::chain(&e)),
             Err(e) => Err(e.to_string()),
         };
         match listed {

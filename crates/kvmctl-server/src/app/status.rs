@@ -1,14 +1,12 @@
 //! `status`: what the daemon is and whether the hypervisor answers.
 
-use super::{blocking, Context};
-use kvmctl_libvirt::Node;
+use super::Context;
 use kvmctl_types::api::{DatabaseStatus, HypervisorStatus, StatusResponse};
 
 pub async fn status_get(ctx: &Context, _caller: &kvmctl_core::Caller) -> Result<StatusResponse, kvmctl_core::Error> {
     let schema_version = ctx.store.schema_version().await?;
-    let node = ctx.local_node.clone();
-    let uri = node.uri().to_owned();
-    let versions = blocking(move || node.versions()).await?;
+    let uri = ctx.local_node.uri().to_owned();
+    let versions = ctx.local_node.versions().await;
     let (domain_type, domain_type_source) = super::host::domain_type(ctx).await;
     let hypervisor = match versions {
         Ok(v) => HypervisorStatus {

@@ -15,12 +15,13 @@
 
 use super::forwards::{self, Attachment};
 use super::{blocking, images, parse_name, readiness, ssh, Context};
+use crate::node::NodeHandle;
 use kvmctl_core::Caller;
 use kvmctl_core::{Error, VmEvent, VmState};
 use kvmctl_libvirt::xml::{
     self, Boot, Disk, DiskFormat, DomainSpec, DomainType, Firmware, Metadata, Nic, NicFilter, NicSource, VolumeSpec,
 };
-use kvmctl_libvirt::{DomainState, Node, NodeError};
+use kvmctl_libvirt::{DomainState, NodeError};
 use kvmctl_store::{ImageRecord, Scope, VmRecord};
 use kvmctl_types::api::{Vm, VmCreateRequest, VmResizeRequest, VmStopRequest};
 use kvmctl_types::{Name, VmId};
@@ -74,7 +75,7 @@ async fn with_addresses(ctx: &Context, mut vms: Vec<Vm>) -> Vec<Vm> {
     let mut leases = std::collections::HashMap::new();
     for (node, network) in networks {
         let Ok(conn) = ctx.node_conn(&node).await else { continue };
-        if let Ok(Ok(l)) = blocking(move || conn.network_leases(&network)).await {
+        if let Ok(l) = conn.network_leases(&network).await {
             leases.extend(l);
         }
     }
@@ -256,22 +257,27 @@ fn domain_spec(
 /// Where an image's volumes are on the node: the pool's directory (from the image volume's
 /// path there), and a direct-kernel image's kernel and initrd.
 type ImagePaths = (PathBuf, Option<(PathBuf, Option<PathBuf>)>);
-fn image_paths(node: &dyn Node, image: &ImageRecord) -> Result<ImagePaths, Error> {
-    let find = |v: &str| -> Result<PathBuf, Error> {
-        node.volume_get(&image.pool, v)?.map(|i| i.path).ok_or_else(|| {
-            Error::Conflict(format!(
-                "volume {v} of image {} is missing from pool {} on node {}; re-import the image",
-                image.name,
-                image.pool,
-                node.uri()
-            ))
-        })
-    };
-    let pool_dir = find(&image.volume)?.parent().map(PathBuf::from).unwrap_or_default();
+async fn image_paths(node: &NodeHandle, image: &ImageRecord) -> Result<ImagePaths, Error> {
+    let pool_dir = image_volume(node, image, &image.volume).await?.parent().map(PathBuf::from).unwrap_or_default();
     let Some(k) = &image.kernel_volume else { return Ok((pool_dir, None)) };
-    let kernel = find(k)?;
-    let initrd = image.initrd_volume.as_deref().map(find).transpose()?;
+    let kernel = image_volume(node, image, k).await?;
+    let initrd = match &image.initrd_volume {
+        Some(i) => Some(image_volume(node, image, i).await?),
+        None => None,
+    };
     Ok((pool_dir, Some((kernel, initrd))))
+}
+
+/// The path of the image's volume `v` on the node.
+async fn image_volume(node: &NodeHandle, image: &ImageRecord, v: &str) -> Result<PathBuf, Error> {
+    node.volume_get(&image.pool, v).await?.map(|i| i.path).ok_or_else(|| {
+        Error::Conflict(format!(
+            "volume {v} of image {} is missing from pool {} on node {}; re-import the image",
+            image.name,
+            image.pool,
+            node.uri()
+        ))
+    })
 }
 
 /// The domain type for a new VM on `node`: the local node's from `host doctor`'s functional
@@ -305,8 +311,7 @@ async fn address_for(ctx: &Context, node: &str, network: &str) -> Result<Option<
 async fn node_checks(ctx: &Context, node_name: &str, name: &Name, pool: &str, network: &str) -> Result<(), Error> {
     let node = ctx.node_conn(node_name).await?;
     if let Attachment::Network(net) = Attachment::parse(network) {
-        let (nd, n) = (node.clone(), net.clone());
-        if blocking(move || nd.network_state(&n)).await??.is_none() {
+        if node.network_state(&net).await?.is_none() {
             return Err(Error::invalid(
                 "network",
                 format!(
@@ -316,7 +321,7 @@ async fn node_checks(ctx: &Context, node_name: &str, name: &Name, pool: &str, ne
         }
     }
     let (n, pool, net) = (name.to_string(), pool.to_owned(), network.to_owned());
-    let taken = blocking(move || -> Result<Option<String>, NodeError> {
+    let taken = node.run(move |node| -> Result<Option<String>, NodeError> {
         match node.domain_state(&n) {
             Ok(_) => {
                 return Ok(Some(format!(
@@ -327,7 +332,7 @@ async fn node_checks(ctx: &Context, node_name: &str, name: &Name, pool: &str, ne
             Err(e) => return Err(e),
         }
         if let Ok(xml) = node.network_xml(&net) {
-            if xml.lines().any(|l| l.trim_start().starts_with("<host ") && l.contains(&format!("name='{n}'"))) {
+            if xml::network_dhcp_hosts(&xml).iter().any(|h| h.name == n) {
                 return Ok(Some(format!(
                     "network {net} already has a DHCP host entry named {n} that belongs to no VM; remove it (virsh net-update {net} delete ip-dhcp-host \"<host name='{n}'/>\" --live --config) or pick another name"
                 )));
@@ -342,7 +347,7 @@ async fn node_checks(ctx: &Context, node_name: &str, name: &Name, pool: &str, ne
         }
         Ok(None)
     })
-    .await??;
+    .await?;
     if let Some(why) = taken {
         // A VM of that name that kvmctl manages is the more useful thing to say.
         if ctx.store.vm_get(&Scope::all(), name).await?.is_some() {
@@ -567,9 +572,7 @@ async fn vm_build(
     let conn = ctx.node_conn(&rec.node).await?;
     // The image's volumes on the VM's node (copied there on first use).
     images::image_to_node(ctx, &rec.node, image).await?;
-    let (c, image_c) = (conn.clone(), image.clone());
-    let (pool_dir, kernel) = blocking(move || image_paths(c.as_ref(), &image_c)).await??;
-    let node = conn.clone();
+    let (pool_dir, kernel) = image_paths(&conn, image).await?;
     let overlay = VolumeSpec {
         private: true,
         name: rec.root_volume.clone(),
@@ -577,17 +580,12 @@ async fn vm_build(
         format: DiskFormat::Qcow2,
         backing: Some((pool_dir.join(&image.volume), if image.format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 })),
     };
-    let pool = rec.pool.clone();
     ctx.failpoints.hit("create.before_volumes").await?;
-    blocking(move || node.volume_create(&pool, &overlay)).await?.map_err(|e| super::volume_error(e, &rec.pool))?;
+    conn.volume_create(&rec.pool, overlay).await.map_err(|e| super::volume_error(e, &rec.pool))?;
     made.push(rec.root_volume.clone());
     ctx.failpoints.hit("create.root_volume").await?;
 
-    let node = conn.clone();
-    let (pool, seed_vol) = (rec.pool.clone(), rec.seed_volume.clone());
-    blocking(move || node.volume_upload(&pool, &seed_vol, DiskFormat::Raw, &seed_iso))
-        .await?
-        .map_err(|e| super::volume_error(e, &rec.pool))?;
+    conn.volume_upload(&rec.pool, &rec.seed_volume, DiskFormat::Raw, seed_iso).await.map_err(|e| super::volume_error(e, &rec.pool))?;
     made.push(rec.seed_volume.clone());
     ctx.failpoints.hit("create.seed_volume").await?;
 
@@ -599,8 +597,7 @@ async fn vm_build(
     let metadata = forwards::metadata_of(ctx, rec).await?;
     let vnc = forwards::vnc_port(ctx, rec).await?;
     let xml = xml::domain_xml(&domain_spec(ctx, rec, image, &pool_dir, domain_type, kernel, metadata, vnc))?;
-    let node = conn.clone();
-    blocking(move || node.domain_define(&xml)).await?.map_err(|e| match e {
+    conn.domain_define(xml).await.map_err(|e| match e {
         NodeError::AlreadyExists { .. } => Error::Conflict(format!(
             "libvirt already has a domain named {} that kvmctl does not know; rename or remove it (virsh undefine {})",
             rec.name, rec.name
@@ -611,9 +608,7 @@ async fn vm_build(
     if !start {
         return Ok(VmState::Stopped);
     }
-    let node = conn;
-    let n = rec.name.to_string();
-    blocking(move || node.domain_start(&n)).await??;
+    conn.domain_start(rec.name.as_str()).await?;
     ctx.store.vm_run_wanted_set(&rec.id, true).await?;
     ctx.failpoints.hit("create.start").await?;
     forwards::rules_apply(ctx, rec).await?;
@@ -641,7 +636,6 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
     let keep_disk = keep_disk || ctx.store.kept_disk_exists(&rec.node, &rec.pool, &rec.root_volume).await?;
     let node = ctx.node_conn(&rec.node).await?;
     let name = rec.name.to_string();
-    let pool = rec.pool.clone();
     let mut volumes = vec![rec.seed_volume.clone()];
     if !keep_disk {
         volumes.push(rec.root_volume.clone());
@@ -652,40 +646,31 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
         r => r,
     };
     // Only a domain that carries this VM's id is ours to remove.
-    let (n, nd, id) = (name.clone(), node.clone(), rec.id.to_string());
-    let ours = blocking(move || match nd.domain_xml(&n) {
-        Ok(xml) => Ok(xml.contains(&format!(">{id}</kvmctl:id>"))),
-        Err(e) if e.is_not_found() => Ok(false),
-        Err(e) => Err(e),
-    })
-    .await??;
+    let ours = match node.domain_xml(&name).await {
+        Ok(xml) => xml::metadata_parse(&xml).is_some_and(|m| m.vm_id == rec.id),
+        Err(e) if e.is_not_found() => false,
+        Err(e) => return Err(e.into()),
+    };
     if ours {
-        let (n, nd) = (name.clone(), node.clone());
-        blocking(move || gone(nd.domain_destroy(&n))).await??;
+        gone(node.domain_destroy(&name).await)?;
     }
     ctx.failpoints.hit("delete.destroy").await?;
     forwards::rules_remove(ctx, rec).await?;
     if ours {
-        let (n, nd) = (name.clone(), node.clone());
-        blocking(move || gone(nd.domain_undefine(&n))).await??;
+        gone(node.domain_undefine(&name).await)?;
     }
     ctx.failpoints.hit("delete.undefine").await?;
-    blocking(move || -> Result<(), NodeError> {
-        for v in &volumes {
-            gone(node.volume_delete(&pool, v))?;
-        }
-        Ok(())
-    })
-    .await??;
+    for v in &volumes {
+        gone(node.volume_delete(&rec.pool, v).await)?;
+    }
     ctx.failpoints.hit("delete.volumes").await?;
     if let Some(host) = dhcp_host(rec)? {
-        let (node, net, name) = (ctx.node_conn(&rec.node).await?, rec.network.clone(), name.clone());
         // An entry that is not there (never added, or removed already) is fine.
-        if let Err(e) = blocking(move || node.network_dhcp_host(&net, &host, false)).await? {
-            let msg = kvmctl_core::error::chain(&e);
-            if !msg.contains("couldn't locate") && !e.is_not_found() {
-                tracing::warn!(vm = %name, error = %msg, "cannot remove the VM's DHCP reservation");
+        match node.network_dhcp_host(&rec.network, &host, false).await {
+            Err(e) if !e.is_not_found() => {
+                tracing::warn!(vm = %name, error = %kvmctl_core::error::chain(&e), "cannot remove the VM's DHCP reservation")
             }
+            _ => {}
         }
     }
     // The ports go back to their pools once nothing on the node forwards them.
@@ -758,26 +743,22 @@ async fn vm_delete_checked(ctx: &Context, caller: &Caller, name: &str, keep_disk
 }
 
 pub async fn vm_start(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm, Error> {
-    vm_boot(ctx, caller, name, "starting", VmEvent::Start, |node, n| node.domain_start(n)).await
+    vm_boot(ctx, caller, name, "starting", VmEvent::Start).await
 }
 
 /// Start and reboot: one libvirt call that begins a new boot, whose readiness is watched.
-async fn vm_boot(
-    ctx: &Context,
-    caller: &Caller,
-    name: &str,
-    busy: &'static str,
-    event: VmEvent,
-    call: fn(&kvmctl_libvirt::LibvirtNode, &str) -> Result<(), NodeError>,
-) -> Result<Vm, Error> {
+async fn vm_boot(ctx: &Context, caller: &Caller, name: &str, busy: &'static str, event: VmEvent) -> Result<Vm, Error> {
     let name = parse_name("name", name)?;
     vm_record(ctx, &Scope::of(caller), &name).await?;
     let _busy = ctx.vm_lock(&name, busy).await?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     let during = vm_begin(ctx, &rec, event).await?;
     let node = ctx.node_conn(&rec.node).await?;
-    let n = name.to_string();
-    let result = blocking(move || call(&node, &n)).await?.map_err(Error::from);
+    let called = match event {
+        VmEvent::Reboot => node.domain_reboot(name.as_str()).await,
+        _ => node.domain_start(name.as_str()).await,
+    };
+    let result = called.map_err(Error::from);
     let result = match result {
         Ok(()) => {
             ctx.store.vm_run_wanted_set(&rec.id, true).await?;
@@ -808,11 +789,7 @@ async fn settle(ctx: &Context, node: &str, name: &Name, during: VmState, result:
 /// libvirt's state of the VM's domain, as a VM state; `None` when there is no domain.
 async fn observe(ctx: &Context, node: &str, name: &Name) -> Option<VmState> {
     let node = ctx.node_conn(node).await.ok()?;
-    let n = name.to_string();
-    match blocking(move || node.domain_state(&n)).await {
-        Ok(Ok(s)) => Some(vm_state_of(s)),
-        _ => None,
-    }
+    node.domain_state(name.as_str()).await.ok().map(vm_state_of)
 }
 
 pub(crate) fn vm_state_of(s: DomainState) -> VmState {
@@ -837,22 +814,23 @@ pub async fn vm_stop(ctx: &Context, caller: &Caller, name: &str, req: VmStopRequ
     ctx.store.vm_run_wanted_set(&rec.id, false).await?;
     let node = ctx.node_conn(&rec.node).await?;
     let n = name.to_string();
-    let result = blocking(move || -> Result<(), NodeError> {
-        if !req.force {
-            node.domain_shutdown(&n)?;
-            let until = Instant::now() + timeout;
-            while Instant::now() < until {
-                if node.domain_state(&n)? == DomainState::Shutoff {
-                    return Ok(());
+    let result = node
+        .run(move |node| -> Result<(), NodeError> {
+            if !req.force {
+                node.domain_shutdown(&n)?;
+                let until = Instant::now() + timeout;
+                while Instant::now() < until {
+                    if node.domain_state(&n)? == DomainState::Shutoff {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                tracing::warn!(vm = %n, timeout_s = timeout.as_secs(), "guest did not shut down in time; powering it off");
             }
-            tracing::warn!(vm = %n, timeout_s = timeout.as_secs(), "guest did not shut down in time; powering it off");
-        }
-        node.domain_destroy(&n)
-    })
-    .await?
-    .map_err(Error::from);
+            node.domain_destroy(&n)
+        })
+        .await
+        .map_err(Error::from);
     let result = match result {
         Ok(()) => forwards::rules_remove(ctx, &rec).await,
         Err(e) => Err(e),
@@ -861,7 +839,7 @@ pub async fn vm_stop(ctx: &Context, caller: &Caller, name: &str, req: VmStopRequ
 }
 
 pub async fn vm_reboot(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm, Error> {
-    vm_boot(ctx, caller, name, "rebooting", VmEvent::Reboot, |node, n| node.domain_reboot(n)).await
+    vm_boot(ctx, caller, name, "rebooting", VmEvent::Reboot).await
 }
 
 /// CPU and memory change while the VM is stopped (the domain is redefined); the disk grows
@@ -928,15 +906,11 @@ pub async fn vm_resize(ctx: &Context, caller: &Caller, name: &str, req: VmResize
     let applied = async {
         if disk_gib != rec.disk_gib {
             let node = ctx.node_conn(&rec.node).await?;
-            let (n, pool, vol, running) = (name.to_string(), rec.pool.clone(), rec.root_volume.clone(), rec.state == VmState::Running);
-            blocking(move || {
-                if running {
-                    node.domain_block_resize(&n, "vda", disk_gib * GIB)
-                } else {
-                    node.volume_resize(&pool, &vol, disk_gib * GIB)
-                }
-            })
-            .await??;
+            if rec.state == VmState::Running {
+                node.domain_block_resize(name.as_str(), "vda", disk_gib * GIB).await?;
+            } else {
+                node.volume_resize(&rec.pool, &rec.root_volume, disk_gib * GIB).await?;
+            }
         }
         if cpu_mem {
             domain_redefine(ctx, &VmRecord { vcpus, memory_mib, ..rec.clone() }).await?;
@@ -959,9 +933,8 @@ pub async fn vm_resize(ctx: &Context, caller: &Caller, name: &str, req: VmResize
 /// Whether the VM's root volume reached `disk_gib` (a failed resize may have grown it).
 async fn disk_grown(ctx: &Context, rec: &VmRecord, disk_gib: u64) -> bool {
     let Ok(node) = ctx.node_conn(&rec.node).await else { return true };
-    let (pool, vol) = (rec.pool.clone(), rec.root_volume.clone());
-    match blocking(move || node.volume_get(&pool, &vol)).await {
-        Ok(Ok(Some(v))) => v.capacity_bytes >= disk_gib * GIB,
+    match node.volume_get(&rec.pool, &rec.root_volume).await {
+        Ok(Some(v)) => v.capacity_bytes >= disk_gib * GIB,
         _ => true,
     }
 }
@@ -1064,17 +1037,13 @@ async fn attachment_check(ctx: &Context, caller: &Caller, network: &str) -> Resu
 pub(crate) async fn domain_redefine(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
     let image = images::image_record(ctx, &rec.image).await?;
     let conn = ctx.node_conn(&rec.node).await?;
-    let (node, image_c) = (conn.clone(), image.clone());
-    let (pool_dir, kernel) = blocking(move || image_paths(node.as_ref(), &image_c)).await??;
-    let node = conn.clone();
-    let n = rec.name.to_string();
-    let current = blocking(move || node.domain_xml(&n)).await??;
-    let dtype = if current.contains("type='kvm'") || current.contains("type=\"kvm\"") { DomainType::Kvm } else { DomainType::Qemu };
+    let (pool_dir, kernel) = image_paths(&conn, &image).await?;
+    let current = conn.domain_xml(rec.name.as_str()).await?;
+    let dtype = xml::domain_type_of(&current).unwrap_or(DomainType::Qemu);
     let metadata = forwards::metadata_of(ctx, rec).await?;
     let vnc = forwards::vnc_port(ctx, rec).await?;
     let xml = xml::domain_xml(&domain_spec(ctx, rec, &image, &pool_dir, dtype, kernel, metadata, vnc))?;
-    let node = conn;
-    blocking(move || node.domain_define(&xml)).await??;
+    conn.domain_define(xml).await?;
     Ok(())
 }
 
@@ -1086,10 +1055,10 @@ pub(crate) async fn domain_redefine(ctx: &Context, rec: &VmRecord) -> Result<(),
 async fn address_reserve(ctx: &Context, rec: &mut VmRecord) -> Result<(), Error> {
     let mut lost: std::collections::HashSet<std::net::Ipv4Addr> = Default::default();
     while let Some(host) = dhcp_host(rec)? {
-        let (node, net) = (ctx.node_conn(&rec.node).await?, rec.network.clone());
-        match blocking(move || node.network_dhcp_host(&net, &host, true)).await? {
+        let node = ctx.node_conn(&rec.node).await?;
+        match node.network_dhcp_host(&rec.network, &host, true).await {
             Ok(()) => return Ok(()),
-            Err(e @ NodeError::InvalidState { .. }) if lost.len() < 16 && format!("{e:?}").contains("existing dhcp host entry") => {
+            Err(e @ NodeError::AlreadyExists { .. }) if lost.len() < 16 => {
                 let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse().ok()) else { return Err(e.into()) };
                 tracing::info!(vm = %rec.name, %ip, "address taken meanwhile; picking another");
                 lost.insert(ip);
@@ -1112,8 +1081,7 @@ async fn address_pick(
     let node = ctx.node_conn(node_name).await?;
     let net = network.to_owned();
     let (net_xml, leases) =
-        blocking(move || -> Result<_, NodeError> { Ok((node.network_xml(&net)?, node.network_leases(&net).unwrap_or_default())) })
-            .await??;
+        node.run(move |node| Ok::<_, NodeError>((node.network_xml(&net)?, node.network_leases(&net).unwrap_or_default()))).await?;
     let Some(info) = xml::network_dhcp_info(&net_xml) else { return Ok(None) };
     let mut taken: std::collections::HashSet<std::net::Ipv4Addr> = leases.iter().filter_map(|(_, ip)| ip.parse().ok()).collect();
     taken.extend(lost.iter().copied());
@@ -1269,7 +1237,7 @@ pub async fn vm_console_open(
     ctx: &Context,
     caller: &Caller,
     name: &str,
-) -> Result<(kvmctl_libvirt::ConsoleStream, super::SessionGuard), Error> {
+) -> Result<(Box<dyn kvmctl_libvirt::Console>, super::SessionGuard), Error> {
     let name = parse_name("name", name)?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     if rec.state != VmState::Running {
@@ -1280,8 +1248,7 @@ pub async fn vm_console_open(
     }
     let guard = ctx.session_open(&rec.id, &name, &caller.name)?;
     let node = ctx.node_conn(&rec.node).await?;
-    let n = name.to_string();
-    let stream = blocking(move || node.domain_console(&n)).await?.map_err(|e| match e {
+    let stream = node.domain_console(name.as_str()).await.map_err(|e| match e {
         NodeError::InvalidState { .. } | NodeError::Libvirt { .. } => Error::Conflict(format!(
             "cannot open the console of {name} (is another console session open?): {}",
             kvmctl_core::error::chain(&e)

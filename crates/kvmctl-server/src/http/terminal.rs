@@ -110,7 +110,7 @@ fn frame_bytes(msg: Message) -> Option<Vec<u8>> {
 }
 
 /// One thread owns the (non-blocking) libvirt stream and moves bytes both ways.
-async fn console_bridge(stream: kvmctl_libvirt::ConsoleStream, socket: WebSocket) {
+async fn console_bridge(stream: Box<dyn kvmctl_libvirt::Console>, socket: WebSocket) {
     let (mut to_client, mut from_client) = socket.split();
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);

@@ -1,10 +1,12 @@
-//! The `Node` trait and its libvirt implementation.
-//!
-//! libvirt calls block, so `Node` is a synchronous trait; async callers run it on a blocking
-//! thread. `LibvirtNode` keeps one connection and checks it before each call: when libvirtd
-//! has restarted (or was not up yet), the next call opens a fresh connection, so a daemon
-//! survives libvirtd restarts without being restarted itself.
+//! `LibvirtNode`: the `Node` trait over libvirt. It keeps one connection and checks it
+//! before each call: when libvirtd has restarted (or was not up yet), the next call opens a
+//! fresh connection, so a daemon survives libvirtd restarts without being restarted itself.
+//! Image uploads and consoles get connections of their own, so a long stream never holds up
+//! the node's other calls.
 
+use super::{
+    version_string, Console, ConsoleStream, DomainState, DomainSummary, Node, NodeResources, NodeVersions, ObjectState, VolumeInfo,
+};
 use crate::error::NodeError;
 use crate::xml::{self, VolumeSpec};
 use std::path::{Path, PathBuf};
@@ -16,203 +18,17 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
 
-/// Versions and identity of the hypervisor behind a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeVersions {
-    /// libvirt library version, `major.minor.micro`.
-    pub libvirt: String,
-    /// Hypervisor version (QEMU's for `qemu://`), `major.minor.micro`.
-    pub hypervisor: String,
-    /// Driver name as libvirt reports it (`QEMU`, `Test`).
-    pub driver: String,
-    pub hostname: String,
-}
-
-/// A domain's run state as libvirt reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DomainState {
-    Running,
-    Paused,
-    ShuttingDown,
-    Shutoff,
-    Crashed,
-    Other,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainSummary {
-    pub name: String,
-    pub uuid: String,
-    pub state: DomainState,
-    /// Shut off by a failure, not by a request: QEMU died or was killed, or libvirtd found
-    /// it gone when it started again (libvirt's shutoff reasons crashed, failed, daemon and
-    /// unknown). A shutdown, a destroy, a save or a migration is a request.
-    pub failed_stop: bool,
-}
-
-/// Whether a network or pool exists, runs, and starts with libvirtd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ObjectState {
-    pub active: bool,
-    pub autostart: bool,
-    pub persistent: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeInfo {
-    pub name: String,
-    pub path: PathBuf,
-    pub capacity_bytes: u64,
-}
-
-/// What a node has: CPUs and memory (libvirt's node info), and its storage pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeResources {
-    pub cpus: u64,
-    pub memory_bytes: u64,
-    pub free_memory_bytes: u64,
-    pub pool_capacity_bytes: u64,
-    pub pool_available_bytes: u64,
-}
-
-/// Everything kvmctl does on a compute node.
-pub trait Node: Send + Sync {
-    /// The connection URI.
-    fn uri(&self) -> &str;
-    fn versions(&self) -> Result<NodeVersions, NodeError>;
-    /// CPUs, memory and the space of storage pool `pool`.
-    fn resources(&self, pool: &str) -> Result<NodeResources, NodeError>;
-
-    fn domain_define(&self, xml: &str) -> Result<DomainSummary, NodeError>;
-    fn domain_start(&self, name: &str) -> Result<(), NodeError>;
-    /// Asks the guest to shut down: through its guest agent when it answers, else ACPI.
-    fn domain_shutdown(&self, name: &str) -> Result<(), NodeError>;
-    /// Stops the domain at once. Stopping a stopped domain succeeds.
-    fn domain_destroy(&self, name: &str) -> Result<(), NodeError>;
-    /// Removes the definition (and any NVRAM, managed save and snapshot metadata).
-    fn domain_undefine(&self, name: &str) -> Result<(), NodeError>;
-    fn domain_state(&self, name: &str) -> Result<DomainState, NodeError>;
-    fn domain_list(&self) -> Result<Vec<DomainSummary>, NodeError>;
-    fn domain_xml(&self, name: &str) -> Result<String, NodeError>;
-
-    /// The network's XML (live definition).
-    fn network_xml(&self, name: &str) -> Result<String, NodeError>;
-    /// Adds (or removes) a DHCP host entry, live and in the persistent definition.
-    fn network_dhcp_host(&self, name: &str, host_xml: &str, add: bool) -> Result<(), NodeError>;
-    /// The network's current DHCP leases as `(mac, ipv4 or ipv6 address)`.
-    fn network_leases(&self, name: &str) -> Result<Vec<(String, String)>, NodeError>;
-    /// State of a libvirt network, `None` when there is no such network.
-    fn network_state(&self, name: &str) -> Result<Option<ObjectState>, NodeError>;
-    /// Defines (when absent), starts and marks autostart the network described by `xml`.
-    fn network_ensure(&self, name: &str, xml: &str) -> Result<(), NodeError>;
-    /// Stops and undefines a network.
-    fn network_delete(&self, name: &str) -> Result<(), NodeError>;
-    /// Starts or stops a network, and sets whether it autostarts; `None` leaves that as is.
-    fn network_set(&self, name: &str, active: Option<bool>, autostart: Option<bool>) -> Result<(), NodeError>;
-    /// State of a storage pool, `None` when there is no such pool.
-    fn pool_state(&self, name: &str) -> Result<Option<ObjectState>, NodeError>;
-    /// Makes sure a directory pool `name` over `path` exists, is active and autostarts.
-    fn pool_ensure_dir(&self, name: &str, path: &Path) -> Result<(), NodeError>;
-    fn pool_delete(&self, name: &str) -> Result<(), NodeError>;
-    fn volume_create(&self, pool: &str, spec: &VolumeSpec) -> Result<VolumeInfo, NodeError>;
-    /// Creates a private volume (`VolumeSpec::private`: a VM's seed) of `format` holding
-    /// exactly `data`, sent over a libvirt stream in chunks (works for remote nodes too). A
-    /// failed upload leaves no volume.
-    fn volume_upload(&self, pool: &str, name: &str, format: xml::DiskFormat, data: &[u8]) -> Result<VolumeInfo, NodeError> {
-        self.volume_upload_from(pool, name, format, true, data.len() as u64, &mut &data[..])
-    }
-    /// As `volume_upload`, streaming `len` bytes from `data` (an image file of any size),
-    /// private or not.
-    fn volume_upload_from(
-        &self,
-        pool: &str,
-        name: &str,
-        format: xml::DiskFormat,
-        private: bool,
-        len: u64,
-        data: &mut dyn std::io::Read,
-    ) -> Result<VolumeInfo, NodeError>;
-    fn volume_delete(&self, pool: &str, name: &str) -> Result<(), NodeError>;
-    fn volume_list(&self, pool: &str) -> Result<Vec<VolumeInfo>, NodeError>;
-    /// A volume by name, `None` when the pool has no such volume.
-    fn volume_get(&self, pool: &str, name: &str) -> Result<Option<VolumeInfo>, NodeError>;
-    /// Grows a volume that no running domain uses. Shrinking is refused by libvirt.
-    fn volume_resize(&self, pool: &str, name: &str, capacity_bytes: u64) -> Result<(), NodeError>;
-
-    /// The guest's IPv4 addresses per MAC as its guest agent reports them (`(mac, ip)`).
-    fn domain_agent_addresses(&self, name: &str) -> Result<Vec<(String, String)>, NodeError>;
-    /// A connection to the domain's serial console (its own libvirt connection).
-    fn domain_console(&self, name: &str) -> Result<ConsoleStream, NodeError>;
-    /// Asks the guest to reboot (ACPI).
-    fn domain_reboot(&self, name: &str) -> Result<(), NodeError>;
-    /// Grows the disk `target` (`vda`) of a running domain; the guest sees the new size at once.
-    fn domain_block_resize(&self, name: &str, target: &str, capacity_bytes: u64) -> Result<(), NodeError>;
-    /// Replaces kvmctl's metadata element (namespace [`xml::METADATA_NS`]) in the domain's
-    /// persistent definition and, when it runs, in the live one too.
-    fn domain_metadata_set(&self, name: &str, element_xml: &str) -> Result<(), NodeError>;
-    /// Whether the node defines the network filter (nwfilter) `name`.
-    fn nwfilter_exists(&self, name: &str) -> Result<bool, NodeError>;
-    /// Names of every network, defined or transient.
-    fn network_list(&self) -> Result<Vec<String>, NodeError>;
-}
-
-/// A domain's serial console: a non-blocking libvirt stream on a connection of its own.
-/// Not thread-safe by design: one thread owns it and both reads and writes.
-pub struct ConsoleStream {
-    stream: Stream,
-    _conn: Conn,
-}
-
-// SAFETY: libvirt streams and connections may be used from any thread, one at a time; the
-// owner moves it to the thread that bridges it and uses it only there.
-unsafe impl Send for ConsoleStream {}
-
-impl ConsoleStream {
-    /// Bytes the guest wrote: `Ok(None)` when none are waiting, `Ok(Some(0))` at the end.
-    pub fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>, NodeError> {
-        // SAFETY: the stream is live and `buf` is writable for its length.
-        let n = unsafe { virt::sys::virStreamRecv(self.stream.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        match n {
-            -2 => Ok(None),
-            n if n < 0 => Err(NodeError::from_virt("read the console of", "domain", "(console)", virt::error::Error::last_error())),
-            n => Ok(Some(n as usize)),
-        }
-    }
-
-    /// Sends keystrokes to the guest (all of them, waiting out a full buffer).
-    pub fn send(&self, mut data: &[u8]) -> Result<(), NodeError> {
-        while !data.is_empty() {
-            // SAFETY: the stream is live and `data` is readable for its length.
-            let n = unsafe {
-                virt::sys::virStreamSend(self.stream.as_ptr(), data.as_ptr().cast::<std::os::raw::c_char>().cast_mut(), data.len())
-            };
-            match n {
-                -2 => std::thread::sleep(std::time::Duration::from_millis(5)),
-                n if n < 0 => {
-                    return Err(NodeError::from_virt("write to the console of", "domain", "(console)", virt::error::Error::last_error()))
-                }
-                n => data = &data[n as usize..],
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for ConsoleStream {
-    fn drop(&mut self) {
-        // SAFETY: the stream is live; aborting ends the console session for the guest.
-        unsafe { virt::sys::virStreamAbort(self.stream.as_ptr()) };
-    }
-}
-
 /// A libvirt connection that closes when dropped.
-struct Conn(Connect);
+pub(super) struct Conn(pub(super) Connect);
 
 impl Drop for Conn {
     fn drop(&mut self) {
         let _ = self.0.close();
     }
 }
+
+/// Uploads larger than this get a libvirt connection of their own.
+const OWN_CONNECTION_BYTES: u64 = 8 << 20;
 
 /// A node reached through libvirt.
 pub struct LibvirtNode {
@@ -225,10 +41,6 @@ pub struct LibvirtNode {
 fn silence_libvirt_stderr() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(virt::error::clear_error_callback);
-}
-
-fn version_string(v: u32) -> String {
-    format!("{}.{}.{}", v / 1_000_000, (v / 1_000) % 1_000, v % 1_000)
 }
 
 fn map_state(s: virt::sys::virDomainState) -> DomainState {
@@ -293,18 +105,23 @@ impl LibvirtNode {
         }
     }
 
+    /// A connection of its own, for a stream that lasts (console, image upload).
+    fn connect_own(&self) -> Result<Conn, NodeError> {
+        Ok(Conn(Connect::open(Some(&self.uri)).map_err(|source| NodeError::Connect { uri: self.uri.clone(), source })?))
+    }
+
     fn domain(conn: &Connect, name: &str, op: &'static str) -> Result<Domain, NodeError> {
         Domain::lookup_by_name(conn, name).map_err(|e| NodeError::from_virt(op, "domain", name, e))
     }
 
-    fn pool(conn: &Connect, name: &str) -> Result<StoragePool, NodeError> {
+    pub(super) fn pool(conn: &Connect, name: &str) -> Result<StoragePool, NodeError> {
         StoragePool::lookup_by_name(conn, name).map_err(|e| NodeError::from_virt("find pool", "storage pool", name, e))
     }
     fn network(conn: &Connect, name: &str) -> Result<Network, NodeError> {
         Network::lookup_by_name(conn, name).map_err(|e| NodeError::from_virt("find", "network", name, e))
     }
 
-    fn volume_info(vol: &StorageVol, name: &str) -> Result<VolumeInfo, NodeError> {
+    pub(super) fn volume_info(vol: &StorageVol, name: &str) -> Result<VolumeInfo, NodeError> {
         let path = vol.get_path().map_err(|e| NodeError::from_virt("read path of", "volume", name, e))?;
         let info = vol.get_info().map_err(|e| NodeError::from_virt("read info of", "volume", name, e))?;
         Ok(VolumeInfo { name: name.to_owned(), path: PathBuf::from(path), capacity_bytes: info.capacity })
@@ -450,8 +267,18 @@ impl Node for LibvirtNode {
             if net.is_active().unwrap_or(false) {
                 flags |= virt::sys::VIR_NETWORK_UPDATE_AFFECT_LIVE;
             }
-            net.update(cmd, virt::sys::VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags)
-                .map_err(|e| NodeError::from_virt(if add { "add a DHCP host to" } else { "remove a DHCP host from" }, "network", name, e))
+            net.update(cmd, virt::sys::VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags).map_err(|e| {
+                // libvirt reports a clash with another entry, and a missing entry, as an
+                // invalid operation; only its message tells them from other refusals.
+                let invalid = e.code() == virt::error::ErrorNumber::OperationInvalid;
+                if invalid && add && e.message().contains("existing dhcp host entry") {
+                    NodeError::AlreadyExists { kind: "DHCP host entry for that address or name in network", name: name.to_owned() }
+                } else if invalid && !add && e.message().contains("couldn't locate") {
+                    NodeError::NotFound { kind: "DHCP host entry in network", name: name.to_owned() }
+                } else {
+                    NodeError::from_virt(if add { "add a DHCP host to" } else { "remove a DHCP host from" }, "network", name, e)
+                }
+            })
         })
     }
 
@@ -629,60 +456,15 @@ impl Node for LibvirtNode {
         // The upload overwrites the whole file; the capacity only has to admit `data`.
         let spec = VolumeSpec { name: name.to_owned(), capacity_bytes: len, format, backing: None, private };
         let vol_xml = xml::volume_xml(&spec)?;
-        self.with_conn(|c| {
-            let p = Self::pool(c, pool)?;
-            let err = |op| move |e| NodeError::from_virt(op, "volume", name, e);
-            let vol = StorageVol::create_xml(&p, &vol_xml, 0).map_err(err("create"))?;
-            let sent = (|| {
-                let stream = Stream::new(c, 0).map_err(err("open a stream to"))?;
-                vol.upload(&stream, 0, len, 0).map_err(err("upload to"))?;
-                // libvirt refuses stream messages over 32 MiB; 1 MiB keeps memory flat.
-                let mut buf = vec![0u8; 1 << 20];
-                let mut sent = 0u64;
-                while sent < len {
-                    let want = buf.len().min((len - sent) as usize);
-                    let got = match data.read(&mut buf[..want]) {
-                        Ok(0) => {
-                            Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("source ended after {sent} of {len} bytes")))
-                        }
-                        Ok(n) => Ok(n),
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => Err(e),
-                    };
-                    let got = match got {
-                        Ok(n) => n,
-                        Err(source) => {
-                            let _ = stream.abort();
-                            return Err(NodeError::Read { name: name.to_owned(), source });
-                        }
-                    };
-                    let mut off = 0;
-                    while off < got {
-                        match stream.send(&buf[off..got]) {
-                            Ok(0) => {
-                                let _ = stream.abort();
-                                return Err(NodeError::Read {
-                                    name: name.to_owned(),
-                                    source: std::io::Error::new(std::io::ErrorKind::WriteZero, "libvirt stream accepted no data"),
-                                });
-                            }
-                            Ok(n) => off += n,
-                            Err(e) => {
-                                let _ = stream.abort();
-                                return Err(err("send data to")(e));
-                            }
-                        }
-                    }
-                    sent += got as u64;
-                }
-                stream.finish().map_err(err("finish upload to"))
-            })();
-            if let Err(e) = sent {
-                let _ = vol.delete(0); // no half-written volume survives a failed upload
-                return Err(e);
-            }
-            Self::volume_info(&vol, name)
-        })
+        let mut upload = |c: &Connect| super::upload::upload(c, pool, name, &vol_xml, len, data);
+        // A large stream (an image) runs on a connection of its own: the shared one stays
+        // free for every other call to the node while it lasts.
+        if len > OWN_CONNECTION_BYTES {
+            let conn = self.connect_own()?;
+            upload(&conn.0)
+        } else {
+            self.with_conn(upload)
+        }
     }
 
     fn volume_delete(&self, pool: &str, name: &str) -> Result<(), NodeError> {
@@ -731,13 +513,13 @@ impl Node for LibvirtNode {
         })
     }
 
-    fn domain_console(&self, name: &str) -> Result<ConsoleStream, NodeError> {
-        let conn = Conn(Connect::open(Some(&self.uri)).map_err(|source| NodeError::Connect { uri: self.uri.clone(), source })?);
+    fn domain_console(&self, name: &str) -> Result<Box<dyn Console>, NodeError> {
+        let conn = self.connect_own()?;
         let d = Self::domain(&conn.0, name, "open the console of")?;
         let stream = Stream::new(&conn.0, virt::sys::VIR_STREAM_NONBLOCK)
             .map_err(|e| NodeError::from_virt("open a stream to", "domain", name, e))?;
         d.open_console(None, &stream, 0).map_err(|e| NodeError::from_virt("open the console of", "domain", name, e))?;
-        Ok(ConsoleStream { stream, _conn: conn })
+        Ok(Box::new(ConsoleStream { stream, _conn: conn }))
     }
 
     fn domain_reboot(&self, name: &str) -> Result<(), NodeError> {
@@ -802,16 +584,5 @@ impl Node for LibvirtNode {
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(out)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_are_dotted() {
-        assert_eq!(version_string(9_000_000), "9.0.0");
-        assert_eq!(version_string(7_002_022), "7.2.22");
     }
 }

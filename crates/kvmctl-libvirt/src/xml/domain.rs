@@ -1,0 +1,336 @@
+//! Domains: the definition kvmctl writes, and what it reads back from libvirt's.
+
+use super::metadata::{metadata, Metadata};
+use super::{checked, path_str, Doc, XmlError};
+use kvmctl_types::Name;
+use std::path::PathBuf;
+
+/// libvirt domain type: hardware acceleration, or TCG emulation where KVM does not work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainType {
+    Kvm,
+    Qemu,
+}
+
+impl DomainType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainType::Kvm => "kvm",
+            DomainType::Qemu => "qemu",
+        }
+    }
+}
+
+/// The guest's firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF without Secure Boot (libvirt picks the firmware file and makes the NVRAM).
+    Uefi,
+    /// OVMF with Secure Boot enforced and Microsoft's keys enrolled (as on physical PCs and
+    /// what Windows 11 requires); SMM on, as Secure Boot firmware needs.
+    UefiSecure,
+}
+
+impl Firmware {
+    /// The API's name: `bios`, `uefi`, `uefi-secure`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+            Firmware::UefiSecure => "uefi-secure",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Firmware> {
+        [Firmware::Bios, Firmware::Uefi, Firmware::UefiSecure].into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+/// How the guest boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// From the first disk, through the firmware.
+    Disk,
+    /// Direct kernel boot (the tiny test guest; fast image tests).
+    Kernel { kernel: PathBuf, initrd: Option<PathBuf>, cmdline: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    Qcow2,
+    Raw,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Raw => "raw",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub source: PathBuf,
+    pub format: DiskFormat,
+    /// Guest device name, `vda`, `vdb`, ...
+    pub target: String,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicSource {
+    /// A libvirt network by name.
+    Network(String),
+    /// An existing host bridge.
+    Bridge(String),
+    /// macvtap on a host NIC (bridge mode): the guest sits on the NIC's LAN, but cannot
+    /// reach the host itself through it.
+    Direct(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub source: NicSource,
+    /// `52:54:00:..`-style MAC; libvirt picks one when absent.
+    pub mac: Option<String>,
+    /// A libvirt network filter (nwfilter) on the NIC. Not on `Direct` NICs (libvirt cannot
+    /// filter macvtap), where it is left out.
+    pub filter: Option<NicFilter>,
+}
+
+/// An nwfilter by name, such as `clean-traffic` (no MAC, IP or ARP spoofing), with the one
+/// IPv4 address the guest may use; without one, libvirt learns it from the guest's DHCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicFilter {
+    pub name: String,
+    pub ip: Option<std::net::Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSpec {
+    pub name: Name,
+    pub domain_type: DomainType,
+    pub firmware: Firmware,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub boot: Boot,
+    pub disks: Vec<Disk>,
+    pub nics: Vec<Nic>,
+    /// File the serial console is logged to (by virtlogd), on the node.
+    pub serial_log: Option<PathBuf>,
+    /// VNC with this password, when set: on 127.0.0.1 at a port libvirt picks, or, with
+    /// `vnc_port`, on every address at that port (a VNC forward).
+    pub vnc_password: Option<String>,
+    pub vnc_port: Option<u16>,
+    pub guest_agent: bool,
+    pub metadata: Metadata,
+}
+
+/// Renders a domain definition for `virDomainDefineXML`.
+pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
+    let mut d = Doc::new();
+    let memory = spec.memory_mib.to_string();
+    let vcpus = spec.vcpus.to_string();
+    let uuid = spec.metadata.vm_id.to_string();
+    d.open("domain", &[("type", spec.domain_type.as_str())])?;
+    d.text("name", &[], spec.name.as_str())?;
+    d.text("uuid", &[], &uuid)?;
+    metadata(&mut d, &spec.metadata)?;
+    d.text("memory", &[("unit", "MiB")], &memory)?;
+    d.text("currentMemory", &[("unit", "MiB")], &memory)?;
+    d.text("vcpu", &[("placement", "static")], &vcpus)?;
+
+    match spec.firmware {
+        Firmware::Bios => d.open("os", &[])?,
+        Firmware::Uefi | Firmware::UefiSecure => d.open("os", &[("firmware", "efi")])?,
+    }
+    d.text("type", &[("arch", "x86_64"), ("machine", "q35")], "hvm")?;
+    // Firmware autoselection by feature: for plain UEFI both off, since libvirt may otherwise
+    // pick Secure Boot firmware with Microsoft's keys enrolled, which refuses an unsigned
+    // loader; for Secure Boot both on.
+    let secure = match spec.firmware {
+        Firmware::Bios => None,
+        Firmware::Uefi => Some("no"),
+        Firmware::UefiSecure => Some("yes"),
+    };
+    if let Some(on) = secure {
+        d.open("firmware", &[])?;
+        d.empty("feature", &[("enabled", on), ("name", "secure-boot")])?;
+        d.empty("feature", &[("enabled", on), ("name", "enrolled-keys")])?;
+        d.close("firmware")?;
+    }
+    if spec.firmware == Firmware::UefiSecure {
+        d.empty("loader", &[("secure", "yes")])?;
+    }
+    match &spec.boot {
+        Boot::Disk => d.empty("boot", &[("dev", "hd")])?,
+        Boot::Kernel { kernel, initrd, cmdline } => {
+            d.text("kernel", &[], &path_str("kernel", kernel)?)?;
+            if let Some(initrd) = initrd {
+                d.text("initrd", &[], &path_str("initrd", initrd)?)?;
+            }
+            d.text("cmdline", &[], &checked("cmdline", cmdline)?)?;
+        }
+    }
+    d.close("os")?;
+
+    d.open("features", &[])?;
+    d.empty("acpi", &[])?;
+    d.empty("apic", &[])?;
+    if spec.firmware == Firmware::UefiSecure {
+        d.empty("smm", &[("state", "on")])?;
+    }
+    d.close("features")?;
+    // KVM: the host CPU as it is. TCG: QEMU's `max` model, the fastest to emulate here.
+    match spec.domain_type {
+        DomainType::Kvm => d.empty("cpu", &[("mode", "host-passthrough"), ("check", "none")])?,
+        DomainType::Qemu => d.empty("cpu", &[("mode", "maximum"), ("check", "none")])?,
+    }
+    d.empty("clock", &[("offset", "utc")])?;
+    d.text("on_poweroff", &[], "destroy")?;
+    d.text("on_reboot", &[], "restart")?;
+    d.text("on_crash", &[], "destroy")?;
+
+    d.open("devices", &[])?;
+    for disk in &spec.disks {
+        d.open("disk", &[("type", "file"), ("device", "disk")])?;
+        d.empty("driver", &[("name", "qemu"), ("type", disk.format.as_str()), ("discard", "unmap")])?;
+        d.empty("source", &[("file", &path_str("disk source", &disk.source)?)])?;
+        d.empty("target", &[("dev", &checked("disk target", &disk.target)?), ("bus", "virtio")])?;
+        if disk.readonly {
+            d.empty("readonly", &[])?;
+        }
+        d.close("disk")?;
+    }
+    for nic in &spec.nics {
+        let (kind, source) = match &nic.source {
+            NicSource::Network(n) => ("network", ("network", n.as_str())),
+            NicSource::Bridge(b) => ("bridge", ("bridge", b.as_str())),
+            NicSource::Direct(dev) => ("direct", ("dev", dev.as_str())),
+        };
+        d.open("interface", &[("type", kind)])?;
+        if let Some(mac) = &nic.mac {
+            d.empty("mac", &[("address", &checked("mac", mac)?)])?;
+        }
+        if kind == "direct" {
+            d.empty("source", &[(source.0, &checked("network", source.1)?), ("mode", "bridge")])?;
+        } else {
+            d.empty("source", &[(source.0, &checked("network", source.1)?)])?;
+        }
+        d.empty("model", &[("type", "virtio")])?;
+        if let Some(f) = nic.filter.as_ref().filter(|_| kind != "direct") {
+            d.open("filterref", &[("filter", &checked("network filter", &f.name)?)])?;
+            match f.ip {
+                Some(ip) => d.empty("parameter", &[("name", "IP"), ("value", &ip.to_string())])?,
+                None => d.empty("parameter", &[("name", "CTRL_IP_LEARNING"), ("value", "dhcp")])?,
+            }
+            d.close("filterref")?;
+        }
+        d.close("interface")?;
+    }
+    d.open("serial", &[("type", "pty")])?;
+    if let Some(log) = &spec.serial_log {
+        d.empty("log", &[("file", &path_str("serial log", log)?), ("append", "off")])?;
+    }
+    d.empty("target", &[("port", "0")])?;
+    d.close("serial")?;
+    d.open("console", &[("type", "pty")])?;
+    d.empty("target", &[("type", "serial"), ("port", "0")])?;
+    d.close("console")?;
+    if spec.guest_agent {
+        d.open("channel", &[("type", "unix")])?;
+        d.empty("target", &[("type", "virtio"), ("name", "org.qemu.guest_agent.0")])?;
+        d.close("channel")?;
+    }
+    if let Some(pw) = &spec.vnc_password {
+        let pw = checked("vnc password", pw)?;
+        match spec.vnc_port {
+            Some(port) => {
+                let port = port.to_string();
+                d.open("graphics", &[("type", "vnc"), ("port", &port), ("autoport", "no"), ("passwd", &pw)])?;
+                d.empty("listen", &[("type", "address"), ("address", "0.0.0.0")])?;
+            }
+            None => {
+                d.open("graphics", &[("type", "vnc"), ("autoport", "yes"), ("passwd", &pw)])?;
+                d.empty("listen", &[("type", "address"), ("address", "127.0.0.1")])?;
+            }
+        }
+        d.close("graphics")?;
+        d.open("video", &[])?;
+        d.empty("model", &[("type", "vga")])?;
+        d.close("video")?;
+    }
+    // Entropy for the guest: key generation at first boot otherwise stalls under emulation.
+    d.open("rng", &[("model", "virtio")])?;
+    d.text("backend", &[("model", "random")], "/dev/urandom")?;
+    d.close("rng")?;
+    d.empty("memballoon", &[("model", "virtio")])?;
+    d.close("devices")?;
+    d.close("domain")?;
+    Ok(d.finish())
+}
+
+/// The type of a domain definition (`<domain type='kvm'>`); `None` for another type or a
+/// document that is not a domain.
+pub fn domain_type_of(domain_xml: &str) -> Option<DomainType> {
+    use quick_xml::events::Event as E;
+    let mut reader = quick_xml::Reader::from_str(domain_xml);
+    loop {
+        match reader.read_event() {
+            Ok(E::Start(e)) | Ok(E::Empty(e)) => {
+                if e.name().as_ref() != b"domain" {
+                    return None;
+                }
+                let t = e.attributes().flatten().find(|a| a.key.as_ref() == b"type")?.unescape_value().ok()?;
+                return match t.as_ref() {
+                    "kvm" => Some(DomainType::Kvm),
+                    "qemu" => Some(DomainType::Qemu),
+                    _ => None,
+                };
+            }
+            Ok(E::Eof) | Err(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// What a domain's devices use: the MAC addresses of its interfaces (lower case) and the
+/// files of its disks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainDevices {
+    pub macs: Vec<String>,
+    pub disk_files: Vec<String>,
+}
+
+/// Reads the interfaces' MACs and the disks' source files of a domain definition.
+pub fn domain_devices(domain_xml: &str) -> DomainDevices {
+    use quick_xml::events::Event as E;
+    let mut reader = quick_xml::Reader::from_str(domain_xml);
+    let mut out = DomainDevices::default();
+    let (mut in_iface, mut in_disk) = (false, false);
+    loop {
+        match reader.read_event() {
+            Ok(E::Start(e)) if e.name().as_ref() == b"interface" => in_iface = true,
+            Ok(E::End(e)) if e.name().as_ref() == b"interface" => in_iface = false,
+            Ok(E::Start(e)) if e.name().as_ref() == b"disk" => in_disk = true,
+            Ok(E::End(e)) if e.name().as_ref() == b"disk" => in_disk = false,
+            Ok(E::Start(e)) | Ok(E::Empty(e)) => {
+                let attr = |name: &[u8]| {
+                    e.attributes().flatten().find(|a| a.key.as_ref() == name).and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+                };
+                match e.name().as_ref() {
+                    b"mac" if in_iface => out.macs.extend(attr(b"address").map(|m| m.to_ascii_lowercase())),
+                    b"source" if in_disk => out.disk_files.extend(attr(b"file")),
+                    _ => {}
+                }
+            }
+            Ok(E::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    out
+}

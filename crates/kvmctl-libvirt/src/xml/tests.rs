@@ -1,0 +1,115 @@
+//! Parser and builder tests.
+use super::*;
+use kvmctl_types::VmId;
+use std::collections::HashSet;
+
+const NET: &str = "<network><name>n</name><forward mode='nat'/><ip address='192.168.122.1' netmask='255.255.255.0'>\
+        <dhcp><range start='192.168.122.2' end='192.168.122.5'/><host mac='52:54:00:AA:00:01' name='a' ip='192.168.122.2'/></dhcp></ip>\
+        <ip family='ipv6' address='fd00::1' prefix='64'><dhcp><range start='fd00::10' end='fd00::20'/></dhcp></ip></network>";
+
+#[test]
+fn reads_range_and_hosts_and_picks_a_free_address() {
+    let info = network_dhcp_info(NET).unwrap();
+    assert_eq!((info.range_start.to_string(), info.range_end.to_string()), ("192.168.122.2".into(), "192.168.122.5".into()));
+    assert_eq!(info.hosts, vec![("52:54:00:aa:00:01".to_string(), "192.168.122.2".parse().unwrap())]);
+    let taken: HashSet<_> = ["192.168.122.3".parse().unwrap()].into();
+    assert_eq!(dhcp_pick(&info, &taken), Some("192.168.122.4".parse().unwrap()));
+    let full: HashSet<_> = ["192.168.122.3", "192.168.122.4", "192.168.122.5"].iter().map(|i| i.parse().unwrap()).collect();
+    assert_eq!(dhcp_pick(&info, &full), None);
+}
+
+#[test]
+fn network_shape_is_read() {
+    let i = network_info(NET);
+    assert_eq!(i.forward_mode.as_deref(), Some("nat"));
+    assert_eq!(i.ipv4, Some(("192.168.122.1".parse().unwrap(), 24)));
+    let i = network_info("<network><name>t</name><bridge name='kvt0' stp='off'/><ip address='10.77.0.1' prefix='16'/></network>");
+    assert_eq!((i.bridge.as_deref(), i.forward_mode, i.ipv4), (Some("kvt0"), None, Some(("10.77.0.1".parse().unwrap(), 16))));
+}
+
+#[test]
+fn managed_networks_route_or_isolate() {
+    let mut spec = ManagedNetworkSpec {
+        name: "lab".into(),
+        nat: true,
+        address: "192.168.100.1".parse().unwrap(),
+        prefix: 24,
+        dhcp_start: "192.168.100.2".parse().unwrap(),
+        dhcp_end: "192.168.100.254".parse().unwrap(),
+    };
+    let x = managed_network_xml(&spec).unwrap();
+    assert!(x.contains(r#"<forward mode="route"/>"#) && x.contains(r#"prefix="24""#), "{x}");
+    assert_eq!(network_info(&x).forward_mode.as_deref(), Some("route"));
+    spec.nat = false;
+    assert!(!managed_network_xml(&spec).unwrap().contains("<forward"));
+}
+
+#[test]
+fn metadata_round_trips_through_the_domain_xml() {
+    let m = Metadata {
+        vm_id: VmId::new(),
+        owner: "alice".into(),
+        plan: Some("small".into()),
+        net: Some(NetMetadata {
+            ip: "192.168.100.7".parse().unwrap(),
+            bridge: "virbr3".into(),
+            nat_subnet: Some(("192.168.100.0".parse().unwrap(), 24)),
+            forwards: vec![
+                ForwardMetadata { protocol: "tcp".into(), host_port: 2201, guest_port: 22 },
+                ForwardMetadata { protocol: "udp".into(), host_port: 8053, guest_port: 53 },
+            ],
+        }),
+    };
+    // As written at define: inside <metadata>, with its own prefix declaration.
+    let mut d = Doc::new();
+    metadata_element(&mut d, &m, true).unwrap();
+    let domain = format!("<domain type='qemu'><name>x</name><metadata>{}</metadata><devices/></domain>", d.finish());
+    assert_eq!(metadata_parse(&domain), Some(m.clone()));
+    // As libvirt prints it after virDomainSetMetadata: the root bound, children bare.
+    let bare = metadata_xml(&m).unwrap();
+    assert!(!bare.contains("kvmctl:") && !bare.contains("xmlns"), "{bare}");
+    let set = format!(
+        "<domain><metadata>{}</metadata></domain>",
+        bare.replacen("<vm>", &format!("<kvmctl:vm xmlns:kvmctl=\"{METADATA_NS}\">"), 1).replace("</vm>", "</kvmctl:vm>")
+    );
+    assert_eq!(metadata_parse(&set), Some(m.clone()));
+    // Bare elements outside our namespace are not ours.
+    assert_eq!(metadata_parse(&format!("<domain><metadata>{bare}</metadata></domain>")), None);
+    // Another prefix for the same namespace is the same metadata.
+    let other = domain.replace("kvmctl:", "k:").replace("xmlns:kvmctl", "xmlns:k");
+    assert_eq!(metadata_parse(&other), Some(m));
+    assert_eq!(metadata_parse("<domain><name>not-ours</name></domain>"), None);
+}
+
+#[test]
+fn no_dhcp_no_info() {
+    assert_eq!(network_dhcp_info("<network><name>br</name><forward mode='bridge'/><bridge name='br0'/></network>"), None);
+}
+
+#[test]
+fn host_entries_come_from_the_xml_writer() {
+    assert_eq!(
+        dhcp_host_xml("52:54:00:01:02:03", "10.0.0.9".parse().unwrap(), "web-1").unwrap(),
+        "<host mac=\"52:54:00:01:02:03\" name=\"web-1\" ip=\"10.0.0.9\"/>\n"
+    );
+    assert!(dhcp_host_xml("52:54:00:01:02:03", "10.0.0.9".parse().unwrap(), "a\u{1}b").is_err(), "control characters are refused");
+}
+
+#[test]
+fn domain_type_and_dhcp_host_names_are_read() {
+    assert_eq!(domain_type_of("<domain type='kvm'><name>a</name></domain>"), Some(DomainType::Kvm));
+    assert_eq!(domain_type_of("<?xml version='1.0'?>\n<domain type=\"qemu\"/>"), Some(DomainType::Qemu));
+    // A `type='kvm'` further in (a disk, a comment) is not the domain's.
+    assert_eq!(domain_type_of("<domain type='xen'><devices><x type='kvm'/></devices></domain>"), None);
+    assert_eq!(domain_type_of("<network type='kvm'/>"), None);
+    let hosts = network_dhcp_hosts(NET);
+    assert_eq!(hosts, vec![DhcpHost { mac: "52:54:00:aa:00:01".into(), name: "a".into(), ip: "192.168.122.2".into() }]);
+    assert!(network_dhcp_hosts("<network><ip><host name='x'/></ip></network>").is_empty());
+    let entry = dhcp_host_entry_xml(&hosts[0]).unwrap();
+    assert_eq!(network_dhcp_hosts(&format!("<dhcp>{entry}</dhcp>")), hosts);
+    let d = domain_devices(
+        "<domain><devices><disk type='file'><source file='/p/a b.qcow2'/></disk><interface type='network'>\
+         <mac address='52:54:00:AB:CD:EF'/><source network='default'/></interface><hostdev><source><address/></source></hostdev></devices></domain>",
+    );
+    assert_eq!(d, DomainDevices { macs: vec!["52:54:00:ab:cd:ef".into()], disk_files: vec!["/p/a b.qcow2".into()] });
+}

@@ -1,0 +1,140 @@
+//! The daemon's handle on a compute node: the `Node` seam (`LibvirtNode`, or the in-memory
+//! node of the tests), with one async method per node call. libvirt calls block, so each
+//! runs on tokio's blocking pool; callers pass borrowed arguments and never clone for it.
+
+use kvmctl_libvirt::xml::{DiskFormat, VolumeSpec};
+use kvmctl_libvirt::{Console, DomainState, DomainSummary, Node, NodeError, NodeResources, NodeVersions, ObjectState, VolumeInfo};
+use std::sync::Arc;
+
+/// A compute node as the daemon's logic sees it. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeHandle(Arc<dyn Node>);
+
+/// Makes the node for a registered node's URI (a `LibvirtNode` in the daemon).
+pub type Connector = Arc<dyn Fn(&str) -> Arc<dyn Node> + Send + Sync>;
+
+/// The daemon's connector: libvirt, connected on first use.
+pub fn libvirt_connector() -> Connector {
+    Arc::new(|uri: &str| Arc::new(kvmctl_libvirt::LibvirtNode::new(uri)) as Arc<dyn Node>)
+}
+
+impl NodeHandle {
+    pub fn new(node: Arc<dyn Node>) -> Self {
+        NodeHandle(node)
+    }
+
+    pub fn uri(&self) -> &str {
+        self.0.uri()
+    }
+
+    /// Runs `f` with the node on a blocking thread: for several calls that belong together.
+    pub async fn run<T, E>(&self, f: impl FnOnce(&dyn Node) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<NodeError> + Send + 'static,
+    {
+        let node = self.0.clone();
+        match tokio::task::spawn_blocking(move || f(node.as_ref())).await {
+            Ok(r) => r,
+            Err(e) => Err(NodeError::Worker(e.to_string()).into()),
+        }
+    }
+
+    pub async fn versions(&self) -> Result<NodeVersions, NodeError> {
+        self.run(|n| n.versions()).await
+    }
+    pub async fn resources(&self, pool: &str) -> Result<NodeResources, NodeError> {
+        let pool = pool.to_owned();
+        self.run(move |n| n.resources(&pool)).await
+    }
+    pub async fn domain_define(&self, xml: String) -> Result<DomainSummary, NodeError> {
+        self.run(move |n| n.domain_define(&xml)).await
+    }
+    pub async fn domain_start(&self, name: &str) -> Result<(), NodeError> {
+        self.named(name, |n, name| n.domain_start(name)).await
+    }
+    pub async fn domain_reboot(&self, name: &str) -> Result<(), NodeError> {
+        self.named(name, |n, name| n.domain_reboot(name)).await
+    }
+    pub async fn domain_shutdown(&self, name: &str) -> Result<(), NodeError> {
+        self.named(name, |n, name| n.domain_shutdown(name)).await
+    }
+    pub async fn domain_destroy(&self, name: &str) -> Result<(), NodeError> {
+        self.named(name, |n, name| n.domain_destroy(name)).await
+    }
+    pub async fn domain_undefine(&self, name: &str) -> Result<(), NodeError> {
+        self.named(name, |n, name| n.domain_undefine(name)).await
+    }
+    pub async fn domain_state(&self, name: &str) -> Result<DomainState, NodeError> {
+        self.named(name, |n, name| n.domain_state(name)).await
+    }
+    pub async fn domain_xml(&self, name: &str) -> Result<String, NodeError> {
+        self.named(name, |n, name| n.domain_xml(name)).await
+    }
+    pub async fn domain_list(&self) -> Result<Vec<DomainSummary>, NodeError> {
+        self.run(|n| n.domain_list()).await
+    }
+    pub async fn domain_console(&self, name: &str) -> Result<Box<dyn Console>, NodeError> {
+        self.named(name, |n, name| n.domain_console(name)).await
+    }
+    pub async fn domain_block_resize(&self, name: &str, target: &str, capacity_bytes: u64) -> Result<(), NodeError> {
+        let (name, target) = (name.to_owned(), target.to_owned());
+        self.run(move |n| n.domain_block_resize(&name, &target, capacity_bytes)).await
+    }
+    pub async fn domain_metadata_set(&self, name: &str, element_xml: String) -> Result<(), NodeError> {
+        let name = name.to_owned();
+        self.run(move |n| n.domain_metadata_set(&name, &element_xml)).await
+    }
+    pub async fn network_xml(&self, name: &str) -> Result<String, NodeError> {
+        self.named(name, |n, name| n.network_xml(name)).await
+    }
+    pub async fn network_dhcp_host(&self, name: &str, host_xml: &str, add: bool) -> Result<(), NodeError> {
+        let (name, host) = (name.to_owned(), host_xml.to_owned());
+        self.run(move |n| n.network_dhcp_host(&name, &host, add)).await
+    }
+    pub async fn network_leases(&self, name: &str) -> Result<Vec<(String, String)>, NodeError> {
+        self.named(name, |n, name| n.network_leases(name)).await
+    }
+    pub async fn network_state(&self, name: &str) -> Result<Option<ObjectState>, NodeError> {
+        self.named(name, |n, name| n.network_state(name)).await
+    }
+    pub async fn network_delete(&self, name: &str) -> Result<(), NodeError> {
+        self.named(name, |n, name| n.network_delete(name)).await
+    }
+    pub async fn network_list(&self) -> Result<Vec<String>, NodeError> {
+        self.run(|n| n.network_list()).await
+    }
+    pub async fn volume_create(&self, pool: &str, spec: VolumeSpec) -> Result<VolumeInfo, NodeError> {
+        let pool = pool.to_owned();
+        self.run(move |n| n.volume_create(&pool, &spec)).await
+    }
+    pub async fn volume_upload(&self, pool: &str, name: &str, format: DiskFormat, data: Vec<u8>) -> Result<VolumeInfo, NodeError> {
+        let (pool, name) = (pool.to_owned(), name.to_owned());
+        self.run(move |n| n.volume_upload(&pool, &name, format, &data)).await
+    }
+    pub async fn volume_delete(&self, pool: &str, name: &str) -> Result<(), NodeError> {
+        let (pool, name) = (pool.to_owned(), name.to_owned());
+        self.run(move |n| n.volume_delete(&pool, &name)).await
+    }
+    pub async fn volume_get(&self, pool: &str, name: &str) -> Result<Option<VolumeInfo>, NodeError> {
+        let (pool, name) = (pool.to_owned(), name.to_owned());
+        self.run(move |n| n.volume_get(&pool, &name)).await
+    }
+    pub async fn volume_list(&self, pool: &str) -> Result<Vec<VolumeInfo>, NodeError> {
+        self.named(pool, |n, pool| n.volume_list(pool)).await
+    }
+    pub async fn volume_resize(&self, pool: &str, name: &str, capacity_bytes: u64) -> Result<(), NodeError> {
+        let (pool, name) = (pool.to_owned(), name.to_owned());
+        self.run(move |n| n.volume_resize(&pool, &name, capacity_bytes)).await
+    }
+
+    /// A call that takes one name.
+    async fn named<T: Send + 'static>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&dyn Node, &str) -> Result<T, NodeError> + Send + 'static,
+    ) -> Result<T, NodeError> {
+        let name = name.to_owned();
+        self.run(move |n| f(n, &name)).await
+    }
+}
