@@ -18,20 +18,13 @@ pub enum NodeError {
     NotFound { kind: &'static str, name: String },
     #[error("{kind} {name:?} already exists")]
     AlreadyExists { kind: &'static str, name: String },
-    #[error("libvirt refused to {op} {name:?} in its current state")]
-    InvalidState {
-        op: &'static str,
-        name: String,
-        #[source]
-        source: virt::error::Error,
-    },
-    #[error("libvirt failed to {op} {name:?}")]
-    Libvirt {
-        op: &'static str,
-        name: String,
-        #[source]
-        source: virt::error::Error,
-    },
+    /// The node refused the call in the object's current state (libvirt's "operation
+    /// invalid": starting a running domain, say).
+    #[error("libvirt refused to {op} {name:?} in its current state: {reason}")]
+    InvalidState { op: &'static str, name: String, reason: String },
+    /// Any other failure of the call; `message` is the node's own words.
+    #[error("libvirt failed to {op} {name:?}: {message}")]
+    Libvirt { op: &'static str, name: String, message: String },
     #[error("cannot read the data for volume {name:?}")]
     Read {
         name: String,
@@ -49,16 +42,16 @@ impl NodeError {
     /// Classifies a libvirt error raised while doing `op` on `name`.
     pub(crate) fn from_virt(op: &'static str, kind: &'static str, name: &str, source: virt::error::Error) -> Self {
         use virt::error::ErrorNumber as N;
+        let (name, reason) = (name.to_owned(), source.message().to_owned());
         match source.code() {
-            N::NoDomain | N::NoStorageVolume | N::NoStoragePool | N::NoNetwork => NodeError::NotFound { kind, name: name.to_owned() },
-            N::OperationInvalid => NodeError::InvalidState { op, name: name.to_owned(), source },
-            // The test driver reports some state conflicts as internal errors.
-            _ if source.message().contains("already running") || source.message().contains("not running") => {
-                NodeError::InvalidState { op, name: name.to_owned(), source }
-            }
-            N::DomExist | N::StorageVolExist | N::NetworkExist => NodeError::AlreadyExists { kind, name: name.to_owned() },
-            _ if source.message().contains("already exists") => NodeError::AlreadyExists { kind, name: name.to_owned() },
-            _ => NodeError::Libvirt { op, name: name.to_owned(), source },
+            N::NoDomain | N::NoStorageVolume | N::NoStoragePool | N::NoNetwork => NodeError::NotFound { kind, name },
+            N::OperationInvalid => NodeError::InvalidState { op, name, reason },
+            N::DomExist | N::StorageVolExist | N::NetworkExist => NodeError::AlreadyExists { kind, name },
+            // The test driver reports some state conflicts and clashes under codes it also
+            // uses for other failures; only the message tells them apart.
+            _ if reason.contains("already running") || reason.contains("not running") => NodeError::InvalidState { op, name, reason },
+            _ if reason.contains("already exists") => NodeError::AlreadyExists { kind, name },
+            _ => NodeError::Libvirt { op, name, message: reason },
         }
     }
 

@@ -1,6 +1,8 @@
 //! What tests against the real libvirtd share: the environment `scripts/test.sh` exports,
 //! cleanup that runs whatever happens to the test, and SSH to guests.
 
+pub mod memory;
+
 use kvmctl_libvirt::{LibvirtNode, Node};
 use std::path::{Path, PathBuf};
 use std::process::Command;

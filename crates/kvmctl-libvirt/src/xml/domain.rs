@@ -334,3 +334,33 @@ pub fn domain_devices(domain_xml: &str) -> DomainDevices {
     }
     out
 }
+
+/// A domain definition's `<name>` and `<uuid>` (the root's own children).
+pub fn domain_identity(domain_xml: &str) -> (Option<String>, Option<String>) {
+    use quick_xml::events::Event as E;
+    let mut reader = quick_xml::Reader::from_str(domain_xml);
+    let (mut depth, mut field, mut name, mut uuid) = (0usize, None::<bool>, None, None);
+    loop {
+        match reader.read_event() {
+            Ok(E::Start(e)) => {
+                depth += 1;
+                field = (depth == 2).then(|| e.name().as_ref() == b"name").filter(|_| matches!(e.name().as_ref(), b"name" | b"uuid"));
+            }
+            Ok(E::Text(t)) if field.is_some() => {
+                let text = t.unescape().map(|v| v.trim().to_owned()).unwrap_or_default();
+                if field == Some(true) {
+                    name = Some(text);
+                } else {
+                    uuid = Some(text);
+                }
+            }
+            Ok(E::End(_)) => {
+                depth = depth.saturating_sub(1);
+                field = None;
+            }
+            Ok(E::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    (name, uuid)
+}

@@ -113,3 +113,10 @@ fn domain_type_and_dhcp_host_names_are_read() {
     );
     assert_eq!(d, DomainDevices { macs: vec!["52:54:00:ab:cd:ef".into()], disk_files: vec!["/p/a b.qcow2".into()] });
 }
+
+#[test]
+fn domain_identity_is_read() {
+    let xml = "<domain type='qemu'><name>web&amp;1</name><uuid> 0c1d </uuid><devices><disk><name>no</name></disk></devices></domain>";
+    assert_eq!(domain_identity(xml), (Some("web&1".into()), Some("0c1d".into())));
+    assert_eq!(domain_identity("<domain/>"), (None, None));
+}
