@@ -60,8 +60,16 @@ KV="$repo/target/release/kvmctl"
 D="$WORK/kvmctl"
 rm -rf "$D"; mkdir -p "$D"
 export KVMCTL_SOCKET="$D/k.sock"
-KVMCTL_DATABASE="$D/k.db" KVMCTL_POOL="$KCLI_POOL" KVMCTL_NETWORK="$NET" KVMCTL_CONSOLE_LOG_DIR="$D/console" \
-  KVMCTL_DOMAIN_TYPE=qemu KVMCTL_HOST_STATE_DIR="$D/host" KVMCTL_LOG=warn \
+# The list benchmark defines $LIST_VMS stopped VMs: the daemon's node must admit them
+# whatever this host's size (6.9 GB of memory was too little for 100 x 256 MiB at the
+# default 1.0 memory overcommit).
+cat > "$D/kvmctl.toml" <<EOF
+local_cpu_overcommit = "$(( LIST_VMS * VCPUS + 16 )).0"
+local_memory_overcommit = "$(( (LIST_VMS * MEM_MB) / 1024 + 16 )).0"
+EOF
+# Logged at info: each create's "VM created" line carries its step times (steps=...).
+KVMCTL_CONFIG="$D/kvmctl.toml" KVMCTL_DATABASE="$D/k.db" KVMCTL_POOL="$KCLI_POOL" KVMCTL_NETWORK="$NET" \
+  KVMCTL_CONSOLE_LOG_DIR="$D/console" KVMCTL_DOMAIN_TYPE=qemu KVMCTL_HOST_STATE_DIR="$D/host" KVMCTL_LOG=info \
   "$KV" serve > "$D/serve.log" 2>&1 &
 daemon=$!
 trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; "$PEERS/cleanup.sh" >/dev/null 2>&1 || true' EXIT
@@ -106,7 +114,11 @@ if [ -x "$WORK/raw_lv" ]; then
 fi
 
 log "defining $LIST_VMS stopped VMs for the list benchmark"
-for n in $(seq "$LIST_VMS"); do create "$PREFIX-kl-$n" --no-start >/dev/null 2>&1; done
+for n in $(seq "$LIST_VMS"); do
+  create "$PREFIX-kl-$n" --no-start >/dev/null || die "defining $PREFIX-kl-$n for the list benchmark failed (see above and $D/serve.log)"
+done
+[ "$("$KV" vm list --output json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" -ge "$LIST_VMS" ] \
+  || die "the list benchmark needs $LIST_VMS VMs defined"
 for i in $(iters); do norec_for "$i"; timeit kv.list_100vm "$KV" vm list; done
 for i in $(iters); do norec_for "$i"; timeit vi.virsh_list_100vm virsh list --all; done
 if [ -x "$KCLI_VENV/bin/kcli" ]; then
@@ -122,6 +134,20 @@ for n in $(seq "$LIST_VMS"); do "$KV" vm delete "$PREFIX-kl-$n" >/dev/null || lo
   cat "$WORK"/version.* 2>/dev/null
   echo "kvmctl daemon RSS: $((rss_idle_kib / 1024)) MiB idle at start; $((rss_kib / 1024)) MiB after the run ($LIST_VMS VMs defined and listed)"
 } | tee "$WORK/kvmctl-run.txt"
+# Where a create's time goes, from the daemon's log (median ms per step over the creates).
+python3 - "$D/serve.log" <<'PY' | tee "$WORK/kvmctl-create-steps.md"
+import re, statistics, sys
+steps = {}
+for line in open(sys.argv[1], errors="replace"):
+    if "VM created" not in line or "steps=" not in line:
+        continue
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    for name, ms in re.findall(r"(\w+)=([0-9.]+)", line.split("steps=", 1)[1]):
+        steps.setdefault(name, []).append(float(ms))
+print("| create step (daemon) | median ms | runs |\n|---|---|---|")
+for name, v in steps.items():
+    print(f"| {name} | {statistics.median(v):.1f} | {len(v)} |")
+PY
 python3 "$PEERS/stats.py" "$RESULTS" \
   c.create_nodisk c.create_kvxml c.destroy kv.create kc.create vi.create_import sh.create_total sh.create_total_1virsh \
   kv.delete kc.delete vi.delete_total sh.delete_total \

@@ -299,7 +299,7 @@ impl Config {
             )));
         }
         for pool in &cfg.user_network_pools {
-            if crate::app::forwards::cidr_parse(pool).is_none() {
+            if kvmctl_core::rules::cidr_parse(pool).is_none() {
                 return Err(ConfigError::Invalid(format!("user_network_pools: {pool:?} is not an IPv4 subnet such as 10.200.0.0/16")));
             }
         }

@@ -7,6 +7,7 @@
 
 use super::{blocking, parse_name, Context};
 use crate::config::PortPools;
+use kvmctl_core::rules::{cidr_parse, Attachment};
 use kvmctl_core::Caller;
 use kvmctl_core::{Error, VmState};
 use kvmctl_libvirt::xml::{self, ForwardMetadata, Metadata, NetMetadata};
@@ -34,34 +35,6 @@ pub(crate) async fn vnc_port(ctx: &Context, rec: &VmRecord) -> Result<Option<u16
 fn forward_view_owner(rec: &VmRecord, f: ForwardRecord) -> Forward {
     let vnc = f.pool == VNC_POOL;
     Forward { vnc_password: vnc.then(|| rec.vnc_password.clone()), ..forward_view(f) }
-}
-
-/// A VM's network attachment as written in its record: a libvirt network, `bridge:BR` or
-/// `macvtap:DEV`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Attachment {
-    Network(String),
-    Bridge(String),
-    Macvtap(String),
-}
-
-impl Attachment {
-    pub(crate) fn parse(network: &str) -> Attachment {
-        if let Some(b) = network.strip_prefix("bridge:") {
-            Attachment::Bridge(b.to_owned())
-        } else if let Some(d) = network.strip_prefix("macvtap:") {
-            Attachment::Macvtap(d.to_owned())
-        } else {
-            Attachment::Network(network.to_owned())
-        }
-    }
-}
-
-/// `192.168.100.0/24` as address and prefix length.
-pub(crate) fn cidr_parse(s: &str) -> Option<(Ipv4Addr, u8)> {
-    let (a, l) = s.split_once('/')?;
-    let len: u8 = l.parse().ok().filter(|l| *l <= 32)?;
-    Some((a.parse().ok()?, len))
 }
 
 /// Where the VM sits and what is forwarded to it: what its domain metadata carries and what
@@ -448,19 +421,4 @@ pub async fn pool_status(ctx: &Context, _caller: &Caller) -> Result<Vec<PortPool
             used: all.iter().filter(|f| f.node == "local" && p.contains(f.host_port)).count() as u32,
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attachments_and_cidrs_parse() {
-        assert_eq!(Attachment::parse("default"), Attachment::Network("default".into()));
-        assert_eq!(Attachment::parse("bridge:br0"), Attachment::Bridge("br0".into()));
-        assert_eq!(Attachment::parse("macvtap:eth0"), Attachment::Macvtap("eth0".into()));
-        assert_eq!(cidr_parse("192.168.100.0/24"), Some(([192, 168, 100, 0].into(), 24)));
-        assert_eq!(cidr_parse("192.168.100.0/33"), None);
-        assert_eq!(cidr_parse("192.168.100.0"), None);
-    }
 }

@@ -138,7 +138,7 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
         .map(|(_, pool, vol)| (pool, vol))
         .collect();
     for (pool, vol) in &volumes {
-        let Some(vm) = vol.strip_suffix("-root.qcow2").or_else(|| vol.strip_suffix("-seed.iso")) else { continue };
+        let Some(vm) = kvmctl_core::rules::volume_vm(vol) else { continue };
         let key = (pool.clone(), vol.clone());
         if volumes_of_rows.contains(&key) || image_volumes.contains(&key) || kept.contains(&key) {
             continue;

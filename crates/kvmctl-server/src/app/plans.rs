@@ -51,7 +51,7 @@ pub async fn plan_get(ctx: &Context, caller: &Caller, name: &str) -> Result<Plan
 pub async fn plan_create(ctx: &Context, caller: &Caller, req: PlanCreateRequest) -> Result<Plan, Error> {
     caller.require_admin("creating plans")?;
     let name = parse_name("name", &req.name)?.to_string();
-    super::vms::size_check(Some(req.vcpus), Some(req.memory_mib), Some(req.disk_gib))?;
+    kvmctl_core::rules::size_check(Some(req.vcpus), Some(req.memory_mib), Some(req.disk_gib))?;
     let rec = PlanRecord {
         name: name.clone(),
         vcpus: req.vcpus,
@@ -72,7 +72,7 @@ pub async fn plan_create(ctx: &Context, caller: &Caller, req: PlanCreateRequest)
 pub async fn plan_update(ctx: &Context, caller: &Caller, name: &str, req: PlanUpdateRequest) -> Result<Plan, Error> {
     caller.require_admin("changing plans")?;
     let cur = ctx.store.plan_get(name).await?.ok_or_else(|| Error::NotFound { kind: "plan", name: name.to_owned() })?;
-    super::vms::size_check(req.vcpus, req.memory_mib, req.disk_gib)?;
+    kvmctl_core::rules::size_check(req.vcpus, req.memory_mib, req.disk_gib)?;
     let rec = PlanRecord {
         vcpus: req.vcpus.unwrap_or(cur.vcpus),
         memory_mib: req.memory_mib.unwrap_or(cur.memory_mib),

@@ -1,0 +1,497 @@
+//! Create: validate the request, place the VM, reserve its row and address, then make it
+//! on the node (`vm_build`), undoing everything when a step fails.
+
+use super::*;
+use kvmctl_core::rules;
+
+/// vCPUs, memory and disk from the plan and the overrides, within bounds.
+pub(super) async fn vm_size(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> Result<(Option<String>, u32, u64, u64), Error> {
+    if !caller.custom_sizing && (req.vcpus.is_some() || req.memory_mib.is_some() || req.disk_gib.is_some()) {
+        return Err(Error::Forbidden(format!(
+            "user {} may not size VMs with vcpus, memory_mib or disk_gib; pick a plan (kvmctl plan list)",
+            caller.name
+        )));
+    }
+    let plan = match &req.plan {
+        Some(p) => Some(plan_active(ctx, p).await?),
+        None => None,
+    };
+    let need = |field: &str| Error::invalid(field, "required without a plan (or pick one with --plan; `kvmctl plan list`)");
+    let vcpus = req.vcpus.or(plan.as_ref().map(|p| p.vcpus)).ok_or_else(|| need("vcpus"))?;
+    let memory_mib = req.memory_mib.or(plan.as_ref().map(|p| p.memory_mib)).ok_or_else(|| need("memory_mib"))?;
+    let disk_gib = req.disk_gib.or(plan.as_ref().map(|p| p.disk_gib)).ok_or_else(|| need("disk_gib"))?;
+    size_check(Some(vcpus), Some(memory_mib), Some(disk_gib))?;
+    Ok((plan.map(|p| p.name), vcpus, memory_mib, disk_gib))
+}
+
+/// The active plan `name`; a missing or retired one is a bad `plan`.
+pub(super) async fn plan_active(ctx: &Context, name: &str) -> Result<kvmctl_store::PlanRecord, Error> {
+    ctx.store
+        .plan_get(name)
+        .await?
+        .filter(|p| p.active)
+        .ok_or_else(|| Error::invalid("plan", format!("there is no active plan {name:?}; `kvmctl plan list` shows them")))
+}
+
+/// A locally administered MAC in QEMU's `52:54:00` range.
+pub(super) fn mac_random() -> String {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
+/// Before a VM is made on `node`: its network exists there, and nothing there carries the
+/// names it will use (the undo of a failed create removes what has those names, and must
+/// never remove something that is not ours). One trip to the node; returns what it read of
+/// the network (its XML and DHCP leases), from which the VM's address is picked.
+pub(super) async fn node_checks(ctx: &Context, node_name: &str, name: &Name, pool: &str, network: &str) -> Result<NetworkSeen, Error> {
+    let node = ctx.node_conn(node_name).await?;
+    let net = match Attachment::parse(network) {
+        Attachment::Network(n) => Some(n),
+        _ => None,
+    };
+    let (n, pool, node_label) = (name.to_string(), pool.to_owned(), node_name.to_owned());
+    let (taken, seen) = node
+        .run(move |node| -> Result<(Option<Error>, NetworkSeen), NodeError> {
+            let conflict = |m: String| Ok((Some(Error::Conflict(m)), None));
+            let seen = match &net {
+                Some(net) => match node.network_xml(net) {
+                    Ok(xml) => Some((xml, node.network_leases(net).unwrap_or_default())),
+                    Err(e) if e.is_not_found() => {
+                        return Ok((
+                            Some(Error::invalid(
+                                "network",
+                                format!("there is no network {net:?} on node {node_label}; `kvmctl network list` shows them, `kvmctl network create` makes one"),
+                            )),
+                            None,
+                        ))
+                    }
+                    Err(e) => return Err(e),
+                },
+                None => None,
+            };
+            match node.domain_state(&n) {
+                Ok(_) => {
+                    return conflict(format!(
+                        "libvirt already has a domain named {n} that kvmctl does not manage; rename or remove it (virsh undefine {n})"
+                    ))
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+            if let (Some(net), Some((xml, _))) = (&net, &seen) {
+                if xml::network_dhcp_hosts(xml).iter().any(|h| h.name == n) {
+                    return conflict(format!(
+                        "network {net} already has a DHCP host entry named {n} that belongs to no VM; remove it (virsh net-update {net} delete ip-dhcp-host \"<host name='{n}'/>\" --live --config) or pick another name"
+                    ));
+                }
+            }
+            for vol in [rules::root_volume(&n), rules::seed_volume(&n)] {
+                if node.volume_get(&pool, &vol)?.is_some() {
+                    return conflict(format!(
+                        "pool {pool} already has a volume {vol} that belongs to no VM; remove it (virsh vol-delete {vol} --pool {pool}) or pick another name"
+                    ));
+                }
+            }
+            Ok((None, seen))
+        })
+        .await?;
+    match taken {
+        // A VM of that name that kvmctl manages is the more useful thing to say.
+        Some(Error::Conflict(_)) if ctx.store.vm_get(&Scope::all(), name).await?.is_some() => {
+            Err(Error::Conflict(format!("a VM named {name} exists already; pick another name")))
+        }
+        Some(e) => Err(e),
+        None => Ok(seen),
+    }
+}
+
+/// How long each step of a create took: logged with "VM created" (`steps`) and read by
+/// `bench/lifecycle.sh`.
+pub(super) struct Steps {
+    at: Instant,
+    done: Vec<(&'static str, u128)>,
+}
+
+impl Steps {
+    fn new() -> Self {
+        Steps { at: Instant::now(), done: Vec::new() }
+    }
+
+    /// Ends the step `name` (it began when the previous one ended).
+    pub(super) fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.done.push((name, now.duration_since(self.at).as_micros()));
+        self.at = now;
+    }
+
+    /// `validate=0.4 place=1.2 ...` in milliseconds, and the total.
+    fn summary(&self) -> (String, u64) {
+        let text = self.done.iter().map(|(n, us)| format!("{n}={:.1}", *us as f64 / 1000.0)).collect::<Vec<_>>().join(" ");
+        (text, (self.done.iter().map(|(_, us)| us).sum::<u128>() / 1000) as u64)
+    }
+}
+
+/// A create request, validated, with the VM's identity, keys and seed made in memory.
+pub(super) struct CreateSpec {
+    pub(super) name: Name,
+    pub(super) image: ImageRecord,
+    pub(super) plan: Option<String>,
+    pub(super) vcpus: u32,
+    pub(super) memory_mib: u64,
+    pub(super) disk_gib: u64,
+    pub(super) firmware: String,
+    pub(super) user: String,
+    pub(super) network: String,
+    pub(super) id: VmId,
+    pub(super) vm_key: String,
+    pub(super) seed_iso: Vec<u8>,
+    pub(super) host_key: Option<String>,
+}
+
+/// Everything about the request that can be checked before anything is made.
+async fn create_spec(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> Result<CreateSpec, Error> {
+    let name = parse_name("name", &req.name)?;
+    let image_name = parse_name("image", &req.image)?;
+    let image = ctx
+        .store
+        .image_get(&image_name)
+        .await?
+        .ok_or_else(|| Error::invalid("image", format!("there is no image {image_name}; `kvmctl image list` shows them")))?;
+    let (plan, vcpus, memory_mib, disk_gib) = vm_size(ctx, caller, req).await?;
+    if disk_gib * GIB < image.virtual_bytes {
+        return Err(Error::invalid(
+            "disk_gib",
+            format!("{disk_gib} GiB is smaller than image {image_name} ({} GiB); a disk can only grow", image.virtual_bytes.div_ceil(GIB)),
+        ));
+    }
+    let firmware = match &req.firmware {
+        Some(f) if Firmware::parse(f).is_none() => {
+            return Err(Error::invalid("firmware", format!("{f:?} is not bios, uefi or uefi-secure")))
+        }
+        Some(f) if !image.boot_modes.is_empty() && !image.boot_modes.contains(f) => {
+            return Err(Error::invalid("firmware", format!("image {image_name} boots with {} only", image.boot_modes.join(" or "))))
+        }
+        Some(f) => f.clone(),
+        None => image.boot_modes.first().cloned().unwrap_or_else(|| "bios".into()),
+    };
+    let user = match req.user.as_deref().or(image.default_user.as_deref()) {
+        Some(u) => parse_name("user", u)?.to_string(),
+        None => "kvmctl".to_owned(),
+    };
+    if let Some(ttl) = req.ttl_seconds {
+        rules::ttl_check(ttl)?;
+    }
+    crate::app::nodes::label_check(&req.node_labels).map_err(|e| match e {
+        Error::InvalidRequest { message, .. } => Error::invalid("node_labels", message),
+        e => e,
+    })?;
+    let network = req.network.clone().unwrap_or_else(|| ctx.config.network.clone());
+    attachment_check(ctx, caller, &network).await?;
+    let id = VmId::new();
+    // The VM's own key, for `vm exec` and the readiness watch; the user's keys come first so
+    // that seed errors keep naming `ssh_keys[N]` as sent.
+    let (vm_key, vm_public) = ssh::key_generate(&format!("kvmctl-{name}"))?;
+    let keys: Vec<String> = req.ssh_keys.iter().cloned().chain(std::iter::once(vm_public)).collect();
+    let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), &user, keys);
+    seed_spec.user_data = req.user_data.clone();
+    // Where cloud-init runs, the guest's host key is ours: pinned now, before it boots, so the
+    // first login already knows whom it talks to.
+    let host_key = if image.cloud_init {
+        let (key, fingerprint) = ssh::host_key_generate(name.as_str())?;
+        seed_spec.host_key = Some(key);
+        Some(fingerprint)
+    } else {
+        None
+    };
+    let seed = kvmctl_cloudinit::seed::render(&seed_spec).map_err(|e| Error::invalid(seed_field(&e.field), e.message))?;
+    let seed_iso = kvmctl_cloudinit::seed::nocloud_iso(&seed);
+    Ok(CreateSpec { name, image, plan, vcpus, memory_mib, disk_gib, firmware, user, network, id, vm_key, seed_iso, host_key })
+}
+
+pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> Result<Vm, Error> {
+    let mut steps = Steps::new();
+    // Validate everything before anything is made.
+    let strategy = crate::app::nodes::strategy(req.placement.as_deref())?;
+    let spec = create_spec(ctx, caller, &req).await?;
+    steps.mark("validate");
+    let name = spec.name.clone();
+    let _busy = ctx.vm_lock(&name, "creating").await?;
+    let (rec, placed) = create_reserve(ctx, caller, &req, strategy, &spec, &mut steps).await?;
+    let domain_type = domain_type(ctx, &rec.node).await;
+    // Forwards are rules in the local node's firewall: VMs on other nodes get none.
+    let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some() && rec.node == crate::app::nodes::LOCAL;
+    let CreateSpec { vm_key, seed_iso, image, .. } = spec;
+    let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward };
+    let mut made = Vec::new();
+    match vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await {
+        Ok(state) => {
+            ctx.vm_transition(&name, VmState::Creating, state, None).await?;
+            let (steps, elapsed_ms) = steps.summary();
+            tracing::info!(vm = %name, ?state, node = %rec.node, elapsed_ms, %steps, "VM created");
+            let mut vm = vm_out(ctx, vm_record(ctx, &Scope::all(), &name).await?).await?;
+            if caller.is_admin() {
+                vm.placement = crate::app::nodes::verdicts(&placed);
+            }
+            Ok(vm)
+        }
+        Err(e) => {
+            tracing::warn!(vm = %name, error = %e, "create failed; undoing");
+            vm_teardown(ctx, &rec, false, Some(&made)).await?;
+            ctx.store.vm_delete(&name).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Places the VM and reserves what it takes: its row (quota and node capacity admitted in
+/// the same statement), its address, and the address's DHCP entry on the node. On success
+/// the row is in `creating`; on failure nothing is left.
+async fn create_reserve(
+    ctx: &Context,
+    caller: &Caller,
+    req: &VmCreateRequest,
+    strategy: kvmctl_core::placement::Strategy,
+    spec: &CreateSpec,
+    steps: &mut Steps,
+) -> Result<(VmRecord, kvmctl_core::placement::Placement), Error> {
+    let (name, image, network) = (&spec.name, &spec.image, &spec.network);
+    let (vcpus, memory_mib, disk_gib) = (spec.vcpus, spec.memory_mib, spec.disk_gib);
+    // A first placement picks the node the names and the network are checked on; the
+    // insert below checks its capacity again (and places anew when another create filled it).
+    let (mut placed, mut node_cap) = crate::app::nodes::place(ctx, vcpus.into(), memory_mib, disk_gib, &req.node_labels, strategy).await?;
+    let Some(chosen) = placed.chosen.clone() else {
+        return Err(Error::InsufficientCapacity { reasons: placed.refusals() });
+    };
+    steps.mark("place");
+    // The checks of the node read its network's XML; the address is picked from the same.
+    let net_xml = node_checks(ctx, &chosen, name, &image.pool, network).await?;
+    steps.mark("node_checks");
+    // Picking an address and recording it in the row happen under one lock, so two creates
+    // never pick the same one.
+    let address_guard = ctx.address_lock.lock().await;
+    let ip = address_for(ctx, &chosen, network, net_xml).await?;
+    let mut rec = VmRecord {
+        id: spec.id,
+        name: name.clone(),
+        owner: caller.name.clone(),
+        node: chosen,
+        image: image.name.clone(),
+        plan: spec.plan.clone(),
+        vcpus,
+        memory_mib,
+        disk_gib,
+        network: network.clone(),
+        mac: mac_random(),
+        firmware: spec.firmware.clone(),
+        pool: image.pool.clone(),
+        root_volume: rules::root_volume(name.as_str()),
+        seed_volume: rules::seed_volume(name.as_str()),
+        vnc_password: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+        ip: ip.map(|i| i.to_string()),
+        ssh_user: spec.user.clone(),
+        host_key_source: spec.host_key.as_ref().map(|_| "seed".to_owned()),
+        host_key: spec.host_key.clone(),
+        state: VmState::Creating,
+        error: None,
+        created_at: 0,
+        updated_at: 0,
+        expires_at: None,
+    };
+    steps.mark("address");
+    // The quota check and the reservation are one statement: concurrent creates of one user
+    // can never exceed the quota together.
+    let limits = crate::app::users::limits_of(ctx, &rec.owner).await?;
+    let requested = kvmctl_core::Usage { vms: 1, vcpus: vcpus.into(), memory_mib, disk_gib, forwards: 0 };
+    let mut attempts = 0;
+    let mut rec = loop {
+        let inserted = ctx.store.vm_insert(&rec, limits.as_ref(), node_cap).await.map_err(|e| match e {
+            kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("a VM named {name} exists already; pick another name")),
+            e => e.into(),
+        })?;
+        if let Some(r) = inserted {
+            break r;
+        }
+        // Refused: the quota, or the node filled up since placement.
+        if let Some(l) = &limits {
+            if kvmctl_core::auth::quota_check(l, &ctx.store.usage_of(&caller.name).await?, &requested).is_err() {
+                return Err(crate::app::users::quota_refusal(ctx, &caller.name, l, &requested).await);
+            }
+        }
+        attempts += 1;
+        (placed, node_cap) = crate::app::nodes::place(ctx, vcpus.into(), memory_mib, disk_gib, &req.node_labels, strategy).await?;
+        match placed.chosen.clone() {
+            Some(n) if attempts < 8 => {
+                if n != rec.node {
+                    let net_xml = node_checks(ctx, &n, name, &image.pool, &rec.network).await?;
+                    rec.ip = address_for(ctx, &n, &rec.network, net_xml).await?.map(|i| i.to_string());
+                    rec.node = n;
+                }
+            }
+            _ => return Err(Error::InsufficientCapacity { reasons: placed.refusals() }),
+        }
+    };
+    steps.mark("record");
+    ctx.publish("vm.state", &rec.name, &rec.owner, Some(VmState::Creating.as_str()), None, None);
+    if let Some(ttl) = req.ttl_seconds {
+        let at = ctx.clock.now() + ttl as i64;
+        ctx.store.vm_set_expiry(&rec.id, Some(at)).await?;
+        rec.expires_at = Some(at);
+    }
+    // The address is reserved in libvirt (a DHCP host entry) while the lock is held.
+    if let Err(e) = address_reserve(ctx, &mut rec).await {
+        drop(address_guard);
+        ctx.store.vm_delete(name).await?;
+        ctx.publish("vm.deleted", &rec.name, &rec.owner, None, None, None);
+        return Err(e);
+    }
+    drop(address_guard);
+    steps.mark("dhcp_reserve");
+    Ok((rec, placed))
+}
+
+/// The user-facing field behind a seed error.
+pub(super) fn seed_field(field: &str) -> String {
+    match field {
+        f if f.starts_with("ssh_keys") || f.starts_with("user_data") => f.to_owned(),
+        "hostname" => "name".into(),
+        other => other.to_owned(),
+    }
+}
+
+/// What create puts on the node besides the record and image: the seed, the VM's key, the
+/// domain type; and what it does beyond making the VM: start it, give it an SSH forward.
+pub(super) struct BuildOptions {
+    seed_iso: Vec<u8>,
+    vm_key: String,
+    domain_type: DomainType,
+    start: bool,
+    ssh_forward: bool,
+}
+
+/// Create's node steps; returns the state the VM ends in.
+pub(super) async fn vm_build(
+    ctx: &Context,
+    rec: &VmRecord,
+    image: &ImageRecord,
+    opts: BuildOptions,
+    made: &mut Vec<String>,
+    steps: &mut Steps,
+) -> Result<VmState, Error> {
+    let BuildOptions { seed_iso, vm_key, domain_type, start, ssh_forward } = opts;
+    ssh::key_store(&ssh::key_path(&ctx.config.key_dir, &rec.id), &vm_key)?;
+    ctx.failpoints.hit("create.reserve").await?;
+    if ssh_forward {
+        forwards::forward_allocate(ctx, rec, &ctx.pools, "ssh", kvmctl_netfw::Protocol::Tcp, 22).await?;
+        ctx.failpoints.hit("create.forward").await?;
+    }
+    // The DHCP reservation was made with the address (`address_reserve`).
+    ctx.failpoints.hit("create.address").await?;
+    let conn = ctx.node_conn(&rec.node).await?;
+    // The image's volumes on the VM's node (copied there on first use).
+    images::image_to_node(ctx, &rec.node, image).await?;
+    let paths = image_paths(&conn, image).await?;
+    steps.mark("image");
+    let overlay = VolumeSpec {
+        private: true,
+        name: rec.root_volume.clone(),
+        capacity_bytes: rec.disk_gib * GIB,
+        format: DiskFormat::Qcow2,
+        backing: Some((paths.0.join(&image.volume), if image.format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 })),
+    };
+    ctx.failpoints.hit("create.before_volumes").await?;
+    conn.volume_create(&rec.pool, overlay).await.map_err(|e| crate::app::volume_error(e, &rec.pool))?;
+    made.push(rec.root_volume.clone());
+    steps.mark("root_volume");
+    ctx.failpoints.hit("create.root_volume").await?;
+
+    conn.volume_upload(&rec.pool, &rec.seed_volume, DiskFormat::Raw, seed_iso).await.map_err(|e| crate::app::volume_error(e, &rec.pool))?;
+    made.push(rec.seed_volume.clone());
+    steps.mark("seed_volume");
+    ctx.failpoints.hit("create.seed_volume").await?;
+
+    if rec.node == crate::app::nodes::LOCAL {
+        if let Err(e) = std::fs::create_dir_all(&ctx.config.console_log_dir) {
+            return Err(Error::Internal(format!("cannot create {}: {e}", ctx.config.console_log_dir.display())));
+        }
+    }
+    let xml = domain_xml_of(ctx, rec, image, paths, domain_type).await?;
+    conn.domain_define(xml).await.map_err(|e| match e {
+        NodeError::AlreadyExists { .. } => Error::Conflict(format!(
+            "libvirt already has a domain named {} that kvmctl does not know; rename or remove it (virsh undefine {})",
+            rec.name, rec.name
+        )),
+        e => e.into(),
+    })?;
+    steps.mark("define");
+    ctx.failpoints.hit("create.define").await?;
+    if !start {
+        return Ok(VmState::Stopped);
+    }
+    conn.domain_start(rec.name.as_str()).await?;
+    steps.mark("start");
+    ctx.store.vm_run_wanted_set(&rec.id, true).await?;
+    ctx.failpoints.hit("create.start").await?;
+    forwards::rules_apply(ctx, rec).await?;
+    ctx.failpoints.hit("create.rules").await?;
+    readiness::boot_started(ctx, rec).await?;
+    steps.mark("rules_readiness");
+    Ok(VmState::Running)
+}
+
+/// The network a VM joins must be one the caller may use and not being made or removed (its
+/// existence on the chosen node is `node_checks`'), or an existing host bridge or NIC.
+pub(super) async fn attachment_check(ctx: &Context, caller: &Caller, network: &str) -> Result<(), Error> {
+    let missing = |net: &str| {
+        Error::invalid(
+            "network",
+            format!("there is no network {net:?} on node local; `kvmctl network list` shows them, `kvmctl network create` makes one"),
+        )
+    };
+    match Attachment::parse(network) {
+        Attachment::Network(net) => {
+            let managed = ctx.store.network_get(&Scope::all(), &net).await?;
+            // Another user's network does not exist for this caller.
+            if managed.is_some() && ctx.store.network_get(&Scope::of(caller), &net).await?.is_none() {
+                return Err(missing(&net));
+            }
+            if let Some(m) = managed {
+                if m.state != "active" {
+                    return Err(Error::Conflict(format!("network {net} is {}; try again when that finishes", m.state)));
+                }
+            }
+            // Whether it exists on the chosen node is checked there (`node_checks`).
+            Ok(())
+        }
+        Attachment::Bridge(_) | Attachment::Macvtap(_) if !caller.is_admin() => Err(Error::Forbidden(format!(
+            "attaching VMs to host interfaces ({network}) is for admins; use a network (kvmctl network list)"
+        ))),
+        Attachment::Bridge(br) => {
+            if !kvmctl_netfw::valid_ifname(&br) {
+                return Err(Error::invalid("network", format!("{br:?} is not an interface name")));
+            }
+            let sys = PathBuf::from("/sys/class/net").join(&br);
+            if !sys.exists() {
+                return Err(Error::invalid(
+                    "network",
+                    format!("there is no bridge {br} on this host; create it (e.g. `ip link add {br} type bridge`) or list bridges with `ip -br link show type bridge`"),
+                ));
+            }
+            if !sys.join("bridge").exists() {
+                return Err(Error::invalid(
+                    "network",
+                    format!("{br} is a network interface but not a bridge; use macvtap:{br} to attach to it directly, or a bridge"),
+                ));
+            }
+            Ok(())
+        }
+        Attachment::Macvtap(dev) => {
+            if !kvmctl_netfw::valid_ifname(&dev) || !PathBuf::from("/sys/class/net").join(&dev).exists() {
+                return Err(Error::invalid(
+                    "network",
+                    format!("there is no network interface {dev:?} on this host; `ip -br link` lists them"),
+                ));
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Delete, and the idempotent teardown that also undoes a failed or interrupted create.
+
+use super::*;
+
+/// The DHCP host entry reserving the VM's address, when it has a reserved one.
+pub(super) fn dhcp_host(rec: &VmRecord) -> Result<Option<String>, Error> {
+    match rec.ip.as_deref().and_then(|i| i.parse().ok()) {
+        Some(ip) => Ok(Some(xml::dhcp_host_xml(&rec.mac, ip, rec.name.as_str())?)),
+        None => Ok(None),
+    }
+}
+
+/// Removes whatever exists of a VM on its node: domain (stopped first), seed and (unless
+/// `keep_disk`) root volume, console and QEMU logs. Idempotent: what is already gone is
+/// skipped, so it undoes a create at any step and finishes an interrupted delete.
+///
+/// `made`: the volumes a failed create made itself, when it undoes its work: a volume of the
+/// VM's name that appeared meanwhile (someone else's) is left alone.
+pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, made: Option<&[String]>) -> Result<(), Error> {
+    // A disk recorded as kept stays, also when a crash interrupted the delete that kept it.
+    let keep_disk = keep_disk || ctx.store.kept_disk_exists(&rec.node, &rec.pool, &rec.root_volume).await?;
+    let node = ctx.node_conn(&rec.node).await?;
+    let name = rec.name.to_string();
+    let mut volumes = vec![rec.seed_volume.clone()];
+    if !keep_disk {
+        volumes.push(rec.root_volume.clone());
+    }
+    volumes.retain(|v| made.is_none_or(|m| m.contains(v)));
+    let gone = |r: Result<(), NodeError>| match r {
+        Err(e) if e.is_not_found() => Ok(()),
+        r => r,
+    };
+    // Only a domain that carries this VM's id is ours to remove.
+    let ours = match node.domain_xml(&name).await {
+        Ok(xml) => xml::metadata_parse(&xml).is_some_and(|m| m.vm_id == rec.id),
+        Err(e) if e.is_not_found() => false,
+        Err(e) => return Err(e.into()),
+    };
+    if ours {
+        gone(node.domain_destroy(&name).await)?;
+    }
+    ctx.failpoints.hit("delete.destroy").await?;
+    forwards::rules_remove(ctx, rec).await?;
+    if ours {
+        gone(node.domain_undefine(&name).await)?;
+    }
+    ctx.failpoints.hit("delete.undefine").await?;
+    for v in &volumes {
+        gone(node.volume_delete(&rec.pool, v).await)?;
+    }
+    ctx.failpoints.hit("delete.volumes").await?;
+    if let Some(host) = dhcp_host(rec)? {
+        // An entry that is not there (never added, or removed already) is fine.
+        match node.network_dhcp_host(&rec.network, &host, false).await {
+            Err(e) if !e.is_not_found() => {
+                tracing::warn!(vm = %name, error = %kvmctl_core::error::chain(&e), "cannot remove the VM's DHCP reservation")
+            }
+            _ => {}
+        }
+    }
+    // The ports go back to their pools once nothing on the node forwards them.
+    ctx.store.forward_delete_vm(&rec.id).await?;
+    let key = ssh::key_path(&ctx.config.key_dir, &rec.id);
+    if let Err(e) = std::fs::remove_file(&key) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(key = %key.display(), error = %e, "cannot remove the VM's key");
+        }
+    }
+    // Logs live on the node's filesystem; only the local node's can be removed from here.
+    if rec.node == crate::app::nodes::LOCAL && ctx.local_node.uri().starts_with("qemu:///") {
+        for log in [console_log(ctx, &rec.name), PathBuf::from(format!("/var/log/libvirt/qemu/{name}.log"))] {
+            match std::fs::remove_file(&log) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(log = %log.display(), error = %e, "cannot remove a VM log"),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn vm_delete(ctx: &Context, caller: &Caller, name: &str, keep_disk: bool) -> Result<(), Error> {
+    vm_delete_checked(ctx, caller, name, keep_disk, None).await
+}
+
+/// Deletes the VM named `name` only while it is still the VM with id `id`: background
+/// cleanups (TTL, long-stopped) decide about one VM, and must never delete another that was
+/// created under the same name meanwhile (that answers `NotFound`).
+pub(crate) async fn vm_delete_by_id(ctx: &Context, caller: &Caller, name: &str, id: &VmId) -> Result<(), Error> {
+    vm_delete_checked(ctx, caller, name, false, Some(id)).await
+}
+
+pub(super) async fn vm_delete_checked(ctx: &Context, caller: &Caller, name: &str, keep_disk: bool, expect: Option<&VmId>) -> Result<(), Error> {
+    let name = parse_name("name", name)?;
+    vm_record(ctx, &Scope::of(caller), &name).await?;
+    // A kept disk lives on outside any VM, quota and gc; only admins may keep one (they
+    // remove it with virsh vol-delete, or reuse it).
+    if keep_disk && !caller.is_admin() {
+        return Err(Error::Forbidden(
+            "keeping a VM's disk after its delete (keep_disk) is for admins: a kept disk is outside any VM and its quota".into(),
+        ));
+    }
+    let _busy = ctx.vm_lock(&name, "deleting").await?;
+    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
+    if expect.is_some_and(|id| *id != rec.id) {
+        return Err(Error::NotFound { kind: "vm", name: format!("{name} (the VM of that name was replaced)") });
+    }
+    if rec.state != VmState::Deleting {
+        vm_begin(ctx, &rec, VmEvent::Delete).await?;
+    }
+    if keep_disk {
+        ctx.store.kept_disk_insert(&rec).await?;
+    }
+    vm_teardown(ctx, &rec, keep_disk, None).await?;
+    ctx.store.vm_delete(&name).await?;
+    ctx.publish("vm.deleted", &name, &rec.owner, None, None, None);
+    tracing::info!(vm = %name, keep_disk, "VM deleted");
+    Ok(())
+}
