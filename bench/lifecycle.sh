@@ -64,8 +64,8 @@ export KVMCTL_SOCKET="$D/k.sock"
 # whatever this host's size (6.9 GB of memory was too little for 100 x 256 MiB at the
 # default 1.0 memory overcommit).
 cat > "$D/kvmctl.toml" <<EOF
-local_cpu_overcommit = "$(( LIST_VMS * VCPUS + 16 )).0"
-local_memory_overcommit = "$(( (LIST_VMS * MEM_MB) / 1024 + 16 )).0"
+local_cpu_overcommit = "100.0"
+local_memory_overcommit = "$(( (LIST_VMS * MEM_MB) / 1024 + 16 > 100 ? 100 : (LIST_VMS * MEM_MB) / 1024 + 16 )).0"
 EOF
 # Logged at info: each create's "VM created" line carries its step times (steps=...).
 KVMCTL_CONFIG="$D/kvmctl.toml" KVMCTL_DATABASE="$D/k.db" KVMCTL_POOL="$KCLI_POOL" KVMCTL_NETWORK="$NET" \
@@ -74,6 +74,7 @@ KVMCTL_CONFIG="$D/kvmctl.toml" KVMCTL_DATABASE="$D/k.db" KVMCTL_POOL="$KCLI_POOL
 daemon=$!
 trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; "$PEERS/cleanup.sh" >/dev/null 2>&1 || true' EXIT
 for _ in $(seq 100); do [ -S "$KVMCTL_SOCKET" ] && break; sleep 0.05; done
+[ -S "$KVMCTL_SOCKET" ] && kill -0 "$daemon" 2>/dev/null || die "the daemon did not start: $(tail -3 "$D/serve.log")"
 rss_idle_kib=$(awk '/^VmRSS/ {print $2}' "/proc/$daemon/status")
 ssh-keygen -q -t ed25519 -N '' -f "$D/key"
 # Volumes of an earlier run's image (its daemon's database went with $D).
