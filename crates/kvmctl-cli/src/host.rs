@@ -269,7 +269,19 @@ pub fn hook_qemu(args: &[String]) -> ExitCode {
     let mut xml = String::new();
     let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut xml);
     let op = args.get(1).map(String::as_str).unwrap_or("");
-    let line = match kvmctl_server::app::forwards::hook_qemu(op, &xml) {
+    // Only kvmctl's VMs (their domains carry its metadata) are the hook's business.
+    let Some(meta) = kvmctl_libvirt::xml::metadata_parse(&xml) else { return ExitCode::SUCCESS };
+    let vm = meta.vm_id.to_string();
+    let rules = meta.net.as_ref().map(|n| {
+        kvmctl_netfw::VmRules::of(
+            &vm,
+            n.ip,
+            &n.bridge,
+            n.nat_subnet,
+            n.forwards.iter().map(|f| (f.protocol.as_str(), f.host_port, f.guest_port)),
+        )
+    });
+    let line = match kvmctl_netfw::hook::qemu(op, &vm, rules.as_ref()) {
         Ok(None) => return ExitCode::SUCCESS,
         Ok(Some(did)) => format!("[{}] [INFO] qemu hook {}: {did}\n", now_rfc3339(), args.join(" ")),
         Err(e) => format!("[{}] [ERROR] qemu hook {}: {e}\n", now_rfc3339(), args.join(" ")),

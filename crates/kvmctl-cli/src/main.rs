@@ -171,7 +171,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn client(socket: Option<&Path>, url: Option<&str>, token: Option<&str>, ca_cert: Option<&Path>) -> anyhow::Result<Client> {
     let mut c = match url {
         Some(u) => Client::http(u).map_err(|e| anyhow::anyhow!("invalid --url: {e}"))?,
-        None => Client::unix(socket.map(Path::to_owned).unwrap_or_else(|| kvmctl_server::config::DEFAULT_SOCKET.into())),
+        None => Client::unix(socket.map(Path::to_owned).unwrap_or_else(|| kvmctl_client::DEFAULT_SOCKET.into())),
     };
     if let Some(ca) = ca_cert.filter(|p| !p.as_os_str().is_empty()) {
         c = c.with_ca_file(ca).map_err(|e| anyhow::anyhow!("invalid --ca-cert: {e}"))?;

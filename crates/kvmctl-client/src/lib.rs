@@ -5,6 +5,9 @@
 //! file given with `with_ca_file`). One connection per request: the CLI makes few requests,
 //! and a fresh connection can never be half-broken by a daemon restart.
 
+/// The daemon's socket when none is given.
+pub use kvmctl_types::DEFAULT_SOCKET;
+
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};

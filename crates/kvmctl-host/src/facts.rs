@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// First line after the shebang of kvmctl's libvirt hook; how setup recognises its own hook
+/// (and the facts tell whether it is installed).
+pub const HOOK_MARKER: &str = "# kvmctl libvirt hook";
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OsInfo {
     pub id: String,
@@ -345,8 +349,8 @@ pub fn gather(opts: &GatherOptions<'_>) -> HostFacts {
     let user_groups = user_groups(&user);
     let is_root = is_root();
     let hook_text = std::fs::read_to_string(crate::HOOK_PATH).ok();
-    let hook = hook_text.as_ref().map(|t| t.contains(crate::plan::HOOK_MARKER));
-    let hook_script = hook_text.filter(|t| t.contains(crate::plan::HOOK_MARKER));
+    let hook = hook_text.as_ref().map(|t| t.contains(HOOK_MARKER));
+    let hook_script = hook_text.filter(|t| t.contains(HOOK_MARKER));
     HostFacts {
         systemd: Path::new("/run/systemd/system").is_dir(),
         is_root,

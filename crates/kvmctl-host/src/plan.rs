@@ -11,8 +11,7 @@ use crate::state::StateRecord;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// First line after the shebang of kvmctl's libvirt hook; how setup recognises its own hook.
-pub const HOOK_MARKER: &str = "# kvmctl libvirt hook";
+pub use crate::facts::HOOK_MARKER;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SetupOptions {

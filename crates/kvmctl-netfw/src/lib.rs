@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+pub mod hook;
 pub mod pool;
 
 /// The name of kvmctl's table (family `inet`).
@@ -104,6 +105,27 @@ pub struct VmRules {
 }
 
 impl VmRules {
+    /// A VM's rules from what its domain metadata records: forwards as (protocol, host port,
+    /// guest port); a forward of an unknown protocol is left out.
+    pub fn of<'a>(
+        vm: &str,
+        guest_ip: Ipv4Addr,
+        bridge: &str,
+        nat_subnet: Option<(Ipv4Addr, u8)>,
+        forwards: impl IntoIterator<Item = (&'a str, u16, u16)>,
+    ) -> VmRules {
+        VmRules {
+            vm: vm.to_owned(),
+            guest_ip,
+            bridge: bridge.to_owned(),
+            nat_subnet,
+            forwards: forwards
+                .into_iter()
+                .filter_map(|(p, host_port, guest_port)| Some(Forward { protocol: Protocol::parse(p)?, host_port, guest_port }))
+                .collect(),
+        }
+    }
+
     /// The key a VM is known by in the table: its id in lower-case hex without dashes.
     pub fn key(&self) -> String {
         vm_key(&self.vm)

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kvmctl/kvmctl.toml";
-pub const DEFAULT_SOCKET: &str = "/run/kvmctl/kvmctl.sock";
+pub use kvmctl_types::DEFAULT_SOCKET;
 pub const DEFAULT_DATABASE: &str = "/var/lib/kvmctl/kvmctl.db";
 pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
 

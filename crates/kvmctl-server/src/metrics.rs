@@ -150,17 +150,12 @@ impl Metrics {
         self.operations.get_or_create(&OpLabels { op: op.into(), outcome: outcome.into() }).observe(seconds);
     }
 
-    pub fn reconciled(&self, r: &crate::app::reconcile::ReconcileReport) {
+    /// One reconciler pass, with how many repairs of each kind it made.
+    pub fn reconciled(&self, repairs: &[(&'static str, usize)]) {
         self.reconciler_runs.inc();
-        for (kind, n) in [
-            ("create_undone", r.creates_undone.len()),
-            ("delete_finished", r.deletes_finished.len()),
-            ("state_changed", r.states_changed.len()),
-            ("network_finished", r.networks_finished.len()),
-            ("rules_repaired", r.rules_repaired.len()),
-        ] {
-            if n > 0 {
-                self.reconciler_repairs.get_or_create(&RepairLabels { kind: kind.into() }).inc_by(n as u64);
+        for (kind, n) in repairs {
+            if *n > 0 {
+                self.reconciler_repairs.get_or_create(&RepairLabels { kind: (*kind).into() }).inc_by(*n as u64);
             }
         }
     }

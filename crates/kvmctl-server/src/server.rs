@@ -243,7 +243,7 @@ async fn reconcile_pass(ctx: &Context, restarts: &tokio::sync::mpsc::UnboundedSe
     }
     match crate::app::reconcile::reconcile(ctx).await {
         Ok(r) => {
-            ctx.metrics.reconciled(&r);
+            ctx.metrics.reconciled(&r.repairs());
             if !r.restarts_due.is_empty() {
                 let _ = restarts.send(r.restarts_due.clone());
             }

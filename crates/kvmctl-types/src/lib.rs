@@ -9,3 +9,6 @@ pub mod api;
 pub mod name;
 
 pub use name::{guest_entry_name_ok, Name, NameError, VmId};
+
+/// Where the daemon listens and its clients connect unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/kvmctl/kvmctl.sock";

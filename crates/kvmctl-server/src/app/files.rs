@@ -1,7 +1,8 @@
 //! `vm cp`: files and directories into and out of a running guest over SFTP, as the VM's
 //! user with the VM's key. One file or one directory level per request; the CLI walks trees.
 
-use super::{parse_name, vms, Context};
+use super::context::{parse_name, Context};
+use super::vms;
 use futures_util::StreamExt;
 use kvmctl_core::Error;
 use kvmctl_types::api::GuestFileEntry;

@@ -5,146 +5,23 @@
 //! without the daemon), then, while the VM runs, rules in the table `inet kvmctl`
 //! (`kvmctl-netfw`). Each step is undone when a later one fails.
 
-use super::{blocking, parse_name, Context};
+use super::context::{parse_name, Context};
+use super::vmnet::{forward_view, metadata_of, rules_apply, vm_net, vnc_port, VNC_POOL};
 use crate::config::PortPools;
-use kvmctl_core::rules::{cidr_parse, Attachment};
 use kvmctl_core::Caller;
 use kvmctl_core::{Error, VmState};
-use kvmctl_libvirt::xml::{self, ForwardMetadata, Metadata, NetMetadata};
-use kvmctl_netfw::{Forward as FwForward, Protocol, VmRules};
+use kvmctl_libvirt::xml::{self};
+use kvmctl_netfw::Protocol;
 use kvmctl_store::{ForwardRecord, PoolRange, Scope, VmRecord};
 use kvmctl_types::api::{Forward, ForwardCreateRequest, PortPoolStatus};
-use std::net::Ipv4Addr;
 
-pub(crate) fn forward_view(f: ForwardRecord) -> Forward {
-    Forward { protocol: f.protocol, host_port: f.host_port, guest_port: f.guest_port, pool: f.pool, vnc_password: None }
-}
-
-/// The pool of VNC forwards: not firewall rules, but the VM's VNC server listening on the
-/// host port (`DomainSpec::vnc_port`).
-pub(crate) const VNC_POOL: &str = "vnc";
 /// The guest port recorded for a VNC forward (the VNC protocol's display 0).
 const VNC_GUEST_PORT: u16 = 5900;
-
-/// The host port the VM's VNC server listens on for its VNC forward, if it has one.
-pub(crate) async fn vnc_port(ctx: &Context, rec: &VmRecord) -> Result<Option<u16>, Error> {
-    Ok(ctx.store.forward_list_vm(&rec.id).await?.into_iter().find(|f| f.pool == VNC_POOL).map(|f| f.host_port))
-}
 
 /// A VM's forwards as its owner sees them: the VNC one with the password.
 fn forward_view_owner(rec: &VmRecord, f: ForwardRecord) -> Forward {
     let vnc = f.pool == VNC_POOL;
     Forward { vnc_password: vnc.then(|| rec.vnc_password.clone()), ..forward_view(f) }
-}
-
-/// Where the VM sits and what is forwarded to it: what its domain metadata carries and what
-/// its firewall rules are made of. `None` when the VM has no reserved address on a libvirt
-/// network (a bridged VM): no rules are possible.
-pub(crate) async fn vm_net(ctx: &Context, rec: &VmRecord) -> Result<Option<NetMetadata>, Error> {
-    let Attachment::Network(network) = Attachment::parse(&rec.network) else { return Ok(None) };
-    let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse::<Ipv4Addr>().ok()) else { return Ok(None) };
-    let managed = ctx.store.network_get(&Scope::all(), &network).await?;
-    let bridge = match managed.as_ref().and_then(|n| n.bridge.clone()) {
-        Some(b) => b,
-        None => {
-            let node = ctx.node_conn(&rec.node).await?;
-            let net_xml = node.network_xml(&network).await?;
-            match xml::network_info(&net_xml).bridge {
-                Some(b) => b,
-                None => return Ok(None),
-            }
-        }
-    };
-    let nat_subnet = managed.filter(|n| n.nat).and_then(|n| cidr_parse(&n.subnet));
-    let forwards = ctx
-        .store
-        .forward_list_vm(&rec.id)
-        .await?
-        .into_iter()
-        .filter(|f| f.pool != VNC_POOL)
-        .map(|f| ForwardMetadata { protocol: f.protocol, host_port: f.host_port, guest_port: f.guest_port })
-        .collect();
-    Ok(Some(NetMetadata { ip, bridge, nat_subnet, forwards }))
-}
-
-/// The table entry of a VM from its metadata; `None` when a forward names an unknown protocol.
-pub fn rules_of(vm_id: &str, net: &NetMetadata) -> VmRules {
-    VmRules {
-        vm: vm_id.to_owned(),
-        guest_ip: net.ip,
-        bridge: net.bridge.clone(),
-        nat_subnet: net.nat_subnet,
-        forwards: net
-            .forwards
-            .iter()
-            .filter_map(|f| Some(FwForward { protocol: Protocol::parse(&f.protocol)?, host_port: f.host_port, guest_port: f.guest_port }))
-            .collect(),
-    }
-}
-
-/// What libvirt's qemu hook does for one call (`kvmctl hook qemu DOMAIN OPERATION ...`,
-/// domain XML on stdin): when a kvmctl VM starts (`started`) or libvirtd reconnects to a
-/// running one (`reconnect`), its rules from the domain metadata are written; when it stops
-/// (`stopped`, `release`), they are removed. Runs inside libvirtd's call, so it must not call
-/// libvirt back. Returns what it did, for the hook log; `None` when there was nothing to do.
-pub fn hook_qemu(operation: &str, domain_xml: &str) -> Result<Option<String>, String> {
-    let Some(meta) = xml::metadata_parse(domain_xml) else { return Ok(None) };
-    let id = meta.vm_id.to_string();
-    match operation {
-        "started" | "reconnect" => {
-            let Some(net) = meta.net else { return Ok(None) };
-            let rules = rules_of(&id, &net);
-            let changed = kvmctl_netfw::vm_apply_guarded(kvmctl_netfw::TABLE, &rules).map_err(|e| kvmctl_core::error::chain(&e))?;
-            Ok(Some(format!("vm {id}: {} forwards applied{}", rules.forwards.len(), if changed { "" } else { " (unchanged)" })))
-        }
-        "stopped" | "release" => {
-            let changed = kvmctl_netfw::vm_remove(kvmctl_netfw::TABLE, &id).map_err(|e| kvmctl_core::error::chain(&e))?;
-            Ok(changed.then(|| format!("vm {id}: rules removed")))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// Whether the daemon can write the node's firewall itself (the node is this host).
-pub(crate) fn node_is_local(ctx: &Context) -> bool {
-    ctx.local_node.uri().starts_with("qemu:///")
-}
-
-/// Writes the VM's rules into the node's table (replacing what it had), for a running VM.
-pub(crate) async fn rules_apply(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
-    if !node_is_local(ctx) || rec.node != super::nodes::LOCAL {
-        return Ok(());
-    }
-    let id = rec.id.to_string();
-    match vm_net(ctx, rec).await? {
-        Some(net) => {
-            let rules = rules_of(&id, &net);
-            blocking(move || -> Result<(), String> {
-                kvmctl_netfw::vm_apply_guarded(kvmctl_netfw::TABLE, &rules).map_err(|e| kvmctl_core::error::chain(&e))?;
-                Ok(())
-            })
-            .await?
-            .map_err(|e| Error::Unavailable(format!("cannot write the firewall rules of VM {}: {e}", rec.name)))
-        }
-        None => rules_remove(ctx, rec).await,
-    }
-}
-
-/// Removes every rule of the VM from the node's table.
-pub(crate) async fn rules_remove(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
-    if !node_is_local(ctx) || rec.node != super::nodes::LOCAL {
-        return Ok(());
-    }
-    let id = rec.id.to_string();
-    blocking(move || kvmctl_netfw::vm_remove(kvmctl_netfw::TABLE, &id))
-        .await?
-        .map(|_| ())
-        .map_err(|e| Error::Unavailable(format!("cannot remove the firewall rules of VM {}: {}", rec.name, kvmctl_core::error::chain(&e))))
-}
-
-/// The VM's metadata as its domain should carry it now.
-pub(crate) async fn metadata_of(ctx: &Context, rec: &VmRecord) -> Result<Metadata, Error> {
-    Ok(Metadata { vm_id: rec.id, owner: rec.owner.clone(), plan: rec.plan.clone(), net: vm_net(ctx, rec).await? })
 }
 
 /// Rewrites the domain's metadata from the record and its forwards.
@@ -226,14 +103,14 @@ async fn forward_insert(ctx: &Context, rec: &VmRecord, f: &ForwardRecord) -> Res
 
 pub async fn forward_list(ctx: &Context, caller: &Caller, name: &str) -> Result<Vec<Forward>, Error> {
     let name = parse_name("name", name)?;
-    let rec = super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
+    let rec = super::context::vm_record(ctx, &Scope::of(caller), &name).await?;
     Ok(ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(|f| forward_view_owner(&rec, f)).collect())
 }
 
 pub async fn forward_add(ctx: &Context, caller: &Caller, name: &str, req: ForwardCreateRequest) -> Result<Forward, Error> {
     let name = parse_name("name", name)?;
-    let vm = super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
-    if vm.node != super::nodes::LOCAL {
+    let vm = super::context::vm_record(ctx, &Scope::of(caller), &name).await?;
+    if vm.node != super::context::LOCAL {
         return Err(Error::Conflict(format!(
             "VM {name} runs on node {}; port forwards are rules on the local node's firewall, so only VMs there can have them (reach it on its node's network)",
             vm.node
@@ -279,9 +156,9 @@ pub async fn forward_add(ctx: &Context, caller: &Caller, name: &str, req: Forwar
             "VNC forwards are off on this host (vnc_forwards = false): VNC listens on localhost only; reach it through an SSH tunnel to the host",
         ));
     }
-    super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
+    super::context::vm_record(ctx, &Scope::of(caller), &name).await?;
     let _busy = ctx.vm_lock(&name, "forwarding").await?;
-    let rec = super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
+    let rec = super::context::vm_record(ctx, &Scope::of(caller), &name).await?;
     if matches!(rec.state, VmState::Creating | VmState::Deleting) {
         return Err(Error::Conflict(format!("VM {name} is {}; try again when that finishes", rec.state)));
     }
@@ -363,7 +240,7 @@ async fn vnc_forward_add(ctx: &Context, rec: &VmRecord, host_port: Option<u16>, 
         }
         None => forward_allocate(ctx, rec, &ctx.pools, VNC_POOL, Protocol::Tcp, VNC_GUEST_PORT).await?,
     };
-    if let Err(e) = super::vms::domain_redefine(ctx, rec).await {
+    if let Err(e) = super::domain::domain_redefine(ctx, rec).await {
         ctx.store.forward_delete(&rec.id, "tcp", made.host_port).await?;
         return Err(e);
     }
@@ -384,13 +261,13 @@ async fn forward_publish(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
 
 pub async fn forward_remove(ctx: &Context, caller: &Caller, name: &str, protocol: &str, host_port: u16) -> Result<(), Error> {
     let name = parse_name("name", name)?;
-    super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
+    super::context::vm_record(ctx, &Scope::of(caller), &name).await?;
     if Protocol::parse(protocol).is_none() {
         return Err(Error::invalid("protocol", format!("{protocol:?} is not tcp or udp")));
     }
-    super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
+    super::context::vm_record(ctx, &Scope::of(caller), &name).await?;
     let _busy = ctx.vm_lock(&name, "forwarding").await?;
-    let rec = super::vms::vm_record(ctx, &Scope::of(caller), &name).await?;
+    let rec = super::context::vm_record(ctx, &Scope::of(caller), &name).await?;
     let was_vnc = vnc_port(ctx, &rec).await? == Some(host_port) && protocol == "tcp";
     if was_vnc && rec.state != VmState::Stopped {
         return Err(Error::Conflict(format!("VM {name} is {}; stop it to remove its VNC forward (kvmctl vm stop {name})", rec.state)));
@@ -400,7 +277,7 @@ pub async fn forward_remove(ctx: &Context, caller: &Caller, name: &str, protocol
         return Err(Error::NotFound { kind: "forward", name: format!("{protocol}/{host_port} of VM {name}") });
     }
     if was_vnc {
-        super::vms::domain_redefine(ctx, &rec).await?;
+        super::domain::domain_redefine(ctx, &rec).await?;
     } else {
         forward_publish(ctx, &rec).await?;
     }

@@ -11,7 +11,7 @@
 //! daemon's domains on the same libvirt do look like debris to the first (they carry ids it
 //! has no row for): give each daemon its own libvirt, or keep `gc_clean` off.
 
-use super::{blocking, Context};
+use super::context::{blocking, Context};
 use kvmctl_core::{Caller, Error, VmState};
 use kvmctl_libvirt::xml::{self, DhcpHost};
 use kvmctl_libvirt::NodeError;
@@ -119,7 +119,7 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
                 _ => {}
             }
             ctx.local_node.domain_undefine(name).await?;
-            if super::forwards::node_is_local(ctx) {
+            if super::vmnet::node_is_local(ctx) {
                 blocking(move || kvmctl_netfw::vm_remove(kvmctl_netfw::TABLE, &key)).await?.map_err(|e| {
                     Error::Unavailable(format!("cannot remove the rules of domain {name}: {}", kvmctl_core::error::chain(&e)))
                 })?;
@@ -134,7 +134,7 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
         .kept_disk_list()
         .await?
         .into_iter()
-        .filter(|(node, _, _)| node == super::nodes::LOCAL)
+        .filter(|(node, _, _)| node == super::context::LOCAL)
         .map(|(_, pool, vol)| (pool, vol))
         .collect();
     for (pool, vol) in &volumes {
@@ -180,7 +180,7 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
         items.push(item);
     }
     // Firewall entries of no row (whose domain is not a running orphan, reported above).
-    if super::forwards::node_is_local(ctx) {
+    if super::vmnet::node_is_local(ctx) {
         let table = blocking(|| kvmctl_netfw::table_read(kvmctl_netfw::TABLE)).await?.unwrap_or_default();
         // Keys of our rows, and of every domain on the node (another daemon's VM is not ours
         // to judge; a domain without a row is reported above and its rules go with it).

@@ -1,6 +1,6 @@
 //! `host`: the last `kvmctl host doctor` report of this host, and the domain type it implies.
 
-use super::Context;
+use super::context::Context;
 use crate::config::DomainTypeSetting;
 use kvmctl_core::Error;
 use kvmctl_types::api::DoctorReport;

@@ -4,7 +4,7 @@
 //! a gc pass reports debris (and removes it with `gc_clean`). Each step is idempotent and
 //! logged.
 
-use super::Context;
+use super::context::Context;
 use kvmctl_core::{Caller, Error, VmState};
 use kvmctl_store::Scope;
 use std::sync::Arc;

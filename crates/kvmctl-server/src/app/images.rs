@@ -6,7 +6,7 @@
 //! volume through a libvirt stream (so a remote node works the same), and only then is the
 //! row written. A failure at any point leaves no volume and no row.
 
-use super::{blocking, parse_name, Context};
+use super::context::{blocking, parse_name, Context};
 use crate::node::NodeHandle;
 use kvmctl_core::Error;
 use kvmctl_libvirt::xml::DiskFormat;
@@ -88,7 +88,7 @@ pub async fn image_delete(ctx: &Context, caller: &kvmctl_core::Caller, name: &st
 /// node by stream on first use there. A copy counts once its upload finished (a row in
 /// `image_copies`); anything left of an interrupted one is replaced.
 pub(crate) async fn image_to_node(ctx: &Context, node: &str, image: &ImageRecord) -> Result<(), Error> {
-    if node == super::nodes::LOCAL || ctx.store.image_copy_exists(&image.name, node).await? {
+    if node == super::context::LOCAL || ctx.store.image_copy_exists(&image.name, node).await? {
         return Ok(());
     }
     // One copy at a time: two creates on a new node must not upload the same image twice.
@@ -491,7 +491,7 @@ fn volumes_upload(node: &dyn Node, pool: &str, files: &[(String, PathBuf, DiskFo
             .and_then(|f| Ok((f.metadata()?.len(), f)))
             .map_err(|e| Error::invalid("source", format!("cannot read {}: {e}", path.display())))
             .and_then(|(len, mut f)| {
-                node.volume_upload_from(pool, vol, *format, false, len, &mut f).map_err(|e| super::volume_error(e, pool))
+                node.volume_upload_from(pool, vol, *format, false, len, &mut f).map_err(|e| super::context::volume_error(e, pool))
             });
         match result {
             Ok(info) => done.push(info),

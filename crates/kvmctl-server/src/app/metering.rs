@@ -4,7 +4,7 @@
 //! written in one transaction, and a VM-hour already recorded is never written again, so
 //! each VM-hour is recorded exactly once.
 
-use super::Context;
+use super::context::Context;
 use kvmctl_core::metering::{hour_cost, hours_due, Money, HOUR};
 use kvmctl_core::{Caller, Error, VmState};
 use kvmctl_store::{Scope, UsageRecord};

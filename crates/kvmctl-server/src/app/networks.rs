@@ -7,8 +7,8 @@
 //! then records the bridge libvirt chose (`active`); a failure removes both. Delete is
 //! refused while a VM uses the network.
 
+use super::context::{blocking, parse_name, Context};
 use kvmctl_core::rules::cidr_parse;
-use super::{blocking, parse_name, Context};
 use kvmctl_core::{Caller, Error};
 use kvmctl_libvirt::xml::{self, ManagedNetworkSpec};
 use kvmctl_store::{NetworkDeleteRefusal, NetworkRecord, Scope};

@@ -4,7 +4,7 @@
 //! Every VM operation goes through the connection of the VM's node (`Context::node_conn`);
 //! images are copied to a node's pool on first use there (see docs/nodes.md).
 
-use super::{parse_name, Context};
+use super::context::{parse_name, Context};
 use crate::node::NodeHandle;
 use kvmctl_core::placement::{self, NodeCapacity, NodeState, Placement, PlacementRequest, Ratio, Strategy};
 use kvmctl_core::{Caller, Error};
@@ -13,8 +13,7 @@ use kvmctl_types::api::{ComputeNode, NodeAddRequest, NodeUpdateRequest, Placemen
 use kvmctl_types::Name;
 use std::collections::BTreeMap;
 
-/// The node every daemon registers for its own libvirt.
-pub const LOCAL: &str = "local";
+pub use super::context::LOCAL;
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;

@@ -1,7 +1,7 @@
 //! `plans`: the named sizes VMs are created with, and their hourly prices. Admins create,
 //! change and retire them; a retired plan keeps its VMs.
 
-use super::{parse_name, Context};
+use super::context::{parse_name, Context};
 use kvmctl_core::{Caller, Error};
 use kvmctl_store::PlanRecord;
 use kvmctl_types::api::{Plan, PlanCreateRequest, PlanUpdateRequest};

@@ -10,7 +10,7 @@
 //! poll and a handshake), and the watch ends when the VM stops, is deleted, or after 15
 //! minutes.
 
-use super::Context;
+use super::context::Context;
 use kvmctl_core::{Error, VmState};
 use kvmctl_types::api::ReadinessStage;
 use kvmctl_types::Name;
@@ -141,7 +141,7 @@ async fn watch(ctx: Arc<Context>, name: Name) {
 
     // The console log is on this host only for the local node's VMs; elsewhere the boot is
     // taken as begun when the domain started.
-    let local = rec.node == super::nodes::LOCAL;
+    let local = rec.node == super::context::LOCAL;
     if local && until!(POLL, std::fs::metadata(&console).ok().filter(|m| m.len() > 0)).is_none() {
         return;
     }
@@ -165,7 +165,7 @@ async fn watch(ctx: Arc<Context>, name: Name) {
     reached("ssh_port", None).await;
     reached("ssh_banner", Some(banner)).await;
 
-    let Some(session) = until!(Duration::from_millis(100), super::vms::ssh_session(&ctx, &rec, ip).await.ok()) else { return };
+    let Some(session) = until!(Duration::from_millis(100), super::guest::ssh_session(&ctx, &rec, ip).await.ok()) else { return };
     reached("ssh_login", Some(format!("{}@{ip}, host key {}", rec.ssh_user, session.1))).await;
     let session_fp = session.1.clone();
     if !cloud_init {
@@ -192,8 +192,8 @@ async fn watch(ctx: Arc<Context>, name: Name) {
     };
     // cloud-init prints the host key fingerprints on the console in its final stage, after
     // the first login pinned the key: now the pin can be checked against them.
-    let console_text = super::vms::console_tail(&console).unwrap_or_default();
-    let printed = super::vms::console_fingerprints(&console_text);
+    let console_text = super::guest::console_tail(&console).unwrap_or_default();
+    let printed = super::guest::console_fingerprints(&console_text);
     let from_seed = rec.host_key_source.as_deref() == Some("seed");
     let detail = if printed.is_empty() {
         detail
@@ -233,7 +233,7 @@ pub(crate) fn cloud_init_verdict(json: &[u8]) -> String {
 /// The address of an unreserved VM, and who told: the guest agent, the network's DHCP
 /// leases, or the host's neighbour (ARP) table, asked in that order.
 async fn address_of(ctx: &Context, node: &str, vm: &Name, network: &str, mac: &str) -> Option<(IpAddr, &'static str)> {
-    let local = node == super::nodes::LOCAL;
+    let local = node == super::context::LOCAL;
     let node = ctx.node_conn(node).await.ok()?;
     let (vm, network, mac) = (vm.to_string(), network.to_owned(), mac.to_ascii_lowercase());
     let found = node.run(move |node| -> Result<_, kvmctl_libvirt::NodeError> {

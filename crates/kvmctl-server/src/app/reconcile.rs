@@ -22,8 +22,8 @@
 //!
 //! It runs once when the daemon starts, before it serves, and then on a timer.
 
+use super::context::{blocking, Context};
 use super::vms::{vm_state_of, vm_teardown};
-use super::{blocking, Context};
 use kvmctl_core::{Error, VmEvent, VmState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -41,6 +41,19 @@ pub struct ReconcileReport {
     pub restarts_due: Vec<String>,
 }
 
+impl ReconcileReport {
+    /// How many repairs of each kind the pass made (the metric's `kind` label).
+    pub fn repairs(&self) -> [(&'static str, usize); 5] {
+        [
+            ("create_undone", self.creates_undone.len()),
+            ("delete_finished", self.deletes_finished.len()),
+            ("state_changed", self.states_changed.len()),
+            ("network_finished", self.networks_finished.len()),
+            ("rules_repaired", self.rules_repaired.len()),
+        ]
+    }
+}
+
 pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
     let listed = ctx.local_node.domain_list().await?;
     let running_ids: HashSet<String> =
@@ -49,10 +62,10 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
     // through their connections; one that cannot be reached is left out, and its VMs keep
     // their state until it answers again.
     let entry = |node: &str, d: kvmctl_libvirt::DomainSummary| ((node.to_owned(), d.name), (vm_state_of(d.state), d.failed_stop));
-    let mut domains: HashMap<(String, String), (VmState, bool)> = listed.into_iter().map(|d| entry(super::nodes::LOCAL, d)).collect();
+    let mut domains: HashMap<(String, String), (VmState, bool)> = listed.into_iter().map(|d| entry(super::context::LOCAL, d)).collect();
     let mut unreachable: HashSet<String> = HashSet::new();
     for n in ctx.store.node_list().await? {
-        if n.name.as_str() == super::nodes::LOCAL {
+        if n.name.as_str() == super::context::LOCAL {
             continue;
         }
         let name = n.name.to_string();
@@ -71,7 +84,7 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
     let mut report = ReconcileReport::default();
     for listed in ctx.store.vm_list(&kvmctl_store::Scope::all()).await? {
         // A VM an operation holds is that operation's business.
-        let Ok(_busy) = ctx.vm_try_lock(&listed.name, super::RECONCILING) else { continue };
+        let Ok(_busy) = ctx.vm_try_lock(&listed.name, super::context::RECONCILING) else { continue };
         let Some(rec) = ctx.store.vm_get(&kvmctl_store::Scope::all(), &listed.name).await? else { continue };
         if unreachable.contains(&rec.node) {
             continue;
@@ -129,7 +142,7 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
 /// Makes the node's table hold the rules of the running VMs, and nothing of VMs that do not
 /// run; VMs an operation holds are left to it.
 async fn firewall_reconcile(ctx: &Context, running_ids: &HashSet<String>) -> Result<Vec<String>, Error> {
-    if !super::forwards::node_is_local(ctx) {
+    if !super::vmnet::node_is_local(ctx) {
         return Ok(Vec::new());
     }
     let mut guards = Vec::new();
@@ -139,15 +152,15 @@ async fn firewall_reconcile(ctx: &Context, running_ids: &HashSet<String>) -> Res
     for listed in ctx.store.vm_list(&kvmctl_store::Scope::all()).await? {
         let key = kvmctl_netfw::vm_key(&listed.id.to_string());
         ours.insert(key.clone());
-        let Ok(guard) = ctx.vm_try_lock(&listed.name, super::RECONCILING) else {
+        let Ok(guard) = ctx.vm_try_lock(&listed.name, super::context::RECONCILING) else {
             held.insert(key);
             continue;
         };
         guards.push(guard);
         let Some(rec) = ctx.store.vm_get(&kvmctl_store::Scope::all(), &listed.name).await? else { continue };
         if rec.state == VmState::Running && running_ids.contains(&key) {
-            if let Some(net) = super::forwards::vm_net(ctx, &rec).await? {
-                let rules = super::forwards::rules_of(&rec.id.to_string(), &net);
+            if let Some(net) = super::vmnet::vm_net(ctx, &rec).await? {
+                let rules = super::vmnet::rules_of(&rec.id.to_string(), &net);
                 if !rules.is_empty() {
                     desired.insert(key, rules.normalized());
                 }

@@ -7,7 +7,7 @@
 //! A VM that fails again right after each start is not started forever: after
 //! `RESTARTS_PER_WINDOW` starts within `WINDOW` it is left stopped, with an error saying so.
 
-use super::Context;
+use super::context::Context;
 use kvmctl_core::{Caller, Error, VmState};
 use kvmctl_store::Scope;
 use std::collections::{HashMap, VecDeque};
@@ -61,7 +61,7 @@ pub async fn run(ctx: Arc<Context>, mut due: UnboundedReceiver<Vec<String>>) {
 
 /// Starts the VM if it is still stopped and wanted running; whether it did.
 async fn restart_one(ctx: &Context, name: &str, recent_starts: usize) -> Result<bool, Error> {
-    let n = super::parse_name("name", name)?;
+    let n = super::context::parse_name("name", name)?;
     let Some(rec) = ctx.store.vm_get(&Scope::all(), &n).await? else { return Ok(false) };
     if rec.state != VmState::Stopped || !ctx.store.vm_run_wanted(&rec.id).await? {
         return Ok(false);

@@ -84,7 +84,7 @@ impl client::Handler for HostKeyCheck {
 }
 
 /// A logged-in SSH session to a guest, and the fingerprint of the host key it offered.
-pub struct Session(client::Handle<HostKeyCheck>, pub String, Option<super::SessionGuard>);
+pub struct Session(client::Handle<HostKeyCheck>, pub String, Option<super::context::SessionGuard>);
 
 /// Why a login did not work, for the readiness stages and error messages.
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +219,7 @@ impl Session {
     }
 
     /// Counts this session against the VM's and the user's limits while it lives.
-    pub(crate) fn hold(mut self, guard: super::SessionGuard) -> Self {
+    pub(crate) fn hold(mut self, guard: super::context::SessionGuard) -> Self {
         self.2 = Some(guard);
         self
     }

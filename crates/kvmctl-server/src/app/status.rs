@@ -1,6 +1,6 @@
 //! `status`: what the daemon is and whether the hypervisor answers.
 
-use super::Context;
+use super::context::Context;
 use kvmctl_types::api::{DatabaseStatus, HypervisorStatus, StatusResponse};
 
 pub async fn status_get(ctx: &Context, _caller: &kvmctl_core::Caller) -> Result<StatusResponse, kvmctl_core::Error> {

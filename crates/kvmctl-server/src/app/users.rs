@@ -4,7 +4,7 @@
 //! shown once and stored only as its SHA-256. Root on the daemon's unix socket acts as the
 //! built-in admin `admin`; everyone else presents a token (`Authorization: Bearer ...`).
 
-use super::{parse_name, Context};
+use super::context::{parse_name, Context};
 use kvmctl_core::{Caller, Error, QuotaLimits, Role};
 use kvmctl_store::{AuditRecord, QuotaOverride, TokenRecord, UserRecord};
 use kvmctl_types::api::{

@@ -136,7 +136,7 @@ pub async fn vm_console_open(
     ctx: &Context,
     caller: &Caller,
     name: &str,
-) -> Result<(Box<dyn kvmctl_libvirt::Console>, crate::app::SessionGuard), Error> {
+) -> Result<(Box<dyn kvmctl_libvirt::Console>, crate::app::context::SessionGuard), Error> {
     let name = parse_name("name", name)?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     if rec.state != VmState::Running {
@@ -161,7 +161,7 @@ pub async fn vm_console_open(
 pub async fn vm_console_log(ctx: &Context, caller: &Caller, name: &str, lines: usize) -> Result<String, Error> {
     let name = parse_name("name", name)?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
-    if rec.node != crate::app::nodes::LOCAL {
+    if rec.node != crate::app::context::LOCAL {
         return Err(Error::Conflict(format!(
             "VM {name} runs on node {}, whose host keeps its console log ({}); use the live console (kvmctl vm console {name})",
             rec.node,
@@ -189,64 +189,4 @@ pub async fn vm_shell_open(
     let name = parse_name("name", name)?;
     let session = vm_login(ctx, caller, &name).await?;
     session.shell(command, cols, rows).await.map_err(|e| Error::Unavailable(format!("cannot open a shell on {name}: {e}")))
-}
-
-/// Logs in to the VM at `ip` with its key, holding it to its pinned host key; the first login
-/// pins the key offered, after checking it against the fingerprints cloud-init printed on
-/// the console when it printed any.
-pub(crate) async fn ssh_session(ctx: &Context, rec: &VmRecord, ip: std::net::IpAddr) -> Result<ssh::Session, ssh::SshError> {
-    let addr = std::net::SocketAddr::new(ip, 22);
-    let pinned = match ctx.store.vm_get(&Scope::all(), &rec.name).await {
-        Ok(Some(now)) => now.host_key,
-        _ => rec.host_key.clone(),
-    };
-    let session = ssh::login(addr, &rec.ssh_user, &ssh::key_path(&ctx.config.key_dir, &rec.id), pinned.as_deref()).await?;
-    if pinned.is_none() {
-        let console = console_tail(&console_log(ctx, &rec.name)).unwrap_or_default();
-        let printed = console_fingerprints(&console);
-        let source = if printed.is_empty() {
-            "first use"
-        } else if printed.contains(&session.1) {
-            "console"
-        } else {
-            let offered = session.1.clone();
-            session.close().await;
-            return Err(ssh::SshError::HostKey { addr, pinned: printed.join(" or "), offered });
-        };
-        if let Err(e) = ctx.store.vm_host_key_pin(&rec.id, &session.1, source).await {
-            tracing::error!(vm = %rec.name, error = %e, "cannot record the pinned host key");
-            session.close().await;
-            return Err(ssh::SshError::Session(addr, "cannot record the guest's host key; try again".into()));
-        }
-        tracing::info!(vm = %rec.name, fingerprint = %session.1, source, "host key pinned");
-    }
-    Ok(session)
-}
-
-/// The `SHA256:` fingerprints between cloud-init's "BEGIN SSH HOST KEY FINGERPRINTS" markers.
-pub(crate) fn console_fingerprints(console: &str) -> Vec<String> {
-    let mut inside = false;
-    let mut out = Vec::new();
-    for line in console.lines() {
-        if line.contains("BEGIN SSH HOST KEY FINGERPRINTS") {
-            inside = true;
-        } else if line.contains("END SSH HOST KEY FINGERPRINTS") {
-            inside = false;
-        } else if inside {
-            out.extend(line.split_whitespace().filter(|w| w.starts_with("SHA256:")).map(str::to_owned));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod fingerprint_tests {
-    #[test]
-    fn reads_cloud_inits_fingerprint_block() {
-        let console = "boot\nci-info: no\n<14>Nov 22 ec2: #############################################################\n\
-            ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\nec2: 256 SHA256:AbC+/1 root@web (ED25519)\n\
-            ec2: -----END SSH HOST KEY FINGERPRINTS-----\nSHA256:outside\n";
-        assert_eq!(super::console_fingerprints(console), vec!["SHA256:AbC+/1".to_string()]);
-        assert!(super::console_fingerprints("nothing here").is_empty());
-    }
 }

@@ -5,12 +5,7 @@ use super::*;
 
 /// The address a new VM gets on `network` of `node` (`None` on a bridge or NIC, where the
 /// LAN's DHCP hands it out).
-pub(super) async fn address_for(
-    ctx: &Context,
-    node: &str,
-    network: &str,
-    seen: NetworkSeen,
-) -> Result<Option<std::net::Ipv4Addr>, Error> {
+pub(super) async fn address_for(ctx: &Context, node: &str, network: &str, seen: NetworkSeen) -> Result<Option<std::net::Ipv4Addr>, Error> {
     match Attachment::parse(network) {
         Attachment::Network(n) => address_pick(ctx, node, &n, &Default::default(), seen).await,
         _ => Ok(None),

@@ -219,7 +219,7 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     let (rec, placed) = create_reserve(ctx, caller, &req, strategy, &spec, &mut steps).await?;
     let domain_type = domain_type(ctx, &rec.node).await;
     // Forwards are rules in the local node's firewall: VMs on other nodes get none.
-    let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some() && rec.node == crate::app::nodes::LOCAL;
+    let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some() && rec.node == crate::app::context::LOCAL;
     let CreateSpec { vm_key, seed_iso, image, .. } = spec;
     let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward };
     let mut made = Vec::new();
@@ -399,17 +399,19 @@ pub(super) async fn vm_build(
         backing: Some((paths.0.join(&image.volume), if image.format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 })),
     };
     ctx.failpoints.hit("create.before_volumes").await?;
-    conn.volume_create(&rec.pool, overlay).await.map_err(|e| crate::app::volume_error(e, &rec.pool))?;
+    conn.volume_create(&rec.pool, overlay).await.map_err(|e| crate::app::context::volume_error(e, &rec.pool))?;
     made.push(rec.root_volume.clone());
     steps.mark("root_volume");
     ctx.failpoints.hit("create.root_volume").await?;
 
-    conn.volume_upload(&rec.pool, &rec.seed_volume, DiskFormat::Raw, seed_iso).await.map_err(|e| crate::app::volume_error(e, &rec.pool))?;
+    conn.volume_upload(&rec.pool, &rec.seed_volume, DiskFormat::Raw, seed_iso)
+        .await
+        .map_err(|e| crate::app::context::volume_error(e, &rec.pool))?;
     made.push(rec.seed_volume.clone());
     steps.mark("seed_volume");
     ctx.failpoints.hit("create.seed_volume").await?;
 
-    if rec.node == crate::app::nodes::LOCAL {
+    if rec.node == crate::app::context::LOCAL {
         if let Err(e) = std::fs::create_dir_all(&ctx.config.console_log_dir) {
             return Err(Error::Internal(format!("cannot create {}: {e}", ctx.config.console_log_dir.display())));
         }
@@ -431,7 +433,7 @@ pub(super) async fn vm_build(
     steps.mark("start");
     ctx.store.vm_run_wanted_set(&rec.id, true).await?;
     ctx.failpoints.hit("create.start").await?;
-    forwards::rules_apply(ctx, rec).await?;
+    vmnet::rules_apply(ctx, rec).await?;
     ctx.failpoints.hit("create.rules").await?;
     readiness::boot_started(ctx, rec).await?;
     steps.mark("rules_readiness");

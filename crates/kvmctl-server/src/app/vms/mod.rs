@@ -16,28 +16,26 @@
 mod access;
 mod address;
 mod create;
-mod domain;
 mod power;
 mod resize;
 mod teardown;
 
+pub(crate) use super::context::vm_record;
+pub(crate) use super::domain::*;
+pub(crate) use super::guest::*;
 pub use access::*;
 use address::*;
 pub use create::*;
-pub(crate) use domain::*;
 pub use power::*;
 pub use resize::*;
 pub use teardown::*;
 
-use super::forwards;
 use super::{blocking, images, parse_name, readiness, ssh, Context};
-use crate::node::NodeHandle;
+use super::{forwards, vmnet};
 use kvmctl_core::rules::{size_check, Attachment};
 use kvmctl_core::Caller;
 use kvmctl_core::{Error, VmEvent, VmState};
-use kvmctl_libvirt::xml::{
-    self, Boot, Disk, DiskFormat, DomainSpec, DomainType, Firmware, Metadata, Nic, NicFilter, NicSource, VolumeSpec,
-};
+use kvmctl_libvirt::xml::{self, DiskFormat, DomainType, Firmware, VolumeSpec};
 use kvmctl_libvirt::{DomainState, NodeError};
 use kvmctl_store::{ImageRecord, Scope, VmRecord};
 use kvmctl_types::api::{Vm, VmCreateRequest, VmResizeRequest, VmStopRequest};
@@ -50,7 +48,7 @@ pub(super) const GIB: u64 = 1 << 30;
 pub async fn vm_list(ctx: &Context, caller: &Caller) -> Result<Vec<Vm>, Error> {
     let mut forwards: std::collections::HashMap<VmId, Vec<kvmctl_types::api::Forward>> = std::collections::HashMap::new();
     for f in ctx.store.forward_list().await? {
-        forwards.entry(f.vm_id).or_default().push(forwards::forward_view(f));
+        forwards.entry(f.vm_id).or_default().push(vmnet::forward_view(f));
     }
     let vms: Vec<Vm> = ctx
         .store
@@ -69,7 +67,7 @@ pub async fn vm_get(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm, Er
     let name = parse_name("name", name)?;
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     let readiness = readiness::stages(ctx, &rec.id).await?;
-    let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(forwards::forward_view).collect();
+    let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(vmnet::forward_view).collect();
     let vm = Vm { readiness, forwards, ..vm_view(rec) };
     Ok(with_addresses(ctx, vec![vm]).await.remove(0))
 }
@@ -97,13 +95,9 @@ async fn with_addresses(ctx: &Context, mut vms: Vec<Vm>) -> Vec<Vm> {
     vms
 }
 
-pub(crate) async fn vm_record(ctx: &Context, scope: &Scope, name: &Name) -> Result<VmRecord, Error> {
-    ctx.store.vm_get(scope, name).await?.ok_or_else(|| Error::NotFound { kind: "vm", name: name.to_string() })
-}
-
 /// The view of a VM after an operation: the record and its forwards.
 async fn vm_out(ctx: &Context, rec: VmRecord) -> Result<Vm, Error> {
-    let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(forwards::forward_view).collect();
+    let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(vmnet::forward_view).collect();
     Ok(Vm { forwards, ..vm_view(rec) })
 }
 

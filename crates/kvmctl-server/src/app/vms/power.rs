@@ -33,7 +33,7 @@ pub(super) async fn vm_boot(ctx: &Context, caller: &Caller, name: &str, busy: &'
             ctx.store.vm_run_wanted_set(&rec.id, true).await?;
             readiness::boot_started(ctx, &rec).await?;
             ctx.failpoints.hit("start.booted").await?;
-            forwards::rules_apply(ctx, &rec).await
+            vmnet::rules_apply(ctx, &rec).await
         }
         Err(e) => Err(e),
     };
@@ -93,7 +93,7 @@ pub async fn vm_stop(ctx: &Context, caller: &Caller, name: &str, req: VmStopRequ
         .await
         .map_err(Error::from);
     let result = match result {
-        Ok(()) => forwards::rules_remove(ctx, &rec).await,
+        Ok(()) => vmnet::rules_remove(ctx, &rec).await,
         Err(e) => Err(e),
     };
     settle(ctx, &rec.node, &name, during, result).await

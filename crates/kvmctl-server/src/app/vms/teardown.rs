@@ -40,7 +40,7 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
         gone(node.domain_destroy(&name).await)?;
     }
     ctx.failpoints.hit("delete.destroy").await?;
-    forwards::rules_remove(ctx, rec).await?;
+    vmnet::rules_remove(ctx, rec).await?;
     if ours {
         gone(node.domain_undefine(&name).await)?;
     }
@@ -67,7 +67,7 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
         }
     }
     // Logs live on the node's filesystem; only the local node's can be removed from here.
-    if rec.node == crate::app::nodes::LOCAL && ctx.local_node.uri().starts_with("qemu:///") {
+    if rec.node == crate::app::context::LOCAL && ctx.local_node.uri().starts_with("qemu:///") {
         for log in [console_log(ctx, &rec.name), PathBuf::from(format!("/var/log/libvirt/qemu/{name}.log"))] {
             match std::fs::remove_file(&log) {
                 Ok(()) => {}
@@ -90,7 +90,13 @@ pub(crate) async fn vm_delete_by_id(ctx: &Context, caller: &Caller, name: &str, 
     vm_delete_checked(ctx, caller, name, false, Some(id)).await
 }
 
-pub(super) async fn vm_delete_checked(ctx: &Context, caller: &Caller, name: &str, keep_disk: bool, expect: Option<&VmId>) -> Result<(), Error> {
+pub(super) async fn vm_delete_checked(
+    ctx: &Context,
+    caller: &Caller,
+    name: &str,
+    keep_disk: bool,
+    expect: Option<&VmId>,
+) -> Result<(), Error> {
     let name = parse_name("name", name)?;
     vm_record(ctx, &Scope::of(caller), &name).await?;
     // A kept disk lives on outside any VM, quota and gc; only admins may keep one (they

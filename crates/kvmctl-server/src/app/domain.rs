@@ -1,45 +1,19 @@
-//! The VM's libvirt domain: its definition from the record and image, where its volumes
-//! and console log are, and its redefinition after a change.
+//! A VM's libvirt domain: its definition from the record, the image and the node (where the
+//! image's volumes are there, the domain type), and its redefinition after a change.
 
-use super::*;
-
-/// The console log of a VM on the local node.
-pub(super) fn console_log(ctx: &Context, name: &Name) -> PathBuf {
-    ctx.config.console_log_dir.join(format!("{name}.log"))
-}
-
-/// Most of a console log the daemon reads at once: the guest writes it, so only its end is
-/// read, whatever its size.
-pub(crate) const CONSOLE_TAIL_MAX: u64 = 1 << 20;
-
-/// The last `CONSOLE_TAIL_MAX` bytes of a console log (empty when there is none), as text.
-pub(crate) fn console_tail(path: &std::path::Path) -> std::io::Result<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(e),
-    };
-    let len = f.metadata()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(CONSOLE_TAIL_MAX)))?;
-    let mut buf = Vec::new();
-    f.take(CONSOLE_TAIL_MAX).read_to_end(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// Where the VM's serial console is logged on its node: `console_log_dir` on the local node,
-/// libvirt's own log directory (present on every libvirt host) on the others.
-pub(super) fn serial_log_on_node(ctx: &Context, rec: &VmRecord) -> PathBuf {
-    if rec.node == crate::app::nodes::LOCAL {
-        console_log(ctx, &rec.name)
-    } else {
-        PathBuf::from(format!("/var/log/libvirt/qemu/{}-serial.log", rec.name))
-    }
-}
+use super::context::{Context, LOCAL};
+use super::guest::serial_log_on_node;
+use super::{host, images, vmnet};
+use crate::node::NodeHandle;
+use kvmctl_core::rules::Attachment;
+use kvmctl_core::Error;
+use kvmctl_libvirt::xml::{self, Boot, Disk, DiskFormat, DomainSpec, DomainType, Firmware, Metadata, Nic, NicFilter, NicSource};
+use kvmctl_store::{ImageRecord, VmRecord};
+use std::path::PathBuf;
 
 /// The libvirt domain of a VM, built from its record and image, on the node its volumes
 /// are at (`paths`).
-pub(super) fn domain_spec(
+pub(crate) fn domain_spec(
     ctx: &Context,
     rec: &VmRecord,
     image: &ImageRecord,
@@ -85,9 +59,9 @@ pub(super) fn domain_spec(
 
 /// Where an image's volumes are on the node: the pool's directory (from the image volume's
 /// path there), and a direct-kernel image's kernel and initrd.
-pub(super) type ImagePaths = (PathBuf, Option<(PathBuf, Option<PathBuf>)>);
+pub(crate) type ImagePaths = (PathBuf, Option<(PathBuf, Option<PathBuf>)>);
 
-pub(super) async fn image_paths(node: &NodeHandle, image: &ImageRecord) -> Result<ImagePaths, Error> {
+pub(crate) async fn image_paths(node: &NodeHandle, image: &ImageRecord) -> Result<ImagePaths, Error> {
     let pool_dir = image_volume(node, image, &image.volume).await?.parent().map(PathBuf::from).unwrap_or_default();
     let Some(k) = &image.kernel_volume else { return Ok((pool_dir, None)) };
     let kernel = image_volume(node, image, k).await?;
@@ -99,7 +73,7 @@ pub(super) async fn image_paths(node: &NodeHandle, image: &ImageRecord) -> Resul
 }
 
 /// The path of the image's volume `v` on the node.
-pub(super) async fn image_volume(node: &NodeHandle, image: &ImageRecord, v: &str) -> Result<PathBuf, Error> {
+pub(crate) async fn image_volume(node: &NodeHandle, image: &ImageRecord, v: &str) -> Result<PathBuf, Error> {
     node.volume_get(&image.pool, v).await?.map(|i| i.path).ok_or_else(|| {
         Error::Conflict(format!(
             "volume {v} of image {} is missing from pool {} on node {}; re-import the image",
@@ -113,14 +87,14 @@ pub(super) async fn image_volume(node: &NodeHandle, image: &ImageRecord, v: &str
 /// The domain type for a new VM on `node`: the local node's from `host doctor`'s functional
 /// probe; other nodes' from `domain_type` when it is forced, else `qemu` (TCG), since whether
 /// KVM really boots guests there has not been probed.
-pub(super) async fn domain_type(ctx: &Context, node: &str) -> DomainType {
-    if node != crate::app::nodes::LOCAL {
+pub(crate) async fn domain_type(ctx: &Context, node: &str) -> DomainType {
+    if node != LOCAL {
         return match ctx.config.domain_type {
             crate::config::DomainTypeSetting::Kvm => DomainType::Kvm,
             _ => DomainType::Qemu,
         };
     }
-    match crate::app::host::domain_type(ctx).await.0.as_str() {
+    match host::domain_type(ctx).await.0.as_str() {
         "kvm" => DomainType::Kvm,
         _ => DomainType::Qemu,
     }
@@ -140,13 +114,13 @@ pub(crate) async fn domain_redefine(ctx: &Context, rec: &VmRecord) -> Result<(),
 }
 
 /// The domain definition of a VM as it should be now: its record, image, forwards and VNC.
-pub(super) async fn domain_xml_of(
+pub(crate) async fn domain_xml_of(
     ctx: &Context,
     rec: &VmRecord,
     image: &ImageRecord,
     paths: ImagePaths,
     dtype: DomainType,
 ) -> Result<String, Error> {
-    let extras = (forwards::metadata_of(ctx, rec).await?, forwards::vnc_port(ctx, rec).await?);
+    let extras = (vmnet::metadata_of(ctx, rec).await?, vmnet::vnc_port(ctx, rec).await?);
     Ok(xml::domain_xml(&domain_spec(ctx, rec, image, paths, dtype, extras))?)
 }

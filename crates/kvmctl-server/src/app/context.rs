@@ -1,0 +1,316 @@
+//! What every request and background task shares: the `Context` (store, nodes, config,
+//! locks, events, metrics), the per-VM busy lock, guest-session counts, failpoints, and the
+//! small helpers every module uses (`parse_name`, `blocking`, `volume_error`).
+
+use crate::node::{Connector, NodeHandle};
+use kvmctl_core::Error;
+use kvmctl_libvirt::Node;
+use kvmctl_store::DataStore;
+use kvmctl_types::Name;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The node every daemon registers for its own libvirt.
+pub const LOCAL: &str = "local";
+
+/// Shared by every request.
+pub struct Context {
+    pub store: DataStore,
+    pub local_node: NodeHandle,
+    pub started: Instant,
+    pub config: crate::config::Config,
+    /// The forward pools, from `config`.
+    pub pools: crate::config::PortPools,
+    /// VMs an operation is working on, with the operation's name: a second operation on the
+    /// same VM is a conflict, not a race.
+    pub(crate) busy: Mutex<HashMap<Name, &'static str>>,
+    pub(crate) failpoints: Failpoints,
+    /// VMs that just started: the server's readiness task watches each boot.
+    pub(crate) booted: tokio::sync::mpsc::UnboundedSender<Name>,
+    /// Serialises picking and reserving DHCP addresses, so two creates never pick the same.
+    pub(crate) address_lock: tokio::sync::Mutex<()>,
+    /// VM state changes and readiness stages, for `GET /v1/events` (each subscriber
+    /// filters by what its caller may see).
+    pub(crate) events: tokio::sync::broadcast::Sender<kvmctl_types::api::ApiEvent>,
+    /// Set when the daemon stops: open event streams end, so a graceful shutdown is not held
+    /// up by clients that would otherwise listen forever.
+    pub(crate) closing: tokio::sync::watch::Sender<bool>,
+    /// What background work (metering, cleanups) takes the time from.
+    pub clock: Arc<dyn crate::clock::Clock>,
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// When the reconciler next reads the nodes' capacity (Unix seconds).
+    pub(crate) nodes_refresh_due: std::sync::atomic::AtomicI64,
+    /// When gc first reported each piece of debris ("kind name" to Unix seconds); it is
+    /// removed only after `gc_grace_seconds`.
+    pub(crate) gc_seen: Mutex<HashMap<String, i64>>,
+    /// Connections to the other compute nodes, by name, made on first use.
+    pub(crate) node_conns: Mutex<HashMap<String, NodeHandle>>,
+    /// Makes the node of a registered node's URI: libvirt in the daemon, the in-memory node
+    /// in the logic tests.
+    pub connector: Connector,
+    /// Serialises copying images to nodes.
+    pub(crate) image_copy_lock: tokio::sync::Mutex<()>,
+    /// Guest sessions open now (console, SSH, exec, file copies), per VM and per user.
+    pub(crate) sessions: Arc<Mutex<Sessions>>,
+    /// Audit rows of unauthenticated requests this minute: (minute, written, not written).
+    pub(crate) anonymous_audit: Mutex<(i64, u32, u64)>,
+}
+
+/// Counts of open guest sessions: `"vm:<id>"` and `"user:<name>"` to how many.
+#[derive(Default)]
+pub(crate) struct Sessions(HashMap<String, u32>);
+
+/// One open guest session; dropping it frees its places.
+pub struct SessionGuard {
+    sessions: Arc<Mutex<Sessions>>,
+    keys: [String; 2],
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut s = self.sessions.lock().expect("session map poisoned");
+        for k in &self.keys {
+            if let Some(n) = s.0.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    s.0.remove(k);
+                }
+            }
+        }
+    }
+}
+
+impl Context {
+    /// The context, and the receiving end of the boots to watch (`readiness::run`).
+    pub fn new(
+        store: DataStore,
+        local_node: Arc<dyn Node>,
+        config: crate::config::Config,
+    ) -> (Self, tokio::sync::mpsc::UnboundedReceiver<Name>) {
+        let failpoints = Failpoints::parse(&config.failpoints);
+        // `Config::load` refuses bad pools; a configuration built in code falls back to the
+        // defaults with a loud warning rather than running without pools.
+        let pools = config.port_pools().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "port pools are invalid; using the defaults");
+            crate::config::Config::default().port_pools().expect("default pools are valid")
+        });
+        let (booted, boots) = tokio::sync::mpsc::unbounded_channel();
+        let ctx = Context {
+            store,
+            local_node: NodeHandle::new(local_node),
+            started: Instant::now(),
+            config,
+            pools,
+            busy: Mutex::new(HashMap::new()),
+            failpoints,
+            booted,
+            address_lock: tokio::sync::Mutex::new(()),
+            events: tokio::sync::broadcast::channel(1024).0,
+            closing: tokio::sync::watch::channel(false).0,
+            clock: Arc::new(crate::clock::SystemClock),
+            metrics: Default::default(),
+            nodes_refresh_due: std::sync::atomic::AtomicI64::new(0),
+            gc_seen: Mutex::new(HashMap::new()),
+            node_conns: Mutex::new(HashMap::new()),
+            connector: crate::node::libvirt_connector(),
+            image_copy_lock: tokio::sync::Mutex::new(()),
+            sessions: Default::default(),
+            anonymous_audit: Mutex::new((0, 0, 0)),
+        };
+        (ctx, boots)
+    }
+
+    /// The libvirt connection of a compute node: the local one, or the registered node's URI
+    /// (connected on first use and kept).
+    pub(crate) async fn node_conn(&self, node: &str) -> Result<NodeHandle, Error> {
+        if node == LOCAL {
+            return Ok(self.local_node.clone());
+        }
+        if let Some(c) = self.node_conns.lock().expect("node map poisoned").get(node) {
+            return Ok(c.clone());
+        }
+        let name = parse_name("node", node)?;
+        let rec = self.store.node_get(&name).await?.ok_or_else(|| Error::NotFound { kind: "node", name: node.to_owned() })?;
+        let conn = NodeHandle::new((self.connector)(&rec.uri));
+        Ok(self.node_conns.lock().expect("node map poisoned").entry(node.to_owned()).or_insert(conn).clone())
+    }
+
+    /// Takes a place for one more guest session on `vm` for its caller, within
+    /// `sessions_per_vm` and `sessions_per_user`: a guest or a user cannot make the daemon hold
+    /// sessions (and their buffers) without end.
+    pub(crate) fn session_open(&self, vm: &kvmctl_types::VmId, vm_name: &Name, user: &str) -> Result<SessionGuard, Error> {
+        let keys = [format!("vm:{vm}"), format!("user:{user}")];
+        let mut s = self.sessions.lock().expect("session map poisoned");
+        let (on_vm, of_user) = (s.0.get(&keys[0]).copied().unwrap_or(0), s.0.get(&keys[1]).copied().unwrap_or(0));
+        if on_vm >= self.config.sessions_per_vm {
+            return Err(Error::Conflict(format!(
+                "VM {vm_name} has {on_vm} sessions open (console, ssh, exec, cp), the most allowed (sessions_per_vm); close one and try again"
+            )));
+        }
+        if of_user >= self.config.sessions_per_user {
+            return Err(Error::Conflict(format!(
+                "you have {of_user} guest sessions open (console, ssh, exec, cp), the most allowed (sessions_per_user); close one and try again"
+            )));
+        }
+        for k in &keys {
+            *s.0.entry(k.clone()).or_insert(0) += 1;
+        }
+        Ok(SessionGuard { sessions: self.sessions.clone(), keys })
+    }
+
+    /// Forgets a node's connection (it was removed or its URI changed).
+    pub(crate) fn node_forget(&self, node: &str) {
+        self.node_conns.lock().expect("node map poisoned").remove(node);
+    }
+
+    /// Marks `name` busy with `op` until the guard drops; a conflict when another operation
+    /// holds it. The reconciler's hold is brief (a read and a compare-and-set), so a request
+    /// waits for it to pass instead of failing.
+    pub(crate) async fn vm_lock(&self, name: &Name, op: &'static str) -> Result<VmGuard<'_>, Error> {
+        for _ in 0..1000 {
+            match self.vm_try_lock(name, op) {
+                Ok(guard) => return Ok(guard),
+                Err(RECONCILING) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                Err(other) => return Err(Error::Conflict(format!("VM {name} is busy ({other}); try again when that finishes"))),
+            }
+        }
+        Err(Error::Conflict(format!("VM {name} is busy ({RECONCILING}); try again")))
+    }
+
+    /// Marks `name` busy with `op`, or returns what holds it.
+    pub(crate) fn vm_try_lock(&self, name: &Name, op: &'static str) -> Result<VmGuard<'_>, &'static str> {
+        let mut busy = self.busy.lock().expect("busy map poisoned");
+        if let Some(other) = busy.get(name) {
+            return Err(other);
+        }
+        busy.insert(name.clone(), op);
+        Ok(VmGuard { ctx: self, name: name.clone() })
+    }
+}
+
+impl Context {
+    /// Publishes an event to the subscribers of `GET /v1/events` (none is fine).
+    pub(crate) fn publish(&self, kind: &str, vm: &Name, owner: &str, state: Option<&str>, stage: Option<&str>, detail: Option<&str>) {
+        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let _ = self.events.send(kvmctl_types::api::ApiEvent {
+            kind: kind.into(),
+            vm: vm.to_string(),
+            owner: owner.into(),
+            state: state.map(str::to_owned),
+            stage: stage.map(str::to_owned),
+            detail: detail.map(str::to_owned),
+            at_ms,
+        });
+    }
+
+    /// Moves a VM's state by compare-and-set (`DataStore::vm_transition`) and publishes the
+    /// change.
+    pub(crate) async fn vm_transition(
+        &self,
+        name: &Name,
+        from: kvmctl_core::VmState,
+        to: kvmctl_core::VmState,
+        error: Option<&str>,
+    ) -> Result<bool, Error> {
+        let moved = self.store.vm_transition(name, from, to, error).await?;
+        if moved && from != to {
+            if let Ok(Some(rec)) = self.store.vm_get(&kvmctl_store::Scope::all(), name).await {
+                self.publish("vm.state", name, &rec.owner, Some(to.as_str()), None, error);
+            }
+        }
+        Ok(moved)
+    }
+}
+
+/// What the reconciler holds a VM busy as.
+pub(crate) const RECONCILING: &str = "reconciling";
+
+/// Holds a VM busy; dropping it frees the VM.
+pub(crate) struct VmGuard<'a> {
+    ctx: &'a Context,
+    name: Name,
+}
+
+impl Drop for VmGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.ctx.busy.lock() {
+            busy.remove(&self.name);
+        }
+    }
+}
+
+/// Test hooks that make a named step fail (`error`), kill the daemon (`crash`), wait two
+/// seconds (`pause`, to line up a race) or wait until a file exists (`wait:PATH`: the test
+/// does its part, then creates the file) right after the step; set by the `failpoints`
+/// setting or `KVMCTL_FAILPOINTS=step=action,...` (e.g. `create.define=crash`). The
+/// failure-injection and kill tests use them; unset, they cost one map lookup per step.
+#[derive(Debug, Default)]
+pub(crate) struct Failpoints(HashMap<String, String>);
+
+impl Failpoints {
+    fn parse(spec: &str) -> Self {
+        let map: HashMap<String, String> =
+            spec.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
+        if !map.is_empty() {
+            tracing::warn!(failpoints = %spec, "failpoints armed (KVMCTL_FAILPOINTS): operations will fail on purpose");
+        }
+        Failpoints(map)
+    }
+
+    /// Called after each step of an operation.
+    pub(crate) async fn hit(&self, step: &str) -> Result<(), Error> {
+        match self.0.get(step).map(String::as_str) {
+            None => Ok(()),
+            Some("crash") => {
+                tracing::error!(step, "failpoint: crashing");
+                std::process::abort()
+            }
+            Some("pause") => {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                Ok(())
+            }
+            Some(action) if action.starts_with("wait:") => {
+                let go = std::path::Path::new(&action["wait:".len()..]);
+                for _ in 0..12_000 {
+                    if go.exists() {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(Error::Internal(format!("failpoint {step} was never released ({} never appeared)", go.display())))
+            }
+            Some(_) => Err(Error::Internal(format!("failpoint {step} fired"))),
+        }
+    }
+}
+
+/// A volume error as the user sees it: a volume of that name that nothing kvmctl knows
+/// owns, or a missing pool, says what to do.
+pub(crate) fn volume_error(e: kvmctl_libvirt::NodeError, pool: &str) -> Error {
+    use kvmctl_libvirt::NodeError;
+    match e {
+        NodeError::AlreadyExists { name, .. } => Error::Conflict(format!(
+            "volume {name} already exists in pool {pool} but belongs to no VM or image kvmctl knows; remove it (virsh vol-delete {name} --pool {pool}) and retry"
+        )),
+        NodeError::NotFound { kind: "storage pool", .. } => {
+            Error::Unavailable(format!("storage pool {pool} does not exist; run `kvmctl host setup` or set `pool` in the configuration"))
+        }
+        e => e.into(),
+    }
+}
+
+/// A name from a request field, or an error naming the field and the rule.
+pub(crate) fn parse_name(field: &str, value: &str) -> Result<Name, Error> {
+    Name::parse(value).map_err(|e| Error::invalid(field, format!("{value:?} {e}")))
+}
+
+/// Runs a blocking libvirt call off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, kvmctl_core::Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| kvmctl_core::Error::Internal(format!("worker task failed: {e}")))
+}
+
+/// The VM `name` within `scope`; another user's VM is not found.
+pub(crate) async fn vm_record(ctx: &Context, scope: &kvmctl_store::Scope, name: &Name) -> Result<kvmctl_store::VmRecord, Error> {
+    ctx.store.vm_get(scope, name).await?.ok_or_else(|| Error::NotFound { kind: "vm", name: name.to_string() })
+}
