@@ -28,10 +28,16 @@ pub enum Error {
     /// No compute node can take the request; `reasons` says why, node by node.
     #[error("no node can host this request: {}", reasons.join("; "))]
     InsufficientCapacity { reasons: Vec<String> },
-    /// A dependency (libvirt, the database) does not answer; retrying may succeed.
+    /// A dependency (libvirt, the database) does not answer; retrying may succeed. The text
+    /// is for the client.
     #[error("{0}")]
     Unavailable(String),
-    /// A bug or an unexpected failure; details are in the daemon log under the request id.
+    /// As `Unavailable`, with a private half: `public` goes to the client, `detail` (the
+    /// libvirt or database error chain) only to the daemon's log, under the request id.
+    #[error("{public}")]
+    Backend { public: String, detail: String },
+    /// A bug or an unexpected failure. The text is the private detail: the client is told only
+    /// that the daemon's log has it under the request id.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -51,8 +57,26 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::QuotaExceeded { .. } => "quota_exceeded",
             Error::InsufficientCapacity { .. } => "insufficient_capacity",
-            Error::Unavailable(_) => "unavailable",
+            Error::Unavailable(_) | Error::Backend { .. } => "unavailable",
             Error::Internal(_) => "internal",
+        }
+    }
+
+    /// What the client may read: the message, without the private detail of `Backend` and
+    /// `Internal` (that is `private_detail`, for the log).
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal error in the daemon; its log has the details under this request id".into(),
+            e => e.to_string(),
+        }
+    }
+
+    /// The part of the error that only the daemon's log sees.
+    pub fn private_detail(&self) -> Option<&str> {
+        match self {
+            Error::Backend { detail, .. } => Some(detail),
+            Error::Internal(detail) => Some(detail),
+            _ => None,
         }
     }
 

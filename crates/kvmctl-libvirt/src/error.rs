@@ -67,7 +67,8 @@ impl From<NodeError> for kvmctl_core::Error {
         match e {
             NodeError::NotFound { kind, name } => E::NotFound { kind, name },
             NodeError::AlreadyExists { .. } | NodeError::InvalidState { .. } => E::Conflict(chain),
-            NodeError::Connect { .. } | NodeError::Lost { .. } => E::Unavailable(chain),
+            // What to do is public; libvirt's own error (paths, host details) is for the log.
+            NodeError::Connect { .. } | NodeError::Lost { .. } => E::Backend { public: e.to_string(), detail: chain },
             NodeError::Libvirt { .. } | NodeError::Xml(_) | NodeError::Read { .. } | NodeError::Worker(_) => E::Internal(chain),
         }
     }

@@ -86,11 +86,27 @@ pub enum StoreError {
     Exists { kind: &'static str, name: String },
 }
 
+/// Database errors by kind: a taken name is a conflict; a database that is busy, locked or
+/// unreachable is `Backend` (503, retrying may succeed); anything else (a constraint the code
+/// should have kept, a row that does not decode) is a bug, `Internal`. The SQL error itself
+/// is the private half, for the log.
 impl From<StoreError> for kvmctl_core::Error {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Exists { .. } => kvmctl_core::Error::Conflict(e.to_string()),
-            e => kvmctl_core::Error::Unavailable(format!("database: {}", kvmctl_core::error::chain(&e))),
+        use kvmctl_core::Error as E;
+        let detail = kvmctl_core::error::chain(&e);
+        let busy = || E::Backend { public: "the database is busy or unreachable; retrying may succeed".into(), detail: detail.clone() };
+        match &e {
+            StoreError::Exists { .. } => E::Conflict(e.to_string()),
+            StoreError::Query(q) => match q {
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => busy(),
+                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+                sqlx::Error::Database(d) if d.code().and_then(|c| c.parse::<u32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6)) => {
+                    busy()
+                }
+                sqlx::Error::Database(d) if d.is_unique_violation() => E::Conflict("that name or port is taken; pick another".into()),
+                _ => E::Internal(detail),
+            },
+            StoreError::CreateDir { .. } | StoreError::Open { .. } | StoreError::Migrate { .. } => busy(),
         }
     }
 }

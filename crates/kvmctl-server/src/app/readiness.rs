@@ -108,7 +108,9 @@ async fn watch(ctx: Arc<Context>, name: Name) {
         let (ctx, vm, owner) = (ctx.clone(), vm.clone(), owner.clone());
         async move {
             let now = now_ms();
-            let _ = ctx.store.vm_stage_reached(&id, stage, now, detail.as_deref()).await;
+            if let Err(e) = ctx.store.vm_stage_reached(&id, stage, now, detail.as_deref()).await {
+                tracing::warn!(%vm, stage, error = %kvmctl_core::error::chain(&e), "cannot record a readiness stage");
+            }
             ctx.metrics
                 .stages
                 .get_or_create(&crate::metrics::StageLabels { stage: stage.into() })

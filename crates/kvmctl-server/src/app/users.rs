@@ -73,7 +73,11 @@ pub async fn authenticate_token(ctx: &Context, token: &str) -> Result<Caller, Er
     if u.disabled {
         return Err(Error::Unauthenticated(format!("user {} is disabled", u.name)));
     }
-    let _ = ctx.store.token_touch(id).await;
+    // When a token was last used is bookkeeping: a database that cannot record it does not
+    // refuse the request, but it is logged.
+    if let Err(e) = ctx.store.token_touch(id).await {
+        tracing::warn!(token = %id, error = %kvmctl_core::error::chain(&e), "cannot record the token's last use");
+    }
     Ok(Caller { name: u.name, role: Role::parse(&u.role).unwrap_or(Role::User), custom_sizing: u.custom_sizing })
 }
 

@@ -99,11 +99,11 @@ fn cookie_request_check(req: &Request) -> Result<(), Error> {
 }
 
 pub(crate) async fn authenticate(State(ctx): State<Arc<Context>>, mut req: Request, next: Next) -> Response {
-    let rid = req.extensions().get::<RequestId>().cloned().unwrap_or(RequestId(String::new()));
+    let _rid = req.extensions().get::<RequestId>().cloned().unwrap_or(RequestId(String::new()));
     let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0).unwrap_or(Peer { uid: None });
     if bearer(&req).is_none() && cookie_token(&req).is_some() {
         if let Err(e) = cookie_request_check(&req) {
-            return ApiError::new(e, &rid).into_response();
+            return ApiError::from(e).into_response();
         }
     }
     let caller = match bearer(&req).or_else(|| cookie_token(&req)) {
@@ -124,7 +124,7 @@ pub(crate) async fn authenticate(State(ctx): State<Arc<Context>>, mut req: Reque
             resp.extensions_mut().insert(AuditUser(name));
             resp
         }
-        Err(e) => ApiError::new(e, &rid).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 

@@ -1,5 +1,4 @@
 use super::error::ApiError;
-use super::RequestId;
 use crate::app::{self, Context};
 use axum::extract::State;
 use axum::{Extension, Json};
@@ -20,8 +19,7 @@ use std::sync::Arc;
 )]
 pub(crate) async fn host_get(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<DoctorReport>, ApiError> {
-    app::host::host_report(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::host::host_report(&ctx, &caller).await.map(Json).map_err(ApiError::from)
 }

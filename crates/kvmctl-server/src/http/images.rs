@@ -1,6 +1,5 @@
 use super::body::Body;
 use super::error::ApiError;
-use super::RequestId;
 use crate::app::{self, Context};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,10 +13,9 @@ use std::sync::Arc;
     responses((status = 200, description = "Images", body = [Image])))]
 pub(crate) async fn image_list(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<Image>>, ApiError> {
-    app::images::image_list(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::images::image_list(&ctx, &caller).await.map(Json).map_err(ApiError::from)
 }
 
 #[utoipa::path(get, path = "/v1/images/{name}", tag = "images", operation_id = "image_get",
@@ -25,11 +23,10 @@ pub(crate) async fn image_list(
     responses((status = 200, description = "The image", body = Image), (status = 404, description = "No such image", body = ErrorBody)))]
 pub(crate) async fn image_get(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Image>, ApiError> {
-    app::images::image_get(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::images::image_get(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
 }
 
 /// Imports a qcow2 or raw image (a path on the daemon's host, or an http URL) into the
@@ -41,11 +38,10 @@ pub(crate) async fn image_get(
         (status = 409, description = "The name is taken", body = ErrorBody)))]
 pub(crate) async fn image_import(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Body(req): Body<ImageImportRequest>,
 ) -> Result<(StatusCode, Json<Image>), ApiError> {
-    app::images::image_import(&ctx, &caller, req).await.map(|i| (StatusCode::CREATED, Json(i))).map_err(|e| ApiError::new(e, &rid))
+    app::images::image_import(&ctx, &caller, req).await.map(|i| (StatusCode::CREATED, Json(i))).map_err(ApiError::from)
 }
 
 /// Removes an image and its volumes; 409 while a VM's disk is backed by it.
@@ -55,9 +51,8 @@ pub(crate) async fn image_import(
         (status = 409, description = "VMs use it", body = ErrorBody)))]
 pub(crate) async fn image_delete(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app::images::image_delete(&ctx, &caller, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
+    app::images::image_delete(&ctx, &caller, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(ApiError::from)
 }

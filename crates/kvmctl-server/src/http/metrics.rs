@@ -1,5 +1,4 @@
 use super::error::ApiError;
-use super::RequestId;
 use crate::app::Context;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
@@ -15,12 +14,8 @@ use std::sync::Arc;
 #[utoipa::path(get, path = "/metrics", tag = "system", operation_id = "metrics",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
         (status = 403, description = "Admins only", body = kvmctl_types::api::ErrorBody)))]
-pub(crate) async fn metrics(
-    State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Response, ApiError> {
-    let text = crate::app::status::metrics_text(&ctx, &caller).await.map_err(|e| ApiError::new(e, &rid))?;
+pub(crate) async fn metrics(State(ctx): State<Arc<Context>>, Extension(caller): Extension<Caller>) -> Result<Response, ApiError> {
+    let text = crate::app::status::metrics_text(&ctx, &caller).await.map_err(ApiError::from)?;
     Ok(([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
 }
 

@@ -1,6 +1,5 @@
 use super::body::Body;
 use super::error::ApiError;
-use super::RequestId;
 use crate::app::{self, Context};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,10 +13,9 @@ use std::sync::Arc;
     responses((status = 200, description = "Networks", body = [Network])))]
 pub(crate) async fn network_list(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<Network>>, ApiError> {
-    app::networks::network_list(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::networks::network_list(&ctx, &caller).await.map(Json).map_err(ApiError::from)
 }
 
 #[utoipa::path(get, path = "/v1/networks/{name}", tag = "networks", operation_id = "network_get",
@@ -25,11 +23,10 @@ pub(crate) async fn network_list(
     responses((status = 200, description = "The network", body = Network), (status = 404, description = "No such network", body = ErrorBody)))]
 pub(crate) async fn network_get(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Network>, ApiError> {
-    app::networks::network_get(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::networks::network_get(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
 }
 
 /// Creates a NAT (default) or isolated network: a persistent, autostarted libvirt network
@@ -40,11 +37,10 @@ pub(crate) async fn network_get(
         (status = 409, description = "The name is taken, or libvirt cannot start the network", body = ErrorBody)))]
 pub(crate) async fn network_create(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Body(req): Body<NetworkCreateRequest>,
 ) -> Result<(StatusCode, Json<Network>), ApiError> {
-    app::networks::network_create(&ctx, &caller, req).await.map(|n| (StatusCode::CREATED, Json(n))).map_err(|e| ApiError::new(e, &rid))
+    app::networks::network_create(&ctx, &caller, req).await.map(|n| (StatusCode::CREATED, Json(n))).map_err(ApiError::from)
 }
 
 /// Removes a network kvmctl made; refused while a VM uses it.
@@ -54,11 +50,10 @@ pub(crate) async fn network_create(
         (status = 409, description = "VMs use it, or kvmctl did not make it", body = ErrorBody)))]
 pub(crate) async fn network_delete(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app::networks::network_delete(&ctx, &caller, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
+    app::networks::network_delete(&ctx, &caller, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(ApiError::from)
 }
 
 /// The host port pools forwards come from, and how full they are.
@@ -66,10 +61,9 @@ pub(crate) async fn network_delete(
     responses((status = 200, description = "Pools", body = [PortPoolStatus])))]
 pub(crate) async fn port_pool_list(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<PortPoolStatus>>, ApiError> {
-    app::forwards::pool_status(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::forwards::pool_status(&ctx, &caller).await.map(Json).map_err(ApiError::from)
 }
 
 #[utoipa::path(get, path = "/v1/vms/{name}/forwards", tag = "networks", operation_id = "forward_list",
@@ -77,11 +71,10 @@ pub(crate) async fn port_pool_list(
     responses((status = 200, description = "The VM's forwards", body = [Forward]), (status = 404, description = "No such VM", body = ErrorBody)))]
 pub(crate) async fn forward_list(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<Forward>>, ApiError> {
-    app::forwards::forward_list(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::forwards::forward_list(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
 }
 
 /// Forwards a host port (chosen, or the lowest free one of a pool) to a port of the VM. It
@@ -95,12 +88,11 @@ pub(crate) async fn forward_list(
         (status = 503, description = "The pool is exhausted, or the VM has the most forwards allowed", body = ErrorBody)))]
 pub(crate) async fn forward_create(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<ForwardCreateRequest>,
 ) -> Result<(StatusCode, Json<Forward>), ApiError> {
-    app::forwards::forward_add(&ctx, &caller, &name, req).await.map(|f| (StatusCode::CREATED, Json(f))).map_err(|e| ApiError::new(e, &rid))
+    app::forwards::forward_add(&ctx, &caller, &name, req).await.map(|f| (StatusCode::CREATED, Json(f))).map_err(ApiError::from)
 }
 
 #[utoipa::path(delete, path = "/v1/vms/{name}/forwards/{protocol}/{host_port}", tag = "networks", operation_id = "forward_delete",
@@ -109,12 +101,8 @@ pub(crate) async fn forward_create(
     responses((status = 204, description = "Removed"), (status = 404, description = "No such VM or forward", body = ErrorBody)))]
 pub(crate) async fn forward_delete(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path((name, protocol, host_port)): Path<(String, String, u16)>,
 ) -> Result<StatusCode, ApiError> {
-    app::forwards::forward_remove(&ctx, &caller, &name, &protocol, host_port)
-        .await
-        .map(|()| StatusCode::NO_CONTENT)
-        .map_err(|e| ApiError::new(e, &rid))
+    app::forwards::forward_remove(&ctx, &caller, &name, &protocol, host_port).await.map(|()| StatusCode::NO_CONTENT).map_err(ApiError::from)
 }

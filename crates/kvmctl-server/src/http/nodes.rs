@@ -1,6 +1,5 @@
 use super::body::Body;
 use super::error::ApiError;
-use super::RequestId;
 use crate::app::{self, Context};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,10 +13,9 @@ use std::sync::Arc;
     responses((status = 200, description = "Every node", body = [ComputeNode]), (status = 403, description = "Admins only", body = ErrorBody)))]
 pub(crate) async fn node_list(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<ComputeNode>>, ApiError> {
-    app::nodes::node_list(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::nodes::node_list(&ctx, &caller).await.map(Json).map_err(ApiError::from)
 }
 
 /// Registers a libvirt host; its capacity is read first, so an unreachable one is refused.
@@ -26,11 +24,10 @@ pub(crate) async fn node_list(
         (status = 403, description = "Admins only", body = ErrorBody), (status = 409, description = "Name or URI taken", body = ErrorBody)))]
 pub(crate) async fn node_add(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Body(req): Body<NodeAddRequest>,
 ) -> Result<(StatusCode, Json<ComputeNode>), ApiError> {
-    app::nodes::node_add(&ctx, &caller, req).await.map(|n| (StatusCode::CREATED, Json(n))).map_err(|e| ApiError::new(e, &rid))
+    app::nodes::node_add(&ctx, &caller, req).await.map(|n| (StatusCode::CREATED, Json(n))).map_err(ApiError::from)
 }
 
 /// A node with the names of its VMs.
@@ -40,11 +37,10 @@ pub(crate) async fn node_add(
         (status = 404, description = "No such node", body = ErrorBody)))]
 pub(crate) async fn node_get(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<ComputeNode>, ApiError> {
-    app::nodes::node_get(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::nodes::node_get(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
 }
 
 /// Changes overcommit, reservations, labels, or drains (`state: draining`) and reopens it.
@@ -54,12 +50,11 @@ pub(crate) async fn node_get(
         (status = 404, description = "No such node", body = ErrorBody)))]
 pub(crate) async fn node_update(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<NodeUpdateRequest>,
 ) -> Result<Json<ComputeNode>, ApiError> {
-    app::nodes::node_update(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::nodes::node_update(&ctx, &caller, &name, req).await.map(Json).map_err(ApiError::from)
 }
 
 /// Removes a node without VMs (the local node stays).
@@ -69,11 +64,10 @@ pub(crate) async fn node_update(
         (status = 404, description = "No such node", body = ErrorBody), (status = 409, description = "It has VMs, or is the local node", body = ErrorBody)))]
 pub(crate) async fn node_remove(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app::nodes::node_remove(&ctx, &caller, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
+    app::nodes::node_remove(&ctx, &caller, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(ApiError::from)
 }
 
 /// Debris on the node that belongs to no VM row, reported (admins).
@@ -82,10 +76,9 @@ pub(crate) async fn node_remove(
         (status = 403, description = "Admins only", body = ErrorBody)))]
 pub(crate) async fn gc_report(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<kvmctl_types::api::GcReport>, ApiError> {
-    app::gc::gc(&ctx, &caller, false).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::gc::gc(&ctx, &caller, false).await.map(Json).map_err(ApiError::from)
 }
 
 /// Removes the debris `GET /v1/gc` reports (rows whose domain vanished are only reported).
@@ -94,8 +87,7 @@ pub(crate) async fn gc_report(
         (status = 403, description = "Admins only", body = ErrorBody)))]
 pub(crate) async fn gc_clean(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<kvmctl_types::api::GcReport>, ApiError> {
-    app::gc::gc(&ctx, &caller, true).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::gc::gc(&ctx, &caller, true).await.map(Json).map_err(ApiError::from)
 }

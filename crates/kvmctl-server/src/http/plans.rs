@@ -1,6 +1,5 @@
 use super::body::Body;
 use super::error::ApiError;
-use super::RequestId;
 use crate::app::{self, Context};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,12 +10,8 @@ use std::sync::Arc;
 
 /// The plans VMs can be created with, in their sort order (admins also see retired ones).
 #[utoipa::path(get, path = "/v1/plans", tag = "vms", operation_id = "plan_list", responses((status = 200, description = "Plans", body = [Plan])))]
-pub(crate) async fn plan_list(
-    State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<Vec<Plan>>, ApiError> {
-    app::plans::plan_list(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+pub(crate) async fn plan_list(State(ctx): State<Arc<Context>>, Extension(caller): Extension<Caller>) -> Result<Json<Vec<Plan>>, ApiError> {
+    app::plans::plan_list(&ctx, &caller).await.map(Json).map_err(ApiError::from)
 }
 
 #[utoipa::path(get, path = "/v1/plans/{name}", tag = "vms", operation_id = "plan_get",
@@ -24,11 +19,10 @@ pub(crate) async fn plan_list(
     responses((status = 200, description = "The plan", body = Plan), (status = 404, description = "No such plan", body = ErrorBody)))]
 pub(crate) async fn plan_get(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Plan>, ApiError> {
-    app::plans::plan_get(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::plans::plan_get(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
 }
 
 #[utoipa::path(post, path = "/v1/plans", tag = "vms", operation_id = "plan_create", request_body = PlanCreateRequest,
@@ -36,11 +30,10 @@ pub(crate) async fn plan_get(
         (status = 403, description = "Admins only", body = ErrorBody), (status = 409, description = "The name is taken", body = ErrorBody)))]
 pub(crate) async fn plan_create(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Body(req): Body<PlanCreateRequest>,
 ) -> Result<(StatusCode, Json<Plan>), ApiError> {
-    app::plans::plan_create(&ctx, &caller, req).await.map(|p| (StatusCode::CREATED, Json(p))).map_err(|e| ApiError::new(e, &rid))
+    app::plans::plan_create(&ctx, &caller, req).await.map(|p| (StatusCode::CREATED, Json(p))).map_err(ApiError::from)
 }
 
 /// Changes a plan (admins); `active: false` retires it. VMs keep the sizes they have.
@@ -50,10 +43,9 @@ pub(crate) async fn plan_create(
         (status = 404, description = "No such plan", body = ErrorBody)))]
 pub(crate) async fn plan_update(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<PlanUpdateRequest>,
 ) -> Result<Json<Plan>, ApiError> {
-    app::plans::plan_update(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::plans::plan_update(&ctx, &caller, &name, req).await.map(Json).map_err(ApiError::from)
 }

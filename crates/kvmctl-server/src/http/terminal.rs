@@ -30,7 +30,7 @@ fn bounded(ws: WebSocketUpgrade) -> WebSocketUpgrade {
     responses((status = 101, description = "Switching to WebSocket"), (status = 409, description = "Not running, or another console session is open", body = ErrorBody)))]
 pub(crate) async fn vm_console(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
+    Extension(_rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     ws: WebSocketUpgrade,
@@ -40,7 +40,7 @@ pub(crate) async fn vm_console(
             console_bridge(stream, socket).await;
             drop(guard);
         }),
-        Err(e) => ApiError::new(e, &rid).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -57,14 +57,14 @@ pub(crate) struct LogQuery {
     responses((status = 200, description = "Console output", body = String, content_type = "text/plain"), (status = 404, description = "No such VM", body = ErrorBody)))]
 pub(crate) async fn vm_console_log(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
+    Extension(_rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Response {
     match app::vms::vm_console_log(&ctx, &caller, &name, q.lines.unwrap_or(100)).await {
         Ok(text) => ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
-        Err(e) => ApiError::new(e, &rid).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -86,7 +86,7 @@ pub(crate) struct ShellQuery {
     responses((status = 101, description = "Switching to WebSocket"), (status = 409, description = "Not running, no address yet, or the login was refused", body = ErrorBody)))]
 pub(crate) async fn vm_ssh(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
+    Extension(_rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<ShellQuery>,
@@ -94,7 +94,7 @@ pub(crate) async fn vm_ssh(
 ) -> Response {
     match app::vms::vm_shell_open(&ctx, &caller, &name, q.command.as_deref(), q.cols.unwrap_or(80), q.rows.unwrap_or(24)).await {
         Ok(shell) => bounded(ws).on_upgrade(move |socket| shell_bridge(shell, socket)),
-        Err(e) => ApiError::new(e, &rid).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -220,7 +220,7 @@ pub(crate) struct FileQuery {
         (status = 409, description = "Not running, no address, login refused, or the guest refused the write", body = ErrorBody)))]
 pub(crate) async fn vm_file_put(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
+    Extension(_rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<FileQuery>,
@@ -228,7 +228,7 @@ pub(crate) async fn vm_file_put(
 ) -> Response {
     match app::files::vm_file_put(&ctx, &caller, &name, &q.path, q.dir, body.into_data_stream()).await {
         Ok(_) => axum::http::StatusCode::NO_CONTENT.into_response(),
-        Err(e) => ApiError::new(e, &rid).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -240,7 +240,7 @@ pub(crate) async fn vm_file_put(
         (status = 404, description = "No such path in the guest", body = ErrorBody)))]
 pub(crate) async fn vm_file_get(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
+    Extension(_rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<FileQuery>,
@@ -255,6 +255,6 @@ pub(crate) async fn vm_file_get(
         Ok(app::files::Download::Dir(entries)) => {
             ([(axum::http::HeaderName::from_static("x-kvmctl-kind"), "dir")], axum::Json(entries)).into_response()
         }
-        Err(e) => ApiError::new(e, &rid).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -1,6 +1,5 @@
 use super::body::Body;
 use super::error::ApiError;
-use super::RequestId;
 use crate::app::{self, Context};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -15,22 +14,14 @@ use std::sync::Arc;
 /// The caller, as the daemon knows them.
 #[utoipa::path(get, path = "/v1/whoami", tag = "users", operation_id = "whoami",
     responses((status = 200, description = "The caller", body = User), (status = 401, description = "No valid token", body = ErrorBody)))]
-pub(crate) async fn whoami(
-    State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<User>, ApiError> {
-    app::users::whoami(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+pub(crate) async fn whoami(State(ctx): State<Arc<Context>>, Extension(caller): Extension<Caller>) -> Result<Json<User>, ApiError> {
+    app::users::whoami(&ctx, &caller).await.map(Json).map_err(ApiError::from)
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", operation_id = "user_list",
     responses((status = 200, description = "Users", body = [User]), (status = 403, description = "Admins only", body = ErrorBody)))]
-pub(crate) async fn user_list(
-    State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<Vec<User>>, ApiError> {
-    app::users::user_list(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+pub(crate) async fn user_list(State(ctx): State<Arc<Context>>, Extension(caller): Extension<Caller>) -> Result<Json<Vec<User>>, ApiError> {
+    app::users::user_list(&ctx, &caller).await.map(Json).map_err(ApiError::from)
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", operation_id = "user_create", request_body = UserCreateRequest,
@@ -38,11 +29,10 @@ pub(crate) async fn user_list(
         (status = 403, description = "Admins only", body = ErrorBody), (status = 409, description = "The name is taken", body = ErrorBody)))]
 pub(crate) async fn user_create(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Body(req): Body<UserCreateRequest>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
-    app::users::user_create(&ctx, &caller, req).await.map(|u| (StatusCode::CREATED, Json(u))).map_err(|e| ApiError::new(e, &rid))
+    app::users::user_create(&ctx, &caller, req).await.map(|u| (StatusCode::CREATED, Json(u))).map_err(ApiError::from)
 }
 
 /// A user: admins see anyone, users themselves.
@@ -51,11 +41,10 @@ pub(crate) async fn user_create(
     responses((status = 200, description = "The user", body = User), (status = 404, description = "No such user (or not visible)", body = ErrorBody)))]
 pub(crate) async fn user_get(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<User>, ApiError> {
-    app::users::user_get(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::users::user_get(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
 }
 
 /// Changes a user's role, disabled flag or custom sizing (admins). A disabled user's tokens
@@ -66,12 +55,11 @@ pub(crate) async fn user_get(
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub(crate) async fn user_update(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<UserUpdateRequest>,
 ) -> Result<Json<User>, ApiError> {
-    app::users::user_update(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::users::user_update(&ctx, &caller, &name, req).await.map(Json).map_err(ApiError::from)
 }
 
 /// A user's quota: the limits in force and what is in use (admins, or the user).
@@ -80,11 +68,10 @@ pub(crate) async fn user_update(
     responses((status = 200, description = "The quota", body = Quota), (status = 404, description = "No such user (or not visible)", body = ErrorBody)))]
 pub(crate) async fn quota_get(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Quota>, ApiError> {
-    app::users::quota_get(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::users::quota_get(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
 }
 
 #[utoipa::path(put, path = "/v1/users/{name}/quota", tag = "users", operation_id = "quota_set", request_body = QuotaSetRequest,
@@ -93,12 +80,11 @@ pub(crate) async fn quota_get(
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub(crate) async fn quota_set(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<QuotaSetRequest>,
 ) -> Result<Json<Quota>, ApiError> {
-    app::users::quota_set(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::users::quota_set(&ctx, &caller, &name, req).await.map(Json).map_err(ApiError::from)
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -113,11 +99,10 @@ pub(crate) struct TokenQuery {
     responses((status = 200, description = "Tokens (never their secrets)", body = [Token])))]
 pub(crate) async fn token_list(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<TokenQuery>,
 ) -> Result<Json<Vec<Token>>, ApiError> {
-    app::users::token_list(&ctx, &caller, q.user.as_deref()).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::users::token_list(&ctx, &caller, q.user.as_deref()).await.map(Json).map_err(ApiError::from)
 }
 
 /// Creates a token for the caller (admins: for any user). The token is in this response
@@ -127,11 +112,10 @@ pub(crate) async fn token_list(
         (status = 400, description = "Bad input", body = ErrorBody), (status = 403, description = "For another user, admins only", body = ErrorBody)))]
 pub(crate) async fn token_create(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Body(req): Body<TokenCreateRequest>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
-    app::users::token_create(&ctx, &caller, req).await.map(|t| (StatusCode::CREATED, Json(t))).map_err(|e| ApiError::new(e, &rid))
+    app::users::token_create(&ctx, &caller, req).await.map(|t| (StatusCode::CREATED, Json(t))).map_err(ApiError::from)
 }
 
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "users", operation_id = "token_revoke",
@@ -139,11 +123,10 @@ pub(crate) async fn token_create(
     responses((status = 204, description = "Revoked"), (status = 404, description = "No such token (or not the caller's)", body = ErrorBody)))]
 pub(crate) async fn token_revoke(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app::users::token_revoke(&ctx, &caller, &id).await.map(|()| StatusCode::NO_CONTENT).map_err(|e| ApiError::new(e, &rid))
+    app::users::token_revoke(&ctx, &caller, &id).await.map(|()| StatusCode::NO_CONTENT).map_err(ApiError::from)
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -163,11 +146,10 @@ pub(crate) struct AuditQuery {
     responses((status = 200, description = "Newest first", body = [AuditEntry]), (status = 403, description = "Admins only", body = ErrorBody)))]
 pub(crate) async fn audit_list(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    app::users::audit_list(&ctx, &caller, q.user.as_deref(), q.since, q.limit).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::users::audit_list(&ctx, &caller, q.user.as_deref(), q.since, q.limit).await.map(Json).map_err(ApiError::from)
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -188,9 +170,8 @@ pub(crate) struct UsageQuery {
         (status = 403, description = "Another user's usage", body = ErrorBody)))]
 pub(crate) async fn usage_list(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<Vec<UsageRecord>>, ApiError> {
-    app::metering::usage_list(&ctx, &caller, q.user.as_deref(), q.from, q.to).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::metering::usage_list(&ctx, &caller, q.user.as_deref(), q.from, q.to).await.map(Json).map_err(ApiError::from)
 }

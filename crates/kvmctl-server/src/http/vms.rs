@@ -1,6 +1,5 @@
 use super::body::Body;
 use super::error::ApiError;
-use super::RequestId;
 use crate::app::{self, Context};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -10,12 +9,8 @@ use kvmctl_types::api::{ErrorBody, Vm, VmCreateRequest, VmExecRequest, VmExecRes
 use std::sync::Arc;
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms", operation_id = "vm_list", responses((status = 200, description = "VMs", body = [Vm])))]
-pub(crate) async fn vm_list(
-    State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<Vec<Vm>>, ApiError> {
-    app::vms::vm_list(&ctx, &caller).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+pub(crate) async fn vm_list(State(ctx): State<Arc<Context>>, Extension(caller): Extension<Caller>) -> Result<Json<Vec<Vm>>, ApiError> {
+    app::vms::vm_list(&ctx, &caller).await.map(Json).map_err(ApiError::from)
 }
 
 #[utoipa::path(get, path = "/v1/vms/{name}", tag = "vms", operation_id = "vm_get",
@@ -23,11 +18,10 @@ pub(crate) async fn vm_list(
     responses((status = 200, description = "The VM", body = Vm), (status = 404, description = "No such VM", body = ErrorBody)))]
 pub(crate) async fn vm_get(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Vm>, ApiError> {
-    app::vms::vm_get(&ctx, &caller, &name).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::vms::vm_get(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
 }
 
 /// Creates a VM: root disk (a copy-on-write overlay of the image), cloud-init seed, domain;
@@ -39,14 +33,10 @@ pub(crate) async fn vm_get(
         (status = 409, description = "The name is taken, or the VM is busy", body = ErrorBody)))]
 pub(crate) async fn vm_create(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Body(req): Body<VmCreateRequest>,
 ) -> Result<(StatusCode, Json<Vm>), ApiError> {
-    timed(&ctx, "create", app::vms::vm_create(&ctx, &caller, req))
-        .await
-        .map(|v| (StatusCode::CREATED, Json(v)))
-        .map_err(|e| ApiError::new(e, &rid))
+    timed(&ctx, "create", app::vms::vm_create(&ctx, &caller, req)).await.map(|v| (StatusCode::CREATED, Json(v))).map_err(ApiError::from)
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -64,7 +54,6 @@ pub(crate) struct DeleteQuery {
         (status = 409, description = "The VM is busy", body = ErrorBody)))]
 pub(crate) async fn vm_delete(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<DeleteQuery>,
@@ -72,7 +61,7 @@ pub(crate) async fn vm_delete(
     timed(&ctx, "delete", app::vms::vm_delete(&ctx, &caller, &name, q.keep_disk))
         .await
         .map(|()| StatusCode::NO_CONTENT)
-        .map_err(|e| ApiError::new(e, &rid))
+        .map_err(ApiError::from)
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/start", tag = "vms", operation_id = "vm_start",
@@ -80,11 +69,10 @@ pub(crate) async fn vm_delete(
     responses((status = 200, description = "Started", body = Vm), (status = 409, description = "Not stopped, or busy", body = ErrorBody)))]
 pub(crate) async fn vm_start(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Vm>, ApiError> {
-    timed(&ctx, "start", app::vms::vm_start(&ctx, &caller, &name)).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    timed(&ctx, "start", app::vms::vm_start(&ctx, &caller, &name)).await.map(Json).map_err(ApiError::from)
 }
 
 /// Asks the guest to shut down (ACPI) and powers it off after the timeout; `force` powers
@@ -94,12 +82,11 @@ pub(crate) async fn vm_start(
     responses((status = 200, description = "Stopped", body = Vm), (status = 409, description = "Not running, or busy", body = ErrorBody)))]
 pub(crate) async fn vm_stop(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<VmStopRequest>,
 ) -> Result<Json<Vm>, ApiError> {
-    timed(&ctx, "stop", app::vms::vm_stop(&ctx, &caller, &name, req)).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    timed(&ctx, "stop", app::vms::vm_stop(&ctx, &caller, &name, req)).await.map(Json).map_err(ApiError::from)
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/reboot", tag = "vms", operation_id = "vm_reboot",
@@ -107,11 +94,10 @@ pub(crate) async fn vm_stop(
     responses((status = 200, description = "Reboot requested", body = Vm), (status = 409, description = "Not running, or busy", body = ErrorBody)))]
 pub(crate) async fn vm_reboot(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Vm>, ApiError> {
-    timed(&ctx, "reboot", app::vms::vm_reboot(&ctx, &caller, &name)).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    timed(&ctx, "reboot", app::vms::vm_reboot(&ctx, &caller, &name)).await.map(Json).map_err(ApiError::from)
 }
 
 /// Changes CPUs and memory (VM stopped) or grows the disk (running or stopped).
@@ -121,12 +107,11 @@ pub(crate) async fn vm_reboot(
         (status = 409, description = "Running (for CPU/memory), or busy", body = ErrorBody)))]
 pub(crate) async fn vm_resize(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<VmResizeRequest>,
 ) -> Result<Json<Vm>, ApiError> {
-    timed(&ctx, "resize", app::vms::vm_resize(&ctx, &caller, &name, req)).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    timed(&ctx, "resize", app::vms::vm_resize(&ctx, &caller, &name, req)).await.map(Json).map_err(ApiError::from)
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -147,13 +132,12 @@ pub(crate) struct WaitQuery {
         (status = 409, description = "The VM is not running", body = ErrorBody), (status = 503, description = "Timed out", body = ErrorBody)))]
 pub(crate) async fn vm_wait(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> Result<Json<Vm>, ApiError> {
     let timeout = std::time::Duration::from_secs(q.timeout_seconds.unwrap_or(600));
-    app::vms::vm_wait(&ctx, &caller, &name, &q.stage, timeout).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::vms::vm_wait(&ctx, &caller, &name, &q.stage, timeout).await.map(Json).map_err(ApiError::from)
 }
 
 /// Runs one command in the guest over SSH (the VM's own key, as its user).
@@ -163,12 +147,11 @@ pub(crate) async fn vm_wait(
         (status = 409, description = "Not running, no address yet, or the login was refused", body = ErrorBody)))]
 pub(crate) async fn vm_exec(
     State(ctx): State<Arc<Context>>,
-    Extension(rid): Extension<RequestId>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<VmExecRequest>,
 ) -> Result<Json<VmExecResponse>, ApiError> {
-    app::vms::vm_exec(&ctx, &caller, &name, req).await.map(Json).map_err(|e| ApiError::new(e, &rid))
+    app::vms::vm_exec(&ctx, &caller, &name, req).await.map(Json).map_err(ApiError::from)
 }
 
 /// Runs a VM operation and records its duration and outcome (`kvmctl_vm_operation_seconds`).
