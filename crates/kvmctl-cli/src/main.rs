@@ -6,12 +6,14 @@ mod image;
 mod network;
 mod node;
 mod output;
+mod plan;
 mod progress;
 mod serve;
 mod status;
 mod terminal;
 mod users;
 mod vm;
+mod vm_guest;
 
 use clap::{Parser, Subcommand};
 use kvmctl_client::Client;
@@ -69,7 +71,7 @@ enum Command {
     Network(network::NetworkCommand),
     /// Plans: the named sizes VMs are created with, and their hourly prices.
     #[command(subcommand)]
-    Plan(vm::PlanCommand),
+    Plan(plan::PlanCommand),
     /// Users of the daemon (admins), and `user whoami`.
     #[command(subcommand)]
     User(users::UserCommand),
@@ -155,7 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(cmd) => node::run(&client()?, cmd, cli.output).await,
         Command::Gc(args) => node::run_gc(&client()?, args, cli.output).await,
         Command::Usage(args) => users::run_usage(&client()?, args, cli.output).await,
-        Command::Plan(cmd) => vm::run_plan(&client()?, cmd, cli.output).await,
+        Command::Plan(cmd) => plan::run_plan(&client()?, cmd, cli.output).await,
         Command::Serve(args) => serve::run(args, cli.socket).await,
         Command::Openapi => {
             print!("{}", kvmctl_server::openapi::openapi_json());

@@ -2,8 +2,9 @@
 
 use crate::output::{self, OutputFormat, Table};
 use crate::progress::Progress;
+use crate::vm_guest::{download, guest_side, query_escape, shell_quote, terminal_size, upload};
 use kvmctl_client::Client;
-use kvmctl_types::api::{Plan, Vm, VmCreateRequest, VmExecRequest, VmResizeRequest, VmStopRequest};
+use kvmctl_types::api::{Vm, VmCreateRequest, VmExecRequest, VmResizeRequest, VmStopRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -165,53 +166,13 @@ pub enum VmCommand {
     },
 }
 
-#[derive(clap::Subcommand, Debug)]
-pub enum PlanCommand {
-    /// List the plans VMs can be created with, with hourly prices (admins also see retired ones).
-    List,
-    /// Create a plan (admins).
-    Create {
-        name: String,
-        #[arg(long)]
-        cpus: u32,
-        /// e.g. 2G
-        #[arg(long, value_parser = parse_mib)]
-        memory: u64,
-        /// e.g. 20G
-        #[arg(long, value_parser = parse_gib)]
-        disk: u64,
-        /// Price per hour, a decimal such as 0.0125 (in the daemon's currency).
-        #[arg(long)]
-        price: String,
-        /// Position in lists [default: by size].
-        #[arg(long)]
-        sort_order: Option<i64>,
-    },
-    /// Change a plan (admins); VMs keep the sizes they were created with.
-    Update {
-        name: String,
-        #[arg(long)]
-        cpus: Option<u32>,
-        #[arg(long, value_parser = parse_mib)]
-        memory: Option<u64>,
-        #[arg(long, value_parser = parse_gib)]
-        disk: Option<u64>,
-        #[arg(long)]
-        price: Option<String>,
-        #[arg(long)]
-        sort_order: Option<i64>,
-    },
-    /// Retire a plan (admins): its VMs stay, new VMs cannot use it.
-    Retire { name: String },
-}
-
 /// `512M`, `2G`, `2048` (MiB) as MiB.
-fn parse_mib(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_mib(s: &str) -> Result<u64, String> {
     size(s, 1).map_err(|e| format!("{e}; use a size such as 512M or 2G"))
 }
 
 /// `20G`, `1T`, `20` (GiB) as GiB.
-fn parse_gib(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_gib(s: &str) -> Result<u64, String> {
     let mib = size(s, 1024).map_err(|e| format!("{e}; use a size such as 20G"))?;
     if mib % 1024 != 0 {
         return Err("disk sizes are whole GiB; use a size such as 20G".into());
@@ -245,7 +206,7 @@ fn age(created_at: i64) -> String {
     }
 }
 
-fn mem(mib: u64) -> String {
+pub(crate) fn mem(mib: u64) -> String {
     if mib % 1024 == 0 {
         format!("{}G", mib / 1024)
     } else {
@@ -339,23 +300,6 @@ impl Table for Vm {
                 rows.push(vec![format!("  {}", s.stage), format!("{at:>8}  {}", s.detail.as_deref().unwrap_or(""))]);
             }
         }
-        rows
-    }
-}
-
-impl Table for Vec<Plan> {
-    fn rows(&self) -> Vec<Vec<String>> {
-        let mut rows = vec![["name", "cpus", "memory", "disk", "price/hour", "state"].map(String::from).to_vec()];
-        rows.extend(self.iter().map(|p| {
-            vec![
-                p.name.clone(),
-                p.vcpus.to_string(),
-                mem(p.memory_mib),
-                format!("{}G", p.disk_gib),
-                format!("{} {}", p.price_hourly, p.currency),
-                if p.active { "active" } else { "retired" }.into(),
-            ]
-        }));
         rows
     }
 }
@@ -589,39 +533,6 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run_plan(client: &Client, cmd: PlanCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
-    match cmd {
-        PlanCommand::List => output::print(&client.plan_list().await?, format)?,
-        PlanCommand::Create { name, cpus, memory, disk, price, sort_order } => {
-            let req = kvmctl_types::api::PlanCreateRequest {
-                name,
-                vcpus: cpus,
-                memory_mib: memory,
-                disk_gib: disk,
-                price_hourly: price,
-                sort_order,
-            };
-            crate::users::plan_create(client, req, format).await?
-        }
-        PlanCommand::Update { name, cpus, memory, disk, price, sort_order } => {
-            let req = kvmctl_types::api::PlanUpdateRequest {
-                vcpus: cpus,
-                memory_mib: memory,
-                disk_gib: disk,
-                price_hourly: price,
-                sort_order,
-                active: None,
-            };
-            crate::users::plan_update(client, &name, req, format).await?
-        }
-        PlanCommand::Retire { name } => {
-            let req = kvmctl_types::api::PlanUpdateRequest { active: Some(false), ..Default::default() };
-            crate::users::plan_update(client, &name, req, format).await?
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,181 +549,5 @@ mod tests {
         assert!(parse_gib("1500M").unwrap_err().contains("whole GiB"));
         assert!(parse_mib("lots").is_err());
         assert!(parse_mib("2X").unwrap_err().contains("unknown unit"));
-    }
-}
-
-/// One argument as the guest's shell reads it back unchanged.
-fn shell_quote(arg: &str) -> String {
-    if !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
-        arg.to_owned()
-    } else {
-        format!("'{}'", arg.replace('\'', "'\\''"))
-    }
-}
-
-#[cfg(test)]
-mod quote_tests {
-    #[test]
-    fn quoting() {
-        assert_eq!(super::shell_quote("ls"), "ls");
-        assert_eq!(super::shell_quote("a b"), "'a b'");
-        assert_eq!(super::shell_quote("it's"), "'it'\\''s'");
-        assert_eq!(super::shell_quote(""), "''");
-    }
-}
-
-/// The local terminal's size, 80x24 when it has none.
-fn terminal_size() -> (u16, u16) {
-    // SAFETY: TIOCGWINSZ fills a winsize we own.
-    unsafe {
-        let mut w: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(1, libc::TIOCGWINSZ, &mut w) == 0 && w.ws_col > 0 {
-            return (w.ws_col, w.ws_row);
-        }
-    }
-    (80, 24)
-}
-
-/// Percent-encodes a query parameter value.
-fn query_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
-}
-
-/// `NAME:/PATH` as (VM, path); `None` for a local path.
-fn guest_side(arg: &str) -> Option<(&str, &str)> {
-    let (vm, path) = arg.split_once(':')?;
-    (kvmctl_types::Name::parse(vm).is_ok() && path.starts_with('/')).then_some((vm, path))
-}
-
-/// Copies a local file or tree to `path` in the VM; returns the bytes copied.
-fn upload<'a>(
-    client: &'a Client,
-    vm: &'a str,
-    local: &'a std::path::Path,
-    path: &'a str,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u64>> + 'a>> {
-    Box::pin(async move {
-        let meta = std::fs::metadata(local).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
-        if !meta.is_dir() {
-            let data = std::fs::read(local).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
-            let n = data.len() as u64;
-            client.vm_file_put(vm, path, false, data).await?;
-            return Ok(n);
-        }
-        client.vm_file_put(vm, path, true, Vec::new()).await?;
-        let mut total = 0;
-        let mut entries: Vec<_> = std::fs::read_dir(local)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name().to_string_lossy().into_owned();
-            total += upload(client, vm, &e.path(), &format!("{}/{name}", path.trim_end_matches('/'))).await?;
-        }
-        Ok(total)
-    })
-}
-
-/// Copies a file or tree at `path` in the VM to `local`; returns the bytes copied.
-///
-/// The guest is not trusted: every name it lists must be one plain path component (else the
-/// copy stops), files are streamed to disk, and nothing is written through a symlink: files
-/// are opened with `O_NOFOLLOW`, and a directory that exists must be a real one.
-fn download<'a>(
-    client: &'a Client,
-    vm: &'a str,
-    path: &'a str,
-    local: &'a std::path::Path,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u64>> + 'a>> {
-    Box::pin(async move {
-        // The file is made only once the guest says `path` is a file.
-        let mut out = LazyFile { path: local, file: None };
-        match client.vm_file_download(vm, path, &mut out).await? {
-            kvmctl_client::GuestDownload::File(n) => {
-                if out.file.is_none() {
-                    out.open().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", local.display()))?;
-                }
-                Ok(n)
-            }
-            kvmctl_client::GuestDownload::Dir(entries) => {
-                dir_ensure(local)?;
-                let mut total = 0;
-                for e in entries {
-                    if !kvmctl_types::guest_entry_name_ok(&e.name) {
-                        anyhow::bail!(
-                            "{vm} listed {:?} in {path}, which is not a plain file name; refusing to copy it (the guest may be hostile)",
-                            e.name
-                        );
-                    }
-                    total += download(client, vm, &format!("{}/{}", path.trim_end_matches('/'), e.name), &local.join(&e.name)).await?;
-                }
-                Ok(total)
-            }
-        }
-    })
-}
-
-/// Makes `dir` unless it is a directory already; a symlink there is refused, never followed.
-fn dir_ensure(dir: &std::path::Path) -> anyhow::Result<()> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.file_type().is_dir() => Ok(()),
-        Ok(m) if m.file_type().is_symlink() => anyhow::bail!("{} is a symlink; refusing to copy into it", dir.display()),
-        Ok(_) => anyhow::bail!("{} exists and is not a directory", dir.display()),
-        Err(_) => std::fs::create_dir(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display())),
-    }
-}
-
-/// A local file opened on the first write, without following a symlink at its name.
-struct LazyFile<'a> {
-    path: &'a std::path::Path,
-    file: Option<tokio::fs::File>,
-}
-
-impl LazyFile<'_> {
-    fn open(&mut self) -> std::io::Result<&mut tokio::fs::File> {
-        use std::os::unix::fs::OpenOptionsExt;
-        if self.file.is_none() {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(self.path)
-                .map_err(|e| {
-                    if e.raw_os_error() == Some(libc::ELOOP) {
-                        std::io::Error::other("it is a symlink; refusing to write through it")
-                    } else {
-                        e
-                    }
-                })?;
-            self.file = Some(tokio::fs::File::from_std(f));
-        }
-        Ok(self.file.as_mut().expect("just opened"))
-    }
-}
-
-impl tokio::io::AsyncWrite for LazyFile<'_> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let f = match self.open() {
-            Ok(f) => f,
-            Err(e) => return std::task::Poll::Ready(Err(e)),
-        };
-        std::pin::Pin::new(f).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        match self.file.as_mut() {
-            Some(f) => std::pin::Pin::new(f).poll_flush(cx),
-            None => std::task::Poll::Ready(Ok(())),
-        }
-    }
-    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        match self.file.as_mut() {
-            Some(f) => std::pin::Pin::new(f).poll_shutdown(cx),
-            None => std::task::Poll::Ready(Ok(())),
-        }
     }
 }

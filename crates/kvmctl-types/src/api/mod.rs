@@ -1,0 +1,16 @@
+//! Request and response bodies of the REST API (`/v1/...`).
+//!
+//! Field names are the wire format: renaming one is an API change and shows up in the
+//! committed OpenAPI document (`openapi/kvmctl.json`).
+
+mod images;
+mod networking;
+mod status;
+mod users;
+mod vms;
+
+pub use images::*;
+pub use networking::*;
+pub use status::*;
+pub use users::*;
+pub use vms::*;

@@ -1,0 +1,320 @@
+//! Plans, VMs and compute nodes.
+
+use super::Forward;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A named size with an hourly price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Plan {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    /// Price per hour, a decimal string (exact), e.g. `0.0125`.
+    pub price_hourly: String,
+    /// ISO 4217 code of the price (the daemon's `currency`).
+    pub currency: String,
+    pub sort_order: i64,
+    /// A retired plan keeps its VMs but takes no new ones (listed to admins only).
+    pub active: bool,
+}
+
+/// `POST /v1/plans` (admins).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanCreateRequest {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    /// Decimal string, at most 6 decimals, e.g. `0.0125`.
+    pub price_hourly: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_order: Option<i64>,
+}
+
+/// `PATCH /v1/plans/{name}` (admins): what is given changes; `active: false` retires it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanUpdateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_hourly: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_order: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// `POST /v1/vms`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmCreateRequest {
+    /// VM name (a DNS label); also the guest's hostname.
+    pub name: String,
+    /// Image to boot from.
+    pub image: String,
+    /// Plan giving vCPUs, memory and disk; `vcpus`, `memory_mib` and `disk_gib` override it.
+    /// Without a plan all three are required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib: Option<u64>,
+    /// OpenSSH public keys for the default user.
+    #[serde(default)]
+    pub ssh_keys: Vec<String>,
+    /// The user cloud-init creates; defaults to the image's default user, else `kvmctl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The user's own user-data (cloud-config or script), merged with kvmctl's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// libvirt network for the NIC; defaults to the daemon's `network` setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// `bios`, `uefi` or `uefi-secure`; defaults to the image's first boot mode, and must be
+    /// one of its boot modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    /// Leave the VM stopped after creating it.
+    #[serde(default)]
+    pub no_start: bool,
+    /// Do not allocate the SSH forward a VM gets by default (the daemon's `ssh_forward`).
+    #[serde(default)]
+    pub no_ssh_forward: bool,
+    /// Only nodes carrying all these labels (`zone: a`) may take the VM.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub node_labels: std::collections::BTreeMap<String, String>,
+    /// `best-fit` (default: the node with the least capacity left after the VM) or `spread`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+    /// Delete the VM this many seconds after it is created (60 to 2592000, 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Why placement chose or refused a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlacementVerdict {
+    pub node: String,
+    pub chosen: bool,
+    /// Whether the node could take the VM at all.
+    pub fits: bool,
+    pub reason: String,
+}
+
+/// A compute node (admins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ComputeNode {
+    pub name: String,
+    pub uri: String,
+    /// `active`, `draining` (keeps its VMs, takes no new ones) or `down` (did not answer
+    /// the last capacity check; `error` says why).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Physical CPUs, memory and the storage pool's size, as libvirt last reported them.
+    pub cpus: u64,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    /// Overcommit ratios, e.g. `2.00`.
+    pub cpu_overcommit: String,
+    pub memory_overcommit: String,
+    pub reserved_cpus: u64,
+    pub reserved_memory_mib: u64,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// What the node may give out: (physical - reserved) x overcommit; disk is the pool.
+    pub capacity_vcpus: u64,
+    pub capacity_memory_mib: u64,
+    /// What its VMs (running or not) are given.
+    pub allocated_vcpus: u64,
+    pub allocated_memory_mib: u64,
+    pub allocated_disk_gib: u64,
+    pub available_vcpus: u64,
+    pub available_memory_mib: u64,
+    pub available_disk_gib: u64,
+    /// Number of VMs on the node; `vm_names` lists them (in `GET /v1/nodes/{name}`).
+    pub vms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vm_names: Vec<String>,
+    /// Unix seconds of the last capacity check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_at: Option<i64>,
+}
+
+/// `POST /v1/nodes` (admins): a libvirt host by URI. Overcommit ratios are decimals
+/// (`2.0`); the defaults are 2.0 for CPU and 1.0 for memory.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAddRequest {
+    pub name: String,
+    /// `qemu+ssh://host/system`, `qemu+tls://host/system`, `qemu+tcp://host/system`.
+    pub uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_overcommit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_overcommit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_cpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `PATCH /v1/nodes/{name}` (admins): what is given changes. `state` is `active` or
+/// `draining`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeUpdateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_overcommit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_overcommit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_cpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_memory_mib: Option<u64>,
+    /// Replaces all labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// A virtual machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Vm {
+    #[schema(value_type = uuid::Uuid)]
+    pub id: crate::VmId,
+    pub name: String,
+    /// `creating`, `stopped`, `starting`, `running`, `stopping`, `rebooting`, `deleting`,
+    /// `failed`.
+    pub state: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub node: String,
+    pub network: String,
+    pub mac: String,
+    /// The guest's IPv4 address: reserved before boot on networks with DHCP that kvmctl
+    /// manages, else from the network's DHCP leases once the guest has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The user cloud-init creates, holding the VM's own key (`kvmctl vm exec` logs in as it).
+    pub ssh_user: String,
+    /// Host ports forwarded to the guest.
+    #[serde(default)]
+    pub forwards: Vec<Forward>,
+    /// The guest's pinned SSH host key and where it was learned, e.g.
+    /// `SHA256:... (console)` or `SHA256:... (first use)`; set at the first login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// Readiness stages of the current boot, in order (in `GET /v1/vms/{name}` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readiness: Vec<ReadinessStage>,
+    /// `bios`, `uefi` or `uefi-secure`.
+    pub firmware: String,
+    pub owner: String,
+    /// Why the VM is `failed`, or what the last operation reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When the VM is deleted (`--ttl`), Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// How the node was chosen, node by node (create's answer, for admins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<PlacementVerdict>,
+}
+
+/// `POST /v1/vms/{name}/stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmStopRequest {
+    /// Power off at once instead of asking the guest (ACPI) first.
+    #[serde(default)]
+    pub force: bool,
+    /// How long the guest gets to shut down before it is powered off (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// `POST /v1/vms/{name}/resize`: CPU and memory while stopped; disk grows (online or
+/// offline), never shrinks.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmResizeRequest {
+    /// Take this plan's size (and price). Users without custom sizing resize only this way;
+    /// the plan's disk must not be smaller than the VM's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib: Option<u64>,
+}
+
+/// A readiness stage a boot reached: `defined`, `started`, `booting` (first console output),
+/// `address`, `ssh_port`, `ssh_banner`, `ssh_login`, `cloud_init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReadinessStage {
+    pub stage: String,
+    /// When it was reached (Unix milliseconds).
+    pub at_ms: i64,
+    /// Milliseconds since `started`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<i64>,
+    /// What was seen: the address and its source, the SSH banner, cloud-init's verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// `POST /v1/vms/{name}/exec`: one command over SSH with the VM's key.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmExecRequest {
+    /// Run by the guest user's shell.
+    pub command: String,
+    /// Give up after this long (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmExecResponse {
+    /// The command's exit status; -1 when it was cut off (`truncated`) before it ended.
+    pub exit_status: i32,
+    /// Standard output (UTF-8, invalid bytes replaced).
+    pub stdout: String,
+    pub stderr: String,
+    /// The command printed more than the daemon keeps (`exec_output_max_bytes`, 8 MiB by
+    /// default, stdout and stderr together): the output is cut there and the session closed.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// One entry of a guest directory (`GET /v1/vms/{name}/files` on a directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GuestFileEntry {
+    pub name: String,
+    pub dir: bool,
+    pub size: u64,
+}
