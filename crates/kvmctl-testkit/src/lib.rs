@@ -221,9 +221,11 @@ pub mod daemon {
             // DHCP reservations named after the test's VMs (libvirt's XML, given back as is).
             let network = super::env("KVMCTL_TEST_NETWORK");
             if let Ok(xml) = self.node.network_xml(&network) {
-                for line in xml.lines().map(str::trim).filter(|l| l.starts_with("<host ")) {
-                    if self.vms.iter().any(|vm| line.contains(&format!("name='{vm}'"))) {
-                        let _ = self.node.network_dhcp_host(&network, line, false);
+                for host in kvmctl_libvirt::xml::network_dhcp_hosts(&xml) {
+                    if self.vms.iter().any(|vm| host.name == *vm) {
+                        if let Ok(entry) = kvmctl_libvirt::xml::dhcp_host_entry_xml(&host) {
+                            let _ = self.node.network_dhcp_host(&network, &entry, false);
+                        }
                     }
                 }
             }
