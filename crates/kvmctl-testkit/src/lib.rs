@@ -222,7 +222,7 @@ pub mod daemon {
             let network = super::env("KVMCTL_TEST_NETWORK");
             if let Ok(xml) = self.node.network_xml(&network) {
                 for host in kvmctl_libvirt::xml::network_dhcp_hosts(&xml) {
-                    if self.vms.iter().any(|vm| host.name == *vm) {
+                    if self.vms.contains(&host.name) {
                         if let Ok(entry) = kvmctl_libvirt::xml::dhcp_host_entry_xml(&host) {
                             let _ = self.node.network_dhcp_host(&network, &entry, false);
                         }
