@@ -40,9 +40,19 @@ pub fn nat_network_xml(n: &NatNetworkSpec) -> Result<String, XmlError> {
     d.close("nat")?;
     d.close("forward")?;
     d.empty("bridge", &[("name", &checked("bridge", &n.bridge)?), ("stp", "on"), ("delay", "0")])?;
-    d.open("ip", &[("address", &n.address.to_string()), ("prefix", &n.prefix.to_string())])?;
+    ip_dhcp(d, n.address, n.prefix, (n.dhcp_start, n.dhcp_end))
+}
+
+/// The network's `<ip>` with its DHCP range, and the end of the document.
+fn ip_dhcp(
+    mut d: Doc,
+    address: std::net::Ipv4Addr,
+    prefix: u8,
+    (start, end): (std::net::Ipv4Addr, std::net::Ipv4Addr),
+) -> Result<String, XmlError> {
+    d.open("ip", &[("address", &address.to_string()), ("prefix", &prefix.to_string())])?;
     d.open("dhcp", &[])?;
-    d.empty("range", &[("start", &n.dhcp_start.to_string()), ("end", &n.dhcp_end.to_string())])?;
+    d.empty("range", &[("start", &start.to_string()), ("end", &end.to_string())])?;
     d.close("dhcp")?;
     d.close("ip")?;
     d.close("network")?;
@@ -72,13 +82,7 @@ pub fn managed_network_xml(n: &ManagedNetworkSpec) -> Result<String, XmlError> {
         d.empty("forward", &[("mode", "route")])?;
     }
     d.empty("bridge", &[("stp", "on"), ("delay", "0")])?;
-    d.open("ip", &[("address", &n.address.to_string()), ("prefix", &n.prefix.to_string())])?;
-    d.open("dhcp", &[])?;
-    d.empty("range", &[("start", &n.dhcp_start.to_string()), ("end", &n.dhcp_end.to_string())])?;
-    d.close("dhcp")?;
-    d.close("ip")?;
-    d.close("network")?;
-    Ok(d.finish())
+    ip_dhcp(d, n.address, n.prefix, (n.dhcp_start, n.dhcp_end))
 }
 
 /// What a network's XML says about its shape.
