@@ -6,6 +6,7 @@
 //! async facade that runs each call on a blocking thread.
 
 mod console;
+mod leases;
 mod libvirt;
 mod upload;
 
