@@ -367,3 +367,42 @@ async fn an_address_taken_meanwhile_is_replaced_before_the_guest_runs() {
     let reserved = calls.iter().rposition(|c| c.starts_with("network_dhcp_host")).unwrap();
     assert!(reserved < resumed, "the guest runs only once its address is reserved: {calls:?}");
 }
+
+#[tokio::test]
+async fn hygiene_runs_again_when_the_clock_moves_during_a_pass() {
+    let l = Logic::new().await;
+    let gate = l.dir.path().join("go");
+    let ctx = Arc::new(l.ready(&format!("hygiene.expire=wait:{}", gate.display())).await);
+    app::vms::vm_create(&ctx, &admin(), VmCreateRequest { ttl_seconds: Some(600), ..request("first") }).await.unwrap();
+    app::vms::vm_create(&ctx, &admin(), VmCreateRequest { ttl_seconds: Some(4000), ..request("second") }).await.unwrap();
+    let task = tokio::spawn(app::hygiene::run(ctx.clone()));
+    let mut events = ctx_events(&ctx);
+    // The pass that expires `first` is held at its failpoint while the clock moves past
+    // `second`'s expiry too; `second` was not due when that pass began.
+    l.clock.set(START + 601);
+    until_event(&mut events, "vm.expired", "first").await;
+    l.clock.set(START + 4001);
+    std::fs::write(&gate, b"").unwrap();
+    // The next pass is due a minute after the last one began, so it runs at once.
+    until_event(&mut events, "vm.deleted", "second").await;
+    assert_eq!(l.store.vm_list(&Scope::all()).await.unwrap().len(), 0);
+    task.abort();
+}
+
+fn ctx_events(ctx: &Context) -> tokio::sync::broadcast::Receiver<kvmctl_types::api::ApiEvent> {
+    ctx.subscribe()
+}
+
+/// Waits for the event (a minute at most: a hang, not a speed check).
+async fn until_event(rx: &mut tokio::sync::broadcast::Receiver<kvmctl_types::api::ApiEvent>, kind: &str, vm: &str) {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.kind == kind && e.vm == vm => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), wait).await.unwrap_or_else(|_| panic!("no {kind} for {vm}"));
+}

@@ -154,18 +154,23 @@ async fn ephemeral_vms_expire_and_long_stopped_vms_are_warned_then_deleted() {
     }
     let ttl = c.vm_create(&VmCreateRequest { ttl_seconds: Some(2 * HOUR as u64), ..vm("kt-hy-ttl") }).await.unwrap();
     assert_eq!(ttl.expires_at, Some(t0 + 2 * HOUR));
-    c.vm_create(&vm("kt-hy-old")).await.unwrap();
+    let old = c.vm_create(&vm("kt-hy-old")).await.unwrap();
+    // How long a VM has been stopped counts from its row's last change, stamped with the
+    // system's time when the create finished; the clock is set from that stamp (with room
+    // for the create itself), not from `t0`, so a slow image import or create under load
+    // cannot make the VM look stopped for less time than intended.
+    let since = old.created_at.max(t0) + 120;
 
     // Two hours on: the ephemeral VM is gone, the stopped one warned (3 h limit, 1 h notice).
     // One pass handles both VMs, in whatever order it lists them.
-    clock.advance(2 * HOUR + 60);
+    clock.set(since + 2 * HOUR);
     let seen =
         events_all(&mut events, &[("vm.expired", "kt-hy-ttl"), ("vm.deleted", "kt-hy-ttl"), ("vm.cleanup_warning", "kt-hy-old")]).await;
     let warning = &seen[2];
     assert!(warning.detail.as_deref().unwrap_or_default().contains("deleted after 3 h"), "{warning:?}");
     assert!(c.vm_get("kt-hy-old").await.is_ok(), "warned, not yet deleted");
     // Another hour: deleted.
-    clock.advance(HOUR);
+    clock.set(since + 3 * HOUR);
     event(&mut events, "vm.deleted", "kt-hy-old").await;
     assert!(c.vm_list().await.unwrap().is_empty());
 

@@ -190,6 +190,11 @@ impl Context {
 }
 
 impl Context {
+    /// A receiver of every event from now on (`GET /v1/events` filters it per caller).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<kvmctl_types::api::ApiEvent> {
+        self.events.subscribe()
+    }
+
     /// Publishes an event to the subscribers of `GET /v1/events` (none is fine).
     pub(crate) fn publish(&self, kind: &str, vm: &Name, owner: &str, state: Option<&str>, stage: Option<&str>, detail: Option<&str>) {
         let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);

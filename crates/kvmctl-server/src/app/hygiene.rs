@@ -63,6 +63,9 @@ pub async fn pass(ctx: &Context) -> Result<(), Error> {
 pub async fn run(ctx: Arc<Context>) {
     let mut next_gc = ctx.clock.now() + ctx.config.gc_interval_minutes as i64 * 60;
     loop {
+        // The next pass is a minute after this one began: when the clock moves on during a
+        // pass (a jump, or a test's clock), the next pass is not pushed back by it.
+        let began = ctx.clock.now();
         if let Err(e) = pass(&ctx).await {
             tracing::warn!(error = %e, "hygiene pass failed; trying again in a minute");
         }
@@ -80,7 +83,6 @@ pub async fn run(ctx: Arc<Context>) {
                 Err(e) => tracing::warn!(error = %e, "gc pass failed"),
             }
         }
-        let t = ctx.clock.now() + 60;
-        ctx.clock.sleep_until(t).await;
+        ctx.clock.sleep_until(began + 60).await;
     }
 }
