@@ -144,18 +144,6 @@ impl MemoryNode {
         self.with(|st| st.networks.get(network).map(|n| n.hosts.clone()).unwrap_or_default())
     }
 
-    /// Starts a shut-off domain into `state` (running, or paused).
-    fn start(&self, op: &str, name: &str, state: DomainState) -> Result<(), NodeError> {
-        let mut st = self.enter(op, name)?;
-        let d = domain(&mut st, name)?;
-        if d.state != DomainState::Shutoff {
-            return Err(refused("start", name, "domain is already running"));
-        }
-        d.state = state;
-        d.failed_stop = false;
-        Ok(())
-    }
-
     /// Records the call and answers an injected failure, if one is due.
     fn enter(&self, op: &str, name: &str) -> Result<std::sync::MutexGuard<'_, MemState>, NodeError> {
         self.calls.lock().expect("poisoned").push(format!("{op} {name}"));
@@ -244,11 +232,25 @@ impl Node for MemoryNode {
     }
 
     fn domain_start(&self, name: &str) -> Result<(), NodeError> {
-        self.start("domain_start", name, DomainState::Running)
+        let mut st = self.enter("domain_start", name)?;
+        let d = domain(&mut st, name)?;
+        if d.state != DomainState::Shutoff {
+            return Err(refused("start", name, "domain is already running"));
+        }
+        d.state = DomainState::Running;
+        d.failed_stop = false;
+        Ok(())
     }
 
     fn domain_start_paused(&self, name: &str) -> Result<(), NodeError> {
-        self.start("domain_start_paused", name, DomainState::Paused)
+        let mut st = self.enter("domain_start_paused", name)?;
+        let d = domain(&mut st, name)?;
+        if d.state != DomainState::Shutoff {
+            return Err(refused("start", name, "domain is already running"));
+        }
+        d.state = DomainState::Paused;
+        d.failed_stop = false;
+        Ok(())
     }
 
     fn domain_resume(&self, name: &str) -> Result<(), NodeError> {
