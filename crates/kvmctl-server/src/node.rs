@@ -53,12 +53,6 @@ impl NodeHandle {
     pub async fn domain_start(&self, name: &str) -> Result<(), NodeError> {
         self.named(name, |n, name| n.domain_start(name)).await
     }
-    pub async fn domain_start_paused(&self, name: &str) -> Result<(), NodeError> {
-        self.named(name, |n, name| n.domain_start_paused(name)).await
-    }
-    pub async fn domain_resume(&self, name: &str) -> Result<(), NodeError> {
-        self.named(name, |n, name| n.domain_resume(name)).await
-    }
     pub async fn domain_reboot(&self, name: &str) -> Result<(), NodeError> {
         self.named(name, |n, name| n.domain_reboot(name)).await
     }

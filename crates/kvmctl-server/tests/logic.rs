@@ -150,10 +150,6 @@ async fn create_makes_everything_and_delete_removes_it() {
     assert_eq!(hosts.len(), 1);
     assert_eq!((hosts[0].name.as_str(), hosts[0].ip.as_str(), hosts[0].mac.as_str()), ("web", ip.as_str(), vm.mac.as_str()));
     assert_eq!(keys, 1, "the VM's own SSH key");
-    // The guest runs only once its address is reserved.
-    let calls = l.node.calls();
-    let at = |c: &str| calls.iter().position(|x| x.starts_with(c)).unwrap_or_else(|| panic!("no {c} in {calls:?}"));
-    assert!(at("network_dhcp_host") < at("domain_resume web") && at("domain_start_paused web") < at("domain_resume web"));
     // The domain carries the VM's id, and its root disk is backed by the image.
     let dom = l.node.domain_xml("web").unwrap();
     assert_eq!(xml::metadata_parse(&dom).map(|m| m.vm_id), Some(vm.id));
@@ -193,7 +189,7 @@ async fn a_create_that_fails_at_any_step_leaves_nothing() {
         assert_eq!(state_of(&l, "web").await, None, "after {step}");
     }
     // The node refusing a call is undone the same way.
-    for op in ["volume_create", "volume_upload_from", "domain_define", "domain_start_paused", "domain_resume", "network_dhcp_host"] {
+    for op in ["volume_create", "volume_upload_from", "domain_define", "domain_start", "network_dhcp_host"] {
         l.node.fail(op, 1);
         let e = app::vms::vm_create(&l.ready("").await, &admin(), request("web")).await.unwrap_err();
         assert!(e.to_string().contains("injected failure"), "{op}: {e}");
@@ -345,7 +341,7 @@ async fn hygiene_deletes_expired_vms_only() {
 }
 
 #[tokio::test]
-async fn an_address_taken_meanwhile_is_replaced_before_the_guest_runs() {
+async fn an_address_taken_meanwhile_is_replaced_before_the_domain_is_made() {
     let l = Logic::new().await;
     let ctx = l.ready("").await;
     // libvirt refuses the first reservation: something else took the address in between.
@@ -358,14 +354,14 @@ async fn an_address_taken_meanwhile_is_replaced_before_the_guest_runs() {
     assert_ne!(ip, "192.168.122.2", "the first pick was refused");
     let hosts = l.node.dhcp_hosts("default");
     assert_eq!(hosts.iter().map(|h| h.ip.as_str()).collect::<Vec<_>>(), [ip.as_str()]);
-    // The domain was defined again with the new address in its traffic filter, and runs.
+    // The domain was defined with the new address in its traffic filter, and runs.
     let dom = l.node.domain_xml("web").unwrap();
     assert!(dom.contains(&ip) && !dom.contains("192.168.122.2"), "{dom}");
     assert_eq!(l.node.domain_state("web").unwrap(), kvmctl_libvirt::DomainState::Running);
     let calls = l.node.calls();
-    let resumed = calls.iter().position(|c| c == "domain_resume web").expect("resumed");
+    let started = calls.iter().position(|c| c == "domain_start web").expect("started");
     let reserved = calls.iter().rposition(|c| c.starts_with("network_dhcp_host")).unwrap();
-    assert!(reserved < resumed, "the guest runs only once its address is reserved: {calls:?}");
+    assert!(reserved < started, "the guest starts only once its address is reserved: {calls:?}");
 }
 
 #[tokio::test]

@@ -242,27 +242,6 @@ impl Node for MemoryNode {
         Ok(())
     }
 
-    fn domain_start_paused(&self, name: &str) -> Result<(), NodeError> {
-        let mut st = self.enter("domain_start_paused", name)?;
-        let d = domain(&mut st, name)?;
-        if d.state != DomainState::Shutoff {
-            return Err(refused("start", name, "domain is already running"));
-        }
-        d.state = DomainState::Paused;
-        d.failed_stop = false;
-        Ok(())
-    }
-
-    fn domain_resume(&self, name: &str) -> Result<(), NodeError> {
-        let mut st = self.enter("domain_resume", name)?;
-        let d = domain(&mut st, name)?;
-        if d.state != DomainState::Paused {
-            return Err(refused("resume", name, "domain is not paused"));
-        }
-        d.state = DomainState::Running;
-        Ok(())
-    }
-
     fn domain_shutdown(&self, name: &str) -> Result<(), NodeError> {
         let mut st = self.enter("domain_shutdown", name)?;
         let d = domain(&mut st, name)?;

@@ -82,32 +82,23 @@ impl LibvirtNode {
 
     /// Runs `f` on a live connection, (re)connecting first when there is none or it died.
     fn with_conn<T>(&self, f: impl FnOnce(&Connect) -> Result<T, NodeError>) -> Result<T, NodeError> {
-        // The lock covers finding (or making) the live connection, not the call: calls run
-        // concurrently on one connection (libvirt's are thread-safe), so a slow one (a
-        // domain start, a network update) does not hold up the others.
-        let conn = {
-            let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-            let alive = guard.as_ref().map(|c| c.0.is_alive().unwrap_or(false)).unwrap_or(false);
-            if !alive {
-                if guard.is_some() {
-                    tracing::warn!(uri = %self.uri, "libvirt connection lost; reconnecting");
-                }
-                *guard = None;
-                let c = Connect::open(Some(&self.uri)).map_err(|source| NodeError::Connect { uri: self.uri.clone(), source })?;
-                *guard = Some(Conn(c));
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let alive = guard.as_ref().map(|c| c.0.is_alive().unwrap_or(false)).unwrap_or(false);
+        if !alive {
+            if guard.is_some() {
+                tracing::warn!(uri = %self.uri, "libvirt connection lost; reconnecting");
             }
-            // A reference of its own (virConnectRef), released when this call is done.
-            Conn(guard.as_ref().expect("connected above").0.clone())
-        };
-        let result = f(&conn.0);
+            *guard = None;
+            let c = Connect::open(Some(&self.uri)).map_err(|source| NodeError::Connect { uri: self.uri.clone(), source })?;
+            *guard = Some(Conn(c));
+        }
+        let conn = &guard.as_ref().expect("connected above").0;
+        let result = f(conn);
         // A call that failed because the connection broke leaves no live connection behind;
         // the next call reconnects.
         match result {
-            Err(e) if !conn.0.is_alive().unwrap_or(false) => {
-                let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-                if guard.as_ref().is_some_and(|c| c.0.as_ptr() == conn.0.as_ptr()) {
-                    *guard = None;
-                }
+            Err(e) if !conn.is_alive().unwrap_or(false) => {
+                *guard = None;
                 Err(NodeError::Lost { uri: self.uri.clone(), source: Box::new(e) })
             }
             r => r,
@@ -184,22 +175,6 @@ impl Node for LibvirtNode {
     fn domain_start(&self, name: &str) -> Result<(), NodeError> {
         self.with_conn(|c| {
             Self::domain(c, name, "start")?.create().map_err(|e| NodeError::from_virt("start", "domain", name, e))?;
-            Ok(())
-        })
-    }
-
-    fn domain_start_paused(&self, name: &str) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            Self::domain(c, name, "start")?
-                .create_with_flags(virt::sys::VIR_DOMAIN_START_PAUSED)
-                .map_err(|e| NodeError::from_virt("start", "domain", name, e))?;
-            Ok(())
-        })
-    }
-
-    fn domain_resume(&self, name: &str) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            Self::domain(c, name, "resume")?.resume().map_err(|e| NodeError::from_virt("resume", "domain", name, e))?;
             Ok(())
         })
     }

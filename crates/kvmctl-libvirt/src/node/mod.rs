@@ -86,10 +86,6 @@ pub trait Node: Send + Sync {
 
     fn domain_define(&self, xml: &str) -> Result<DomainSummary, NodeError>;
     fn domain_start(&self, name: &str) -> Result<(), NodeError>;
-    /// Starts the domain with its CPUs paused: QEMU runs, the guest does not yet.
-    fn domain_start_paused(&self, name: &str) -> Result<(), NodeError>;
-    /// Lets a paused domain's CPUs run.
-    fn domain_resume(&self, name: &str) -> Result<(), NodeError>;
     /// Asks the guest to shut down: through its guest agent when it answers, else ACPI.
     fn domain_shutdown(&self, name: &str) -> Result<(), NodeError>;
     /// Stops the domain at once. Stopping a stopped domain succeeds.

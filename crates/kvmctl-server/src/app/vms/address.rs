@@ -31,8 +31,6 @@ pub(super) async fn address_reserve(ctx: &Context, rec: &mut VmRecord) -> Result
                 let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse().ok()) else { return Err(e.into()) };
                 tracing::info!(vm = %rec.name, %ip, "address taken meanwhile; picking another");
                 lost.insert(ip);
-                // Picking and recording happen under the lock, as at create.
-                let _picking = ctx.address_lock.lock().await;
                 let Some(next) = address_pick(ctx, &rec.node, &rec.network, &lost, None).await? else { return Err(e.into()) };
                 ctx.store.vm_set_ip(&rec.id, &next.to_string()).await?;
                 rec.ip = Some(next.to_string());

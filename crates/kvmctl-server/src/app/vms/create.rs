@@ -108,15 +108,13 @@ pub(super) async fn node_checks(ctx: &Context, node_name: &str, name: &Name, poo
 /// How long each step of a create took: logged with "VM created" (`steps`) and read by
 /// `bench/lifecycle.sh`.
 pub(super) struct Steps {
-    first: Instant,
     at: Instant,
     done: Vec<(&'static str, u128)>,
 }
 
 impl Steps {
     fn new() -> Self {
-        let now = Instant::now();
-        Steps { first: now, at: now, done: Vec::new() }
+        Steps { at: Instant::now(), done: Vec::new() }
     }
 
     /// Ends the step `name` (it began when the previous one ended).
@@ -126,15 +124,10 @@ impl Steps {
         self.at = now;
     }
 
-    /// Records `name`, which ran beside the others for `took`; the sequence is unchanged.
-    pub(super) fn note(&mut self, name: &'static str, took: std::time::Duration) {
-        self.done.push((name, took.as_micros()));
-    }
-
-    /// `validate=0.4 place=1.2 ...` in milliseconds, and the time since the first step began.
+    /// `validate=0.4 place=1.2 ...` in milliseconds, and the total.
     fn summary(&self) -> (String, u64) {
         let text = self.done.iter().map(|(n, us)| format!("{n}={:.1}", *us as f64 / 1000.0)).collect::<Vec<_>>().join(" ");
-        (text, self.first.elapsed().as_millis() as u64)
+        (text, (self.done.iter().map(|(_, us)| us).sum::<u128>() / 1000) as u64)
     }
 }
 
@@ -230,24 +223,7 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     let CreateSpec { vm_key, seed_iso, image, .. } = spec;
     let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward };
     let mut made = Vec::new();
-    // The address's DHCP entry is reserved while the node makes the VM and starts it with its
-    // CPUs paused (libvirt's live network update takes about as long as everything else before
-    // the start); the guest runs only once the entry exists.
-    let mut reserved = rec.clone();
-    let reserve = async {
-        let t = Instant::now();
-        (address_reserve(ctx, &mut reserved).await, t.elapsed())
-    };
-    let ((reserve_result, reserve_time), built) = tokio::join!(reserve, vm_build(ctx, &rec, &image, opts, &mut made, &mut steps));
-    steps.note("dhcp_reserve", reserve_time);
-    // Another address, when the picked one was taken meanwhile by something else.
-    let readdressed = reserved.ip != rec.ip;
-    let rec = if readdressed { reserved } else { rec };
-    let result = match (reserve_result, built) {
-        (Ok(()), Ok(state)) => boot_finish(ctx, &rec, state, readdressed, &mut steps).await.map(|()| state),
-        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
-    };
-    match result {
+    match vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await {
         Ok(state) => {
             ctx.vm_transition(&name, VmState::Creating, state, None).await?;
             let (steps, elapsed_ms) = steps.summary();
@@ -265,36 +241,6 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
             Err(e)
         }
     }
-}
-
-/// After the node made the VM (and started it paused) and its address is reserved: lets the
-/// guest run, then its rules and the readiness watch. A domain defined before its address
-/// changed is defined (and started) again first, so its traffic filter names the new one.
-async fn boot_finish(ctx: &Context, rec: &VmRecord, state: VmState, readdressed: bool, steps: &mut Steps) -> Result<(), Error> {
-    let conn = ctx.node_conn(&rec.node).await?;
-    let name = rec.name.as_str();
-    let running = state == VmState::Running;
-    if readdressed {
-        if running {
-            conn.domain_destroy(name).await?;
-        }
-        domain_redefine(ctx, rec).await?;
-        if running {
-            conn.domain_start_paused(name).await?;
-        }
-    }
-    if !running {
-        return Ok(());
-    }
-    conn.domain_resume(name).await?;
-    steps.mark("resume");
-    ctx.store.vm_run_wanted_set(&rec.id, true).await?;
-    ctx.failpoints.hit("create.start").await?;
-    vmnet::rules_apply(ctx, rec).await?;
-    ctx.failpoints.hit("create.rules").await?;
-    readiness::boot_started(ctx, rec).await?;
-    steps.mark("rules_readiness");
-    Ok(())
 }
 
 /// Places the VM and reserves what it takes: its row (quota and node capacity admitted in
@@ -391,9 +337,15 @@ async fn create_reserve(
         ctx.store.vm_set_expiry(&rec.id, Some(at)).await?;
         rec.expires_at = Some(at);
     }
-    // The row holds the address now: another create's pick leaves it alone. Its DHCP entry
-    // is made beside the node's work (`vm_create`).
+    // The address is reserved in libvirt (a DHCP host entry) while the lock is held.
+    if let Err(e) = address_reserve(ctx, &mut rec).await {
+        drop(address_guard);
+        ctx.store.vm_delete(name).await?;
+        ctx.publish("vm.deleted", &rec.name, &rec.owner, None, None, None);
+        return Err(e);
+    }
     drop(address_guard);
+    steps.mark("dhcp_reserve");
     Ok((rec, placed))
 }
 
@@ -477,9 +429,14 @@ pub(super) async fn vm_build(
     if !start {
         return Ok(VmState::Stopped);
     }
-    // Paused until its address is reserved (`boot_finish` resumes it).
-    conn.domain_start_paused(rec.name.as_str()).await?;
+    conn.domain_start(rec.name.as_str()).await?;
     steps.mark("start");
+    ctx.store.vm_run_wanted_set(&rec.id, true).await?;
+    ctx.failpoints.hit("create.start").await?;
+    vmnet::rules_apply(ctx, rec).await?;
+    ctx.failpoints.hit("create.rules").await?;
+    readiness::boot_started(ctx, rec).await?;
+    steps.mark("rules_readiness");
     Ok(VmState::Running)
 }
 

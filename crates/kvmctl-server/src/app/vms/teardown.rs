@@ -30,44 +30,34 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
         Err(e) if e.is_not_found() => Ok(()),
         r => r,
     };
-    // The DHCP entry goes beside the rest (libvirt's live network update is slow).
-    let dhcp = async {
-        if let Some(host) = dhcp_host(rec)? {
-            // An entry that is not there (never added, or removed already) is fine.
-            match node.network_dhcp_host(&rec.network, &host, false).await {
-                Err(e) if !e.is_not_found() => {
-                    tracing::warn!(vm = %name, error = %kvmctl_core::error::chain(&e), "cannot remove the VM's DHCP reservation")
-                }
-                _ => {}
+    // Only a domain that carries this VM's id is ours to remove.
+    let ours = match node.domain_xml(&name).await {
+        Ok(xml) => xml::metadata_parse(&xml).is_some_and(|m| m.vm_id == rec.id),
+        Err(e) if e.is_not_found() => false,
+        Err(e) => return Err(e.into()),
+    };
+    if ours {
+        gone(node.domain_destroy(&name).await)?;
+    }
+    ctx.failpoints.hit("delete.destroy").await?;
+    vmnet::rules_remove(ctx, rec).await?;
+    if ours {
+        gone(node.domain_undefine(&name).await)?;
+    }
+    ctx.failpoints.hit("delete.undefine").await?;
+    for v in &volumes {
+        gone(node.volume_delete(&rec.pool, v).await)?;
+    }
+    ctx.failpoints.hit("delete.volumes").await?;
+    if let Some(host) = dhcp_host(rec)? {
+        // An entry that is not there (never added, or removed already) is fine.
+        match node.network_dhcp_host(&rec.network, &host, false).await {
+            Err(e) if !e.is_not_found() => {
+                tracing::warn!(vm = %name, error = %kvmctl_core::error::chain(&e), "cannot remove the VM's DHCP reservation")
             }
+            _ => {}
         }
-        Ok::<(), Error>(())
-    };
-    let on_node = async {
-        // Only a domain that carries this VM's id is ours to remove.
-        let ours = match node.domain_xml(&name).await {
-            Ok(xml) => xml::metadata_parse(&xml).is_some_and(|m| m.vm_id == rec.id),
-            Err(e) if e.is_not_found() => false,
-            Err(e) => return Err(e.into()),
-        };
-        if ours {
-            gone(node.domain_destroy(&name).await)?;
-        }
-        ctx.failpoints.hit("delete.destroy").await?;
-        vmnet::rules_remove(ctx, rec).await?;
-        if ours {
-            gone(node.domain_undefine(&name).await)?;
-        }
-        ctx.failpoints.hit("delete.undefine").await?;
-        for v in &volumes {
-            gone(node.volume_delete(&rec.pool, v).await)?;
-        }
-        ctx.failpoints.hit("delete.volumes").await?;
-        Ok::<(), Error>(())
-    };
-    let (dhcp, on_node) = tokio::join!(dhcp, on_node);
-    on_node?;
-    dhcp?;
+    }
     // The ports go back to their pools once nothing on the node forwards them.
     ctx.store.forward_delete_vm(&rec.id).await?;
     let key = ssh::key_path(&ctx.config.key_dir, &rec.id);
