@@ -379,16 +379,19 @@ pub(super) async fn vm_build(
 ) -> Result<VmState, Error> {
     let BuildOptions { seed_iso, vm_key, domain_type, start, ssh_forward } = opts;
     ssh::key_store(&ssh::key_path(&ctx.config.key_dir, &rec.id), &vm_key)?;
+    steps.mark("key");
     ctx.failpoints.hit("create.reserve").await?;
     if ssh_forward {
         forwards::forward_allocate(ctx, rec, &ctx.pools, "ssh", kvmctl_netfw::Protocol::Tcp, 22).await?;
         ctx.failpoints.hit("create.forward").await?;
     }
+    steps.mark("forward");
     // The DHCP reservation was made with the address (`address_reserve`).
     ctx.failpoints.hit("create.address").await?;
     let conn = ctx.node_conn(&rec.node).await?;
     // The image's volumes on the VM's node (copied there on first use).
     images::image_to_node(ctx, &rec.node, image).await?;
+    steps.mark("image_copy");
     let paths = image_paths(&conn, image).await?;
     steps.mark("image");
     let overlay = VolumeSpec {
