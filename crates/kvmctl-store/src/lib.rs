@@ -12,12 +12,16 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// A query with its arguments, as the helpers that bind a record's fields take and return it.
+pub(crate) type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
 mod audit;
 mod forwards;
 mod images;
 mod networks;
 mod nodes;
 mod plans;
+mod snapshots;
 mod usage;
 mod users;
 mod vms;
@@ -28,6 +32,7 @@ pub use images::ImageRecord;
 pub use networks::{NetworkDeleteRefusal, NetworkRecord};
 pub use nodes::{NodeAllocation, NodeRecord, NodeSettings};
 pub use plans::PlanRecord;
+pub use snapshots::SnapshotRecord;
 pub use usage::UsageRecord;
 pub use users::{QuotaOverride, TokenRecord, UserRecord};
 pub use vms::VmRecord;

@@ -2,7 +2,7 @@
 //! the admin's settings (overcommit, reservations, labels, draining), and what their VMs
 //! are given.
 
-use crate::{decode_name, unix_now, DataStore, StoreError};
+use crate::{decode_name, unix_now, DataStore, SqliteQuery, StoreError};
 use kvmctl_types::Name;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -96,21 +96,12 @@ impl DataStore {
 
     /// The insert of both, with what to do when the name is known.
     async fn node_write(&self, name: &Name, uri: &str, s: &NodeSettings, on_conflict: &str) -> Result<NodeRecord, StoreError> {
-        sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO nodes (name, uri, state, cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory_mib, labels, \
              created_at, updated_at) VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $8) {on_conflict}"
-        ))
-        .bind(name.as_str())
-        .bind(uri)
-        .bind(s.cpu_overcommit as i64)
-        .bind(s.memory_overcommit as i64)
-        .bind(s.reserved_cpus as i64)
-        .bind(s.reserved_memory_mib as i64)
-        .bind(labels_encode(&s.labels))
-        .bind(unix_now())
-        .execute(&self.pool)
-        .await
-        .map_err(crate::unique("node (name or URI)", name.as_str()))?;
+        );
+        let q = sqlx::query(&sql).bind(name.as_str()).bind(uri);
+        settings_bind(q, s).bind(unix_now()).execute(&self.pool).await.map_err(crate::unique("node (name or URI)", name.as_str()))?;
         Ok(self.node_get(name).await?.expect("row just written"))
     }
 
@@ -141,19 +132,11 @@ impl DataStore {
     }
 
     pub async fn node_set_settings(&self, name: &Name, s: &NodeSettings) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let q = sqlx::query(
             "UPDATE nodes SET cpu_overcommit = $1, memory_overcommit = $2, reserved_cpus = $3, reserved_memory_mib = $4, labels = $5, \
              updated_at = $6 WHERE name = $7",
-        )
-        .bind(s.cpu_overcommit as i64)
-        .bind(s.memory_overcommit as i64)
-        .bind(s.reserved_cpus as i64)
-        .bind(s.reserved_memory_mib as i64)
-        .bind(labels_encode(&s.labels))
-        .bind(unix_now())
-        .bind(name.as_str())
-        .execute(&self.pool)
-        .await?;
+        );
+        let done = settings_bind(q, s).bind(unix_now()).bind(name.as_str()).execute(&self.pool).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -196,4 +179,13 @@ impl DataStore {
             })
             .collect()
     }
+}
+
+/// Binds a node's settings: overcommits, reservations, labels (five arguments, in that order).
+fn settings_bind<'q>(q: SqliteQuery<'q>, s: &NodeSettings) -> SqliteQuery<'q> {
+    q.bind(s.cpu_overcommit as i64)
+        .bind(s.memory_overcommit as i64)
+        .bind(s.reserved_cpus as i64)
+        .bind(s.reserved_memory_mib as i64)
+        .bind(labels_encode(&s.labels))
 }

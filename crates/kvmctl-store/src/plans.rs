@@ -1,7 +1,7 @@
 //! `plans`: named sizes (vCPUs, memory, disk) with an hourly price. A retired plan (not
 //! `active`) keeps its VMs but takes no new ones.
 
-use crate::{unique, unix_now, DataStore, StoreError};
+use crate::{unique, unix_now, DataStore, SqliteQuery, StoreError};
 use sqlx::Row;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,14 +46,7 @@ impl DataStore {
     }
 
     pub async fn plan_insert(&self, p: &PlanRecord) -> Result<(), StoreError> {
-        sqlx::query(&format!("INSERT INTO plans ({COLUMNS}, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
-            .bind(&p.name)
-            .bind(p.vcpus as i64)
-            .bind(p.memory_mib as i64)
-            .bind(p.disk_gib as i64)
-            .bind(&p.price_hourly)
-            .bind(p.sort_order)
-            .bind(p.active as i64)
+        plan_bind(sqlx::query(&format!("INSERT INTO plans ({COLUMNS}, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")), p)
             .bind(unix_now())
             .execute(&self.pool)
             .await
@@ -64,18 +57,20 @@ impl DataStore {
     /// Replaces a plan's fields (the name stays); false when there is no such plan. VMs keep
     /// the sizes they were created with.
     pub async fn plan_update(&self, p: &PlanRecord) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE plans SET vcpus = $2, memory_mib = $3, disk_gib = $4, price_hourly = $5, sort_order = $6, active = $7 WHERE name = $1",
-        )
-        .bind(&p.name)
+        let q =
+            "UPDATE plans SET vcpus = $2, memory_mib = $3, disk_gib = $4, price_hourly = $5, sort_order = $6, active = $7 WHERE name = $1";
+        let done = plan_bind(sqlx::query(q), p).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// Binds a plan's fields as $1-$7, in `COLUMNS`' order.
+fn plan_bind<'q>(q: SqliteQuery<'q>, p: &'q PlanRecord) -> SqliteQuery<'q> {
+    q.bind(&p.name)
         .bind(p.vcpus as i64)
         .bind(p.memory_mib as i64)
         .bind(p.disk_gib as i64)
         .bind(&p.price_hourly)
         .bind(p.sort_order)
         .bind(p.active as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
 }

@@ -1,11 +1,7 @@
-use super::RequestId;
-use crate::app::Context;
-use axum::extract::{Query, State};
+use super::call::Call;
+use axum::extract::Query;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::Extension;
-use kvmctl_core::Caller;
 use std::convert::Infallible;
-use std::sync::Arc;
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -22,9 +18,7 @@ pub(crate) struct EventsQuery {
 #[utoipa::path(get, path = "/v1/events", tag = "system", operation_id = "event_stream", params(EventsQuery),
     responses((status = 200, description = "A text/event-stream of ApiEvent", content_type = "text/event-stream", body = kvmctl_types::api::ApiEvent)))]
 pub(crate) async fn events(
-    State(ctx): State<Arc<Context>>,
-    Extension(_rid): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Query(q): Query<EventsQuery>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     let rx = ctx.events.subscribe();

@@ -1,10 +1,8 @@
+use super::call::Call;
 use super::error::ApiError;
-use crate::app::{self, Context};
-use axum::extract::State;
-use axum::{Extension, Json};
-use kvmctl_core::Caller;
+use crate::app;
+use axum::Json;
 use kvmctl_types::api::{DoctorReport, ErrorBody};
-use std::sync::Arc;
 
 /// The last `kvmctl host doctor` report recorded on the daemon's host.
 #[utoipa::path(
@@ -17,9 +15,6 @@ use std::sync::Arc;
         (status = 404, description = "No report yet: run `kvmctl host doctor`", body = ErrorBody),
     )
 )]
-pub(crate) async fn host_get(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<DoctorReport>, ApiError> {
-    app::host::host_report(&ctx, &caller).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn host_get(Call { ctx, caller }: Call) -> Result<Json<DoctorReport>, ApiError> {
+    Ok(Json(app::host::host_report(&ctx, &caller).await?))
 }

@@ -1,11 +1,10 @@
+use super::call::Call;
 use super::error::ApiError;
 use crate::app::Context;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
-use kvmctl_core::Caller;
 use std::sync::Arc;
 
 /// Prometheus metrics in the OpenMetrics text format (admins): VMs by state and node, node
@@ -14,8 +13,8 @@ use std::sync::Arc;
 #[utoipa::path(get, path = "/metrics", tag = "system", operation_id = "metrics",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
         (status = 403, description = "Admins only", body = kvmctl_types::api::ErrorBody)))]
-pub(crate) async fn metrics(State(ctx): State<Arc<Context>>, Extension(caller): Extension<Caller>) -> Result<Response, ApiError> {
-    let text = crate::app::status::metrics_text(&ctx, &caller).await.map_err(ApiError::from)?;
+pub(crate) async fn metrics(Call { ctx, caller }: Call) -> Result<Response, ApiError> {
+    let text = crate::app::status::metrics_text(&ctx, &caller).await?;
     Ok(([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
 }
 

@@ -4,6 +4,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod body;
+pub(crate) mod call;
 pub(crate) mod error;
 pub(crate) mod events;
 pub(crate) mod host;

@@ -1,32 +1,24 @@
 use super::body::Body;
+use super::call::{created, no_content, Call, Created};
 use super::error::ApiError;
-use crate::app::{self, Context};
-use axum::extract::{Path, State};
+use crate::app;
+use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
-use kvmctl_core::Caller;
+use axum::Json;
 use kvmctl_types::api::{ErrorBody, Forward, ForwardCreateRequest, Network, NetworkCreateRequest, PortPoolStatus};
-use std::sync::Arc;
 
 /// Every libvirt network on the node; `managed` ones were made by kvmctl.
 #[utoipa::path(get, path = "/v1/networks", tag = "networks", operation_id = "network_list",
     responses((status = 200, description = "Networks", body = [Network])))]
-pub(crate) async fn network_list(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<Vec<Network>>, ApiError> {
-    app::networks::network_list(&ctx, &caller).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn network_list(Call { ctx, caller }: Call) -> Result<Json<Vec<Network>>, ApiError> {
+    Ok(Json(app::networks::network_list(&ctx, &caller).await?))
 }
 
 #[utoipa::path(get, path = "/v1/networks/{name}", tag = "networks", operation_id = "network_get",
     params(("name" = String, Path, description = "Network name")),
     responses((status = 200, description = "The network", body = Network), (status = 404, description = "No such network", body = ErrorBody)))]
-pub(crate) async fn network_get(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<Json<Network>, ApiError> {
-    app::networks::network_get(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn network_get(Call { ctx, caller }: Call, Path(name): Path<String>) -> Result<Json<Network>, ApiError> {
+    Ok(Json(app::networks::network_get(&ctx, &caller, &name).await?))
 }
 
 /// Creates a NAT (default) or isolated network: a persistent, autostarted libvirt network
@@ -36,11 +28,10 @@ pub(crate) async fn network_get(
         (status = 400, description = "Bad input (a subnet that overlaps another network, say); `field` names it", body = ErrorBody),
         (status = 409, description = "The name is taken, or libvirt cannot start the network", body = ErrorBody)))]
 pub(crate) async fn network_create(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Body(req): Body<NetworkCreateRequest>,
-) -> Result<(StatusCode, Json<Network>), ApiError> {
-    app::networks::network_create(&ctx, &caller, req).await.map(|n| (StatusCode::CREATED, Json(n))).map_err(ApiError::from)
+) -> Result<Created<Network>, ApiError> {
+    created(app::networks::network_create(&ctx, &caller, req).await)
 }
 
 /// Removes a network kvmctl made; refused while a VM uses it.
@@ -48,33 +39,22 @@ pub(crate) async fn network_create(
     params(("name" = String, Path, description = "Network name")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such network", body = ErrorBody),
         (status = 409, description = "VMs use it, or kvmctl did not make it", body = ErrorBody)))]
-pub(crate) async fn network_delete(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    app::networks::network_delete(&ctx, &caller, &name).await.map(|()| StatusCode::NO_CONTENT).map_err(ApiError::from)
+pub(crate) async fn network_delete(Call { ctx, caller }: Call, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    no_content(app::networks::network_delete(&ctx, &caller, &name).await)
 }
 
 /// The host port pools forwards come from, and how full they are.
 #[utoipa::path(get, path = "/v1/port-pools", tag = "networks", operation_id = "port_pool_list",
     responses((status = 200, description = "Pools", body = [PortPoolStatus])))]
-pub(crate) async fn port_pool_list(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<Vec<PortPoolStatus>>, ApiError> {
-    app::forwards::pool_status(&ctx, &caller).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn port_pool_list(Call { ctx, caller }: Call) -> Result<Json<Vec<PortPoolStatus>>, ApiError> {
+    Ok(Json(app::forwards::pool_status(&ctx, &caller).await?))
 }
 
 #[utoipa::path(get, path = "/v1/vms/{name}/forwards", tag = "networks", operation_id = "forward_list",
     params(("name" = String, Path, description = "VM name")),
     responses((status = 200, description = "The VM's forwards", body = [Forward]), (status = 404, description = "No such VM", body = ErrorBody)))]
-pub(crate) async fn forward_list(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<Json<Vec<Forward>>, ApiError> {
-    app::forwards::forward_list(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn forward_list(Call { ctx, caller }: Call, Path(name): Path<String>) -> Result<Json<Vec<Forward>>, ApiError> {
+    Ok(Json(app::forwards::forward_list(&ctx, &caller, &name).await?))
 }
 
 /// Forwards a host port (chosen, or the lowest free one of a pool) to a port of the VM. It
@@ -87,12 +67,11 @@ pub(crate) async fn forward_list(
         (status = 409, description = "The host port is taken, or the VM is busy", body = ErrorBody),
         (status = 503, description = "The pool is exhausted, or the VM has the most forwards allowed", body = ErrorBody)))]
 pub(crate) async fn forward_create(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Path(name): Path<String>,
     Body(req): Body<ForwardCreateRequest>,
-) -> Result<(StatusCode, Json<Forward>), ApiError> {
-    app::forwards::forward_add(&ctx, &caller, &name, req).await.map(|f| (StatusCode::CREATED, Json(f))).map_err(ApiError::from)
+) -> Result<Created<Forward>, ApiError> {
+    created(app::forwards::forward_add(&ctx, &caller, &name, req).await)
 }
 
 #[utoipa::path(delete, path = "/v1/vms/{name}/forwards/{protocol}/{host_port}", tag = "networks", operation_id = "forward_delete",
@@ -100,9 +79,8 @@ pub(crate) async fn forward_create(
         ("host_port" = u16, Path, description = "Host port")),
     responses((status = 204, description = "Removed"), (status = 404, description = "No such VM or forward", body = ErrorBody)))]
 pub(crate) async fn forward_delete(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Path((name, protocol, host_port)): Path<(String, String, u16)>,
 ) -> Result<StatusCode, ApiError> {
-    app::forwards::forward_remove(&ctx, &caller, &name, &protocol, host_port).await.map(|()| StatusCode::NO_CONTENT).map_err(ApiError::from)
+    no_content(app::forwards::forward_remove(&ctx, &caller, &name, &protocol, host_port).await)
 }

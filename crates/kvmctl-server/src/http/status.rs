@@ -1,10 +1,8 @@
+use super::call::Call;
 use super::error::ApiError;
-use crate::app::{self, Context};
-use axum::extract::State;
-use axum::{Extension, Json};
-use kvmctl_core::Caller;
+use crate::app;
+use axum::Json;
 use kvmctl_types::api::{ErrorBody, StatusResponse};
-use std::sync::Arc;
 
 /// Daemon version, database, and the local hypervisor's reachability and versions.
 ///
@@ -20,9 +18,6 @@ use std::sync::Arc;
         (status = 503, description = "The database does not answer", body = ErrorBody),
     )
 )]
-pub(crate) async fn status_get(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<StatusResponse>, ApiError> {
-    app::status::status_get(&ctx, &caller).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn status_get(Call { ctx, caller }: Call) -> Result<Json<StatusResponse>, ApiError> {
+    Ok(Json(app::status::status_get(&ctx, &caller).await?))
 }

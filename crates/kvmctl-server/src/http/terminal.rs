@@ -2,17 +2,14 @@
 //! terminal's bytes both ways; the connection closes when either side ends. The web console
 //! will use the same endpoints.
 
+use super::call::Call;
 use super::error::ApiError;
-use super::RequestId;
-use crate::app::{self, Context};
+use crate::app::{self};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
-use kvmctl_core::Caller;
 use kvmctl_types::api::ErrorBody;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest frame and message a client may send: keystrokes and pastes, not bulk data. The
@@ -28,13 +25,7 @@ fn bounded(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 #[utoipa::path(get, path = "/v1/vms/{name}/console", tag = "vms", operation_id = "vm_console",
     params(("name" = String, Path, description = "VM name")),
     responses((status = 101, description = "Switching to WebSocket"), (status = 409, description = "Not running, or another console session is open", body = ErrorBody)))]
-pub(crate) async fn vm_console(
-    State(ctx): State<Arc<Context>>,
-    Extension(_rid): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    ws: WebSocketUpgrade,
-) -> Response {
+pub(crate) async fn vm_console(Call { ctx, caller }: Call, Path(name): Path<String>, ws: WebSocketUpgrade) -> Response {
     match app::vms::vm_console_open(&ctx, &caller, &name).await {
         Ok((stream, guard)) => bounded(ws).on_upgrade(move |socket| async move {
             console_bridge(stream, socket).await;
@@ -55,13 +46,7 @@ pub(crate) struct LogQuery {
 #[utoipa::path(get, path = "/v1/vms/{name}/console/log", tag = "vms", operation_id = "vm_console_log",
     params(("name" = String, Path, description = "VM name"), LogQuery),
     responses((status = 200, description = "Console output", body = String, content_type = "text/plain"), (status = 404, description = "No such VM", body = ErrorBody)))]
-pub(crate) async fn vm_console_log(
-    State(ctx): State<Arc<Context>>,
-    Extension(_rid): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    Query(q): Query<LogQuery>,
-) -> Response {
+pub(crate) async fn vm_console_log(Call { ctx, caller }: Call, Path(name): Path<String>, Query(q): Query<LogQuery>) -> Response {
     match app::vms::vm_console_log(&ctx, &caller, &name, q.lines.unwrap_or(100)).await {
         Ok(text) => ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
         Err(e) => ApiError::from(e).into_response(),
@@ -85,9 +70,7 @@ pub(crate) struct ShellQuery {
     params(("name" = String, Path, description = "VM name"), ShellQuery),
     responses((status = 101, description = "Switching to WebSocket"), (status = 409, description = "Not running, no address yet, or the login was refused", body = ErrorBody)))]
 pub(crate) async fn vm_ssh(
-    State(ctx): State<Arc<Context>>,
-    Extension(_rid): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Path(name): Path<String>,
     Query(q): Query<ShellQuery>,
     ws: WebSocketUpgrade,
@@ -219,9 +202,7 @@ pub(crate) struct FileQuery {
     responses((status = 204, description = "Written"), (status = 400, description = "Not an absolute path", body = ErrorBody),
         (status = 409, description = "Not running, no address, login refused, or the guest refused the write", body = ErrorBody)))]
 pub(crate) async fn vm_file_put(
-    State(ctx): State<Arc<Context>>,
-    Extension(_rid): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Path(name): Path<String>,
     Query(q): Query<FileQuery>,
     body: axum::body::Body,
@@ -238,13 +219,7 @@ pub(crate) async fn vm_file_put(
     params(("name" = String, Path, description = "VM name"), FileQuery),
     responses((status = 200, description = "The file's bytes, or a directory listing", body = [kvmctl_types::api::GuestFileEntry]),
         (status = 404, description = "No such path in the guest", body = ErrorBody)))]
-pub(crate) async fn vm_file_get(
-    State(ctx): State<Arc<Context>>,
-    Extension(_rid): Extension<RequestId>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    Query(q): Query<FileQuery>,
-) -> Response {
+pub(crate) async fn vm_file_get(Call { ctx, caller }: Call, Path(name): Path<String>, Query(q): Query<FileQuery>) -> Response {
     use axum::http::header::CONTENT_TYPE;
     match app::files::vm_file_get(&ctx, &caller, &name, &q.path).await {
         Ok(app::files::Download::File(_size, stream)) => (

@@ -1,50 +1,41 @@
 use super::body::Body;
+use super::call::{created, no_content, Call, Created};
 use super::error::ApiError;
-use crate::app::{self, Context};
-use axum::extract::{Path, Query, State};
+use crate::app;
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
-use kvmctl_core::Caller;
+use axum::Json;
 use kvmctl_types::api::{
     AuditEntry, ErrorBody, Quota, QuotaSetRequest, Token, TokenCreateRequest, TokenCreated, UsageRecord, User, UserCreateRequest,
     UserUpdateRequest,
 };
-use std::sync::Arc;
 
 /// The caller, as the daemon knows them.
 #[utoipa::path(get, path = "/v1/whoami", tag = "users", operation_id = "whoami",
     responses((status = 200, description = "The caller", body = User), (status = 401, description = "No valid token", body = ErrorBody)))]
-pub(crate) async fn whoami(State(ctx): State<Arc<Context>>, Extension(caller): Extension<Caller>) -> Result<Json<User>, ApiError> {
-    app::users::whoami(&ctx, &caller).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn whoami(Call { ctx, caller }: Call) -> Result<Json<User>, ApiError> {
+    Ok(Json(app::users::whoami(&ctx, &caller).await?))
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", operation_id = "user_list",
     responses((status = 200, description = "Users", body = [User]), (status = 403, description = "Admins only", body = ErrorBody)))]
-pub(crate) async fn user_list(State(ctx): State<Arc<Context>>, Extension(caller): Extension<Caller>) -> Result<Json<Vec<User>>, ApiError> {
-    app::users::user_list(&ctx, &caller).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn user_list(Call { ctx, caller }: Call) -> Result<Json<Vec<User>>, ApiError> {
+    Ok(Json(app::users::user_list(&ctx, &caller).await?))
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", operation_id = "user_create", request_body = UserCreateRequest,
     responses((status = 201, description = "Created", body = User), (status = 400, description = "Bad input", body = ErrorBody),
         (status = 403, description = "Admins only", body = ErrorBody), (status = 409, description = "The name is taken", body = ErrorBody)))]
-pub(crate) async fn user_create(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Body(req): Body<UserCreateRequest>,
-) -> Result<(StatusCode, Json<User>), ApiError> {
-    app::users::user_create(&ctx, &caller, req).await.map(|u| (StatusCode::CREATED, Json(u))).map_err(ApiError::from)
+pub(crate) async fn user_create(Call { ctx, caller }: Call, Body(req): Body<UserCreateRequest>) -> Result<Created<User>, ApiError> {
+    created(app::users::user_create(&ctx, &caller, req).await)
 }
 
 /// A user: admins see anyone, users themselves.
 #[utoipa::path(get, path = "/v1/users/{name}", tag = "users", operation_id = "user_get",
     params(("name" = String, Path, description = "User name")),
     responses((status = 200, description = "The user", body = User), (status = 404, description = "No such user (or not visible)", body = ErrorBody)))]
-pub(crate) async fn user_get(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<Json<User>, ApiError> {
-    app::users::user_get(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn user_get(Call { ctx, caller }: Call, Path(name): Path<String>) -> Result<Json<User>, ApiError> {
+    Ok(Json(app::users::user_get(&ctx, &caller, &name).await?))
 }
 
 /// Changes a user's role, disabled flag or custom sizing (admins). A disabled user's tokens
@@ -54,24 +45,19 @@ pub(crate) async fn user_get(
     responses((status = 200, description = "Changed", body = User), (status = 403, description = "Admins only", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub(crate) async fn user_update(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Path(name): Path<String>,
     Body(req): Body<UserUpdateRequest>,
 ) -> Result<Json<User>, ApiError> {
-    app::users::user_update(&ctx, &caller, &name, req).await.map(Json).map_err(ApiError::from)
+    Ok(Json(app::users::user_update(&ctx, &caller, &name, req).await?))
 }
 
 /// A user's quota: the limits in force and what is in use (admins, or the user).
 #[utoipa::path(get, path = "/v1/users/{name}/quota", tag = "users", operation_id = "quota_get",
     params(("name" = String, Path, description = "User name")),
     responses((status = 200, description = "The quota", body = Quota), (status = 404, description = "No such user (or not visible)", body = ErrorBody)))]
-pub(crate) async fn quota_get(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<Json<Quota>, ApiError> {
-    app::users::quota_get(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn quota_get(Call { ctx, caller }: Call, Path(name): Path<String>) -> Result<Json<Quota>, ApiError> {
+    Ok(Json(app::users::quota_get(&ctx, &caller, &name).await?))
 }
 
 #[utoipa::path(put, path = "/v1/users/{name}/quota", tag = "users", operation_id = "quota_set", request_body = QuotaSetRequest,
@@ -79,12 +65,11 @@ pub(crate) async fn quota_get(
     responses((status = 200, description = "The quota now", body = Quota), (status = 403, description = "Admins only", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody)))]
 pub(crate) async fn quota_set(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Path(name): Path<String>,
     Body(req): Body<QuotaSetRequest>,
 ) -> Result<Json<Quota>, ApiError> {
-    app::users::quota_set(&ctx, &caller, &name, req).await.map(Json).map_err(ApiError::from)
+    Ok(Json(app::users::quota_set(&ctx, &caller, &name, req).await?))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -97,12 +82,8 @@ pub(crate) struct TokenQuery {
 
 #[utoipa::path(get, path = "/v1/tokens", tag = "users", operation_id = "token_list", params(TokenQuery),
     responses((status = 200, description = "Tokens (never their secrets)", body = [Token])))]
-pub(crate) async fn token_list(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Query(q): Query<TokenQuery>,
-) -> Result<Json<Vec<Token>>, ApiError> {
-    app::users::token_list(&ctx, &caller, q.user.as_deref()).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn token_list(Call { ctx, caller }: Call, Query(q): Query<TokenQuery>) -> Result<Json<Vec<Token>>, ApiError> {
+    Ok(Json(app::users::token_list(&ctx, &caller, q.user.as_deref()).await?))
 }
 
 /// Creates a token for the caller (admins: for any user). The token is in this response
@@ -111,22 +92,17 @@ pub(crate) async fn token_list(
     responses((status = 201, description = "Created; `token` is shown this once", body = TokenCreated),
         (status = 400, description = "Bad input", body = ErrorBody), (status = 403, description = "For another user, admins only", body = ErrorBody)))]
 pub(crate) async fn token_create(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Body(req): Body<TokenCreateRequest>,
-) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
-    app::users::token_create(&ctx, &caller, req).await.map(|t| (StatusCode::CREATED, Json(t))).map_err(ApiError::from)
+) -> Result<Created<TokenCreated>, ApiError> {
+    created(app::users::token_create(&ctx, &caller, req).await)
 }
 
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "users", operation_id = "token_revoke",
     params(("id" = String, Path, description = "Token id")),
     responses((status = 204, description = "Revoked"), (status = 404, description = "No such token (or not the caller's)", body = ErrorBody)))]
-pub(crate) async fn token_revoke(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    app::users::token_revoke(&ctx, &caller, &id).await.map(|()| StatusCode::NO_CONTENT).map_err(ApiError::from)
+pub(crate) async fn token_revoke(Call { ctx, caller }: Call, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    no_content(app::users::token_revoke(&ctx, &caller, &id).await)
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -144,12 +120,8 @@ pub(crate) struct AuditQuery {
 /// Every state-changing request (admins).
 #[utoipa::path(get, path = "/v1/audit", tag = "users", operation_id = "audit_list", params(AuditQuery),
     responses((status = 200, description = "Newest first", body = [AuditEntry]), (status = 403, description = "Admins only", body = ErrorBody)))]
-pub(crate) async fn audit_list(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Query(q): Query<AuditQuery>,
-) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    app::users::audit_list(&ctx, &caller, q.user.as_deref(), q.since, q.limit).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn audit_list(Call { ctx, caller }: Call, Query(q): Query<AuditQuery>) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    Ok(Json(app::users::audit_list(&ctx, &caller, q.user.as_deref(), q.since, q.limit).await?))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -168,10 +140,6 @@ pub(crate) struct UsageQuery {
 #[utoipa::path(get, path = "/v1/usage", tag = "users", operation_id = "usage_list", params(UsageQuery),
     responses((status = 200, description = "One record per VM-hour", body = [UsageRecord]),
         (status = 403, description = "Another user's usage", body = ErrorBody)))]
-pub(crate) async fn usage_list(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Query(q): Query<UsageQuery>,
-) -> Result<Json<Vec<UsageRecord>>, ApiError> {
-    app::metering::usage_list(&ctx, &caller, q.user.as_deref(), q.from, q.to).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn usage_list(Call { ctx, caller }: Call, Query(q): Query<UsageQuery>) -> Result<Json<Vec<UsageRecord>>, ApiError> {
+    Ok(Json(app::metering::usage_list(&ctx, &caller, q.user.as_deref(), q.from, q.to).await?))
 }

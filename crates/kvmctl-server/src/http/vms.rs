@@ -1,27 +1,22 @@
 use super::body::Body;
+use super::call::{created, no_content, Call, Created};
 use super::error::ApiError;
 use crate::app::{self, Context};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
-use kvmctl_core::Caller;
+use axum::Json;
 use kvmctl_types::api::{ErrorBody, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest};
-use std::sync::Arc;
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms", operation_id = "vm_list", responses((status = 200, description = "VMs", body = [Vm])))]
-pub(crate) async fn vm_list(State(ctx): State<Arc<Context>>, Extension(caller): Extension<Caller>) -> Result<Json<Vec<Vm>>, ApiError> {
-    app::vms::vm_list(&ctx, &caller).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn vm_list(Call { ctx, caller }: Call) -> Result<Json<Vec<Vm>>, ApiError> {
+    Ok(Json(app::vms::vm_list(&ctx, &caller).await?))
 }
 
 #[utoipa::path(get, path = "/v1/vms/{name}", tag = "vms", operation_id = "vm_get",
     params(("name" = String, Path, description = "VM name")),
     responses((status = 200, description = "The VM", body = Vm), (status = 404, description = "No such VM", body = ErrorBody)))]
-pub(crate) async fn vm_get(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<Json<Vm>, ApiError> {
-    app::vms::vm_get(&ctx, &caller, &name).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn vm_get(Call { ctx, caller }: Call, Path(name): Path<String>) -> Result<Json<Vm>, ApiError> {
+    Ok(Json(app::vms::vm_get(&ctx, &caller, &name).await?))
 }
 
 /// Creates a VM: root disk (a copy-on-write overlay of the image), cloud-init seed, domain;
@@ -31,12 +26,8 @@ pub(crate) async fn vm_get(
         (status = 201, description = "Created (and started unless no_start)", body = Vm),
         (status = 400, description = "Bad input; `field` names it", body = ErrorBody),
         (status = 409, description = "The name is taken, or the VM is busy", body = ErrorBody)))]
-pub(crate) async fn vm_create(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Body(req): Body<VmCreateRequest>,
-) -> Result<(StatusCode, Json<Vm>), ApiError> {
-    timed(&ctx, "create", app::vms::vm_create(&ctx, &caller, req)).await.map(|v| (StatusCode::CREATED, Json(v))).map_err(ApiError::from)
+pub(crate) async fn vm_create(Call { ctx, caller }: Call, Body(req): Body<VmCreateRequest>) -> Result<Created<Vm>, ApiError> {
+    created(timed(&ctx, "create", app::vms::vm_create(&ctx, &caller, req)).await)
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -53,26 +44,18 @@ pub(crate) struct DeleteQuery {
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such VM", body = ErrorBody),
         (status = 409, description = "The VM is busy", body = ErrorBody)))]
 pub(crate) async fn vm_delete(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Path(name): Path<String>,
     Query(q): Query<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
-    timed(&ctx, "delete", app::vms::vm_delete(&ctx, &caller, &name, q.keep_disk))
-        .await
-        .map(|()| StatusCode::NO_CONTENT)
-        .map_err(ApiError::from)
+    no_content(timed(&ctx, "delete", app::vms::vm_delete(&ctx, &caller, &name, q.keep_disk)).await)
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/start", tag = "vms", operation_id = "vm_start",
     params(("name" = String, Path, description = "VM name")),
     responses((status = 200, description = "Started", body = Vm), (status = 409, description = "Not stopped, or busy", body = ErrorBody)))]
-pub(crate) async fn vm_start(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<Json<Vm>, ApiError> {
-    timed(&ctx, "start", app::vms::vm_start(&ctx, &caller, &name)).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn vm_start(Call { ctx, caller }: Call, Path(name): Path<String>) -> Result<Json<Vm>, ApiError> {
+    Ok(Json(timed(&ctx, "start", app::vms::vm_start(&ctx, &caller, &name)).await?))
 }
 
 /// Asks the guest to shut down (ACPI) and powers it off after the timeout; `force` powers
@@ -81,23 +64,18 @@ pub(crate) async fn vm_start(
     params(("name" = String, Path, description = "VM name")),
     responses((status = 200, description = "Stopped", body = Vm), (status = 409, description = "Not running, or busy", body = ErrorBody)))]
 pub(crate) async fn vm_stop(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Path(name): Path<String>,
     Body(req): Body<VmStopRequest>,
 ) -> Result<Json<Vm>, ApiError> {
-    timed(&ctx, "stop", app::vms::vm_stop(&ctx, &caller, &name, req)).await.map(Json).map_err(ApiError::from)
+    Ok(Json(timed(&ctx, "stop", app::vms::vm_stop(&ctx, &caller, &name, req)).await?))
 }
 
 #[utoipa::path(post, path = "/v1/vms/{name}/reboot", tag = "vms", operation_id = "vm_reboot",
     params(("name" = String, Path, description = "VM name")),
     responses((status = 200, description = "Reboot requested", body = Vm), (status = 409, description = "Not running, or busy", body = ErrorBody)))]
-pub(crate) async fn vm_reboot(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<Json<Vm>, ApiError> {
-    timed(&ctx, "reboot", app::vms::vm_reboot(&ctx, &caller, &name)).await.map(Json).map_err(ApiError::from)
+pub(crate) async fn vm_reboot(Call { ctx, caller }: Call, Path(name): Path<String>) -> Result<Json<Vm>, ApiError> {
+    Ok(Json(timed(&ctx, "reboot", app::vms::vm_reboot(&ctx, &caller, &name)).await?))
 }
 
 /// Changes CPUs and memory (VM stopped) or grows the disk (running or stopped).
@@ -106,12 +84,11 @@ pub(crate) async fn vm_reboot(
     responses((status = 200, description = "Resized", body = Vm), (status = 400, description = "Out of range, or a shrink", body = ErrorBody),
         (status = 409, description = "Running (for CPU/memory), or busy", body = ErrorBody)))]
 pub(crate) async fn vm_resize(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Path(name): Path<String>,
     Body(req): Body<VmResizeRequest>,
 ) -> Result<Json<Vm>, ApiError> {
-    timed(&ctx, "resize", app::vms::vm_resize(&ctx, &caller, &name, req)).await.map(Json).map_err(ApiError::from)
+    Ok(Json(timed(&ctx, "resize", app::vms::vm_resize(&ctx, &caller, &name, req)).await?))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -131,13 +108,12 @@ pub(crate) struct WaitQuery {
     responses((status = 200, description = "Reached", body = Vm), (status = 400, description = "Unknown stage", body = ErrorBody),
         (status = 409, description = "The VM is not running", body = ErrorBody), (status = 503, description = "Timed out", body = ErrorBody)))]
 pub(crate) async fn vm_wait(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Path(name): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> Result<Json<Vm>, ApiError> {
     let timeout = std::time::Duration::from_secs(q.timeout_seconds.unwrap_or(600));
-    app::vms::vm_wait(&ctx, &caller, &name, &q.stage, timeout).await.map(Json).map_err(ApiError::from)
+    Ok(Json(app::vms::vm_wait(&ctx, &caller, &name, &q.stage, timeout).await?))
 }
 
 /// Runs one command in the guest over SSH (the VM's own key, as its user).
@@ -146,12 +122,11 @@ pub(crate) async fn vm_wait(
     responses((status = 200, description = "The command ran; see exit_status", body = VmExecResponse),
         (status = 409, description = "Not running, no address yet, or the login was refused", body = ErrorBody)))]
 pub(crate) async fn vm_exec(
-    State(ctx): State<Arc<Context>>,
-    Extension(caller): Extension<Caller>,
+    Call { ctx, caller }: Call,
     Path(name): Path<String>,
     Body(req): Body<VmExecRequest>,
 ) -> Result<Json<VmExecResponse>, ApiError> {
-    app::vms::vm_exec(&ctx, &caller, &name, req).await.map(Json).map_err(ApiError::from)
+    Ok(Json(app::vms::vm_exec(&ctx, &caller, &name, req).await?))
 }
 
 /// Runs a VM operation and records its duration and outcome (`kvmctl_vm_operation_seconds`).
