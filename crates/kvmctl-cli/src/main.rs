@@ -9,6 +9,7 @@ mod output;
 mod plan;
 mod progress;
 mod serve;
+mod snapshot;
 mod status;
 mod terminal;
 mod users;

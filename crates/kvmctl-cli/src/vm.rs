@@ -156,6 +156,9 @@ pub enum VmCommand {
     /// Port forwards from host ports to the VM: add, list, rm.
     #[command(subcommand)]
     Forward(crate::network::ForwardCommand),
+    /// Snapshots of the VM: create, list, revert, delete.
+    #[command(subcommand)]
+    Snapshot(crate::snapshot::SnapshotCommand),
     /// Delete a VM: stop it, remove its domain, seed, root disk and logs.
     Delete {
         name: String,
@@ -195,7 +198,7 @@ fn size(s: &str, bare: u64) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
-fn age(created_at: i64) -> String {
+pub(crate) fn age(created_at: i64) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let s = (now - created_at).max(0);
     match s {
@@ -344,7 +347,7 @@ async fn with_vm_progress<T>(
 }
 
 /// Runs `op` behind a progress line.
-async fn with_progress<T>(
+pub(crate) async fn with_progress<T>(
     doing: &str,
     done: &str,
     op: impl std::future::Future<Output = Result<T, kvmctl_client::ClientError>>,
@@ -526,6 +529,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             output::print(&vm, format)?;
         }
         VmCommand::Forward(cmd) => return crate::network::run_forward(client, cmd, format).await,
+        VmCommand::Snapshot(cmd) => return crate::snapshot::run(client, cmd, format).await,
         VmCommand::Delete { name, keep_disk } => {
             with_progress(&format!("deleting VM {name}"), &format!("VM {name} deleted"), client.vm_delete(&name, keep_disk)).await?;
         }

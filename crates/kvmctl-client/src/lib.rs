@@ -9,6 +9,7 @@
 pub use kvmctl_types::DEFAULT_SOCKET;
 
 mod admin;
+mod snapshots;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;

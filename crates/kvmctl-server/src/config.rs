@@ -39,6 +39,8 @@ pub struct Config {
     pub console_log_dir: PathBuf,
     /// Where the daemon keeps each VM's own SSH key (`<vm id>`, mode 0600).
     pub key_dir: PathBuf,
+    /// Where the daemon keeps snapshots' memory images and NVRAM copies (`<vm id>/`).
+    pub snapshot_dir: PathBuf,
     /// Seconds `vm stop` waits for an ACPI shutdown before powering the VM off.
     pub stop_timeout_seconds: u64,
     /// Seconds between reconciler passes (database against libvirt).
@@ -138,6 +140,7 @@ impl Default for Config {
             network: "default".into(),
             console_log_dir: "/var/log/kvmctl/console".into(),
             key_dir: "/var/lib/kvmctl/keys".into(),
+            snapshot_dir: "/var/lib/kvmctl/snapshots".into(),
             stop_timeout_seconds: 60,
             reconcile_interval_seconds: 10,
             restart_stagger_seconds: 5,
@@ -251,6 +254,9 @@ impl Config {
         }
         if let Some(v) = env("KVMCTL_KEY_DIR") {
             cfg.key_dir = v.into();
+        }
+        if let Some(v) = env("KVMCTL_SNAPSHOT_DIR") {
+            cfg.snapshot_dir = v.into();
         }
         for (name, slot) in [
             ("KVMCTL_SSH_PORT_RANGE", &mut cfg.ssh_port_range),

@@ -59,6 +59,14 @@ impl NodeHandle {
     pub async fn domain_shutdown(&self, name: &str) -> Result<(), NodeError> {
         self.named(name, |n, name| n.domain_shutdown(name)).await
     }
+    pub async fn domain_save(&self, name: &str, path: &std::path::Path) -> Result<(), NodeError> {
+        let path = path.to_owned();
+        self.named(name, move |n, name| n.domain_save(name, &path)).await
+    }
+    pub async fn domain_restore(&self, path: &std::path::Path, running: bool) -> Result<(), NodeError> {
+        let path = path.to_owned();
+        self.run(move |n| n.domain_restore(&path, running)).await
+    }
     pub async fn domain_destroy(&self, name: &str) -> Result<(), NodeError> {
         self.named(name, |n, name| n.domain_destroy(name)).await
     }

@@ -127,7 +127,11 @@ impl RunningServer {
         let closing = ctx.closing.clone();
         // VMs wanted running that a failure shut off are started again, one at a time.
         let (restarts_tx, restarts_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
-        // Operations a crash interrupted are finished or undone before any request is taken.
+        // Operations a crash interrupted are finished or undone before any request is taken:
+        // snapshots first, so a VM a crash left saved is restored, not booted afresh.
+        if let Err(e) = crate::app::snapshots::recover(&ctx).await {
+            tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the snapshot operations a crash interrupted");
+        }
         reconcile_pass(&ctx, &restarts_tx).await;
         // Boots that were being watched when the daemon stopped are watched again, from the
         // stage they reached.

@@ -82,6 +82,7 @@ impl Logic {
             database: dir.join("kvmctl.db"),
             libvirt_uri: "memory:///local".into(),
             key_dir: dir.join("keys"),
+            snapshot_dir: dir.join("snapshots"),
             console_log_dir: dir.join("console"),
             host_state_dir: dir.join("host"),
             domain_type: kvmctl_server::config::DomainTypeSetting::Qemu,

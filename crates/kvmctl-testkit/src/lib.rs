@@ -122,6 +122,7 @@ pub mod daemon {
             network: super::env("KVMCTL_TEST_NETWORK"),
             console_log_dir: dir.join("console"),
             key_dir: dir.join("keys"),
+            snapshot_dir: dir.join("snapshots"),
             stop_timeout_seconds: 30,
             reconcile_interval_seconds: 1,
             ssh_port_range: format!("{}-{}", ports.0, ports.0 + 9),
@@ -148,8 +149,21 @@ pub mod daemon {
         (20000 + (n % 1300) as u16 * 30,)
     }
 
+    /// Sends the in-process daemon's log (level `KVMCTL_TEST_LOG`, default `info`) to the
+    /// test's captured output, which the harness shows when the test fails: a 500's detail
+    /// is in that log under the request id the error names.
+    pub fn log_to_test_output() {
+        let level = std::env::var("KVMCTL_TEST_LOG").unwrap_or_else(|_| "info".into());
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+            .try_init();
+    }
+
     /// Starts a daemon whose background work runs on `clock`.
     pub async fn start_with_clock(cfg: &Config, clock: std::sync::Arc<dyn kvmctl_server::clock::Clock>) -> (RunningServer, Client) {
+        log_to_test_output();
         let server = RunningServer::start_with_clock(cfg, clock).await.expect("daemon starts");
         let client = Client::unix(&server.socket);
         (server, client)
@@ -157,6 +171,7 @@ pub mod daemon {
 
     /// Starts a daemon; the client talks to it.
     pub async fn start(cfg: &Config) -> (RunningServer, Client) {
+        log_to_test_output();
         let server = RunningServer::start(cfg).await.expect("daemon starts");
         let client = Client::unix(&server.socket);
         (server, client)

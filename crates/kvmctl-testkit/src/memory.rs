@@ -44,6 +44,8 @@ pub struct MemNetwork {
 #[derive(Debug, Default)]
 pub struct MemState {
     pub domains: BTreeMap<String, MemDomain>,
+    /// Saved-state files (`domain_save`) and the domain each holds.
+    pub saved: BTreeMap<std::path::PathBuf, String>,
     pub pools: BTreeMap<String, MemPool>,
     pub networks: BTreeMap<String, MemNetwork>,
     pub nwfilters: BTreeSet<String>,
@@ -259,6 +261,28 @@ impl Node for MemoryNode {
         let d = domain(&mut st, name)?;
         d.state = DomainState::Shutoff;
         d.failed_stop = false;
+        Ok(())
+    }
+
+    fn domain_save(&self, name: &str, path: &std::path::Path) -> Result<(), NodeError> {
+        let mut st = self.enter("domain_save", name)?;
+        let d = domain(&mut st, name)?;
+        if d.state != DomainState::Running && d.state != DomainState::Paused {
+            return Err(refused("save", name, "domain is not running"));
+        }
+        d.state = DomainState::Shutoff;
+        st.saved.insert(path.to_owned(), name.to_owned());
+        Ok(())
+    }
+
+    fn domain_restore(&self, path: &std::path::Path, running: bool) -> Result<(), NodeError> {
+        let mut st = self.enter("domain_restore", &path.display().to_string())?;
+        let name = st.saved.get(path).cloned().ok_or_else(|| not_found("saved domain", &path.display().to_string()))?;
+        let d = domain(&mut st, &name)?;
+        if d.state != DomainState::Shutoff {
+            return Err(refused("restore", &name, "domain is already running"));
+        }
+        d.state = if running { DomainState::Running } else { DomainState::Paused };
         Ok(())
     }
 

@@ -206,6 +206,37 @@ impl Node for LibvirtNode {
         })
     }
 
+    fn domain_save(&self, name: &str, path: &Path) -> Result<(), NodeError> {
+        let file = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| NodeError::InvalidState {
+            op: "save",
+            name: name.to_owned(),
+            reason: "the path has a NUL byte".into(),
+        })?;
+        self.with_conn(|c| {
+            let d = Self::domain(c, name, "save")?;
+            // SAFETY: the domain pointer lives as long as `d`; the path is a NUL-terminated copy.
+            let ret =
+                unsafe { virt::sys::virDomainSaveFlags(d.as_ptr(), file.as_ptr(), std::ptr::null(), virt::sys::VIR_DOMAIN_SAVE_RUNNING) };
+            if ret < 0 {
+                return Err(NodeError::from_virt("save", "domain", name, virt::error::Error::last_error()));
+            }
+            Ok(())
+        })
+    }
+
+    fn domain_restore(&self, path: &Path, running: bool) -> Result<(), NodeError> {
+        let file = path.to_str().ok_or_else(|| NodeError::InvalidState {
+            op: "restore",
+            name: path.display().to_string(),
+            reason: "the path is not UTF-8".into(),
+        })?;
+        let flags = if running { virt::sys::VIR_DOMAIN_SAVE_RUNNING } else { virt::sys::VIR_DOMAIN_SAVE_PAUSED };
+        self.with_conn(|c| {
+            virt::domain::Domain::domain_restore_flags(c, file, None, flags)
+                .map_err(|e| NodeError::from_virt("restore", "domain", &path.display().to_string(), e))
+        })
+    }
+
     fn domain_undefine(&self, name: &str) -> Result<(), NodeError> {
         self.with_conn(|c| {
             let d = Self::domain(c, name, "undefine")?;

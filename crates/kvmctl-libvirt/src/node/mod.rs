@@ -93,6 +93,11 @@ pub trait Node: Send + Sync {
     /// Removes the definition (and any NVRAM, managed save and snapshot metadata).
     fn domain_undefine(&self, name: &str) -> Result<(), NodeError>;
     fn domain_state(&self, name: &str) -> Result<DomainState, NodeError>;
+    /// Saves a running domain's RAM and device state to `path` on the node (a file libvirt
+    /// writes) and stops it; the definition stays.
+    fn domain_save(&self, name: &str, path: &Path) -> Result<(), NodeError>;
+    /// Starts a domain from a file `domain_save` wrote, running (or paused).
+    fn domain_restore(&self, path: &Path, running: bool) -> Result<(), NodeError>;
     fn domain_list(&self) -> Result<Vec<DomainSummary>, NodeError>;
     fn domain_xml(&self, name: &str) -> Result<String, NodeError>;
 

@@ -298,6 +298,28 @@ pub fn domain_type_of(domain_xml: &str) -> Option<DomainType> {
     }
 }
 
+/// The file of a UEFI domain's variable store (`<os><nvram>`), when it has one.
+pub fn domain_nvram(domain_xml: &str) -> Option<std::path::PathBuf> {
+    use quick_xml::events::Event as E;
+    let mut reader = quick_xml::Reader::from_str(domain_xml);
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    loop {
+        match reader.read_event() {
+            Ok(E::Start(e)) => path.push(e.name().as_ref().to_vec()),
+            Ok(E::End(_)) => {
+                path.pop();
+            }
+            Ok(E::Text(t)) if path.len() == 3 && path[1] == b"os" && path[2] == b"nvram" => {
+                let text = t.unescape().ok()?;
+                let text = text.trim();
+                return (!text.is_empty()).then(|| std::path::PathBuf::from(text));
+            }
+            Ok(E::Eof) | Err(_) => return None,
+            _ => {}
+        }
+    }
+}
+
 /// What a domain's devices use: the MAC addresses of its interfaces (lower case) and the
 /// files of its disks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

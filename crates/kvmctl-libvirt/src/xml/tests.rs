@@ -120,3 +120,14 @@ fn domain_identity_is_read() {
     assert_eq!(domain_identity(xml), (Some("web&1".into()), Some("0c1d".into())));
     assert_eq!(domain_identity("<domain/>"), (None, None));
 }
+
+#[test]
+fn nvram_path_is_read_from_os_only() {
+    let uefi = "<domain type='qemu'><name>a</name><os><type>hvm</type><loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\
+                <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/var/lib/libvirt/qemu/nvram/a_VARS.fd</nvram></os></domain>";
+    assert_eq!(domain_nvram(uefi), Some(std::path::PathBuf::from("/var/lib/libvirt/qemu/nvram/a_VARS.fd")));
+    assert_eq!(domain_nvram("<domain><name>b</name><os><type>hvm</type></os></domain>"), None);
+    // An <nvram> elsewhere (a guest's metadata) is not the domain's.
+    assert_eq!(domain_nvram("<domain><metadata><nvram>/etc/shadow</nvram></metadata><os/></domain>"), None);
+    assert_eq!(domain_nvram("<domain><os><nvram></nvram></os></domain>"), None);
+}

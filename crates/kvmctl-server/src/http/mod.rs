@@ -13,6 +13,7 @@ pub(crate) mod metrics;
 pub(crate) mod networks;
 pub(crate) mod nodes;
 pub(crate) mod plans;
+pub(crate) mod snapshots;
 pub(crate) mod status;
 pub(crate) mod terminal;
 pub(crate) mod users;
@@ -97,6 +98,10 @@ fn routes() -> Vec<Route> {
         route!(post "/v1/vms/{name}/resize", vms::vm_resize),
         route!(get "/v1/vms/{name}/wait", vms::vm_wait),
         route!(post "/v1/vms/{name}/exec", vms::vm_exec),
+        route!(get "/v1/vms/{name}/snapshots", snapshots::snapshot_list),
+        route!(post "/v1/vms/{name}/snapshots", snapshots::snapshot_create),
+        route!(delete "/v1/vms/{name}/snapshots/{snapshot}", snapshots::snapshot_delete),
+        route!(post "/v1/vms/{name}/snapshots/{snapshot}/revert", snapshots::snapshot_revert),
         route!(get "/v1/vms/{name}/console", terminal::vm_console),
         route!(get "/v1/vms/{name}/console/log", terminal::vm_console_log),
         route!(get "/v1/vms/{name}/ssh", terminal::vm_ssh),

@@ -5,12 +5,14 @@
 
 mod images;
 mod networking;
+mod snapshots;
 mod status;
 mod users;
 mod vms;
 
 pub use images::*;
 pub use networking::*;
+pub use snapshots::*;
 pub use status::*;
 pub use users::*;
 pub use vms::*;

@@ -58,6 +58,10 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
             _ => {}
         }
     }
+    // Snapshots' files and rows (their disk tags went with the root disk, or stay in a kept one).
+    if rec.node == crate::app::context::LOCAL {
+        crate::app::snapshots::remove_all(ctx, rec).await?;
+    }
     // The ports go back to their pools once nothing on the node forwards them.
     ctx.store.forward_delete_vm(&rec.id).await?;
     let key = ssh::key_path(&ctx.config.key_dir, &rec.id);

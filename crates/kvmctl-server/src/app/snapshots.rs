@@ -1,0 +1,371 @@
+//! Snapshots: kvmctl's own tree (ADR 0010). A snapshot is a qcow2 internal snapshot of the
+//! VM's root disk tagged with the snapshot's id, a copy of its UEFI variable store (when it
+//! has one) and, with `memory`, a saved-domain image (`virDomainSaveFlags`). A running VM is
+//! saved (RAM to a file, the domain stops), snapshotted while nothing writes its disk, and
+//! restored from that file: its guest sees a pause, not a reboot.
+//!
+//! libvirt 9.0 cannot do this itself: it refuses internal snapshots of UEFI (pflash) guests
+//! and reverts external ones only from 9.9. qcow2 internal snapshots share clusters by
+//! reference count, so deleting one in the middle of the tree leaves every other valid.
+//!
+//! The row is written (`creating`) before anything is made, and removed last (`deleting`);
+//! `recover` finishes or undoes what a crash interrupted before the daemon takes requests.
+//! Files live under `snapshot_dir/<vm id>/` and are named by ids, never by user input.
+
+use super::context::{vm_record, LOCAL};
+use super::{parse_name, readiness, vmnet, Context};
+use kvmctl_core::{Caller, Error, VmState};
+use kvmctl_libvirt::xml;
+use kvmctl_libvirt::DomainState;
+use kvmctl_store::{Scope, SnapshotRecord, VmRecord};
+use kvmctl_types::api::{Snapshot, SnapshotCreateRequest};
+use std::path::{Path, PathBuf};
+
+/// Snapshots one VM may have.
+pub const MAX_SNAPSHOTS: usize = 32;
+/// Longest description.
+const MAX_DESCRIPTION: usize = 1000;
+
+fn vm_dir(ctx: &Context, rec: &VmRecord) -> PathBuf {
+    ctx.config.snapshot_dir.join(rec.id.to_string())
+}
+
+fn memory_file(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.mem"))
+}
+
+fn nvram_file(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.nvram"))
+}
+
+/// Where a running VM's state waits while its disk is worked on (no memory kept).
+fn pause_file(dir: &Path) -> PathBuf {
+    dir.join("paused.save")
+}
+
+fn view(s: SnapshotRecord, current: Option<&str>, names: &std::collections::HashMap<String, String>) -> Snapshot {
+    Snapshot {
+        current: current == Some(s.id.as_str()),
+        parent: s.parent.as_ref().and_then(|p| names.get(p).cloned()),
+        name: s.name,
+        description: s.description,
+        memory: s.memory,
+        vm_state: s.vm_state,
+        state: s.state,
+        size_bytes: s.size_bytes,
+        created_at: s.created_at,
+    }
+}
+
+/// The VM, held busy, if snapshots can work on it: on the local node, running or stopped.
+async fn vm_ready<'a>(
+    ctx: &'a Context,
+    caller: &Caller,
+    vm: &str,
+    op: &'static str,
+) -> Result<(VmRecord, super::context::VmGuard<'a>), Error> {
+    let name = parse_name("name", vm)?;
+    vm_record(ctx, &Scope::of(caller), &name).await?;
+    let busy = ctx.vm_lock(&name, op).await?;
+    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
+    if rec.node != LOCAL {
+        return Err(Error::Conflict(format!(
+            "VM {} is on node {}; snapshots work on the daemon's own node only for now",
+            rec.name, rec.node
+        )));
+    }
+    if !matches!(rec.state, VmState::Running | VmState::Stopped) {
+        return Err(Error::Conflict(format!("VM {} is {}; snapshots need it running or stopped", rec.name, rec.state.as_str())));
+    }
+    Ok((rec, busy))
+}
+
+async fn running(ctx: &Context, rec: &VmRecord) -> Result<bool, Error> {
+    Ok(matches!(ctx.local_node.domain_state(rec.name.as_str()).await?, DomainState::Running | DomainState::Paused))
+}
+
+/// The root disk's file on the node.
+async fn root_disk(ctx: &Context, rec: &VmRecord) -> Result<PathBuf, Error> {
+    ctx.local_node
+        .volume_get(&rec.pool, &rec.root_volume)
+        .await?
+        .map(|v| v.path)
+        .ok_or_else(|| Error::Conflict(format!("the root disk of VM {} is missing from pool {}", rec.name, rec.pool)))
+}
+
+/// `qemu-img snapshot OP TAG DISK` (`-c` make, `-a` apply, `-d` delete). The disk must not be
+/// in use: qemu-img takes the image's write lock and fails if QEMU holds it.
+async fn disk_snapshot(op: &str, tag: &str, disk: &Path) -> Result<(), Error> {
+    let out = tokio::process::Command::new("qemu-img")
+        .args(["snapshot", op, tag])
+        .arg(disk)
+        .output()
+        .await
+        .map_err(|e| Error::Internal(format!("cannot run qemu-img (is it installed? `kvmctl host setup` installs it): {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Internal(format!(
+            "qemu-img snapshot {op} {tag} {}: {}",
+            disk.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn remove(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot remove a snapshot file"),
+    }
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Runs `work` with the VM's disk at rest: a running VM is saved to `state_file` first and
+/// restored from it after (also when `work` failed); a stopped VM as it is.
+async fn at_rest<T>(
+    ctx: &Context,
+    rec: &VmRecord,
+    was_running: bool,
+    state_file: &Path,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    if !was_running {
+        return work.await;
+    }
+    ctx.local_node.domain_save(rec.name.as_str(), state_file).await?;
+    let done = async {
+        ctx.failpoints.hit("snapshot.saved").await?;
+        work.await
+    }
+    .await;
+    let restored = ctx.local_node.domain_restore(state_file, true).await.map_err(Error::from);
+    let value = done?;
+    restored?;
+    Ok(value)
+}
+
+pub async fn snapshot_create(ctx: &Context, caller: &Caller, vm: &str, req: SnapshotCreateRequest) -> Result<Snapshot, Error> {
+    let snap = parse_name("name", &req.name)?;
+    let description = req.description.unwrap_or_default();
+    if description.chars().count() > MAX_DESCRIPTION || description.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(Error::invalid("description", format!("use up to {MAX_DESCRIPTION} characters, no control characters")));
+    }
+    let (rec, _busy) = vm_ready(ctx, caller, vm, "snapshotting").await?;
+    let was_running = running(ctx, &rec).await?;
+    if req.memory && !was_running {
+        return Err(Error::invalid("memory", format!("VM {} is stopped: there is no memory to keep; leave --memory out", rec.name)));
+    }
+    let existing = ctx.store.snapshot_list(&rec.id).await?;
+    if existing.len() >= MAX_SNAPSHOTS {
+        return Err(Error::Conflict(format!("VM {} has {MAX_SNAPSHOTS} snapshots, the most it may have; delete one first", rec.name)));
+    }
+    let current = ctx.store.vm_snapshot(&rec.id).await?;
+    let mut s = SnapshotRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        vm_id: rec.id,
+        name: snap.to_string(),
+        parent: current,
+        description,
+        memory: req.memory,
+        vm_state: if was_running { "running" } else { "stopped" }.into(),
+        state: "creating".into(),
+        size_bytes: 0,
+        created_at: 0,
+    };
+    ctx.store.snapshot_insert(&s).await?;
+    ctx.publish("vm.snapshot", &rec.name, &rec.owner, Some("creating"), None, Some(&s.name));
+    let dir = vm_dir(ctx, &rec);
+    let made = async {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+        let disk = root_disk(ctx, &rec).await?;
+        let nvram = xml::domain_nvram(&ctx.local_node.domain_xml(rec.name.as_str()).await?);
+        let state_file = if s.memory { memory_file(&dir, &s.id) } else { pause_file(&dir) };
+        let work = async {
+            disk_snapshot("-c", &s.id, &disk).await?;
+            ctx.failpoints.hit("snapshot.disk").await?;
+            if let Some(n) = &nvram {
+                std::fs::copy(n, nvram_file(&dir, &s.id)).map_err(|e| Error::Internal(format!("cannot copy {}: {e}", n.display())))?;
+            }
+            Ok(())
+        };
+        let r = at_rest(ctx, &rec, was_running, &state_file, work).await;
+        if !s.memory {
+            remove(&pause_file(&dir));
+        }
+        r
+    }
+    .await;
+    if let Err(e) = made {
+        undo(ctx, &rec, &s).await;
+        ctx.store.snapshot_delete(&s).await?;
+        ctx.publish("vm.snapshot", &rec.name, &rec.owner, Some("failed"), None, Some(&s.name));
+        return Err(e);
+    }
+    s.size_bytes = file_size(&memory_file(&dir, &s.id)) + file_size(&nvram_file(&dir, &s.id));
+    s.state = "ready".into();
+    ctx.store.snapshot_settle(&s.id, "ready", s.size_bytes).await?;
+    ctx.store.vm_snapshot_set(&rec.id, Some(&s.id)).await?;
+    ctx.publish("vm.snapshot", &rec.name, &rec.owner, Some("ready"), None, Some(&s.name));
+    tracing::info!(vm = %rec.name, snapshot = %s.name, memory = s.memory, running = was_running, "snapshot taken");
+    let names = snapshot_names(ctx, &rec).await?;
+    let current = Some(s.id.clone());
+    Ok(view(s, current.as_deref(), &names))
+}
+
+/// Removes what a snapshot made (its disk tag and files), skipping what is not there.
+async fn undo(ctx: &Context, rec: &VmRecord, s: &SnapshotRecord) {
+    let dir = vm_dir(ctx, rec);
+    if let Ok(disk) = root_disk(ctx, rec).await {
+        // Absent when the failure came before it was made; a running VM holds the disk's
+        // lock, and its tag then stays until the VM's next snapshot delete or its removal.
+        if let Err(e) = disk_snapshot("-d", &s.id, &disk).await {
+            tracing::debug!(vm = %rec.name, snapshot = %s.name, error = %e, "no disk snapshot to remove");
+        }
+    }
+    remove(&memory_file(&dir, &s.id));
+    remove(&nvram_file(&dir, &s.id));
+}
+
+async fn snapshot_names(ctx: &Context, rec: &VmRecord) -> Result<std::collections::HashMap<String, String>, Error> {
+    Ok(ctx.store.snapshot_list(&rec.id).await?.into_iter().map(|s| (s.id, s.name)).collect())
+}
+
+pub async fn snapshot_list(ctx: &Context, caller: &Caller, vm: &str) -> Result<Vec<Snapshot>, Error> {
+    let name = parse_name("name", vm)?;
+    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
+    let all = ctx.store.snapshot_list(&rec.id).await?;
+    let names = all.iter().map(|s| (s.id.clone(), s.name.clone())).collect();
+    let current = ctx.store.vm_snapshot(&rec.id).await?;
+    Ok(all.into_iter().map(|s| view(s, current.as_deref(), &names)).collect())
+}
+
+async fn snapshot_of(ctx: &Context, rec: &VmRecord, snapshot: &str) -> Result<SnapshotRecord, Error> {
+    let snap = parse_name("snapshot", snapshot)?;
+    match ctx.store.snapshot_get(&rec.id, snap.as_str()).await? {
+        Some(s) if s.state == "ready" => Ok(s),
+        Some(s) => Err(Error::Conflict(format!("snapshot {} is {}; try again when that finishes", s.name, s.state))),
+        None => Err(Error::NotFound { kind: "snapshot", name: snap.to_string() }),
+    }
+}
+
+/// Brings the VM back to a snapshot: its disk and UEFI variables, and with memory its RAM, so
+/// it runs on from that instant. A disk-only snapshot leaves the VM as it was before the
+/// revert: stopped, or running from a fresh boot of the reverted disk.
+pub async fn snapshot_revert(ctx: &Context, caller: &Caller, vm: &str, snapshot: &str) -> Result<Snapshot, Error> {
+    let (rec, _busy) = vm_ready(ctx, caller, vm, "reverting").await?;
+    let s = snapshot_of(ctx, &rec, snapshot).await?;
+    let was_running = running(ctx, &rec).await?;
+    let dir = vm_dir(ctx, &rec);
+    let disk = root_disk(ctx, &rec).await?;
+    let nvram = xml::domain_nvram(&ctx.local_node.domain_xml(rec.name.as_str()).await?);
+    if s.memory && !memory_file(&dir, &s.id).exists() {
+        return Err(Error::Conflict(format!("the memory image of snapshot {} is missing from {}", s.name, dir.display())));
+    }
+    if was_running {
+        ctx.local_node.domain_destroy(rec.name.as_str()).await?;
+    }
+    ctx.failpoints.hit("revert.stopped").await?;
+    disk_snapshot("-a", &s.id, &disk).await?;
+    if let (Some(n), true) = (&nvram, nvram_file(&dir, &s.id).exists()) {
+        std::fs::copy(nvram_file(&dir, &s.id), n).map_err(|e| Error::Internal(format!("cannot restore {}: {e}", n.display())))?;
+    }
+    let run = if s.memory {
+        ctx.local_node.domain_restore(&memory_file(&dir, &s.id), true).await?;
+        true
+    } else if was_running {
+        ctx.local_node.domain_start(rec.name.as_str()).await?;
+        readiness::boot_started(ctx, &rec).await?;
+        true
+    } else {
+        false
+    };
+    ctx.store.vm_run_wanted_set(&rec.id, run).await?;
+    let after = if run { VmState::Running } else { VmState::Stopped };
+    ctx.vm_transition(&rec.name, rec.state, after, None).await?;
+    if run {
+        vmnet::rules_apply(ctx, &rec).await?;
+    }
+    ctx.store.vm_snapshot_set(&rec.id, Some(&s.id)).await?;
+    ctx.publish("vm.snapshot", &rec.name, &rec.owner, Some("reverted"), None, Some(&s.name));
+    tracing::info!(vm = %rec.name, snapshot = %s.name, running = run, "reverted to snapshot");
+    let names = snapshot_names(ctx, &rec).await?;
+    Ok(view(s.clone(), Some(&s.id), &names))
+}
+
+/// Removes a snapshot; its children take its parent. The VM keeps running (it pauses while
+/// the disk's tag is removed).
+pub async fn snapshot_delete(ctx: &Context, caller: &Caller, vm: &str, snapshot: &str) -> Result<(), Error> {
+    let (rec, _busy) = vm_ready(ctx, caller, vm, "deleting a snapshot").await?;
+    let s = snapshot_of(ctx, &rec, snapshot).await?;
+    ctx.store.snapshot_settle(&s.id, "deleting", s.size_bytes).await?;
+    let was_running = running(ctx, &rec).await?;
+    let dir = vm_dir(ctx, &rec);
+    let disk = root_disk(ctx, &rec).await?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    let r = at_rest(ctx, &rec, was_running, &pause_file(&dir), disk_snapshot("-d", &s.id, &disk)).await;
+    remove(&pause_file(&dir));
+    if let Err(e) = r {
+        // Still whole: it goes back to `ready` and may be deleted again.
+        ctx.store.snapshot_settle(&s.id, "ready", s.size_bytes).await?;
+        return Err(e);
+    }
+    remove(&memory_file(&dir, &s.id));
+    remove(&nvram_file(&dir, &s.id));
+    ctx.store.snapshot_delete(&s).await?;
+    ctx.publish("vm.snapshot", &rec.name, &rec.owner, Some("deleted"), None, Some(&s.name));
+    Ok(())
+}
+
+/// Removes all of a VM's snapshot files and rows (its delete: the disk goes with the VM).
+pub(crate) async fn remove_all(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
+    let dir = vm_dir(ctx, rec);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a VM's snapshot files"),
+    }
+    ctx.store.snapshot_delete_vm(&rec.id).await?;
+    Ok(())
+}
+
+/// At start-up, before requests: a VM whose state a crash left in a save file is restored
+/// from it; a snapshot being made is undone, one being deleted is deleted.
+pub async fn recover(ctx: &Context) -> Result<(), Error> {
+    for s in ctx.store.snapshot_list_unsettled().await? {
+        let Some(rec) = ctx.store.vm_list(&Scope::all()).await?.into_iter().find(|v| v.id == s.vm_id) else {
+            ctx.store.snapshot_delete(&s).await?;
+            continue;
+        };
+        let dir = vm_dir(ctx, &rec);
+        let stopped = matches!(ctx.local_node.domain_state(rec.name.as_str()).await, Ok(DomainState::Shutoff));
+        for saved in [pause_file(&dir), memory_file(&dir, &s.id)] {
+            if stopped && s.vm_state == "running" && saved.exists() {
+                match ctx.local_node.domain_restore(&saved, true).await {
+                    Ok(()) => tracing::info!(vm = %rec.name, "restored a VM a crash left saved during a snapshot"),
+                    Err(e) => tracing::warn!(vm = %rec.name, error = %e, "cannot restore a VM saved during a snapshot"),
+                }
+                break;
+            }
+        }
+        remove(&pause_file(&dir));
+        let now_running = running(ctx, &rec).await.unwrap_or(false);
+        let tag = async {
+            let disk = root_disk(ctx, &rec).await?;
+            disk_snapshot("-d", &s.id, &disk).await
+        };
+        // Absent when the crash came before it was made.
+        if let Err(e) = at_rest(ctx, &rec, now_running, &pause_file(&dir), tag).await {
+            tracing::debug!(vm = %rec.name, snapshot = %s.name, error = %e, "no disk snapshot to remove");
+        }
+        remove(&pause_file(&dir));
+        remove(&memory_file(&dir, &s.id));
+        remove(&nvram_file(&dir, &s.id));
+        ctx.store.snapshot_delete(&s).await?;
+        tracing::info!(vm = %rec.name, snapshot = %s.name, was = %s.state, "finished a snapshot operation a crash interrupted");
+    }
+    Ok(())
+}

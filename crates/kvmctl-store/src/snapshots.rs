@@ -1,0 +1,140 @@
+//! `snapshots`: kvmctl's snapshot tree, one row per snapshot of a VM.
+
+use crate::{unique, unix_now, DataStore, StoreError};
+use kvmctl_types::VmId;
+use sqlx::Row;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    /// A UUID: names the snapshot's files and its tag in the disk, never the user's name.
+    pub id: String,
+    pub vm_id: VmId,
+    pub name: String,
+    /// The id of the snapshot the VM was at when this one was taken.
+    pub parent: Option<String>,
+    pub description: String,
+    pub memory: bool,
+    /// `running` or `stopped`.
+    pub vm_state: String,
+    /// `creating`, `ready` or `deleting`.
+    pub state: String,
+    pub size_bytes: u64,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "id, vm_id, name, parent, description, memory, vm_state, state, size_bytes, created_at";
+
+fn snapshot_from_row(row: sqlx::sqlite::SqliteRow) -> Result<SnapshotRecord, StoreError> {
+    let vm_id: String = row.try_get("vm_id")?;
+    Ok(SnapshotRecord {
+        id: row.try_get("id")?,
+        vm_id: VmId(vm_id.parse().map_err(|e: uuid::Error| StoreError::Query(sqlx::Error::Decode(format!("vm id: {e}").into())))?),
+        name: row.try_get("name")?,
+        parent: row.try_get("parent")?,
+        description: row.try_get("description")?,
+        memory: row.try_get::<i64, _>("memory")? != 0,
+        vm_state: row.try_get("vm_state")?,
+        state: row.try_get("state")?,
+        size_bytes: row.try_get::<i64, _>("size_bytes")? as u64,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl DataStore {
+    /// Records a snapshot about to be made (state `creating`); `Exists` when the VM has one
+    /// by that name.
+    pub async fn snapshot_insert(&self, s: &SnapshotRecord) -> Result<(), StoreError> {
+        sqlx::query(&format!("INSERT INTO snapshots ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+            .bind(&s.id)
+            .bind(s.vm_id.to_string())
+            .bind(&s.name)
+            .bind(&s.parent)
+            .bind(&s.description)
+            .bind(s.memory as i64)
+            .bind(&s.vm_state)
+            .bind(&s.state)
+            .bind(s.size_bytes as i64)
+            .bind(unix_now())
+            .execute(&self.pool)
+            .await
+            .map_err(unique("snapshot", &s.name))?;
+        Ok(())
+    }
+
+    /// A VM's snapshots, oldest first.
+    pub async fn snapshot_list(&self, vm_id: &VmId) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM snapshots WHERE vm_id = $1 ORDER BY created_at, name"))
+            .bind(vm_id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(snapshot_from_row).collect()
+    }
+
+    /// Every snapshot not `ready` (what start-up finishes or undoes).
+    pub async fn snapshot_list_unsettled(&self) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM snapshots WHERE state <> 'ready' ORDER BY created_at"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(snapshot_from_row).collect()
+    }
+
+    pub async fn snapshot_get(&self, vm_id: &VmId, name: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM snapshots WHERE vm_id = $1 AND name = $2"))
+            .bind(vm_id.to_string())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(snapshot_from_row).transpose()
+    }
+
+    /// Moves a snapshot to `state`, with its size once known.
+    pub async fn snapshot_settle(&self, id: &str, state: &str, size_bytes: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE snapshots SET state = $1, size_bytes = $2 WHERE id = $3")
+            .bind(state)
+            .bind(size_bytes as i64)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a snapshot's row; its children take its parent, so the tree stays whole.
+    pub async fn snapshot_delete(&self, s: &SnapshotRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE snapshots SET parent = $1 WHERE parent = $2").bind(&s.parent).bind(&s.id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE vms SET snapshot = $1 WHERE snapshot = $2").bind(&s.parent).bind(&s.id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM snapshots WHERE id = $1").bind(&s.id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes all of a VM's snapshot rows (its delete).
+    pub async fn snapshot_delete_vm(&self, vm_id: &VmId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM snapshots WHERE vm_id = $1").bind(vm_id.to_string()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The snapshot the VM is at (the parent of its next one).
+    pub async fn vm_snapshot(&self, vm_id: &VmId) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT snapshot FROM vms WHERE id = $1").bind(vm_id.to_string()).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(r) => r.try_get("snapshot")?,
+            None => None,
+        })
+    }
+
+    pub async fn vm_snapshot_set(&self, vm_id: &VmId, snapshot: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE vms SET snapshot = $1 WHERE id = $2").bind(snapshot).bind(vm_id.to_string()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Bytes of snapshot files (memory images, NVRAM copies) the user's VMs hold.
+    pub async fn snapshot_bytes_of(&self, owner: &str) -> Result<u64, StoreError> {
+        let row =
+            sqlx::query("SELECT COALESCE(SUM(s.size_bytes), 0) AS b FROM snapshots s JOIN vms v ON v.id = s.vm_id WHERE v.owner = $1")
+                .bind(owner)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get::<i64, _>("b")? as u64)
+    }
+}
