@@ -75,3 +75,26 @@ impl Drop for Progress {
         self.clear();
     }
 }
+
+/// Runs `op` behind a progress line.
+pub(crate) async fn with_progress<T>(
+    doing: &str,
+    done: &str,
+    op: impl std::future::Future<Output = Result<T, kvmctl_client::ClientError>>,
+) -> anyhow::Result<T> {
+    settle_progress(Progress::start(doing), done, op.await)
+}
+
+/// Ends a progress line with `done` or as failed, by the result.
+pub(crate) fn settle_progress<T>(p: Progress, done: &str, result: Result<T, kvmctl_client::ClientError>) -> anyhow::Result<T> {
+    match result {
+        Ok(v) => {
+            p.finish(done);
+            Ok(v)
+        }
+        Err(e) => {
+            p.fail();
+            Err(e.into())
+        }
+    }
+}

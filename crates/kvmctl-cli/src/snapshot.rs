@@ -1,7 +1,8 @@
 //! `kvmctl vm snapshot`: take, list (as a tree), revert to and delete a VM's snapshots.
 
+use crate::output::age;
 use crate::output::{self, OutputFormat, Table};
-use crate::vm::{age, with_progress};
+use crate::progress::with_progress;
 use clap::Subcommand;
 use kvmctl_client::Client;
 use kvmctl_types::api::{Snapshot, SnapshotCreateRequest};

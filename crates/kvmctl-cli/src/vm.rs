@@ -1,7 +1,7 @@
 //! `kvmctl vm ...` and `kvmctl plan list`: clients of the daemon's `/v1/vms` and `/v1/plans`.
 
-use crate::output::{self, OutputFormat, Table};
-use crate::progress::Progress;
+use crate::output::{self, age, OutputFormat, Table};
+use crate::progress::{settle_progress, with_progress, Progress};
 use crate::vm_guest::{download, guest_side, query_escape, shell_quote, terminal_size, upload};
 use kvmctl_client::Client;
 use kvmctl_types::api::{Vm, VmCreateRequest, VmExecRequest, VmResizeRequest, VmStopRequest};
@@ -198,17 +198,6 @@ fn size(s: &str, bare: u64) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
-pub(crate) fn age(created_at: i64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let s = (now - created_at).max(0);
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        7200..=172_799 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
-}
-
 pub(crate) fn mem(mib: u64) -> String {
     if mib % 1024 == 0 {
         format!("{}G", mib / 1024)
@@ -344,29 +333,6 @@ async fn with_vm_progress<T>(
         f.abort();
     }
     settle_progress(p, done, result)
-}
-
-/// Runs `op` behind a progress line.
-pub(crate) async fn with_progress<T>(
-    doing: &str,
-    done: &str,
-    op: impl std::future::Future<Output = Result<T, kvmctl_client::ClientError>>,
-) -> anyhow::Result<T> {
-    settle_progress(Progress::start(doing), done, op.await)
-}
-
-/// Ends a progress line with `done` or as failed, by the result.
-fn settle_progress<T>(p: Progress, done: &str, result: Result<T, kvmctl_client::ClientError>) -> anyhow::Result<T> {
-    match result {
-        Ok(v) => {
-            p.finish(done);
-            Ok(v)
-        }
-        Err(e) => {
-            p.fail();
-            Err(e.into())
-        }
-    }
 }
 
 pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {

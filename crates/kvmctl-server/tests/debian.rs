@@ -141,6 +141,34 @@ async fn debian_vms_boot_with_bios_and_uefi_and_serve_ssh() {
         let console = std::fs::read_to_string(cfg.console_log_dir.join(format!("kt-deb-{fw}.log"))).unwrap();
         assert!(console.contains("Cloud-init v.") && console.contains("finished at"), "cloud-init reported on the serial console");
     }
+    // A Secure Boot guest's memory snapshot: after a revert the file written before it is
+    // back, a process started before it runs on, and Secure Boot is still enforced.
+    let vm = "kt-deb-uefi-secure";
+    let run = |command: &str| {
+        let (client, command) = (client.clone(), command.to_owned());
+        async move {
+            let out = client
+                .vm_exec(vm, &kvmctl_types::api::VmExecRequest { command: command.clone(), timeout_seconds: Some(120) })
+                .await
+                .unwrap();
+            assert_eq!(out.exit_status, 0, "{command}: {out:?}");
+            out.stdout.trim().to_owned()
+        }
+    };
+    run("echo before > /home/alice/marker; setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $! > /dev/shm/sleeper").await;
+    let snap = client
+        .snapshot_create(vm, &kvmctl_types::api::SnapshotCreateRequest { name: "booted".into(), memory: true, description: None })
+        .await
+        .unwrap();
+    assert!(snap.memory && snap.vm_state == "running" && snap.size_bytes > 0, "{snap:?}");
+    let pid = run("cat /dev/shm/sleeper").await;
+    run(&format!("echo after > /home/alice/marker; sync; kill {pid}")).await;
+    client.snapshot_revert(vm, "booted").await.unwrap();
+    let after = run(&format!(
+        "cat /home/alice/marker; kill -0 {pid} && echo alive; od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{{print \"secure-boot=\" $NF}}'"
+    ))
+    .await;
+    assert_eq!(after.lines().map(str::trim).collect::<Vec<_>>(), ["before", "alive", "secure-boot=1"], "{after}");
     for fw in &FIRMWARES[1..] {
         client.vm_delete(&format!("kt-deb-{fw}"), false).await.unwrap();
     }

@@ -160,3 +160,47 @@ async fn snapshots_bring_back_disk_and_memory() {
     drop(server);
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
 }
+
+/// Snapshot space counts in the owner's disk quota, admitted in the statement that records
+/// the snapshot: a memory snapshot past the quota is refused and leaves nothing; once made,
+/// it is used disk that a new VM's disk must fit beside.
+#[tokio::test]
+async fn snapshot_space_counts_in_the_disk_quota() {
+    use kvmctl_types::api::{QuotaSetRequest, TokenCreateRequest, UserCreateRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-snapq", "kt-snapq2"], &["kt-snapq-img"]);
+    let mut cfg = daemon::config(d);
+    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
+    let (server, root) = daemon::start(&cfg).await;
+    daemon::tiny_image(&root, d, "kt-snapq-img").await;
+    root.user_create(&UserCreateRequest { name: "carol".into(), ..Default::default() }).await.unwrap();
+    let token = root.token_create(&TokenCreateRequest { user: Some("carol".into()), ..Default::default() }).await.unwrap().token;
+    let carol = Client::http(&format!("http://{}", server.tcp_addr.unwrap())).unwrap().with_token(token);
+    root.quota_set("carol", &QuotaSetRequest { max_disk_gib: Some(1), ..Default::default() }).await.unwrap();
+    carol.vm_create(&daemon::tiny_vm("kt-snapq", "kt-snapq-img", vec![])).await.unwrap();
+
+    // 1 GiB of disk is the whole quota: a memory snapshot (256 MiB of RAM) does not fit.
+    let (s, body) = api_err(carol.snapshot_create("kt-snapq", &snap("full", true)).await.unwrap_err());
+    assert!(s == 403 && body.message.contains("disk"), "{s} {body:?}");
+    assert!(carol.snapshot_list("kt-snapq").await.unwrap().is_empty(), "a refused snapshot leaves no row");
+    assert!(std::fs::read_dir(&cfg.snapshot_dir)
+        .map(|d| d.flatten().all(|e| std::fs::read_dir(e.path()).unwrap().count() == 0))
+        .unwrap_or(true));
+    // A disk-only snapshot holds no files of its own: it fits.
+    carol.snapshot_create("kt-snapq", &snap("disk", false)).await.unwrap();
+
+    root.quota_set("carol", &QuotaSetRequest { max_disk_gib: Some(2), ..Default::default() }).await.unwrap();
+    let m = carol.snapshot_create("kt-snapq", &snap("mem", true)).await.unwrap();
+    assert!(m.size_bytes > 0 && m.size_bytes <= 1 << 30, "{m:?}");
+    assert_eq!(root.quota_get("carol").await.unwrap().used_disk_gib, 2, "1 GiB of disk and the memory image, rounded up");
+    let (s, body) = api_err(carol.vm_create(&daemon::tiny_vm("kt-snapq2", "kt-snapq-img", vec![])).await.unwrap_err());
+    assert!(s == 403 && body.message.contains("disk"), "a new disk must fit beside the snapshot: {s} {body:?}");
+    carol.snapshot_delete("kt-snapq", "mem").await.unwrap();
+    assert_eq!(root.quota_get("carol").await.unwrap().used_disk_gib, 1, "a deleted snapshot frees its space");
+
+    carol.vm_delete("kt-snapq", false).await.unwrap();
+    root.image_delete("kt-snapq-img").await.unwrap();
+    drop(server);
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+}

@@ -233,6 +233,10 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("GET /v1/vms/{name}/forwards", call(Owned));
     m.insert("POST /v1/vms/{name}/forwards", with_body(Owned, json!({"guest_port": 80})));
     m.insert("DELETE /v1/vms/{name}/forwards/{protocol}/{host_port}", call(Owned));
+    m.insert("GET /v1/vms/{name}/snapshots", call(Owned));
+    m.insert("POST /v1/vms/{name}/snapshots", with_body(Owned, json!({"name": "kt-az-snap"})));
+    m.insert("POST /v1/vms/{name}/snapshots/{snapshot}/revert", with_body(Owned, json!({})));
+    m.insert("DELETE /v1/vms/{name}/snapshots/{snapshot}", call(Owned));
     m
 }
 
@@ -323,6 +327,7 @@ async fn every_endpoint_authorizes_every_kind_of_caller() {
                 .replace("{id}", token_id)
                 .replace("{protocol}", "tcp")
                 .replace("{host_port}", &ssh_port.to_string())
+                .replace("{snapshot}", "kt-az-snap")
                 + c.query;
             let (status, body) = run(client, method, &path, c).await;
             let message = body.as_ref().map(|b| b.message.clone()).unwrap_or_default();
@@ -491,6 +496,7 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
         ("POST", "/v1/vms/kt-bi-vm/forwards", json!({"guest_port": 80}), vec!["guest_port", "host_port", "pool", "protocol"]),
         ("POST", "/v1/vms/kt-bi-vm/resize", json!({"disk_gib": 2}), vec!["vcpus", "memory_mib", "disk_gib"]),
         ("POST", "/v1/vms/kt-bi-vm/exec", json!({"command": "true"}), vec!["timeout_seconds"]),
+        ("POST", "/v1/vms/kt-bi-vm/snapshots", json!({"name": "kt-bi-snap"}), vec!["name", "memory", "description"]),
         ("POST", "/v1/vms/kt-bi-vm/stop", json!({"force": true}), vec!["timeout_seconds"]),
         (
             "POST",

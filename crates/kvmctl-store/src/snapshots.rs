@@ -41,24 +41,32 @@ fn snapshot_from_row(row: sqlx::sqlite::SqliteRow) -> Result<SnapshotRecord, Sto
 }
 
 impl DataStore {
-    /// Records a snapshot about to be made (state `creating`); `Exists` when the VM has one
-    /// by that name.
-    pub async fn snapshot_insert(&self, s: &SnapshotRecord) -> Result<(), StoreError> {
-        sqlx::query(&format!("INSERT INTO snapshots ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
-            .bind(&s.id)
-            .bind(s.vm_id.to_string())
-            .bind(&s.name)
-            .bind(&s.parent)
-            .bind(&s.description)
-            .bind(s.memory as i64)
-            .bind(&s.vm_state)
-            .bind(&s.state)
-            .bind(s.size_bytes as i64)
-            .bind(unix_now())
-            .execute(&self.pool)
-            .await
-            .map_err(unique("snapshot", &s.name))?;
-        Ok(())
+    /// Records a snapshot about to be made (state `creating`, `size_bytes` its expected
+    /// size), if the owner's disk quota `max_disk_gib` admits it beside their disks and other
+    /// snapshots (checked in the same statement); `Ok(false)` when it does not, `Exists` when
+    /// the VM has a snapshot by that name.
+    pub async fn snapshot_insert(&self, s: &SnapshotRecord, max_disk_gib: Option<u64>) -> Result<bool, StoreError> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO snapshots ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+             WHERE $11 IS NULL OR (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = (SELECT owner FROM vms WHERE id = $2)) \
+               + (SELECT (COALESCE(SUM(x.size_bytes), 0) + $9 + 1073741823) / 1073741824 FROM snapshots x JOIN vms w ON w.id = x.vm_id \
+                  WHERE w.owner = (SELECT owner FROM vms WHERE id = $2)) <= $11"
+        ))
+        .bind(&s.id)
+        .bind(s.vm_id.to_string())
+        .bind(&s.name)
+        .bind(&s.parent)
+        .bind(&s.description)
+        .bind(s.memory as i64)
+        .bind(&s.vm_state)
+        .bind(&s.state)
+        .bind(s.size_bytes as i64)
+        .bind(unix_now())
+        .bind(max_disk_gib.map(|v| v.min(i64::MAX as u64) as i64))
+        .execute(&self.pool)
+        .await
+        .map_err(unique("snapshot", &s.name))?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// A VM's snapshots, oldest first.

@@ -42,6 +42,10 @@ pub struct VmRecord {
     pub expires_at: Option<i64>,
 }
 
+/// GiB (rounded up) of snapshot files the owner `$3` holds: they count in the disk quota.
+const SNAPSHOT_GIB_OF_3: &str =
+    "(SELECT COALESCE((SUM(s.size_bytes) + 1073741823) / 1073741824, 0) FROM snapshots s JOIN vms w ON w.id = s.vm_id WHERE w.owner = $3)";
+
 const COLUMNS: &str = "id, name, owner, node, image, plan, vcpus, memory_mib, disk_gib, network, mac, firmware, pool, root_volume, \
                        seed_volume, vnc_password, state, error, created_at, updated_at, ip, ssh_user, host_key, host_key_source";
 
@@ -103,7 +107,7 @@ impl DataStore {
                (SELECT COUNT(*) FROM vms WHERE owner = $3) + 1 <= $24 \
                AND (SELECT COALESCE(SUM(vcpus), 0) FROM vms WHERE owner = $3) + $7 <= $25 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms WHERE owner = $3) + $8 <= $26 \
-               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = $3) + $9 <= $27)) \
+               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = $3) + {SNAPSHOT_GIB_OF_3} + $9 <= $27)) \
              AND ($28 IS NULL OR ( \
                (SELECT COALESCE(SUM(vcpus), 0) FROM vms WHERE node = $4) + $7 <= $28 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms WHERE node = $4) + $8 <= $29 \
@@ -200,7 +204,9 @@ impl DataStore {
              AND ($7 IS NULL OR ( \
                (SELECT COALESCE(SUM(vcpus), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $2 <= $7 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $3 <= $8 \
-               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $4 <= $9)) \
+               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) \
+                   + (SELECT COALESCE((SUM(s.size_bytes) + 1073741823) / 1073741824, 0) FROM snapshots s JOIN vms w ON w.id = s.vm_id \
+                      WHERE w.owner = vms.owner) + $4 <= $9)) \
              AND ($10 IS NULL OR ( \
                (SELECT COALESCE(SUM(vcpus), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $2 <= $10 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $3 <= $11 \

@@ -176,7 +176,17 @@ pub async fn snapshot_create(ctx: &Context, caller: &Caller, vm: &str, req: Snap
         size_bytes: 0,
         created_at: 0,
     };
-    ctx.store.snapshot_insert(&s).await?;
+    // Admitted against the owner's disk quota at its expected size (RAM and the NVRAM store);
+    // the real size replaces it once known.
+    if s.memory {
+        s.size_bytes = rec.memory_mib * 1024 * 1024 + 1024 * 1024;
+    }
+    let limits = super::users::limits_of(ctx, &rec.owner).await?;
+    if !ctx.store.snapshot_insert(&s, limits.map(|l| l.disk_gib)).await? {
+        let used = ctx.store.usage_of(&rec.owner).await?;
+        let max = limits.map(|l| l.disk_gib).unwrap_or(0);
+        return Err(Error::QuotaExceeded { limit: "disk_gib".into(), max, used: used.disk_gib, requested: s.size_bytes.div_ceil(1 << 30) });
+    }
     ctx.publish("vm.snapshot", &rec.name, &rec.owner, Some("creating"), None, Some(&s.name));
     let dir = vm_dir(ctx, &rec);
     let made = async {
