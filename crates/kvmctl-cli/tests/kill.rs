@@ -69,3 +69,61 @@ fn a_crash_at_any_step_is_undone_or_finished_on_restart() {
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     daemon.kill();
 }
+
+/// The daemon killed in the middle of a memory snapshot of a running VM, after the VM was
+/// saved to a file (so it is not running) and after the disk's tag was made: on restart the
+/// VM runs on from that file and the half-made snapshot is gone (no row, no file, no tag).
+#[test]
+fn a_crash_in_a_snapshot_is_undone_and_the_vm_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env { dir: dir.path().to_owned() };
+    let sweep = Sweep::new(&["kt-killsnap"], &["kt-killsnap-img"]);
+    let daemon = env.serve("");
+    tiny_import(&env, "kt-killsnap-img");
+    let create = create_args("kt-killsnap", "kt-killsnap-img");
+    env.ok(&create.iter().map(String::as_str).collect::<Vec<_>>());
+    daemon.kill();
+    let disk = {
+        use kvmctl_libvirt::Node;
+        let xml = sweep.node.domain_xml("kt-killsnap").unwrap();
+        kvmctl_libvirt::xml::domain_devices(&xml).disk_files.into_iter().next().unwrap()
+    };
+    let state = || {
+        use kvmctl_libvirt::Node;
+        sweep.node.domain_state("kt-killsnap").unwrap()
+    };
+    for step in ["saved", "disk"] {
+        let daemon = env.serve(&format!("snapshot.{step}=crash"));
+        let out = env.kvmctl(&["vm", "snapshot", "create", "kt-killsnap", "s1", "--memory"]);
+        assert!(!out.status.success(), "the snapshot survived a crash after {step}");
+        assert!(daemon.died(), "the daemon should have crashed after snapshot.{step}");
+        assert_eq!(state(), kvmctl_libvirt::DomainState::Shutoff, "the VM was saved to a file when the daemon died");
+        let daemon = env.serve("");
+        // Answered once start-up has finished what the crash interrupted.
+        assert_eq!(env.ok(&["vm", "snapshot", "list", "kt-killsnap", "-o", "json"]).trim(), "[]", "after {step}");
+        assert_eq!(state(), kvmctl_libvirt::DomainState::Running, "after {step}: restored from the file at start-up");
+        let files: Vec<_> = walk(&env.dir.join("snapshots"));
+        assert!(files.is_empty(), "after {step}: {files:?}");
+        let tags = Command::new("qemu-img").args(["snapshot", "-U", "-l"]).arg(&disk).output().unwrap();
+        assert!(String::from_utf8_lossy(&tags.stdout).trim().is_empty(), "after {step}: {}", String::from_utf8_lossy(&tags.stdout));
+        daemon.kill();
+    }
+    let daemon = env.serve("");
+    env.ok(&["vm", "delete", "kt-killsnap"]);
+    env.ok(&["image", "rm", "kt-killsnap-img"]);
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    daemon.kill();
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

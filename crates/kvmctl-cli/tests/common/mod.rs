@@ -38,6 +38,7 @@ impl Env {
             .env("KVMCTL_LIBVIRT_URI", kvmctl_testkit::env("KVMCTL_TEST_URI"))
             .env("KVMCTL_CONSOLE_LOG_DIR", self.dir.join("console"))
             .env("KVMCTL_KEY_DIR", self.dir.join("keys"))
+            .env("KVMCTL_SNAPSHOT_DIR", self.dir.join("snapshots"))
             .env("KVMCTL_HOST_STATE_DIR", self.dir.join("host"))
             .env("KVMCTL_DOMAIN_TYPE", "qemu")
             .env("KVMCTL_FAILPOINTS", failpoints)
