@@ -226,16 +226,24 @@ pub async fn snapshot_create(ctx: &Context, caller: &Caller, vm: &str, req: Snap
     Ok(view(s, current.as_deref(), &names))
 }
 
+/// Removes the disk's tag `id`, with the disk at rest (a running VM is saved around it).
+async fn tag_remove(ctx: &Context, rec: &VmRecord, id: &str) -> Result<(), Error> {
+    let dir = vm_dir(ctx, rec);
+    let was_running = running(ctx, rec).await?;
+    let disk = root_disk(ctx, rec).await?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    let r = at_rest(ctx, rec, was_running, &pause_file(&dir), disk_snapshot("-d", id, &disk)).await;
+    remove(&pause_file(&dir));
+    r
+}
+
 /// Removes what a snapshot made (its disk tag and files), skipping what is not there.
 async fn undo(ctx: &Context, rec: &VmRecord, s: &SnapshotRecord) {
-    let dir = vm_dir(ctx, rec);
-    if let Ok(disk) = root_disk(ctx, rec).await {
-        // Absent when the failure came before it was made; a running VM holds the disk's
-        // lock, and its tag then stays until the VM's next snapshot delete or its removal.
-        if let Err(e) = disk_snapshot("-d", &s.id, &disk).await {
-            tracing::debug!(vm = %rec.name, snapshot = %s.name, error = %e, "no disk snapshot to remove");
-        }
+    // The tag is absent when the failure came before it was made.
+    if let Err(e) = tag_remove(ctx, rec, &s.id).await {
+        tracing::debug!(vm = %rec.name, snapshot = %s.name, error = %e, "no disk snapshot to remove");
     }
+    let dir = vm_dir(ctx, rec);
     remove(&memory_file(&dir, &s.id));
     remove(&nvram_file(&dir, &s.id));
 }
@@ -312,17 +320,12 @@ pub async fn snapshot_delete(ctx: &Context, caller: &Caller, vm: &str, snapshot:
     let (rec, _busy) = vm_ready(ctx, caller, vm, "deleting a snapshot").await?;
     let s = snapshot_of(ctx, &rec, snapshot).await?;
     ctx.store.snapshot_settle(&s.id, "deleting", s.size_bytes).await?;
-    let was_running = running(ctx, &rec).await?;
-    let dir = vm_dir(ctx, &rec);
-    let disk = root_disk(ctx, &rec).await?;
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
-    let r = at_rest(ctx, &rec, was_running, &pause_file(&dir), disk_snapshot("-d", &s.id, &disk)).await;
-    remove(&pause_file(&dir));
-    if let Err(e) = r {
+    if let Err(e) = tag_remove(ctx, &rec, &s.id).await {
         // Still whole: it goes back to `ready` and may be deleted again.
         ctx.store.snapshot_settle(&s.id, "ready", s.size_bytes).await?;
         return Err(e);
     }
+    let dir = vm_dir(ctx, &rec);
     remove(&memory_file(&dir, &s.id));
     remove(&nvram_file(&dir, &s.id));
     ctx.store.snapshot_delete(&s).await?;
@@ -345,12 +348,17 @@ pub(crate) async fn remove_all(ctx: &Context, rec: &VmRecord) -> Result<(), Erro
 /// At start-up, before requests: a VM whose state a crash left in a save file is restored
 /// from it; a snapshot being made is undone, one being deleted is deleted.
 pub async fn recover(ctx: &Context) -> Result<(), Error> {
-    for s in ctx.store.snapshot_list_unsettled().await? {
-        let Some(rec) = ctx.store.vm_list(&Scope::all()).await?.into_iter().find(|v| v.id == s.vm_id) else {
+    let unsettled = ctx.store.snapshot_list_unsettled().await?;
+    if unsettled.is_empty() {
+        return Ok(());
+    }
+    let vms = ctx.store.vm_list(&Scope::all()).await?;
+    for s in unsettled {
+        let Some(rec) = vms.iter().find(|v| v.id == s.vm_id) else {
             ctx.store.snapshot_delete(&s).await?;
             continue;
         };
-        let dir = vm_dir(ctx, &rec);
+        let dir = vm_dir(ctx, rec);
         let stopped = matches!(ctx.local_node.domain_state(rec.name.as_str()).await, Ok(DomainState::Shutoff));
         for saved in [pause_file(&dir), memory_file(&dir, &s.id)] {
             if stopped && s.vm_state == "running" && saved.exists() {
@@ -362,18 +370,7 @@ pub async fn recover(ctx: &Context) -> Result<(), Error> {
             }
         }
         remove(&pause_file(&dir));
-        let now_running = running(ctx, &rec).await.unwrap_or(false);
-        let tag = async {
-            let disk = root_disk(ctx, &rec).await?;
-            disk_snapshot("-d", &s.id, &disk).await
-        };
-        // Absent when the crash came before it was made.
-        if let Err(e) = at_rest(ctx, &rec, now_running, &pause_file(&dir), tag).await {
-            tracing::debug!(vm = %rec.name, snapshot = %s.name, error = %e, "no disk snapshot to remove");
-        }
-        remove(&pause_file(&dir));
-        remove(&memory_file(&dir, &s.id));
-        remove(&nvram_file(&dir, &s.id));
+        undo(ctx, rec, &s).await;
         ctx.store.snapshot_delete(&s).await?;
         tracing::info!(vm = %rec.name, snapshot = %s.name, was = %s.state, "finished a snapshot operation a crash interrupted");
     }
