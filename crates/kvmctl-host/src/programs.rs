@@ -29,7 +29,7 @@ const fn p(name: &'static str, apt: &'static str, dnf: &'static str, role: Role,
 }
 
 pub const PROGRAMS: &[Program] = &[
-    p("qemu-img", "qemu-utils", "qemu-img", Role::Daemon, "image import checks, overlays, image builds"),
+    p("qemu-img", "qemu-utils", "qemu-img", Role::Daemon, "image import checks, overlays, image builds, snapshots"),
     p("prlimit", "util-linux", "util-linux", Role::Daemon, "limits for qemu-img on imported files"),
     p("qemu-system-x86_64", "qemu-system-x86", "qemu-kvm", Role::Daemon, "running guests, the KVM probe"),
     p("nft", "nftables", "nftables", Role::Daemon, "port forwards"),
