@@ -67,6 +67,9 @@ impl NodeHandle {
         let path = path.to_owned();
         self.run(move |n| n.domain_restore(&path, running)).await
     }
+    pub async fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError> {
+        self.named(name, |n, name| n.domain_clock_sync(name)).await
+    }
     pub async fn domain_destroy(&self, name: &str) -> Result<(), NodeError> {
         self.named(name, |n, name| n.domain_destroy(name)).await
     }

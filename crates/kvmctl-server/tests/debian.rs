@@ -163,7 +163,13 @@ async fn debian_vms_boot_with_bios_and_uefi_and_serve_ssh() {
     assert!(snap.memory && snap.vm_state == "running" && snap.size_bytes > 0, "{snap:?}");
     let pid = run("cat /dev/shm/sleeper").await;
     run(&format!("echo after > /home/alice/marker; sync; kill {pid}")).await;
+    // Let the host's clock move well past the snapshot's: after the revert the guest's clock
+    // must follow the host's (set through the guest agent), not resume where it was saved.
+    tokio::time::sleep(std::time::Duration::from_secs(40)).await;
     client.snapshot_revert(vm, "booted").await.unwrap();
+    let guest_now: i64 = run("date +%s").await.parse().unwrap();
+    let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((guest_now - host_now).abs() < 20, "the guest's clock was set after the revert: guest {guest_now}, host {host_now}");
     let after = run(&format!(
         "cat /home/alice/marker; kill -0 {pid} && echo alive; od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{{print \"secure-boot=\" $NF}}'"
     ))

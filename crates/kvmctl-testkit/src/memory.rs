@@ -286,6 +286,14 @@ impl Node for MemoryNode {
         Ok(())
     }
 
+    fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError> {
+        let mut st = self.enter("domain_clock_sync", name)?;
+        match domain(&mut st, name)?.state {
+            DomainState::Running => Ok(()),
+            _ => Err(refused("set the clock of", name, "domain is not running")),
+        }
+    }
+
     fn domain_undefine(&self, name: &str) -> Result<(), NodeError> {
         let mut st = self.enter("domain_undefine", name)?;
         st.domains.remove(name).map(|_| ()).ok_or_else(|| not_found("domain", name))

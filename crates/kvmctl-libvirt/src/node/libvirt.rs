@@ -237,6 +237,15 @@ impl Node for LibvirtNode {
         })
     }
 
+    fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError> {
+        self.with_conn(|c| {
+            let d = Self::domain(c, name, "set the clock of")?;
+            d.set_time(0, 0, virt::sys::VIR_DOMAIN_TIME_SYNC)
+                .map(drop)
+                .map_err(|e| NodeError::from_virt("set the clock of", "domain", name, e))
+        })
+    }
+
     fn domain_undefine(&self, name: &str) -> Result<(), NodeError> {
         self.with_conn(|c| {
             let d = Self::domain(c, name, "undefine")?;

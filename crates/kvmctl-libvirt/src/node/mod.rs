@@ -98,6 +98,9 @@ pub trait Node: Send + Sync {
     fn domain_save(&self, name: &str, path: &Path) -> Result<(), NodeError>;
     /// Starts a domain from a file `domain_save` wrote, running (or paused).
     fn domain_restore(&self, path: &Path, running: bool) -> Result<(), NodeError>;
+    /// Sets the guest's clock from the host's through its guest agent (after a restore, the
+    /// guest's clock stands where it was saved); an error when no agent answers.
+    fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError>;
     fn domain_list(&self) -> Result<Vec<DomainSummary>, NodeError>;
     fn domain_xml(&self, name: &str) -> Result<String, NodeError>;
 

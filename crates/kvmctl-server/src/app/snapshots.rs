@@ -293,6 +293,11 @@ pub async fn snapshot_revert(ctx: &Context, caller: &Caller, vm: &str, snapshot:
     }
     let run = if s.memory {
         ctx.local_node.domain_restore(&memory_file(&dir, &s.id), true).await?;
+        // The guest's clock resumes where it was saved: set it from the host's through the
+        // guest agent, where there is one (a guest without one catches up by NTP, if at all).
+        if let Err(e) = ctx.local_node.domain_clock_sync(rec.name.as_str()).await {
+            tracing::info!(vm = %rec.name, error = %e, "the guest's clock was not set after the revert (no guest agent?)");
+        }
         true
     } else if was_running {
         ctx.local_node.domain_start(rec.name.as_str()).await?;
