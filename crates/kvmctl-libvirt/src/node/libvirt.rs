@@ -128,6 +128,25 @@ impl LibvirtNode {
     }
 }
 
+/// Runs a domain start (or restore) again when libvirt's network filter driver failed to set
+/// up the NIC's rules: with ebtables on nf_tables, two domains starting and stopping at once
+/// can collide on a reused tap device's chains (`RULE_DELETE failed ... J-vnet23-rarp`,
+/// seen in the suite). A start that failed there left no QEMU behind, so a second try is
+/// safe; three tries, 200 ms apart, then the error stands.
+fn firewall_retry(what: &str, mut call: impl FnMut() -> Result<(), virt::error::Error>) -> Result<(), virt::error::Error> {
+    let mut tries = 0;
+    loop {
+        match call() {
+            Err(e) if tries < 2 && e.message().contains("Failed to apply firewall rules") => {
+                tries += 1;
+                tracing::warn!(domain = what, error = e.message(), "libvirt could not apply a NIC's filter rules; trying again");
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            r => return r,
+        }
+    }
+}
+
 impl Node for LibvirtNode {
     fn uri(&self) -> &str {
         &self.uri
@@ -174,8 +193,8 @@ impl Node for LibvirtNode {
 
     fn domain_start(&self, name: &str) -> Result<(), NodeError> {
         self.with_conn(|c| {
-            Self::domain(c, name, "start")?.create().map_err(|e| NodeError::from_virt("start", "domain", name, e))?;
-            Ok(())
+            let d = Self::domain(c, name, "start")?;
+            firewall_retry(name, || d.create().map(drop)).map_err(|e| NodeError::from_virt("start", "domain", name, e))
         })
     }
 
@@ -232,7 +251,7 @@ impl Node for LibvirtNode {
         })?;
         let flags = if running { virt::sys::VIR_DOMAIN_SAVE_RUNNING } else { virt::sys::VIR_DOMAIN_SAVE_PAUSED };
         self.with_conn(|c| {
-            virt::domain::Domain::domain_restore_flags(c, file, None, flags)
+            firewall_retry(file, || virt::domain::Domain::domain_restore_flags(c, file, None, flags))
                 .map_err(|e| NodeError::from_virt("restore", "domain", &path.display().to_string(), e))
         })
     }
