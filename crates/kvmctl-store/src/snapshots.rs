@@ -40,6 +40,14 @@ fn snapshot_from_row(row: sqlx::sqlite::SqliteRow) -> Result<SnapshotRecord, Sto
     })
 }
 
+/// GiB (rounded up) of snapshot files held by the VMs of `owner` (an SQL expression): they
+/// count in the disk quota beside the VMs' disks.
+pub(crate) fn snapshot_gib_of(owner: &str) -> String {
+    format!(
+        "(SELECT COALESCE((SUM(s.size_bytes) + 1073741823) / 1073741824, 0) FROM snapshots s JOIN vms w ON w.id = s.vm_id WHERE w.owner = {owner})"
+    )
+}
+
 impl DataStore {
     /// Records a snapshot about to be made (state `creating`, `size_bytes` its expected
     /// size), if the owner's disk quota `max_disk_gib` admits it beside their disks and other

@@ -210,13 +210,13 @@ impl DataStore {
 
     /// What `user` holds: VMs (every state), their vCPUs, memory and disk, and forwards.
     pub async fn usage_of(&self, user: &str) -> Result<Usage, StoreError> {
-        let r = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(vcpus), 0) AS c, COALESCE(SUM(memory_mib), 0) AS m, COALESCE(SUM(disk_gib), 0) \
-             + (SELECT COALESCE((SUM(s.size_bytes) + 1073741823) / 1073741824, 0) FROM snapshots s JOIN vms w ON w.id = s.vm_id \
-                WHERE w.owner = $1) AS d, \
+        let snapshots = crate::snapshots::snapshot_gib_of("$1");
+        let r = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(vcpus), 0) AS c, COALESCE(SUM(memory_mib), 0) AS m, \
+             COALESCE(SUM(disk_gib), 0) + {snapshots} AS d, \
              (SELECT COUNT(*) FROM forwards f JOIN vms w ON w.id = f.vm_id WHERE w.owner = $1) AS f \
-             FROM vms WHERE owner = $1",
-        )
+             FROM vms WHERE owner = $1"
+        ))
         .bind(user)
         .fetch_one(&self.pool)
         .await?;

@@ -42,10 +42,6 @@ pub struct VmRecord {
     pub expires_at: Option<i64>,
 }
 
-/// GiB (rounded up) of snapshot files the owner `$3` holds: they count in the disk quota.
-const SNAPSHOT_GIB_OF_3: &str =
-    "(SELECT COALESCE((SUM(s.size_bytes) + 1073741823) / 1073741824, 0) FROM snapshots s JOIN vms w ON w.id = s.vm_id WHERE w.owner = $3)";
-
 const COLUMNS: &str = "id, name, owner, node, image, plan, vcpus, memory_mib, disk_gib, network, mac, firmware, pool, root_volume, \
                        seed_volume, vnc_password, state, error, created_at, updated_at, ip, ssh_user, host_key, host_key_source";
 
@@ -101,13 +97,14 @@ impl DataStore {
     ) -> Result<Option<VmRecord>, StoreError> {
         let now = unix_now();
         let lim = |v: u64| v.min(i64::MAX as u64) as i64;
+        let snapshots = crate::snapshots::snapshot_gib_of("$3");
         let done = sqlx::query(&format!(
             "INSERT INTO vms ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, $20, $21, $22, $23 \
              WHERE ($24 IS NULL OR ( \
                (SELECT COUNT(*) FROM vms WHERE owner = $3) + 1 <= $24 \
                AND (SELECT COALESCE(SUM(vcpus), 0) FROM vms WHERE owner = $3) + $7 <= $25 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms WHERE owner = $3) + $8 <= $26 \
-               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = $3) + {SNAPSHOT_GIB_OF_3} + $9 <= $27)) \
+               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = $3) + {snapshots} + $9 <= $27)) \
              AND ($28 IS NULL OR ( \
                (SELECT COALESCE(SUM(vcpus), 0) FROM vms WHERE node = $4) + $7 <= $28 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms WHERE node = $4) + $8 <= $29 \
@@ -198,20 +195,20 @@ impl DataStore {
         node_capacity: Option<(u64, u64, u64)>,
     ) -> Result<bool, StoreError> {
         let lim = |v: u64| v.min(i64::MAX as u64) as i64;
-        let done = sqlx::query(
+        let snapshots = crate::snapshots::snapshot_gib_of("vms.owner");
+        let done = sqlx::query(&format!(
             "UPDATE vms SET vcpus = $2, memory_mib = $3, disk_gib = $4, plan = $5, updated_at = $6 \
              WHERE id = $1 \
              AND ($7 IS NULL OR ( \
                (SELECT COALESCE(SUM(vcpus), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $2 <= $7 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $3 <= $8 \
                AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) \
-                   + (SELECT COALESCE((SUM(s.size_bytes) + 1073741823) / 1073741824, 0) FROM snapshots s JOIN vms w ON w.id = s.vm_id \
-                      WHERE w.owner = vms.owner) + $4 <= $9)) \
+                   + {snapshots} + $4 <= $9)) \
              AND ($10 IS NULL OR ( \
                (SELECT COALESCE(SUM(vcpus), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $2 <= $10 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $3 <= $11 \
-               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $4 <= $12))",
-        )
+               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $4 <= $12))"
+        ))
         .bind(id.to_string())
         .bind(size.0 as i64)
         .bind(size.1 as i64)
