@@ -4,7 +4,7 @@ use crate::output::{self, age, OutputFormat, Table};
 use crate::progress::{settle_progress, with_progress, Progress};
 use crate::vm_guest::{download, guest_side, query_escape, shell_quote, terminal_size, upload};
 use kvmctl_client::Client;
-use kvmctl_types::api::{Vm, VmCreateRequest, VmExecRequest, VmResizeRequest, VmStopRequest};
+use kvmctl_types::api::{Vm, VmCloneRequest, VmCreateRequest, VmExecRequest, VmResizeRequest, VmStopRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -152,6 +152,40 @@ pub enum VmCommand {
         /// New disk size, e.g. 40G; disks only grow.
         #[arg(long, value_parser = parse_gib)]
         disk: Option<u64>,
+    },
+    /// Make a new VM from this one's disk (as it is now, or at a snapshot) with its own
+    /// identity: id, hostname, MAC, address, SSH host key, VM key, machine-id and SSH forward.
+    /// Linked (default): an overlay on a read-only base that clones of one snapshot share;
+    /// --full: a standalone copy. A running source pauses while its disk is read, unless
+    /// --from-snapshot is given. The source's user-data does not run again.
+    Clone {
+        /// The VM to clone.
+        source: String,
+        /// The clone's name (also its hostname).
+        name: String,
+        /// Clone the disk as it was at this snapshot of the source.
+        #[arg(long, value_name = "SNAPSHOT")]
+        from_snapshot: Option<String>,
+        /// An overlay on a shared read-only base (the default).
+        #[arg(long, conflicts_with = "full")]
+        linked: bool,
+        /// A standalone copy of the disk.
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        no_start: bool,
+        #[arg(long)]
+        no_ssh_forward: bool,
+        /// Delete the clone this long after it is made, e.g. 90m, 2h; 1m to 30d.
+        #[arg(long, value_name = "DURATION", value_parser = crate::users::parse_duration)]
+        ttl: Option<i64>,
+        /// Wait until the clone reaches a stage: running (the default with a bare --wait),
+        /// ssh or cloud-init.
+        #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "running")]
+        wait: Option<String>,
+        /// Seconds --wait waits.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
     },
     /// Port forwards from host ports to the VM: add, list, rm.
     #[command(subcommand)]
@@ -492,6 +526,35 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
         VmCommand::Resize { name, plan, cpus, memory, disk } => {
             let req = VmResizeRequest { plan, vcpus: cpus, memory_mib: memory, disk_gib: disk };
             let vm = with_progress(&format!("resizing VM {name}"), &format!("VM {name} resized"), client.vm_resize(&name, &req)).await?;
+            output::print(&vm, format)?;
+        }
+        VmCommand::Clone { source, name, from_snapshot, linked: _, full, no_start, no_ssh_forward, ttl, wait, timeout } => {
+            let req = VmCloneRequest {
+                name: name.clone(),
+                from_snapshot,
+                mode: Some(if full { "full" } else { "linked" }.into()),
+                no_start,
+                no_ssh_forward,
+                ttl_seconds: ttl.map(|t| t as u64),
+            };
+            let mut vm = with_vm_progress(
+                client,
+                &name,
+                &format!("cloning VM {source} as {name}"),
+                &format!("VM {name} cloned from {source}"),
+                client.vm_clone(&source, &req),
+            )
+            .await?;
+            if let Some(stage) = wait {
+                vm = with_vm_progress(
+                    client,
+                    &name,
+                    &format!("waiting for VM {name} to reach {stage}"),
+                    &format!("VM {name} reached {stage}"),
+                    client.vm_wait(&name, &stage, timeout),
+                )
+                .await?;
+            }
             output::print(&vm, format)?;
         }
         VmCommand::Forward(cmd) => return crate::network::run_forward(client, cmd, format).await,

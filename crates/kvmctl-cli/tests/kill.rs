@@ -115,6 +115,64 @@ fn a_crash_in_a_snapshot_is_undone_and_the_vm_runs_on() {
     daemon.kill();
 }
 
+/// The daemon killed in the middle of a clone of a running VM, after the clone's disk or
+/// base was recorded and after it was copied (the source saved to a file meanwhile), linked
+/// and full: on restart the source runs on from that file and nothing of the clone is left
+/// (no VM, no root disk, no base, no files).
+#[test]
+fn a_crash_in_a_clone_is_undone_and_the_source_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env { dir: dir.path().to_owned() };
+    let sweep = Sweep::new(&["kt-killcl", "kt-killcl-new"], &["kt-killcl-img"]);
+    let daemon = env.serve("");
+    tiny_import(&env, "kt-killcl-img");
+    let create = create_args("kt-killcl", "kt-killcl-img");
+    env.ok(&create.iter().map(String::as_str).collect::<Vec<_>>());
+    daemon.kill();
+    let pool_dir = {
+        use kvmctl_libvirt::Node;
+        let xml = sweep.node.domain_xml("kt-killcl").unwrap();
+        let disk = kvmctl_libvirt::xml::domain_devices(&xml).disk_files.into_iter().next().unwrap();
+        std::path::PathBuf::from(disk).parent().unwrap().to_path_buf()
+    };
+    let state = || {
+        use kvmctl_libvirt::Node;
+        sweep.node.domain_state("kt-killcl").unwrap()
+    };
+    let clone_files = || -> Vec<String> {
+        std::fs::read_dir(&pool_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("_base-") || n.starts_with("kt-killcl-new"))
+            .collect()
+    };
+    for mode in ["--linked", "--full"] {
+        for step in ["recorded", "copied"] {
+            let daemon = env.serve(&format!("clone.{step}=crash"));
+            let out = env.kvmctl(&["vm", "clone", "kt-killcl", "kt-killcl-new", mode]);
+            assert!(!out.status.success(), "the clone survived a crash after {step}");
+            assert!(daemon.died(), "the daemon should have crashed after clone.{step}");
+            if step == "copied" {
+                assert_eq!(state(), kvmctl_libvirt::DomainState::Shutoff, "the source was saved to a file when the daemon died");
+            }
+            let daemon = env.serve("");
+            let names = vm_names(&env);
+            assert!(names.contains("kt-killcl") && !names.contains("kt-killcl-new"), "{mode} after {step}: {names}");
+            assert_eq!(state(), kvmctl_libvirt::DomainState::Running, "{mode} after {step}: the source runs on");
+            assert!(clone_files().is_empty(), "{mode} after {step}: {:?}", clone_files());
+            let files: Vec<_> = walk(&env.dir.join("snapshots"));
+            assert!(files.is_empty(), "{mode} after {step}: {files:?}");
+            daemon.kill();
+        }
+    }
+    let daemon = env.serve("");
+    env.ok(&["vm", "delete", "kt-killcl"]);
+    env.ok(&["image", "rm", "kt-killcl-img"]);
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    daemon.kill();
+}
+
 /// Every file below `dir`.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

@@ -17,7 +17,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use kvmctl_types::api::{
     ApiEvent, ErrorBody, Forward, ForwardCreateRequest, Image, ImageImportRequest, Network, NetworkCreateRequest, Plan, PortPoolStatus,
-    StatusResponse, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest,
+    StatusResponse, Vm, VmCloneRequest, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -329,6 +329,10 @@ impl Client {
 
     pub async fn vm_reboot(&self, name: &str) -> Result<Vm, ClientError> {
         self.send_json(Method::POST, &format!("/v1/vms/{}/reboot", seg(name)), &serde_json::json!({})).await
+    }
+
+    pub async fn vm_clone(&self, source: &str, req: &VmCloneRequest) -> Result<Vm, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/vms/{}/clone", seg(source)), req).await
     }
 
     pub async fn vm_resize(&self, name: &str, req: &VmResizeRequest) -> Result<Vm, ClientError> {

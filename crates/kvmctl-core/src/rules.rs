@@ -51,6 +51,17 @@ pub fn seed_volume(vm: &str) -> String {
     format!("{vm}-seed.iso")
 }
 
+/// The read-only base of linked clones with id `id` (a UUID). Names of VMs start with a
+/// letter, so no VM's volume is ever named like a base.
+pub fn base_volume(id: &str) -> String {
+    format!("_base-{id}.qcow2")
+}
+
+/// The base id a volume is named for, when it is named like a clone base.
+pub fn volume_base(volume: &str) -> Option<&str> {
+    volume.strip_prefix("_base-").and_then(|v| v.strip_suffix(".qcow2"))
+}
+
 /// The VM a volume is named for, when it is named like a root disk or seed.
 pub fn volume_vm(volume: &str) -> Option<&str> {
     volume.strip_suffix("-root.qcow2").or_else(|| volume.strip_suffix("-seed.iso"))

@@ -133,6 +133,10 @@ impl RunningServer {
             tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the snapshot operations a crash interrupted");
         }
         reconcile_pass(&ctx, &restarts_tx).await;
+        // Clone bases a crash left unused, once the reconciler undid interrupted clones.
+        if let Err(e) = crate::app::vms::clones_recover(&ctx).await {
+            tracing::warn!(error = %e, "cannot finish clone bases a crash interrupted");
+        }
         // Boots that were being watched when the daemon stopped are watched again, from the
         // stage they reached.
         crate::app::readiness::resume(&ctx).await;

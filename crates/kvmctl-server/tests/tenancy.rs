@@ -237,6 +237,8 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("POST /v1/vms/{name}/snapshots", with_body(Owned, json!({"name": "kt-az-snap"})));
     m.insert("POST /v1/vms/{name}/snapshots/{snapshot}/revert", with_body(Owned, json!({})));
     m.insert("DELETE /v1/vms/{name}/snapshots/{snapshot}", call(Owned));
+    // A clone named like its source is refused (400) after the source is found: no VM is made.
+    m.insert("POST /v1/vms/{name}/clone", with_body(Owned, json!({"name": "kt-az-vm"})));
     m
 }
 
@@ -497,6 +499,12 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
         ("POST", "/v1/vms/kt-bi-vm/resize", json!({"disk_gib": 2}), vec!["vcpus", "memory_mib", "disk_gib"]),
         ("POST", "/v1/vms/kt-bi-vm/exec", json!({"command": "true"}), vec!["timeout_seconds"]),
         ("POST", "/v1/vms/kt-bi-vm/snapshots", json!({"name": "kt-bi-snap"}), vec!["name", "memory", "description"]),
+        (
+            "POST",
+            "/v1/vms/kt-bi-vm/clone",
+            json!({"name": "kt-bi-clone", "no_start": true}),
+            vec!["name", "from_snapshot", "mode", "ttl_seconds"],
+        ),
         ("POST", "/v1/vms/kt-bi-vm/stop", json!({"force": true}), vec!["timeout_seconds"]),
         (
             "POST",

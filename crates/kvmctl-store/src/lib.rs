@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub(crate) type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
 mod audit;
+mod clones;
 mod forwards;
 mod images;
 mod networks;
@@ -27,6 +28,7 @@ mod users;
 mod vms;
 
 pub use audit::AuditRecord;
+pub use clones::CloneBaseRecord;
 pub use forwards::{ForwardRecord, PoolRange};
 pub use images::ImageRecord;
 pub use networks::{NetworkDeleteRefusal, NetworkRecord};

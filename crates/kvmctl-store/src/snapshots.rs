@@ -40,12 +40,24 @@ fn snapshot_from_row(row: sqlx::sqlite::SqliteRow) -> Result<SnapshotRecord, Sto
     })
 }
 
-/// GiB (rounded up) of snapshot files held by the VMs of `owner` (an SQL expression): they
-/// count in the disk quota beside the VMs' disks.
-pub(crate) fn snapshot_gib_of(owner: &str) -> String {
+/// Bytes the VMs' snapshots and the clone bases of `owner` (an SQL expression) hold on top
+/// of their disks: they count in the disk quota beside the VMs' disks.
+pub(crate) fn stored_bytes_of(owner: &str) -> String {
     format!(
-        "(SELECT COALESCE((SUM(s.size_bytes) + 1073741823) / 1073741824, 0) FROM snapshots s JOIN vms w ON w.id = s.vm_id WHERE w.owner = {owner})"
+        "((SELECT COALESCE(SUM(s.size_bytes), 0) FROM snapshots s JOIN vms w ON w.id = s.vm_id WHERE w.owner = {owner}) \
+         + (SELECT COALESCE(SUM(b.size_bytes), 0) FROM clone_bases b WHERE b.owner = {owner}))"
     )
+}
+
+/// GiB (rounded up) of what `stored_bytes_of` counts, with `extra` bytes (an SQL expression)
+/// about to be added.
+pub(crate) fn stored_gib_with(owner: &str, extra: &str) -> String {
+    format!("(({} + {extra} + 1073741823) / 1073741824)", stored_bytes_of(owner))
+}
+
+/// GiB (rounded up) of snapshot files and clone bases held by `owner`.
+pub(crate) fn snapshot_gib_of(owner: &str) -> String {
+    stored_gib_with(owner, "0")
 }
 
 impl DataStore {
@@ -54,11 +66,11 @@ impl DataStore {
     /// snapshots (checked in the same statement); `Ok(false)` when it does not, `Exists` when
     /// the VM has a snapshot by that name.
     pub async fn snapshot_insert(&self, s: &SnapshotRecord, max_disk_gib: Option<u64>) -> Result<bool, StoreError> {
+        let owner = "(SELECT owner FROM vms WHERE id = $2)";
+        let stored = stored_gib_with(owner, "$9");
         let done = sqlx::query(&format!(
             "INSERT INTO snapshots ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
-             WHERE $11 IS NULL OR (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = (SELECT owner FROM vms WHERE id = $2)) \
-               + (SELECT (COALESCE(SUM(x.size_bytes), 0) + $9 + 1073741823) / 1073741824 FROM snapshots x JOIN vms w ON w.id = x.vm_id \
-                  WHERE w.owner = (SELECT owner FROM vms WHERE id = $2)) <= $11"
+             WHERE $11 IS NULL OR (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = {owner}) + {stored} <= $11"
         ))
         .bind(&s.id)
         .bind(s.vm_id.to_string())
@@ -144,13 +156,9 @@ impl DataStore {
         Ok(())
     }
 
-    /// Bytes of snapshot files (memory images, NVRAM copies) the user's VMs hold.
+    /// Bytes of snapshot files (memory images, NVRAM copies) and clone bases the user holds.
     pub async fn snapshot_bytes_of(&self, owner: &str) -> Result<u64, StoreError> {
-        let row =
-            sqlx::query("SELECT COALESCE(SUM(s.size_bytes), 0) AS b FROM snapshots s JOIN vms v ON v.id = s.vm_id WHERE v.owner = $1")
-                .bind(owner)
-                .fetch_one(&self.pool)
-                .await?;
+        let row = sqlx::query(&format!("SELECT {} AS b", stored_bytes_of("$1"))).bind(owner).fetch_one(&self.pool).await?;
         Ok(row.try_get::<i64, _>("b")? as u64)
     }
 }

@@ -363,11 +363,11 @@ impl DataStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{ImageRecord, NodeSettings};
 
-    fn vm(name: &str, owner: &str, node: &str, vcpus: u32) -> VmRecord {
+    pub(crate) fn vm(name: &str, owner: &str, node: &str, vcpus: u32) -> VmRecord {
         VmRecord {
             id: VmId::new(),
             name: Name::parse(name).unwrap(),
@@ -397,15 +397,9 @@ mod tests {
         }
     }
 
-    /// The node's capacity holds in the insert itself, for callers with a quota and for
-    /// admins without one, under concurrency; another node's VMs do not count.
-    #[tokio::test]
-    async fn the_insert_never_overfills_a_node_with_or_without_a_quota() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DataStore::open(&dir.path().join("k.db")).await.unwrap();
-        for n in ["local", "other"] {
-            store.node_upsert(&Name::parse(n).unwrap(), &format!("test:///default?{n}"), &NodeSettings::default()).await.unwrap();
-        }
+    /// Node `local` and image `img`, which `vm` records refer to.
+    pub(crate) async fn image_fixture(store: &DataStore) {
+        store.node_upsert(&Name::parse("local").unwrap(), "test:///default?local", &NodeSettings::default()).await.unwrap();
         let img = ImageRecord {
             name: Name::parse("img").unwrap(),
             node: "local".into(),
@@ -428,6 +422,18 @@ mod tests {
             created_at: 0,
         };
         store.image_insert(&img).await.unwrap();
+    }
+
+    /// The node's capacity holds in the insert itself, for callers with a quota and for
+    /// admins without one, under concurrency; another node's VMs do not count.
+    #[tokio::test]
+    async fn the_insert_never_overfills_a_node_with_or_without_a_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DataStore::open(&dir.path().join("k.db")).await.unwrap();
+        for n in ["local", "other"] {
+            store.node_upsert(&Name::parse(n).unwrap(), &format!("test:///default?{n}"), &NodeSettings::default()).await.unwrap();
+        }
+        image_fixture(&store).await;
         let cap = Some((4, 1 << 20, 100));
         let quota = kvmctl_core::QuotaLimits { vms: 100, vcpus: 100, memory_mib: 1 << 30, disk_gib: 1000, forwards: 10 };
         // 20 concurrent 1-vCPU inserts on a 4-vCPU node, half with a quota, half without.

@@ -503,7 +503,15 @@ impl Node for LibvirtNode {
     fn volume_delete(&self, pool: &str, name: &str) -> Result<(), NodeError> {
         self.with_conn(|c| {
             let p = Self::pool(c, pool)?;
-            let vol = StorageVol::lookup_by_name(&p, name).map_err(|e| NodeError::from_virt("find", "volume", name, e))?;
+            // A file made behind libvirt's back (by qemu-img: a clone's disk) is a volume only
+            // once the pool is refreshed.
+            let vol = match StorageVol::lookup_by_name(&p, name) {
+                Ok(v) => v,
+                Err(_) => {
+                    let _ = p.refresh(0);
+                    StorageVol::lookup_by_name(&p, name).map_err(|e| NodeError::from_virt("find", "volume", name, e))?
+                }
+            };
             vol.delete(0).map_err(|e| NodeError::from_virt("delete", "volume", name, e))
         })
     }

@@ -158,6 +158,28 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
         }
         items.push(item);
     }
+    // Clone bases of no row (a crash between the file and its row's removal).
+    let bases: HashSet<String> = ctx.store.clone_base_list().await?.into_iter().map(|b| b.id).collect();
+    for (pool, vol) in &volumes {
+        let Some(id) = kvmctl_core::rules::volume_base(vol) else { continue };
+        if bases.contains(id) {
+            continue;
+        }
+        let name = format!("{pool}/{vol}");
+        let (first_seen_at, due) = first_seen("volume", &name);
+        let mut item = GcItem {
+            kind: "volume".into(),
+            name,
+            detail: "a linked clones' base that no clone base record names".into(),
+            removed: false,
+            first_seen_at,
+        };
+        if due {
+            ctx.local_node.volume_delete(pool, vol).await?;
+            item.removed = true;
+        }
+        items.push(item);
+    }
     // DHCP reservations for MACs of no VM.
     for (net, host) in &hosts {
         let DhcpHost { mac, name, ip } = host;

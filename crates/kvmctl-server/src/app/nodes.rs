@@ -91,23 +91,24 @@ pub(crate) async fn capacity_total(ctx: &Context, name: &str) -> Result<Option<(
 }
 
 /// Chooses a node for a VM of this size, with every node's verdict; and the chosen node's
-/// capacity (vCPUs, MiB, GiB after overcommit) for the insert to check against.
+/// capacity (vCPUs, MiB, GiB after overcommit) for the insert to check against. `only`: the
+/// one node the VM may go to (a clone goes where its source's disk is).
 pub(crate) async fn place(
     ctx: &Context,
-    vcpus: u64,
-    memory_mib: u64,
-    disk_gib: u64,
+    (vcpus, memory_mib, disk_gib): (u64, u64, u64),
     labels: &BTreeMap<String, String>,
     strategy: Strategy,
+    only: Option<&str>,
 ) -> Result<(Placement, Option<(u64, u64, u64)>), Error> {
-    let mut all = capacities(ctx).await?;
+    let capacities = || async { Ok::<_, Error>(capacities(ctx).await?.into_iter().filter(|(r, _, _)| only.is_none_or(|o| r.name.as_str() == o)).collect::<Vec<_>>()) };
+    let mut all = capacities().await?;
     // A node found down (libvirtd restarting, say) is asked again before it is refused.
     let stale: Vec<NodeRecord> = all.iter().filter(|(_, c, _)| c.state == NodeState::Down).map(|(r, _, _)| r.clone()).collect();
     if !stale.is_empty() {
         for r in &stale {
             refresh_one(ctx, r).await;
         }
-        all = capacities(ctx).await?;
+        all = capacities().await?;
     }
     let errors: BTreeMap<String, String> = all.iter().filter_map(|(r, _, _)| Some((r.name.to_string(), r.error.clone()?))).collect();
     let req = PlacementRequest { vcpus, memory_mib, disk_gib, labels: labels.clone(), strategy };

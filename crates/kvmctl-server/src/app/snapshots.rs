@@ -26,7 +26,7 @@ pub const MAX_SNAPSHOTS: usize = 32;
 /// Longest description.
 const MAX_DESCRIPTION: usize = 1000;
 
-fn vm_dir(ctx: &Context, rec: &VmRecord) -> PathBuf {
+pub(crate) fn vm_dir(ctx: &Context, rec: &VmRecord) -> PathBuf {
     ctx.config.snapshot_dir.join(rec.id.to_string())
 }
 
@@ -34,12 +34,12 @@ fn memory_file(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.mem"))
 }
 
-fn nvram_file(dir: &Path, id: &str) -> PathBuf {
+pub(crate) fn nvram_file(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.nvram"))
 }
 
 /// Where a running VM's state waits while its disk is worked on (no memory kept).
-fn pause_file(dir: &Path) -> PathBuf {
+pub(crate) fn pause_file(dir: &Path) -> PathBuf {
     dir.join("paused.save")
 }
 
@@ -58,7 +58,7 @@ fn view(s: SnapshotRecord, current: Option<&str>, names: &std::collections::Hash
 }
 
 /// The VM, held busy, if snapshots can work on it: on the local node, running or stopped.
-async fn vm_ready<'a>(
+pub(crate) async fn vm_ready<'a>(
     ctx: &'a Context,
     caller: &Caller,
     vm: &str,
@@ -80,12 +80,12 @@ async fn vm_ready<'a>(
     Ok((rec, busy))
 }
 
-async fn running(ctx: &Context, rec: &VmRecord) -> Result<bool, Error> {
+pub(crate) async fn running(ctx: &Context, rec: &VmRecord) -> Result<bool, Error> {
     Ok(matches!(ctx.local_node.domain_state(rec.name.as_str()).await?, DomainState::Running | DomainState::Paused))
 }
 
 /// The root disk's file on the node.
-async fn root_disk(ctx: &Context, rec: &VmRecord) -> Result<PathBuf, Error> {
+pub(crate) async fn root_disk(ctx: &Context, rec: &VmRecord) -> Result<PathBuf, Error> {
     ctx.local_node
         .volume_get(&rec.pool, &rec.root_volume)
         .await?
@@ -112,7 +112,7 @@ async fn disk_snapshot(op: &str, tag: &str, disk: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn remove(path: &Path) {
+pub(crate) fn remove(path: &Path) {
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -120,13 +120,13 @@ fn remove(path: &Path) {
     }
 }
 
-fn file_size(path: &Path) -> u64 {
+pub(crate) fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 /// Runs `work` with the VM's disk at rest: a running VM is saved to `state_file` first and
 /// restored from it after (also when `work` failed); a stopped VM as it is.
-async fn at_rest<T>(
+pub(crate) async fn at_rest<T>(
     ctx: &Context,
     rec: &VmRecord,
     was_running: bool,
@@ -261,7 +261,7 @@ pub async fn snapshot_list(ctx: &Context, caller: &Caller, vm: &str) -> Result<V
     Ok(all.into_iter().map(|s| view(s, current.as_deref(), &names)).collect())
 }
 
-async fn snapshot_of(ctx: &Context, rec: &VmRecord, snapshot: &str) -> Result<SnapshotRecord, Error> {
+pub(crate) async fn snapshot_of(ctx: &Context, rec: &VmRecord, snapshot: &str) -> Result<SnapshotRecord, Error> {
     let snap = parse_name("snapshot", snapshot)?;
     match ctx.store.snapshot_get(&rec.id, snap.as_str()).await? {
         Some(s) if s.state == "ready" => Ok(s),
@@ -350,31 +350,31 @@ pub(crate) async fn remove_all(ctx: &Context, rec: &VmRecord) -> Result<(), Erro
     Ok(())
 }
 
-/// At start-up, before requests: a VM whose state a crash left in a save file is restored
-/// from it; a snapshot being made is undone, one being deleted is deleted.
+/// At start-up, before requests: a VM whose state a crash left in a save file (while a
+/// snapshot or a clone read its disk) is restored from it; a snapshot being made is undone,
+/// one being deleted is deleted.
 pub async fn recover(ctx: &Context) -> Result<(), Error> {
     let unsettled = ctx.store.snapshot_list_unsettled().await?;
-    if unsettled.is_empty() {
-        return Ok(());
-    }
     let vms = ctx.store.vm_list(&Scope::all()).await?;
+    for rec in vms.iter().filter(|v| v.node == LOCAL) {
+        let dir = vm_dir(ctx, rec);
+        // A memory snapshot being made saved the VM to its own file.
+        let mut saved = vec![pause_file(&dir)];
+        saved.extend(unsettled.iter().filter(|s| s.vm_id == rec.id && s.vm_state == "running").map(|s| memory_file(&dir, &s.id)));
+        let Some(file) = saved.into_iter().find(|f| f.exists()) else { continue };
+        if matches!(ctx.local_node.domain_state(rec.name.as_str()).await, Ok(DomainState::Shutoff)) {
+            match ctx.local_node.domain_restore(&file, true).await {
+                Ok(()) => tracing::info!(vm = %rec.name, "restored a VM a crash left saved while its disk was read"),
+                Err(e) => tracing::warn!(vm = %rec.name, error = %e, "cannot restore a VM saved while its disk was read"),
+            }
+        }
+        remove(&pause_file(&dir));
+    }
     for s in unsettled {
         let Some(rec) = vms.iter().find(|v| v.id == s.vm_id) else {
             ctx.store.snapshot_delete(&s).await?;
             continue;
         };
-        let dir = vm_dir(ctx, rec);
-        let stopped = matches!(ctx.local_node.domain_state(rec.name.as_str()).await, Ok(DomainState::Shutoff));
-        for saved in [pause_file(&dir), memory_file(&dir, &s.id)] {
-            if stopped && s.vm_state == "running" && saved.exists() {
-                match ctx.local_node.domain_restore(&saved, true).await {
-                    Ok(()) => tracing::info!(vm = %rec.name, "restored a VM a crash left saved during a snapshot"),
-                    Err(e) => tracing::warn!(vm = %rec.name, error = %e, "cannot restore a VM saved during a snapshot"),
-                }
-                break;
-            }
-        }
-        remove(&pause_file(&dir));
         undo(ctx, rec, &s).await;
         ctx.store.snapshot_delete(&s).await?;
         tracing::info!(vm = %rec.name, snapshot = %s.name, was = %s.state, "finished a snapshot operation a crash interrupted");

@@ -96,6 +96,7 @@ fn routes() -> Vec<Route> {
         route!(post "/v1/vms/{name}/stop", vms::vm_stop),
         route!(post "/v1/vms/{name}/reboot", vms::vm_reboot),
         route!(post "/v1/vms/{name}/resize", vms::vm_resize),
+        route!(post "/v1/vms/{name}/clone", vms::vm_clone),
         route!(get "/v1/vms/{name}/wait", vms::vm_wait),
         route!(post "/v1/vms/{name}/exec", vms::vm_exec),
         route!(get "/v1/vms/{name}/snapshots", snapshots::snapshot_list),

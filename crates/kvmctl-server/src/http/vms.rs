@@ -5,7 +5,7 @@ use crate::app::{self, Context};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::Json;
-use kvmctl_types::api::{ErrorBody, Vm, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest};
+use kvmctl_types::api::{ErrorBody, Vm, VmCloneRequest, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest};
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms", operation_id = "vm_list", responses((status = 200, description = "VMs", body = [Vm])))]
 pub(crate) async fn vm_list(Call { ctx, caller }: Call) -> Result<Json<Vec<Vm>>, ApiError> {
@@ -28,6 +28,24 @@ pub(crate) async fn vm_get(Call { ctx, caller }: Call, Path(name): Path<String>)
         (status = 409, description = "The name is taken, or the VM is busy", body = ErrorBody)))]
 pub(crate) async fn vm_create(Call { ctx, caller }: Call, Body(req): Body<VmCreateRequest>) -> Result<Created<Vm>, ApiError> {
     created(timed(&ctx, "create", app::vms::vm_create(&ctx, &caller, req)).await)
+}
+
+/// Makes a new VM from this one's disk (now, or at one of its snapshots) with a new
+/// identity: id, hostname, MAC, address, SSH host key, VM key, machine-id, forward. `linked`
+/// (default) lays it over a shared read-only base; `full` copies the disk.
+#[utoipa::path(post, path = "/v1/vms/{name}/clone", tag = "vms", operation_id = "vm_clone", request_body = VmCloneRequest,
+    params(("name" = String, Path, description = "The source VM")),
+    responses(
+        (status = 201, description = "Cloned (and started unless no_start)", body = Vm),
+        (status = 400, description = "Bad input; `field` names it", body = ErrorBody),
+        (status = 404, description = "No such VM or snapshot", body = ErrorBody),
+        (status = 409, description = "The name is taken, or a VM is busy", body = ErrorBody)))]
+pub(crate) async fn vm_clone(
+    Call { ctx, caller }: Call,
+    Path(name): Path<String>,
+    Body(req): Body<VmCloneRequest>,
+) -> Result<Created<Vm>, ApiError> {
+    created(timed(&ctx, "clone", app::vms::vm_clone(&ctx, &caller, &name, req)).await)
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]

@@ -103,6 +103,32 @@ pub struct VmCreateRequest {
     pub ttl_seconds: Option<u64>,
 }
 
+/// `POST /v1/vms/{name}/clone`: a new VM from the VM's disk (now, or at one of its
+/// snapshots) with a new identity.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmCloneRequest {
+    /// The clone's name (a DNS label); also its hostname.
+    pub name: String,
+    /// Clone the disk as it was at this snapshot of the source (the source may keep
+    /// running); without it, the disk as it is now (a running source pauses while it is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
+    /// `linked` (default: an overlay on a read-only base kept while a clone uses it; clones
+    /// of one snapshot share it) or `full` (a standalone copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Leave the clone stopped.
+    #[serde(default)]
+    pub no_start: bool,
+    /// Do not allocate the clone an SSH forward.
+    #[serde(default)]
+    pub no_ssh_forward: bool,
+    /// Delete the clone this many seconds after it is made (60 to 2592000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
 /// Why placement chose or refused a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PlacementVerdict {

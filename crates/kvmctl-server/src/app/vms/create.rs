@@ -113,7 +113,7 @@ pub(super) struct Steps {
 }
 
 impl Steps {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Steps { at: Instant::now(), done: Vec::new() }
     }
 
@@ -125,7 +125,7 @@ impl Steps {
     }
 
     /// `validate=0.4 place=1.2 ...` in milliseconds, and the total.
-    fn summary(&self) -> (String, u64) {
+    pub(super) fn summary(&self) -> (String, u64) {
         let text = self.done.iter().map(|(n, us)| format!("{n}={:.1}", *us as f64 / 1000.0)).collect::<Vec<_>>().join(" ");
         (text, (self.done.iter().map(|(_, us)| us).sum::<u128>() / 1000) as u64)
     }
@@ -216,12 +216,12 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     steps.mark("validate");
     let name = spec.name.clone();
     let _busy = ctx.vm_lock(&name, "creating").await?;
-    let (rec, placed) = create_reserve(ctx, caller, &req, strategy, &spec, &mut steps).await?;
+    let (rec, placed) = create_reserve(ctx, caller, &req, strategy, &spec, &mut steps, None).await?;
     let domain_type = domain_type(ctx, &rec.node).await;
     // Forwards are rules in the local node's firewall: VMs on other nodes get none.
     let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some() && rec.node == crate::app::context::LOCAL;
     let CreateSpec { vm_key, seed_iso, image, .. } = spec;
-    let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward };
+    let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root: RootDisk::Image, nvram: None };
     let mut made = Vec::new();
     match vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await {
         Ok(state) => {
@@ -246,19 +246,20 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
 /// Places the VM and reserves what it takes: its row (quota and node capacity admitted in
 /// the same statement), its address, and the address's DHCP entry on the node. On success
 /// the row is in `creating`; on failure nothing is left.
-async fn create_reserve(
+pub(super) async fn create_reserve(
     ctx: &Context,
     caller: &Caller,
     req: &VmCreateRequest,
     strategy: kvmctl_core::placement::Strategy,
     spec: &CreateSpec,
     steps: &mut Steps,
+    only_node: Option<&str>,
 ) -> Result<(VmRecord, kvmctl_core::placement::Placement), Error> {
     let (name, image, network) = (&spec.name, &spec.image, &spec.network);
     let (vcpus, memory_mib, disk_gib) = (spec.vcpus, spec.memory_mib, spec.disk_gib);
     // A first placement picks the node the names and the network are checked on; the
     // insert below checks its capacity again (and places anew when another create filled it).
-    let (mut placed, mut node_cap) = crate::app::nodes::place(ctx, vcpus.into(), memory_mib, disk_gib, &req.node_labels, strategy).await?;
+    let (mut placed, mut node_cap) = crate::app::nodes::place(ctx, (vcpus.into(), memory_mib, disk_gib), &req.node_labels, strategy, only_node).await?;
     let Some(chosen) = placed.chosen.clone() else {
         return Err(Error::InsufficientCapacity { reasons: placed.refusals() });
     };
@@ -318,7 +319,7 @@ async fn create_reserve(
             }
         }
         attempts += 1;
-        (placed, node_cap) = crate::app::nodes::place(ctx, vcpus.into(), memory_mib, disk_gib, &req.node_labels, strategy).await?;
+        (placed, node_cap) = crate::app::nodes::place(ctx, (vcpus.into(), memory_mib, disk_gib), &req.node_labels, strategy, only_node).await?;
         match placed.chosen.clone() {
             Some(n) if attempts < 8 => {
                 if n != rec.node {
@@ -361,11 +362,24 @@ pub(super) fn seed_field(field: &str) -> String {
 /// What create puts on the node besides the record and image: the seed, the VM's key, the
 /// domain type; and what it does beyond making the VM: start it, give it an SSH forward.
 pub(super) struct BuildOptions {
-    seed_iso: Vec<u8>,
-    vm_key: String,
-    domain_type: DomainType,
-    start: bool,
-    ssh_forward: bool,
+    pub(super) seed_iso: Vec<u8>,
+    pub(super) vm_key: String,
+    pub(super) domain_type: DomainType,
+    pub(super) start: bool,
+    pub(super) ssh_forward: bool,
+    pub(super) root: RootDisk,
+    /// A UEFI variable store to start from (a clone's, copied from its source).
+    pub(super) nvram: Option<PathBuf>,
+}
+
+/// What the VM's root disk is made from.
+pub(super) enum RootDisk {
+    /// An overlay on the image.
+    Image,
+    /// An overlay on this qcow2 file (a linked clone's base).
+    Base(PathBuf),
+    /// Made already (a full clone's copy), and in `made`.
+    Made,
 }
 
 /// Create's node steps; returns the state the VM ends in.
@@ -377,7 +391,7 @@ pub(super) async fn vm_build(
     made: &mut Vec<String>,
     steps: &mut Steps,
 ) -> Result<VmState, Error> {
-    let BuildOptions { seed_iso, vm_key, domain_type, start, ssh_forward } = opts;
+    let BuildOptions { seed_iso, vm_key, domain_type, start, ssh_forward, root, nvram } = opts;
     ssh::key_store(&ssh::key_path(&ctx.config.key_dir, &rec.id), &vm_key)?;
     steps.mark("key");
     ctx.failpoints.hit("create.reserve").await?;
@@ -394,16 +408,23 @@ pub(super) async fn vm_build(
     steps.mark("image_copy");
     let paths = image_paths(&conn, image).await?;
     steps.mark("image");
-    let overlay = VolumeSpec {
-        private: true,
-        name: rec.root_volume.clone(),
-        capacity_bytes: rec.disk_gib * GIB,
-        format: DiskFormat::Qcow2,
-        backing: Some((paths.0.join(&image.volume), if image.format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 })),
+    let backing = match root {
+        RootDisk::Image => Some((paths.0.join(&image.volume), if image.format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 })),
+        RootDisk::Base(base) => Some((base, DiskFormat::Qcow2)),
+        RootDisk::Made => None,
     };
     ctx.failpoints.hit("create.before_volumes").await?;
-    conn.volume_create(&rec.pool, overlay).await.map_err(|e| crate::app::context::volume_error(e, &rec.pool))?;
-    made.push(rec.root_volume.clone());
+    if let Some(backing) = backing {
+        let overlay = VolumeSpec {
+            private: true,
+            name: rec.root_volume.clone(),
+            capacity_bytes: rec.disk_gib * GIB,
+            format: DiskFormat::Qcow2,
+            backing: Some(backing),
+        };
+        conn.volume_create(&rec.pool, overlay).await.map_err(|e| crate::app::context::volume_error(e, &rec.pool))?;
+        made.push(rec.root_volume.clone());
+    }
     steps.mark("root_volume");
     ctx.failpoints.hit("create.root_volume").await?;
 
@@ -429,6 +450,12 @@ pub(super) async fn vm_build(
     })?;
     steps.mark("define");
     ctx.failpoints.hit("create.define").await?;
+    // The variable store libvirt made the domain's (at define) starts as the source's.
+    if let Some(from) = nvram {
+        let to = xml::domain_nvram(&conn.domain_xml(rec.name.as_str()).await?)
+            .ok_or_else(|| Error::Internal(format!("the domain of {} has no UEFI variable store to copy into", rec.name)))?;
+        std::fs::copy(&from, &to).map_err(|e| Error::Internal(format!("cannot copy {} to {}: {e}", from.display(), to.display())))?;
+    }
     if !start {
         return Ok(VmState::Stopped);
     }

@@ -15,6 +15,7 @@
 
 mod access;
 mod address;
+mod clone;
 mod create;
 mod power;
 mod resize;
@@ -24,6 +25,8 @@ pub(crate) use super::context::vm_record;
 pub(crate) use super::domain::*;
 pub(crate) use super::guest::*;
 pub use access::*;
+pub use clone::{recover as clones_recover, vm_clone};
+pub(crate) use clone::base_release;
 use address::*;
 pub use create::*;
 pub use power::*;

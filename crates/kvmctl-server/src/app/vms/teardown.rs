@@ -49,6 +49,10 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
         gone(node.volume_delete(&rec.pool, v).await)?;
     }
     ctx.failpoints.hit("delete.volumes").await?;
+    // A linked clone lets go of its base (the last one removes it).
+    if rec.node == crate::app::context::LOCAL {
+        super::base_release(ctx, rec).await?;
+    }
     if let Some(host) = dhcp_host(rec)? {
         // An entry that is not there (never added, or removed already) is fine.
         match node.network_dhcp_host(&rec.network, &host, false).await {
