@@ -187,6 +187,40 @@ pub enum VmCommand {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Write the VM to one archive: its definition and template, UEFI variables, flattened
+    /// disk and a manifest with the sha256 of each. A running VM pauses while its disk is
+    /// read (its processes carry on). `kvmctl vm restore` makes a VM from it.
+    Export {
+        name: String,
+        /// The archive to write (`-` for standard output); written whole or not at all.
+        /// (A positional argument: `-o` is the output format everywhere.)
+        #[arg(value_name = "FILE")]
+        output_file: PathBuf,
+    },
+    /// Make a new VM from an archive of `kvmctl vm export`, verified first (a damaged or
+    /// truncated archive is refused and nothing is made). The VM gets a new identity; the
+    /// image it was made from must exist here by name.
+    Restore {
+        /// The archive.
+        file: PathBuf,
+        /// The new VM's name (also its hostname).
+        #[arg(long)]
+        name: String,
+        /// The network it joins [default: the daemon's].
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        no_start: bool,
+        #[arg(long)]
+        no_ssh_forward: bool,
+        /// Wait until the VM reaches a stage: running (the default with a bare --wait), ssh
+        /// or cloud-init.
+        #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "running")]
+        wait: Option<String>,
+        /// Seconds --wait waits.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Port forwards from host ports to the VM: add, list, rm.
     #[command(subcommand)]
     Forward(crate::network::ForwardCommand),
@@ -543,6 +577,62 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 &format!("cloning VM {source} as {name}"),
                 &format!("VM {name} cloned from {source}"),
                 client.vm_clone(&source, &req),
+            )
+            .await?;
+            if let Some(stage) = wait {
+                vm = with_vm_progress(
+                    client,
+                    &name,
+                    &format!("waiting for VM {name} to reach {stage}"),
+                    &format!("VM {name} reached {stage}"),
+                    client.vm_wait(&name, &stage, timeout),
+                )
+                .await?;
+            }
+            output::print(&vm, format)?;
+        }
+        VmCommand::Export { name, output_file } => {
+            let bytes = if output_file.as_os_str() == "-" {
+                let mut out = tokio::io::stdout();
+                with_progress(&format!("exporting VM {name}"), &format!("VM {name} exported"), client.vm_export(&name, &mut out)).await?
+            } else {
+                // Written beside the target and renamed at the end: a failure leaves no half archive.
+                let partial = PathBuf::from(format!("{}.partial", output_file.display()));
+                let mut out = tokio::fs::File::create(&partial)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("FILE: cannot create {}: {e}", partial.display()))?;
+                let r = with_progress(
+                    &format!("exporting VM {name} to {}", output_file.display()),
+                    &format!("VM {name} exported to {}", output_file.display()),
+                    client.vm_export(&name, &mut out),
+                )
+                .await;
+                match r {
+                    Ok(b) => {
+                        std::fs::rename(&partial, &output_file)
+                            .map_err(|e| anyhow::anyhow!("FILE: cannot rename {} to {}: {e}", partial.display(), output_file.display()))?;
+                        b
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&partial);
+                        return Err(e);
+                    }
+                }
+            };
+            if format == OutputFormat::Json {
+                println!("{}", serde_json::json!({ "vm": name, "file": output_file, "bytes": bytes }));
+            }
+        }
+        VmCommand::Restore { file, name, network, no_start, no_ssh_forward, wait, timeout } => {
+            let f = tokio::fs::File::open(&file).await.map_err(|e| anyhow::anyhow!("FILE: cannot open {}: {e}", file.display()))?;
+            let req = kvmctl_client::RestoreRequest { name: name.clone(), network, no_start, no_ssh_forward };
+            let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let mut vm = with_vm_progress(
+                client,
+                &name,
+                &format!("restoring VM {name} from {}", file.display()),
+                &format!("VM {name} restored from {}", file.display()),
+                client.vm_restore(&req, f, sent),
             )
             .await?;
             if let Some(stage) = wait {

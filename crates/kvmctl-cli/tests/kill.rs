@@ -173,6 +173,53 @@ fn a_crash_in_a_clone_is_undone_and_the_source_runs_on() {
     daemon.kill();
 }
 
+/// The daemon killed in the middle of an export of a running VM (saved to a file while its
+/// disk is copied) and of a restore (after its VM was recorded, and after the disk was put in
+/// the pool): on restart the exported VM runs on, the half restore is gone (no VM, no
+/// volume), no staging files are left, and no half archive is left where it was written.
+#[test]
+fn a_crash_in_an_export_or_restore_is_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env { dir: dir.path().to_owned() };
+    let sweep = Sweep::new(&["kt-killbk", "kt-killbk-new"], &["kt-killbk-img"]);
+    let daemon = env.serve("");
+    tiny_import(&env, "kt-killbk-img");
+    let create = create_args("kt-killbk", "kt-killbk-img");
+    env.ok(&create.iter().map(String::as_str).collect::<Vec<_>>());
+    let archive = env.dir.join("kt-killbk.tar");
+    env.ok(&["vm", "export", "kt-killbk", archive.to_str().unwrap()]);
+    daemon.kill();
+    let state = || {
+        use kvmctl_libvirt::Node;
+        sweep.node.domain_state("kt-killbk").unwrap()
+    };
+    let half = env.dir.join("half.tar");
+    let daemon = env.serve("export.copied=crash");
+    let out = env.kvmctl(&["vm", "export", "kt-killbk", half.to_str().unwrap()]);
+    assert!(!out.status.success() && daemon.died(), "the export survived a crash");
+    assert_eq!(state(), kvmctl_libvirt::DomainState::Shutoff, "the VM was saved to a file when the daemon died");
+    assert!(!half.exists() && !env.dir.join("half.tar.partial").exists(), "no half archive is left");
+    for step in ["recorded", "disk"] {
+        let daemon = env.serve(&format!("restore.{step}=crash"));
+        let out = env.kvmctl(&["vm", "restore", archive.to_str().unwrap(), "--name", "kt-killbk-new"]);
+        assert!(!out.status.success(), "the restore survived a crash after {step}");
+        assert!(daemon.died(), "the daemon should have crashed after restore.{step}");
+        let daemon = env.serve("");
+        let names = vm_names(&env);
+        assert!(!names.contains("kt-killbk-new"), "after {step}: {names}");
+        assert_eq!(state(), kvmctl_libvirt::DomainState::Running, "after {step}: the exported VM runs on");
+        let files: Vec<_> = walk(&env.dir.join("snapshots"));
+        assert!(files.is_empty(), "after {step}: {files:?}");
+        assert!(sweep.leftovers().iter().all(|l| !l.contains("kt-killbk-new")), "after {step}: {:?}", sweep.leftovers());
+        daemon.kill();
+    }
+    let daemon = env.serve("");
+    env.ok(&["vm", "delete", "kt-killbk"]);
+    env.ok(&["image", "rm", "kt-killbk-img"]);
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    daemon.kill();
+}
+
 /// Every file below `dir`.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

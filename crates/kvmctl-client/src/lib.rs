@@ -6,9 +6,11 @@
 //! and a fresh connection can never be half-broken by a daemon restart.
 
 /// The daemon's socket when none is given.
+pub use backups::RestoreRequest;
 pub use kvmctl_types::DEFAULT_SOCKET;
 
 mod admin;
+mod backups;
 mod snapshots;
 
 use http_body_util::{BodyExt, Full};
@@ -386,15 +388,8 @@ impl Client {
     where
         W: tokio::io::AsyncWrite + Unpin,
     {
-        use tokio::io::AsyncWriteExt;
         let url = format!("/v1/vms/{}/files?path={}", seg(name), seg(path));
-        let req = Request::builder().method(Method::GET).uri(&url).header(hyper::header::HOST, self.host_header());
-        let req = match &self.token {
-            Some(t) => req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}")),
-            None => req,
-        };
-        let req = req.body(Full::new(Bytes::new())).expect("valid request");
-        let resp = self.send(TokioIo::new(self.connect().await?), req).await?;
+        let resp = self.open(Method::GET, &url, Full::new(Bytes::new()), None).await?;
         let status = resp.status();
         let dir = resp.headers().get("x-kvmctl-kind").is_some_and(|k| k == "dir");
         let http_err = |source| ClientError::Http { endpoint: self.endpoint.clone(), source };
@@ -405,6 +400,41 @@ impl Client {
             }
             return decode(status, &body).map(GuestDownload::Dir);
         }
+        Ok(GuestDownload::File(self.body_to(resp, out).await?))
+    }
+
+    /// Sends a request with `body` (streamed as it is polled) on a fresh connection; the
+    /// response, its body still to read.
+    pub(crate) async fn open<B>(
+        &self,
+        method: Method,
+        url: &str,
+        body: B,
+        content_type: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut req = Request::builder().method(method).uri(url).header(hyper::header::HOST, self.host_header());
+        if let Some(t) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(c) = content_type {
+            req = req.header(hyper::header::CONTENT_TYPE, c);
+        }
+        let req = req.body(body).expect("valid request");
+        self.send(TokioIo::new(self.connect().await?), req).await
+    }
+
+    /// A response's body written to `out` as it arrives; the bytes written.
+    pub(crate) async fn body_to<W>(&self, resp: hyper::Response<hyper::body::Incoming>, out: &mut W) -> Result<u64, ClientError>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let http_err = |source| ClientError::Http { endpoint: self.endpoint.clone(), source };
         let mut body = resp.into_body();
         let mut written = 0u64;
         while let Some(frame) = body.frame().await {
@@ -415,7 +445,7 @@ impl Client {
             }
         }
         out.flush().await.map_err(|e| ClientError::Write { source: e })?;
-        Ok(GuestDownload::File(written))
+        Ok(written)
     }
 
     /// Opens a terminal WebSocket (`/v1/vms/{name}/console` or `/ssh?...`).
@@ -498,9 +528,12 @@ impl Client {
         }
     }
 
-    async fn send<IO>(&self, io: TokioIo<IO>, req: Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
+    async fn send<IO, B>(&self, io: TokioIo<IO>, req: Request<B>) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let http_err = |source| ClientError::Http { endpoint: self.endpoint.clone(), source };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(http_err)?;

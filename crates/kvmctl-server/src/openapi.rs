@@ -42,6 +42,8 @@ use utoipa::OpenApi;
         crate::http::vms::vm_get,
         crate::http::vms::vm_create,
         crate::http::vms::vm_clone,
+        crate::http::vms::vm_export,
+        crate::http::vms::vm_restore,
         crate::http::vms::vm_delete,
         crate::http::vms::vm_start,
         crate::http::vms::vm_stop,

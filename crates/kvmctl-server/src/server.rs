@@ -129,6 +129,7 @@ impl RunningServer {
         let (restarts_tx, restarts_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
         // Operations a crash interrupted are finished or undone before any request is taken:
         // snapshots first, so a VM a crash left saved is restored, not booted afresh.
+        crate::app::vms::staging_sweep(&ctx);
         if let Err(e) = crate::app::snapshots::recover(&ctx).await {
             tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the snapshot operations a crash interrupted");
         }

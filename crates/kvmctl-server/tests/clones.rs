@@ -61,7 +61,8 @@ async fn clones_boot_with_the_source_disk_and_their_own_identity() {
     let (server, client) = daemon::start(&cfg).await;
     let image = daemon::tiny_image(&client, d, "kt-clone-img").await;
     let pool_dir = std::path::PathBuf::from(&image.path).parent().unwrap().to_path_buf();
-    let src = client.vm_create(&VmCreateRequest { user: Some("root".into()), ..daemon::tiny_vm(SRC, "kt-clone-img", vec![]) }).await.unwrap();
+    let src =
+        client.vm_create(&VmCreateRequest { user: Some("root".into()), ..daemon::tiny_vm(SRC, "kt-clone-img", vec![]) }).await.unwrap();
     client.vm_wait(SRC, "ssh", 300).await.unwrap();
     mark(&client, SRC, "snap_").await;
     client.snapshot_create(SRC, &SnapshotCreateRequest { name: "s1".into(), ..Default::default() }).await.unwrap();
@@ -121,7 +122,11 @@ async fn clones_boot_with_the_source_disk_and_their_own_identity() {
     // The source goes; its clones and their base stay.
     client.vm_delete(SRC, false).await.unwrap();
     assert_eq!(marked(&client, LINKED).await, "clone");
-    assert_eq!(sh(&client, LINKED2, "dd if=/dev/vda bs=1M skip=500 count=30 2>/dev/null | wc -c").await, "31457280", "the base reads whole");
+    assert_eq!(
+        sh(&client, LINKED2, "dd if=/dev/vda bs=1M skip=500 count=30 2>/dev/null | wc -c").await,
+        "31457280",
+        "the base reads whole"
+    );
     client.vm_delete(LINKED, false).await.unwrap();
     assert_eq!(bases(&pool_dir).len(), 1, "the base stays while a clone uses it");
     client.vm_delete(LINKED2, false).await.unwrap();

@@ -239,6 +239,9 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("DELETE /v1/vms/{name}/snapshots/{snapshot}", call(Owned));
     // A clone named like its source is refused (400) after the source is found: no VM is made.
     m.insert("POST /v1/vms/{name}/clone", with_body(Owned, json!({"name": "kt-az-vm"})));
+    m.insert("GET /v1/vms/{name}/export", call(Owned));
+    // Not an archive: refused (400) once the caller is known.
+    m.insert("POST /v1/restore", Call { rule: Any, query: "?name=kt-az-restored", body: Some(json!({})), ws: false, sse: false });
     m
 }
 

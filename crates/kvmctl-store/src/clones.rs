@@ -49,18 +49,18 @@ impl DataStore {
             "INSERT INTO clone_bases ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
              WHERE $10 IS NULL OR (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = $2) + {stored} <= $10"
         ))
-            .bind(&b.id)
-            .bind(&b.owner)
-            .bind(b.source_vm.to_string())
-            .bind(&b.snapshot)
-            .bind(&b.pool)
-            .bind(&b.volume)
-            .bind(&b.state)
-            .bind(b.size_bytes as i64)
-            .bind(unix_now())
-            .bind(max_disk_gib.map(|v| v.min(i64::MAX as u64) as i64))
-            .execute(&mut *tx)
-            .await?;
+        .bind(&b.id)
+        .bind(&b.owner)
+        .bind(b.source_vm.to_string())
+        .bind(&b.snapshot)
+        .bind(&b.pool)
+        .bind(&b.volume)
+        .bind(&b.state)
+        .bind(b.size_bytes as i64)
+        .bind(unix_now())
+        .bind(max_disk_gib.map(|v| v.min(i64::MAX as u64) as i64))
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
@@ -71,15 +71,21 @@ impl DataStore {
 
     /// Makes VM `user` a user of `owner`'s ready base of `source`'s snapshot `snapshot`, if
     /// there is one (in one statement, so a base being removed is never taken); returns it.
-    pub async fn clone_base_take(&self, source: &VmId, snapshot: &str, owner: &str, user: &VmId) -> Result<Option<CloneBaseRecord>, StoreError> {
+    pub async fn clone_base_take(
+        &self,
+        source: &VmId,
+        snapshot: &str,
+        owner: &str,
+        user: &VmId,
+    ) -> Result<Option<CloneBaseRecord>, StoreError> {
         let found = "SELECT id FROM clone_bases WHERE source_vm = $1 AND snapshot = $2 AND owner = $3 AND state = 'ready'";
         let done = sqlx::query(&format!("UPDATE vms SET base = ({found} LIMIT 1) WHERE id = $4 AND EXISTS ({found})"))
-        .bind(source.to_string())
-        .bind(snapshot)
-        .bind(owner)
-        .bind(user.to_string())
-        .execute(&self.pool)
-        .await?;
+            .bind(source.to_string())
+            .bind(snapshot)
+            .bind(owner)
+            .bind(user.to_string())
+            .execute(&self.pool)
+            .await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }
@@ -119,12 +125,11 @@ impl DataStore {
 
     /// Marks base `id` `deleting` if no VM uses it; returns it then.
     pub async fn clone_base_unused(&self, id: &str) -> Result<Option<CloneBaseRecord>, StoreError> {
-        let done = sqlx::query(
-            "UPDATE clone_bases SET state = 'deleting' WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM vms WHERE base = $1)",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let done =
+            sqlx::query("UPDATE clone_bases SET state = 'deleting' WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM vms WHERE base = $1)")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }

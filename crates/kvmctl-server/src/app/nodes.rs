@@ -100,7 +100,9 @@ pub(crate) async fn place(
     strategy: Strategy,
     only: Option<&str>,
 ) -> Result<(Placement, Option<(u64, u64, u64)>), Error> {
-    let capacities = || async { Ok::<_, Error>(capacities(ctx).await?.into_iter().filter(|(r, _, _)| only.is_none_or(|o| r.name.as_str() == o)).collect::<Vec<_>>()) };
+    let capacities = || async {
+        Ok::<_, Error>(capacities(ctx).await?.into_iter().filter(|(r, _, _)| only.is_none_or(|o| r.name.as_str() == o)).collect::<Vec<_>>())
+    };
     let mut all = capacities().await?;
     // A node found down (libvirtd restarting, say) is asked again before it is refused.
     let stale: Vec<NodeRecord> = all.iter().filter(|(_, c, _)| c.state == NodeState::Down).map(|(r, _, _)| r.clone()).collect();

@@ -97,6 +97,8 @@ fn routes() -> Vec<Route> {
         route!(post "/v1/vms/{name}/reboot", vms::vm_reboot),
         route!(post "/v1/vms/{name}/resize", vms::vm_resize),
         route!(post "/v1/vms/{name}/clone", vms::vm_clone),
+        route!(get "/v1/vms/{name}/export", vms::vm_export),
+        route!(post "/v1/restore", vms::vm_restore),
         route!(get "/v1/vms/{name}/wait", vms::vm_wait),
         route!(post "/v1/vms/{name}/exec", vms::vm_exec),
         route!(get "/v1/vms/{name}/snapshots", snapshots::snapshot_list),

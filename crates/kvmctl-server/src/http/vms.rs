@@ -48,6 +48,56 @@ pub(crate) async fn vm_clone(
     created(timed(&ctx, "clone", app::vms::vm_clone(&ctx, &caller, &name, req)).await)
 }
 
+/// The VM as one tar archive (`application/x-tar`): `vm.json` (its definition and
+/// template), `domain.xml`, `nvram.fd` (UEFI), `disk.qcow2` (flattened) and `manifest.json`
+/// (size and sha256 of each). A running VM pauses while its disk is read (its RAM is saved
+/// and restored: its processes carry on); the VM is busy until the archive is sent.
+#[utoipa::path(get, path = "/v1/vms/{name}/export", tag = "vms", operation_id = "vm_export",
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, description = "The archive", content_type = "application/x-tar", body = Vec<u8>),
+        (status = 404, description = "No such VM", body = ErrorBody),
+        (status = 409, description = "The VM is busy, or not running or stopped", body = ErrorBody)))]
+pub(crate) async fn vm_export(Call { ctx, caller }: Call, Path(name): Path<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match timed(&ctx, "export", app::vms::vm_export(ctx.clone(), caller, &name)).await {
+        Ok(stream) => ([(axum::http::header::CONTENT_TYPE, "application/x-tar")], axum::body::Body::from_stream(stream)).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RestoreQuery {
+    /// The new VM's name (also its hostname). Required.
+    #[serde(default)]
+    name: String,
+    /// The network it joins [default: the daemon's `network` setting].
+    network: Option<String>,
+    #[serde(default)]
+    no_start: bool,
+    #[serde(default)]
+    no_ssh_forward: bool,
+}
+
+/// A new VM from an archive of `GET /v1/vms/{name}/export` (the request body). The archive
+/// is verified (members, sizes, sha256, a self-contained disk) before anything is made; the
+/// VM gets a new identity, under quota and placement like any create. The image it was
+/// made from must exist here by name.
+#[utoipa::path(post, path = "/v1/restore", tag = "vms", operation_id = "vm_restore", params(RestoreQuery),
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses((status = 201, description = "Restored (and started unless no_start)", body = Vm),
+        (status = 400, description = "A damaged or foreign archive (`field` is `archive`), or bad input", body = ErrorBody),
+        (status = 403, description = "Past the quota, or sizes the caller may not pick", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody)))]
+pub(crate) async fn vm_restore(
+    Call { ctx, caller }: Call,
+    Query(q): Query<RestoreQuery>,
+    body: axum::body::Body,
+) -> Result<Created<Vm>, ApiError> {
+    let opts = app::vms::RestoreOptions { name: q.name, network: q.network, no_start: q.no_start, no_ssh_forward: q.no_ssh_forward };
+    created(timed(&ctx, "restore", app::vms::vm_restore(&ctx, &caller, opts, body.into_data_stream())).await)
+}
+
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct DeleteQuery {

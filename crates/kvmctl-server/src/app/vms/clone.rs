@@ -31,12 +31,20 @@ fn identity_reset(source: &str, user: &str) -> Vec<String> {
     ]
 }
 
-/// The clone's identity and seed, made in memory.
-fn clone_spec(src: &VmRecord, image: &ImageRecord, name: Name) -> Result<CreateSpec, Error> {
+/// A new VM's identity and seed, made in memory, for a VM whose disk was VM `source`'s
+/// (whose login user is `user`): a clone's or a restore's.
+pub(super) struct Identity {
+    pub(super) id: VmId,
+    pub(super) vm_key: String,
+    pub(super) seed_iso: Vec<u8>,
+    pub(super) host_key: Option<String>,
+}
+
+pub(super) fn identity_new(source: &Name, user: &Name, image: &ImageRecord, name: &Name) -> Result<Identity, Error> {
     let id = VmId::new();
     let (vm_key, vm_public) = ssh::key_generate(&format!("kvmctl-{name}"))?;
-    let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), &src.ssh_user, vec![vm_public]);
-    seed_spec.runcmd = identity_reset(src.name.as_str(), &src.ssh_user);
+    let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), user.as_str(), vec![vm_public]);
+    seed_spec.runcmd = identity_reset(source.as_str(), user.as_str());
     let host_key = if image.cloud_init {
         let (key, fingerprint) = ssh::host_key_generate(name.as_str())?;
         seed_spec.host_key = Some(key);
@@ -45,6 +53,13 @@ fn clone_spec(src: &VmRecord, image: &ImageRecord, name: Name) -> Result<CreateS
         None
     };
     let seed = kvmctl_cloudinit::seed::render(&seed_spec).map_err(|e| Error::invalid(seed_field(&e.field), e.message))?;
+    Ok(Identity { id, vm_key, seed_iso: kvmctl_cloudinit::seed::nocloud_iso(&seed), host_key })
+}
+
+/// The clone's identity and seed, made in memory.
+fn clone_spec(src: &VmRecord, image: &ImageRecord, name: Name) -> Result<CreateSpec, Error> {
+    let user = parse_name("user", &src.ssh_user)?;
+    let Identity { id, vm_key, seed_iso, host_key } = identity_new(&src.name, &user, image, &name)?;
     Ok(CreateSpec {
         name,
         image: image.clone(),
@@ -57,7 +72,7 @@ fn clone_spec(src: &VmRecord, image: &ImageRecord, name: Name) -> Result<CreateS
         network: src.network.clone(),
         id,
         vm_key,
-        seed_iso: kvmctl_cloudinit::seed::nocloud_iso(&seed),
+        seed_iso,
         host_key,
     })
 }
@@ -216,7 +231,8 @@ pub async fn vm_clone(ctx: &Context, caller: &Caller, source: &str, req: VmClone
     let spec = clone_spec(&src, &image, name.clone())?;
     steps.mark("validate");
     let _busy = ctx.vm_lock(&name, "creating").await?;
-    let create = VmCreateRequest { name: req.name.clone(), image: src.image.to_string(), ttl_seconds: req.ttl_seconds, ..Default::default() };
+    let create =
+        VmCreateRequest { name: req.name.clone(), image: src.image.to_string(), ttl_seconds: req.ttl_seconds, ..Default::default() };
     let strategy = crate::app::nodes::strategy(None)?;
     let (rec, _placed) = create_reserve(ctx, caller, &create, strategy, &spec, &mut steps, Some(src.node.as_str())).await?;
     ctx.publish("vm.clone", &rec.name, &rec.owner, Some("creating"), None, Some(src.name.as_str()));

@@ -259,7 +259,8 @@ pub(super) async fn create_reserve(
     let (vcpus, memory_mib, disk_gib) = (spec.vcpus, spec.memory_mib, spec.disk_gib);
     // A first placement picks the node the names and the network are checked on; the
     // insert below checks its capacity again (and places anew when another create filled it).
-    let (mut placed, mut node_cap) = crate::app::nodes::place(ctx, (vcpus.into(), memory_mib, disk_gib), &req.node_labels, strategy, only_node).await?;
+    let (mut placed, mut node_cap) =
+        crate::app::nodes::place(ctx, (vcpus.into(), memory_mib, disk_gib), &req.node_labels, strategy, only_node).await?;
     let Some(chosen) = placed.chosen.clone() else {
         return Err(Error::InsufficientCapacity { reasons: placed.refusals() });
     };
@@ -319,7 +320,8 @@ pub(super) async fn create_reserve(
             }
         }
         attempts += 1;
-        (placed, node_cap) = crate::app::nodes::place(ctx, (vcpus.into(), memory_mib, disk_gib), &req.node_labels, strategy, only_node).await?;
+        (placed, node_cap) =
+            crate::app::nodes::place(ctx, (vcpus.into(), memory_mib, disk_gib), &req.node_labels, strategy, only_node).await?;
         match placed.chosen.clone() {
             Some(n) if attempts < 8 => {
                 if n != rec.node {

@@ -15,6 +15,7 @@
 
 mod access;
 mod address;
+mod backup;
 mod clone;
 mod create;
 mod power;
@@ -25,9 +26,11 @@ pub(crate) use super::context::vm_record;
 pub(crate) use super::domain::*;
 pub(crate) use super::guest::*;
 pub use access::*;
-pub use clone::{recover as clones_recover, vm_clone};
-pub(crate) use clone::base_release;
 use address::*;
+pub(crate) use backup::staging_sweep;
+pub use backup::{vm_export, vm_restore, RestoreOptions};
+pub(crate) use clone::base_release;
+pub use clone::{recover as clones_recover, vm_clone};
 pub use create::*;
 pub use power::*;
 pub use resize::*;
