@@ -28,16 +28,9 @@ fi
 RUNS=${RUNS:-5}
 W=/tmp/snapbench
 rm -rf "$W"; mkdir -p "$W"
-log "building kvmctl (release)"
-(cd "$repo" && cargo build --release --quiet -p kvmctl-cli)
-KV="$repo/target/release/kvmctl"
-export KVMCTL_SOCKET="$W/k.sock"
-KVMCTL_DATABASE="$W/k.db" KVMCTL_POOL="$KVMCTL_TEST_POOL" KVMCTL_NETWORK="$KVMCTL_TEST_NETWORK" \
-  KVMCTL_CONSOLE_LOG_DIR="$W/console" KVMCTL_KEY_DIR="$W/keys" KVMCTL_SNAPSHOT_DIR="$W/snapshots" \
-  KVMCTL_DOMAIN_TYPE=qemu KVMCTL_HOST_STATE_DIR="$W/host" KVMCTL_SSH_PORT_RANGE=29400-29409 \
-  KVMCTL_GENERAL_PORT_RANGE=29410-29419 KVMCTL_VNC_PORT_RANGE=29420-29429 KVMCTL_LOG=info \
-  "$KV" serve > "$W/serve.log" 2>&1 &
-daemon=$!
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+bench_serve "$W" 29400
 vms=()
 cleanup() {
   for v in "${vms[@]}"; do "$KV" vm delete "$v" >/dev/null 2>&1 || true; done
@@ -45,23 +38,12 @@ cleanup() {
   kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true
 }
 trap cleanup EXIT
-for _ in $(seq 100); do [ -S "$KVMCTL_SOCKET" ] && break; sleep 0.05; done
-[ -S "$KVMCTL_SOCKET" ] || die "the daemon did not start: $(tail -3 "$W/serve.log")"
 qemu-img create -q -f qcow2 "$W/base.qcow2" 64M
 "$KV" image import "$W/base.qcow2" --name sb-img --kernel "$KVMCTL_TEST_TINY/vmlinuz" \
   --initrd "$KVMCTL_TEST_TINY/initrd.gz" --cmdline "console=ttyS0 quiet panic=-1" >/dev/null
 
 R="$W/results"
 : > "$R"
-# timeit METRIC CMD...: appends METRIC and milliseconds to $R; a failing command stops the run.
-timeit() {
-  local m=$1; shift
-  local t0 t1
-  t0=$(date +%s%N)
-  "$@" >/dev/null 2>"$W/last.err" || die "$m failed: $(cat "$W/last.err")"
-  t1=$(date +%s%N)
-  echo "$m $(( (t1 - t0) / 1000 ))" >> "$R"
-}
 revert_ssh() { "$KV" vm snapshot revert "$1" m && "$KV" vm exec "$1" -- true; }
 
 for i in $(seq "$RUNS"); do
@@ -79,20 +61,8 @@ for i in $(seq "$RUNS"); do
   "$KV" vm delete "$vm" >/dev/null
 done
 
-python3 - "$R" <<'PY' | tee "$W/snapshots.table.md"
-import collections, statistics, sys
-v = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    m, us = line.split()
-    v[m].append(int(us) / 1000)
-med = {m: statistics.median(x) for m, x in v.items()}
-print("| metric | n | min ms | median ms | max ms |\n|---|---:|---:|---:|---:|")
-for m, x in v.items():
-    print(f"| {m} | {len(x)} | {min(x):.0f} | {med[m]:.0f} | {max(x):.0f} |")
-print()
-for a, b, what in [("kv.snap_mem", "vi.snap_internal", "memory snapshot, kvmctl / libvirt internal"),
-                   ("kv.revert_mem", "vi.revert", "revert to it, kvmctl / libvirt internal"),
-                   ("kv.revert_ssh", "kv.cold_ssh", "memory revert to SSH / cold create to SSH")]:
-    print(f"- {what}: {med[a] / med[b]:.2f}x ({med[a]:.0f} / {med[b]:.0f} ms)")
-PY
+python3 "$here/table.py" "$R" \
+  "kv.snap_mem:vi.snap_internal:memory snapshot, kvmctl / libvirt internal" \
+  "kv.revert_mem:vi.revert:revert to it, kvmctl / libvirt internal" \
+  "kv.revert_ssh:kv.cold_ssh:memory revert to SSH / cold create to SSH" | tee "$W/snapshots.table.md"
 { date -u +"%F %T UTC"; "$KV" --version; virsh --version; nproc; } > "$W/machine.txt"

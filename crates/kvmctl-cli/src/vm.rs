@@ -375,6 +375,18 @@ fn read(flag: &str, path: &PathBuf) -> anyhow::Result<String> {
 
 /// Runs `op` behind a progress line that follows VM `vm` through the daemon's events (its
 /// state changes and readiness stages); without events it is a plain progress line.
+/// `--wait STAGE` after a create, clone or restore: the VM once it reached the stage.
+async fn wait_for(client: &Client, name: &str, stage: &str, timeout: u64) -> anyhow::Result<Vm> {
+    with_vm_progress(
+        client,
+        name,
+        &format!("waiting for VM {name} to reach {stage}"),
+        &format!("VM {name} reached {stage}"),
+        client.vm_wait(name, stage, timeout),
+    )
+    .await
+}
+
 async fn with_vm_progress<T>(
     client: &Client,
     vm: &str,
@@ -456,14 +468,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 with_vm_progress(client, &name, &format!("creating VM {name}"), &format!("VM {name} created"), client.vm_create(&req))
                     .await?;
             if let Some(stage) = wait {
-                vm = with_vm_progress(
-                    client,
-                    &name,
-                    &format!("waiting for VM {name} to reach {stage}"),
-                    &format!("VM {name} reached {stage}"),
-                    client.vm_wait(&name, &stage, timeout),
-                )
-                .await?;
+                vm = wait_for(client, &name, &stage, timeout).await?;
             }
             if explain && format == OutputFormat::Table {
                 let mut rows = vec![["node", "verdict", "reason"].map(String::from).to_vec()];
@@ -580,14 +585,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             )
             .await?;
             if let Some(stage) = wait {
-                vm = with_vm_progress(
-                    client,
-                    &name,
-                    &format!("waiting for VM {name} to reach {stage}"),
-                    &format!("VM {name} reached {stage}"),
-                    client.vm_wait(&name, &stage, timeout),
-                )
-                .await?;
+                vm = wait_for(client, &name, &stage, timeout).await?;
             }
             output::print(&vm, format)?;
         }
@@ -636,14 +634,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             )
             .await?;
             if let Some(stage) = wait {
-                vm = with_vm_progress(
-                    client,
-                    &name,
-                    &format!("waiting for VM {name} to reach {stage}"),
-                    &format!("VM {name} reached {stage}"),
-                    client.vm_wait(&name, &stage, timeout),
-                )
-                .await?;
+                vm = wait_for(client, &name, &stage, timeout).await?;
             }
             output::print(&vm, format)?;
         }

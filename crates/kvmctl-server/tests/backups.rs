@@ -105,6 +105,9 @@ async fn an_exported_vm_restores_with_its_data_and_bad_archives_are_refused() {
     let info = std::process::Command::new("qemu-img").args(["info", "--output=json"]).arg(unpacked.join("disk.qcow2")).output().unwrap();
     assert!(!String::from_utf8_lossy(&info.stdout).contains("backing-filename"), "the exported disk is flattened");
     assert_eq!(api_status(client.vm_export("kt-no-such", &mut tokio::io::sink()).await), 404);
+    // An export hands out a whole disk: it is in the audit log, though a GET.
+    let audit = client.audit_list(None, None, Some(100)).await.unwrap();
+    assert!(audit.iter().any(|a| a.method == "GET" && a.path == format!("/v1/vms/{VM}/export") && a.status == 200), "{audit:?}");
 
     // Restore it under a new name once the original is gone: the data is back, the
     // identity is new.

@@ -5,8 +5,11 @@
 //! with Secure Boot enforced (Microsoft's keys enrolled), each with a kvmctl seed
 //! that merges the user's own cloud-config. cloud-init creates the user with the key; SSH
 //! as that user works; the root grew to the VM's disk; cloud-init finished without errors.
-//! Then a stop of a real guest on request, a start, and delete of everything. Three full
-//! guests, in parallel: about two minutes under TCG.
+//! The Secure Boot guest is snapshotted with memory and reverted, cloned (linked from the
+//! snapshot, full from its disk now) and a clone exported and restored: each new VM boots
+//! with its data, Secure Boot and an identity of its own. Then a stop of a real guest on
+//! request, a start, and delete of everything. Three full guests in parallel, three more
+//! after: about seven minutes under TCG.
 
 use kvmctl_client::Client;
 use kvmctl_testkit::daemon::{self, Sweep};
@@ -41,7 +44,10 @@ async fn debian_vms_boot_with_bios_and_uefi_and_serve_ssh() {
     let image = PathBuf::from(kvmctl_testkit::env("KVMCTL_TEST_DEBIAN_IMAGE"));
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sweep = Sweep::new(&["kt-deb-bios", "kt-deb-uefi", "kt-deb-uefi-secure"], &["kt-debian"]);
+    let sweep = Sweep::new(
+        &["kt-deb-bios", "kt-deb-uefi", "kt-deb-uefi-secure", "kt-deb-cl-linked", "kt-deb-cl-full", "kt-deb-restored"],
+        &["kt-debian"],
+    );
     let cfg = daemon::config(d);
     let (server, client) = daemon::start(&cfg).await;
 
@@ -155,7 +161,8 @@ async fn debian_vms_boot_with_bios_and_uefi_and_serve_ssh() {
             out.stdout.trim().to_owned()
         }
     };
-    run("echo before > /home/alice/marker; setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $! > /dev/shm/sleeper").await;
+    // Synced: a clone of the snapshot (below) boots from its disk, not its memory.
+    run("echo before > /home/alice/marker; sync; setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $! > /dev/shm/sleeper").await;
     let snap = client
         .snapshot_create(vm, &kvmctl_types::api::SnapshotCreateRequest { name: "booted".into(), memory: true, description: None })
         .await
@@ -175,8 +182,74 @@ async fn debian_vms_boot_with_bios_and_uefi_and_serve_ssh() {
     ))
     .await;
     assert_eq!(after.lines().map(str::trim).collect::<Vec<_>>(), ["before", "alive", "secure-boot=1"], "{after}");
-    for fw in &FIRMWARES[1..] {
-        client.vm_delete(&format!("kt-deb-{fw}"), false).await.unwrap();
+    client.vm_delete("kt-deb-uefi", false).await.unwrap();
+
+    // Clones of the Secure Boot guest: linked from the snapshot (while the source runs on),
+    // full from its disk as it is now (the source paused while it is read). Each boots with
+    // its disk and an identity of its own; the source is untouched.
+    run("echo now > /home/alice/marker; sync").await;
+    let identity = "hostname; cat /etc/machine-id; sudo -n ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key 2>&1 | awk '{print $2}'; cat /home/alice/marker 2>&1; \
+        grep -c 'kvmctl-kt-deb-uefi-secure$' /home/alice/.ssh/authorized_keys; \
+        od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{print \"secure-boot=\" $NF}'";
+    let ask = |vm: String| {
+        let client = client.clone();
+        async move {
+            let out = client
+                .vm_exec(&vm, &kvmctl_types::api::VmExecRequest { command: identity.into(), timeout_seconds: Some(120) })
+                .await
+                .unwrap();
+            assert_eq!(out.exit_status, 0, "{vm}: {out:?}");
+            out.stdout.lines().map(|l| l.trim().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    let source = ask(vm.into()).await;
+    let clone_req = |name: &str, from: Option<&str>, mode: &str| kvmctl_types::api::VmCloneRequest {
+        name: name.into(),
+        from_snapshot: from.map(str::to_owned),
+        mode: Some(mode.into()),
+        ..Default::default()
+    };
+    let linked = client.vm_clone(vm, &clone_req("kt-deb-cl-linked", Some("booted"), "linked")).await.unwrap();
+    let full = client.vm_clone(vm, &clone_req("kt-deb-cl-full", None, "full")).await.unwrap();
+    assert_eq!(run("cat /home/alice/marker").await, "now", "the source runs on, untouched");
+    let mut seen = vec![(source.clone(), client.vm_get(vm).await.unwrap())];
+    for (clone, marker) in [(&linked, "before"), (&full, "now")] {
+        let ready = client.vm_wait(&clone.name, "cloud-init", 900).await.unwrap_or_else(|e| panic!("{}: {e}", clone.name));
+        assert_eq!(ready.readiness.last().and_then(|s| s.detail.as_deref()), Some("done"), "{ready:?}");
+        let id = ask(clone.name.clone()).await;
+        let pin = ready.host_key.clone().unwrap_or_default();
+        assert_eq!(id[0], clone.name, "{id:?}");
+        assert!(pin.starts_with(&format!("{} ", id[2])), "the clone serves its own pinned host key: {pin} vs {id:?}");
+        assert_eq!((id[3].as_str(), id[4].as_str(), id[5].as_str()), (marker, "0", "secure-boot=1"), "{} {id:?}", clone.name);
+        seen.push((id, ready));
+    }
+    for (i, (a, va)) in seen.iter().enumerate() {
+        for (b, vb) in &seen[i + 1..] {
+            assert!(a[0] != b[0] && a[1] != b[1] && a[2] != b[2], "hostname, machine-id and host key differ: {a:?} {b:?}");
+            assert!(va.mac != vb.mac && va.ip != vb.ip, "MAC and address differ: {va:?} {vb:?}");
+        }
+    }
+    assert_eq!(ask(vm.into()).await, source, "the source is as it was");
+
+    // Export the running full clone, delete it, restore it: its data, Secure Boot and a new
+    // identity.
+    let archive = d.join("kt-deb-cl-full.tar");
+    let mut out = tokio::fs::File::create(&archive).await.unwrap();
+    client.vm_export("kt-deb-cl-full", &mut out).await.unwrap();
+    drop(out);
+    client.vm_delete("kt-deb-cl-full", false).await.unwrap();
+    let file = tokio::fs::File::open(&archive).await.unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let restored = client
+        .vm_restore(&kvmctl_client::RestoreRequest { name: "kt-deb-restored".into(), ..Default::default() }, file, sent)
+        .await
+        .unwrap();
+    client.vm_wait(&restored.name, "cloud-init", 900).await.unwrap();
+    let id = ask(restored.name.clone()).await;
+    assert_eq!((id[0].as_str(), id[3].as_str(), id[5].as_str()), ("kt-deb-restored", "now", "secure-boot=1"), "{id:?}");
+    assert!(seen.iter().all(|(other, _)| other[1] != id[1] && other[2] != id[2]), "a new machine-id and host key: {id:?}");
+    for v in ["kt-deb-cl-linked", "kt-deb-restored", vm] {
+        client.vm_delete(v, false).await.unwrap();
     }
 
     // 10 MiB through SFTP and back, byte for byte, and the guest's own checksum agrees.

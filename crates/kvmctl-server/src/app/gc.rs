@@ -128,7 +128,8 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
         }
         items.push(item);
     }
-    // Volumes named like a VM's, of no row, no image, no domain, and not kept on purpose.
+    // Volumes named like a VM's, of no row, no image, no domain, and not kept on purpose; and
+    // clone bases of no row (a crash between the file and its row's removal).
     let kept: std::collections::HashSet<(String, String)> = ctx
         .store
         .kept_disk_list()
@@ -137,43 +138,25 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
         .filter(|(node, _, _)| node == super::context::LOCAL)
         .map(|(_, pool, vol)| (pool, vol))
         .collect();
-    for (pool, vol) in &volumes {
-        let Some(vm) = kvmctl_core::rules::volume_vm(vol) else { continue };
-        let key = (pool.clone(), vol.clone());
-        if volumes_of_rows.contains(&key) || image_volumes.contains(&key) || kept.contains(&key) {
-            continue;
-        }
-        let name = format!("{pool}/{vol}");
-        let (first_seen_at, due) = first_seen("volume", &name);
-        let mut item = GcItem {
-            kind: "volume".into(),
-            name,
-            detail: format!("named for VM {vm}, which has no row{}", if domain_names.contains(vm) { "" } else { " and no domain" }),
-            removed: false,
-            first_seen_at,
-        };
-        if due {
-            ctx.local_node.volume_delete(pool, vol).await?;
-            item.removed = true;
-        }
-        items.push(item);
-    }
-    // Clone bases of no row (a crash between the file and its row's removal).
     let bases: HashSet<String> = ctx.store.clone_base_list().await?.into_iter().map(|b| b.id).collect();
     for (pool, vol) in &volumes {
-        let Some(id) = kvmctl_core::rules::volume_base(vol) else { continue };
-        if bases.contains(id) {
+        let key = (pool.clone(), vol.clone());
+        let detail = if let Some(vm) = kvmctl_core::rules::volume_vm(vol) {
+            if volumes_of_rows.contains(&key) || image_volumes.contains(&key) || kept.contains(&key) {
+                continue;
+            }
+            format!("named for VM {vm}, which has no row{}", if domain_names.contains(vm) { "" } else { " and no domain" })
+        } else if let Some(id) = kvmctl_core::rules::volume_base(vol) {
+            if bases.contains(id) {
+                continue;
+            }
+            "a linked clones' base that no clone base record names".to_owned()
+        } else {
             continue;
-        }
+        };
         let name = format!("{pool}/{vol}");
         let (first_seen_at, due) = first_seen("volume", &name);
-        let mut item = GcItem {
-            kind: "volume".into(),
-            name,
-            detail: "a linked clones' base that no clone base record names".into(),
-            removed: false,
-            first_seen_at,
-        };
+        let mut item = GcItem { kind: "volume".into(), name, detail, removed: false, first_seen_at };
         if due {
             ctx.local_node.volume_delete(pool, vol).await?;
             item.removed = true;

@@ -23,7 +23,7 @@
 //! identity as a clone gets), with the archive's disk as its root disk.
 
 use super::clone::{identity_new, Identity};
-use super::create::{create_reserve, vm_build, BuildOptions, CreateSpec, RootDisk, Steps};
+use super::create::{build_end, create_reserve, vm_build, BuildOptions, CreateSpec, RootDisk, Steps};
 use super::*;
 use crate::app::snapshots;
 use bytes::Bytes;
@@ -623,20 +623,5 @@ where
         vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await
     }
     .await;
-    match built {
-        Ok(state) => {
-            ctx.vm_transition(&name, VmState::Creating, state, None).await?;
-            let (steps, elapsed_ms) = steps.summary();
-            tracing::info!(vm = %name, from = %vm.name, ?state, elapsed_ms, %steps, "VM restored");
-            ctx.publish("vm.restore", &rec.name, &rec.owner, Some("ready"), None, None);
-            vm_out(ctx, vm_record(ctx, &Scope::all(), &name).await?).await
-        }
-        Err(e) => {
-            tracing::warn!(vm = %name, error = %e, "restore failed; undoing");
-            vm_teardown(ctx, &rec, false, Some(&made)).await?;
-            ctx.store.vm_delete(&name).await?;
-            ctx.publish("vm.restore", &rec.name, &rec.owner, Some("failed"), None, None);
-            Err(e)
-        }
-    }
+    build_end(ctx, &rec, built, &made, steps, Some(("vm.restore", None))).await
 }

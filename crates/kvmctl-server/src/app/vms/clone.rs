@@ -14,7 +14,7 @@
 //! `authorized_keys`), machine-id (made anew on first boot) and SSH forward. The source's
 //! user-data does not run again. A UEFI clone starts from a copy of the source's variables.
 
-use super::create::{create_reserve, seed_field, vm_build, BuildOptions, CreateSpec, RootDisk, Steps};
+use super::create::{build_end, create_reserve, seed_finish, vm_build, BuildOptions, CreateSpec, RootDisk, Steps};
 use super::*;
 use crate::app::snapshots;
 use kvmctl_core::rules;
@@ -45,15 +45,8 @@ pub(super) fn identity_new(source: &Name, user: &Name, image: &ImageRecord, name
     let (vm_key, vm_public) = ssh::key_generate(&format!("kvmctl-{name}"))?;
     let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), user.as_str(), vec![vm_public]);
     seed_spec.runcmd = identity_reset(source.as_str(), user.as_str());
-    let host_key = if image.cloud_init {
-        let (key, fingerprint) = ssh::host_key_generate(name.as_str())?;
-        seed_spec.host_key = Some(key);
-        Some(fingerprint)
-    } else {
-        None
-    };
-    let seed = kvmctl_cloudinit::seed::render(&seed_spec).map_err(|e| Error::invalid(seed_field(&e.field), e.message))?;
-    Ok(Identity { id, vm_key, seed_iso: kvmctl_cloudinit::seed::nocloud_iso(&seed), host_key })
+    let (seed_iso, host_key) = seed_finish(seed_spec, image, name)?;
+    Ok(Identity { id, vm_key, seed_iso, host_key })
 }
 
 /// The clone's identity and seed, made in memory.
@@ -248,22 +241,7 @@ pub async fn vm_clone(ctx: &Context, caller: &Caller, source: &str, req: VmClone
         vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await
     }
     .await;
-    match built {
-        Ok(state) => {
-            ctx.vm_transition(&name, VmState::Creating, state, None).await?;
-            let (steps, elapsed_ms) = steps.summary();
-            tracing::info!(vm = %name, source = %src.name, full, snapshot = ?req.from_snapshot, ?state, elapsed_ms, %steps, "VM cloned");
-            ctx.publish("vm.clone", &rec.name, &rec.owner, Some("ready"), None, Some(src.name.as_str()));
-            vm_out(ctx, vm_record(ctx, &Scope::all(), &name).await?).await
-        }
-        Err(e) => {
-            tracing::warn!(vm = %name, error = %e, "clone failed; undoing");
-            vm_teardown(ctx, &rec, false, Some(&made)).await?;
-            ctx.store.vm_delete(&name).await?;
-            ctx.publish("vm.clone", &rec.name, &rec.owner, Some("failed"), None, Some(src.name.as_str()));
-            Err(e)
-        }
-    }
+    build_end(ctx, &rec, built, &made, steps, Some(("vm.clone", Some(src.name.as_str())))).await
 }
 
 /// Removes the base `b` (marked `deleting`, no clone uses it): its file, then its row.

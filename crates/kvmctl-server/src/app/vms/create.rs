@@ -194,17 +194,7 @@ async fn create_spec(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> R
     let keys: Vec<String> = req.ssh_keys.iter().cloned().chain(std::iter::once(vm_public)).collect();
     let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), &user, keys);
     seed_spec.user_data = req.user_data.clone();
-    // Where cloud-init runs, the guest's host key is ours: pinned now, before it boots, so the
-    // first login already knows whom it talks to.
-    let host_key = if image.cloud_init {
-        let (key, fingerprint) = ssh::host_key_generate(name.as_str())?;
-        seed_spec.host_key = Some(key);
-        Some(fingerprint)
-    } else {
-        None
-    };
-    let seed = kvmctl_cloudinit::seed::render(&seed_spec).map_err(|e| Error::invalid(seed_field(&e.field), e.message))?;
-    let seed_iso = kvmctl_cloudinit::seed::nocloud_iso(&seed);
+    let (seed_iso, host_key) = seed_finish(seed_spec, &image, &name)?;
     Ok(CreateSpec { name, image, plan, vcpus, memory_mib, disk_gib, firmware, user, network, id, vm_key, seed_iso, host_key })
 }
 
@@ -223,21 +213,44 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     let CreateSpec { vm_key, seed_iso, image, .. } = spec;
     let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root: RootDisk::Image, nvram: None };
     let mut made = Vec::new();
-    match vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await {
+    let built = vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await;
+    let mut vm = build_end(ctx, &rec, built, &made, steps, None).await?;
+    if caller.is_admin() {
+        vm.placement = crate::app::nodes::verdicts(&placed);
+    }
+    Ok(vm)
+}
+
+/// Ends a create, a clone or a restore (`event`: its event kind and the detail it carries):
+/// the VM in the state the build left it, or, when the build failed, everything of it
+/// undone and the row removed.
+pub(super) async fn build_end(
+    ctx: &Context,
+    rec: &VmRecord,
+    built: Result<VmState, Error>,
+    made: &[String],
+    steps: Steps,
+    event: Option<(&'static str, Option<&str>)>,
+) -> Result<Vm, Error> {
+    let name = &rec.name;
+    match built {
         Ok(state) => {
-            ctx.vm_transition(&name, VmState::Creating, state, None).await?;
+            ctx.vm_transition(name, VmState::Creating, state, None).await?;
             let (steps, elapsed_ms) = steps.summary();
-            tracing::info!(vm = %name, ?state, node = %rec.node, elapsed_ms, %steps, "VM created");
-            let mut vm = vm_out(ctx, vm_record(ctx, &Scope::all(), &name).await?).await?;
-            if caller.is_admin() {
-                vm.placement = crate::app::nodes::verdicts(&placed);
+            let via = event.map(|(kind, _)| kind).unwrap_or("vm.create");
+            tracing::info!(vm = %name, ?state, node = %rec.node, via, from = ?event.and_then(|(_, d)| d), elapsed_ms, %steps, "VM created");
+            if let Some((kind, detail)) = event {
+                ctx.publish(kind, name, &rec.owner, Some("ready"), None, detail);
             }
-            Ok(vm)
+            vm_out(ctx, vm_record(ctx, &Scope::all(), name).await?).await
         }
         Err(e) => {
             tracing::warn!(vm = %name, error = %e, "create failed; undoing");
-            vm_teardown(ctx, &rec, false, Some(&made)).await?;
-            ctx.store.vm_delete(&name).await?;
+            vm_teardown(ctx, rec, false, Some(made)).await?;
+            ctx.store.vm_delete(name).await?;
+            if let Some((kind, detail)) = event {
+                ctx.publish(kind, name, &rec.owner, Some("failed"), None, detail);
+            }
             Err(e)
         }
     }
@@ -352,6 +365,24 @@ pub(super) async fn create_reserve(
     Ok((rec, placed))
 }
 
+/// The seed's ISO, with the guest's host key where cloud-init runs: ours, pinned now, before
+/// it boots, so the first login already knows whom it talks to (its fingerprint is returned).
+pub(super) fn seed_finish(
+    mut seed_spec: kvmctl_cloudinit::seed::SeedSpec,
+    image: &ImageRecord,
+    name: &Name,
+) -> Result<(Vec<u8>, Option<String>), Error> {
+    let host_key = if image.cloud_init {
+        let (key, fingerprint) = ssh::host_key_generate(name.as_str())?;
+        seed_spec.host_key = Some(key);
+        Some(fingerprint)
+    } else {
+        None
+    };
+    let seed = kvmctl_cloudinit::seed::render(&seed_spec).map_err(|e| Error::invalid(seed_field(&e.field), e.message))?;
+    Ok((kvmctl_cloudinit::seed::nocloud_iso(&seed), host_key))
+}
+
 /// The user-facing field behind a seed error.
 pub(super) fn seed_field(field: &str) -> String {
     match field {
@@ -454,8 +485,16 @@ pub(super) async fn vm_build(
     ctx.failpoints.hit("create.define").await?;
     // The variable store libvirt made the domain's (at define) starts as the source's.
     if let Some(from) = nvram {
-        let to = xml::domain_nvram(&conn.domain_xml(rec.name.as_str()).await?)
-            .ok_or_else(|| Error::Internal(format!("the domain of {} has no UEFI variable store to copy into", rec.name)))?;
+        // libvirt 9.0 picks the firmware (and names the store in the definition) at the first
+        // start; until then the store's path is the system instance's default.
+        let to = match xml::domain_nvram(&conn.domain_xml(rec.name.as_str()).await?) {
+            Some(p) => p,
+            None if conn.uri() == "qemu:///system" => PathBuf::from(format!("/var/lib/libvirt/qemu/nvram/{}_VARS.fd", rec.name)),
+            None => return Err(Error::Internal(format!("the domain of {} has no UEFI variable store to copy into", rec.name))),
+        };
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+        }
         std::fs::copy(&from, &to).map_err(|e| Error::Internal(format!("cannot copy {} to {}: {e}", from.display(), to.display())))?;
     }
     if !start {

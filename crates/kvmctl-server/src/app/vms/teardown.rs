@@ -41,8 +41,19 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
     }
     ctx.failpoints.hit("delete.destroy").await?;
     vmnet::rules_remove(ctx, rec).await?;
+    let absent = !ours && matches!(node.domain_state(&name).await, Err(e) if e.is_not_found());
     if ours {
         gone(node.domain_undefine(&name).await)?;
+    }
+    // A UEFI store copied in for a clone or a restore that never started is not yet named in
+    // the definition, so the undefine above does not remove it.
+    if (ours || absent) && node.uri() == "qemu:///system" {
+        let store = PathBuf::from(format!("/var/lib/libvirt/qemu/nvram/{name}_VARS.fd"));
+        match std::fs::remove_file(&store) {
+            Ok(()) => tracing::info!(vm = %name, "removed the VM's UEFI variable store"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = %store.display(), error = %e, "cannot remove the VM's UEFI variable store"),
+        }
     }
     ctx.failpoints.hit("delete.undefine").await?;
     for v in &volumes {
