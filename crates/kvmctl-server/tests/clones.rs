@@ -101,10 +101,18 @@ async fn clones_boot_with_the_source_disk_and_their_own_identity() {
     let mut macs = vec![src.mac.clone(), linked.mac.clone(), full.mac.clone()];
     let mut ips = vec![src.ip.clone(), linked.ip.clone(), full.ip.clone()];
     assert!(ips.iter().all(Option::is_some), "{ips:?}");
+    macs.sort();
     macs.dedup();
     ips.sort();
     ips.dedup();
     assert_eq!((macs.len(), ips.len()), (3, 3), "MACs {macs:?}, addresses {ips:?}");
+    // And its own SSH forward.
+    let ssh_port = |vm: &kvmctl_types::api::Vm| vm.forwards.iter().find(|f| f.pool == "ssh").map(|f| f.host_port);
+    let mut ports = vec![ssh_port(&src), ssh_port(&linked), ssh_port(&full)];
+    assert!(ports.iter().all(Option::is_some), "{ports:?}");
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "{ports:?}");
     let guest_ip = |vm: &str| {
         let client = client.clone();
         let vm = vm.to_owned();
