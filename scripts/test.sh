@@ -6,7 +6,7 @@
 #      installed on first use);
 #   3. every test, run inside the namespace so guest traffic never leaves it;
 #   4. the tests that restart the shared libvirtd or change the host, one at a time;
-#   5. a leak check: no test domain, volume, log file, network or firewall rule may survive
+#   5. a leak check: no test domain, volume (clone bases included), log file, network or firewall rule may survive
 #      (on the second test node either).
 # Needs root. Pass cargo test filters after --, e.g. scripts/test.sh -- smoke
 set -euo pipefail
@@ -59,7 +59,8 @@ leak_check() {
   local left
   left=$( { virsh list --all --name | grep -E '^kt-' || true
             virsh pool-list --all --name | grep -E '^kt-' | sed 's/^/pool /' || true
-            virsh vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 && $1 ~ /^(image-)?kt-/ {print "volume " $1}'
+            virsh pool-refresh "$KVMCTL_TEST_POOL" >/dev/null 2>&1 || true
+            virsh vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 && $1 ~ /^((image-)?kt-|_base-)/ {print "volume " $1}'
             ls /var/log/libvirt/qemu/ 2>/dev/null | grep -E '^kt-' | sed 's/^/log /' || true
             virsh net-dumpxml "$KVMCTL_TEST_NETWORK" 2>/dev/null | grep -oE "<host [^>]*name='kt-[^']*'" | sed 's/^/dhcp reservation /' || true
             virsh net-list --all --name | grep -E '^kt-' | sed 's/^/network /' || true

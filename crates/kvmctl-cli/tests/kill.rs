@@ -139,13 +139,19 @@ fn a_crash_in_a_clone_is_undone_and_the_source_runs_on() {
         use kvmctl_libvirt::Node;
         sweep.node.domain_state("kt-killcl").unwrap()
     };
+    // The image's volume: the bases of this test's clones lie over it.
+    let image_file = pool_dir.join("image-kt-killcl-img.qcow2");
+    assert!(image_file.exists(), "{}", image_file.display());
     let clone_files = || -> Vec<String> {
-        std::fs::read_dir(&pool_dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("_base-") || n.starts_with("kt-killcl-new"))
-            .collect()
+        let mut files = kvmctl_testkit::daemon::clone_bases(&pool_dir, &image_file);
+        files.extend(
+            std::fs::read_dir(&pool_dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("kt-killcl-new")),
+        );
+        files
     };
     for mode in ["--linked", "--full"] {
         for step in ["recorded", "copied"] {

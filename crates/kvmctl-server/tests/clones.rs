@@ -40,18 +40,6 @@ fn clone(name: &str, snapshot: Option<&str>, mode: &str) -> VmCloneRequest {
     VmCloneRequest { name: name.into(), from_snapshot: snapshot.map(str::to_owned), mode: Some(mode.into()), ..Default::default() }
 }
 
-/// The pool's clone bases, as files.
-fn bases(pool_dir: &std::path::Path) -> Vec<String> {
-    let mut b: Vec<String> = std::fs::read_dir(pool_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("_base-"))
-        .collect();
-    b.sort();
-    b
-}
-
 #[tokio::test]
 async fn clones_boot_with_the_source_disk_and_their_own_identity() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,7 +48,8 @@ async fn clones_boot_with_the_source_disk_and_their_own_identity() {
     let cfg = daemon::config(d);
     let (server, client) = daemon::start(&cfg).await;
     let image = daemon::tiny_image(&client, d, "kt-clone-img").await;
-    let pool_dir = std::path::PathBuf::from(&image.path).parent().unwrap().to_path_buf();
+    let image_file = std::path::PathBuf::from(&image.path);
+    let pool_dir = image_file.parent().unwrap().to_path_buf();
     let src =
         client.vm_create(&VmCreateRequest { user: Some("root".into()), ..daemon::tiny_vm(SRC, "kt-clone-img", vec![]) }).await.unwrap();
     client.vm_wait(SRC, "ssh", 300).await.unwrap();
@@ -77,18 +66,18 @@ async fn clones_boot_with_the_source_disk_and_their_own_identity() {
     assert_eq!(api_err(client.vm_clone("kt-no-such", &clone(LINKED, None, "linked")).await.unwrap_err()).0, 404);
     assert_eq!(api_err(client.vm_clone(SRC, &clone(SRC, None, "full")).await.unwrap_err()).0, 400);
     assert_eq!(client.vm_list().await.unwrap().len(), 1);
-    assert!(bases(&pool_dir).is_empty());
+    assert!(daemon::clone_bases(&pool_dir, &image_file).is_empty());
 
     // A linked clone of the snapshot, while the source runs on.
     let linked = client.vm_clone(SRC, &clone(LINKED, Some("s1"), "linked")).await.unwrap();
     client.vm_wait(LINKED, "ssh", 300).await.unwrap();
     assert_eq!(marked(&client, LINKED).await, "snap_", "the clone has the snapshot's disk");
     assert_eq!(sh(&client, LINKED, "hostname").await, LINKED);
-    assert_eq!(bases(&pool_dir).len(), 1, "a linked clone lies on one base");
+    assert_eq!(daemon::clone_bases(&pool_dir, &image_file).len(), 1, "a linked clone lies on one base");
     // A second linked clone of the same snapshot shares it.
     client.vm_clone(SRC, &clone(LINKED2, Some("s1"), "linked")).await.unwrap();
     client.vm_wait(LINKED2, "ssh", 300).await.unwrap();
-    assert_eq!(bases(&pool_dir).len(), 1, "clones of one snapshot share its base");
+    assert_eq!(daemon::clone_bases(&pool_dir, &image_file).len(), 1, "clones of one snapshot share its base");
 
     // A full clone of the running source as it is now.
     let full = client.vm_clone(SRC, &clone(FULL, None, "full")).await.unwrap();
@@ -136,9 +125,9 @@ async fn clones_boot_with_the_source_disk_and_their_own_identity() {
         "the base reads whole"
     );
     client.vm_delete(LINKED, false).await.unwrap();
-    assert_eq!(bases(&pool_dir).len(), 1, "the base stays while a clone uses it");
+    assert_eq!(daemon::clone_bases(&pool_dir, &image_file).len(), 1, "the base stays while a clone uses it");
     client.vm_delete(LINKED2, false).await.unwrap();
-    assert!(bases(&pool_dir).is_empty(), "the base goes with its last clone");
+    assert!(daemon::clone_bases(&pool_dir, &image_file).is_empty(), "the base goes with its last clone");
     client.vm_delete(FULL, false).await.unwrap();
     client.image_delete("kt-clone-img").await.unwrap();
     drop(server);
@@ -157,7 +146,8 @@ async fn clones_pass_the_quota_and_leave_nothing_when_refused() {
     cfg.listen = Some("127.0.0.1:0".parse().unwrap());
     let (server, root) = daemon::start(&cfg).await;
     let image = daemon::tiny_image(&root, d, "kt-clq-img").await;
-    let pool_dir = std::path::PathBuf::from(&image.path).parent().unwrap().to_path_buf();
+    let image_file = std::path::PathBuf::from(&image.path);
+    let pool_dir = image_file.parent().unwrap().to_path_buf();
     root.user_create(&UserCreateRequest { name: "dave".into(), ..Default::default() }).await.unwrap();
     root.user_create(&UserCreateRequest { name: "erin".into(), ..Default::default() }).await.unwrap();
     let http = format!("http://{}", server.tcp_addr.unwrap());
@@ -181,16 +171,16 @@ async fn clones_pass_the_quota_and_leave_nothing_when_refused() {
     // A stopped source clones at once; the clone's disk (1 GiB) and its base (rounded up to
     // 1 GiB) fit beside the source's in the quota of 3.
     dave.vm_clone("kt-clq", &VmCloneRequest { no_start: true, ..clone("kt-clq2", None, "linked") }).await.unwrap();
-    assert_eq!(bases(&pool_dir).len(), 1);
+    assert_eq!(daemon::clone_bases(&pool_dir, &image_file).len(), 1);
     assert_eq!(root.quota_get("dave").await.unwrap().used_disk_gib, 3, "two disks and the base, rounded up");
     // The next is past the quota: refused, and nothing of it is left.
     let (s, body) = api_err(dave.vm_clone("kt-clq", &clone("kt-clq3", None, "full")).await.unwrap_err());
     assert!(s == 403 && body.message.contains("disk"), "{s} {body:?}");
     assert_eq!(dave.vm_list().await.unwrap().len(), 2);
-    assert_eq!(bases(&pool_dir).len(), 1);
+    assert_eq!(daemon::clone_bases(&pool_dir, &image_file).len(), 1);
     assert!(!pool_dir.join("kt-clq3-root.qcow2").exists());
     dave.vm_delete("kt-clq2", false).await.unwrap();
-    assert!(bases(&pool_dir).is_empty());
+    assert!(daemon::clone_bases(&pool_dir, &image_file).is_empty());
     assert_eq!(root.quota_get("dave").await.unwrap().used_disk_gib, 1);
     dave.vm_delete("kt-clq", false).await.unwrap();
     root.image_delete("kt-clq-img").await.unwrap();

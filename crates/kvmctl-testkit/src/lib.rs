@@ -210,6 +210,17 @@ pub mod daemon {
             self.node.domain_xml(name).expect("domain exists")
         }
 
+        /// Linked clones' bases in the test pool over this test's images (by the images'
+        /// volume paths, which stay the same after the images are gone).
+        fn bases(&self) -> Vec<String> {
+            let dir = PathBuf::from(super::env("KVMCTL_TEST_POOL_DIR"));
+            self.images
+                .iter()
+                .flat_map(|n| ["qcow2", "raw"].map(|ext| dir.join(format!("image-{n}.{ext}"))))
+                .flat_map(|image| clone_bases(&dir, &image))
+                .collect()
+        }
+
         /// Domains and volumes in the test pool that belong to this test's VMs and images.
         pub fn leftovers(&self) -> Vec<String> {
             let mut left: Vec<String> = self
@@ -227,6 +238,7 @@ pub mod daemon {
                     left.push(format!("volume {}", v.name));
                 }
             }
+            left.extend(self.bases().into_iter().map(|b| format!("volume {b}")));
             left
         }
     }
@@ -254,6 +266,9 @@ pub mod daemon {
                 let _ = self.node.domain_destroy(vm);
                 let _ = self.node.domain_undefine(vm);
                 let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{vm}.log"));
+            }
+            for b in self.bases() {
+                let _ = self.node.volume_delete(&self.pool, &b);
             }
             if let Ok(vols) = self.node.volume_list(&self.pool) {
                 for v in vols {
@@ -324,6 +339,29 @@ pub mod daemon {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         panic!("VM {name} never became {what}: {last:?}");
+    }
+
+    /// The linked clones' bases (`_base-*.qcow2`) in `pool_dir` that lie over `image_file`:
+    /// the ones a test's own image made (other tests share the pool and run at the same time).
+    pub fn clone_bases(pool_dir: &Path, image_file: &Path) -> Vec<String> {
+        let mut found: Vec<String> = std::fs::read_dir(pool_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("_base-"))
+            .filter(|n| {
+                let out = std::process::Command::new("qemu-img")
+                    .args(["info", "-U", "--output=json"])
+                    .arg(pool_dir.join(n))
+                    .output()
+                    .expect("qemu-img runs");
+                // A base removed meanwhile (another test's) has no info: not ours.
+                let info = String::from_utf8_lossy(&out.stdout);
+                info.contains(&format!("\"backing-filename\": \"{}\"", image_file.display()))
+            })
+            .collect();
+        found.sort();
+        found
     }
 
     pub fn tiny_vm(name: &str, image: &str, keys: Vec<String>) -> VmCreateRequest {
