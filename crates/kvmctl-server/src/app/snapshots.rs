@@ -182,10 +182,9 @@ pub async fn snapshot_create(ctx: &Context, caller: &Caller, vm: &str, req: Snap
         s.size_bytes = rec.memory_mib * 1024 * 1024 + 1024 * 1024;
     }
     let limits = super::users::limits_of(ctx, &rec.owner).await?;
-    if !ctx.store.snapshot_insert(&s, limits.map(|l| l.disk_gib)).await? {
-        let used = ctx.store.usage_of(&rec.owner).await?;
-        let max = limits.map(|l| l.disk_gib).unwrap_or(0);
-        return Err(Error::QuotaExceeded { limit: "disk_gib".into(), max, used: used.disk_gib, requested: s.size_bytes.div_ceil(1 << 30) });
+    let max_disk_gib = limits.map(|l| l.disk_gib);
+    if !ctx.store.snapshot_insert(&s, max_disk_gib).await? {
+        return Err(super::users::disk_refusal(ctx, &rec.owner, max_disk_gib, s.size_bytes).await);
     }
     ctx.publish("vm.snapshot", &rec.name, &rec.owner, Some("creating"), None, Some(&s.name));
     let dir = vm_dir(ctx, &rec);

@@ -290,6 +290,20 @@ pub(crate) async fn quota_refusal(ctx: &Context, owner: &str, limits: &QuotaLimi
     }
 }
 
+/// The refusal of `bytes` more stored data (a snapshot's files, a clone's base) past the
+/// disk quota `max_disk_gib` of `owner`.
+pub(crate) async fn disk_refusal(ctx: &Context, owner: &str, max_disk_gib: Option<u64>, bytes: u64) -> Error {
+    match ctx.store.usage_of(owner).await {
+        Ok(used) => Error::QuotaExceeded {
+            limit: "disk_gib".into(),
+            max: max_disk_gib.unwrap_or(0),
+            used: used.disk_gib,
+            requested: bytes.div_ceil(1 << 30),
+        },
+        Err(e) => e.into(),
+    }
+}
+
 pub async fn audit_list(
     ctx: &Context,
     caller: &Caller,

@@ -509,9 +509,11 @@ where
     let mut broke = None;
     while let Some(chunk) = body.next().await {
         match chunk {
+            // Once the reader stopped (its error says why) the rest is read and dropped, so
+            // the client, still sending, gets the answer rather than a reset connection.
             Ok(c) => {
-                if tx.send(c).await.is_err() {
-                    break; // the reader stopped: its error says why
+                if !tx.is_closed() {
+                    let _ = tx.send(c).await;
                 }
             }
             Err(e) => {

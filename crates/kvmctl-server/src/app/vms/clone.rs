@@ -102,7 +102,6 @@ async fn disk_copy(from: &Path, tag: Option<&str>, to: &Path, backing: Option<(&
 /// Makes the clone's root disk from the source's (the source is held busy): a full copy as
 /// the clone's root volume, or a base to lay the clone's overlay on (one already made from
 /// the same snapshot is shared). Also copies the source's UEFI variables for the clone.
-#[allow(clippy::too_many_arguments)]
 async fn clone_disk(
     ctx: &Context,
     src: &VmRecord,
@@ -159,15 +158,9 @@ async fn clone_disk(
             size_bytes: snapshots::file_size(&disk).max(1),
             created_at: 0,
         };
-        let limits = crate::app::users::limits_of(ctx, &rec.owner).await?;
-        if !ctx.store.clone_base_insert(&b, &rec.id, limits.as_ref().map(|l| l.disk_gib)).await? {
-            let used = ctx.store.usage_of(&rec.owner).await?;
-            return Err(Error::QuotaExceeded {
-                limit: "disk_gib".into(),
-                max: limits.map(|l| l.disk_gib).unwrap_or(0),
-                used: used.disk_gib,
-                requested: b.size_bytes.div_ceil(GIB),
-            });
+        let max_disk_gib = crate::app::users::limits_of(ctx, &rec.owner).await?.map(|l| l.disk_gib);
+        if !ctx.store.clone_base_insert(&b, &rec.id, max_disk_gib).await? {
+            return Err(crate::app::users::disk_refusal(ctx, &rec.owner, max_disk_gib, b.size_bytes).await);
         }
         (pool_dir.join(&b.volume), Some((image_file.as_path(), image_format)))
     };
