@@ -125,6 +125,16 @@ async fn an_exported_vm_restores_with_its_data_and_bad_archives_are_refused() {
         other => panic!("{other:?}"),
     }
 
+    // A refusal that needs none of the upload (a bad name) still comes back as an answer
+    // while the client is sending 64 MiB, not as a broken connection.
+    let big = d.join("big.tar");
+    std::fs::write(&big, vec![0u8; 64 << 20]).unwrap();
+    let f = tokio::fs::File::open(&big).await.unwrap();
+    match client.vm_restore(&RestoreRequest { name: "Bad Name".into(), ..Default::default() }, f, Arc::new(AtomicU64::new(0))).await {
+        Err(ClientError::Api { status, body }) => assert!(status == 400 && body.field.as_deref() == Some("name"), "{body:?}"),
+        other => panic!("{other:?}"),
+    }
+
     // Bad archives: each refused, nothing left.
     let len = std::fs::metadata(&archive).unwrap().len();
     let truncated = d.join("truncated.tar");

@@ -479,8 +479,21 @@ pub struct RestoreOptions {
     pub no_ssh_forward: bool,
 }
 
-/// A new VM from an uploaded archive.
+/// A new VM from an uploaded archive. Whatever refuses it, the upload is read to its end
+/// first (and dropped): a client still sending gets the answer, not a reset connection.
 pub async fn vm_restore<S, E>(ctx: &Context, caller: &Caller, opts: RestoreOptions, mut body: S) -> Result<Vm, Error>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let restored = restore(ctx, caller, opts, &mut body).await;
+    if restored.is_err() {
+        while let Some(Ok(_)) = body.next().await {}
+    }
+    restored
+}
+
+async fn restore<S, E>(ctx: &Context, caller: &Caller, opts: RestoreOptions, body: &mut S) -> Result<Vm, Error>
 where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -509,11 +522,9 @@ where
     let mut broke = None;
     while let Some(chunk) = body.next().await {
         match chunk {
-            // Once the reader stopped (its error says why) the rest is read and dropped, so
-            // the client, still sending, gets the answer rather than a reset connection.
             Ok(c) => {
-                if !tx.is_closed() {
-                    let _ = tx.send(c).await;
+                if tx.send(c).await.is_err() {
+                    break; // the reader stopped: its error says why (the rest is drained above)
                 }
             }
             Err(e) => {
