@@ -280,6 +280,15 @@ pub fn render(spec: &SeedSpec) -> Result<Seed, SeedError> {
 
     let meta_data = serde_yaml::to_string(&serde_json::json!({ "instance-id": spec.instance_id, "local-hostname": spec.hostname }))
         .map_err(|e| err("meta_data", e.to_string()))?;
+    // cloud-init (22.4, Debian 12) writes the public half of a given host key with mode 0600;
+    // a public key is for everyone to read (the guest's users check it against a pin).
+    let runcmd: Vec<String> = spec
+        .host_key
+        .as_ref()
+        .map(|_| "chmod 0644 /etc/ssh/ssh_host_ed25519_key.pub".to_owned())
+        .into_iter()
+        .chain(spec.runcmd.iter().cloned())
+        .collect();
     let ours = CloudConfig {
         hostname: &spec.hostname,
         preserve_hostname: false,
@@ -298,7 +307,7 @@ pub fn render(spec: &SeedSpec) -> Result<Seed, SeedError> {
             .iter()
             .map(|f| CloudConfigFile { path: &f.path, content: &f.content, permissions: &f.permissions })
             .collect(),
-        runcmd: &spec.runcmd,
+        runcmd: &runcmd,
         ssh_deletekeys: spec.host_key.as_ref().map(|_| true),
         ssh_keys: spec.host_key.as_ref().map(|k| CloudConfigSshKeys { ed25519_private: &k.private_openssh, ed25519_public: &k.public }),
     };
@@ -494,12 +503,13 @@ mod tests {
         assert_eq!(ud["ssh_deletekeys"], true);
         assert_eq!(ud["ssh_keys"]["ed25519_private"], private);
         assert_eq!(ud["ssh_keys"]["ed25519_public"], KEY);
+        assert_eq!(ud["runcmd"][0], "chmod 0644 /etc/ssh/ssh_host_ed25519_key.pub", "the public half readable by all");
         assert!(!format!("{s:?}").contains("BEGIN OPENSSH"), "Debug never shows the private key");
         s.host_key = Some(HostKey { private_openssh: "not a key".into(), public: KEY.into() });
         assert_eq!(render(&s).unwrap_err().field, "host_key");
         // Without one, the guest makes its own and nothing about host keys is said.
         let ud = render(&spec()).unwrap().user_data;
-        assert!(!ud.contains("ssh_keys") && !ud.contains("ssh_deletekeys"));
+        assert!(!ud.contains("ssh_keys") && !ud.contains("ssh_deletekeys") && !ud.contains("chmod"));
     }
 
     #[test]

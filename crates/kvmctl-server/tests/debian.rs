@@ -188,7 +188,7 @@ async fn debian_vms_boot_with_bios_and_uefi_and_serve_ssh() {
     // full from its disk as it is now (the source paused while it is read). Each boots with
     // its disk and an identity of its own; the source is untouched.
     run("echo now > /home/alice/marker; sync").await;
-    let identity = "hostname; cat /etc/machine-id; sudo -n ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key 2>&1 | awk '{print $2}'; cat /home/alice/marker 2>&1; \
+    let identity = "hostname; cat /etc/machine-id; ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub 2>&1 | awk '{print $2}'; cat /home/alice/marker 2>&1; \
         grep -c 'kvmctl-kt-deb-uefi-secure$' /home/alice/.ssh/authorized_keys; \
         od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{print \"secure-boot=\" $NF}'";
     let ask = |vm: String| {
