@@ -93,15 +93,24 @@ pub(crate) async fn root_disk(ctx: &Context, rec: &VmRecord) -> Result<PathBuf, 
         .ok_or_else(|| Error::Conflict(format!("the root disk of VM {} is missing from pool {}", rec.name, rec.pool)))
 }
 
+/// Runs `qemu-img ARGS`; its output, whatever its exit status (each caller says what a
+/// failure means). Failing to start it is an error that says how to install it.
+pub(crate) async fn qemu_img<I, A>(args: I) -> Result<std::process::Output, Error>
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
+    tokio::process::Command::new("qemu-img")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| Error::Internal(format!("cannot run qemu-img (is it installed? `kvmctl host setup` installs it): {e}")))
+}
+
 /// `qemu-img snapshot OP TAG DISK` (`-c` make, `-a` apply, `-d` delete). The disk must not be
 /// in use: qemu-img takes the image's write lock and fails if QEMU holds it.
 async fn disk_snapshot(op: &str, tag: &str, disk: &Path) -> Result<(), Error> {
-    let out = tokio::process::Command::new("qemu-img")
-        .args(["snapshot", op, tag])
-        .arg(disk)
-        .output()
-        .await
-        .map_err(|e| Error::Internal(format!("cannot run qemu-img (is it installed? `kvmctl host setup` installs it): {e}")))?;
+    let out = qemu_img([std::ffi::OsStr::new("snapshot"), op.as_ref(), tag.as_ref(), disk.as_os_str()]).await?;
     if !out.status.success() {
         return Err(Error::Internal(format!(
             "qemu-img snapshot {op} {tag} {}: {}",

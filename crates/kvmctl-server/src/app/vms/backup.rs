@@ -30,6 +30,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use kvmctl_core::rules;
 use sha2::{Digest, Sha256};
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -221,16 +222,7 @@ async fn export_stage(ctx: &Context, rec: &VmRecord, dir: &Path) -> Result<Vec<&
     let running = snapshots::running(ctx, rec).await?;
     let pause = snapshots::pause_file(&snapshots::vm_dir(ctx, rec));
     let work = async {
-        let out = tokio::process::Command::new("qemu-img")
-            .args(["convert", "-q", "-O", "qcow2"])
-            .arg(&disk)
-            .arg(dir.join("disk.qcow2"))
-            .output()
-            .await
-            .map_err(|e| internal("cannot run qemu-img (is it installed? `kvmctl host setup` installs it)", e))?;
-        if !out.status.success() {
-            return Err(Error::Internal(format!("qemu-img convert {}: {}", disk.display(), String::from_utf8_lossy(&out.stderr).trim())));
-        }
+        super::clone::disk_copy(&disk, None, &dir.join("disk.qcow2"), None).await?;
         ctx.failpoints.hit("export.copied").await?;
         if let Some(n) = &nvram {
             std::fs::copy(n, dir.join("nvram.fd")).map_err(|e| internal(&format!("cannot copy {}", n.display()), e))?;
@@ -436,12 +428,8 @@ fn manifest_check(data: &[u8], seen: &[Member]) -> Result<(), Error> {
 
 /// The staged disk is a self-contained qcow2 no larger than `disk_gib`; its virtual size.
 async fn disk_check(disk: &Path, disk_gib: u64) -> Result<u64, Error> {
-    let out = tokio::process::Command::new("qemu-img")
-        .args(["info", "--output=json", "-f", "qcow2"])
-        .arg(disk)
-        .output()
-        .await
-        .map_err(|e| internal("cannot run qemu-img", e))?;
+    let out =
+        snapshots::qemu_img([OsStr::new("info"), "--output=json".as_ref(), "-f".as_ref(), "qcow2".as_ref(), disk.as_os_str()]).await?;
     if !out.status.success() {
         return Err(damaged(format!("has a disk.qcow2 that is not a qcow2 image: {}", String::from_utf8_lossy(&out.stderr).trim())));
     }
@@ -457,12 +445,7 @@ async fn disk_check(disk: &Path, disk_gib: u64) -> Result<u64, Error> {
     if virtual_size > disk_gib * GIB {
         return Err(damaged(format!("has a disk of {virtual_size} bytes, larger than the {disk_gib} GiB its vm.json gives")));
     }
-    let check = tokio::process::Command::new("qemu-img")
-        .args(["check", "-q", "-f", "qcow2"])
-        .arg(disk)
-        .output()
-        .await
-        .map_err(|e| internal("cannot run qemu-img", e))?;
+    let check = snapshots::qemu_img([OsStr::new("check"), "-q".as_ref(), "-f".as_ref(), "qcow2".as_ref(), disk.as_os_str()]).await?;
     if !check.status.success() {
         return Err(damaged(format!("has a damaged disk.qcow2: {}", String::from_utf8_lossy(&check.stdout).trim())));
     }
@@ -615,13 +598,10 @@ where
             std::fs::copy(&disk, &to).map_err(|e| internal(&format!("cannot copy the disk to {}", to.display()), e))?;
         }
         // Grown to the VM's size (an export's disk may be smaller: a raw image's overlay).
-        let out = tokio::process::Command::new("qemu-img")
-            .args(["resize", "-q", "-f", "qcow2"])
-            .arg(&to)
-            .arg(format!("{}", rec.disk_gib * GIB))
-            .output()
-            .await
-            .map_err(|e| internal("cannot run qemu-img", e))?;
+        let size = (rec.disk_gib * GIB).to_string();
+        let out =
+            snapshots::qemu_img([OsStr::new("resize"), "-q".as_ref(), "-f".as_ref(), "qcow2".as_ref(), to.as_os_str(), size.as_ref()])
+                .await?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             if !stderr.contains("shrink") && !stderr.contains("same size") {

@@ -73,21 +73,16 @@ fn clone_spec(src: &VmRecord, image: &ImageRecord, name: Name) -> Result<CreateS
 /// `qemu-img convert` of the source's disk (at snapshot tag `tag`, read while the source may
 /// run: a snapshot's clusters never change) into a new qcow2 `to`, over `backing` (linked) or
 /// flattened (full).
-async fn disk_copy(from: &Path, tag: Option<&str>, to: &Path, backing: Option<(&Path, &str)>) -> Result<(), Error> {
-    let mut cmd = tokio::process::Command::new("qemu-img");
-    cmd.args(["convert", "-q", "-O", "qcow2"]);
+pub(super) async fn disk_copy(from: &Path, tag: Option<&str>, to: &Path, backing: Option<(&Path, &str)>) -> Result<(), Error> {
+    let mut args: Vec<std::ffi::OsString> = ["convert", "-q", "-O", "qcow2"].map(Into::into).to_vec();
     if let Some(tag) = tag {
-        cmd.arg("-U").arg("-l").arg(format!("snapshot.name={tag}"));
+        args.extend(["-U".into(), "-l".into(), format!("snapshot.name={tag}").into()]);
     }
     if let Some((file, format)) = backing {
-        cmd.arg("-B").arg(file).args(["-F", format]);
+        args.extend(["-B".into(), file.into(), "-F".into(), format.into()]);
     }
-    let out = cmd
-        .arg(from)
-        .arg(to)
-        .output()
-        .await
-        .map_err(|e| Error::Internal(format!("cannot run qemu-img (is it installed? `kvmctl host setup` installs it): {e}")))?;
+    args.extend([from.into(), to.into()]);
+    let out = snapshots::qemu_img(args).await?;
     if !out.status.success() {
         return Err(Error::Internal(format!(
             "qemu-img convert {} to {}: {}",
