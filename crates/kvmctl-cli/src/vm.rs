@@ -172,6 +172,12 @@ pub enum VmCommand {
         /// A standalone copy of the disk.
         #[arg(long)]
         full: bool,
+        /// Wake the clone from the memory of --from-snapshot (a memory snapshot; the source
+        /// must be stopped) instead of booting it: ready in seconds. It then takes its own
+        /// hostname, MAC, address, keys, machine-id and the host's clock (needs sudo in the
+        /// guest).
+        #[arg(long, requires = "from_snapshot", conflicts_with_all = ["full", "no_start"])]
+        warm: bool,
         #[arg(long)]
         no_start: bool,
         #[arg(long)]
@@ -463,6 +469,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 node_labels: node_labels.into_iter().collect(),
                 placement,
                 ttl_seconds: ttl.map(|t| t as u64),
+                test_run: None,
             };
             let mut vm =
                 with_vm_progress(client, &name, &format!("creating VM {name}"), &format!("VM {name} created"), client.vm_create(&req))
@@ -567,7 +574,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             let vm = with_progress(&format!("resizing VM {name}"), &format!("VM {name} resized"), client.vm_resize(&name, &req)).await?;
             output::print(&vm, format)?;
         }
-        VmCommand::Clone { source, name, from_snapshot, linked: _, full, no_start, no_ssh_forward, ttl, wait, timeout } => {
+        VmCommand::Clone { source, name, from_snapshot, linked: _, full, warm, no_start, no_ssh_forward, ttl, wait, timeout } => {
             let req = VmCloneRequest {
                 name: name.clone(),
                 from_snapshot,
@@ -575,6 +582,8 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 no_start,
                 no_ssh_forward,
                 ttl_seconds: ttl.map(|t| t as u64),
+                warm,
+                test_run: None,
             };
             let mut vm = with_vm_progress(
                 client,

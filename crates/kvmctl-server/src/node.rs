@@ -67,6 +67,10 @@ impl NodeHandle {
         let path = path.to_owned();
         self.run(move |n| n.domain_restore(&path, running)).await
     }
+    pub async fn domain_interface_update(&self, name: &str, interface_xml: &str) -> Result<(), NodeError> {
+        let xml = interface_xml.to_owned();
+        self.named(name, move |n, name| n.domain_interface_update(name, &xml)).await
+    }
     pub async fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError> {
         self.named(name, |n, name| n.domain_clock_sync(name)).await
     }

@@ -67,7 +67,13 @@ use utoipa::OpenApi;
         crate::http::networks::port_pool_list,
         crate::http::networks::forward_list,
         crate::http::networks::forward_create,
-        crate::http::networks::forward_delete
+        crate::http::networks::forward_delete,
+        crate::http::testruns::test_run_list,
+        crate::http::testruns::test_run_create,
+        crate::http::testruns::test_run_get,
+        crate::http::testruns::test_run_delete,
+        crate::http::testruns::test_run_heartbeat,
+        crate::http::testruns::test_run_finish
     ),
     components(schemas(
         kvmctl_types::api::ErrorBody,
@@ -87,6 +93,9 @@ use utoipa::OpenApi;
         kvmctl_types::api::VmStopRequest,
         kvmctl_types::api::Snapshot,
         kvmctl_types::api::SnapshotCreateRequest,
+        kvmctl_types::api::TestRun,
+        kvmctl_types::api::TestRunCreateRequest,
+        kvmctl_types::api::TestRunFinishRequest,
         kvmctl_types::api::VmResizeRequest,
         kvmctl_types::api::ReadinessStage,
         kvmctl_types::api::VmExecRequest,
@@ -124,7 +133,8 @@ use utoipa::OpenApi;
         (name = "snapshots", description = "Snapshots of a VM: disk, UEFI variables and optionally memory"),
         (name = "networks", description = "Networks, host port pools and port forwards"),
         (name = "users", description = "Users, API tokens, quotas, the audit log and usage records"),
-        (name = "nodes", description = "Compute nodes, their capacity and placement")
+        (name = "nodes", description = "Compute nodes, their capacity and placement"),
+        (name = "test-runs", description = "Runs of the ephemeral-VM test runner (`kvmctl test`), which hold their VMs")
     )
 )]
 pub struct ApiDoc;

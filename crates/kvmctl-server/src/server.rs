@@ -68,6 +68,7 @@ pub struct RunningServer {
     readiness: JoinHandle<()>,
     metering: JoinHandle<()>,
     hygiene: JoinHandle<()>,
+    reaper: JoinHandle<()>,
     restarts: JoinHandle<()>,
     closing: watch::Sender<bool>,
 }
@@ -149,6 +150,8 @@ impl RunningServer {
         // Hourly usage records; hours missed while down are caught up now.
         let metering = tokio::spawn(crate::app::metering::run(ctx.clone()));
         let hygiene = tokio::spawn(crate::app::hygiene::run(ctx.clone()));
+        // Test runs whose runner went silent, and the VMs of ended runs (at once: start-up).
+        let reaper = tokio::spawn(crate::app::testruns::run(ctx.clone()));
         let restarts = tokio::spawn(crate::app::restart::run(ctx.clone(), restarts_rx));
         let mut tasks = Vec::new();
         let stop = |mut rx: watch::Receiver<bool>| async move {
@@ -220,6 +223,7 @@ impl RunningServer {
             readiness,
             metering,
             hygiene,
+            reaper,
             restarts,
             closing,
         })
@@ -232,6 +236,7 @@ impl RunningServer {
         self.readiness.abort();
         self.metering.abort();
         self.hygiene.abort();
+        self.reaper.abort();
         self.restarts.abort();
         for t in self.tasks {
             let _ = t.await;

@@ -286,6 +286,14 @@ impl Node for MemoryNode {
         Ok(())
     }
 
+    fn domain_interface_update(&self, name: &str, _interface_xml: &str) -> Result<(), NodeError> {
+        let mut st = self.enter("domain_interface_update", name)?;
+        match domain(&mut st, name)?.state {
+            DomainState::Running => Ok(()),
+            _ => Err(refused("update the NIC of", name, "domain is not running")),
+        }
+    }
+
     fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError> {
         let mut st = self.enter("domain_clock_sync", name)?;
         match domain(&mut st, name)?.state {

@@ -256,6 +256,15 @@ impl Node for LibvirtNode {
         })
     }
 
+    fn domain_interface_update(&self, name: &str, interface_xml: &str) -> Result<(), NodeError> {
+        self.with_conn(|c| {
+            let d = Self::domain(c, name, "update the NIC of")?;
+            d.update_device_flags(interface_xml, virt::sys::VIR_DOMAIN_AFFECT_LIVE)
+                .map(|_| ())
+                .map_err(|e| NodeError::from_virt("update the NIC of", "domain", name, e))
+        })
+    }
+
     fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError> {
         self.with_conn(|c| {
             let d = Self::domain(c, name, "set the clock of")?;

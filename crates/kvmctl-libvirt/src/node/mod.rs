@@ -101,6 +101,9 @@ pub trait Node: Send + Sync {
     /// Sets the guest's clock from the host's through its guest agent (after a restore, the
     /// guest's clock stands where it was saved); an error when no agent answers.
     fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError>;
+    /// Replaces a running domain's NIC (the one with the same MAC) by `interface_xml`, live
+    /// only: what may change is what libvirt changes live (its filter and parameters).
+    fn domain_interface_update(&self, name: &str, interface_xml: &str) -> Result<(), NodeError>;
     fn domain_list(&self) -> Result<Vec<DomainSummary>, NodeError>;
     fn domain_xml(&self, name: &str) -> Result<String, NodeError>;
 

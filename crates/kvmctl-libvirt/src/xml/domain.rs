@@ -108,6 +108,9 @@ pub struct Nic {
 pub struct NicFilter {
     pub name: String,
     pub ip: Option<std::net::Ipv4Addr>,
+    /// The MAC the filter holds the guest to, when not the NIC's own (a warm clone waking
+    /// with its source's MAC, until it takes its own).
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +131,44 @@ pub struct DomainSpec {
     pub vnc_port: Option<u16>,
     pub guest_agent: bool,
     pub metadata: Metadata,
+}
+
+/// One `<interface>` element, as in the domain definition (for a live device update).
+pub fn interface_xml(nic: &Nic) -> Result<String, XmlError> {
+    let mut d = Doc::new();
+    nic_write(&mut d, nic)?;
+    Ok(d.finish())
+}
+
+fn nic_write(d: &mut Doc, nic: &Nic) -> Result<(), XmlError> {
+    let (kind, source) = match &nic.source {
+        NicSource::Network(n) => ("network", ("network", n.as_str())),
+        NicSource::Bridge(b) => ("bridge", ("bridge", b.as_str())),
+        NicSource::Direct(dev) => ("direct", ("dev", dev.as_str())),
+    };
+    d.open("interface", &[("type", kind)])?;
+    if let Some(mac) = &nic.mac {
+        d.empty("mac", &[("address", &checked("mac", mac)?)])?;
+    }
+    if kind == "direct" {
+        d.empty("source", &[(source.0, &checked("network", source.1)?), ("mode", "bridge")])?;
+    } else {
+        d.empty("source", &[(source.0, &checked("network", source.1)?)])?;
+    }
+    d.empty("model", &[("type", "virtio")])?;
+    if let Some(f) = nic.filter.as_ref().filter(|_| kind != "direct") {
+        d.open("filterref", &[("filter", &checked("network filter", &f.name)?)])?;
+        match f.ip {
+            Some(ip) => d.empty("parameter", &[("name", "IP"), ("value", &ip.to_string())])?,
+            None => d.empty("parameter", &[("name", "CTRL_IP_LEARNING"), ("value", "dhcp")])?,
+        }
+        if let Some(mac) = &f.mac {
+            d.empty("parameter", &[("name", "MAC"), ("value", &checked("mac", mac)?)])?;
+        }
+        d.close("filterref")?;
+    }
+    d.close("interface")?;
+    Ok(())
 }
 
 /// Renders a domain definition for `virDomainDefineXML`.
@@ -207,30 +248,7 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
         d.close("disk")?;
     }
     for nic in &spec.nics {
-        let (kind, source) = match &nic.source {
-            NicSource::Network(n) => ("network", ("network", n.as_str())),
-            NicSource::Bridge(b) => ("bridge", ("bridge", b.as_str())),
-            NicSource::Direct(dev) => ("direct", ("dev", dev.as_str())),
-        };
-        d.open("interface", &[("type", kind)])?;
-        if let Some(mac) = &nic.mac {
-            d.empty("mac", &[("address", &checked("mac", mac)?)])?;
-        }
-        if kind == "direct" {
-            d.empty("source", &[(source.0, &checked("network", source.1)?), ("mode", "bridge")])?;
-        } else {
-            d.empty("source", &[(source.0, &checked("network", source.1)?)])?;
-        }
-        d.empty("model", &[("type", "virtio")])?;
-        if let Some(f) = nic.filter.as_ref().filter(|_| kind != "direct") {
-            d.open("filterref", &[("filter", &checked("network filter", &f.name)?)])?;
-            match f.ip {
-                Some(ip) => d.empty("parameter", &[("name", "IP"), ("value", &ip.to_string())])?,
-                None => d.empty("parameter", &[("name", "CTRL_IP_LEARNING"), ("value", "dhcp")])?,
-            }
-            d.close("filterref")?;
-        }
-        d.close("interface")?;
+        nic_write(&mut d, nic)?;
     }
     d.open("serial", &[("type", "pty")])?;
     if let Some(log) = &spec.serial_log {

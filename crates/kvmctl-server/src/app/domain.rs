@@ -46,8 +46,11 @@ pub(crate) fn domain_spec(
             mac: Some(rec.mac.clone()),
             // No spoofing of a neighbour's MAC, IP or ARP on a shared network: the guest may
             // use its reserved address only (or the one its DHCP gave it).
-            filter: (!ctx.config.nic_filter.is_empty())
-                .then(|| NicFilter { name: ctx.config.nic_filter.clone(), ip: rec.ip.as_deref().and_then(|i| i.parse().ok()) }),
+            filter: (!ctx.config.nic_filter.is_empty()).then(|| NicFilter {
+                name: ctx.config.nic_filter.clone(),
+                ip: rec.ip.as_deref().and_then(|i| i.parse().ok()),
+                mac: None,
+            }),
         }],
         serial_log: Some(serial_log_on_node(ctx, rec)),
         vnc_password: Some(rec.vnc_password.clone()),
@@ -114,6 +117,29 @@ pub(crate) async fn domain_redefine(ctx: &Context, rec: &VmRecord) -> Result<(),
 }
 
 /// The domain definition of a VM as it should be now: its record, image, forwards and VNC.
+/// A warm clone's definitions: the one it wakes with, whose NIC filter holds it to its
+/// source's MAC and address (what the woken guest still uses), and its NIC as it is defined
+/// (filter on its own MAC and address), which replaces the first once it has moved.
+pub(crate) async fn domain_xml_waking(
+    ctx: &Context,
+    rec: &VmRecord,
+    image: &ImageRecord,
+    paths: ImagePaths,
+    dtype: DomainType,
+    source: &VmRecord,
+) -> Result<(String, Option<String>), Error> {
+    let extras = (vmnet::metadata_of(ctx, rec).await?, vmnet::vnc_port(ctx, rec).await?);
+    let mut spec = domain_spec(ctx, rec, image, paths, dtype, extras);
+    let own = spec.nics.first().map(xml::interface_xml).transpose()?;
+    for nic in &mut spec.nics {
+        if let Some(f) = &mut nic.filter {
+            f.mac = Some(source.mac.clone());
+            f.ip = source.ip.as_deref().and_then(|i| i.parse().ok());
+        }
+    }
+    Ok((xml::domain_xml(&spec)?, own.filter(|_| spec.nics.iter().any(|n| n.filter.is_some()))))
+}
+
 pub(crate) async fn domain_xml_of(
     ctx: &Context,
     rec: &VmRecord,

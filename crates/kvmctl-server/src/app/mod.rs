@@ -20,6 +20,7 @@ pub mod restart;
 pub mod snapshots;
 pub mod ssh;
 pub mod status;
+pub mod testruns;
 pub mod users;
 pub mod vmnet;
 pub mod vms;

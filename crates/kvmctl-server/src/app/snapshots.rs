@@ -30,7 +30,7 @@ pub(crate) fn vm_dir(ctx: &Context, rec: &VmRecord) -> PathBuf {
     ctx.config.snapshot_dir.join(rec.id.to_string())
 }
 
-fn memory_file(dir: &Path, id: &str) -> PathBuf {
+pub(crate) fn memory_file(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.mem"))
 }
 

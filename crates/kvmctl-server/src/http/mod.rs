@@ -16,6 +16,7 @@ pub(crate) mod plans;
 pub(crate) mod snapshots;
 pub(crate) mod status;
 pub(crate) mod terminal;
+pub(crate) mod testruns;
 pub(crate) mod users;
 pub(crate) mod vms;
 
@@ -110,6 +111,12 @@ fn routes() -> Vec<Route> {
         route!(get "/v1/vms/{name}/ssh", terminal::vm_ssh),
         route!(get "/v1/vms/{name}/files", terminal::vm_file_get),
         route!(put "/v1/vms/{name}/files", terminal::vm_file_put),
+        route!(get "/v1/test-runs", testruns::test_run_list),
+        route!(post "/v1/test-runs", testruns::test_run_create),
+        route!(get "/v1/test-runs/{id}", testruns::test_run_get),
+        route!(delete "/v1/test-runs/{id}", testruns::test_run_delete),
+        route!(post "/v1/test-runs/{id}/heartbeat", testruns::test_run_heartbeat),
+        route!(post "/v1/test-runs/{id}/finish", testruns::test_run_finish),
     ]
 }
 

@@ -7,6 +7,7 @@ mod images;
 mod networking;
 mod snapshots;
 mod status;
+mod testruns;
 mod users;
 mod vms;
 
@@ -14,5 +15,6 @@ pub use images::*;
 pub use networking::*;
 pub use snapshots::*;
 pub use status::*;
+pub use testruns::*;
 pub use users::*;
 pub use vms::*;

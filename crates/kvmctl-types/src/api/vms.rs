@@ -101,6 +101,10 @@ pub struct VmCreateRequest {
     /// Delete the VM this many seconds after it is created (60 to 2592000, 30 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
+    /// The test run (`kvmctl test run`) the VM belongs to: it is deleted with the run, and
+    /// when the run's runner goes silent past its grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_run: Option<String>,
 }
 
 /// `POST /v1/vms/{name}/clone`: a new VM from the VM's disk (now, or at one of its
@@ -127,6 +131,15 @@ pub struct VmCloneRequest {
     /// Delete the clone this many seconds after it is made (60 to 2592000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
+    /// Start the clone from the memory of `from_snapshot` (a memory snapshot of a stopped
+    /// source) instead of booting it: it wakes where the source was, then takes its own
+    /// hostname, MAC, address, keys, machine-id and the host's clock. Needs `sudo` in the
+    /// guest (cloud-init images have it).
+    #[serde(default)]
+    pub warm: bool,
+    /// The test run the clone belongs to (as in `VmCreateRequest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_run: Option<String>,
 }
 
 /// Why placement chose or refused a node.

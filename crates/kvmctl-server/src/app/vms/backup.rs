@@ -566,7 +566,7 @@ where
     steps.mark("verify");
 
     // The new VM, by create's path, with the archive's disk as its root disk.
-    let Identity { id, vm_key, seed_iso, host_key } = identity_new(&source, &user, &image, &name)?;
+    let Identity { id, vm_key, seed_iso, host_key, .. } = identity_new(&source, &user, &image, &name)?;
     let spec = CreateSpec {
         name: name.clone(),
         image: image.clone(),
@@ -612,7 +612,8 @@ where
         steps.mark("disk");
         ctx.failpoints.hit("restore.disk").await?;
         let CreateSpec { vm_key, seed_iso, .. } = spec;
-        let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !opts.no_start, ssh_forward, root: RootDisk::Made, nvram };
+        let opts =
+            BuildOptions { seed_iso, vm_key, domain_type, start: !opts.no_start, ssh_forward, root: RootDisk::Made, nvram, warm: None };
         vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await
     }
     .await;

@@ -14,7 +14,7 @@
 //! `authorized_keys`), machine-id (made anew on first boot) and SSH forward. The source's
 //! user-data does not run again. A UEFI clone starts from a copy of the source's variables.
 
-use super::create::{build_end, create_reserve, seed_finish, vm_build, BuildOptions, CreateSpec, RootDisk, Steps};
+use super::create::{build_end, create_reserve, vm_build, BuildOptions, CreateSpec, RootDisk, Steps};
 use super::*;
 use crate::app::snapshots;
 use kvmctl_core::rules;
@@ -36,24 +36,31 @@ fn identity_reset(source: &str, user: &str) -> Vec<String> {
 pub(super) struct Identity {
     pub(super) id: VmId,
     pub(super) vm_key: String,
+    pub(super) vm_public: String,
     pub(super) seed_iso: Vec<u8>,
     pub(super) host_key: Option<String>,
+    /// The host key in the seed (cloud-init images).
+    pub(super) host_key_pair: Option<kvmctl_cloudinit::seed::HostKey>,
 }
 
 pub(super) fn identity_new(source: &Name, user: &Name, image: &ImageRecord, name: &Name) -> Result<Identity, Error> {
     let id = VmId::new();
     let (vm_key, vm_public) = ssh::key_generate(&format!("kvmctl-{name}"))?;
-    let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), user.as_str(), vec![vm_public]);
+    let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), user.as_str(), vec![vm_public.clone()]);
     seed_spec.runcmd = identity_reset(source.as_str(), user.as_str());
-    let (seed_iso, host_key) = seed_finish(seed_spec, image, name)?;
-    Ok(Identity { id, vm_key, seed_iso, host_key })
+    let (seed_iso, host_key, host_key_pair) = super::create::seed_with_key(seed_spec, image, name)?;
+    Ok(Identity { id, vm_key, vm_public, seed_iso, host_key, host_key_pair })
 }
 
-/// The clone's identity and seed, made in memory.
-fn clone_spec(src: &VmRecord, image: &ImageRecord, name: Name) -> Result<CreateSpec, Error> {
+/// The clone's identity and seed, made in memory (with what a warm wake installs itself).
+fn clone_spec(
+    src: &VmRecord,
+    image: &ImageRecord,
+    name: Name,
+) -> Result<(CreateSpec, String, Option<kvmctl_cloudinit::seed::HostKey>), Error> {
     let user = parse_name("user", &src.ssh_user)?;
-    let Identity { id, vm_key, seed_iso, host_key } = identity_new(&src.name, &user, image, &name)?;
-    Ok(CreateSpec {
+    let Identity { id, vm_key, vm_public, seed_iso, host_key, host_key_pair } = identity_new(&src.name, &user, image, &name)?;
+    let spec = CreateSpec {
         name,
         image: image.clone(),
         plan: src.plan.clone(),
@@ -67,7 +74,8 @@ fn clone_spec(src: &VmRecord, image: &ImageRecord, name: Name) -> Result<CreateS
         vm_key,
         seed_iso,
         host_key,
-    })
+    };
+    Ok((spec, vm_public, host_key_pair))
 }
 
 /// `qemu-img convert` of the source's disk (at snapshot tag `tag`, read while the source may
@@ -208,12 +216,22 @@ pub async fn vm_clone(ctx: &Context, caller: &Caller, source: &str, req: VmClone
         Some(s) => Some(snapshots::snapshot_of(ctx, &src, s).await?),
         None => None,
     };
+    let warm_save = match (&snap, req.warm) {
+        (_, false) => None,
+        (Some(s), true) => Some(warm_check(ctx, &src, s, &req).await?),
+        (None, true) => return Err(Error::invalid("warm", "a warm clone wakes from a memory snapshot: name it with from_snapshot")),
+    };
     let image = images::image_record(ctx, &src.image).await?;
-    let spec = clone_spec(&src, &image, name.clone())?;
+    let (spec, vm_public, host_key_pair) = clone_spec(&src, &image, name.clone())?;
     steps.mark("validate");
     let _busy = ctx.vm_lock(&name, "creating").await?;
-    let create =
-        VmCreateRequest { name: req.name.clone(), image: src.image.to_string(), ttl_seconds: req.ttl_seconds, ..Default::default() };
+    let create = VmCreateRequest {
+        name: req.name.clone(),
+        image: src.image.to_string(),
+        ttl_seconds: req.ttl_seconds,
+        test_run: req.test_run.clone(),
+        ..Default::default()
+    };
     let strategy = crate::app::nodes::strategy(None)?;
     let (rec, _placed) = create_reserve(ctx, caller, &create, strategy, &spec, &mut steps, Some(src.node.as_str())).await?;
     ctx.publish("vm.clone", &rec.name, &rec.owner, Some("creating"), None, Some(src.name.as_str()));
@@ -225,11 +243,43 @@ pub async fn vm_clone(ctx: &Context, caller: &Caller, source: &str, req: VmClone
         steps.mark("disk_copy");
         drop(src_busy);
         let CreateSpec { vm_key, seed_iso, .. } = spec;
-        let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root, nvram };
+        let warm =
+            warm_save.map(|save| super::warm::WarmStart { src: src.clone(), save, vm_public_key: vm_public, host_key: host_key_pair });
+        let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root, nvram, warm };
         vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await
     }
     .await;
     build_end(ctx, &rec, built, &made, steps, Some(("vm.clone", Some(src.name.as_str())))).await
+}
+
+/// What a warm clone needs of its source and snapshot; the snapshot's saved-domain image.
+async fn warm_check(ctx: &Context, src: &VmRecord, s: &SnapshotRecord, req: &VmCloneRequest) -> Result<PathBuf, Error> {
+    if !s.memory {
+        return Err(Error::invalid(
+            "warm",
+            format!(
+                "snapshot {} of {} holds no memory; take one with `kvmctl snapshot create {} NAME --memory`",
+                s.name, src.name, src.name
+            ),
+        ));
+    }
+    if req.no_start {
+        return Err(Error::invalid("warm", "a warm clone is started by its wake; leave no_start out"));
+    }
+    if src.ip.is_none() {
+        return Err(Error::invalid("warm", format!("{} has no reserved address: warm clones need a managed network", src.name)));
+    }
+    if snapshots::running(ctx, src).await? {
+        return Err(Error::Conflict(format!(
+            "{} is running: a warm clone wakes at its address and would collide with it; stop {} first, or clone without --warm",
+            src.name, src.name
+        )));
+    }
+    let save = snapshots::memory_file(&snapshots::vm_dir(ctx, src), &s.id);
+    if !save.exists() {
+        return Err(Error::Conflict(format!("the memory image of snapshot {} is missing from {}", s.name, save.display())));
+    }
+    Ok(save)
 }
 
 /// Removes the base `b` (marked `deleting`, no clone uses it): its file, then its row.

@@ -211,7 +211,8 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     // Forwards are rules in the local node's firewall: VMs on other nodes get none.
     let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some() && rec.node == crate::app::context::LOCAL;
     let CreateSpec { vm_key, seed_iso, image, .. } = spec;
-    let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root: RootDisk::Image, nvram: None };
+    let opts =
+        BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root: RootDisk::Image, nvram: None, warm: None };
     let mut made = Vec::new();
     let built = vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await;
     let mut vm = build_end(ctx, &rec, built, &made, steps, None).await?;
@@ -270,6 +271,9 @@ pub(super) async fn create_reserve(
 ) -> Result<(VmRecord, kvmctl_core::placement::Placement), Error> {
     let (name, image, network) = (&spec.name, &spec.image, &spec.network);
     let (vcpus, memory_mib, disk_gib) = (spec.vcpus, spec.memory_mib, spec.disk_gib);
+    if let Some(run) = &req.test_run {
+        crate::app::testruns::run_open(ctx, caller, run).await?;
+    }
     // A first placement picks the node the names and the network are checked on; the
     // insert below checks its capacity again (and places anew when another create filled it).
     let (mut placed, mut node_cap) =
@@ -353,6 +357,10 @@ pub(super) async fn create_reserve(
         ctx.store.vm_set_expiry(&rec.id, Some(at)).await?;
         rec.expires_at = Some(at);
     }
+    // A run that ends meanwhile takes the VM with it (the reaper deletes the VMs of ended runs).
+    if let Some(run) = &req.test_run {
+        ctx.store.vm_test_run_set(&rec.id, Some(run)).await?;
+    }
     // The address is reserved in libvirt (a DHCP host entry) while the lock is held.
     if let Err(e) = address_reserve(ctx, &mut rec).await {
         drop(address_guard);
@@ -368,19 +376,31 @@ pub(super) async fn create_reserve(
 /// The seed's ISO, with the guest's host key where cloud-init runs: ours, pinned now, before
 /// it boots, so the first login already knows whom it talks to (its fingerprint is returned).
 pub(super) fn seed_finish(
-    mut seed_spec: kvmctl_cloudinit::seed::SeedSpec,
+    seed_spec: kvmctl_cloudinit::seed::SeedSpec,
     image: &ImageRecord,
     name: &Name,
 ) -> Result<(Vec<u8>, Option<String>), Error> {
-    let host_key = if image.cloud_init {
+    seed_with_key(seed_spec, image, name).map(|(iso, fingerprint, _)| (iso, fingerprint))
+}
+
+/// A seed ISO, its host key's fingerprint and the key itself.
+pub(super) type SeedWithKey = (Vec<u8>, Option<String>, Option<kvmctl_cloudinit::seed::HostKey>);
+
+/// `seed_finish`, also giving the host key put in the seed (a warm clone installs it itself).
+pub(super) fn seed_with_key(
+    mut seed_spec: kvmctl_cloudinit::seed::SeedSpec,
+    image: &ImageRecord,
+    name: &Name,
+) -> Result<SeedWithKey, Error> {
+    let (host_key, pair) = if image.cloud_init {
         let (key, fingerprint) = ssh::host_key_generate(name.as_str())?;
-        seed_spec.host_key = Some(key);
-        Some(fingerprint)
+        seed_spec.host_key = Some(key.clone());
+        (Some(fingerprint), Some(key))
     } else {
-        None
+        (None, None)
     };
     let seed = kvmctl_cloudinit::seed::render(&seed_spec).map_err(|e| Error::invalid(seed_field(&e.field), e.message))?;
-    Ok((kvmctl_cloudinit::seed::nocloud_iso(&seed), host_key))
+    Ok((kvmctl_cloudinit::seed::nocloud_iso(&seed), host_key, pair))
 }
 
 /// The user-facing field behind a seed error.
@@ -403,6 +423,8 @@ pub(super) struct BuildOptions {
     pub(super) root: RootDisk,
     /// A UEFI variable store to start from (a clone's, copied from its source).
     pub(super) nvram: Option<PathBuf>,
+    /// Wake from a source's memory instead of booting (a warm clone).
+    pub(super) warm: Option<super::warm::WarmStart>,
 }
 
 /// What the VM's root disk is made from.
@@ -424,7 +446,7 @@ pub(super) async fn vm_build(
     made: &mut Vec<String>,
     steps: &mut Steps,
 ) -> Result<VmState, Error> {
-    let BuildOptions { seed_iso, vm_key, domain_type, start, ssh_forward, root, nvram } = opts;
+    let BuildOptions { seed_iso, vm_key, domain_type, start, ssh_forward, root, nvram, warm } = opts;
     ssh::key_store(&ssh::key_path(&ctx.config.key_dir, &rec.id), &vm_key)?;
     steps.mark("key");
     ctx.failpoints.hit("create.reserve").await?;
@@ -473,6 +495,10 @@ pub(super) async fn vm_build(
             return Err(Error::Internal(format!("cannot create {}: {e}", ctx.config.console_log_dir.display())));
         }
     }
+    let waking = match &warm {
+        Some(w) => Some(domain_xml_waking(ctx, rec, image, paths.clone(), domain_type, &w.src).await?),
+        None => None,
+    };
     let xml = domain_xml_of(ctx, rec, image, paths, domain_type).await?;
     conn.domain_define(xml).await.map_err(|e| match e {
         NodeError::AlreadyExists { .. } => Error::Conflict(format!(
@@ -500,7 +526,10 @@ pub(super) async fn vm_build(
     if !start {
         return Ok(VmState::Stopped);
     }
-    conn.domain_start(rec.name.as_str()).await?;
+    match (&warm, waking) {
+        (Some(w), Some((xml, own_nic))) => super::warm::wake(ctx, rec, w, &xml, own_nic.as_deref()).await?,
+        _ => conn.domain_start(rec.name.as_str()).await?,
+    }
     steps.mark("start");
     ctx.store.vm_run_wanted_set(&rec.id, true).await?;
     ctx.failpoints.hit("create.start").await?;

@@ -21,6 +21,7 @@ mod create;
 mod power;
 mod resize;
 mod teardown;
+mod warm;
 
 pub(crate) use super::context::vm_record;
 pub(crate) use super::domain::*;

@@ -1,0 +1,334 @@
+//! Warm clones: a clone woken from the memory of a snapshot instead of booted.
+//!
+//! libvirt restores a saved domain only under the name and UUID it was saved with, so the
+//! clone gets a copy of the source's saved-domain image whose embedded definition is the
+//! clone's own (libvirt's save format: a fixed header, the domain XML and a cookie inside a
+//! padded area of `data_len` bytes, then QEMU's migration stream, which is copied unchanged;
+//! see docs/adr/0012). QEMU's device state carries the source's MAC, so the woken guest is
+//! still the source on the network: it answers at the source's address with the source's
+//! keys. The daemon logs in there (with the source's VM key, holding the source's pinned
+//! host key) and runs `reidentify_script`, which gives the guest the clone's hostname,
+//! machine-id, VM key, SSH host key and the host's clock, then moves its NIC to the clone's
+//! MAC and asks DHCP for the clone's reserved address. Warm wakes are serialised
+//! (`WAKE_LOCK`) until the clone answers at its own address, and the source must be stopped,
+//! so two guests never hold the source's address at once. While it wakes, the clone's NIC
+//! filter holds it to the source's MAC and address (nothing else passes); once the script
+//! ran, the filter moves to the clone's own (a live device update).
+
+use super::*;
+use kvmctl_cloudinit::seed::HostKey;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+const SAVE_MAGIC: &[u8; 16] = b"LibvirtQemudSave";
+/// magic, then version, data_len, was_running, format, cookie offset and 14 unused u32s.
+const HEADER_LEN: usize = 16 + 4 * 19;
+/// The largest header data area accepted (libvirt writes the XML plus 64 KiB of padding).
+const DATA_MAX: u32 = 16 << 20;
+
+/// One warm wake at a time, from restore until the clone has left the source's address.
+static WAKE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Copies libvirt's saved-domain image `from` to `to` with `xml` as its domain definition
+/// (the cookie, the padding's size and the migration stream unchanged). Refuses an image it
+/// does not understand: another version, a compressed one, or a definition that would not
+/// fit the padded area.
+pub(crate) fn save_image_rewrite(from: &Path, to: &Path, xml: &str) -> Result<(), String> {
+    let mut src = std::fs::File::open(from).map_err(|e| format!("cannot open {}: {e}", from.display()))?;
+    let mut header = [0u8; HEADER_LEN];
+    src.read_exact(&mut header).map_err(|e| format!("{}: no saved-domain header: {e}", from.display()))?;
+    let word = |i: usize| u32::from_le_bytes(header[16 + 4 * i..20 + 4 * i].try_into().expect("4 bytes"));
+    let (version, data_len, format, cookie_at) = (word(0), word(1), word(3), word(4));
+    if &header[..16] != SAVE_MAGIC || version != 2 {
+        return Err(format!("{} is not a complete libvirt saved-domain image of version 2", from.display()));
+    }
+    if format != 0 {
+        return Err(format!("{} is compressed (format {format}); warm clones need an uncompressed image", from.display()));
+    }
+    if data_len > DATA_MAX || cookie_at > data_len {
+        return Err(format!("{}: implausible header (data {data_len} bytes, cookie at {cookie_at})", from.display()));
+    }
+    let mut data = vec![0u8; data_len as usize];
+    src.read_exact(&mut data).map_err(|e| format!("{}: truncated header data: {e}", from.display()))?;
+    let cookie: &[u8] = if cookie_at > 0 {
+        let rest = &data[cookie_at as usize..];
+        let end = rest.iter().position(|b| *b == 0).map(|p| p + 1).unwrap_or(rest.len());
+        &rest[..end]
+    } else {
+        &[]
+    };
+    let mut area = Vec::with_capacity(data_len as usize);
+    area.extend_from_slice(xml.as_bytes());
+    area.push(0);
+    let new_cookie_at = if cookie.is_empty() { 0 } else { area.len() as u32 };
+    area.extend_from_slice(cookie);
+    if area.len() > data_len as usize {
+        return Err(format!("the clone's definition ({} bytes) does not fit the image's {data_len}", xml.len()));
+    }
+    area.resize(data_len as usize, 0);
+    header[32..36].copy_from_slice(&new_cookie_at.to_le_bytes());
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode_private()
+        .open(to)
+        .map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    let copied = (|| -> std::io::Result<()> {
+        out.write_all(&header)?;
+        out.write_all(&area)?;
+        src.seek(SeekFrom::Start((HEADER_LEN + data_len as usize) as u64))?;
+        std::io::copy(&mut src, &mut out)?;
+        out.sync_all()
+    })();
+    copied.map_err(|e| {
+        let _ = std::fs::remove_file(to);
+        format!("cannot write {}: {e}", to.display())
+    })
+}
+
+trait PrivateOpen {
+    fn mode_private(&mut self) -> &mut Self;
+}
+
+impl PrivateOpen for std::fs::OpenOptions {
+    fn mode_private(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}
+
+/// What the woken guest runs to become the clone (as root: directly, or through `sudo -n`).
+/// Every value put in it is validated or generated (names are DNS labels, MACs hex, keys
+/// base64), and none holds a single quote, so the script travels inside one.
+pub(crate) struct Reidentify<'a> {
+    pub source: &'a str,
+    pub name: &'a str,
+    pub user: &'a str,
+    pub old_mac: &'a str,
+    pub new_mac: &'a str,
+    pub vm_public_key: &'a str,
+    pub host_key: Option<&'a HostKey>,
+    pub epoch: i64,
+}
+
+pub(crate) fn reidentify_script(r: &Reidentify) -> Result<String, Error> {
+    let Reidentify { source, name, user, old_mac, new_mac, vm_public_key, host_key, epoch } = r;
+    let host_key_part = match host_key {
+        Some(k) => format!(
+            "umask 077\ncat > /etc/ssh/ssh_host_ed25519_key <<KVMCTL_KEY\n{}\nKVMCTL_KEY\nprintf \"%s\\n\" \"{}\" > /etc/ssh/ssh_host_ed25519_key.pub\n\
+             chmod 644 /etc/ssh/ssh_host_ed25519_key.pub\n[ -f /run/sshd.pid ] && kill -HUP \"$(cat /run/sshd.pid)\"\n",
+            k.private_openssh.trim_end(),
+            k.public.trim()
+        ),
+        None => String::new(),
+    };
+    // The network part runs detached: moving the NIC ends the session that started it.
+    let network = format!(
+        "sleep 1\nip link set dev \"$IF\" down\nip -4 addr flush dev \"$IF\"\nip link set dev \"$IF\" address {new_mac}\nip link set dev \"$IF\" up\n\
+         if command -v networkctl >/dev/null 2>&1 && systemctl -q is-active systemd-networkd 2>/dev/null; then systemctl restart systemd-networkd\n\
+         elif command -v dhclient >/dev/null 2>&1; then dhclient -r \"$IF\"; dhclient \"$IF\"\n\
+         elif [ -x /etc/udhcpc.script ]; then udhcpc -i \"$IF\" -s /etc/udhcpc.script -q -n -t 20 -T 1 -x hostname:{name}\n\
+         else udhcpc -i \"$IF\" -q -n -t 20 -T 1; fi\n{host_key_part}"
+    );
+    let script = format!(
+        "set -e\nIF=\nfor d in /sys/class/net/*; do [ \"$(cat \"$d/address\" 2>/dev/null)\" = {old_mac} ] && IF=\"${{d##*/}}\"; done\n\
+         [ -n \"$IF\" ] || {{ echo \"no interface has the source MAC {old_mac}\" >&2; exit 3; }}\n\
+         echo \"kvmctl: woken from a memory snapshot as {name}\" > /dev/console 2>/dev/null || true\n\
+         date -u -s @{epoch} >/dev/null 2>&1 || true\n\
+         hostname {name}\necho {name} > /etc/hostname\n\
+         sed -i -e \"s/\\([[:space:]]\\){source}\\([.[:space:]]\\)/\\1{name}\\2/g\" -e \"s/\\([[:space:]]\\){source}\\$/\\1{name}/\" /etc/hosts 2>/dev/null || true\n\
+         if [ -s /etc/machine-id ]; then rm -f /etc/machine-id /var/lib/dbus/machine-id; systemd-machine-id-setup >/dev/null 2>&1 || dbus-uuidgen --ensure=/etc/machine-id 2>/dev/null || true; fi\n\
+         h=$(sed -n \"s/^{user}:[^:]*:[^:]*:[^:]*:[^:]*:\\([^:]*\\):.*/\\1/p\" /etc/passwd)\n\
+         printf \"%s\\n\" \"{vm_public_key}\" >> \"$h/.ssh/authorized_keys\"\n\
+         sed -i \"/ kvmctl-{source}\\$/d\" \"$h/.ssh/authorized_keys\"\n\
+         cat > /run/kvmctl-reidentify <<KVMCTL_NET\nIF=$IF\n{network}KVMCTL_NET\n\
+         (setsid sh /run/kvmctl-reidentify </dev/null >/dev/null 2>&1 || sh /run/kvmctl-reidentify </dev/null >/dev/null 2>&1) &\n",
+    );
+    if script.contains('\'') {
+        return Err(Error::Internal("the re-identification script would hold a single quote".into()));
+    }
+    Ok(format!("if [ \"$(id -u)\" = 0 ]; then sh -c '{script}'; else sudo -n sh -c '{script}'; fi"))
+}
+
+/// What a warm clone wakes from, and the identity it takes.
+pub(crate) struct WarmStart {
+    pub src: VmRecord,
+    /// The source snapshot's saved-domain image.
+    pub save: PathBuf,
+    pub vm_public_key: String,
+    /// The clone's SSH host key (the one its seed also holds), for cloud-init images.
+    pub host_key: Option<HostKey>,
+}
+
+/// Starts the defined clone `rec` (whose definition is `xml`) from the memory in `w` and
+/// makes it the clone (see the module docs). Returns once it answers at its own address.
+pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xml: &str, own_nic: Option<&str>) -> Result<(), Error> {
+    let (src, save, vm_public_key, host_key) = (&w.src, &w.save, w.vm_public_key.as_str(), w.host_key.as_ref());
+    let (Some(old_ip), Some(new_ip)) = (src.ip.as_deref(), rec.ip.as_deref()) else {
+        return Err(Error::invalid("warm", "warm clones need a managed network with reserved addresses (the source's and the clone's)"));
+    };
+    let old_ip: std::net::IpAddr = old_ip.parse().map_err(|e| Error::Internal(format!("source address {old_ip}: {e}")))?;
+    let new_ip: std::net::IpAddr = new_ip.parse().map_err(|e| Error::Internal(format!("clone address {new_ip}: {e}")))?;
+    let dir = ctx.config.snapshot_dir.join(rec.id.to_string());
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    let image = dir.join("warm.save");
+    let _ = std::fs::remove_file(&image);
+    let _wake = WAKE_LOCK.lock().await;
+    let (from, to, def) = (save.to_path_buf(), image.clone(), xml.to_owned());
+    blocking(move || save_image_rewrite(&from, &to, &def)).await?.map_err(Error::Conflict)?;
+    let restored = ctx.local_node.domain_restore(&image, true).await;
+    let _ = std::fs::remove_file(&image);
+    restored?;
+    if let Err(e) = ctx.local_node.domain_clock_sync(rec.name.as_str()).await {
+        tracing::info!(vm = %rec.name, error = %e, "the warm clone's clock is set by its re-identification only (no guest agent)");
+    }
+    let script = reidentify_script(&Reidentify {
+        source: src.name.as_str(),
+        name: rec.name.as_str(),
+        user: &rec.ssh_user,
+        old_mac: &src.mac,
+        new_mac: &rec.mac,
+        vm_public_key,
+        host_key,
+        epoch: ctx.clock.now(),
+    })?;
+    // The woken guest is the source on the network, for a moment.
+    let key = ssh::key_path(&ctx.config.key_dir, &src.id);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let tried = async {
+            let s = ssh::login(std::net::SocketAddr::new(old_ip, 22), &src.ssh_user, &key, src.host_key.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            let out = s.exec(&script, 64 * 1024).await;
+            s.close().await;
+            out
+        }
+        .await;
+        match tried {
+            Ok(out) => break out,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(vm = %rec.name, error = %e, "the woken guest does not answer at the source's address yet");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => {
+                return Err(Error::Conflict(format!(
+                    "the warm clone {} did not answer at its source's address {old_ip} within 60 s ({e}); clone without --warm",
+                    rec.name
+                )))
+            }
+        }
+    };
+    if out.exit_status != 0 {
+        return Err(Error::Conflict(format!(
+            "the warm clone {} could not take its identity (exit {}): {}; it needs sudo without a password, or root",
+            rec.name,
+            out.exit_status,
+            String::from_utf8_lossy(&out.stderr).trim().chars().take(400).collect::<String>()
+        )));
+    }
+    // The guest moves to its own MAC and address a second after the script returned: its
+    // NIC filter follows now (until then it held the guest to the source's).
+    if let Some(nic) = own_nic {
+        ctx.local_node.domain_interface_update(rec.name.as_str(), nic).await?;
+    }
+    // Held until the clone answers at its own address: it has left the source's by then.
+    loop {
+        let connect = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect((new_ip, 22))).await;
+        if matches!(connect, Ok(Ok(_))) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Conflict(format!(
+                "the warm clone {} did not come up at its address {new_ip} (its DHCP renewal failed?); see `kvmctl vm console {} --log`",
+                rec.name, rec.name
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::info!(vm = %rec.name, source = %src.name, ip = %new_ip, "warm clone woken and re-identified");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(xml: &str, cookie: &str, stream: &[u8]) -> Vec<u8> {
+        let data_len = xml.len() + 1 + cookie.len() + 1 + 65536;
+        let mut v = SAVE_MAGIC.to_vec();
+        for w in [2u32, data_len as u32, 1, 0, (xml.len() + 1) as u32] {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        v.extend_from_slice(&[0u8; 56]);
+        let mut area = format!("{xml}\0{cookie}\0").into_bytes();
+        area.resize(data_len, 0);
+        v.extend_from_slice(&area);
+        v.extend_from_slice(stream);
+        v
+    }
+
+    #[test]
+    fn rewrite_replaces_the_definition_and_keeps_cookie_and_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("a"), dir.path().join("b"));
+        let stream: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&from, image("<domain><name>a</name></domain>", "<cookie/>", &stream)).unwrap();
+        save_image_rewrite(&from, &to, "<domain><name>clone-b</name></domain>").unwrap();
+        let a = std::fs::read(&from).unwrap();
+        let b = std::fs::read(&to).unwrap();
+        assert_eq!(a.len(), b.len(), "the stream stays where it was");
+        assert_eq!(&a[a.len() - stream.len()..], &b[b.len() - stream.len()..]);
+        let cookie_at = u32::from_le_bytes(b[32..36].try_into().unwrap()) as usize;
+        let area = &b[HEADER_LEN..];
+        assert_eq!(&area[..cookie_at], b"<domain><name>clone-b</name></domain>\0");
+        assert!(area[cookie_at..].starts_with(b"<cookie/>\0"));
+    }
+
+    #[test]
+    fn rewrite_refuses_what_it_does_not_understand() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("a"), dir.path().join("b"));
+        let mut img = image("<d/>", "", b"stream");
+        img[28] = 1; // gzip
+        std::fs::write(&from, &img).unwrap();
+        assert!(save_image_rewrite(&from, &to, "<x/>").unwrap_err().contains("compressed"));
+        std::fs::write(&from, b"LibvirtQemudPart not complete").unwrap();
+        assert!(save_image_rewrite(&from, &to, "<x/>").is_err());
+        std::fs::write(&from, image("<d/>", "", b"s")).unwrap();
+        let huge = "x".repeat(70_000);
+        assert!(save_image_rewrite(&from, &to, &huge).unwrap_err().contains("does not fit"));
+        assert!(!to.exists(), "nothing is left of a refused rewrite");
+    }
+
+    #[test]
+    fn script_is_one_single_quoted_word_with_the_new_identity() {
+        let key = HostKey {
+            private_openssh: "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n".into(),
+            public: "ssh-ed25519 AAAA root@b".into(),
+        };
+        let s = reidentify_script(&Reidentify {
+            source: "src-1",
+            name: "clone-2",
+            user: "alice",
+            old_mac: "52:54:00:00:00:01",
+            new_mac: "52:54:00:00:00:02",
+            vm_public_key: "ssh-ed25519 BBBB kvmctl-clone-2",
+            host_key: Some(&key),
+            epoch: 1_800_000_000,
+        })
+        .unwrap();
+        assert_eq!(s.matches('\'').count(), 4, "two single-quoted copies: {s}");
+        for needle in [
+            "hostname clone-2",
+            "address 52:54:00:00:00:02",
+            "= 52:54:00:00:00:01",
+            "@1800000000",
+            "kvmctl-src-1",
+            "BBBB kvmctl-clone-2",
+            "BEGIN OPENSSH",
+        ] {
+            assert!(s.contains(needle), "{needle} missing from {s}");
+        }
+    }
+}
