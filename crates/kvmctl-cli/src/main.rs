@@ -12,6 +12,7 @@ mod serve;
 mod snapshot;
 mod status;
 mod terminal;
+mod test;
 mod users;
 mod vm;
 mod vm_guest;
@@ -94,6 +95,10 @@ enum Command {
     Gc(node::GcArgs),
     /// Hourly usage records (one per VM-hour, with its cost): your own, or anyone's (admins).
     Usage(users::UsageArgs),
+    /// Ephemeral test VMs from a spec: run (boot, upload, provision, snapshot, check each
+    /// case in its own clone, report, clean up), list, show, rm.
+    #[command(subcommand)]
+    Test(test::TestCommand),
     /// Prepare this host: doctor, setup, uninstall (run locally, without the daemon).
     #[command(subcommand)]
     Host(host::HostCommand),
@@ -159,6 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gc(args) => node::run_gc(&client()?, args, cli.output).await,
         Command::Usage(args) => users::run_usage(&client()?, args, cli.output).await,
         Command::Plan(cmd) => plan::run_plan(&client()?, cmd, cli.output).await,
+        Command::Test(cmd) => test::run(&client()?, cmd, cli.output).await,
         Command::Serve(args) => serve::run(args, cli.socket).await,
         Command::Openapi => {
             print!("{}", kvmctl_server::openapi::openapi_json());

@@ -12,6 +12,7 @@ pub use kvmctl_types::DEFAULT_SOCKET;
 mod admin;
 mod backups;
 mod snapshots;
+mod testruns;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
