@@ -45,6 +45,12 @@ image_json=$("$repo/target/debug/kvmctl" image build debian-12 --cache-dir "$KVM
 KVMCTL_TEST_DEBIAN_IMAGE=$(printf '%s' "$image_json" | sed -n 's/^  "path": "\(.*\)",$/\1/p')
 [ -f "$KVMCTL_TEST_DEBIAN_IMAGE" ] || die "image build did not report an image path: $image_json"
 export KVMCTL_TEST_DEBIAN_IMAGE
+# Debian 13, seed 004's base, for the test runner's own full-guest test.
+log "kvmctl image build debian-13 (cached by recipe hash)"
+image_json=$("$repo/target/debug/kvmctl" image build debian-13 --cache-dir "$KVMCTL_CACHE/images" -o json)
+KVMCTL_TEST_DEBIAN13_IMAGE=$(printf '%s' "$image_json" | sed -n 's/^  "path": "\(.*\)",$/\1/p')
+[ -f "$KVMCTL_TEST_DEBIAN13_IMAGE" ] || die "image build did not report an image path: $image_json"
+export KVMCTL_TEST_DEBIAN13_IMAGE
 
 # Entries of table inet kvmctl (in the namespace) whose VM has no running domain.
 stale_forwards() {
@@ -57,12 +63,13 @@ stale_forwards() {
 
 leak_check() {
   local left
-  left=$( { virsh list --all --name | grep -E '^kt-' || true
+  # kt-*: the tests' own names; r<10 hex>-*: VMs of test runs (`kvmctl test`).
+  left=$( { virsh list --all --name | grep -E '^(kt-|r[0-9a-f]{10}-)' || true
             virsh pool-list --all --name | grep -E '^kt-' | sed 's/^/pool /' || true
             virsh pool-refresh "$KVMCTL_TEST_POOL" >/dev/null 2>&1 || true
-            virsh vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 && $1 ~ /^((image-)?kt-|_base-)/ {print "volume " $1}'
-            ls /var/log/libvirt/qemu/ 2>/dev/null | grep -E '^kt-' | sed 's/^/log /' || true
-            virsh net-dumpxml "$KVMCTL_TEST_NETWORK" 2>/dev/null | grep -oE "<host [^>]*name='kt-[^']*'" | sed 's/^/dhcp reservation /' || true
+            virsh vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 {print $1}' | grep -E '^((image-)?kt-|_base-|r[0-9a-f]{10}-)' | sed 's/^/volume /' || true
+            ls /var/log/libvirt/qemu/ 2>/dev/null | grep -E '^(kt-|r[0-9a-f]{10}-)' | sed 's/^/log /' || true
+            virsh net-dumpxml "$KVMCTL_TEST_NETWORK" 2>/dev/null | grep -oE "<host [^>]*name='(kt-|r[0-9a-f]{10}-)[^']*'" | sed 's/^/dhcp reservation /' || true
             virsh net-list --all --name | grep -E '^kt-' | sed 's/^/network /' || true
             netns_exec virsh -c "$KVMCTL_TEST_NODE2_URI" list --all --name | grep -E '^kt-' | sed 's/^/node 2 domain /' || true
             netns_exec virsh -c "$KVMCTL_TEST_NODE2_URI" vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 && $1 ~ /^(image-)?kt-/ {print "node 2 volume " $1}'

@@ -17,7 +17,7 @@ pub enum ImageCommand {
     /// BIOS and UEFI, trimmed to boot fast under emulation. Reuses the last build while the
     /// recipe is unchanged.
     Build {
-        /// What to build. Supported: debian-12.
+        /// What to build. Supported: debian-12, debian-13.
         #[arg(value_name = "OS")]
         os: String,
         #[arg(long, value_enum, default_value_t = ProfileArg::Minimal)]
@@ -258,14 +258,13 @@ pub fn run(cmd: ImageCommand, format: OutputFormat) -> anyhow::Result<ExitCode> 
 fn build_local(cmd: ImageCommand, format: OutputFormat) -> anyhow::Result<(ImageMeta, OutputFormat)> {
     match cmd {
         ImageCommand::Build { os, profile, name, cache_dir, mirror, force, import: _ } => {
-            if os != "debian-12" {
-                anyhow::bail!("unknown OS {os:?}; supported: debian-12");
-            }
             let profile = match profile {
                 ProfileArg::Minimal => Profile::Minimal,
                 ProfileArg::Standard => Profile::Standard,
             };
-            let recipe = Recipe::debian_12(profile, &mirror);
+            let Some(recipe) = Recipe::of(&os, profile, &mirror) else {
+                anyhow::bail!("unknown OS {os:?}; supported: {}", Recipe::OSES.join(", "));
+            };
             let name = name.unwrap_or_else(|| if profile == Profile::Standard { format!("{os}-standard") } else { os.clone() });
             if kvmctl_types::Name::parse(&name).is_err() {
                 anyhow::bail!("invalid --name {name:?}: must be a DNS label (a-z, 0-9, '-')");

@@ -101,7 +101,10 @@ fn run(stage: &'static str, cmd: &mut Command) -> Result<String, BuildError> {
     let out = cmd.output().map_err(|e| BuildError::Stage { stage, message: format!("cannot run {:?}: {e}", cmd.get_program()) })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+        // apt's own verdicts ("E: Unable to locate package ...") first, wherever they stand;
+        // then the last lines.
+        let mut tail: Vec<&str> = err.lines().filter(|l| l.starts_with("E: ") && !l.starts_with("E: setup failed")).take(4).collect();
+        tail.extend(err.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().filter(|l| !l.contains("Reading database")));
         return Err(BuildError::Stage {
             stage,
             message: format!("{:?} exited with {}: {}", cmd.get_program(), out.status, tail.join(" | ")),

@@ -48,7 +48,29 @@ pub const GRUB_BIOS_MODULES: &[&str] =
 pub const SHIM_SIGNED: &str = "/usr/lib/shim/shimx64.efi.signed";
 pub const GRUB_EFI_SIGNED: &str = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
 impl Recipe {
-    /// The only OS for now: Debian 12 (bookworm).
+    /// The OS names `image build` knows.
+    pub const OSES: [&'static str; 2] = ["debian-12", "debian-13"];
+
+    /// The recipe of `os` (one of `OSES`).
+    pub fn of(os: &str, profile: Profile, mirror: &str) -> Option<Recipe> {
+        match os {
+            "debian-12" => Some(Recipe::debian_12(profile, mirror)),
+            "debian-13" => Some(Recipe::debian_13(profile, mirror)),
+            _ => None,
+        }
+    }
+
+    /// Debian 13 (trixie): Debian 12's recipe on the newer suite. Its cloud-init and systemd
+    /// read the same settings.
+    pub fn debian_13(profile: Profile, mirror: &str) -> Recipe {
+        let mut r = Recipe::debian_12(profile, mirror);
+        r.os = "debian-13".into();
+        r.suite = "trixie".into();
+        r.version = "13".into();
+        r
+    }
+
+    /// Debian 12 (bookworm).
     pub fn debian_12(profile: Profile, mirror: &str) -> Recipe {
         let mut packages: Vec<String> = [
             "linux-image-cloud-amd64",

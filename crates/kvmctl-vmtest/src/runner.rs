@@ -65,6 +65,9 @@ struct Run<'a> {
     lost: Arc<AtomicBool>,
     /// Clones of the base are made one at a time (the daemon holds the source busy).
     clone_lock: tokio::sync::Mutex<()>,
+    /// Case VMs that exist now, and a signal when one is gone (room for a waiting case).
+    live: std::sync::atomic::AtomicUsize,
+    ended: tokio::sync::broadcast::Sender<()>,
 }
 
 /// Runs `spec`; never fails: what went wrong is in the report's outcome and error. The
@@ -133,6 +136,8 @@ pub async fn run(client: &Client, spec: &Spec, opts: &Options, say: Say) -> RunR
         cloud_init,
         lost: lost.clone(),
         clone_lock: tokio::sync::Mutex::new(()),
+        live: std::sync::atomic::AtomicUsize::new(0),
+        ended: tokio::sync::broadcast::channel(16).0,
     };
     let _ = std::fs::create_dir_all(&run.artifacts);
     let body = run.body(&mut report);
@@ -460,6 +465,7 @@ impl Run<'_> {
             }
         }
         if created {
+            self.live.fetch_sub(1, Ordering::SeqCst);
             if r.outcome != Outcome::Passed && self.opts.keep_on_failure {
                 r.kept = true;
                 (self.say)(&format!("case {}: {} — kept: kvmctl vm ssh {vm}", case.name, r.outcome.as_str()));
@@ -468,6 +474,7 @@ impl Run<'_> {
                 let _ = self.client.vm_delete(&vm, false).await;
             }
         }
+        let _ = self.ended.send(());
         r.ms = ms(t);
         if !r.kept {
             (self.say)(&format!("case {}: {} in {:.1} s", case.name, r.outcome.as_str(), r.ms as f64 / 1000.0));
@@ -487,10 +494,32 @@ impl Run<'_> {
             test_run: Some(self.id.clone()),
             ..Default::default()
         };
-        {
-            let _one = self.clone_lock.lock().await;
-            self.client.vm_clone(&self.base, &req).await?;
+        // A full node (or quota) refuses a clone while other cases hold it: this case waits
+        // for one of them to end, as --parallel asks more than the node has.
+        let mut waited = false;
+        loop {
+            let made = {
+                let _one = self.clone_lock.lock().await;
+                self.client.vm_clone(&self.base, &req).await
+            };
+            match made {
+                Ok(_) => break,
+                Err(ClientError::Api { body, .. })
+                    if (body.error == "insufficient_capacity" || body.error == "quota_exceeded")
+                        && self.live.load(Ordering::SeqCst) > 0
+                        && t.elapsed() < self.opts.boot_timeout =>
+                {
+                    if !waited {
+                        (self.say)(&format!("case {}: waiting for room ({})", case.name, body.message));
+                        waited = true;
+                    }
+                    let mut ended = self.ended.subscribe();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        self.live.fetch_add(1, Ordering::SeqCst);
         r.stages.push(Stage { name: if self.opts.warm { "wake" } else { "clone+start" }.into(), ms: ms(t), detail: None });
         let stage = if self.opts.warm { "ssh" } else { self.ready_stage() };
         let ready = self.wait_ready(vm, stage).await?;

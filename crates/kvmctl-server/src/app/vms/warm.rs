@@ -122,7 +122,8 @@ pub(crate) fn reidentify_script(r: &Reidentify) -> Result<String, Error> {
         ),
         None => String::new(),
     };
-    // The network part runs detached: moving the NIC ends the session that started it.
+    // The network part runs detached, holding none of the session's descriptors (sshd keeps
+    // a channel open while anything holds them): moving the NIC ends the session.
     let network = format!(
         "sleep 1\nip link set dev \"$IF\" down\nip -4 addr flush dev \"$IF\"\nip link set dev \"$IF\" address {new_mac}\nip link set dev \"$IF\" up\n\
          if command -v networkctl >/dev/null 2>&1 && systemctl -q is-active systemd-networkd 2>/dev/null; then systemctl restart systemd-networkd\n\
@@ -142,7 +143,7 @@ pub(crate) fn reidentify_script(r: &Reidentify) -> Result<String, Error> {
          printf \"%s\\n\" \"{vm_public_key}\" >> \"$h/.ssh/authorized_keys\"\n\
          sed -i \"/ kvmctl-{source}\\$/d\" \"$h/.ssh/authorized_keys\"\n\
          cat > /run/kvmctl-reidentify <<KVMCTL_NET\nIF=$IF\n{network}KVMCTL_NET\n\
-         (setsid sh /run/kvmctl-reidentify </dev/null >/dev/null 2>&1 || sh /run/kvmctl-reidentify </dev/null >/dev/null 2>&1) &\n",
+         (setsid sh /run/kvmctl-reidentify || sh /run/kvmctl-reidentify) </dev/null >/dev/null 2>&1 &\n",
     );
     if script.contains('\'') {
         return Err(Error::Internal("the re-identification script would hold a single quote".into()));
