@@ -12,5 +12,5 @@ pub mod xml;
 
 pub use error::NodeError;
 pub use node::{
-    Console, ConsoleStream, DomainState, DomainSummary, LibvirtNode, Node, NodeResources, NodeVersions, ObjectState, VolumeInfo,
+    AgentExec, Console, ConsoleStream, DomainState, DomainSummary, LibvirtNode, Node, NodeResources, NodeVersions, ObjectState, VolumeInfo,
 };

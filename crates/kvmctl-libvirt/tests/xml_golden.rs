@@ -39,7 +39,7 @@ fn tiny() -> DomainSpec {
         nics: vec![Nic {
             source: NicSource::Network("kvmctl-test".into()),
             mac: Some("52:54:00:aa:bb:cc".into()),
-            filter: Some(NicFilter { name: "clean-traffic".into(), ip: Some("10.77.0.50".parse().unwrap()), mac: None }),
+            filter: Some(NicFilter { name: "clean-traffic".into(), ip: Some("10.77.0.50".parse().unwrap()), also: None }),
         }],
         serial_log: Some("/var/log/libvirt/qemu/tiny-1-serial.log".into()),
         vnc_password: None,
@@ -70,7 +70,7 @@ fn disk_boot_kvm_domain_with_vnc_and_agent() {
         nics: vec![Nic {
             source: NicSource::Bridge("br0".into()),
             mac: None,
-            filter: Some(NicFilter { name: "clean-traffic".into(), ip: None, mac: None }),
+            filter: Some(NicFilter { name: "clean-traffic".into(), ip: None, also: None }),
         }],
         serial_log: Some("/var/log/libvirt/qemu/web-1-serial.log".into()),
         vnc_password: Some("s3cret".into()),

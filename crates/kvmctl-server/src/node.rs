@@ -71,6 +71,14 @@ impl NodeHandle {
         let xml = interface_xml.to_owned();
         self.named(name, move |n, name| n.domain_interface_update(name, &xml)).await
     }
+    pub async fn domain_agent_exec(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        timeout_seconds: u64,
+    ) -> Result<kvmctl_libvirt::AgentExec, NodeError> {
+        self.named(name, move |n, name| n.domain_agent_exec(name, &argv, timeout_seconds)).await
+    }
     pub async fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError> {
         self.named(name, |n, name| n.domain_clock_sync(name)).await
     }

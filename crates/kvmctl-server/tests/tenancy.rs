@@ -242,6 +242,14 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("GET /v1/vms/{name}/export", call(Owned));
     // Not an archive: refused (400) once the caller is known.
     m.insert("POST /v1/restore", Call { rule: Any, query: "?name=kt-az-restored", body: Some(json!({})), ws: false, sse: false });
+    m.insert("GET /v1/test-runs", call(Any));
+    // A bad name: refused (400) once the caller is known; no run is opened.
+    m.insert("POST /v1/test-runs", with_body(Any, json!({"name": "Bad_Name"})));
+    m.insert("GET /v1/test-runs/{id}", call(Owned));
+    m.insert("POST /v1/test-runs/{id}/heartbeat", with_body(Owned, json!({})));
+    // A bad state: refused (400) after the run is found.
+    m.insert("POST /v1/test-runs/{id}/finish", with_body(Owned, json!({"state": "bogus"})));
+    m.insert("DELETE /v1/test-runs/{id}", call(Owned));
     m
 }
 
@@ -290,6 +298,11 @@ async fn every_endpoint_authorizes_every_kind_of_caller() {
         };
         t.alice.network_create(&req).await.unwrap();
     }
+    let mut alice_runs = Vec::new();
+    for _ in 0..2 {
+        let req = kvmctl_types::api::TestRunCreateRequest { name: "kt-az-run".into(), grace_seconds: Some(3600) };
+        alice_runs.push(t.alice.test_run_create(&req).await.unwrap().id);
+    }
     let mut alice_tokens = Vec::new();
     for _ in 0..2 {
         alice_tokens.push(t.alice.token_create(&TokenCreateRequest::default()).await.unwrap().info.id);
@@ -322,7 +335,9 @@ async fn every_endpoint_authorizes_every_kind_of_caller() {
                 _ => "kt-az-n0",
             };
             let token_id = if who == "admin" { &alice_tokens[1] } else { &alice_tokens[0] };
+            let run_id = if who == "admin" { &alice_runs[1] } else { &alice_runs[0] };
             let path = template
+                .replace("/v1/test-runs/{id}", &format!("/v1/test-runs/{run_id}"))
                 .replace("/v1/vms/{name}", &format!("/v1/vms/{vm_name}"))
                 .replace("/v1/networks/{name}", &format!("/v1/networks/{net}"))
                 .replace("/v1/users/{name}", "/v1/users/alice")
@@ -337,7 +352,7 @@ async fn every_endpoint_authorizes_every_kind_of_caller() {
             let (status, body) = run(client, method, &path, c).await;
             let message = body.as_ref().map(|b| b.message.clone()).unwrap_or_default();
             // A 404 that hides the path's own resource from the caller.
-            let hidden = status == 404 && ["vm ", "network ", "user ", "token "].iter().any(|k| message.starts_with(k));
+            let hidden = status == 404 && ["vm ", "network ", "user ", "token ", "test run "].iter().any(|k| message.starts_with(k));
             let ok = match (c.rule, who) {
                 (_, "anonymous") => status == 401,
                 (Rule::Admin, "other" | "owner") => status == 403,

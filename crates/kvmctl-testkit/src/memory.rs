@@ -294,6 +294,11 @@ impl Node for MemoryNode {
         }
     }
 
+    fn domain_agent_exec(&self, name: &str, _argv: &[String], _timeout_seconds: u64) -> Result<kvmctl_libvirt::AgentExec, NodeError> {
+        let _st = self.enter("domain_agent_exec", name)?;
+        Err(refused("run a command through the guest agent of", name, "the in-memory node runs no guest agent"))
+    }
+
     fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError> {
         let mut st = self.enter("domain_clock_sync", name)?;
         match domain(&mut st, name)?.state {

@@ -5,7 +5,8 @@
 //! the node's other calls.
 
 use super::{
-    version_string, Console, ConsoleStream, DomainState, DomainSummary, Node, NodeResources, NodeVersions, ObjectState, VolumeInfo,
+    version_string, AgentExec, Console, ConsoleStream, DomainState, DomainSummary, Node, NodeResources, NodeVersions, ObjectState,
+    VolumeInfo,
 };
 use crate::error::NodeError;
 use crate::xml::{self, VolumeSpec};
@@ -257,12 +258,54 @@ impl Node for LibvirtNode {
     }
 
     fn domain_interface_update(&self, name: &str, interface_xml: &str) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            let d = Self::domain(c, name, "update the NIC of")?;
-            d.update_device_flags(interface_xml, virt::sys::VIR_DOMAIN_AFFECT_LIVE)
-                .map(|_| ())
-                .map_err(|e| NodeError::from_virt("update the NIC of", "domain", name, e))
-        })
+        // A connection of its own: libvirt rebuilds the NIC's filter rules (about 2 s), and
+        // the node's other calls must not queue behind it.
+        let own = self.connect_own()?;
+        let d = Self::domain(&own.0, name, "update the NIC of")?;
+        d.update_device_flags(interface_xml, virt::sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map(|_| ())
+            .map_err(|e| NodeError::from_virt("update the NIC of", "domain", name, e))
+    }
+
+    fn domain_agent_exec(&self, name: &str, argv: &[String], timeout_seconds: u64) -> Result<AgentExec, NodeError> {
+        let op = "run a command through the guest agent of";
+        let (path, args) =
+            argv.split_first().ok_or_else(|| NodeError::InvalidState { op, name: name.into(), reason: "no command".into() })?;
+        let started = serde_json::json!({"execute": "guest-exec", "arguments": {"path": path, "arg": args, "capture-output": true}});
+        let reply = self.with_conn(|c| {
+            let d = Self::domain(c, name, op)?;
+            d.qemu_agent_command(&started.to_string(), 5, 0).map_err(|e| NodeError::from_virt(op, "domain", name, e))
+        })?;
+        let bad = |what: &str| NodeError::InvalidState { op, name: name.into(), reason: format!("the guest agent answered {what}") };
+        let reply: serde_json::Value = serde_json::from_str(&reply).map_err(|_| bad("no JSON"))?;
+        let pid = reply["return"]["pid"].as_i64().ok_or_else(|| bad("no pid"))?;
+        let status = serde_json::json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}).to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_seconds);
+        loop {
+            let reply = self.with_conn(|c| {
+                let d = Self::domain(c, name, op)?;
+                d.qemu_agent_command(&status, 5, 0).map_err(|e| NodeError::from_virt(op, "domain", name, e))
+            })?;
+            let reply: serde_json::Value = serde_json::from_str(&reply).map_err(|_| bad("no JSON"))?;
+            let r = &reply["return"];
+            if r["exited"].as_bool() == Some(true) {
+                // What the guest wrote is bounded before it is decoded.
+                let err = r["err-data"].as_str().unwrap_or_default();
+                let err = base64_decode(&err[..err.len().min(8192)]);
+                return Ok(AgentExec {
+                    exit_code: r["exitcode"].as_i64().unwrap_or(-1) as i32,
+                    stderr: String::from_utf8_lossy(&err[..err.len().min(4096)]).into_owned(),
+                });
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(NodeError::InvalidState {
+                    op,
+                    name: name.into(),
+                    reason: format!("the command ran longer than {timeout_seconds} s"),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError> {
@@ -634,5 +677,40 @@ impl Node for LibvirtNode {
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(out)
         })
+    }
+}
+
+/// Standard base64 (what the guest agent sends); stops at the first byte outside it.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let Some(v) = val(c) else { break };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod base64_tests {
+    #[test]
+    fn decodes_what_the_agent_sends() {
+        assert_eq!(super::base64_decode("aGVsbG8gd29ybGQ="), b"hello world");
+        assert_eq!(super::base64_decode("YQ=="), b"a");
+        assert_eq!(super::base64_decode(""), b"");
     }
 }

@@ -40,6 +40,14 @@ pub enum DomainState {
     Other,
 }
 
+/// What a command run through the guest agent ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentExec {
+    pub exit_code: i32,
+    /// Its standard error, at most 4 KiB, invalid UTF-8 replaced.
+    pub stderr: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSummary {
     pub name: String,
@@ -101,6 +109,10 @@ pub trait Node: Send + Sync {
     /// Sets the guest's clock from the host's through its guest agent (after a restore, the
     /// guest's clock stands where it was saved); an error when no agent answers.
     fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError>;
+    /// Runs `argv` in the guest as root through its guest agent (`guest-exec`), waiting at
+    /// most `timeout_seconds`: its exit code and standard error (bounded). An error when no
+    /// agent answers.
+    fn domain_agent_exec(&self, name: &str, argv: &[String], timeout_seconds: u64) -> Result<AgentExec, NodeError>;
     /// Replaces a running domain's NIC (the one with the same MAC) by `interface_xml`, live
     /// only: what may change is what libvirt changes live (its filter and parameters).
     fn domain_interface_update(&self, name: &str, interface_xml: &str) -> Result<(), NodeError>;

@@ -108,9 +108,9 @@ pub struct Nic {
 pub struct NicFilter {
     pub name: String,
     pub ip: Option<std::net::Ipv4Addr>,
-    /// The MAC the filter holds the guest to, when not the NIC's own (a warm clone waking
-    /// with its source's MAC, until it takes its own).
-    pub mac: Option<String>,
+    /// A second MAC and address the guest may use besides its own: a warm clone's source's,
+    /// which the woken guest still has until it takes its own (then the filter is narrowed).
+    pub also: Option<(String, std::net::Ipv4Addr)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +162,10 @@ fn nic_write(d: &mut Doc, nic: &Nic) -> Result<(), XmlError> {
             Some(ip) => d.empty("parameter", &[("name", "IP"), ("value", &ip.to_string())])?,
             None => d.empty("parameter", &[("name", "CTRL_IP_LEARNING"), ("value", "dhcp")])?,
         }
-        if let Some(mac) = &f.mac {
+        // nwfilter variables take lists: the rules allow each value.
+        if let (Some((mac, ip)), Some(own)) = (&f.also, &nic.mac) {
+            d.empty("parameter", &[("name", "IP"), ("value", &ip.to_string())])?;
+            d.empty("parameter", &[("name", "MAC"), ("value", &checked("mac", own)?)])?;
             d.empty("parameter", &[("name", "MAC"), ("value", &checked("mac", mac)?)])?;
         }
         d.close("filterref")?;

@@ -49,7 +49,7 @@ pub(crate) fn domain_spec(
             filter: (!ctx.config.nic_filter.is_empty()).then(|| NicFilter {
                 name: ctx.config.nic_filter.clone(),
                 ip: rec.ip.as_deref().and_then(|i| i.parse().ok()),
-                mac: None,
+                also: None,
             }),
         }],
         serial_log: Some(serial_log_on_node(ctx, rec)),
@@ -117,9 +117,16 @@ pub(crate) async fn domain_redefine(ctx: &Context, rec: &VmRecord) -> Result<(),
 }
 
 /// The domain definition of a VM as it should be now: its record, image, forwards and VNC.
-/// A warm clone's definitions: the one it wakes with, whose NIC filter holds it to its
-/// source's MAC and address (what the woken guest still uses), and its NIC as it is defined
-/// (filter on its own MAC and address), which replaces the first once it has moved.
+/// A warm clone's definitions: the domain it wakes as (its own, its NIC filter on its own
+/// MAC and address), and its NIC twice, for a guest re-identified over the network: letting
+/// it use its source's MAC and address besides its own (what the woken guest still has), and
+/// as defined, which replaces the first once it has moved.
+pub(crate) struct WakeXml {
+    pub definition: String,
+    pub wide_nic: Option<String>,
+    pub own_nic: Option<String>,
+}
+
 pub(crate) async fn domain_xml_waking(
     ctx: &Context,
     rec: &VmRecord,
@@ -127,17 +134,19 @@ pub(crate) async fn domain_xml_waking(
     paths: ImagePaths,
     dtype: DomainType,
     source: &VmRecord,
-) -> Result<(String, Option<String>), Error> {
+) -> Result<WakeXml, Error> {
     let extras = (vmnet::metadata_of(ctx, rec).await?, vmnet::vnc_port(ctx, rec).await?);
-    let mut spec = domain_spec(ctx, rec, image, paths, dtype, extras);
-    let own = spec.nics.first().map(xml::interface_xml).transpose()?;
-    for nic in &mut spec.nics {
-        if let Some(f) = &mut nic.filter {
-            f.mac = Some(source.mac.clone());
-            f.ip = source.ip.as_deref().and_then(|i| i.parse().ok());
-        }
+    let spec = domain_spec(ctx, rec, image, paths, dtype, extras);
+    let definition = xml::domain_xml(&spec)?;
+    let Some(nic) = spec.nics.first().filter(|n| n.filter.is_some()) else {
+        return Ok(WakeXml { definition, wide_nic: None, own_nic: None });
+    };
+    let own_nic = Some(xml::interface_xml(nic)?);
+    let mut wide = nic.clone();
+    if let (Some(f), Some(ip)) = (&mut wide.filter, source.ip.as_deref().and_then(|i| i.parse().ok())) {
+        f.also = Some((source.mac.clone(), ip));
     }
-    Ok((xml::domain_xml(&spec)?, own.filter(|_| spec.nics.iter().any(|n| n.filter.is_some()))))
+    Ok(WakeXml { definition, wide_nic: Some(xml::interface_xml(&wide)?), own_nic })
 }
 
 pub(crate) async fn domain_xml_of(

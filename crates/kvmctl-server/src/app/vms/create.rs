@@ -527,7 +527,7 @@ pub(super) async fn vm_build(
         return Ok(VmState::Stopped);
     }
     match (&warm, waking) {
-        (Some(w), Some((xml, own_nic))) => super::warm::wake(ctx, rec, w, &xml, own_nic.as_deref()).await?,
+        (Some(w), Some(xmls)) => super::warm::wake(ctx, rec, w, &xmls).await?,
         _ => conn.domain_start(rec.name.as_str()).await?,
     }
     steps.mark("start");

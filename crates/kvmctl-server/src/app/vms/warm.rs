@@ -12,8 +12,9 @@
 //! MAC and asks DHCP for the clone's reserved address. Warm wakes are serialised
 //! (`WAKE_LOCK`) until the clone answers at its own address, and the source must be stopped,
 //! so two guests never hold the source's address at once. While it wakes, the clone's NIC
-//! filter holds it to the source's MAC and address (nothing else passes); once the script
-//! ran, the filter moves to the clone's own (a live device update).
+//! filter lets it use the source's MAC and address besides its own (nothing else passes);
+//! once it has moved, the filter narrows to its own (a live device update, in the
+//! background; the next wake waits for it).
 
 use super::*;
 use kvmctl_cloudinit::seed::HostKey;
@@ -26,8 +27,9 @@ const HEADER_LEN: usize = 16 + 4 * 19;
 /// The largest header data area accepted (libvirt writes the XML plus 64 KiB of padding).
 const DATA_MAX: u32 = 16 << 20;
 
-/// One warm wake at a time, from restore until the clone has left the source's address.
-static WAKE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// One warm wake at a time, from restore until the clone's filter no longer lets it use the
+/// source's MAC and address.
+static WAKE_LOCK: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> = std::sync::LazyLock::new(Default::default);
 
 /// Copies libvirt's saved-domain image `from` to `to` with `xml` as its domain definition
 /// (the cookie, the padding's size and the migration stream unchanged). Refuses an image it
@@ -109,10 +111,22 @@ pub(crate) struct Reidentify<'a> {
     pub vm_public_key: &'a str,
     pub host_key: Option<&'a HostKey>,
     pub epoch: i64,
+    /// The clone's reserved address, its prefix and the network's gateway: set at once, so
+    /// the clone answers there without waiting for its DHCP client (which then takes the
+    /// same address over, as it is reserved for the clone's MAC).
+    pub address: Option<(std::net::Ipv4Addr, u8, std::net::Ipv4Addr)>,
 }
 
 pub(crate) fn reidentify_script(r: &Reidentify) -> Result<String, Error> {
-    let Reidentify { source, name, user, old_mac, new_mac, vm_public_key, host_key, epoch } = r;
+    let Reidentify { source, name, user, old_mac, new_mac, vm_public_key, host_key, epoch, address } = r;
+    let (static_address, dhcp_udhcpc) = match address {
+        Some((ip, prefix, gw)) => (
+            format!("ip -4 addr add {ip}/{prefix} dev \"$IF\"\nip -4 route replace default via {gw} dev \"$IF\" 2>/dev/null || true\n"),
+            // The address is set: a one-shot client has nothing left to do.
+            ":".to_owned(),
+        ),
+        None => (String::new(), format!("udhcpc -i \"$IF\" -s /etc/udhcpc.script -q -n -t 20 -T 1 -x hostname:{name}")),
+    };
     let host_key_part = match host_key {
         Some(k) => format!(
             "umask 077\ncat > /etc/ssh/ssh_host_ed25519_key <<KVMCTL_KEY\n{}\nKVMCTL_KEY\nprintf \"%s\\n\" \"{}\" > /etc/ssh/ssh_host_ed25519_key.pub\n\
@@ -124,12 +138,14 @@ pub(crate) fn reidentify_script(r: &Reidentify) -> Result<String, Error> {
     };
     // The network part runs detached, holding none of the session's descriptors (sshd keeps
     // a channel open while anything holds them): moving the NIC ends the session.
+    // A moment for the session to end with the script's exit status before the NIC moves.
     let network = format!(
-        "sleep 1\nip link set dev \"$IF\" down\nip -4 addr flush dev \"$IF\"\nip link set dev \"$IF\" address {new_mac}\nip link set dev \"$IF\" up\n\
-         if command -v networkctl >/dev/null 2>&1 && systemctl -q is-active systemd-networkd 2>/dev/null; then systemctl restart systemd-networkd\n\
-         elif command -v dhclient >/dev/null 2>&1; then dhclient -r \"$IF\"; dhclient \"$IF\"\n\
-         elif [ -x /etc/udhcpc.script ]; then udhcpc -i \"$IF\" -s /etc/udhcpc.script -q -n -t 20 -T 1 -x hostname:{name}\n\
-         else udhcpc -i \"$IF\" -q -n -t 20 -T 1; fi\n{host_key_part}"
+        "sleep 0.2\nip link set dev \"$IF\" down\nip -4 addr flush dev \"$IF\"\nip link set dev \"$IF\" address {new_mac}\nip link set dev \"$IF\" up\n\
+         {static_address}\
+         if command -v networkctl >/dev/null 2>&1 && systemctl -q is-active systemd-networkd 2>/dev/null; then networkctl reconfigure \"$IF\" || systemctl restart systemd-networkd\n\
+         elif command -v dhclient >/dev/null 2>&1; then dhclient \"$IF\"\n\
+         elif [ -x /etc/udhcpc.script ]; then {dhcp_udhcpc}\n\
+         else udhcpc -i \"$IF\" -q -n -t 20 -T 1; fi\n"
     );
     let script = format!(
         "set -e\nIF=\nfor d in /sys/class/net/*; do [ \"$(cat \"$d/address\" 2>/dev/null)\" = {old_mac} ] && IF=\"${{d##*/}}\"; done\n\
@@ -142,13 +158,19 @@ pub(crate) fn reidentify_script(r: &Reidentify) -> Result<String, Error> {
          h=$(sed -n \"s/^{user}:[^:]*:[^:]*:[^:]*:[^:]*:\\([^:]*\\):.*/\\1/p\" /etc/passwd)\n\
          printf \"%s\\n\" \"{vm_public_key}\" >> \"$h/.ssh/authorized_keys\"\n\
          sed -i \"/ kvmctl-{source}\\$/d\" \"$h/.ssh/authorized_keys\"\n\
+         {host_key_part}\
          cat > /run/kvmctl-reidentify <<KVMCTL_NET\nIF=$IF\n{network}KVMCTL_NET\n\
          (setsid sh /run/kvmctl-reidentify || sh /run/kvmctl-reidentify) </dev/null >/dev/null 2>&1 &\n",
     );
     if script.contains('\'') {
         return Err(Error::Internal("the re-identification script would hold a single quote".into()));
     }
-    Ok(format!("if [ \"$(id -u)\" = 0 ]; then sh -c '{script}'; else sudo -n sh -c '{script}'; fi"))
+    Ok(script)
+}
+
+/// The script for a login as the VM's user: run as root directly, or through `sudo -n`.
+fn as_root(script: &str) -> String {
+    format!("if [ \"$(id -u)\" = 0 ]; then sh -c '{script}'; else sudo -n sh -c '{script}'; fi")
 }
 
 /// What a warm clone wakes from, and the identity it takes.
@@ -161,9 +183,9 @@ pub(crate) struct WarmStart {
     pub host_key: Option<HostKey>,
 }
 
-/// Starts the defined clone `rec` (whose definition is `xml`) from the memory in `w` and
-/// makes it the clone (see the module docs). Returns once it answers at its own address.
-pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xml: &str, own_nic: Option<&str>) -> Result<(), Error> {
+/// Starts the defined clone `rec` from the memory in `w` and makes it the clone (see the
+/// module docs). Returns once it answers at its own address.
+pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &crate::app::domain::WakeXml) -> Result<(), Error> {
     let (src, save, vm_public_key, host_key) = (&w.src, &w.save, w.vm_public_key.as_str(), w.host_key.as_ref());
     let (Some(old_ip), Some(new_ip)) = (src.ip.as_deref(), rec.ip.as_deref()) else {
         return Err(Error::invalid("warm", "warm clones need a managed network with reserved addresses (the source's and the clone's)"));
@@ -174,15 +196,25 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xml: &str
     std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
     let image = dir.join("warm.save");
     let _ = std::fs::remove_file(&image);
-    let _wake = WAKE_LOCK.lock().await;
-    let (from, to, def) = (save.to_path_buf(), image.clone(), xml.to_owned());
+    let wake_lock = WAKE_LOCK.clone().lock_owned().await;
+    let t = Instant::now();
+    let mut phases = Vec::new();
+    let mut phase = |name: &'static str, since: &mut Instant| {
+        phases.push(format!("{name}={}", since.elapsed().as_millis()));
+        *since = Instant::now();
+    };
+    let mut since = t;
+    let (from, to, def) = (save.to_path_buf(), image.clone(), xmls.definition.clone());
     blocking(move || save_image_rewrite(&from, &to, &def)).await?.map_err(Error::Conflict)?;
+    phase("image", &mut since);
     let restored = ctx.local_node.domain_restore(&image, true).await;
     let _ = std::fs::remove_file(&image);
     restored?;
+    phase("restore", &mut since);
     if let Err(e) = ctx.local_node.domain_clock_sync(rec.name.as_str()).await {
-        tracing::info!(vm = %rec.name, error = %e, "the warm clone's clock is set by its re-identification only (no guest agent)");
+        tracing::info!(vm = %rec.name, error = %e, "the warm clone's clock is set by its re-identification only");
     }
+    phase("clock", &mut since);
     let script = reidentify_script(&Reidentify {
         source: src.name.as_str(),
         name: rec.name.as_str(),
@@ -192,8 +224,82 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xml: &str
         vm_public_key,
         host_key,
         epoch: ctx.clock.now(),
+        address: static_address(ctx, rec, new_ip).await,
     })?;
-    // The woken guest is the source on the network, for a moment.
+    let via_agent = by_agent(ctx, rec, &script).await?;
+    let narrow_after = if via_agent {
+        // The woken guest never used its source's identity: its filter allowed only its own.
+        drop(wake_lock);
+        phase("agent", &mut since);
+        None
+    } else {
+        // No guest agent: the woken guest is reached where it believes it is, at the
+        // source's address; its filter lets it use that identity until it has moved.
+        if let Some(wide) = &xmls.wide_nic {
+            ctx.local_node.domain_interface_update(rec.name.as_str(), wide).await?;
+        }
+        phase("widen", &mut since);
+        by_ssh(ctx, src, rec, old_ip, &script).await?;
+        phase("login+script", &mut since);
+        Some(wake_lock)
+    };
+    // Until the clone answers at its own address (it has left the source's by then).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let connect = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect((new_ip, 22))).await;
+        if matches!(connect, Ok(Ok(_))) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Conflict(format!(
+                "the warm clone {} did not come up at its address {new_ip} (its DHCP renewal failed?); see `kvmctl vm console {} --log`",
+                rec.name, rec.name
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    phase("moved", &mut since);
+    tracing::info!(vm = %rec.name, source = %src.name, ip = %new_ip, via_agent, elapsed_ms = t.elapsed().as_millis() as u64, phases = %phases.join(" "), "warm clone woken and re-identified");
+    // The filter narrows to the clone's own MAC and address (libvirt takes about 2 s to
+    // rebuild it, so the clone is answered ready meanwhile); the next wake waits for it.
+    if let (Some(held), Some(nic)) = (narrow_after, &xmls.own_nic) {
+        let (node, name, nic) = (ctx.local_node.clone(), rec.name.to_string(), nic.clone());
+        tokio::spawn(async move {
+            let _held = held;
+            narrow(&node, &name, &nic).await;
+        });
+    }
+    Ok(())
+}
+
+/// Runs the script as root through the guest agent, when the guest runs one (libvirt may
+/// take a moment to reconnect to it after the restore); `false` when there is none.
+async fn by_agent(ctx: &Context, rec: &VmRecord, script: &str) -> Result<bool, Error> {
+    let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
+    for attempt in 0..4 {
+        match ctx.local_node.domain_agent_exec(rec.name.as_str(), argv.clone(), 30).await {
+            Ok(out) if out.exit_code == 0 => return Ok(true),
+            Ok(out) => {
+                return Err(Error::Conflict(format!(
+                    "the warm clone {} could not take its identity (exit {}): {}",
+                    rec.name,
+                    out.exit_code,
+                    out.stderr.trim().chars().take(400).collect::<String>()
+                )))
+            }
+            Err(e) => {
+                tracing::debug!(vm = %rec.name, attempt, error = %e, "no answer from the guest agent");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Logs in at the source's address (the source's VM key, holding the source's pinned host
+/// key) and runs the script as root.
+async fn by_ssh(ctx: &Context, src: &VmRecord, rec: &VmRecord, old_ip: std::net::IpAddr, script: &str) -> Result<(), Error> {
+    let command = as_root(script);
     let key = ssh::key_path(&ctx.config.key_dir, &src.id);
     let deadline = Instant::now() + Duration::from_secs(60);
     let out = loop {
@@ -201,7 +307,7 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xml: &str
             let s = ssh::login(std::net::SocketAddr::new(old_ip, 22), &src.ssh_user, &key, src.host_key.as_deref())
                 .await
                 .map_err(|e| e.to_string())?;
-            let out = s.exec(&script, 64 * 1024).await;
+            let out = s.exec(&command, 64 * 1024).await;
             s.close().await;
             out
         }
@@ -222,33 +328,40 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xml: &str
     };
     if out.exit_status != 0 {
         return Err(Error::Conflict(format!(
-            "the warm clone {} could not take its identity (exit {}): {}; it needs sudo without a password, or root",
+            "the warm clone {} could not take its identity (exit {}): {}; it needs a guest agent, root or sudo without a password",
             rec.name,
             out.exit_status,
             String::from_utf8_lossy(&out.stderr).trim().chars().take(400).collect::<String>()
         )));
     }
-    // The guest moves to its own MAC and address a second after the script returned: its
-    // NIC filter follows now (until then it held the guest to the source's).
-    if let Some(nic) = own_nic {
-        ctx.local_node.domain_interface_update(rec.name.as_str(), nic).await?;
-    }
-    // Held until the clone answers at its own address: it has left the source's by then.
-    loop {
-        let connect = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect((new_ip, 22))).await;
-        if matches!(connect, Ok(Ok(_))) {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Conflict(format!(
-                "the warm clone {} did not come up at its address {new_ip} (its DHCP renewal failed?); see `kvmctl vm console {} --log`",
-                rec.name, rec.name
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tracing::info!(vm = %rec.name, source = %src.name, ip = %new_ip, "warm clone woken and re-identified");
     Ok(())
+}
+
+/// Replaces the woken clone's NIC filter by its own; if libvirt refuses twice, the clone is
+/// powered off rather than left able to use its source's identity.
+async fn narrow(node: &crate::node::NodeHandle, name: &str, nic: &str) {
+    for attempt in 1..=2 {
+        match node.domain_interface_update(name, nic).await {
+            Ok(()) => return,
+            // Gone or stopped meanwhile: nothing runs with the wide filter.
+            Err(e) if e.is_not_found() || matches!(node.domain_state(name).await, Ok(s) if s != kvmctl_libvirt::DomainState::Running) => {
+                return
+            }
+            Err(e) => tracing::warn!(vm = name, attempt, error = %e, "cannot narrow the warm clone's NIC filter"),
+        }
+    }
+    tracing::error!(vm = name, "powering the warm clone off: its NIC filter could not be narrowed to its own address");
+    let _ = node.domain_destroy(name).await;
+}
+
+/// The clone's address with its network's prefix and gateway (the host's address on it),
+/// for a libvirt network on the local node; `None` (DHCP alone) otherwise.
+async fn static_address(ctx: &Context, rec: &VmRecord, ip: std::net::IpAddr) -> Option<(std::net::Ipv4Addr, u8, std::net::Ipv4Addr)> {
+    let std::net::IpAddr::V4(ip) = ip else { return None };
+    let kvmctl_core::rules::Attachment::Network(net) = kvmctl_core::rules::Attachment::parse(&rec.network) else { return None };
+    let info = xml::network_info(&ctx.local_node.network_xml(&net).await.ok()?);
+    let (gw, prefix) = info.ipv4?;
+    Some((ip, prefix, gw))
 }
 
 #[cfg(test)]
@@ -317,9 +430,11 @@ mod tests {
             vm_public_key: "ssh-ed25519 BBBB kvmctl-clone-2",
             host_key: Some(&key),
             epoch: 1_800_000_000,
+            address: Some(("10.0.0.7".parse().unwrap(), 24, "10.0.0.1".parse().unwrap())),
         })
         .unwrap();
-        assert_eq!(s.matches('\'').count(), 4, "two single-quoted copies: {s}");
+        assert!(!s.contains('\''), "{s}");
+        assert_eq!(as_root(&s).matches('\'').count(), 4, "two single-quoted copies: {s}");
         for needle in [
             "hostname clone-2",
             "address 52:54:00:00:00:02",
