@@ -301,6 +301,7 @@ impl Run<'_> {
         }
         self.check_lost()?;
         let t = Instant::now();
+        self.guest_sync().await?;
         self.client.snapshot_create(&self.base, &SnapshotCreateRequest { name: "clean-boot".into(), ..Default::default() }).await?;
         self.stage(report, "snapshot clean-boot", t, None);
 
@@ -328,6 +329,9 @@ impl Run<'_> {
         self.stage(report, "provision", t, Some(format!("{} step(s)", spec.provision.len())));
 
         let t = Instant::now();
+        // What provisioning wrote may still be in the guest's page cache: a cold case boots
+        // from the disk alone.
+        self.guest_sync().await?;
         let snap = SnapshotCreateRequest { name: "provisioned".into(), memory: self.opts.warm, ..Default::default() };
         self.client.snapshot_create(&self.base, &snap).await?;
         // The cases are clones: the base is not needed running (a warm clone needs it
@@ -354,6 +358,15 @@ impl Run<'_> {
         report.outcome = outcome;
         self.stage(report, "cases", t, Some(format!("{} case(s), {} at a time", chosen.len(), self.opts.parallel.max(1))));
         self.check_lost()
+    }
+
+    /// Flushes the base VM's page cache to its disk before a disk snapshot.
+    async fn guest_sync(&self) -> Result<(), Broke> {
+        let out = self.client.vm_exec(&self.base, &VmExecRequest { command: "sync".into(), timeout_seconds: Some(120) }).await?;
+        if out.exit_status != 0 {
+            return Err(Broke(format!("`sync` in {} failed (exit {}): {}", self.base, out.exit_status, out.stderr.trim())));
+        }
+        Ok(())
     }
 
     async fn wait_ready(&self, vm: &str, stage: &str) -> Result<Vm, Broke> {
