@@ -79,6 +79,9 @@ impl NodeHandle {
     ) -> Result<kvmctl_libvirt::AgentExec, NodeError> {
         self.named(name, move |n, name| n.domain_agent_exec(name, &argv, timeout_seconds)).await
     }
+    pub async fn domain_announce(&self, name: &str) -> Result<(), NodeError> {
+        self.named(name, |n, name| n.domain_announce(name)).await
+    }
     pub async fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError> {
         self.named(name, |n, name| n.domain_clock_sync(name)).await
     }

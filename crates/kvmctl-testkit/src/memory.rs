@@ -299,6 +299,11 @@ impl Node for MemoryNode {
         Err(refused("run a command through the guest agent of", name, "the in-memory node runs no guest agent"))
     }
 
+    fn domain_announce(&self, name: &str) -> Result<(), NodeError> {
+        let mut st = self.enter("domain_announce", name)?;
+        domain(&mut st, name).map(|_| ())
+    }
+
     fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError> {
         let mut st = self.enter("domain_clock_sync", name)?;
         match domain(&mut st, name)?.state {

@@ -308,6 +308,15 @@ impl Node for LibvirtNode {
         }
     }
 
+    fn domain_announce(&self, name: &str) -> Result<(), NodeError> {
+        let op = "announce the NIC of";
+        let cmd = r#"{"execute": "announce-self", "arguments": {"initial": 50, "max": 550, "rounds": 5, "step": 100}}"#;
+        self.with_conn(|c| {
+            let d = Self::domain(c, name, op)?;
+            d.qemu_monitor_command(cmd, 0).map(|_| ()).map_err(|e| NodeError::from_virt(op, "domain", name, e))
+        })
+    }
+
     fn domain_clock_sync(&self, name: &str) -> Result<(), NodeError> {
         self.with_conn(|c| {
             let d = Self::domain(c, name, "set the clock of")?;

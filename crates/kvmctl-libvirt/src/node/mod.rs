@@ -113,6 +113,9 @@ pub trait Node: Send + Sync {
     /// most `timeout_seconds`: its exit code and standard error (bounded). An error when no
     /// agent answers.
     fn domain_agent_exec(&self, name: &str, argv: &[String], timeout_seconds: u64) -> Result<AgentExec, NodeError>;
+    /// Has QEMU announce the guest's NIC (gratuitous RARP from the MAC the guest uses), so the
+    /// bridge learns where that MAC is now.
+    fn domain_announce(&self, name: &str) -> Result<(), NodeError>;
     /// Replaces a running domain's NIC (the one with the same MAC) by `interface_xml`, live
     /// only: what may change is what libvirt changes live (its filter and parameters).
     fn domain_interface_update(&self, name: &str, interface_xml: &str) -> Result<(), NodeError>;

@@ -4,17 +4,19 @@
 //! clone gets a copy of the source's saved-domain image whose embedded definition is the
 //! clone's own (libvirt's save format: a fixed header, the domain XML and a cookie inside a
 //! padded area of `data_len` bytes, then QEMU's migration stream, which is copied unchanged;
-//! see docs/adr/0012). QEMU's device state carries the source's MAC, so the woken guest is
-//! still the source on the network: it answers at the source's address with the source's
-//! keys. The daemon logs in there (with the source's VM key, holding the source's pinned
-//! host key) and runs `reidentify_script`, which gives the guest the clone's hostname,
-//! machine-id, VM key, SSH host key and the host's clock, then moves its NIC to the clone's
-//! MAC and asks DHCP for the clone's reserved address. Warm wakes are serialised
-//! (`WAKE_LOCK`) until the clone answers at its own address, and the source must be stopped,
-//! so two guests never hold the source's address at once. While it wakes, the clone's NIC
-//! filter lets it use the source's MAC and address besides its own (nothing else passes);
-//! once it has moved, the filter narrows to its own (a live device update, in the
-//! background; the next wake waits for it).
+//! see docs/adr/0012). The clone wakes as itself to libvirt (its MAC, its NIC filter on its
+//! own MAC and address), but QEMU's device state carries the source's MAC: the woken guest
+//! believes it is the source. `reidentify_script`, run as root, gives it the clone's
+//! hostname, machine-id, VM key, SSH host key and the host's clock, then moves its NIC to the
+//! clone's MAC and reserved address. It runs:
+//!
+//! - through the guest agent when the guest runs one: no network is needed, and the guest
+//!   never gets to use the source's identity;
+//! - else over SSH at the source's address (the source's VM key, holding its pinned host
+//!   key): the NIC filter is widened to the source's MAC and address as well, and narrowed
+//!   in the background once the clone has moved. Such wakes take turns (`WAKE_LOCK`, held
+//!   until the narrowing is done) and the source must be stopped, so at most one guest may
+//!   use the source's identity at any time.
 
 use super::*;
 use kvmctl_cloudinit::seed::HostKey;
@@ -27,8 +29,8 @@ const HEADER_LEN: usize = 16 + 4 * 19;
 /// The largest header data area accepted (libvirt writes the XML plus 64 KiB of padding).
 const DATA_MAX: u32 = 16 << 20;
 
-/// One warm wake at a time, from restore until the clone's filter no longer lets it use the
-/// source's MAC and address.
+/// One warm wake over SSH at a time, from widening the clone's NIC filter to its source's
+/// MAC and address until it is narrowed again.
 static WAKE_LOCK: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> = std::sync::LazyLock::new(Default::default);
 
 /// Copies libvirt's saved-domain image `from` to `to` with `xml` as its domain definition
@@ -102,6 +104,7 @@ impl PrivateOpen for std::fs::OpenOptions {
 /// What the woken guest runs to become the clone (as root: directly, or through `sudo -n`).
 /// Every value put in it is validated or generated (names are DNS labels, MACs hex, keys
 /// base64), and none holds a single quote, so the script travels inside one.
+#[derive(Clone, Copy)]
 pub(crate) struct Reidentify<'a> {
     pub source: &'a str,
     pub name: &'a str,
@@ -196,7 +199,6 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
     std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
     let image = dir.join("warm.save");
     let _ = std::fs::remove_file(&image);
-    let wake_lock = WAKE_LOCK.clone().lock_owned().await;
     let t = Instant::now();
     let mut phases = Vec::new();
     let mut phase = |name: &'static str, since: &mut Instant| {
@@ -215,7 +217,7 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
         tracing::info!(vm = %rec.name, error = %e, "the warm clone's clock is set by its re-identification only");
     }
     phase("clock", &mut since);
-    let script = reidentify_script(&Reidentify {
+    let identity = Reidentify {
         source: src.name.as_str(),
         name: rec.name.as_str(),
         user: &rec.ssh_user,
@@ -225,21 +227,31 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
         host_key,
         epoch: ctx.clock.now(),
         address: static_address(ctx, rec, new_ip).await,
-    })?;
-    let via_agent = by_agent(ctx, rec, &script).await?;
+    };
+    // The clock it sets is the host's when the script is sent, not when it was written.
+    let script = |r: Reidentify| reidentify_script(&Reidentify { epoch: ctx.clock.now(), ..r });
+    let via_agent = by_agent(ctx, rec, &script(identity)?).await?;
     let narrow_after = if via_agent {
         // The woken guest never used its source's identity: its filter allowed only its own.
-        drop(wake_lock);
         phase("agent", &mut since);
         None
     } else {
         // No guest agent: the woken guest is reached where it believes it is, at the
-        // source's address; its filter lets it use that identity until it has moved.
+        // source's address; its filter lets it use that identity until it has moved, one
+        // such clone at a time.
+        let wake_lock = WAKE_LOCK.clone().lock_owned().await;
+        phase("turn", &mut since);
         if let Some(wide) = &xmls.wide_nic {
             ctx.local_node.domain_interface_update(rec.name.as_str(), wide).await?;
         }
+        // The bridge may still send the source's MAC to an earlier clone's port (it learnt
+        // it there while that one woke): the guest's NIC announces itself (QEMU's
+        // announce-self, from the MAC the guest uses), which the widened filter lets through.
+        if let Err(e) = ctx.local_node.domain_announce(rec.name.as_str()).await {
+            tracing::info!(vm = %rec.name, error = %e, "the woken clone's NIC could not announce itself");
+        }
         phase("widen", &mut since);
-        by_ssh(ctx, src, rec, old_ip, &script).await?;
+        by_ssh(ctx, src, rec, old_ip, || script(identity)).await?;
         phase("login+script", &mut since);
         Some(wake_lock)
     };
@@ -298,8 +310,13 @@ async fn by_agent(ctx: &Context, rec: &VmRecord, script: &str) -> Result<bool, E
 
 /// Logs in at the source's address (the source's VM key, holding the source's pinned host
 /// key) and runs the script as root.
-async fn by_ssh(ctx: &Context, src: &VmRecord, rec: &VmRecord, old_ip: std::net::IpAddr, script: &str) -> Result<(), Error> {
-    let command = as_root(script);
+async fn by_ssh(
+    ctx: &Context,
+    src: &VmRecord,
+    rec: &VmRecord,
+    old_ip: std::net::IpAddr,
+    script: impl Fn() -> Result<String, Error>,
+) -> Result<(), Error> {
     let key = ssh::key_path(&ctx.config.key_dir, &src.id);
     let deadline = Instant::now() + Duration::from_secs(60);
     let out = loop {
@@ -307,6 +324,13 @@ async fn by_ssh(ctx: &Context, src: &VmRecord, rec: &VmRecord, old_ip: std::net:
             let s = ssh::login(std::net::SocketAddr::new(old_ip, 22), &src.ssh_user, &key, src.host_key.as_deref())
                 .await
                 .map_err(|e| e.to_string())?;
+            let command = match script() {
+                Ok(sc) => as_root(&sc),
+                Err(e) => {
+                    s.close().await;
+                    return Err(e.to_string());
+                }
+            };
             let out = s.exec(&command, 64 * 1024).await;
             s.close().await;
             out
