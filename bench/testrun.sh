@@ -46,6 +46,7 @@ cleanup() {
   rm -f "$W"/tb-sh-*.qcow2 "$W"/tb-sh-*-seed.iso
   for r in $("$KV" test list -o json 2>/dev/null | python3 -c 'import json,sys; [print(r["id"]) for r in json.load(sys.stdin)]' 2>/dev/null); do "$KV" test rm "$r" >/dev/null 2>&1 || true; done
   "$KV" image rm tb-debian >/dev/null 2>&1 || true
+  virsh -q pool-destroy testrunbench >/dev/null 2>&1 || true
   kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -145,6 +146,9 @@ shell_case() {  # N: one case the way seed 004 does it; prints its timings
   echo "sh.ready $(( (t_ready - t0) / 1000 ))"
   echo "sh.case $(( ($(date +%s%N) - t0) / 1000 ))"
 }
+# virt-install defines a storage pool for the disks' directory on first use; two at once
+# race to define it, so it exists before they run.
+virsh -q pool-info testrunbench >/dev/null 2>&1 || virsh -q pool-create-as testrunbench dir --target "$W" >/dev/null
 export -f shell_case
 export W image KVMCTL_TEST_NETWORK CHECKS
 export SSH_STR="${SSH[*]}"
