@@ -21,6 +21,7 @@
 use super::*;
 use kvmctl_cloudinit::seed::HostKey;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 const SAVE_MAGIC: &[u8; 16] = b"LibvirtQemudSave";
@@ -74,7 +75,7 @@ pub(crate) fn save_image_rewrite(from: &Path, to: &Path, xml: &str) -> Result<()
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode_private()
+        .mode(0o600)
         .open(to)
         .map_err(|e| format!("cannot create {}: {e}", to.display()))?;
     let copied = (|| -> std::io::Result<()> {
@@ -88,17 +89,6 @@ pub(crate) fn save_image_rewrite(from: &Path, to: &Path, xml: &str) -> Result<()
         let _ = std::fs::remove_file(to);
         format!("cannot write {}: {e}", to.display())
     })
-}
-
-trait PrivateOpen {
-    fn mode_private(&mut self) -> &mut Self;
-}
-
-impl PrivateOpen for std::fs::OpenOptions {
-    fn mode_private(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
-    }
 }
 
 /// What the woken guest runs to become the clone (as root: directly, or through `sudo -n`).
