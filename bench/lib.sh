@@ -13,7 +13,7 @@ bench_serve() {
   KVMCTL_DATABASE="$dir/k.db" KVMCTL_POOL="$KVMCTL_TEST_POOL" KVMCTL_NETWORK="$KVMCTL_TEST_NETWORK" \
     KVMCTL_CONSOLE_LOG_DIR="$dir/console" KVMCTL_KEY_DIR="$dir/keys" KVMCTL_SNAPSHOT_DIR="$dir/snapshots" \
     KVMCTL_DOMAIN_TYPE=qemu KVMCTL_HOST_STATE_DIR="$dir/host" KVMCTL_SSH_PORT_RANGE="$base-$((base + 19))" \
-    KVMCTL_GENERAL_PORT_RANGE="$((base + 20))-$((base + 29))" KVMCTL_VNC_PORT_RANGE="$((base + 30))-$((base + 49))" KVMCTL_LOG=info \
+    KVMCTL_GENERAL_PORT_RANGE="$((base + 20))-$((base + 29))" KVMCTL_VNC_PORT_RANGE="$((base + 30))-$((base + 49))" KVMCTL_LOG=${KVMCTL_LOG:-info} \
     "$KV" serve > "$dir/serve.log" 2>&1 &
   daemon=$!
   for _ in $(seq 100); do [ -S "$KVMCTL_SOCKET" ] && break; sleep 0.05; done

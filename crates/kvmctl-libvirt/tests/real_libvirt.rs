@@ -123,7 +123,7 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
                 Disk { source: o.path.clone(), format: DiskFormat::Qcow2, target: "vda".into(), readonly: false },
                 Disk { source: seed.path.clone(), format: DiskFormat::Raw, target: "vdb".into(), readonly: true },
             ],
-            nics: vec![Nic { source: NicSource::Network(network), mac: None, filter: None }],
+            nics: vec![Nic { source: NicSource::Network(network), mac: None, filter: None, link_down: false }],
             serial_log: Some(serial_log.clone()),
             vnc_password: None,
             vnc_port: None,

@@ -75,6 +75,24 @@ async fn warm_clones_wake_with_the_sources_memory_and_their_own_identity() {
         let keys = sh(&client, vm, "cat /root/.ssh/authorized_keys").await;
         assert!(!keys.contains(&format!("kvmctl-{SRC}")), "{vm}: the source's VM key is gone: {keys}");
     }
+    // Each woke with its link down and no filter; now its link is up behind its own filter,
+    // which allows its own MAC and address only (the source's, allowed while it moved over
+    // SSH, are narrowed away in the background).
+    for (vm, rec) in [(W1, &a), (W2, &b)] {
+        let own = |xml: &str| {
+            let nic = &xml[xml.find("<interface").unwrap()..xml.find("</interface>").unwrap()];
+            !nic.contains("state='down'")
+                && nic.contains("filter='clean-traffic'")
+                && nic.contains(&format!("value='{}'", rec.ip.as_deref().unwrap()))
+                && !nic.contains(src.ip.as_deref().unwrap())
+                && !nic.contains(&src.mac)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !own(&_sweep.node_xml(vm)) {
+            assert!(std::time::Instant::now() < deadline, "{vm}'s NIC: {}", _sweep.node_xml(vm));
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
     assert_ne!(a.ip, src.ip);
     assert_ne!(b.ip, src.ip);
     assert_ne!(a.ip, b.ip);

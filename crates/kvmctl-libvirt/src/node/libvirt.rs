@@ -304,7 +304,10 @@ impl Node for LibvirtNode {
                     reason: format!("the command ran longer than {timeout_seconds} s"),
                 });
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            // Short commands are answered soon; longer ones are not asked after as often.
+            let waited = deadline.saturating_duration_since(std::time::Instant::now());
+            let early = std::time::Duration::from_secs(timeout_seconds).saturating_sub(waited) < std::time::Duration::from_secs(2);
+            std::thread::sleep(std::time::Duration::from_millis(if early { 20 } else { 100 }));
         }
     }
 

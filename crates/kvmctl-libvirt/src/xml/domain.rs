@@ -100,6 +100,11 @@ pub struct Nic {
     /// A libvirt network filter (nwfilter) on the NIC. Not on `Direct` NICs (libvirt cannot
     /// filter macvtap), where it is left out.
     pub filter: Option<NicFilter>,
+    /// Start with the link down (`<link state='down'/>`): the guest can neither send nor
+    /// receive until an update brings it up. A warm clone wakes so, without its filter, and
+    /// gets both in one update while it takes its identity (libvirt builds the filter before
+    /// it raises the link).
+    pub link_down: bool,
 }
 
 /// An nwfilter by name, such as `clean-traffic` (no MAC, IP or ARP spoofing), with the one
@@ -156,6 +161,9 @@ fn nic_write(d: &mut Doc, nic: &Nic) -> Result<(), XmlError> {
         d.empty("source", &[(source.0, &checked("network", source.1)?)])?;
     }
     d.empty("model", &[("type", "virtio")])?;
+    if nic.link_down {
+        d.empty("link", &[("state", "down")])?;
+    }
     if let Some(f) = nic.filter.as_ref().filter(|_| kind != "direct") {
         d.open("filterref", &[("filter", &checked("network filter", &f.name)?)])?;
         match f.ip {

@@ -131,3 +131,11 @@ fn nvram_path_is_read_from_os_only() {
     assert_eq!(domain_nvram("<domain><metadata><nvram>/etc/shadow</nvram></metadata><os/></domain>"), None);
     assert_eq!(domain_nvram("<domain><os><nvram></nvram></os></domain>"), None);
 }
+
+#[test]
+fn a_nic_can_start_with_its_link_down() {
+    let mut nic = Nic { source: NicSource::Network("n".into()), mac: Some("52:54:00:aa:00:01".into()), filter: None, link_down: true };
+    assert!(interface_xml(&nic).unwrap().contains(r#"<link state="down"/>"#));
+    nic.link_down = false;
+    assert!(!interface_xml(&nic).unwrap().contains("<link"));
+}

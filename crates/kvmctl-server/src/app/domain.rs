@@ -51,6 +51,7 @@ pub(crate) fn domain_spec(
                 ip: rec.ip.as_deref().and_then(|i| i.parse().ok()),
                 also: None,
             }),
+            link_down: false,
         }],
         serial_log: Some(serial_log_on_node(ctx, rec)),
         vnc_password: Some(rec.vnc_password.clone()),
@@ -117,10 +118,11 @@ pub(crate) async fn domain_redefine(ctx: &Context, rec: &VmRecord) -> Result<(),
 }
 
 /// The domain definition of a VM as it should be now: its record, image, forwards and VNC.
-/// A warm clone's definitions: the domain it wakes as (its own, its NIC filter on its own
-/// MAC and address), and its NIC twice, for a guest re-identified over the network: letting
-/// it use its source's MAC and address besides its own (what the woken guest still has), and
-/// as defined, which replaces the first once it has moved.
+/// A warm clone's definitions: the domain it wakes as (its own, with its NIC's link down
+/// and no filter yet), and its NIC twice: as defined (its filter on its own MAC and address,
+/// link up), which the wake applies at once, and for a guest re-identified over the network,
+/// letting it use its source's MAC and address besides its own (what the woken guest still
+/// has), which replaces the first until it has moved.
 pub(crate) struct WakeXml {
     pub definition: String,
     pub wide_nic: Option<String>,
@@ -137,11 +139,16 @@ pub(crate) async fn domain_xml_waking(
 ) -> Result<WakeXml, Error> {
     let extras = (vmnet::metadata_of(ctx, rec).await?, vmnet::vnc_port(ctx, rec).await?);
     let spec = domain_spec(ctx, rec, image, paths, dtype, extras);
-    let definition = xml::domain_xml(&spec)?;
-    let Some(nic) = spec.nics.first().filter(|n| n.filter.is_some()) else {
-        return Ok(WakeXml { definition, wide_nic: None, own_nic: None });
+    let Some(nic) = spec.nics.first().filter(|n| n.filter.is_some()).cloned() else {
+        return Ok(WakeXml { definition: xml::domain_xml(&spec)?, wide_nic: None, own_nic: None });
     };
-    let own_nic = Some(xml::interface_xml(nic)?);
+    // It wakes with its link down and no filter (building the filter is most of a restore's
+    // time); one update brings both while the guest takes its identity.
+    let mut waking = spec.clone();
+    waking.nics[0].filter = None;
+    waking.nics[0].link_down = true;
+    let definition = xml::domain_xml(&waking)?;
+    let own_nic = Some(xml::interface_xml(&nic)?);
     let mut wide = nic.clone();
     if let (Some(f), Some(ip)) = (&mut wide.filter, source.ip.as_deref().and_then(|i| i.parse().ok())) {
         f.also = Some((source.mac.clone(), ip));

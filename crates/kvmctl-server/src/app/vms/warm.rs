@@ -4,14 +4,15 @@
 //! clone gets a copy of the source's saved-domain image whose embedded definition is the
 //! clone's own (libvirt's save format: a fixed header, the domain XML and a cookie inside a
 //! padded area of `data_len` bytes, then QEMU's migration stream, which is copied unchanged;
-//! see docs/adr/0012). The clone wakes as itself to libvirt (its MAC, its NIC filter on its
-//! own MAC and address), but QEMU's device state carries the source's MAC: the woken guest
-//! believes it is the source. `reidentify_script`, run as root, gives it the clone's
-//! hostname, machine-id, VM key, SSH host key and the host's clock, then moves its NIC to the
-//! clone's MAC and reserved address. It runs:
+//! see docs/adr/0012). The clone wakes as itself to libvirt (its MAC), its NIC's link down
+//! and without a filter; one update then builds its filter (its own MAC and address) and
+//! raises the link. QEMU's device state carries the source's MAC: the woken guest believes
+//! it is the source. `reidentify_script`, run as root, gives it the clone's hostname,
+//! machine-id, VM key, SSH host key and the host's clock, then moves its NIC to the clone's
+//! MAC and reserved address. It runs:
 //!
-//! - through the guest agent when the guest runs one: no network is needed, and the guest
-//!   never gets to use the source's identity;
+//! - through the guest agent when the guest runs one, while the link is raised: no network
+//!   is needed, and the guest never gets to use the source's identity;
 //! - else over SSH at the source's address (the source's VM key, holding its pinned host
 //!   key): the NIC filter is widened to the source's MAC and address as well, and narrowed
 //!   in the background once the clone has moved. Such wakes take turns (`WAKE_LOCK`, held
@@ -103,57 +104,88 @@ pub(crate) struct Reidentify<'a> {
     pub new_mac: &'a str,
     pub vm_public_key: &'a str,
     pub host_key: Option<&'a HostKey>,
+    /// 32 hex digits, the clone's new /etc/machine-id.
+    pub machine_id: &'a str,
     pub epoch: i64,
     /// The clone's reserved address, its prefix and the network's gateway: set at once, so
     /// the clone answers there without waiting for its DHCP client (which then takes the
     /// same address over, as it is reserved for the clone's MAC).
     pub address: Option<(std::net::Ipv4Addr, u8, std::net::Ipv4Addr)>,
+    /// Over SSH: the NIC moves after the script has returned, detached (moving it ends the
+    /// session). Through the agent: before, once the link is up (the wake raises it meanwhile),
+    /// so the clone answers at its address when the script returns.
+    pub detach: bool,
 }
 
 pub(crate) fn reidentify_script(r: &Reidentify) -> Result<String, Error> {
-    let Reidentify { source, name, user, old_mac, new_mac, vm_public_key, host_key, epoch, address } = r;
-    let (static_address, dhcp_udhcpc) = match address {
+    let Reidentify { source, name, user, old_mac, new_mac, vm_public_key, host_key, machine_id, epoch, address, detach } = r;
+    // Each process the guest starts costs it about 0.1 s under emulation: the script runs
+    // the shell's builtins where it can (reads, writes, tests), and `ip` once for the NIC.
+    let (ip_batch, ip_each, dhcp_udhcpc) = match address {
         Some((ip, prefix, gw)) => (
+            format!("addr add {ip}/{prefix} dev $IF\nroute replace default via {gw} dev $IF\n"),
             format!("ip -4 addr add {ip}/{prefix} dev \"$IF\"\nip -4 route replace default via {gw} dev \"$IF\" 2>/dev/null || true\n"),
             // The address is set: a one-shot client has nothing left to do.
             ":".to_owned(),
         ),
-        None => (String::new(), format!("udhcpc -i \"$IF\" -s /etc/udhcpc.script -q -n -t 20 -T 1 -x hostname:{name}")),
+        None => (String::new(), String::new(), format!("udhcpc -i \"$IF\" -s /etc/udhcpc.script -q -n -t 20 -T 1 -x hostname:{name}")),
     };
     let host_key_part = match host_key {
-        Some(k) => format!(
-            "umask 077\ncat > /etc/ssh/ssh_host_ed25519_key <<KVMCTL_KEY\n{}\nKVMCTL_KEY\nprintf \"%s\\n\" \"{}\" > /etc/ssh/ssh_host_ed25519_key.pub\n\
-             chmod 644 /etc/ssh/ssh_host_ed25519_key.pub\n[ -f /run/sshd.pid ] && kill -HUP \"$(cat /run/sshd.pid)\"\n",
-            k.private_openssh.trim_end(),
-            k.public.trim()
-        ),
+        Some(k) => {
+            let (private, public) = (k.private_openssh.trim_end(), k.public.trim());
+            if [private, public].iter().any(|v| v.contains(['"', '$', '`', '\\', '\''])) {
+                return Err(Error::Internal("the clone's host key holds a character the script cannot quote".into()));
+            }
+            format!(
+                "umask 077\nprintf \"%s\\n\" \"{private}\" > /etc/ssh/ssh_host_ed25519_key\numask 022\n\
+                 printf \"%s\\n\" \"{public}\" > /etc/ssh/ssh_host_ed25519_key.pub\n\
+                 if [ -f /run/sshd.pid ]; then read -r p < /run/sshd.pid; kill -HUP \"$p\" || true; fi\n"
+            )
+        }
         None => String::new(),
     };
-    // The network part runs detached, holding none of the session's descriptors (sshd keeps
-    // a channel open while anything holds them): moving the NIC ends the session.
-    // A moment for the session to end with the script's exit status before the NIC moves.
+    // The NIC moves to the clone's MAC (and address): `ip` once with a batch, or command by
+    // command where `ip` has no batch mode (busybox); then the guest waits for the link (up
+    // to 10 s). The link's bounce makes systemd-networkd lease again under the new MAC (it
+    // drops its lease with the carrier; a `networkctl reconfigure` would also drop the
+    // address set here); other DHCP clients are asked to.
     let network = format!(
-        "sleep 0.2\nip link set dev \"$IF\" down\nip -4 addr flush dev \"$IF\"\nip link set dev \"$IF\" address {new_mac}\nip link set dev \"$IF\" up\n\
-         {static_address}\
-         if command -v networkctl >/dev/null 2>&1 && systemctl -q is-active systemd-networkd 2>/dev/null; then networkctl reconfigure \"$IF\" || systemctl restart systemd-networkd\n\
+        "ip -force -batch - >/dev/null 2>&1 <<KVMCTL_IP || true\nlink set dev $IF down\naddr flush dev $IF\nlink set dev $IF address {new_mac}\nlink set dev $IF up\n{ip_batch}KVMCTL_IP\n\
+         a=; read -r a < /sys/class/net/$IF/address || true\n\
+         if [ \"$a\" != {new_mac} ]; then\nip link set dev \"$IF\" down\nip -4 addr flush dev \"$IF\"\nip link set dev \"$IF\" address {new_mac}\nip link set dev \"$IF\" up\n{ip_each}fi\n\
+         n=0\nwhile [ $n -lt 200 ]; do c=; read -r c < /sys/class/net/$IF/carrier 2>/dev/null || true; if [ \"$c\" = 1 ]; then break; fi; sleep 0.05 2>/dev/null || sleep 1; n=$((n+1)); done\n\
+         if [ -e /run/systemd/netif/state ]; then :\n\
          elif command -v dhclient >/dev/null 2>&1; then dhclient \"$IF\"\n\
          elif [ -x /etc/udhcpc.script ]; then {dhcp_udhcpc}\n\
          else udhcpc -i \"$IF\" -q -n -t 20 -T 1; fi\n"
     );
+    // Over SSH the network part runs detached, holding none of the session's descriptors
+    // (sshd keeps a channel open while anything holds them): moving the NIC ends the session;
+    // it waits a moment for the session to end with the script's exit status. Through the
+    // agent it runs in line while the host raises the link, so the clone answers at its
+    // address when the script returns.
+    let network = if *detach {
+        format!(
+            "{{ echo \"IF=$IF\"; echo \"sleep 0.2\"; cat <<\\KVMCTL_NET\n{network}KVMCTL_NET\n}} > /run/kvmctl-reidentify\n\
+             (setsid sh /run/kvmctl-reidentify || sh /run/kvmctl-reidentify) </dev/null >/dev/null 2>&1 &\n"
+        )
+    } else {
+        network
+    };
     let script = format!(
-        "set -e\nIF=\nfor d in /sys/class/net/*; do [ \"$(cat \"$d/address\" 2>/dev/null)\" = {old_mac} ] && IF=\"${{d##*/}}\"; done\n\
+        "set -e\nIF=\nfor d in /sys/class/net/*; do a=; read -r a < \"$d/address\" 2>/dev/null || true; if [ \"$a\" = {old_mac} ]; then IF=\"${{d##*/}}\"; fi; done\n\
          [ -n \"$IF\" ] || {{ echo \"no interface has the source MAC {old_mac}\" >&2; exit 3; }}\n\
          echo \"kvmctl: woken from a memory snapshot as {name}\" > /dev/console 2>/dev/null || true\n\
          date -u -s @{epoch} >/dev/null 2>&1 || true\n\
-         hostname {name}\necho {name} > /etc/hostname\n\
+         {{ echo {name} > /proc/sys/kernel/hostname; }} 2>/dev/null || hostname {name}\necho {name} > /etc/hostname\n\
          sed -i -e \"s/\\([[:space:]]\\){source}\\([.[:space:]]\\)/\\1{name}\\2/g\" -e \"s/\\([[:space:]]\\){source}\\$/\\1{name}/\" /etc/hosts 2>/dev/null || true\n\
-         if [ -s /etc/machine-id ]; then rm -f /etc/machine-id /var/lib/dbus/machine-id; systemd-machine-id-setup >/dev/null 2>&1 || dbus-uuidgen --ensure=/etc/machine-id 2>/dev/null || true; fi\n\
-         h=$(sed -n \"s/^{user}:[^:]*:[^:]*:[^:]*:[^:]*:\\([^:]*\\):.*/\\1/p\" /etc/passwd)\n\
+         if [ -s /etc/machine-id ]; then echo {machine_id} > /etc/machine-id; fi\n\
+         if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then echo {machine_id} > /var/lib/dbus/machine-id; fi\n\
+         h=\nwhile IFS=: read -r u _ _ _ _ d _; do if [ \"$u\" = {user} ]; then h=$d; fi; done < /etc/passwd\n\
          printf \"%s\\n\" \"{vm_public_key}\" >> \"$h/.ssh/authorized_keys\"\n\
          sed -i \"/ kvmctl-{source}\\$/d\" \"$h/.ssh/authorized_keys\"\n\
          {host_key_part}\
-         cat > /run/kvmctl-reidentify <<KVMCTL_NET\nIF=$IF\n{network}KVMCTL_NET\n\
-         (setsid sh /run/kvmctl-reidentify || sh /run/kvmctl-reidentify) </dev/null >/dev/null 2>&1 &\n",
+         {network}",
     );
     if script.contains('\'') {
         return Err(Error::Internal("the re-identification script would hold a single quote".into()));
@@ -203,10 +235,7 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
     let _ = std::fs::remove_file(&image);
     restored?;
     phase("restore", &mut since);
-    if let Err(e) = ctx.local_node.domain_clock_sync(rec.name.as_str()).await {
-        tracing::info!(vm = %rec.name, error = %e, "the warm clone's clock is set by its re-identification only");
-    }
-    phase("clock", &mut since);
+    let machine_id = uuid::Uuid::new_v4().simple().to_string();
     let identity = Reidentify {
         source: src.name.as_str(),
         name: rec.name.as_str(),
@@ -215,17 +244,39 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
         new_mac: &rec.mac,
         vm_public_key,
         host_key,
+        machine_id: &machine_id,
         epoch: ctx.clock.now(),
         address: static_address(ctx, rec, new_ip).await,
+        detach: false,
     };
     // The clock it sets is the host's when the script is sent, not when it was written.
     let script = |r: Reidentify| reidentify_script(&Reidentify { epoch: ctx.clock.now(), ..r });
-    let via_agent = by_agent(ctx, rec, &script(identity)?).await?;
+    // Its NIC woke with the link down and no filter: one update builds its own filter, then
+    // raises the link, while its agent (if it runs one) re-identifies it; the script's network
+    // part waits for the link.
+    let by_agent_script = script(identity)?;
+    let joined = Instant::now();
+    let raise = async {
+        let r = match &xmls.own_nic {
+            Some(nic) => ctx.local_node.domain_interface_update(rec.name.as_str(), nic).await,
+            None => Ok(()),
+        };
+        (r, joined.elapsed().as_millis())
+    };
+    let agent = async { (by_agent(ctx, rec, &by_agent_script).await, joined.elapsed().as_millis()) };
+    let ((raised, link_ms), (via_agent, agent_ms)) = tokio::join!(raise, agent);
+    tracing::debug!(vm = %rec.name, link_ms, agent_ms, "the warm clone's link is up and its agent done");
+    raised?;
+    let via_agent = via_agent?;
     let narrow_after = if via_agent {
         // The woken guest never used its source's identity: its filter allowed only its own.
-        phase("agent", &mut since);
+        phase("agent+link", &mut since);
         None
     } else {
+        phase("link", &mut since);
+        if let Err(e) = ctx.local_node.domain_clock_sync(rec.name.as_str()).await {
+            tracing::info!(vm = %rec.name, error = %e, "the warm clone's clock is set by its re-identification only");
+        }
         // No guest agent: the woken guest is reached where it believes it is, at the
         // source's address; its filter lets it use that identity until it has moved, one
         // such clone at a time.
@@ -241,25 +292,21 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
             tracing::info!(vm = %rec.name, error = %e, "the woken clone's NIC could not announce itself");
         }
         phase("widen", &mut since);
-        by_ssh(ctx, src, rec, old_ip, || script(identity)).await?;
+        by_ssh(ctx, src, rec, old_ip, || script(Reidentify { detach: true, ..identity })).await?;
         phase("login+script", &mut since);
         Some(wake_lock)
     };
-    // Until the clone answers at its own address (it has left the source's by then).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let connect = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect((new_ip, 22))).await;
-        if matches!(connect, Ok(Ok(_))) {
-            break;
+    // The agent's clock is the host's to the nanosecond (the script's, to the second), set
+    // while the clone's address comes up.
+    let clock = async {
+        if via_agent {
+            if let Err(e) = ctx.local_node.domain_clock_sync(rec.name.as_str()).await {
+                tracing::info!(vm = %rec.name, error = %e, "the warm clone's clock is set by its re-identification only");
+            }
         }
-        if Instant::now() >= deadline {
-            return Err(Error::Conflict(format!(
-                "the warm clone {} did not come up at its address {new_ip} (its DHCP renewal failed?); see `kvmctl vm console {} --log`",
-                rec.name, rec.name
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    let (moved, ()) = tokio::join!(answers_at(rec, new_ip), clock);
+    moved?;
     phase("moved", &mut since);
     tracing::info!(vm = %rec.name, source = %src.name, ip = %new_ip, via_agent, elapsed_ms = t.elapsed().as_millis() as u64, phases = %phases.join(" "), "warm clone woken and re-identified");
     // The filter narrows to the clone's own MAC and address (libvirt takes about 2 s to
@@ -272,6 +319,24 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
         });
     }
     Ok(())
+}
+
+/// Until the clone answers SSH at its own address (it has left the source's by then).
+async fn answers_at(rec: &VmRecord, new_ip: std::net::IpAddr) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let connect = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect((new_ip, 22))).await;
+        if matches!(connect, Ok(Ok(_))) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Conflict(format!(
+                "the warm clone {} did not come up at its address {new_ip} (its DHCP renewal failed?); see `kvmctl vm console {} --log`",
+                rec.name, rec.name
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs the script as root through the guest agent, when the guest runs one (libvirt may
@@ -443,8 +508,10 @@ mod tests {
             new_mac: "52:54:00:00:00:02",
             vm_public_key: "ssh-ed25519 BBBB kvmctl-clone-2",
             host_key: Some(&key),
+            machine_id: "0123456789abcdef0123456789abcdef",
             epoch: 1_800_000_000,
             address: Some(("10.0.0.7".parse().unwrap(), 24, "10.0.0.1".parse().unwrap())),
+            detach: true,
         })
         .unwrap();
         assert!(!s.contains('\''), "{s}");
