@@ -124,7 +124,7 @@ shell_case() {  # N: one case the way seed 004 does it; prints its timings
   cloud-localds "$W/$name-seed.iso" "$W/user-data" "$W/$name.meta"
   # virt-install 4.1 knows no Debian newer than 11; linux2022 is its generic modern Linux.
   if ! virt-install -q --name "$name" --memory 1024 --vcpus 1 --import --virt-type qemu --osinfo linux2022 \
-    --disk "path=$W/$name.qcow2,format=qcow2,bus=virtio" --disk "path=$W/$name-seed.iso,device=cdrom" \
+    --disk "path=$W/$name.qcow2,format=qcow2,bus=virtio" --disk "path=$W/$name-seed.iso,format=raw,bus=virtio,readonly=on" \
     --network "network=$KVMCTL_TEST_NETWORK,model=virtio" --graphics none --noautoconsole > "$W/$name.vi.log" 2>&1; then
     echo "sh.check_failed virt-install: $(tail -2 "$W/$name.vi.log" | tr '\n' ' ')"; return 0
   fi

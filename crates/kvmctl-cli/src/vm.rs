@@ -2,7 +2,7 @@
 
 use crate::output::{self, age, OutputFormat, Table};
 use crate::progress::{settle_progress, with_progress, Progress};
-use crate::vm_guest::{download, guest_side, query_escape, shell_quote, terminal_size, upload};
+use crate::vm_guest::{download, guest_side, query_escape, shell_quote, terminal_size};
 use kvmctl_client::Client;
 use kvmctl_types::api::{Vm, VmCloneRequest, VmCreateRequest, VmExecRequest, VmResizeRequest, VmStopRequest};
 use std::path::PathBuf;
@@ -105,7 +105,8 @@ pub enum VmCommand {
         command: Vec<String>,
     },
     /// Copy files or directories into or out of a VM over SFTP (through the daemon):
-    /// `vm cp LOCAL NAME:/PATH` or `vm cp NAME:/PATH LOCAL`.
+    /// `vm cp LOCAL NAME:/PATH` or `vm cp NAME:/PATH LOCAL`. Symlinks inside a local tree
+    /// are skipped, never followed.
     Cp {
         #[arg(value_name = "SOURCE")]
         from: String,
@@ -529,7 +530,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
         VmCommand::Cp { from, to } => {
             let p = Progress::start(&format!("copying {from} to {to}"));
             let copied = match (guest_side(&from), guest_side(&to)) {
-                (None, Some((vm, path))) => upload(client, vm, std::path::Path::new(&from), path).await,
+                (None, Some((vm, path))) => Ok(client.vm_upload(vm, std::path::Path::new(&from), path).await?),
                 (Some((vm, path)), None) => download(client, vm, path, std::path::Path::new(&to)).await,
                 _ => Err(anyhow::anyhow!(
                     "one side must be NAME:/PATH in a VM and the other a local path, e.g. kvmctl vm cp ./f web-1:/tmp/f"

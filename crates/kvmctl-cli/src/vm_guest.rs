@@ -37,33 +37,6 @@ pub(crate) fn guest_side(arg: &str) -> Option<(&str, &str)> {
     (kvmctl_types::Name::parse(vm).is_ok() && path.starts_with('/')).then_some((vm, path))
 }
 
-/// Copies a local file or tree to `path` in the VM; returns the bytes copied.
-pub(crate) fn upload<'a>(
-    client: &'a Client,
-    vm: &'a str,
-    local: &'a std::path::Path,
-    path: &'a str,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u64>> + 'a>> {
-    Box::pin(async move {
-        let meta = std::fs::metadata(local).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
-        if !meta.is_dir() {
-            let data = std::fs::read(local).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
-            let n = data.len() as u64;
-            client.vm_file_put(vm, path, false, data).await?;
-            return Ok(n);
-        }
-        client.vm_file_put(vm, path, true, Vec::new()).await?;
-        let mut total = 0;
-        let mut entries: Vec<_> = std::fs::read_dir(local)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name().to_string_lossy().into_owned();
-            total += upload(client, vm, &e.path(), &format!("{}/{name}", path.trim_end_matches('/'))).await?;
-        }
-        Ok(total)
-    })
-}
-
 /// Copies a file or tree at `path` in the VM to `local`; returns the bytes copied.
 ///
 /// The guest is not trusted: every name it lists must be one plain path component (else the

@@ -75,6 +75,8 @@ pub enum ClientError {
     Api { status: u16, body: ErrorBody },
     #[error("the daemon's answer (HTTP {status}) is not what this client understands: {message}")]
     Decode { status: u16, message: String },
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write the downloaded data")]
     Write {
         #[source]
@@ -368,6 +370,32 @@ impl Client {
             return Ok(());
         }
         decode::<serde_json::Value>(status, &body).map(drop)
+    }
+
+    /// Copies a local file or tree to `path` in the guest (its directories made as it goes);
+    /// the bytes sent. `local` itself may be a symlink; inside a tree, symlinks and names
+    /// that are not UTF-8 are skipped, never followed.
+    pub async fn vm_upload(&self, name: &str, local: &Path, path: &str) -> Result<u64, ClientError> {
+        let read = |source| ClientError::Read { path: local.to_owned(), source };
+        let meta = std::fs::metadata(local).map_err(read)?;
+        if !meta.is_dir() {
+            let data = std::fs::read(local).map_err(read)?;
+            let n = data.len() as u64;
+            self.vm_file_put(name, path, false, data).await?;
+            return Ok(n);
+        }
+        self.vm_file_put(name, path, true, Vec::new()).await?;
+        let mut entries: Vec<_> = std::fs::read_dir(local).map_err(read)?.filter_map(Result::ok).collect();
+        entries.sort_by_key(|e| e.file_name());
+        let mut total = 0;
+        for e in entries {
+            let (Some(entry), Ok(kind)) = (e.file_name().to_str().map(str::to_owned), e.file_type()) else { continue };
+            if kind.is_symlink() {
+                continue;
+            }
+            total += Box::pin(self.vm_upload(name, &e.path(), &format!("{}/{entry}", path.trim_end_matches('/')))).await?;
+        }
+        Ok(total)
     }
 
     /// A guest file's bytes, or a directory's entries.

@@ -27,7 +27,7 @@ fn base_from_row(row: sqlx::sqlite::SqliteRow) -> Result<CloneBaseRecord, StoreE
     Ok(CloneBaseRecord {
         id: row.try_get("id")?,
         owner: row.try_get("owner")?,
-        source_vm: VmId(source.parse().map_err(|e: uuid::Error| StoreError::Query(sqlx::Error::Decode(format!("vm id: {e}").into())))?),
+        source_vm: crate::decode_vm_id(&source)?,
         snapshot: row.try_get("snapshot")?,
         pool: row.try_get("pool")?,
         volume: row.try_get("volume")?,

@@ -30,7 +30,7 @@ fn forward_from_row(row: sqlx::sqlite::SqliteRow) -> Result<ForwardRecord, Store
     let id: String = row.try_get("vm_id")?;
     Ok(ForwardRecord {
         node: row.try_get("node")?,
-        vm_id: VmId(id.parse().map_err(|e: uuid::Error| StoreError::Query(sqlx::Error::Decode(format!("vm id: {e}").into())))?),
+        vm_id: crate::decode_vm_id(&id)?,
         protocol: row.try_get("protocol")?,
         host_port: row.try_get::<i64, _>("host_port")? as u16,
         guest_port: row.try_get::<i64, _>("guest_port")? as u16,

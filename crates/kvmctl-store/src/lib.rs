@@ -22,6 +22,7 @@ mod images;
 mod networks;
 mod nodes;
 mod plans;
+
 mod snapshots;
 mod testruns;
 mod usage;
@@ -130,6 +131,11 @@ pub(crate) fn unique<'a>(kind: &'static str, name: &'a str) -> impl FnOnce(sqlx:
 
 pub(crate) fn decode_name(what: &str, s: String) -> Result<Name, StoreError> {
     Name::parse(&s).map_err(|e| StoreError::Query(sqlx::Error::Decode(format!("{what} {s:?} {e}").into())))
+}
+
+/// A VM id column (a UUID) as a `VmId`.
+pub(crate) fn decode_vm_id(s: &str) -> Result<kvmctl_types::VmId, StoreError> {
+    s.parse().map(kvmctl_types::VmId).map_err(|e: uuid::Error| StoreError::Query(sqlx::Error::Decode(format!("vm id {s:?}: {e}").into())))
 }
 
 /// Handle to the database; cheap to clone.

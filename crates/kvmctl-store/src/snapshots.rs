@@ -28,7 +28,7 @@ fn snapshot_from_row(row: sqlx::sqlite::SqliteRow) -> Result<SnapshotRecord, Sto
     let vm_id: String = row.try_get("vm_id")?;
     Ok(SnapshotRecord {
         id: row.try_get("id")?,
-        vm_id: VmId(vm_id.parse().map_err(|e: uuid::Error| StoreError::Query(sqlx::Error::Decode(format!("vm id: {e}").into())))?),
+        vm_id: crate::decode_vm_id(&vm_id)?,
         name: row.try_get("name")?,
         parent: row.try_get("parent")?,
         description: row.try_get("description")?,

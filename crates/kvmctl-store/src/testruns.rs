@@ -124,10 +124,26 @@ impl DataStore {
         rows.into_iter()
             .map(|row| {
                 let id: String = row.try_get("id")?;
-                let id = id.parse().map_err(|e: uuid::Error| StoreError::Query(sqlx::Error::Decode(format!("vm id: {e}").into())))?;
-                Ok((crate::decode_name("vm name", row.try_get("name")?)?, VmId(id)))
+                Ok((crate::decode_name("vm name", row.try_get("name")?)?, crate::decode_vm_id(&id)?))
             })
             .collect()
+    }
+
+    /// The names of the VMs of each run `scope` may see (a run without VMs is absent), oldest
+    /// first: `test_run_list`'s VMs in one query.
+    pub async fn vm_names_by_run(&self, scope: &Scope) -> Result<std::collections::HashMap<String, Vec<Name>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.test_run AS run, v.name AS name FROM vms v JOIN test_runs r ON r.id = v.test_run \
+             WHERE ($1 IS NULL OR r.owner = $1) ORDER BY v.created_at, v.name",
+        )
+        .bind(scope.bind())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: std::collections::HashMap<String, Vec<Name>> = std::collections::HashMap::new();
+        for row in rows {
+            out.entry(row.try_get("run")?).or_default().push(crate::decode_name("vm name", row.try_get("name")?)?);
+        }
+        Ok(out)
     }
 
     /// The run VM `vm` is part of.

@@ -54,7 +54,7 @@ fn vm_from_row(row: sqlx::sqlite::SqliteRow) -> Result<VmRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let state: String = row.try_get("state")?;
     Ok(VmRecord {
-        id: VmId(id.parse().map_err(|e: uuid::Error| decode("vm id", e.to_string()))?),
+        id: crate::decode_vm_id(&id)?,
         name: decode_name("vm name", row.try_get("name")?)?,
         owner: row.try_get("owner")?,
         node: row.try_get("node")?,

@@ -14,7 +14,7 @@ use kvmctl_types::api::{
     DoctorReport, SnapshotCreateRequest, TestRunCreateRequest, TestRunFinishRequest, Vm, VmCloneRequest, VmCreateRequest, VmExecRequest,
     VmStopRequest,
 };
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -174,13 +174,14 @@ pub async fn run(client: &Client, spec: &Spec, opts: &Options, say: Say) -> RunR
     }
     report.stages.push(Stage { name: "cleanup".into(), ms: ms(t), detail: None });
     report.ms = ms(started);
+    // A report cannot hold the time of its own writing: that stage is only streamed.
     let t = Instant::now();
-    let written = report.write(&opts.report_dir);
-    report.stages.push(Stage { name: "report".into(), ms: ms(t), detail: Some(opts.report_dir.display().to_string()) });
-    report.ms = ms(started);
-    if let Err(e) = written.and_then(|_| report.write(&opts.report_dir)) {
-        report.outcome = Outcome::Error;
-        report.error = Some(format!("cannot write the report to {}: {e}", opts.report_dir.display()));
+    match report.write(&opts.report_dir) {
+        Ok(()) => say(&format!("report: written to {} ({} ms)", opts.report_dir.display(), ms(t))),
+        Err(e) => {
+            report.outcome = Outcome::Error;
+            report.error = Some(format!("cannot write the report to {}: {e}", opts.report_dir.display()));
+        }
     }
     report
 }
@@ -308,7 +309,7 @@ impl Run<'_> {
         let t = Instant::now();
         let mut bytes = 0;
         for u in &spec.upload {
-            bytes += upload(self.client, &self.base, &u.from, &u.to).await?;
+            bytes += self.client.vm_upload(&self.base, &u.from, &u.to).await?;
         }
         self.stage(report, "upload", t, Some(format!("{} item(s), {bytes} bytes", spec.upload.len())));
 
@@ -586,29 +587,4 @@ fn boot_stages(vm: &Vm) -> Vec<((String, u64), Option<String>)> {
         }
     }
     out
-}
-
-/// Copies a local file or tree to `to` in the guest; the bytes sent. Symlinks are not
-/// followed (they are skipped).
-async fn upload(client: &Client, vm: &str, from: &Path, to: &str) -> Result<u64, Broke> {
-    let meta = std::fs::symlink_metadata(from).map_err(|e| Broke(format!("cannot read {}: {e}", from.display())))?;
-    if meta.is_file() {
-        let data = std::fs::read(from).map_err(|e| Broke(format!("cannot read {}: {e}", from.display())))?;
-        let n = data.len() as u64;
-        client.vm_file_put(vm, to, false, data).await?;
-        return Ok(n);
-    }
-    if !meta.is_dir() {
-        return Ok(0);
-    }
-    client.vm_file_put(vm, to, true, Vec::new()).await?;
-    let mut entries: Vec<_> =
-        std::fs::read_dir(from).map_err(|e| Broke(format!("cannot list {}: {e}", from.display())))?.filter_map(Result::ok).collect();
-    entries.sort_by_key(|e| e.file_name());
-    let mut n = 0;
-    for e in entries {
-        let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
-        n += Box::pin(upload(client, vm, &e.path(), &format!("{}/{name}", to.trim_end_matches('/')))).await?;
-    }
-    Ok(n)
 }

@@ -45,7 +45,11 @@ fn id_check(id: &str) -> Result<(), Error> {
 
 async fn view(ctx: &Context, r: TestRunRecord) -> Result<TestRun, Error> {
     let vms = ctx.store.vm_list_of_run(&r.id).await?.into_iter().map(|(n, _)| n.to_string()).collect();
-    Ok(TestRun {
+    Ok(view_with(r, vms))
+}
+
+fn view_with(r: TestRunRecord, vms: Vec<String>) -> TestRun {
+    TestRun {
         summary: r.summary.as_deref().and_then(|s| serde_json::from_str(s).ok()),
         id: r.id,
         name: r.name,
@@ -56,7 +60,7 @@ async fn view(ctx: &Context, r: TestRunRecord) -> Result<TestRun, Error> {
         heartbeat_at: r.heartbeat_at,
         finished_at: r.finished_at,
         vms,
-    })
+    }
 }
 
 async fn record(ctx: &Context, caller: &Caller, id: &str) -> Result<TestRunRecord, Error> {
@@ -104,11 +108,16 @@ pub async fn test_run_get(ctx: &Context, caller: &Caller, id: &str) -> Result<Te
 }
 
 pub async fn test_run_list(ctx: &Context, caller: &Caller) -> Result<Vec<TestRun>, Error> {
-    let mut out = Vec::new();
-    for r in ctx.store.test_run_list(&Scope::of(caller)).await? {
-        out.push(view(ctx, r).await?);
-    }
-    Ok(out)
+    let scope = Scope::of(caller);
+    let mut vms = ctx.store.vm_names_by_run(&scope).await?;
+    let runs = ctx.store.test_run_list(&scope).await?;
+    Ok(runs
+        .into_iter()
+        .map(|r| {
+            let v = vms.remove(&r.id).unwrap_or_default().into_iter().map(|n| n.to_string()).collect();
+            view_with(r, v)
+        })
+        .collect())
 }
 
 /// The runner is alive. A run that has ended (abandoned by the reaper) answers a conflict:
