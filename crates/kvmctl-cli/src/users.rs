@@ -4,8 +4,8 @@
 use crate::output::{self, OutputFormat, Table};
 use kvmctl_client::Client;
 use kvmctl_types::api::{
-    AuditEntry, Plan, PlanCreateRequest, PlanUpdateRequest, Quota, QuotaSetRequest, Token, TokenCreateRequest, TokenCreated, UsageRecord,
-    User, UserCreateRequest, UserUpdateRequest,
+    AuditEntry, PasswordSetRequest, Plan, PlanCreateRequest, PlanUpdateRequest, Quota, QuotaSetRequest, Token, TokenCreateRequest,
+    TokenCreated, UsageRecord, User, UserCreateRequest, UserUpdateRequest,
 };
 use std::process::ExitCode;
 
@@ -29,6 +29,17 @@ pub enum UserCommand {
     Disable { name: String },
     /// Enable a disabled user (admins).
     Enable { name: String },
+    /// Set a password for the web console: another user's first one (admins; they choose
+    /// their own at the next login, and their sessions end), or your own. The password is
+    /// read from the terminal without echo, or as the first line of stdin with
+    /// --password-stdin.
+    Passwd {
+        name: String,
+        /// Read the new password (and, for your own, the current one on the second line)
+        /// from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Who am I to the daemon.
     Whoami,
 }
@@ -296,8 +307,58 @@ pub async fn run_user(client: &Client, cmd: UserCommand, format: OutputFormat) -
             output::print(&client.user_update(&name, &UserUpdateRequest { disabled: Some(false), ..Default::default() }).await?, format)?
         }
         UserCommand::Whoami => output::print(&client.whoami().await?, format)?,
+        UserCommand::Passwd { name, password_stdin } => {
+            let own = client.whoami().await?.name == name;
+            let (password, current) = if password_stdin {
+                let mut lines = std::io::stdin().lines();
+                let mut next = || lines.next().transpose().map(|l| l.unwrap_or_default());
+                let password = next()?;
+                let current = if own { Some(next()?).filter(|c| !c.is_empty()) } else { None };
+                (password, current)
+            } else {
+                let current = if own { Some(read_secret("current password: ")?).filter(|c| !c.is_empty()) } else { None };
+                let password = read_secret("new password: ")?;
+                if read_secret("new password again: ")? != password {
+                    anyhow::bail!("the two new passwords differ; nothing was changed");
+                }
+                (password, current)
+            };
+            client.password_set(&name, &PasswordSetRequest { password, current }).await?;
+            if own {
+                eprintln!("your password is changed; your web console sessions have ended");
+            } else {
+                eprintln!("password of {name} set; they choose their own at their next login to the web console");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A line from the terminal, not echoed.
+fn read_secret(prompt: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        anyhow::bail!("stdin is not a terminal: pass --password-stdin and write the password to stdin");
+    }
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    // SAFETY: termios of fd 0, which is a terminal; restored below.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    let got = unsafe { libc::tcgetattr(0, &mut saved) } == 0;
+    if got {
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if got {
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &saved) };
+    }
+    eprintln!();
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 pub async fn run_token(client: &Client, cmd: TokenCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {

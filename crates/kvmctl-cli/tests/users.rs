@@ -58,6 +58,30 @@ fn users_tokens_quotas_and_audit_over_https() {
     let q: serde_json::Value = serde_json::from_str(&env.ok(&["quota", "show", "alice", "-o", "json"])).unwrap();
     assert_eq!((q["max_vms"].as_u64(), q["max_forwards"].as_u64(), q["used_vms"].as_u64()), (Some(2), Some(3), Some(0)), "{q}");
 
+    // A first web console password for Alice, from stdin; a short one is refused, naming it;
+    // without a terminal and without --password-stdin the CLI says what to do.
+    let passwd = |input: &str, extra: &[&str]| {
+        use std::io::Write;
+        let mut c = Command::new(BIN)
+            .arg("--socket")
+            .arg(env.socket())
+            .args(["user", "passwd", "alice"])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let set = passwd("alice-first-password\n", &["--password-stdin"]);
+    assert!(set.status.success() && stderr(&set).contains("next login"), "{}", stderr(&set));
+    let short = passwd("short\n", &["--password-stdin"]);
+    assert!(!short.status.success() && stderr(&short).contains("password"), "{}", stderr(&short));
+    let no_tty = passwd("alice-first-password\n", &[]);
+    assert!(!no_tty.status.success() && stderr(&no_tty).contains("--password-stdin"), "{}", stderr(&no_tty));
+
     // Alice over HTTPS, trusting the daemon's certificate.
     let who = remote(&url, Some(&cert), &token, &["user", "whoami", "-o", "json"]);
     assert!(who.status.success(), "{}", stderr(&who));

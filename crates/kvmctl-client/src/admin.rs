@@ -45,6 +45,17 @@ impl Client {
         self.send_json(Method::POST, "/v1/tokens", req).await
     }
 
+    /// Sets a web console password: another user's first one (admins), or your own with
+    /// `current`.
+    pub async fn password_set(&self, user: &str, req: &PasswordSetRequest) -> Result<(), ClientError> {
+        let bytes = serde_json::to_vec(req).expect("request bodies serialize");
+        let (status, body) = self.request(Method::PUT, &format!("/v1/users/{}/password", seg(user)), Some(bytes)).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        decode::<serde_json::Value>(status, &body).map(drop)
+    }
+
     pub async fn token_revoke(&self, id: &str) -> Result<(), ClientError> {
         self.empty(Method::DELETE, &format!("/v1/tokens/{}", seg(id))).await
     }

@@ -32,6 +32,9 @@ pub enum Error {
     /// is for the client.
     #[error("{0}")]
     Unavailable(String),
+    /// Too many attempts (failed logins); try again after `retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     /// As `Unavailable`, with a private half: `public` goes to the client, `detail` (the
     /// libvirt or database error chain) only to the daemon's log, under the request id.
     #[error("{public}")]
@@ -58,6 +61,7 @@ impl Error {
             Error::QuotaExceeded { .. } => "quota_exceeded",
             Error::InsufficientCapacity { .. } => "insufficient_capacity",
             Error::Unavailable(_) | Error::Backend { .. } => "unavailable",
+            Error::TooManyRequests { .. } => "too_many_requests",
             Error::Internal(_) => "internal",
         }
     }
@@ -126,6 +130,7 @@ mod tests {
             Error::QuotaExceeded { limit: "l".into(), max: 1, used: 1, requested: 1 },
             Error::InsufficientCapacity { reasons: vec![] },
             Error::Unavailable("u".into()),
+            Error::TooManyRequests { message: "t".into(), retry_after: 1 },
             Error::Internal("i".into()),
         ];
         let mut kinds: Vec<_> = all.iter().map(Error::kind).collect();

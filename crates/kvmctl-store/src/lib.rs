@@ -22,7 +22,7 @@ mod images;
 mod networks;
 mod nodes;
 mod plans;
-
+mod sessions;
 mod snapshots;
 mod testruns;
 mod usage;

@@ -143,13 +143,14 @@ impl DataStore {
         row.map(token_from_row).transpose()
     }
 
-    /// Tokens of `user` (every user's with `None`), newest first.
+    /// API tokens of `user` (every user's with `None`), newest first; sessions are not listed.
     pub async fn token_list(&self, user: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows =
-            sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE ($1 IS NULL OR user_name = $1) ORDER BY created_at DESC, id"))
-                .bind(user)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE ($1 IS NULL OR user_name = $1) AND kind = 'api' ORDER BY created_at DESC, id"
+        ))
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter().map(token_from_row).collect()
     }
 

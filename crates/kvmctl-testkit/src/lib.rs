@@ -100,6 +100,8 @@ pub fn ssh_at(key: &Path, user: &str, host: &str, port: u16, cmd: &str) -> Resul
     }
 }
 
+pub mod browser;
+
 /// A kvmctl daemon for tests: in-process on a temporary socket and database, against the
 /// test environment's libvirtd, pool and network, with the tiny guest importable as an image.
 pub mod daemon {

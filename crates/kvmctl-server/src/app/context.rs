@@ -55,6 +55,8 @@ pub struct Context {
     pub(crate) sessions: Arc<Mutex<Sessions>>,
     /// Audit rows of unauthenticated requests this minute: (minute, written, not written).
     pub(crate) anonymous_audit: Mutex<(i64, u32, u64)>,
+    /// Failed web console logins of the last minute (ADR 0013).
+    pub(crate) logins: super::sessions::LoginLimiter,
 }
 
 /// Counts of open guest sessions: `"vm:<id>"` and `"user:<name>"` to how many.
@@ -117,6 +119,7 @@ impl Context {
             image_copy_lock: tokio::sync::Mutex::new(()),
             sessions: Default::default(),
             anonymous_audit: Mutex::new((0, 0, 0)),
+            logins: Default::default(),
         };
         (ctx, boots)
     }

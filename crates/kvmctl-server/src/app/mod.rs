@@ -17,6 +17,7 @@ pub mod plans;
 pub mod readiness;
 pub mod reconcile;
 pub mod restart;
+pub mod sessions;
 pub mod snapshots;
 pub mod ssh;
 pub mod status;

@@ -16,7 +16,7 @@ use sha2::Digest;
 /// Most days a token may live.
 pub const MAX_TOKEN_DAYS: u32 = 3650;
 
-fn user_view(u: UserRecord) -> User {
+pub(crate) fn user_view(u: UserRecord) -> User {
     User { name: u.name, role: u.role, disabled: u.disabled, custom_sizing: u.custom_sizing, created_at: u.created_at }
 }
 
@@ -40,11 +40,11 @@ fn token_view(t: TokenRecord) -> Token {
     }
 }
 
-fn hash_hex(secret: &str) -> String {
+pub(crate) fn hash_hex(secret: &str) -> String {
     sha2::Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand_core::OsRng.fill_bytes(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -103,7 +103,7 @@ pub async fn user_list(ctx: &Context, caller: &Caller) -> Result<Vec<User>, Erro
 }
 
 /// A user by name: admins see anyone, users themselves only.
-async fn user_visible(ctx: &Context, caller: &Caller, name: &str) -> Result<UserRecord, Error> {
+pub(crate) async fn user_visible(ctx: &Context, caller: &Caller, name: &str) -> Result<UserRecord, Error> {
     let name = parse_name("name", name)?.to_string();
     let not_found = || Error::NotFound { kind: "user", name: name.clone() };
     if !caller.is_admin() && caller.name != name {

@@ -23,23 +23,25 @@ use std::sync::Arc;
 pub(crate) struct Peer {
     /// The peer's uid on the unix socket; `None` over TCP.
     pub uid: Option<u32>,
+    /// The peer's address over TCP (failed logins are counted per address).
+    pub addr: Option<std::net::IpAddr>,
 }
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
-        Peer { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
+        Peer { uid: stream.io().peer_cred().ok().map(|c| c.uid()), addr: None }
     }
 }
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Peer {
-    fn connect_info(_: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Peer { uid: None }
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Peer { uid: None, addr: Some(stream.remote_addr().ip()) }
     }
 }
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for Peer {
-    fn connect_info(_: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        Peer { uid: None }
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Peer { uid: None, addr: Some(stream.remote_addr().ip()) }
     }
 }
 
@@ -52,15 +54,33 @@ fn bearer(req: &Request) -> Option<&str> {
     v.strip_prefix("Bearer ").map(str::trim)
 }
 
-/// The session cookie the web console will use carries the same token (`kvmctl_token`).
+/// The web console's session cookie carries a session token (`kvmctl_token`, ADR 0013).
 fn cookie_token(req: &Request) -> Option<&str> {
     cookie(req, "kvmctl_token")
 }
 
 /// A cookie of the request by name.
 fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    let v = req.headers().get(axum::http::header::COOKIE)?.to_str().ok()?;
-    v.split(';').map(str::trim).find_map(|c| c.strip_prefix(name)?.strip_prefix('='))
+    cookie_of(req.headers(), name)
+}
+
+/// A cookie by name; an empty one (a cleared cookie) is none.
+pub(crate) fn cookie_of<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    let v = headers.get(axum::http::header::COOKIE)?.to_str().ok()?;
+    v.split(';').map(str::trim).find_map(|c| c.strip_prefix(name)?.strip_prefix('=')).filter(|v| !v.is_empty())
+}
+
+/// An `Origin`, when sent, must be this daemon's own (scheme and the `Host` it was asked for).
+pub(crate) fn origin_check(headers: &axum::http::HeaderMap) -> Result<(), Error> {
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let origin = headers.get(axum::http::header::ORIGIN).map(|o| o.to_str().unwrap_or("invalid"));
+    let same = |o: &str| !host.is_empty() && (o == format!("http://{host}") || o == format!("https://{host}"));
+    match origin {
+        Some(o) if !same(o) => Err(Error::Forbidden(format!(
+            "cross-origin request from {o:?} refused: the session cookie is accepted only from this daemon's own pages; scripts send `Authorization: Bearer <token>`"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The browser boundary. A cookie is sent by the browser on its own, so a request that
@@ -72,16 +92,8 @@ fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 ///
 /// Bearer tokens are never sent by a browser on its own, so they need none of this.
 fn cookie_request_check(req: &Request) -> Result<(), Error> {
-    let host = req.headers().get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    let origin = req.headers().get(axum::http::header::ORIGIN).map(|o| o.to_str().unwrap_or("invalid"));
-    let same = |o: &str| !host.is_empty() && (o == format!("http://{host}") || o == format!("https://{host}"));
-    if let Some(o) = origin {
-        if !same(o) {
-            return Err(Error::Forbidden(format!(
-                "cross-origin request from {o:?} refused: the session cookie is accepted only from this daemon's own pages; scripts send `Authorization: Bearer <token>`"
-            )));
-        }
-    }
+    origin_check(req.headers())?;
+    let origin = req.headers().get(axum::http::header::ORIGIN);
     let upgrade = req.headers().get(axum::http::header::UPGRADE).is_some();
     if upgrade && origin.is_none() {
         return Err(Error::Forbidden("a WebSocket opened with the session cookie must send its Origin".into()));
@@ -100,7 +112,7 @@ fn cookie_request_check(req: &Request) -> Result<(), Error> {
 
 pub(crate) async fn authenticate(State(ctx): State<Arc<Context>>, mut req: Request, next: Next) -> Response {
     let _rid = req.extensions().get::<RequestId>().cloned().unwrap_or(RequestId(String::new()));
-    let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0).unwrap_or(Peer { uid: None });
+    let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0).unwrap_or(Peer { uid: None, addr: None });
     if bearer(&req).is_none() && cookie_token(&req).is_some() {
         if let Err(e) = cookie_request_check(&req) {
             return ApiError::from(e).into_response();

@@ -18,6 +18,7 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         Error::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
         Error::InsufficientCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::Unavailable(_) | Error::Backend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -56,6 +57,9 @@ impl IntoResponse for ApiError {
         };
         let parts = ErrorParts { body: body.clone(), detail: self.error.private_detail().map(str::to_owned) };
         let mut resp = (status, Json(body)).into_response();
+        if let Error::TooManyRequests { retry_after, .. } = &self.error {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after).into());
+        }
         resp.extensions_mut().insert(ErrorKind(kind));
         resp.extensions_mut().insert(parts);
         resp
@@ -104,6 +108,7 @@ mod tests {
         assert_eq!(status_of(&Error::InsufficientCapacity { reasons: vec![] }), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status_of(&Error::Unavailable("db".into())), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status_of(&Error::Internal("bug".into())), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_of(&Error::TooManyRequests { message: "wait".into(), retry_after: 9 }), StatusCode::TOO_MANY_REQUESTS);
         let backend = Error::Backend { public: "database busy".into(), detail: "sqlite: locked at /var/lib/x".into() };
         assert_eq!(status_of(&backend), StatusCode::SERVICE_UNAVAILABLE);
     }

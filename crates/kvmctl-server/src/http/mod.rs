@@ -19,6 +19,7 @@ pub(crate) mod terminal;
 pub(crate) mod testruns;
 pub(crate) mod users;
 pub(crate) mod vms;
+pub(crate) mod web;
 
 use crate::app::Context;
 use axum::extract::Request;
@@ -62,6 +63,9 @@ fn routes() -> Vec<Route> {
         route!(get "/v1/plans/{name}", plans::plan_get),
         route!(patch "/v1/plans/{name}", plans::plan_update),
         route!(get "/v1/whoami", users::whoami),
+        route!(get "/v1/session", web::session_get),
+        route!(delete "/v1/session", web::session_close),
+        route!(put "/v1/users/{name}/password", web::password_set),
         route!(get "/v1/events", events::events),
         route!(get "/v1/users", users::user_list),
         route!(post "/v1/users", users::user_create),
@@ -120,17 +124,29 @@ fn routes() -> Vec<Route> {
     ]
 }
 
-/// The method and path of every route the daemon serves.
+/// Routes anyone may call, without a token: logging in to the web console.
+fn public_routes() -> Vec<Route> {
+    vec![route!(post "/v1/session", web::session_open)]
+}
+
+/// The method and path of every API route the daemon serves (the web console's pages, `/`
+/// and `/ui/{file}`, are not API routes).
 pub fn route_list() -> Vec<(String, &'static str)> {
-    routes().into_iter().map(|(method, path, _)| (method.to_uppercase(), path)).collect()
+    routes().into_iter().chain(public_routes()).map(|(method, path, _)| (method.to_uppercase(), path)).collect()
 }
 
 pub(crate) fn router(ctx: Arc<Context>) -> Router {
+    let public = public_routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler))
+        .route("/", axum::routing::get(web::index))
+        .route("/ui/{file}", axum::routing::get(web::ui));
     routes()
         .into_iter()
         .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth::authenticate))
+        .merge(public)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth::audit))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics::track))
         .layer(axum::middleware::from_fn(request_id))

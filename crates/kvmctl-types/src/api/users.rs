@@ -207,3 +207,41 @@ pub struct ApiEvent {
     /// Unix milliseconds.
     pub at_ms: i64,
 }
+
+/// `POST /v1/session`: log in to the web console with a user name and password, or with an
+/// API token. The answer sets the session cookies (`kvmctl_token`, HttpOnly, and
+/// `kvmctl_csrf`, which the page sends back as `x-kvmctl-csrf` on every change).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionOpenRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// An API token (`kvm_...`) instead of a user name and password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// An open web console session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Session {
+    pub user: User,
+    /// Unix seconds when the session ends (8 hours after login); 0 when the caller is not in
+    /// a web console session (a bearer token).
+    pub expires_at: i64,
+    /// The password was set by an admin: the console asks for a new one first.
+    pub password_change: bool,
+}
+
+/// `PUT /v1/users/{name}/password`: an admin sets a user's first password (which the user must
+/// change at the next login); a user changes their own, giving the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordSetRequest {
+    /// At least 10 characters, at most 256 bytes.
+    pub password: String,
+    /// The current password, when changing one's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+}

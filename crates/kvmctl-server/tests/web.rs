@@ -1,0 +1,254 @@
+//! The web console in a real headless Chromium (Debian's `chromium` and `chromium-driver`)
+//! against the real daemon and a real guest (the tiny image): a user whose first password an
+//! admin set logs in, must choose their own, creates a VM from the form and sees it turn
+//! running without reloading (the event stream), stops and deletes it from its page; a
+//! second user sees none of it; the browser boundary (origin, CSRF, cookie flags, login
+//! limits, security headers) holds. Screenshots of each page go to
+//! `target/web-screenshots/` (the CI artifacts; the README's pictures come from them).
+
+use kvmctl_testkit::browser::Browser;
+use kvmctl_testkit::daemon::{self, Sweep};
+use kvmctl_types::api::{PasswordSetRequest, PlanCreateRequest, UserCreateRequest};
+use serde_json::json;
+use std::path::PathBuf;
+
+const VM: &str = "kt-web-1";
+const IMG: &str = "kt-web-img";
+
+fn shots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/web-screenshots")
+}
+
+/// A raw HTTP/1.1 request to the daemon (what a hostile page or script could send): status,
+/// headers, body.
+async fn raw(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn set_cookies(head: &str) -> Vec<String> {
+    head.lines().filter_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: "))).map(str::to_owned).collect()
+}
+
+async fn login_form(b: &Browser, base: &str, user: &str, password: &str) {
+    b.goto(base).await;
+    b.find("#login").await;
+    b.type_into(&b.find("#login input[name=user]").await, user).await;
+    b.type_into(&b.find("#login input[name=password]").await, password).await;
+    b.click(&b.find("#login button[type=submit]").await).await;
+}
+
+#[test]
+fn a_user_logs_in_creates_a_vm_watches_it_run_and_deletes_it_in_chromium() {
+    // The scenario's poll frame is large in a debug build (every await's future is built on
+    // the stack first): it runs on a thread with a stack to match.
+    let t = std::thread::Builder::new()
+        .name("web".into())
+        .stack_size(32 << 20)
+        .spawn(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(scenario()));
+    t.unwrap().join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
+
+async fn scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&[VM], &[IMG]);
+    let mut cfg = daemon::config(d);
+    cfg.listen = Some("127.0.0.1:0".parse().unwrap());
+    let (server, root) = daemon::start(&cfg).await;
+    let addr = server.tcp_addr.unwrap();
+    let base = format!("http://{addr}/");
+    daemon::tiny_image(&root, d, IMG).await;
+    root.plan_create(&PlanCreateRequest {
+        name: "kt-web-tiny".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        disk_gib: 1,
+        price_hourly: "0.01".into(),
+        sort_order: None,
+    })
+    .await
+    .unwrap();
+    for u in ["alice", "bob"] {
+        root.user_create(&UserCreateRequest { name: u.into(), ..Default::default() }).await.unwrap();
+        root.password_set(u, &PasswordSetRequest { password: format!("first-{u}-password"), current: None }).await.unwrap();
+    }
+
+    // The page and its assets carry the security headers; nothing is inline.
+    let (s, head, page) = raw(addr, "GET", "/", &[], "").await;
+    assert_eq!(s, 200);
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("content-security-policy: default-src 'self'; script-src 'self'"), "{head}");
+    assert!(lower.contains("x-content-type-options: nosniff") && lower.contains("x-frame-options: deny"), "{head}");
+    assert!(!page.contains("<script>") && !page.contains("style="), "no inline script or style");
+    // Only the embedded assets are served, by name: no path reaches the file system.
+    for path in ["/ui/../../etc/passwd", "/ui/..%2f..%2fetc%2fpasswd", "/ui/%2e%2e", "/ui/app.js%00.html"] {
+        let (s, _, body) = raw(addr, "GET", path, &[], "").await;
+        assert!(s != 200 && !body.contains("root:"), "{path}: {s}");
+    }
+
+    let b = Browser::start(d, &shots()).await;
+    b.goto(&base).await;
+    b.find("#login").await;
+    b.screenshot("01-login").await;
+
+    // A wrong password: the same message as an unknown user, and the form stays.
+    login_form(&b, &base, "alice", "not-her-password").await;
+    let err = b.wait_for("#login p.error", "el.textContent.length > 0").await;
+    assert_eq!(b.text(&err).await, "the user name or password is wrong");
+
+    // Her first password was set by an admin: she chooses her own before anything else.
+    login_form(&b, &base, "alice", "first-alice-password").await;
+    b.find("#password").await;
+    b.screenshot("02-choose-password").await;
+    b.type_into(&b.find("#password input[name=current]").await, "first-alice-password").await;
+    b.type_into(&b.find("#password input[name=password]").await, "alice-own-password").await;
+    b.click(&b.find("#password button[type=submit]").await).await;
+    b.find("#vms").await;
+    b.screenshot("03-dashboard-empty").await;
+
+    // The session cookie is HttpOnly: the page's scripts cannot read it; the CSRF one they can.
+    let cookies = b.execute("return document.cookie;", json!([])).await;
+    let cookies = cookies.as_str().unwrap();
+    assert!(cookies.contains("kvmctl_csrf=") && !cookies.contains("kvmctl_token="), "{cookies}");
+
+    // Create from the form, with the API's field error shown first for a bad name.
+    b.goto(&format!("{base}#/create")).await;
+    b.find("#create").await;
+    b.execute(
+        "document.querySelector('#create select[name=plan]').value = 'kt-web-tiny'; \
+         document.querySelector('#create select[name=image]').value = arguments[0];",
+        json!([IMG]),
+    )
+    .await;
+    b.type_into(&b.find("#create input[name=name]").await, "Bad_Name").await;
+    b.click(&b.find("#create button[type=submit]").await).await;
+    let e = b.wait_for("#f-name-error", "el.textContent.length > 0").await;
+    assert!(b.text(&e).await.contains("lowercase"), "the name's own error shows under it");
+    b.screenshot("04-create-field-error").await;
+    b.type_into(&b.find("#create input[name=name]").await, VM).await;
+    b.click(&b.find("#create button[type=submit]").await).await;
+
+    // The VM page turns running by itself (the event stream), without a reload.
+    b.find("#vm-state").await;
+    b.execute("window.kvmctlNoReload = true;", json!([])).await;
+    b.wait_for("#vm-state", "el.dataset.state === 'running'").await;
+    assert_eq!(b.execute("return window.kvmctlNoReload === true;", json!([])).await, json!(true), "the page was not reloaded");
+    // Its readiness stages arrive live, and with them the console log: the guest's ready marker.
+    b.wait_for("#console-log", "el.textContent.includes('KVMCTL_TINY_READY')").await;
+    b.screenshot("05-vm-running").await;
+    let alice_vm = root.vm_get(VM).await.unwrap();
+    assert_eq!(alice_vm.owner, "alice");
+
+    // The dashboard lists it running.
+    b.goto(&base).await;
+    b.wait_for(&format!("tr[data-vm='{VM}'] td.state"), "el.dataset.state === 'running'").await;
+    b.screenshot("06-dashboard-running").await;
+
+    // A change from the page without its CSRF header, or from another origin, is refused.
+    let status = b
+        .execute(
+            "return fetch('/v1/vms/' + arguments[0] + '/stop', {method: 'POST', \
+             headers: {'content-type': 'application/json'}, body: '{}'}).then(r => r.status);",
+            json!([VM]),
+        )
+        .await;
+    assert_eq!(status, json!(403), "no x-kvmctl-csrf header");
+
+    // Stop and delete from the VM page (the confirmations accepted).
+    b.goto(&format!("{base}#/vm/{VM}")).await;
+    b.wait_for("#vm-state", "el.dataset.state === 'running'").await;
+    b.execute("window.confirm = () => true;", json!([])).await;
+    b.click(&b.find("button[data-action=stop]").await).await;
+    b.wait_for("#vm-state", "el.dataset.state === 'stopped'").await;
+    b.click(&b.find("button[data-action=delete]").await).await;
+    b.find("#vms").await;
+    b.wait_for("#vm-rows", &format!("!el.querySelector(\"tr[data-vm='{VM}']\")")).await;
+    assert!(root.vm_list().await.unwrap().is_empty(), "deleted for real");
+
+    // Bob: the admin's VM of the same name; he sees nothing of it, and not through the API either.
+    root.vm_create(&kvmctl_types::api::VmCreateRequest { no_start: true, no_ssh_forward: true, ..daemon::tiny_vm(VM, IMG, vec![]) })
+        .await
+        .unwrap();
+    b.click(&b.find("#logout").await).await;
+    b.find("#login").await;
+    login_form(&b, &base, "bob", "first-bob-password").await;
+    b.type_into(&b.find("#password input[name=current]").await, "first-bob-password").await;
+    b.type_into(&b.find("#password input[name=password]").await, "bob-own-password1").await;
+    b.click(&b.find("#password button[type=submit]").await).await;
+    b.find("#vms").await;
+    let body = b.execute("return document.body.innerText;", json!([])).await;
+    assert!(!body.as_str().unwrap().contains(VM), "bob's page shows nothing of root's VM: {body}");
+    let status = b.execute("return fetch('/v1/vms/' + arguments[0]).then(r => r.status);", json!([VM])).await;
+    assert_eq!(status, json!(404));
+    b.screenshot("07-other-user").await;
+    b.stop().await;
+
+    // Logged out: the session is gone for good, its cookie useless.
+    let (s, head, _) =
+        raw(addr, "POST", "/v1/session", &[("content-type", "application/json")], r#"{"user":"bob","password":"bob-own-password1"}"#).await;
+    assert_eq!(s, 200);
+    let cookies = set_cookies(&head);
+    let token = cookies.iter().find(|c| c.starts_with("kvmctl_token=")).expect("session cookie");
+    assert!(token.contains("HttpOnly") && token.contains("SameSite=Strict") && token.contains("Path=/"), "{token}");
+    let token_value = token.split(';').next().unwrap();
+    let csrf = cookies.iter().find(|c| c.starts_with("kvmctl_csrf=")).unwrap().split(';').next().unwrap();
+    let csrf_value = csrf.trim_start_matches("kvmctl_csrf=");
+    let jar = format!("{token_value}; {csrf}");
+    let origin = format!("http://{addr}");
+    let (s, _, body) = raw(addr, "GET", &format!("/v1/vms/{VM}"), &[("cookie", &jar)], "").await;
+    assert!(s == 404 && body.contains("not found"), "{s} {body}");
+    // Another site's page: refused with the cookie, for reads that change nothing too.
+    let (s, _, _) = raw(addr, "GET", "/v1/vms", &[("cookie", &jar), ("origin", "http://evil.example")], "").await;
+    assert_eq!(s, 403);
+    let (s, _, _) = raw(
+        addr,
+        "POST",
+        "/v1/session",
+        &[("content-type", "application/json"), ("origin", "http://evil.example")],
+        r#"{"user":"bob","password":"bob-own-password1"}"#,
+    )
+    .await;
+    assert_eq!(s, 403, "a login posted from another site (login CSRF)");
+    let (s, _, _) = raw(addr, "DELETE", "/v1/session", &[("cookie", &jar), ("origin", &origin), ("x-kvmctl-csrf", csrf_value)], "").await;
+    assert_eq!(s, 204);
+    let (s, _, _) = raw(addr, "GET", "/v1/session", &[("cookie", &jar)], "").await;
+    assert_eq!(s, 401, "a logged-out session is dead");
+
+    // Failed logins: five a minute per user name and per address (Alice's wrong password
+    // above counts for this one), then 429 with Retry-After, even with the right password.
+    let mut refused = 0;
+    loop {
+        let (s, _, _) =
+            raw(addr, "POST", "/v1/session", &[("content-type", "application/json")], r#"{"user":"bob","password":"wrong-wrong-wrong"}"#)
+                .await;
+        if s == 429 {
+            break;
+        }
+        assert_eq!(s, 401);
+        refused += 1;
+        assert!(refused <= 5, "still no limit after {refused} failures");
+    }
+    let (s, head, _) =
+        raw(addr, "POST", "/v1/session", &[("content-type", "application/json")], r#"{"user":"bob","password":"bob-own-password1"}"#).await;
+    assert_eq!(s, 429);
+    assert!(head.to_ascii_lowercase().contains("retry-after: "), "{head}");
+
+    root.vm_delete(VM, false).await.unwrap();
+    root.image_delete(IMG).await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
+    server.stop().await;
+}
