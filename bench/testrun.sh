@@ -139,7 +139,7 @@ shell_case() {  # N: one case the way seed 004 does it; prints its timings
   t_ready=$(date +%s%N)
   scp -q -r -i "$W/key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "$W/hello" "bench@$ip:/var/tmp/hello"
   "${SSH[@]}" "bench@$ip" "sudo sh /var/tmp/hello/install.sh" >/dev/null
-  "${SSH[@]}" "bench@$ip" "$CHECKS" || echo "sh.check_failed 1"
+  "${SSH[@]}" "bench@$ip" "$CHECKS" >/dev/null || echo "sh.check_failed 1"
   [ "$n" = 1 ] && "${SSH[@]}" "bench@$ip" "systemd-analyze; systemd-analyze blame | head -12" > "$W/shell-boot.txt" 2>&1
   virsh -q destroy "$name" >/dev/null; virsh -q undefine "$name" >/dev/null
   rm -f "$W/$name.qcow2" "$W/$name-seed.iso" "$W/$name.meta"
@@ -167,7 +167,13 @@ python3 "$here/table.py" "$R" \
   "kv.warm_total:sh.total:$CASES cases warm, kvmctl / shell flow" | tee "$W/testrun.table.md"
 echo
 echo "Host-side stages of the kvmctl base VM (cold run):"
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["machine"]); [print(f"  {s[\"name\"]:<22} {s[\"ms\"]/1000:7.1f} s  {s.get(\"detail\") or \"\"}") for s in r["stages"]]' "$W/cold.json"
+python3 - "$W/cold.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(r["machine"])
+for s in r["stages"]:
+    print("  %-22s %7.1f s  %s" % (s["name"], s["ms"] / 1000, s.get("detail") or ""))
+EOF
 echo
 echo "The guest's own boot breakdown (systemd-analyze in the base VM, via the first cold case):"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); c=r["cases"][0]; print([k for k in c["checks"] if k["name"]=="boot breakdown"][0]["stdout"])' "$W/cold.json"
