@@ -20,9 +20,11 @@ pub struct SnapshotRecord {
     pub state: String,
     pub size_bytes: u64,
     pub created_at: i64,
+    /// A memory snapshot taken while the guest's agent was connected.
+    pub agent: bool,
 }
 
-const COLUMNS: &str = "id, vm_id, name, parent, description, memory, vm_state, state, size_bytes, created_at";
+const COLUMNS: &str = "id, vm_id, name, parent, description, memory, vm_state, state, size_bytes, created_at, agent";
 
 fn snapshot_from_row(row: sqlx::sqlite::SqliteRow) -> Result<SnapshotRecord, StoreError> {
     let vm_id: String = row.try_get("vm_id")?;
@@ -37,6 +39,7 @@ fn snapshot_from_row(row: sqlx::sqlite::SqliteRow) -> Result<SnapshotRecord, Sto
         state: row.try_get("state")?,
         size_bytes: row.try_get::<i64, _>("size_bytes")? as u64,
         created_at: row.try_get("created_at")?,
+        agent: row.try_get::<i64, _>("agent")? != 0,
     })
 }
 
@@ -69,7 +72,7 @@ impl DataStore {
         let owner = "(SELECT owner FROM vms WHERE id = $2)";
         let stored = stored_gib_with(owner, "$9");
         let done = sqlx::query(&format!(
-            "INSERT INTO snapshots ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+            "INSERT INTO snapshots ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12 \
              WHERE $11 IS NULL OR (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = {owner}) + {stored} <= $11"
         ))
         .bind(&s.id)
@@ -83,6 +86,7 @@ impl DataStore {
         .bind(s.size_bytes as i64)
         .bind(unix_now())
         .bind(max_disk_gib.map(|v| v.min(i64::MAX as u64) as i64))
+        .bind(s.agent as i64)
         .execute(&self.pool)
         .await
         .map_err(unique("snapshot", &s.name))?;

@@ -182,7 +182,8 @@ impl Browser {
     /// Saves a PNG screenshot as `name`.png in the shots directory.
     pub async fn screenshot(&self, name: &str) {
         let v = self.session_call("GET", "/screenshot", None).await.unwrap();
-        let png = base64_decode(v.as_str().unwrap_or_default());
+        use base64::Engine;
+        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).expect("a base64 screenshot");
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
     }
 
@@ -208,27 +209,6 @@ fn unchunk(s: &str) -> String {
         }
         out.push_str(&after[..n]);
         rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let (mut out, mut acc, mut bits) = (Vec::with_capacity(s.len() * 3 / 4), 0u32, 0);
-    for v in s.bytes().filter_map(val) {
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
     }
     out
 }

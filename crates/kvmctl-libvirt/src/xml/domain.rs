@@ -349,6 +349,36 @@ pub fn domain_nvram(domain_xml: &str) -> Option<std::path::PathBuf> {
     }
 }
 
+/// Whether a running domain's guest agent is connected: its `org.qemu.guest_agent.0`
+/// channel's target has `state='connected'` (libvirt's live XML; the guest opened the port).
+pub fn guest_agent_connected(domain_xml: &str) -> bool {
+    use quick_xml::events::Event as E;
+    let mut reader = quick_xml::Reader::from_str(domain_xml);
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let (e, empty) = match reader.read_event() {
+            Ok(E::Start(e)) => (e, false),
+            Ok(E::Empty(e)) => (e, true),
+            Ok(E::End(_)) => {
+                path.pop();
+                continue;
+            }
+            Ok(E::Eof) | Err(_) => return false,
+            _ => continue,
+        };
+        let inside_channel = path.len() == 3 && path[1] == b"devices" && path[2] == b"channel";
+        if inside_channel && e.name().as_ref() == b"target" {
+            let attr = |k: &[u8]| e.attributes().flatten().find(|a| a.key.as_ref() == k).map(|a| a.value.into_owned());
+            if attr(b"name").as_deref() == Some(b"org.qemu.guest_agent.0") && attr(b"state").as_deref() == Some(b"connected") {
+                return true;
+            }
+        }
+        if !empty {
+            path.push(e.name().as_ref().to_vec());
+        }
+    }
+}
+
 /// What a domain's devices use: the MAC addresses of its interfaces (lower case) and the
 /// files of its disks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -139,3 +139,20 @@ fn a_nic_can_start_with_its_link_down() {
     nic.link_down = false;
     assert!(!interface_xml(&nic).unwrap().contains("<link"));
 }
+
+#[test]
+fn a_connected_guest_agent_is_read_from_the_live_xml() {
+    let live = |state: &str| {
+        format!(
+            "<domain><devices><channel type='unix'><source mode='bind'/><target type='virtio' name='org.qemu.guest_agent.0'{state}/>\
+             </channel><channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0' state='connected'/></channel></devices></domain>"
+        )
+    };
+    assert!(guest_agent_connected(&live(" state='connected'")));
+    assert!(!guest_agent_connected(&live(" state='disconnected'")));
+    assert!(!guest_agent_connected(&live("")));
+    // Only a device's channel counts, not one a guest could name in metadata.
+    assert!(!guest_agent_connected(
+        "<domain><metadata><channel><target name='org.qemu.guest_agent.0' state='connected'/></channel></metadata><devices/></domain>"
+    ));
+}

@@ -118,15 +118,17 @@ pub(crate) async fn domain_redefine(ctx: &Context, rec: &VmRecord) -> Result<(),
 }
 
 /// The domain definition of a VM as it should be now: its record, image, forwards and VNC.
-/// A warm clone's definitions: the domain it wakes as (its own, with its NIC's link down
-/// and no filter yet), and its NIC twice: as defined (its filter on its own MAC and address,
-/// link up), which the wake applies at once, and for a guest re-identified over the network,
-/// letting it use its source's MAC and address besides its own (what the woken guest still
-/// has), which replaces the first until it has moved.
+/// A warm clone's definitions: the domain it wakes as, and its NIC twice: as defined (its
+/// filter on its own MAC and address, link up) and widened, letting it use its source's MAC
+/// and address besides its own (what the woken guest still has). A guest with an agent wakes
+/// with its NIC's link down and no filter (`link_down`), and the wake applies the first at
+/// once; one re-identified over the network wakes with the widened NIC, and the first replaces
+/// it once the guest has moved.
 pub(crate) struct WakeXml {
     pub definition: String,
     pub wide_nic: Option<String>,
     pub own_nic: Option<String>,
+    pub link_down: bool,
 }
 
 pub(crate) async fn domain_xml_waking(
@@ -136,24 +138,34 @@ pub(crate) async fn domain_xml_waking(
     paths: ImagePaths,
     dtype: DomainType,
     source: &VmRecord,
+    agent: bool,
 ) -> Result<WakeXml, Error> {
     let extras = (vmnet::metadata_of(ctx, rec).await?, vmnet::vnc_port(ctx, rec).await?);
     let spec = domain_spec(ctx, rec, image, paths, dtype, extras);
     let Some(nic) = spec.nics.first().filter(|n| n.filter.is_some()).cloned() else {
-        return Ok(WakeXml { definition: xml::domain_xml(&spec)?, wide_nic: None, own_nic: None });
+        return Ok(WakeXml { definition: xml::domain_xml(&spec)?, wide_nic: None, own_nic: None, link_down: false });
     };
-    // It wakes with its link down and no filter (building the filter is most of a restore's
-    // time); one update brings both while the guest takes its identity.
-    let mut waking = spec.clone();
-    waking.nics[0].filter = None;
-    waking.nics[0].link_down = true;
-    let definition = xml::domain_xml(&waking)?;
-    let own_nic = Some(xml::interface_xml(&nic)?);
     let mut wide = nic.clone();
     if let (Some(f), Some(ip)) = (&mut wide.filter, source.ip.as_deref().and_then(|i| i.parse().ok())) {
         f.also = Some((source.mac.clone(), ip));
     }
-    Ok(WakeXml { definition, wide_nic: Some(xml::interface_xml(&wide)?), own_nic })
+    let mut waking = spec.clone();
+    if agent {
+        // The link down and no filter (building the filter is most of a restore's time): one
+        // update brings both while the agent re-identifies the guest.
+        waking.nics[0].filter = None;
+        waking.nics[0].link_down = true;
+    } else {
+        // Reached at its source's address at once: a guest whose DHCP client saw its link
+        // go down would drop that address.
+        waking.nics[0] = wide.clone();
+    }
+    Ok(WakeXml {
+        definition: xml::domain_xml(&waking)?,
+        wide_nic: Some(xml::interface_xml(&wide)?),
+        own_nic: Some(xml::interface_xml(&nic)?),
+        link_down: agent,
+    })
 }
 
 pub(crate) async fn domain_xml_of(

@@ -173,6 +173,7 @@ pub async fn snapshot_create(ctx: &Context, caller: &Caller, vm: &str, req: Snap
         return Err(Error::Conflict(format!("VM {} has {MAX_SNAPSHOTS} snapshots, the most it may have; delete one first", rec.name)));
     }
     let current = ctx.store.vm_snapshot(&rec.id).await?;
+    let live = ctx.local_node.domain_xml(rec.name.as_str()).await?;
     let mut s = SnapshotRecord {
         id: uuid::Uuid::new_v4().to_string(),
         vm_id: rec.id,
@@ -184,6 +185,8 @@ pub async fn snapshot_create(ctx: &Context, caller: &Caller, vm: &str, req: Snap
         state: "creating".into(),
         size_bytes: 0,
         created_at: 0,
+        // Whether a warm clone of it can be re-identified through the agent (ADR 0012).
+        agent: req.memory && xml::guest_agent_connected(&live),
     };
     // Admitted against the owner's disk quota at its expected size (RAM and the NVRAM store);
     // the real size replaces it once known.
@@ -200,7 +203,7 @@ pub async fn snapshot_create(ctx: &Context, caller: &Caller, vm: &str, req: Snap
     let made = async {
         std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
         let disk = root_disk(ctx, &rec).await?;
-        let nvram = xml::domain_nvram(&ctx.local_node.domain_xml(rec.name.as_str()).await?);
+        let nvram = xml::domain_nvram(&live);
         let state_file = if s.memory { memory_file(&dir, &s.id) } else { pause_file(&dir) };
         let work = async {
             disk_snapshot("-c", &s.id, &disk).await?;

@@ -243,8 +243,13 @@ pub async fn vm_clone(ctx: &Context, caller: &Caller, source: &str, req: VmClone
         steps.mark("disk_copy");
         drop(src_busy);
         let CreateSpec { vm_key, seed_iso, .. } = spec;
-        let warm =
-            warm_save.map(|save| super::warm::WarmStart { src: src.clone(), save, vm_public_key: vm_public, host_key: host_key_pair });
+        let warm = warm_save.map(|save| super::warm::WarmStart {
+            src: src.clone(),
+            save,
+            vm_public_key: vm_public,
+            host_key: host_key_pair,
+            agent: snap.as_ref().is_some_and(|s| s.agent),
+        });
         let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root, nvram, warm };
         vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await
     }

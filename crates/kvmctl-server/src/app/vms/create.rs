@@ -496,7 +496,7 @@ pub(super) async fn vm_build(
         }
     }
     let waking = match &warm {
-        Some(w) => Some(domain_xml_waking(ctx, rec, image, paths.clone(), domain_type, &w.src).await?),
+        Some(w) => Some(domain_xml_waking(ctx, rec, image, paths.clone(), domain_type, &w.src, w.agent).await?),
         None => None,
     };
     let xml = domain_xml_of(ctx, rec, image, paths, domain_type).await?;

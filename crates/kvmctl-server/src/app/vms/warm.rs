@@ -4,20 +4,23 @@
 //! clone gets a copy of the source's saved-domain image whose embedded definition is the
 //! clone's own (libvirt's save format: a fixed header, the domain XML and a cookie inside a
 //! padded area of `data_len` bytes, then QEMU's migration stream, which is copied unchanged;
-//! see docs/adr/0012). The clone wakes as itself to libvirt (its MAC), its NIC's link down
-//! and without a filter; one update then builds its filter (its own MAC and address) and
-//! raises the link. QEMU's device state carries the source's MAC: the woken guest believes
-//! it is the source. `reidentify_script`, run as root, gives it the clone's hostname,
-//! machine-id, VM key, SSH host key and the host's clock, then moves its NIC to the clone's
-//! MAC and reserved address. It runs:
+//! see docs/adr/0012). The clone wakes as itself to libvirt (its MAC), but QEMU's device
+//! state carries the source's MAC: the woken guest believes it is the source.
+//! `reidentify_script`, run as root, gives it the clone's hostname, machine-id, VM key, SSH
+//! host key and the host's clock, then moves its NIC to the clone's MAC and reserved address.
+//! Whether the guest's agent was connected is recorded when the memory snapshot is taken, and
+//! decides how it runs:
 //!
-//! - through the guest agent when the guest runs one, while the link is raised: no network
-//!   is needed, and the guest never gets to use the source's identity;
+//! - through the guest agent: the NIC wakes with its link down and no filter, and one update
+//!   builds the clone's own filter and raises the link while the script runs; no network is
+//!   needed, and the guest never gets to use the source's identity;
 //! - else over SSH at the source's address (the source's VM key, holding its pinned host
-//!   key): the NIC filter is widened to the source's MAC and address as well, and narrowed
-//!   in the background once the clone has moved. Such wakes take turns (`WAKE_LOCK`, held
-//!   until the narrowing is done) and the source must be stopped, so at most one guest may
-//!   use the source's identity at any time.
+//!   key): the NIC wakes with its filter widened to the source's MAC and address as well (a
+//!   guest whose DHCP client saw its link go down would drop that address), narrowed in the
+//!   background once the clone has moved. Such wakes take turns (`WAKE_LOCK`, held from before
+//!   the restore until the narrowing is done) and the source must be stopped, so at most one
+//!   guest may use the source's identity at any time. A guest whose agent was expected but
+//!   does not answer within 30 s is widened and taken this way too.
 
 use super::*;
 use kvmctl_cloudinit::seed::HostKey;
@@ -206,6 +209,9 @@ pub(crate) struct WarmStart {
     pub vm_public_key: String,
     /// The clone's SSH host key (the one its seed also holds), for cloud-init images.
     pub host_key: Option<HostKey>,
+    /// The guest's agent was connected when the snapshot was taken: it is re-identified
+    /// through it, and its NIC wakes with the link down.
+    pub agent: bool,
 }
 
 /// Starts the defined clone `rec` from the memory in `w` and makes it the clone (see the
@@ -228,6 +234,13 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
         *since = Instant::now();
     };
     let mut since = t;
+    // A guest without an agent wakes able to use its source's identity (its NIC's filter is
+    // widened to it): such wakes take turns from before the restore until it is narrowed.
+    let mut wake_lock = match xmls.link_down || xmls.wide_nic.is_none() {
+        true => None,
+        false => Some(WAKE_LOCK.clone().lock_owned().await),
+    };
+    phase("turn", &mut since);
     let (from, to, def) = (save.to_path_buf(), image.clone(), xmls.definition.clone());
     blocking(move || save_image_rewrite(&from, &to, &def)).await?.map_err(Error::Conflict)?;
     phase("image", &mut since);
@@ -251,50 +264,54 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
     };
     // The clock it sets is the host's when the script is sent, not when it was written.
     let script = |r: Reidentify| reidentify_script(&Reidentify { epoch: ctx.clock.now(), ..r });
-    // Its NIC woke with the link down and no filter: one update builds its own filter, then
-    // raises the link, while its agent (if it runs one) re-identifies it; the script's network
-    // part waits for the link.
-    let by_agent_script = script(identity)?;
-    let joined = Instant::now();
-    let raise = async {
-        let r = match &xmls.own_nic {
-            Some(nic) => ctx.local_node.domain_interface_update(rec.name.as_str(), nic).await,
-            None => Ok(()),
+    let mut via_agent = false;
+    if xmls.link_down {
+        // Its NIC woke with the link down and no filter: one update builds its own filter,
+        // then raises the link, while its agent re-identifies it (the script's network part
+        // waits for the link).
+        let by_agent_script = script(identity)?;
+        let joined = Instant::now();
+        let raise = async {
+            let r = match &xmls.own_nic {
+                Some(nic) => ctx.local_node.domain_interface_update(rec.name.as_str(), nic).await,
+                None => Ok(()),
+            };
+            (r, joined.elapsed().as_millis())
         };
-        (r, joined.elapsed().as_millis())
-    };
-    let agent = async { (by_agent(ctx, rec, &by_agent_script).await, joined.elapsed().as_millis()) };
-    let ((raised, link_ms), (via_agent, agent_ms)) = tokio::join!(raise, agent);
-    tracing::debug!(vm = %rec.name, link_ms, agent_ms, "the warm clone's link is up and its agent done");
-    raised?;
-    let via_agent = via_agent?;
+        // The agent was connected when the snapshot was taken: libvirt may take a moment to
+        // reach it again after the restore.
+        let agent = async { (by_agent(ctx, rec, &by_agent_script, Duration::from_secs(30)).await, joined.elapsed().as_millis()) };
+        let ((raised, link_ms), (answered, agent_ms)) = tokio::join!(raise, agent);
+        tracing::debug!(vm = %rec.name, link_ms, agent_ms, "the warm clone's link is up and its agent done");
+        raised?;
+        via_agent = answered?;
+        phase("agent+link", &mut since);
+        if !via_agent {
+            tracing::warn!(vm = %rec.name, "the warm clone's agent did not answer; re-identifying it over SSH");
+            wake_lock = Some(WAKE_LOCK.clone().lock_owned().await);
+            if let Some(wide) = &xmls.wide_nic {
+                ctx.local_node.domain_interface_update(rec.name.as_str(), wide).await?;
+            }
+        }
+    }
     let narrow_after = if via_agent {
         // The woken guest never used its source's identity: its filter allowed only its own.
-        phase("agent+link", &mut since);
         None
     } else {
-        phase("link", &mut since);
         if let Err(e) = ctx.local_node.domain_clock_sync(rec.name.as_str()).await {
             tracing::info!(vm = %rec.name, error = %e, "the warm clone's clock is set by its re-identification only");
         }
-        // No guest agent: the woken guest is reached where it believes it is, at the
-        // source's address; its filter lets it use that identity until it has moved, one
-        // such clone at a time.
-        let wake_lock = WAKE_LOCK.clone().lock_owned().await;
-        phase("turn", &mut since);
-        if let Some(wide) = &xmls.wide_nic {
-            ctx.local_node.domain_interface_update(rec.name.as_str(), wide).await?;
-        }
-        // The bridge may still send the source's MAC to an earlier clone's port (it learnt
-        // it there while that one woke): the guest's NIC announces itself (QEMU's
-        // announce-self, from the MAC the guest uses), which the widened filter lets through.
+        // The woken guest is reached where it believes it is, at the source's address. The
+        // bridge may still send the source's MAC to an earlier clone's port (it learnt it
+        // there while that one woke): the guest's NIC announces itself (QEMU's announce-self,
+        // from the MAC the guest uses), which the widened filter lets through.
         if let Err(e) = ctx.local_node.domain_announce(rec.name.as_str()).await {
             tracing::info!(vm = %rec.name, error = %e, "the woken clone's NIC could not announce itself");
         }
-        phase("widen", &mut since);
+        phase("announce", &mut since);
         by_ssh(ctx, src, rec, old_ip, || script(Reidentify { detach: true, ..identity })).await?;
         phase("login+script", &mut since);
-        Some(wake_lock)
+        wake_lock
     };
     // The agent's clock is the host's to the nanosecond (the script's, to the second), set
     // while the clone's address comes up.
@@ -339,11 +356,16 @@ async fn answers_at(rec: &VmRecord, new_ip: std::net::IpAddr) -> Result<(), Erro
     }
 }
 
-/// Runs the script as root through the guest agent, when the guest runs one (libvirt may
-/// take a moment to reconnect to it after the restore); `false` when there is none.
-async fn by_agent(ctx: &Context, rec: &VmRecord, script: &str) -> Result<bool, Error> {
+/// Runs the script as root through the guest agent, asking again for up to `patience` while
+/// it does not answer (libvirt may take a moment to reach it again after the restore, longer
+/// on a loaded host); `false` when it never did.
+async fn by_agent(ctx: &Context, rec: &VmRecord, script: &str, patience: Duration) -> Result<bool, Error> {
     let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
-    for attempt in 0..4 {
+    let deadline = Instant::now() + patience;
+    for attempt in 0.. {
+        if attempt > 0 && Instant::now() >= deadline {
+            break;
+        }
         match ctx.local_node.domain_agent_exec(rec.name.as_str(), argv.clone(), 30).await {
             Ok(out) if out.exit_code == 0 => return Ok(true),
             Ok(out) => {
@@ -356,7 +378,7 @@ async fn by_agent(ctx: &Context, rec: &VmRecord, script: &str) -> Result<bool, E
             }
             Err(e) => {
                 tracing::debug!(vm = %rec.name, attempt, error = %e, "no answer from the guest agent");
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
