@@ -43,7 +43,7 @@ rm -rf "$W"; mkdir -p "$W/hello/www"
 bench_serve "$W" 29600
 cleanup() {
   for d in $(virsh list --all --name | grep '^tb-sh-' || true); do virsh -q destroy "$d" >/dev/null 2>&1 || true; virsh -q undefine "$d" >/dev/null 2>&1 || true; done
-  rm -f "$W"/tb-sh-*.qcow2 "$W"/tb-sh-*-seed.iso
+  rm -f "$W"/tb-sh-*.qcow2 "$W"/tb-sh-*-seed.iso /var/log/libvirt/qemu/tb-sh-*.log
   for r in $("$KV" test list -o json 2>/dev/null | python3 -c 'import json,sys; [print(r["id"]) for r in json.load(sys.stdin)]' 2>/dev/null); do "$KV" test rm "$r" >/dev/null 2>&1 || true; done
   "$KV" image rm tb-debian >/dev/null 2>&1 || true
   virsh -q pool-destroy testrunbench >/dev/null 2>&1 || true
