@@ -228,8 +228,12 @@ async fn scenario() {
     let (s, _, _) = raw(addr, "GET", "/v1/session", &[("cookie", &jar)], "").await;
     assert_eq!(s, 401, "a logged-out session is dead");
 
-    // Failed logins: five a minute per user name and per address (Alice's wrong password
-    // above counts for this one), then 429 with Retry-After, even with the right password.
+    // A user who does not exist gets the answer a wrong password gets.
+    let (s, _, body) = raw(addr, "POST", "/v1/session", &[("content-type", "application/json")], r#"{"user":"nobody","password":"whatever-it-is"}"#).await;
+    assert!(s == 401 && body.contains("the user name or password is wrong"), "{s} {body}");
+
+    // Failed logins: five a minute per user name and per address (Alice's and nobody's wrong
+    // passwords above count for this one), then 429 with Retry-After, even with the right password.
     let mut refused = 0;
     loop {
         let (s, _, _) =

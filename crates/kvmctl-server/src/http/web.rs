@@ -25,17 +25,28 @@ const ASSETS: &[(&str, &str, &str)] = &[
 pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
                               frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
+/// Each asset's ETag (the start of its SHA-256), computed once.
+static ETAGS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    use sha2::Digest;
+    ASSETS
+        .iter()
+        .map(|(_, _, body)| {
+            format!("\"{}\"", &sha2::Sha256::digest(body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()[..16])
+        })
+        .collect()
+});
+
 fn asset(name: &str, headers: &HeaderMap) -> Response {
-    let Some((_, kind, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
+    let Some(i) = ASSETS.iter().position(|(n, _, _)| *n == name) else {
         return (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain")], "no such page\n").into_response();
     };
-    use sha2::Digest;
-    let tag = format!("\"{}\"", &sha2::Sha256::digest(body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()[..16]);
+    let (_, kind, body) = ASSETS[i];
+    let tag = &ETAGS[i];
     let fresh = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(tag.as_str());
-    let mut resp = if fresh { StatusCode::NOT_MODIFIED.into_response() } else { (StatusCode::OK, *body).into_response() };
+    let mut resp = if fresh { StatusCode::NOT_MODIFIED.into_response() } else { (StatusCode::OK, body).into_response() };
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    h.insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex"));
+    h.insert(header::ETAG, HeaderValue::from_str(tag).expect("hex"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
