@@ -229,7 +229,8 @@ async fn scenario() {
     assert_eq!(s, 401, "a logged-out session is dead");
 
     // A user who does not exist gets the answer a wrong password gets.
-    let (s, _, body) = raw(addr, "POST", "/v1/session", &[("content-type", "application/json")], r#"{"user":"nobody","password":"whatever-it-is"}"#).await;
+    let (s, _, body) =
+        raw(addr, "POST", "/v1/session", &[("content-type", "application/json")], r#"{"user":"nobody","password":"whatever-it-is"}"#).await;
     assert!(s == 401 && body.contains("the user name or password is wrong"), "{s} {body}");
 
     // Failed logins: five a minute per user name and per address (Alice's and nobody's wrong
