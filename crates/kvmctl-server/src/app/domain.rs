@@ -121,14 +121,13 @@ pub(crate) async fn domain_redefine(ctx: &Context, rec: &VmRecord) -> Result<(),
 /// A warm clone's definitions: the domain it wakes as, and its NIC twice: as defined (its
 /// filter on its own MAC and address, link up) and widened, letting it use its source's MAC
 /// and address besides its own (what the woken guest still has). A guest with an agent wakes
-/// with its NIC's link down and no filter (`link_down`), and the wake applies the first at
-/// once; one re-identified over the network wakes with the widened NIC, and the first replaces
-/// it once the guest has moved.
+/// with its NIC's link down and no filter, and the wake applies the first at once; one
+/// re-identified over the network wakes with the widened NIC, and the first replaces it once
+/// the guest has moved.
 pub(crate) struct WakeXml {
     pub definition: String,
     pub wide_nic: Option<String>,
     pub own_nic: Option<String>,
-    pub link_down: bool,
 }
 
 pub(crate) async fn domain_xml_waking(
@@ -143,7 +142,7 @@ pub(crate) async fn domain_xml_waking(
     let extras = (vmnet::metadata_of(ctx, rec).await?, vmnet::vnc_port(ctx, rec).await?);
     let spec = domain_spec(ctx, rec, image, paths, dtype, extras);
     let Some(nic) = spec.nics.first().filter(|n| n.filter.is_some()).cloned() else {
-        return Ok(WakeXml { definition: xml::domain_xml(&spec)?, wide_nic: None, own_nic: None, link_down: false });
+        return Ok(WakeXml { definition: xml::domain_xml(&spec)?, wide_nic: None, own_nic: None });
     };
     let mut wide = nic.clone();
     if let (Some(f), Some(ip)) = (&mut wide.filter, source.ip.as_deref().and_then(|i| i.parse().ok())) {
@@ -164,7 +163,6 @@ pub(crate) async fn domain_xml_waking(
         definition: xml::domain_xml(&waking)?,
         wide_nic: Some(xml::interface_xml(&wide)?),
         own_nic: Some(xml::interface_xml(&nic)?),
-        link_down: agent,
     })
 }
 

@@ -236,7 +236,7 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
     let mut since = t;
     // A guest without an agent wakes able to use its source's identity (its NIC's filter is
     // widened to it): such wakes take turns from before the restore until it is narrowed.
-    let mut wake_lock = match xmls.link_down || xmls.wide_nic.is_none() {
+    let mut wake_lock = match w.agent || xmls.wide_nic.is_none() {
         true => None,
         false => Some(WAKE_LOCK.clone().lock_owned().await),
     };
@@ -265,10 +265,10 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
     // The clock it sets is the host's when the script is sent, not when it was written.
     let script = |r: Reidentify| reidentify_script(&Reidentify { epoch: ctx.clock.now(), ..r });
     let mut via_agent = false;
-    if xmls.link_down {
-        // Its NIC woke with the link down and no filter: one update builds its own filter,
-        // then raises the link, while its agent re-identifies it (the script's network part
-        // waits for the link).
+    if w.agent {
+        // Its NIC woke with the link down and no filter (when it has one): one update builds
+        // its own filter, then raises the link, while its agent re-identifies it (the script's
+        // network part waits for the link).
         let by_agent_script = script(identity)?;
         let joined = Instant::now();
         let raise = async {
@@ -298,9 +298,7 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
         // The woken guest never used its source's identity: its filter allowed only its own.
         None
     } else {
-        if let Err(e) = ctx.local_node.domain_clock_sync(rec.name.as_str()).await {
-            tracing::info!(vm = %rec.name, error = %e, "the warm clone's clock is set by its re-identification only");
-        }
+        clock_sync(ctx, rec).await;
         // The woken guest is reached where it believes it is, at the source's address. The
         // bridge may still send the source's MAC to an earlier clone's port (it learnt it
         // there while that one woke): the guest's NIC announces itself (QEMU's announce-self,
@@ -317,9 +315,7 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
     // while the clone's address comes up.
     let clock = async {
         if via_agent {
-            if let Err(e) = ctx.local_node.domain_clock_sync(rec.name.as_str()).await {
-                tracing::info!(vm = %rec.name, error = %e, "the warm clone's clock is set by its re-identification only");
-            }
+            clock_sync(ctx, rec).await;
         }
     };
     let (moved, ()) = tokio::join!(answers_at(rec, new_ip), clock);
@@ -336,6 +332,14 @@ pub(super) async fn wake(ctx: &Context, rec: &VmRecord, w: &WarmStart, xmls: &cr
         });
     }
     Ok(())
+}
+
+/// Sets the woken guest's clock to the host's through its agent (to the nanosecond); without
+/// an answer, the re-identification script's second-precise clock stays.
+async fn clock_sync(ctx: &Context, rec: &VmRecord) {
+    if let Err(e) = ctx.local_node.domain_clock_sync(rec.name.as_str()).await {
+        tracing::info!(vm = %rec.name, error = %e, "the warm clone's clock is set by its re-identification only");
+    }
 }
 
 /// Until the clone answers SSH at its own address (it has left the source's by then).
