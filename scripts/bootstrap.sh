@@ -8,4 +8,5 @@ need_root "scripts/bootstrap.sh"
 distro_check
 apt_ensure "${BUILD_PACKAGES[@]}"
 cargo_check
+"$here/web-assets.sh"
 log "build dependencies present"

@@ -46,8 +46,8 @@ apt_ensure() {
     || { tail -20 /tmp/kvmctl-apt.log >&2; die "apt-get install failed (full log: /tmp/kvmctl-apt.log)"; }
 }
 
-# Packages the build needs.
-BUILD_PACKAGES=(pkg-config libvirt-dev gcc libc6-dev)
+# Packages the build needs (curl fetches the web console's pinned npm assets: scripts/web-assets.sh).
+BUILD_PACKAGES=(pkg-config libvirt-dev gcc libc6-dev curl ca-certificates)
 # Packages `kvmctl image build` needs (the quick start builds an image).
 IMAGE_PACKAGES=(mmdebstrap qemu-utils fdisk e2fsprogs dosfstools mtools grub-pc-bin)
 # Packages the tests and the sandboxed quick start need.

@@ -17,6 +17,7 @@ need_root "scripts/quickstart.sh"
 distro_check
 apt_ensure "${BUILD_PACKAGES[@]}" "${IMAGE_PACKAGES[@]}"
 cargo_check
+"$here/web-assets.sh"
 
 log "building kvmctl (release)"
 (cd "$repo" && cargo build --release --quiet -p kvmctl-cli)

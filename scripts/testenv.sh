@@ -15,6 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 need_root "scripts/testenv.sh"
 distro_check
 apt_ensure "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+"$here/web-assets.sh"
 netns_ensure
 
 # The libvirt qemu hook that applies and removes port forwards when test domains start and

@@ -103,6 +103,9 @@ impl NodeHandle {
     pub async fn domain_console(&self, name: &str) -> Result<Box<dyn Console>, NodeError> {
         self.named(name, |n, name| n.domain_console(name)).await
     }
+    pub async fn domain_open_graphics(&self, name: &str) -> Result<std::os::fd::OwnedFd, NodeError> {
+        self.named(name, |n, name| n.domain_open_graphics(name)).await
+    }
     pub async fn domain_block_resize(&self, name: &str, target: &str, capacity_bytes: u64) -> Result<(), NodeError> {
         let (name, target) = (name.to_owned(), target.to_owned());
         self.run(move |n| n.domain_block_resize(&name, &target, capacity_bytes)).await

@@ -151,6 +151,9 @@ enum Rule {
     Owned,
     /// Anyone, without a token (logging in): nobody gets 401 or 403 for who they are.
     Public,
+    /// A console WebSocket that also needs a ticket: without a token 401; with one and a
+    /// ticket that is not theirs, everyone gets the same 403 (which says nothing of the VM).
+    Ticket,
 }
 
 /// How to call one endpoint in the coverage test.
@@ -235,6 +238,10 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("POST /v1/vms/{name}/exec", with_body(Owned, json!({"command": "true", "timeout_seconds": 5})));
     m.insert("GET /v1/vms/{name}/console", Call { rule: Owned, query: "", body: None, ws: true, sse: false });
     m.insert("GET /v1/vms/{name}/console/log", Call { rule: Owned, query: "?lines=5", body: None, ws: false, sse: false });
+    m.insert("POST /v1/vms/{name}/console/ticket", with_body(Owned, json!({"kind": "serial"})));
+    let ticket = "?ticket=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    m.insert("GET /v1/vms/{name}/console/serial", Call { rule: Ticket, query: ticket, body: None, ws: true, sse: false });
+    m.insert("GET /v1/vms/{name}/console/vnc", Call { rule: Ticket, query: ticket, body: None, ws: true, sse: false });
     m.insert("GET /v1/vms/{name}/ssh", Call { rule: Owned, query: "?cols=80&rows=24", body: None, ws: true, sse: false });
     m.insert("GET /v1/vms/{name}/files", Call { rule: Owned, query: "?path=/tmp", body: None, ws: false, sse: false });
     m.insert("PUT /v1/vms/{name}/files", Call { rule: Owned, query: "?path=/tmp/kt", body: None, ws: false, sse: false });
@@ -363,6 +370,8 @@ async fn every_endpoint_authorizes_every_kind_of_caller() {
             let hidden = status == 404 && ["vm ", "network ", "user ", "token ", "test run "].iter().any(|k| message.starts_with(k));
             let ok = match (c.rule, who) {
                 (Rule::Public, _) => status != 401 && status != 403,
+                (Rule::Ticket, "anonymous") => status == 401,
+                (Rule::Ticket, _) => status == 403 && message.contains("console ticket is unknown, used or expired"),
                 (_, "anonymous") => status == 401,
                 (Rule::Admin, "other" | "owner") => status == 403,
                 (Rule::Owned, "other") => status == 404 && hidden,

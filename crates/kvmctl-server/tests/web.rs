@@ -39,6 +39,70 @@ async fn raw(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&
     (status, head.to_owned(), body.to_owned())
 }
 
+/// A WebSocket handshake by hand: the status and, unless it switched, the answer's body.
+async fn ws_open(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the daemon closed before answering");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    if status == 101 {
+        return (101, String::new());
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// Logs `user` in by hand: the cookie jar and the CSRF value.
+async fn login_raw(addr: std::net::SocketAddr, user: &str, password: &str) -> (String, String) {
+    let body = json!({"user": user, "password": password}).to_string();
+    let (s, head, answer) = raw(addr, "POST", "/v1/session", &[("content-type", "application/json")], &body).await;
+    assert_eq!(s, 200, "{user} logs in: {answer}");
+    let cookies = set_cookies(&head);
+    let pick = |name: &str| cookies.iter().find(|c| c.starts_with(name)).unwrap().split(';').next().unwrap().to_owned();
+    let (token, csrf) = (pick("kvmctl_token="), pick("kvmctl_csrf="));
+    let csrf_value = csrf.trim_start_matches("kvmctl_csrf=").to_owned();
+    (format!("{token}; {csrf}"), csrf_value)
+}
+
+/// A console ticket asked for by hand: its WebSocket path.
+async fn ticket_raw(addr: std::net::SocketAddr, jar: &str, csrf: &str, vm: &str, kind: &str) -> String {
+    let origin = format!("http://{addr}");
+    let (s, _, body) = raw(
+        addr,
+        "POST",
+        &format!("/v1/vms/{vm}/console/ticket"),
+        &[("cookie", jar), ("origin", &origin), ("x-kvmctl-csrf", csrf), ("content-type", "application/json")],
+        &json!({"kind": kind}).to_string(),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["path"].as_str().unwrap().to_owned()
+}
+
+/// The text in the page's xterm.js terminal.
+const TERM_TEXT: &str = "(() => { const b = window.kvmctlTerm.buffer.active; let s = ''; \
+    for (let i = 0; i < b.length; i++) s += b.getLine(i).translateToString(true) + '\\n'; return s; })()";
+/// How many pixels of the page's VNC canvas are lit (text on the guest's screen).
+const CANVAS_LIT: &str = "(() => { const c = document.querySelector('#console-screen canvas'); if (!c || !c.width) return 0; \
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; \
+    for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] > 150) n++; return n; })()";
+
 fn set_cookies(head: &str) -> Vec<String> {
     head.lines().filter_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: "))).map(str::to_owned).collect()
 }
@@ -68,7 +132,10 @@ async fn scenario() {
     let sweep = Sweep::new(&[VM], &[IMG]);
     let mut cfg = daemon::config(d);
     cfg.listen = Some("127.0.0.1:0".parse().unwrap());
-    let (server, root) = daemon::start(&cfg).await;
+    // The daemon's clock moves only when told: console tickets expire without a wait.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let clock = std::sync::Arc::new(kvmctl_server::clock::ManualClock::new(now));
+    let (server, root) = daemon::start_with_clock(&cfg, clock.clone()).await;
     let addr = server.tcp_addr.unwrap();
     let base = format!("http://{addr}/");
     daemon::tiny_image(&root, d, IMG).await;
@@ -152,6 +219,99 @@ async fn scenario() {
     b.screenshot("05-vm-running").await;
     let alice_vm = root.vm_get(VM).await.unwrap();
     assert_eq!(alice_vm.owner, "alice");
+
+    // The serial console in the page (xterm.js over a ticket's WebSocket): it replays the
+    // boot, with the ready marker; typed keys reach the guest's shell and its answer shows.
+    b.click(&b.find("#open-serial").await).await;
+    b.wait_for("#console-status", "el.dataset.state === 'connected'").await;
+    b.wait_frames(&format!("window.kvmctlTerm && {TERM_TEXT}.includes('KVMCTL_TINY_READY')"), json!([])).await;
+    let keys = b.find("#console-screen textarea").await;
+    b.send_keys(&keys, "\u{E007}echo web-$((6 * 7))\u{E007}").await;
+    b.wait_frames(&format!("{TERM_TEXT}.includes('web-42')"), json!([])).await;
+    b.screenshot("08-serial-console").await;
+    // A second viewer of the serial console (another tab, say) is refused while this one is open.
+    let second = b
+        .execute(
+            "const csrf = document.cookie.match(/kvmctl_csrf=([0-9a-f]+)/)[1]; \
+             return fetch('/v1/vms/' + arguments[0] + '/console/ticket', {method: 'POST', \
+               headers: {'content-type': 'application/json', 'x-kvmctl-csrf': csrf}, body: '{\"kind\":\"serial\"}'}) \
+             .then(r => r.json()).then(t => new Promise(done => { \
+               const ws = new WebSocket('ws://' + location.host + t.path); \
+               ws.onopen = () => { ws.close(); done('opened'); }; ws.onclose = () => done('refused'); }));",
+            json!([VM]),
+        )
+        .await;
+    assert_eq!(second, json!("refused"), "one serial viewer at a time");
+
+    // The VNC display in the page (noVNC, proxied by the daemon, no VNC port opened): the
+    // framebuffer arrives, and keys typed through it change the guest's screen.
+    b.goto(&format!("{base}#/vm/{VM}")).await;
+    b.click(&b.find("#open-vnc").await).await;
+    b.wait_for("#console-status", "el.dataset.state === 'connected'").await;
+    let lit = b.wait_frames(&format!("{CANVAS_LIT} > 200 && {CANVAS_LIT}"), json!([])).await.as_i64().unwrap();
+    // Typed on the guest's screen (tty1), the command writes to its serial console, whose
+    // log shows that every key, shifted ones too, arrived as typed.
+    b.type_into(&b.find("#paste-text").await, "echo \"VNC typed: $((6 * 7))!\" > /dev/ttyS0\n").await;
+    b.click(&b.find("#paste").await).await;
+    b.wait_frames(&format!("{CANVAS_LIT} > {}", lit + 600), json!([])).await;
+    let mut typed = false;
+    for _ in 0..600 {
+        if root.vm_console_log(VM, 20).await.unwrap().contains("VNC typed: 42!") {
+            typed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(typed, "the keys typed through noVNC ran in the guest: {}", root.vm_console_log(VM, 20).await.unwrap());
+    b.screenshot("09-vnc-console").await;
+    assert!(root.forward_list(VM).await.unwrap().iter().all(|f| f.pool != "vnc"), "the browser's VNC display opened no VNC port");
+
+    // Tickets, by hand. A good one opens (the control for what follows).
+    let (alice_jar, alice_csrf) = login_raw(addr, "alice", "alice-own-password").await;
+    let (bob_jar, _) = login_raw(addr, "bob", "first-bob-password").await;
+    let origin = format!("http://{addr}");
+    let path = ticket_raw(addr, &alice_jar, &alice_csrf, VM, "vnc").await;
+    let (s, body) = ws_open(addr, &path, &[("cookie", &alice_jar), ("origin", &origin)]).await;
+    assert_eq!(s, 101, "{body}");
+    // Used once: refused the second time.
+    let (s, body) = ws_open(addr, &path, &[("cookie", &alice_jar), ("origin", &origin)]).await;
+    assert!(s == 403 && body.contains("ticket is unknown, used or expired"), "a used ticket: {s} {body}");
+    // From another site's page: refused before the ticket is looked at.
+    let path = ticket_raw(addr, &alice_jar, &alice_csrf, VM, "vnc").await;
+    let (s, _) = ws_open(addr, &path, &[("cookie", &alice_jar), ("origin", "http://evil.example")]).await;
+    assert_eq!(s, 403, "a cross-origin WebSocket");
+    // Alice's ticket in Bob's session: refused, with the words every bad ticket gets.
+    let (s, body) = ws_open(addr, &path, &[("cookie", &bob_jar), ("origin", &origin)]).await;
+    assert!(s == 403 && body.contains("ticket is unknown, used or expired") && !body.contains(VM), "{s} {body}");
+    // ...and spent by that try: Alice cannot use it after Bob did.
+    let (s, _) = ws_open(addr, &path, &[("cookie", &alice_jar), ("origin", &origin)]).await;
+    assert_eq!(s, 403, "a ticket someone else tried is spent");
+    // A ticket for the VNC display does not open the serial console.
+    let path = ticket_raw(addr, &alice_jar, &alice_csrf, VM, "vnc").await;
+    let (s, _) = ws_open(addr, &path.replace("/console/vnc?", "/console/serial?"), &[("cookie", &alice_jar), ("origin", &origin)]).await;
+    assert_eq!(s, 403, "a ticket is for one kind of console");
+    // Bob cannot even ask for one for her VM: it does not exist for him.
+    let (s, _, _) = raw(
+        addr,
+        "POST",
+        &format!("/v1/vms/{VM}/console/ticket"),
+        &[
+            ("authorization", &format!("Bearer {}", bob_jar.split(';').next().unwrap().trim_start_matches("kvmctl_token="))),
+            ("content-type", "application/json"),
+        ],
+        r#"{"kind":"serial"}"#,
+    )
+    .await;
+    assert_eq!(s, 404, "bob asks for a ticket to alice's VM");
+    // Expired after a minute.
+    let path = ticket_raw(addr, &alice_jar, &alice_csrf, VM, "serial").await;
+    clock.advance(61);
+    let (s, body) = ws_open(addr, &path, &[("cookie", &alice_jar), ("origin", &origin)]).await;
+    assert!(s == 403 && body.contains("expired"), "an expired ticket: {s} {body}");
+    // A ticket URL alone, with no session, opens nothing.
+    let path = ticket_raw(addr, &alice_jar, &alice_csrf, VM, "serial").await;
+    let (s, _) = ws_open(addr, &path, &[("origin", &origin)]).await;
+    assert_eq!(s, 401, "a ticket without the session");
 
     // The dashboard lists it running.
     b.goto(&base).await;

@@ -274,9 +274,50 @@ async function vmPage(name) {
         act('Stop', 'stop', {}, `Stop ${name}?`),
         act('Reboot', 'reboot', {}, `Reboot ${name}?`),
         act('Delete', null, null, `Delete ${name} and its disk? This cannot be undone.`, 'danger'))),
+    el('div', { class: 'actions' },
+      el('a', { class: 'button plain', id: 'open-serial', href: `#/vm/${encodeURIComponent(name)}/serial` }, 'Serial console'),
+      el('a', { class: 'button plain', id: 'open-vnc', href: `#/vm/${encodeURIComponent(name)}/vnc` }, 'VNC console')),
     el('h2', {}, 'Readiness'), stages,
     el('h2', {}, 'Forwards'), forwards,
     el('h2', {}, 'Console log'), log);
+}
+
+// The open console (serial or VNC), closed when the page changes.
+let activeConsole = null;
+function closeConsole() {
+  if (activeConsole) activeConsole.close();
+  activeConsole = null;
+}
+
+function tool(label, id, onclick) {
+  return el('button', { type: 'button', class: 'plain', id, onclick }, label);
+}
+
+// A console page: `#/vm/NAME/serial` or `#/vm/NAME/vnc`, `/popout` for a window of its own.
+async function consolePage(name, kind, popout) {
+  document.body.classList.toggle('popout', popout);
+  const status = el('span', { id: 'console-status', role: 'status', 'data-state': 'connecting' }, 'connecting');
+  const setStatus = (text, state) => { status.textContent = text; status.dataset.state = state; };
+  const screen = el('div', { id: 'console-screen', class: `screen screen-${kind}` });
+  const pasteText = el('textarea', { id: 'paste-text', rows: 2, 'aria-label': 'Text to type into the console', placeholder: 'Text to type into the console' });
+  const vmHash = `#/vm/${encodeURIComponent(name)}`;
+  const tools = el('div', { class: 'actions console-tools' },
+    popout ? null : el('a', { href: vmHash }, `\u2190 ${name}`),
+    kind === 'vnc' ? tool('Ctrl-Alt-Del', 'ctrl-alt-del', () => activeConsole?.ctrlAltDel()) : null,
+    tool('Paste as keystrokes', 'paste', () => { activeConsole?.paste(pasteText.value); pasteText.value = ''; }),
+    tool('Full screen', 'fullscreen', () => screen.requestFullscreen?.()),
+    popout ? null : tool('Pop out', 'popout', () => {
+      closeConsole();
+      window.open(`${vmHash}/${kind}/popout`, `kvmctl-${name}-${kind}`, 'popup,width=1040,height=760');
+      go(vmHash);
+    }),
+    status);
+  page(`${name}: ${kind === 'vnc' ? 'VNC display' : 'serial console'}`, tools, pasteText, screen);
+  const { openConsole } = await import('/ui/consoles.js');
+  const c = await openConsole(kind, name, screen, setStatus, (n, k) => api('POST', `/v1/vms/${encodeURIComponent(n)}/console/ticket`, { kind: k }));
+  // The page may have changed while the console opened.
+  if (document.getElementById('console-screen') === screen) activeConsole = c;
+  else c.close();
 }
 
 // ---------------------------------------------------------------------------- live updates
@@ -335,9 +376,13 @@ async function route() {
   document.getElementById('who').textContent = `${me.user.name} (${me.user.role})`;
   listen();
   const hash = location.hash || '#/';
+  closeConsole();
+  document.body.classList.remove('popout');
+  const consoleHash = hash.match(/^#\/vm\/([^/]+)\/(serial|vnc)(\/popout)?$/);
   try {
     if (me.password_change || hash === '#/password') passwordPage();
     else if (hash === '#/create') await createPage();
+    else if (consoleHash) await consolePage(decodeURIComponent(consoleHash[1]), consoleHash[2], !!consoleHash[3]);
     else if (hash.startsWith('#/vm/')) await vmPage(decodeURIComponent(hash.slice(5)));
     else await dashboard();
   } catch (e) {

@@ -156,6 +156,20 @@ impl Browser {
         Element(v[ELEMENT_KEY].as_str().expect("an element").to_owned())
     }
 
+    /// Waits (checking every 25 ms) until `expr` (a JavaScript expression) is true, and returns its
+    /// value: for what changes without touching the DOM (a canvas's pixels). The bound is
+    /// WebDriver's script timeout.
+    pub async fn wait_frames(&self, expr: &str, args: Value) -> Value {
+        let script = format!(
+            "const done = arguments[arguments.length - 1];\n\
+             const check = () => {{ let v; try {{ v = ({expr}); }} catch (e) {{ v = null; }} if (v) done(v); else setTimeout(check, 25); }};\n\
+             check();"
+        );
+        self.session_call("POST", "/execute/async", Some(json!({ "script": script, "args": args })))
+            .await
+            .unwrap_or_else(|e| panic!("waiting until {expr}: {e}"))
+    }
+
     /// The element `css` once it exists.
     pub async fn find(&self, css: &str) -> Element {
         self.wait_for(css, "true").await
@@ -172,6 +186,11 @@ impl Browser {
 
     pub async fn type_into(&self, e: &Element, text: &str) {
         self.session_call("POST", &format!("/element/{}/clear", e.0), Some(json!({}))).await.unwrap();
+        self.session_call("POST", &format!("/element/{}/value", e.0), Some(json!({ "text": text }))).await.unwrap();
+    }
+
+    /// Types into `e` without clearing it first (keys for a terminal, `\u{E007}` is Enter).
+    pub async fn send_keys(&self, e: &Element, text: &str) {
         self.session_call("POST", &format!("/element/{}/value", e.0), Some(json!({ "text": text }))).await.unwrap();
     }
 

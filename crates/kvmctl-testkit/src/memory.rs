@@ -507,6 +507,12 @@ impl Node for MemoryNode {
         Err(refused("open the console of", name, "the in-memory node runs no guest"))
     }
 
+    fn domain_open_graphics(&self, name: &str) -> Result<std::os::fd::OwnedFd, NodeError> {
+        let mut st = self.enter("domain_open_graphics", name)?;
+        domain(&mut st, name)?;
+        Err(refused("open the VNC display of", name, "the in-memory node runs no guest"))
+    }
+
     fn domain_reboot(&self, name: &str) -> Result<(), NodeError> {
         let mut st = self.enter("domain_reboot", name)?;
         let d = domain(&mut st, name)?;

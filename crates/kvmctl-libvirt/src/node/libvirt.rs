@@ -627,6 +627,18 @@ impl Node for LibvirtNode {
         Ok(Box::new(ConsoleStream { stream, _conn: conn }))
     }
 
+    fn domain_open_graphics(&self, name: &str) -> Result<std::os::fd::OwnedFd, NodeError> {
+        use std::os::fd::FromRawFd;
+        self.with_conn(|c| {
+            let d = Self::domain(c, name, "open the VNC display of")?;
+            let fd = d
+                .open_graphics_fd(0, virt::sys::VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
+                .map_err(|e| NodeError::from_virt("open the VNC display of", "domain", name, e))?;
+            // SAFETY: libvirt hands over a new descriptor that nothing else owns.
+            Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+        })
+    }
+
     fn domain_reboot(&self, name: &str) -> Result<(), NodeError> {
         self.with_conn(|c| Self::domain(c, name, "reboot")?.reboot(0).map_err(|e| NodeError::from_virt("reboot", "domain", name, e)))
     }

@@ -170,6 +170,10 @@ pub trait Node: Send + Sync {
     fn domain_agent_addresses(&self, name: &str) -> Result<Vec<(String, String)>, NodeError>;
     /// A connection to the domain's serial console (its own libvirt connection).
     fn domain_console(&self, name: &str) -> Result<Box<dyn Console>, NodeError>;
+    /// A socket connected to the domain's VNC server with its password check skipped
+    /// (`virDomainOpenGraphicsFD`, SKIPAUTH): the daemon proxies it to a web console that
+    /// holds a ticket. Only a node reached over a local unix socket can pass the descriptor.
+    fn domain_open_graphics(&self, name: &str) -> Result<std::os::fd::OwnedFd, NodeError>;
     /// Asks the guest to reboot (ACPI).
     fn domain_reboot(&self, name: &str) -> Result<(), NodeError>;
     /// Grows the disk `target` (`vda`) of a running domain; the guest sees the new size at once.

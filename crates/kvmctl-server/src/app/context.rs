@@ -57,6 +57,8 @@ pub struct Context {
     pub(crate) anonymous_audit: Mutex<(i64, u32, u64)>,
     /// Failed web console logins of the last minute (ADR 0013).
     pub(crate) logins: super::sessions::LoginLimiter,
+    /// Unused web console tickets (hashed; ADR 0013).
+    pub(crate) tickets: super::vms::Tickets,
 }
 
 /// Counts of open guest sessions: `"vm:<id>"` and `"user:<name>"` to how many.
@@ -120,6 +122,7 @@ impl Context {
             sessions: Default::default(),
             anonymous_audit: Mutex::new((0, 0, 0)),
             logins: Default::default(),
+            tickets: Default::default(),
         };
         (ctx, boots)
     }

@@ -112,6 +112,9 @@ fn routes() -> Vec<Route> {
         route!(post "/v1/vms/{name}/snapshots/{snapshot}/revert", snapshots::snapshot_revert),
         route!(get "/v1/vms/{name}/console", terminal::vm_console),
         route!(get "/v1/vms/{name}/console/log", terminal::vm_console_log),
+        route!(post "/v1/vms/{name}/console/ticket", terminal::vm_console_ticket),
+        route!(get "/v1/vms/{name}/console/serial", terminal::vm_console_serial),
+        route!(get "/v1/vms/{name}/console/vnc", terminal::vm_console_vnc),
         route!(get "/v1/vms/{name}/ssh", terminal::vm_ssh),
         route!(get "/v1/vms/{name}/files", terminal::vm_file_get),
         route!(put "/v1/vms/{name}/files", terminal::vm_file_put),
@@ -140,7 +143,8 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .into_iter()
         .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler))
         .route("/", axum::routing::get(web::index))
-        .route("/ui/{file}", axum::routing::get(web::ui));
+        .route("/ui/{file}", axum::routing::get(web::ui))
+        .route("/ui/vendor/{*path}", axum::routing::get(web::vendor));
     routes()
         .into_iter()
         .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler))

@@ -2,14 +2,17 @@
 //! terminal's bytes both ways; the connection closes when either side ends. The web console
 //! will use the same endpoints.
 
+use super::body::Body;
 use super::call::Call;
 use super::error::ApiError;
 use crate::app::{self};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use futures_util::{SinkExt, StreamExt};
-use kvmctl_types::api::ErrorBody;
+use kvmctl_types::api::{ConsoleKind, ConsoleTicket, ConsoleTicketRequest, ErrorBody};
 use std::time::Duration;
 
 /// Largest frame and message a client may send: keystrokes and pastes, not bulk data. The
@@ -32,6 +35,133 @@ pub(crate) async fn vm_console(Call { ctx, caller }: Call, Path(name): Path<Stri
             drop(guard);
         }),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// A single-use ticket for one console WebSocket of the web console (valid 60 s, for the
+/// caller, this VM and this kind; ADR 0013).
+#[utoipa::path(post, path = "/v1/vms/{name}/console/ticket", tag = "vms", operation_id = "vm_console_ticket",
+    params(("name" = String, Path, description = "VM name")), request_body = ConsoleTicketRequest,
+    responses((status = 201, description = "The ticket, in the WebSocket's path", body = ConsoleTicket),
+        (status = 404, description = "No such VM", body = ErrorBody), (status = 409, description = "Not running", body = ErrorBody),
+        (status = 429, description = "Too many unused tickets", body = ErrorBody)))]
+pub(crate) async fn vm_console_ticket(
+    Call { ctx, caller }: Call,
+    Path(name): Path<String>,
+    Body(req): Body<ConsoleTicketRequest>,
+) -> Result<(StatusCode, Json<ConsoleTicket>), ApiError> {
+    Ok((StatusCode::CREATED, Json(app::vms::console_ticket(&ctx, &caller, &name, req).await?)))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct TicketQuery {
+    /// The ticket from `POST /v1/vms/{name}/console/ticket`.
+    ticket: String,
+}
+
+/// How much of the console log the serial WebSocket replays first.
+const REPLAY_LINES: usize = 200;
+const REPLAY_BYTES: usize = 64 * 1024;
+
+/// The serial console for the web console: a ticket's WebSocket (binary frames both ways).
+/// It first replays the end of the console log (VMs on the daemon's own node), then goes
+/// live. One viewer at a time: a second is refused (409).
+#[utoipa::path(get, path = "/v1/vms/{name}/console/serial", tag = "vms", operation_id = "vm_console_serial",
+    params(("name" = String, Path, description = "VM name"), TicketQuery),
+    responses((status = 101, description = "Switching to WebSocket"), (status = 403, description = "Ticket unknown, used, expired or another user's", body = ErrorBody),
+        (status = 409, description = "Not running, or another console session is open", body = ErrorBody)))]
+pub(crate) async fn vm_console_serial(
+    Call { ctx, caller }: Call,
+    Path(name): Path<String>,
+    Query(q): Query<TicketQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let opened = async {
+        let rec = app::vms::console_ticket_redeem(&ctx, &caller, &name, ConsoleKind::Serial, &q.ticket).await?;
+        let replay = if rec.node == app::LOCAL {
+            app::vms::vm_console_log(&ctx, &caller, &name, REPLAY_LINES).await.unwrap_or_default()
+        } else {
+            String::new()
+        };
+        // The log's lines end in `\n` alone; a terminal needs `\r\n`.
+        let replay = replay.replace('\n', "\r\n").into_bytes();
+        let replay = replay[replay.len().saturating_sub(REPLAY_BYTES)..].to_vec();
+        let (stream, guard) = app::vms::vm_console_open(&ctx, &caller, &name).await?;
+        Ok::<_, kvmctl_core::Error>((replay, stream, guard))
+    };
+    match opened.await {
+        Ok((replay, stream, guard)) => bounded(ws).on_upgrade(move |mut socket| async move {
+            if replay.is_empty() || socket.send(Message::Binary(replay.into())).await.is_ok() {
+                console_bridge(stream, socket).await;
+            }
+            drop(guard);
+        }),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The VNC display for the web console (noVNC): a ticket's WebSocket carrying the RFB
+/// protocol in binary frames, proxied by the daemon to QEMU (no VNC port is opened; the
+/// VM's VNC password is not needed, the ticket was the check). Viewers share the display.
+#[utoipa::path(get, path = "/v1/vms/{name}/console/vnc", tag = "vms", operation_id = "vm_console_vnc",
+    params(("name" = String, Path, description = "VM name"), TicketQuery),
+    responses((status = 101, description = "Switching to WebSocket"), (status = 403, description = "Ticket unknown, used, expired or another user's", body = ErrorBody),
+        (status = 409, description = "Not running, too many sessions, or the VM's node cannot hand over its display", body = ErrorBody)))]
+pub(crate) async fn vm_console_vnc(
+    Call { ctx, caller }: Call,
+    Path(name): Path<String>,
+    Query(q): Query<TicketQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let opened = async {
+        let rec = app::vms::console_ticket_redeem(&ctx, &caller, &name, ConsoleKind::Vnc, &q.ticket).await?;
+        app::vms::vm_vnc_open(&ctx, &caller, &rec).await
+    };
+    match opened.await {
+        Ok((fd, guard)) => bounded(ws).on_upgrade(move |socket| async move {
+            vnc_bridge(fd, socket).await;
+            drop(guard);
+        }),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Bytes between the browser's WebSocket and QEMU's VNC socket, both ways, until either ends.
+async fn vnc_bridge(fd: std::os::fd::OwnedFd, socket: WebSocket) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let std_sock = std::os::unix::net::UnixStream::from(fd);
+    if std_sock.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(vnc) = tokio::net::UnixStream::from_std(std_sock) else { return };
+    let (mut vnc_rx, mut vnc_tx) = vnc.into_split();
+    let (mut to_client, mut from_client) = socket.split();
+    let upstream = async {
+        while let Some(Ok(msg)) = from_client.next().await {
+            let Some(bytes) = frame_bytes(msg) else { break };
+            if !bytes.is_empty() && vnc_tx.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match vnc_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to_client.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to_client.send(Message::Close(None)).await;
+    };
+    tokio::select! {
+        _ = upstream => {}
+        _ = downstream => {}
     }
 }
 

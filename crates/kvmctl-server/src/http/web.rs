@@ -15,34 +15,37 @@ use kvmctl_types::api::{ErrorBody, PasswordSetRequest, Session, SessionOpenReque
 use std::sync::Arc;
 
 /// The console's pages and scripts: (path under `/ui/`, content type, bytes).
-const ASSETS: &[(&str, &str, &str)] = &[
-    ("index.html", "text/html; charset=utf-8", include_str!("../../web/index.html")),
-    ("app.js", "text/javascript; charset=utf-8", include_str!("../../web/app.js")),
-    ("app.css", "text/css; charset=utf-8", include_str!("../../web/app.css")),
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    ("index.html", "text/html; charset=utf-8", include_bytes!("../../web/index.html")),
+    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../web/app.js")),
+    ("app.css", "text/css; charset=utf-8", include_bytes!("../../web/app.css")),
+    ("consoles.js", "text/javascript; charset=utf-8", include_bytes!("../../web/consoles.js")),
 ];
 
-/// What every page and asset is served with.
-pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
-                              frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+// `VENDOR`: noVNC and xterm.js, from pinned npm packages (build.rs, scripts/web-assets.sh).
+include!(concat!(env!("OUT_DIR"), "/vendor.rs"));
+
+/// What every page and asset is served with. Styles may also be set by scripts (`'unsafe-inline'`
+/// for styles only): xterm.js writes its terminal's geometry into a `<style>` element. Scripts
+/// stay `'self'`, and no page renders data as markup.
+pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+                              connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+fn etag(body: &[u8]) -> String {
+    use sha2::Digest;
+    format!("\"{}\"", &sha2::Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect::<String>()[..16])
+}
 
 /// Each asset's ETag (the start of its SHA-256), computed once.
-static ETAGS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-    use sha2::Digest;
-    ASSETS
-        .iter()
-        .map(|(_, _, body)| {
-            format!("\"{}\"", &sha2::Sha256::digest(body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()[..16])
-        })
-        .collect()
-});
+static ETAGS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| ASSETS.iter().map(|(_, _, body)| etag(body)).collect());
+static VENDOR_ETAGS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| VENDOR.iter().map(|(_, body)| etag(body)).collect());
 
-fn asset(name: &str, headers: &HeaderMap) -> Response {
-    let Some(i) = ASSETS.iter().position(|(n, _, _)| *n == name) else {
-        return (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain")], "no such page\n").into_response();
-    };
-    let (_, kind, body) = ASSETS[i];
-    let tag = &ETAGS[i];
-    let fresh = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(tag.as_str());
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain")], "no such page\n").into_response()
+}
+
+fn serve(body: &'static [u8], kind: &'static str, tag: &str, headers: &HeaderMap) -> Response {
+    let fresh = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(tag);
     let mut resp = if fresh { StatusCode::NOT_MODIFIED.into_response() } else { (StatusCode::OK, body).into_response() };
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
@@ -53,6 +56,25 @@ fn asset(name: &str, headers: &HeaderMap) -> Response {
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     resp
+}
+
+fn asset(name: &str, headers: &HeaderMap) -> Response {
+    match ASSETS.iter().position(|(n, _, _)| *n == name) {
+        Some(i) => serve(ASSETS[i].2, ASSETS[i].1, &ETAGS[i], headers),
+        None => not_found(),
+    }
+}
+
+/// `/ui/vendor/{*path}`: noVNC's and xterm.js's files, by their exact embedded name (no path
+/// reaches the file system).
+pub(crate) async fn vendor(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    let Some(i) = VENDOR.iter().position(|(n, _)| *n == path) else { return not_found() };
+    let kind = match path.rsplit_once('.').map(|(_, e)| e) {
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        _ => "text/plain; charset=utf-8",
+    };
+    serve(VENDOR[i].1, kind, &VENDOR_ETAGS[i], &headers)
 }
 
 /// `/`: the console's one page.

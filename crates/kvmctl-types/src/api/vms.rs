@@ -357,3 +357,40 @@ pub struct GuestFileEntry {
     pub dir: bool,
     pub size: u64,
 }
+
+/// Which console of a VM a web console ticket opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleKind {
+    /// The serial console (text; one viewer at a time).
+    Serial,
+    /// The VNC display (shared between viewers, within `sessions_per_vm`).
+    Vnc,
+}
+
+impl ConsoleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsoleKind::Serial => "serial",
+            ConsoleKind::Vnc => "vnc",
+        }
+    }
+}
+
+/// `POST /v1/vms/{name}/console/ticket`: a ticket for one console WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleTicketRequest {
+    pub kind: ConsoleKind,
+}
+
+/// A single-use console ticket: valid once, for 60 seconds, for the user who asked for it
+/// (their session or token must open the WebSocket too), this VM and this kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsoleTicket {
+    pub kind: ConsoleKind,
+    /// The WebSocket's path, ticket included (`/v1/vms/{name}/console/{kind}?ticket=...`).
+    pub path: String,
+    /// Unix seconds after which the ticket is refused.
+    pub expires_at: i64,
+}
