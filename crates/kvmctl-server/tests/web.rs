@@ -313,6 +313,49 @@ async fn scenario() {
     let (s, _) = ws_open(addr, &path, &[("origin", &origin)]).await;
     assert_eq!(s, 401, "a ticket without the session");
 
+    // Forwards from the VM page: one for port 80 is added, listed, and removed.
+    b.goto(&format!("{base}#/vm/{VM}")).await;
+    b.find("#add-forward").await;
+    b.execute("window.confirm = () => true;", json!([])).await;
+    b.type_into(&b.find("#add-forward input[name=guest_port]").await, "80").await;
+    b.click(&b.find("#add-forward button[type=submit]").await).await;
+    b.wait_for("#forwards tbody", "[...el.querySelectorAll('tr')].some(r => r.children[2].textContent === '80')").await;
+    let port = root.forward_list(VM).await.unwrap().into_iter().find(|f| f.guest_port == 80).expect("the forward was made").host_port;
+    b.click(&b.find(&format!("button[data-action=remove-forward-{port}]")).await).await;
+    b.wait_for("#forwards tbody", &format!("!el.querySelector(\"tr[data-forward='{port}']\")")).await;
+    assert!(root.forward_list(VM).await.unwrap().iter().all(|f| f.guest_port != 80), "removed for real");
+
+    // An hour passes (the daemon's clock): metering records it, and the usage page shows the
+    // VM's day, the chart and a CSV of the hourly records; the dashboard shows the month's cost.
+    clock.advance(3600);
+    let mut usage = Vec::new();
+    for _ in 0..300 {
+        usage = root.usage_list(Some("alice"), None, None).await.unwrap();
+        if !usage.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!usage.is_empty(), "metering recorded the hour");
+    let month = usage[0].hour_utc[..7].to_owned();
+    b.goto(&format!("{base}#/usage/{month}")).await;
+    b.wait_for("#usage tbody", &format!("el.textContent.includes('{VM}')")).await;
+    assert!(b.exists("#usage-chart rect.chart-bar").await, "a bar for the day");
+    assert!(b.exists("a#usage-csv[download][href^='blob:']").await, "a download link");
+    let csv = b.execute("return window.kvmctlUsageCsv;", json!([])).await;
+    let csv = csv.as_str().unwrap();
+    assert!(csv.starts_with("vm,owner,node,hour_utc") && csv.contains(&format!("{VM},alice,local,")), "{csv}");
+    b.screenshot("10-usage").await;
+
+    // Tokens: made on the tokens page, shown once, and it works for scripts.
+    b.goto(&format!("{base}#/tokens")).await;
+    b.type_into(&b.find("#create-token input[name=description]").await, "laptop").await;
+    b.click(&b.find("#create-token button[type=submit]").await).await;
+    let secret = b.text(&b.find("#token-secret").await).await;
+    let (s, _, body) = raw(addr, "GET", "/v1/whoami", &[("authorization", &format!("Bearer {secret}"))], "").await;
+    assert!(s == 200 && body.contains("\"alice\""), "{s} {body}");
+    b.screenshot("11-tokens").await;
+
     // The dashboard lists it running.
     b.goto(&base).await;
     b.wait_for(&format!("tr[data-vm='{VM}'] td.state"), "el.dataset.state === 'running'").await;
@@ -355,6 +398,60 @@ async fn scenario() {
     let status = b.execute("return fetch('/v1/vms/' + arguments[0]).then(r => r.status);", json!([VM])).await;
     assert_eq!(status, json!(404));
     b.screenshot("07-other-user").await;
+    // Bob is no admin: the admin pages show the API's refusal.
+    b.goto(&format!("{base}#/admin/nodes")).await;
+    let e = b.wait_for("main p.error", "el.textContent.length > 0").await;
+    assert!(b.text(&e).await.contains("admin"), "bob is told the page is for admins");
+
+    // An admin (logged in with a token): the nodes page with its bars, drain and undrain; the
+    // audit log holds what Alice did from her pages.
+    root.user_create(&UserCreateRequest { name: "carol".into(), role: Some("admin".into()), ..Default::default() }).await.unwrap();
+    let carol = root
+        .token_create(&kvmctl_types::api::TokenCreateRequest {
+            description: Some("web".into()),
+            user: Some("carol".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .token;
+    b.click(&b.find("#logout").await).await;
+    b.find("#login-token").await;
+    b.type_into(&b.find("#login-token input[name=token]").await, &carol).await;
+    b.click(&b.find("#login-token button[type=submit]").await).await;
+    b.find("#vms").await;
+    b.goto(&format!("{base}#/admin/nodes")).await;
+    b.find("section[data-node=local] .bar").await;
+    b.screenshot("12-admin-nodes").await;
+    b.execute("window.confirm = () => true;", json!([])).await;
+    b.click(&b.find("button[data-action=drain-local]").await).await;
+    b.wait_for("section[data-node=local] .state", "el.dataset.state === 'draining'").await;
+    assert_eq!(root.node_get("local").await.unwrap().state, "draining");
+    b.click(&b.find("button[data-action=undrain-local]").await).await;
+    b.wait_for("section[data-node=local] .state", "el.dataset.state === 'active'").await;
+    assert_eq!(root.node_get("local").await.unwrap().state, "active");
+    b.goto(&format!("{base}#/admin/audit/user%3Dalice")).await;
+    let log = b.wait_for("#audit tbody", &format!("el.textContent.includes('DELETE /v1/vms/{VM}')")).await;
+    let log = b.text(&log).await;
+    for want in [
+        format!("DELETE /v1/vms/{VM}"),
+        format!("POST /v1/vms/{VM}/stop"),
+        format!("POST /v1/vms/{VM}/console/ticket"),
+        format!("POST /v1/vms/{VM}/forwards"),
+    ] {
+        assert!(log.contains(&want), "the audit log shows {want}: {log}");
+    }
+    assert!(!log.contains("bob"), "filtered to alice");
+    b.screenshot("13-admin-audit").await;
+    b.goto(&format!("{base}#/admin/users/alice")).await;
+    b.find("#user-detail[data-user=alice] #user-quota").await;
+    b.screenshot("14-admin-users").await;
+    b.goto(&format!("{base}#/admin/plans")).await;
+    b.find("tr[data-plan=kt-web-tiny]").await;
+    b.screenshot("15-admin-plans").await;
+    b.goto(&format!("{base}#/admin/gc")).await;
+    b.find("#gc").await;
+    b.screenshot("16-admin-gc").await;
     b.stop().await;
 
     // Logged out: the session is gone for good, its cookie useless.

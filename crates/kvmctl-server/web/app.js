@@ -1,123 +1,10 @@
-// kvmctl web console (ADR 0013): a plain ES module over the daemon's REST API. It renders
+// kvmctl web console (ADR 0013): plain ES modules over the daemon's REST API. It renders
 // with DOM methods and text nodes only: no data ever becomes markup.
 
-const main = document.getElementById('main');
-let me = null; // the session: { user, expires_at, password_change }
+import { action, api, apiText, bar, el, enc, form, go, main, mib, page, session, setRouter, table, toast, when } from '/ui/lib.js';
+
 let events = null; // the EventSource of /v1/events
 const vms = new Map(); // name -> Vm, for the dashboard's live updates
-
-// ---------------------------------------------------------------------------- helpers
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') e.className = v;
-    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const c of children.flat()) {
-    if (c === null || c === undefined || c === false) continue;
-    e.append(c instanceof Node ? c : String(c));
-  }
-  return e;
-}
-
-function csrf() {
-  const m = document.cookie.match(/(?:^|;\s*)kvmctl_csrf=([0-9a-f]+)/);
-  return m ? m[1] : '';
-}
-
-class ApiError extends Error {
-  constructor(status, body) {
-    super(body.message || `HTTP ${status}`);
-    this.status = status;
-    this.field = body.field || null;
-  }
-}
-
-async function api(method, path, body) {
-  const opts = { method, headers: {}, credentials: 'same-origin' };
-  if (method !== 'GET') opts.headers['x-kvmctl-csrf'] = csrf();
-  if (body !== undefined) {
-    opts.headers['content-type'] = 'application/json';
-    opts.body = JSON.stringify(body);
-  }
-  const r = await fetch(path, opts);
-  if (r.status === 204) return null;
-  const data = await r.json().catch(() => ({}));
-  if (!r.ok) {
-    if (r.status === 401 && me && path !== '/v1/session') {
-      me = null;
-      route();
-    }
-    throw new ApiError(r.status, data);
-  }
-  return data;
-}
-
-// A text answer (the console log).
-async function apiText(path) {
-  const r = await fetch(path, { credentials: 'same-origin' });
-  if (!r.ok) throw new ApiError(r.status, await r.json().catch(() => ({})));
-  return r.text();
-}
-
-let toastTimer;
-function toast(text) {
-  const t = document.getElementById('toast');
-  t.textContent = text;
-  t.classList.add('show');
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => t.classList.remove('show'), 3500);
-}
-
-// Shows the page of `hash` (also when it is the current one).
-function go(hash) {
-  if (location.hash === hash) route();
-  else location.hash = hash;
-}
-
-function mib(n) { return n >= 1024 ? `${+(n / 1024).toFixed(1)} GiB` : `${n} MiB`; }
-function page(title, ...children) {
-  main.replaceChildren(el('h1', {}, title), ...children.filter((c) => c !== null && c !== undefined));
-  main.focus();
-}
-
-// A form whose submit calls `send`; API field errors show under their field.
-function form(fields, submitText, send) {
-  const errors = {};
-  const general = el('p', { class: 'error', role: 'alert' });
-  const f = el('form', { class: 'card', novalidate: true });
-  for (const fd of fields) {
-    const id = `f-${fd.name}`;
-    const input = fd.input || el(fd.multiline ? 'textarea' : 'input', {
-      id, name: fd.name, type: fd.type || 'text', autocomplete: fd.autocomplete || 'off', required: fd.required,
-    });
-    input.id = id;
-    input.name = fd.name;
-    errors[fd.name] = el('div', { class: 'field-error', id: `${id}-error` });
-    input.setAttribute('aria-describedby', `${id}-error`);
-    f.append(el('label', { for: id }, fd.label), input, errors[fd.name]);
-  }
-  const button = el('button', { type: 'submit' }, submitText);
-  f.append(general, button);
-  f.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    for (const e of Object.values(errors)) e.textContent = '';
-    general.textContent = '';
-    button.disabled = true;
-    try {
-      await send(Object.fromEntries(new FormData(f).entries()));
-    } catch (e) {
-      const at = e.field && errors[e.field];
-      (at || general).textContent = e.message;
-    } finally {
-      button.disabled = false;
-    }
-  });
-  return f;
-}
 
 // ---------------------------------------------------------------------------- pages
 
@@ -127,14 +14,14 @@ function loginPage() {
     { name: 'user', label: 'User name', autocomplete: 'username', required: true },
     { name: 'password', label: 'Password', type: 'password', autocomplete: 'current-password', required: true },
   ], 'Log in', async (v) => {
-    me = await api('POST', '/v1/session', { user: v.user, password: v.password });
+    session.me = await api('POST', '/v1/session', { user: v.user, password: v.password });
     go('#/');
   });
   byPassword.id = 'login';
   const byToken = form([
     { name: 'token', label: 'API token (kvm_...)', type: 'password', autocomplete: 'off', required: true },
   ], 'Log in with a token', async (v) => {
-    me = await api('POST', '/v1/session', { token: v.token });
+    session.me = await api('POST', '/v1/session', { token: v.token });
     go('#/');
   });
   byToken.id = 'login-token';
@@ -142,27 +29,18 @@ function loginPage() {
 }
 
 function passwordPage() {
-  const forced = me.password_change;
+  const forced = session.me.password_change;
   const f = form([
     { name: 'current', label: 'Current password', type: 'password', autocomplete: 'current-password' },
     { name: 'password', label: 'New password (at least 10 characters)', type: 'password', autocomplete: 'new-password' },
   ], 'Change password', async (v) => {
-    await api('PUT', `/v1/users/${encodeURIComponent(me.user.name)}/password`, { password: v.password, current: v.current || undefined });
-    me.password_change = false;
+    await api('PUT', `/v1/users/${encodeURIComponent(session.me.user.name)}/password`, { password: v.password, current: v.current || undefined });
+    session.me.password_change = false;
     toast('Password changed; your other sessions have ended.');
     go('#/');
   });
   f.id = 'password';
   page(forced ? 'Choose your own password first' : 'Change password', f);
-}
-
-function bar(label, used, max, fmt = (x) => x) {
-  const pct = max ? Math.min(100, Math.round((100 * used) / max)) : 0;
-  const fill = el('div', { class: 'fill' });
-  fill.style.width = `${pct}%`;
-  return el('div', { class: 'bar', role: 'meter', 'aria-label': label, 'aria-valuenow': used, 'aria-valuemin': 0, 'aria-valuemax': max || 0 },
-    el('div', {}, label, ': ', fmt(used), max ? ` of ${fmt(max)}` : ' (no limit)'),
-    el('div', { class: 'track' }, fill));
 }
 
 function sshCommand(vm) {
@@ -175,20 +53,45 @@ function stateCell(vm) {
   return el('td', { class: `state state-${vm.state}`, 'data-state': vm.state }, vm.state);
 }
 
+// Unix seconds of the start of this month (UTC).
+function monthStart() {
+  const d = new Date();
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1) / 1000;
+}
+
+// Cost so far this month per VM name, from the hourly usage records.
+async function monthCosts() {
+  const rows = await api('GET', `/v1/usage?from=${monthStart()}`).catch(() => []);
+  const cost = new Map();
+  for (const r of rows) {
+    const c = cost.get(r.vm) || { sum: 0, currency: r.currency };
+    c.sum += parseFloat(r.cost) || 0;
+    cost.set(r.vm, c);
+  }
+  return cost;
+}
+
+function money(c) { return c ? `${c.sum.toFixed(2)} ${c.currency}` : '-'; }
+
+let costs = new Map();
+
 function vmRow(vm) {
   return el('tr', { 'data-vm': vm.name },
     el('td', {}, el('a', { href: `#/vm/${encodeURIComponent(vm.name)}` }, vm.name)),
     stateCell(vm),
     el('td', {}, vm.ip || el('span', { class: 'muted' }, '-')),
     el('td', { class: 'wide' }, el('code', {}, sshCommand(vm))),
-    el('td', { class: 'wide' }, vm.plan || `${vm.vcpus} vCPU, ${mib(vm.memory_mib)}, ${vm.disk_gib} GiB`));
+    el('td', { class: 'wide' }, vm.plan || `${vm.vcpus} vCPU, ${mib(vm.memory_mib)}, ${vm.disk_gib} GiB`),
+    el('td', { class: 'cost' }, money(costs.get(vm.name))));
 }
 
 async function dashboard() {
-  const [list, quota] = await Promise.all([
+  const [list, quota, cost] = await Promise.all([
     api('GET', '/v1/vms'),
-    api('GET', `/v1/users/${encodeURIComponent(me.user.name)}/quota`).catch(() => null),
+    api('GET', `/v1/users/${encodeURIComponent(session.me.user.name)}/quota`).catch(() => null),
+    monthCosts(),
   ]);
+  costs = cost;
   vms.clear();
   for (const v of list) vms.set(v.name, v);
   const bars = el('div', { class: 'bars' });
@@ -202,7 +105,7 @@ async function dashboard() {
   const body = el('tbody', { id: 'vm-rows' }, list.map(vmRow));
   const table = el('table', { id: 'vms' },
     el('thead', {}, el('tr', {}, el('th', {}, 'Name'), el('th', {}, 'State'), el('th', {}, 'Address'),
-      el('th', { class: 'wide' }, 'SSH'), el('th', { class: 'wide' }, 'Plan'))),
+      el('th', { class: 'wide' }, 'SSH'), el('th', { class: 'wide' }, 'Plan'), el('th', {}, 'This month'))),
     body);
   const empty = list.length ? null : el('p', { class: 'muted', id: 'no-vms' }, 'No VMs yet. ', el('a', { href: '#/create' }, 'Create one'), '.');
   page('My VMs', bars, table, empty);
@@ -260,7 +163,60 @@ async function vmPage(name) {
     },
   }, label);
   const stages = el('ol', { id: 'stages' }, (vm.readiness || []).map((s) => el('li', {}, s.elapsed_ms != null ? `${s.stage} +${(s.elapsed_ms / 1000).toFixed(1)} s` : s.stage, s.detail ? ` (${s.detail})` : '')));
-  const forwards = el('ul', {}, (vm.forwards || []).map((f) => el('li', {}, `${f.protocol} host ${f.host_port} \u2192 guest ${f.guest_port}`)));
+  const vmPath = `/v1/vms/${enc(name)}`;
+  const again = () => go(`#/vm/${enc(name)}`);
+  const forwards = table('forwards', [
+    ['Protocol', (f) => f.protocol],
+    ['Host port', (f) => String(f.host_port)],
+    ['Guest port', (f) => String(f.guest_port)],
+    ['Pool', (f) => f.pool],
+    ['', (f) => action('Remove', async () => {
+      await api('DELETE', `${vmPath}/forwards/${f.protocol}/${f.host_port}`);
+      toast(`forward ${f.host_port} removed`);
+      again();
+    }, { confirmText: `Remove the forward of host port ${f.host_port}?`, data: `remove-forward-${f.host_port}` })],
+  ], vm.forwards || [], (f) => ({ 'data-forward': f.host_port }));
+  const addForward = form([
+    { name: 'guest_port', label: 'Guest port', type: 'number', required: true },
+    { name: 'protocol', label: 'Protocol', input: el('select', {}, el('option', { value: 'tcp' }, 'tcp'), el('option', { value: 'udp' }, 'udp')) },
+  ], 'Add forward', async (v) => {
+    const f = await api('POST', `${vmPath}/forwards`, { guest_port: Number(v.guest_port), protocol: v.protocol });
+    toast(`host port ${f.host_port} \u2192 guest ${f.guest_port}`);
+    again();
+  });
+  addForward.id = 'add-forward';
+  const plans = await api('GET', '/v1/plans').catch(() => []);
+  const resize = form([
+    { name: 'plan', label: 'Plan (a running VM takes a new size at its next start; disks only grow)', input: el('select', {},
+      plans.filter((p) => p.active).map((p) => el('option', { value: p.name, selected: p.name === vm.plan }, `${p.name}: ${p.vcpus} vCPU, ${mib(p.memory_mib)}, ${p.disk_gib} GiB, ${p.price_hourly} ${p.currency}/h`))) },
+  ], 'Resize', async (v) => {
+    if (!window.confirm(`Resize ${name} to plan ${v.plan}?`)) return;
+    await api('POST', `${vmPath}/resize`, { plan: v.plan });
+    toast(`${name} resized to ${v.plan}`);
+    again();
+  });
+  resize.id = 'resize';
+  const snaps = await api('GET', `${vmPath}/snapshots`).catch(() => []);
+  const snapshots = table('snapshots', [
+    ['Name', (x) => x.name + (x.current ? ' (current)' : '')],
+    ['Taken', (x) => when(x.created_at)],
+    ['Memory', (x) => (x.memory ? 'yes' : 'no')],
+    ['VM was', (x) => x.vm_state],
+    ['', (x) => el('span', { class: 'actions' },
+      action('Revert', async () => { await api('POST', `${vmPath}/snapshots/${enc(x.name)}/revert`, {}); toast(`${name} reverted to ${x.name}`); again(); },
+        { confirmText: `Revert ${name} to ${x.name}? Changes since are lost.`, data: `revert-${x.name}` }),
+      action('Delete', async () => { await api('DELETE', `${vmPath}/snapshots/${enc(x.name)}`); toast(`snapshot ${x.name} deleted`); again(); },
+        { confirmText: `Delete snapshot ${x.name}?`, cls: 'plain', data: `delete-snapshot-${x.name}` }))],
+  ], snaps);
+  const takeSnapshot = form([
+    { name: 'name', label: 'Snapshot name', required: true },
+    { name: 'memory', label: 'Keep memory (a revert resumes the running guest)', input: el('select', {}, el('option', { value: '' }, 'no'), el('option', { value: 'yes' }, 'yes')) },
+  ], 'Take snapshot', async (v) => {
+    await api('POST', `${vmPath}/snapshots`, { name: v.name, memory: v.memory === 'yes' });
+    toast(`snapshot ${v.name} taken`);
+    again();
+  });
+  takeSnapshot.id = 'take-snapshot';
   const log = el('pre', { class: 'log', id: 'console-log' });
   refreshLog(name, log);
   page(vm.name,
@@ -278,8 +234,104 @@ async function vmPage(name) {
       el('a', { class: 'button plain', id: 'open-serial', href: `#/vm/${encodeURIComponent(name)}/serial` }, 'Serial console'),
       el('a', { class: 'button plain', id: 'open-vnc', href: `#/vm/${encodeURIComponent(name)}/vnc` }, 'VNC console')),
     el('h2', {}, 'Readiness'), stages,
-    el('h2', {}, 'Forwards'), forwards,
+    el('h2', {}, 'Forwards'), forwards, addForward,
+    el('h2', {}, 'Size'), resize,
+    el('h2', {}, 'Snapshots'), snapshots, takeSnapshot,
     el('h2', {}, 'Console log'), log);
+}
+
+// Usage: per VM and day for a month, a chart of the cost per day, the hourly records as CSV.
+async function usagePage(month) {
+  const now = new Date();
+  const [y, m] = (month || `${now.getUTCFullYear()}-${String(now.getUTCMonth() + 1).padStart(2, '0')}`).split('-').map(Number);
+  const from = Date.UTC(y, m - 1, 1) / 1000;
+  const to = Date.UTC(y, m, 1) / 1000;
+  const rows = await api('GET', `/v1/usage?from=${from}&to=${to}`);
+  const days = new Map(); // day -> cost
+  const perVm = new Map(); // "vm day" -> { vm, day, hours, cost, currency }
+  let currency = '';
+  for (const r of rows) {
+    const day = r.hour_utc.slice(0, 10);
+    const c = parseFloat(r.cost) || 0;
+    currency = r.currency;
+    days.set(day, (days.get(day) || 0) + c);
+    const k = `${r.vm} ${day}`;
+    const e = perVm.get(k) || { vm: r.vm, day, hours: 0, running: 0, cost: 0 };
+    e.hours += 1;
+    if (r.state === 'running') e.running += 1;
+    e.cost += c;
+    perVm.set(k, e);
+  }
+  const total = [...days.values()].reduce((a, b) => a + b, 0);
+  const picker = el('input', { type: 'month', id: 'usage-month', value: `${y}-${String(m).padStart(2, '0')}`, 'aria-label': 'Month' });
+  picker.addEventListener('change', () => go(`#/usage/${picker.value}`));
+  const csv = ['vm,owner,node,hour_utc,state,vcpus,memory_mib,disk_gib,plan,price_hourly,cost,currency']
+    .concat(rows.map((r) => [r.vm, r.owner, r.node, r.hour_utc, r.state, r.vcpus, r.memory_mib, r.disk_gib, r.plan || '', r.price_hourly, r.cost, r.currency]
+      .map((v) => { const t = String(v); return /[",\n]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t; }).join(','))).join('\n') + '\n';
+  window.kvmctlUsageCsv = csv; // what the download holds (tests and the browser's console)
+  const download = el('a', { class: 'button plain', id: 'usage-csv', download: `kvmctl-usage-${y}-${String(m).padStart(2, '0')}.csv`,
+    href: URL.createObjectURL(new Blob([csv], { type: 'text/csv' })) }, 'Download CSV');
+  page('Usage',
+    el('div', { class: 'actions' }, picker, download),
+    el('p', {}, `Total: ${total.toFixed(2)} ${currency}`, ` \u00b7 ${rows.length} VM-hours`),
+    chart([...days.entries()].sort(), currency),
+    table('usage', [
+      ['Day', (e) => e.day], ['VM', (e) => e.vm], ['Hours', (e) => String(e.hours)], ['Running', (e) => String(e.running)],
+      ['Cost', (e) => `${e.cost.toFixed(4)} ${currency}`],
+    ], [...perVm.values()].sort((a, b) => (a.day === b.day ? a.vm.localeCompare(b.vm) : a.day.localeCompare(b.day)))));
+}
+
+// A bar chart of [label, value] pairs as SVG (no chart library).
+function chart(points, unit) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const mk = (tag, attrs) => { const e = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); return e; };
+  const w = 640; const h = 160; const max = Math.max(0.0001, ...points.map(([, v]) => v));
+  const svg = mk('svg', { viewBox: `0 0 ${w} ${h + 20}`, class: 'chart', id: 'usage-chart', role: 'img', 'aria-label': `cost per day in ${unit}` });
+  const bw = points.length ? Math.min(40, (w - 10) / points.length) : 0;
+  points.forEach(([label, v], i) => {
+    const bh = Math.max(1, (v / max) * h);
+    const r = mk('rect', { x: 5 + i * bw, y: h - bh, width: Math.max(1, bw - 2), height: bh, class: 'chart-bar' });
+    const t = mk('title', {});
+    t.textContent = `${label}: ${v.toFixed(4)} ${unit}`;
+    r.append(t);
+    svg.append(r);
+    if (points.length <= 16 || i % 5 === 0) {
+      const l = mk('text', { x: 5 + i * bw, y: h + 14, class: 'chart-label' });
+      l.textContent = label.slice(8);
+      svg.append(l);
+    }
+  });
+  if (!points.length) {
+    const t = mk('text', { x: 10, y: h / 2, class: 'chart-label' });
+    t.textContent = 'no usage this month';
+    svg.append(t);
+  }
+  return svg;
+}
+
+// API tokens: one's own, created (shown once) and revoked here.
+async function tokensPage() {
+  const tokens = await api('GET', '/v1/tokens');
+  const shown = el('div', { id: 'token-new' });
+  const f = form([
+    { name: 'description', label: 'Description', required: true },
+    { name: 'expires_in_days', label: 'Expires after (days; empty: never)', type: 'number' },
+  ], 'Create token', async (v) => {
+    const t = await api('POST', '/v1/tokens', { description: v.description, expires_in_days: v.expires_in_days ? Number(v.expires_in_days) : undefined });
+    await tokensPage();
+    document.getElementById('token-new').replaceChildren(el('p', { class: 'card' }, 'Your new token (shown once; keep it now): ', el('code', { id: 'token-secret' }, t.token)));
+  });
+  f.id = 'create-token';
+  page('API tokens',
+    el('p', { class: 'muted' }, 'Tokens let scripts and the CLI act as you: KVMCTL_TOKEN=... kvmctl vm list'),
+    shown,
+    table('tokens', [
+      ['Description', (t) => t.description], ['State', (t) => t.state], ['Created', (t) => when(t.created_at)],
+      ['Expires', (t) => when(t.expires_at)], ['Last used', (t) => when(t.last_used_at)],
+      ['', (t) => (t.state === 'active' ? action('Revoke', async () => { await api('DELETE', `/v1/tokens/${enc(t.id)}`); toast('token revoked'); await tokensPage(); },
+        { confirmText: `Revoke the token "${t.description}"? Scripts using it stop working.`, data: `revoke-${t.id}` }) : '')],
+    ], tokens, (t) => ({ 'data-token': t.id })),
+    el('h2', {}, 'New token'), f);
 }
 
 // The open console (serial or VNC), closed when the page changes.
@@ -363,9 +415,9 @@ function stopListening() {
 // ---------------------------------------------------------------------------- routing
 
 async function route() {
-  if (!me) {
+  if (!session.me) {
     try {
-      me = await api('GET', '/v1/session');
+      session.me = await api('GET', '/v1/session');
     } catch {
       stopListening();
       loginPage();
@@ -373,15 +425,22 @@ async function route() {
     }
   }
   document.getElementById('nav').hidden = false;
-  document.getElementById('who').textContent = `${me.user.name} (${me.user.role})`;
+  document.getElementById('who').textContent = `${session.me.user.name} (${session.me.user.role})`;
+  document.getElementById('admin-nav').hidden = session.me.user.role !== 'admin';
   listen();
   const hash = location.hash || '#/';
   closeConsole();
   document.body.classList.remove('popout');
   const consoleHash = hash.match(/^#\/vm\/([^/]+)\/(serial|vnc)(\/popout)?$/);
   try {
-    if (me.password_change || hash === '#/password') passwordPage();
+    if (session.me.password_change || hash === '#/password') passwordPage();
     else if (hash === '#/create') await createPage();
+    else if (hash === '#/usage' || hash.startsWith('#/usage/')) await usagePage(hash.slice(8));
+    else if (hash === '#/tokens') await tokensPage();
+    else if (hash.startsWith('#/admin/')) {
+      const { adminPage } = await import('/ui/admin.js');
+      await adminPage(hash.slice(8));
+    }
     else if (consoleHash) await consolePage(decodeURIComponent(consoleHash[1]), consoleHash[2], !!consoleHash[3]);
     else if (hash.startsWith('#/vm/')) await vmPage(decodeURIComponent(hash.slice(5)));
     else await dashboard();
@@ -392,9 +451,10 @@ async function route() {
 
 document.getElementById('logout').addEventListener('click', async () => {
   await api('DELETE', '/v1/session').catch(() => {});
-  me = null;
+  session.me = null;
   stopListening();
   go('#/');
 });
+setRouter(route);
 window.addEventListener('hashchange', route);
 route();

@@ -20,6 +20,8 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../web/app.js")),
     ("app.css", "text/css; charset=utf-8", include_bytes!("../../web/app.css")),
     ("consoles.js", "text/javascript; charset=utf-8", include_bytes!("../../web/consoles.js")),
+    ("lib.js", "text/javascript; charset=utf-8", include_bytes!("../../web/lib.js")),
+    ("admin.js", "text/javascript; charset=utf-8", include_bytes!("../../web/admin.js")),
 ];
 
 // `VENDOR`: noVNC and xterm.js, from pinned npm packages (build.rs, scripts/web-assets.sh).
