@@ -42,6 +42,26 @@ pub enum UserCommand {
     },
     /// Who am I to the daemon.
     Whoami,
+    /// SSH public keys saved in a user's profile (the web console's create form offers them).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Save a public key (one OpenSSH line, like ~/.ssh/id_ed25519.pub) in USER's profile.
+    Add {
+        user: String,
+        /// The public key file (`-` for stdin).
+        file: std::path::PathBuf,
+        /// A label [default: the key's comment, or `key`].
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List the keys saved in USER's profile.
+    List { user: String },
+    /// Remove a saved key (VMs made with it keep it).
+    Rm { user: String, id: String },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -221,6 +241,14 @@ impl Table for User {
     }
 }
 
+impl Table for Vec<kvmctl_types::api::SshKey> {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![["id", "label", "fingerprint", "added"].map(String::from).to_vec()];
+        rows.extend(self.iter().map(|k| vec![k.id.clone(), k.name.clone(), k.fingerprint.clone(), when(k.created_at)]));
+        rows
+    }
+}
+
 impl Table for Vec<Token> {
     fn rows(&self) -> Vec<Vec<String>> {
         let mut rows = vec![["id", "user", "state", "expires", "last used", "description"].map(String::from).to_vec()];
@@ -307,6 +335,26 @@ pub async fn run_user(client: &Client, cmd: UserCommand, format: OutputFormat) -
             output::print(&client.user_update(&name, &UserUpdateRequest { disabled: Some(false), ..Default::default() }).await?, format)?
         }
         UserCommand::Whoami => output::print(&client.whoami().await?, format)?,
+        UserCommand::Key(KeyCommand::List { user }) => output::print(&client.ssh_key_list(&user).await?, format)?,
+        UserCommand::Key(KeyCommand::Rm { user, id }) => {
+            client.ssh_key_delete(&user, &id).await?;
+            eprintln!("key {id} removed from {user}'s profile");
+        }
+        UserCommand::Key(KeyCommand::Add { user, file, label }) => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+            };
+            let line = text.trim().to_owned();
+            let label = label.unwrap_or_else(|| {
+                let comment = line.split_whitespace().nth(2).unwrap_or("key");
+                comment.chars().filter(|c| c.is_alphanumeric() || " ._@-".contains(*c)).take(64).collect::<String>()
+            });
+            let label = if label.is_empty() { "key".to_owned() } else { label };
+            let key = client.ssh_key_add(&user, &kvmctl_types::api::SshKeyCreateRequest { name: label, public_key: line }).await?;
+            output::print(&vec![key], format)?;
+        }
         UserCommand::Passwd { name, password_stdin } => {
             let own = client.whoami().await?.name == name;
             let (password, current) = if password_stdin {

@@ -82,6 +82,24 @@ fn users_tokens_quotas_and_audit_over_https() {
     let no_tty = passwd("alice-first-password\n", &[]);
     assert!(!no_tty.status.success() && stderr(&no_tty).contains("--password-stdin"), "{}", stderr(&no_tty));
 
+    // SSH keys in Alice's profile: saved from a file (labelled by its comment), listed with
+    // their fingerprint, the same key refused twice, a file that is no key refused, removed.
+    let pubkey = dir.path().join("id_ed25519.pub");
+    std::fs::write(&pubkey, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop\n").unwrap();
+    let added: serde_json::Value =
+        serde_json::from_str(&env.ok(&["user", "key", "add", "alice", pubkey.to_str().unwrap(), "-o", "json"])).unwrap();
+    let key_id = added[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(added[0]["name"], "alice@laptop", "{added}");
+    let listed = env.ok(&["user", "key", "list", "alice"]);
+    assert!(listed.contains(&key_id) && listed.contains("SHA256:"), "{listed}");
+    let again = env.fails(&["user", "key", "add", "alice", pubkey.to_str().unwrap()]);
+    assert!(again.contains("saved already"), "{again}");
+    std::fs::write(&pubkey, "not a key at all\n").unwrap();
+    let bad = env.fails(&["user", "key", "add", "alice", pubkey.to_str().unwrap()]);
+    assert!(bad.contains("public_key"), "names the field: {bad}");
+    env.ok(&["user", "key", "rm", "alice", &key_id]);
+    assert!(!env.ok(&["user", "key", "list", "alice"]).contains(&key_id));
+
     // Alice over HTTPS, trusting the daemon's certificate.
     let who = remote(&url, Some(&cert), &token, &["user", "whoami", "-o", "json"]);
     assert!(who.status.success(), "{}", stderr(&who));

@@ -56,6 +56,23 @@ impl Client {
         decode::<serde_json::Value>(status, &body).map(drop)
     }
 
+    /// The SSH keys saved in `user`'s profile.
+    pub async fn ssh_key_list(&self, user: &str) -> Result<Vec<kvmctl_types::api::SshKey>, ClientError> {
+        self.get(&format!("/v1/users/{}/ssh-keys", seg(user))).await
+    }
+
+    pub async fn ssh_key_add(
+        &self,
+        user: &str,
+        req: &kvmctl_types::api::SshKeyCreateRequest,
+    ) -> Result<kvmctl_types::api::SshKey, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/users/{}/ssh-keys", seg(user)), req).await
+    }
+
+    pub async fn ssh_key_delete(&self, user: &str, id: &str) -> Result<(), ClientError> {
+        self.empty(Method::DELETE, &format!("/v1/users/{}/ssh-keys/{}", seg(user), seg(id))).await
+    }
+
     pub async fn token_revoke(&self, id: &str) -> Result<(), ClientError> {
         self.empty(Method::DELETE, &format!("/v1/tokens/{}", seg(id))).await
     }

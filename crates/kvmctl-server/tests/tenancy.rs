@@ -206,6 +206,9 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("PATCH /v1/users/{name}", with_body(Admin, json!({"custom_sizing": true})));
     m.insert("GET /v1/users/{name}/quota", call(Owned));
     m.insert("PUT /v1/users/{name}/quota", with_body(Admin, json!({})));
+    m.insert("GET /v1/users/{name}/ssh-keys", call(Owned));
+    m.insert("POST /v1/users/{name}/ssh-keys", with_body(Owned, json!({"name": "laptop", "public_key": "not a key"})));
+    m.insert("DELETE /v1/users/{name}/ssh-keys/{id}", call(Owned));
     m.insert("GET /v1/tokens", call(Any));
     m.insert("POST /v1/tokens", with_body(Any, json!({"description": "coverage"})));
     m.insert("DELETE /v1/tokens/{id}", call(Owned));
@@ -532,6 +535,13 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
         ("PUT", "/v1/users/alice/quota", json!({"max_vms": 3}), vec!["max_vms", "reset"]),
         ("PUT", "/v1/users/alice/password", json!({"password": "kt-bi-password"}), vec!["password", "current"]),
         ("POST", "/v1/tokens", json!({"description": "x"}), vec!["description", "expires_in_days", "user"]),
+        (
+            "POST",
+            "/v1/users/alice/ssh-keys",
+            json!({"name": "laptop", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl kt"}),
+            vec!["name", "public_key"],
+        ),
+        ("POST", "/v1/vms/kt-bi-vm/console/ticket", json!({"kind": "serial"}), vec!["kind"]),
         ("POST", "/v1/vms/kt-bi-vm/forwards", json!({"guest_port": 80}), vec!["guest_port", "host_port", "pool", "protocol"]),
         ("POST", "/v1/vms/kt-bi-vm/resize", json!({"disk_gib": 2}), vec!["vcpus", "memory_mib", "disk_gib"]),
         ("POST", "/v1/vms/kt-bi-vm/exec", json!({"command": "true"}), vec!["timeout_seconds"]),
@@ -567,6 +577,7 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
                 root.user_list().await.unwrap(),
                 root.token_list(None).await.unwrap().len(),
                 root.quota_get("alice").await.unwrap(),
+                root.ssh_key_list("alice").await.unwrap().len(),
                 root.node_list()
                     .await
                     .unwrap()

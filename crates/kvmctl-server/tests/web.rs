@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 const VM: &str = "kt-web-1";
 const IMG: &str = "kt-web-img";
+const ALICE_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop";
 
 fn shots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/web-screenshots")
@@ -192,9 +193,18 @@ async fn scenario() {
     let cookies = cookies.as_str().unwrap();
     assert!(cookies.contains("kvmctl_csrf=") && !cookies.contains("kvmctl_token="), "{cookies}");
 
+    // A key saved in her profile on the SSH keys page; the create form offers it, ticked.
+    b.goto(&format!("{base}#/keys")).await;
+    b.type_into(&b.find("#add-key input[name=name]").await, "laptop").await;
+    b.type_into(&b.find("#add-key textarea[name=public_key]").await, ALICE_KEY).await;
+    b.click(&b.find("#add-key button[type=submit]").await).await;
+    b.wait_for("#keys tbody", "el.textContent.includes('SHA256:')").await;
+    b.screenshot("03b-ssh-keys").await;
+
     // Create from the form, with the API's field error shown first for a bad name.
     b.goto(&format!("{base}#/create")).await;
     b.find("#create").await;
+    b.find("#saved-keys input[type=checkbox]:checked").await;
     b.execute(
         "document.querySelector('#create select[name=plan]').value = 'kt-web-tiny'; \
          document.querySelector('#create select[name=image]').value = arguments[0];",
@@ -219,6 +229,12 @@ async fn scenario() {
     b.screenshot("05-vm-running").await;
     let alice_vm = root.vm_get(VM).await.unwrap();
     assert_eq!(alice_vm.owner, "alice");
+    // The profile's key went into the guest.
+    let keys = root
+        .vm_exec(VM, &kvmctl_types::api::VmExecRequest { command: "cat /home/*/.ssh/authorized_keys".into(), ..Default::default() })
+        .await
+        .unwrap();
+    assert!(keys.stdout.contains(ALICE_KEY.split_whitespace().nth(1).unwrap()), "the saved key is in the guest: {}", keys.stdout);
 
     // The serial console in the page (xterm.js over a ticket's WebSocket): it replays the
     // boot, with the ready marker; typed keys reach the guest's shell and its answer shows.

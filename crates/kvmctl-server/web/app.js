@@ -112,7 +112,15 @@ async function dashboard() {
 }
 
 async function createPage() {
-  const [plans, images] = await Promise.all([api('GET', '/v1/plans'), api('GET', '/v1/images')]);
+  const [plans, images, keys] = await Promise.all([
+    api('GET', '/v1/plans'), api('GET', '/v1/images'),
+    api('GET', `/v1/users/${enc(session.me.user.name)}/ssh-keys`).catch(() => []),
+  ]);
+  // The profile's keys, each offered (and ticked) for the new VM.
+  const keyBoxes = el('fieldset', { id: 'saved-keys', class: 'keys' }, el('legend', {}, 'SSH keys from your profile'),
+    keys.length ? keys.map((k) => el('label', { class: 'check' },
+      el('input', { type: 'checkbox', name: `key-${k.id}`, value: k.id, checked: true, 'data-key': k.id }), ` ${k.name} `, el('code', {}, k.fingerprint)))
+      : el('p', { class: 'muted' }, 'None saved. ', el('a', { href: '#/keys' }, 'Add one to your profile'), ' or paste one below.'));
   const planSel = el('select', {}, plans.filter((p) => p.active).map((p) =>
     el('option', { value: p.name }, `${p.name}: ${p.vcpus} vCPU, ${mib(p.memory_mib)}, ${p.disk_gib} GiB, ${p.price_hourly} ${p.currency}/h`)));
   const imageSel = el('select', {}, images.map((i) => el('option', { value: i.name }, i.name)));
@@ -120,11 +128,14 @@ async function createPage() {
     { name: 'name', label: 'Name (lowercase letters, digits, -)', required: true },
     { name: 'plan', label: 'Plan', input: planSel },
     { name: 'image', label: 'Image', input: imageSel },
-    { name: 'ssh_key', label: 'SSH public key (optional)', multiline: true },
+    { name: 'saved_keys', label: '', input: keyBoxes },
+    { name: 'ssh_key', label: 'Another SSH public key (optional)', multiline: true },
     { name: 'user_data', label: 'cloud-init user-data (optional)', multiline: true },
   ], 'Create', async (v) => {
     const req = { name: v.name, image: v.image, plan: v.plan || undefined };
-    if (v.ssh_key && v.ssh_key.trim()) req.ssh_keys = [v.ssh_key.trim()];
+    const chosen = keys.filter((k) => v[`key-${k.id}`]).map((k) => k.public_key);
+    if (v.ssh_key && v.ssh_key.trim()) chosen.push(v.ssh_key.trim());
+    if (chosen.length) req.ssh_keys = chosen;
     if (v.user_data && v.user_data.trim()) req.user_data = v.user_data;
     const vm = await api('POST', '/v1/vms', req);
     toast(`${vm.name} is being created`);
@@ -309,6 +320,29 @@ function chart(points, unit) {
   return svg;
 }
 
+// SSH keys saved in one's profile: the create form offers them.
+async function keysPage() {
+  const path = `/v1/users/${enc(session.me.user.name)}/ssh-keys`;
+  const keys = await api('GET', path);
+  const f = form([
+    { name: 'name', label: 'Label (like laptop)', required: true },
+    { name: 'public_key', label: 'Public key (the contents of ~/.ssh/id_ed25519.pub)', multiline: true, required: true },
+  ], 'Save key', async (v) => {
+    const k = await api('POST', path, { name: v.name, public_key: v.public_key });
+    toast(`key ${k.name} saved`);
+    go('#/keys');
+  });
+  f.id = 'add-key';
+  page('SSH keys',
+    el('p', { class: 'muted' }, 'Keys saved here are offered when you create a VM; a VM keeps the keys it was made with.'),
+    table('keys', [
+      ['Label', (k) => k.name], ['Fingerprint', (k) => el('code', {}, k.fingerprint)], ['Added', (k) => when(k.created_at)],
+      ['', (k) => action('Remove', async () => { await api('DELETE', `${path}/${enc(k.id)}`); toast(`key ${k.name} removed`); go('#/keys'); },
+        { confirmText: `Remove the key ${k.name}?`, data: `remove-key-${k.id}` })],
+    ], keys, (k) => ({ 'data-key': k.id })),
+    el('h2', {}, 'Add a key'), f);
+}
+
 // API tokens: one's own, created (shown once) and revoked here.
 async function tokensPage() {
   const tokens = await api('GET', '/v1/tokens');
@@ -437,6 +471,7 @@ async function route() {
     else if (hash === '#/create') await createPage();
     else if (hash === '#/usage' || hash.startsWith('#/usage/')) await usagePage(hash.slice(8));
     else if (hash === '#/tokens') await tokensPage();
+    else if (hash === '#/keys') await keysPage();
     else if (hash.startsWith('#/admin/')) {
       const { adminPage } = await import('/ui/admin.js');
       await adminPage(hash.slice(8));

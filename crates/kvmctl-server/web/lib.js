@@ -97,11 +97,12 @@ export function form(fields, submitText, send) {
     const input = fd.input || el(fd.multiline ? 'textarea' : 'input', {
       id, name: fd.name, type: fd.type || 'text', autocomplete: fd.autocomplete || 'off', required: fd.required, value: fd.value,
     });
-    input.id = id;
+    if (!input.id) input.id = id;
     input.name = fd.name;
     errors[fd.name] = el('div', { class: 'field-error', id: `${id}-error` });
     input.setAttribute('aria-describedby', `${id}-error`);
-    f.append(el('label', { for: id }, fd.label), input, errors[fd.name]);
+    if (fd.label) f.append(el('label', { for: input.id }, fd.label));
+    f.append(input, errors[fd.name]);
   }
   const button = el('button', { type: 'submit' }, submitText);
   f.append(general, button);

@@ -67,6 +67,14 @@ impl Env {
         assert!(out.status.success(), "kvmctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
+
+    /// Runs a command that must fail; its stderr.
+    #[allow(dead_code)]
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kvmctl(args);
+        assert!(!out.status.success(), "kvmctl {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
 }
 
 /// A daemon process, killed (SIGKILL) on drop.

@@ -369,3 +369,70 @@ mod tests {
         assert_eq!(super::random_hex(6).len(), 12);
     }
 }
+
+/// Most SSH keys one user may save.
+pub const SSH_KEYS_PER_USER: u32 = 32;
+
+fn ssh_key_view(k: kvmctl_store::SshKeyRecord) -> kvmctl_types::api::SshKey {
+    kvmctl_types::api::SshKey { id: k.id, name: k.name, public_key: k.public_key, fingerprint: k.fingerprint, created_at: k.created_at }
+}
+
+/// The SSH keys saved in `name`'s profile (their own, or any user's for admins).
+pub async fn ssh_key_list(ctx: &Context, caller: &Caller, name: &str) -> Result<Vec<kvmctl_types::api::SshKey>, Error> {
+    let u = user_visible(ctx, caller, name).await?;
+    Ok(ctx.store.ssh_key_list(&u.name).await?.into_iter().map(ssh_key_view).collect())
+}
+
+/// Saves an SSH public key in `name`'s profile: one valid OpenSSH key line, once.
+pub async fn ssh_key_add(
+    ctx: &Context,
+    caller: &Caller,
+    name: &str,
+    req: kvmctl_types::api::SshKeyCreateRequest,
+) -> Result<kvmctl_types::api::SshKey, Error> {
+    let u = user_visible(ctx, caller, name).await?;
+    let label = req.name.trim();
+    let label_ok = |c: char| c.is_alphanumeric() || " ._@-".contains(c);
+    if label.is_empty() || label.chars().count() > 64 || !label.chars().all(label_ok) {
+        return Err(Error::invalid("name", "give the key a label of 1 to 64 letters, digits, spaces, '.', '_', '@' or '-' (like laptop)"));
+    }
+    let line = req.public_key.trim();
+    if line.len() > 16 * 1024 || line.contains('\n') {
+        return Err(Error::invalid("public_key", "one OpenSSH public key line (the contents of ~/.ssh/id_ed25519.pub), at most 16 KiB"));
+    }
+    kvmctl_cloudinit::seed::ssh_key_check(line).map_err(|m| Error::invalid("public_key", m))?;
+    let parsed = russh::keys::PublicKey::from_openssh(line).map_err(|e| {
+        Error::invalid("public_key", format!("not an OpenSSH public key ({e}); paste the contents of ~/.ssh/id_ed25519.pub"))
+    })?;
+    let rec = kvmctl_store::SshKeyRecord {
+        id: random_hex(8),
+        user: u.name.clone(),
+        name: label.to_owned(),
+        public_key: line.to_owned(),
+        fingerprint: parsed.fingerprint(russh::keys::HashAlg::Sha256).to_string(),
+        created_at: kvmctl_store::unix_now(),
+    };
+    match ctx.store.ssh_key_insert(&rec, SSH_KEYS_PER_USER).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Error::invalid(
+                "public_key",
+                format!("{} has {SSH_KEYS_PER_USER} saved keys, the most allowed; remove one first", u.name),
+            ))
+        }
+        Err(kvmctl_store::StoreError::Exists { .. }) => {
+            return Err(Error::Conflict(format!("this key ({}) is saved already", rec.fingerprint)));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ssh_key_view(rec))
+}
+
+/// Removes a key from `name`'s profile.
+pub async fn ssh_key_delete(ctx: &Context, caller: &Caller, name: &str, id: &str) -> Result<(), Error> {
+    let u = user_visible(ctx, caller, name).await?;
+    if !ctx.store.ssh_key_delete(&u.name, id).await? {
+        return Err(Error::NotFound { kind: "ssh key", name: id.to_owned() });
+    }
+    Ok(())
+}

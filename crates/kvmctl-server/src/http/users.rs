@@ -72,6 +72,40 @@ pub(crate) async fn quota_set(
     Ok(Json(app::users::quota_set(&ctx, &caller, &name, req).await?))
 }
 
+/// The SSH public keys saved in a user's profile (their own; admins anyone's).
+#[utoipa::path(get, path = "/v1/users/{name}/ssh-keys", tag = "users", operation_id = "ssh_key_list",
+    params(("name" = String, Path, description = "User name")),
+    responses((status = 200, description = "Saved keys, oldest first", body = [kvmctl_types::api::SshKey]),
+        (status = 404, description = "No such user (or not visible)", body = ErrorBody)))]
+pub(crate) async fn ssh_key_list(
+    Call { ctx, caller }: Call,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<kvmctl_types::api::SshKey>>, ApiError> {
+    Ok(Json(app::users::ssh_key_list(&ctx, &caller, &name).await?))
+}
+
+/// Saves an SSH public key in a user's profile (at most 32; each key once).
+#[utoipa::path(post, path = "/v1/users/{name}/ssh-keys", tag = "users", operation_id = "ssh_key_add",
+    params(("name" = String, Path, description = "User name")), request_body = kvmctl_types::api::SshKeyCreateRequest,
+    responses((status = 201, description = "Saved", body = kvmctl_types::api::SshKey),
+        (status = 400, description = "Not an OpenSSH public key, a bad label, or too many keys", body = ErrorBody),
+        (status = 404, description = "No such user (or not visible)", body = ErrorBody), (status = 409, description = "Saved already", body = ErrorBody)))]
+pub(crate) async fn ssh_key_add(
+    Call { ctx, caller }: Call,
+    Path(name): Path<String>,
+    Body(req): Body<kvmctl_types::api::SshKeyCreateRequest>,
+) -> Result<Created<kvmctl_types::api::SshKey>, ApiError> {
+    created(app::users::ssh_key_add(&ctx, &caller, &name, req).await)
+}
+
+/// Removes a saved SSH key (VMs made with it keep it).
+#[utoipa::path(delete, path = "/v1/users/{name}/ssh-keys/{id}", tag = "users", operation_id = "ssh_key_delete",
+    params(("name" = String, Path, description = "User name"), ("id" = String, Path, description = "Key id")),
+    responses((status = 204, description = "Removed"), (status = 404, description = "No such user or key", body = ErrorBody)))]
+pub(crate) async fn ssh_key_delete(Call { ctx, caller }: Call, Path((name, id)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    no_content(app::users::ssh_key_delete(&ctx, &caller, &name, &id).await)
+}
+
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]

@@ -245,3 +245,27 @@ pub struct PasswordSetRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
 }
+
+/// An SSH public key saved in a user's profile (`/v1/users/{name}/ssh-keys`); the web
+/// console's create form offers them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SshKey {
+    pub id: String,
+    /// The user's label for it.
+    pub name: String,
+    /// The OpenSSH public key line.
+    pub public_key: String,
+    /// `SHA256:...`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    pub created_at: i64,
+}
+
+/// `POST /v1/users/{name}/ssh-keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshKeyCreateRequest {
+    /// A label (1 to 64 printable characters).
+    pub name: String,
+    /// One OpenSSH public key line (`ssh-ed25519 AAAA... comment`).
+    pub public_key: String,
+}
