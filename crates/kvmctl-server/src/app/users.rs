@@ -360,16 +360,6 @@ pub(crate) async fn audit_record(ctx: &Context, rec: AuditRecord) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn secrets_are_hashed_and_random() {
-        assert_eq!(super::hash_hex("abc").len(), 64);
-        assert_ne!(super::random_hex(24), super::random_hex(24));
-        assert_eq!(super::random_hex(6).len(), 12);
-    }
-}
-
 /// Most SSH keys one user may save.
 pub const SSH_KEYS_PER_USER: u32 = 32;
 
@@ -435,4 +425,14 @@ pub async fn ssh_key_delete(ctx: &Context, caller: &Caller, name: &str, id: &str
         return Err(Error::NotFound { kind: "ssh key", name: id.to_owned() });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_are_hashed_and_random() {
+        assert_eq!(super::hash_hex("abc").len(), 64);
+        assert_ne!(super::random_hex(24), super::random_hex(24));
+        assert_eq!(super::random_hex(6).len(), 12);
+    }
 }
