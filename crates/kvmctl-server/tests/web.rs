@@ -376,6 +376,18 @@ async fn scenario() {
     b.goto(&base).await;
     b.wait_for(&format!("tr[data-vm='{VM}'] td.state"), "el.dataset.state === 'running'").await;
     b.screenshot("06-dashboard-running").await;
+    // On a phone's width the page fits: nothing scrolls sideways.
+    b.window_size(390, 844).await;
+    let fits = b.execute("return document.documentElement.scrollWidth <= window.innerWidth + 1;", json!([])).await;
+    b.screenshot("06b-dashboard-phone").await;
+    assert_eq!(fits, json!(true), "the dashboard fits a phone's width");
+    b.goto(&format!("{base}#/vm/{VM}")).await;
+    b.wait_for("main h1", &format!("el.textContent === '{VM}'")).await;
+    let fits = b.execute("return document.documentElement.scrollWidth <= window.innerWidth + 1;", json!([])).await;
+    b.screenshot("06c-vm-phone").await;
+    assert_eq!(fits, json!(true), "the VM page fits a phone's width");
+    b.window_size(1280, 900).await;
+    b.goto(&base).await;
 
     // A change from the page without its CSRF header, or from another origin, is refused.
     let status = b

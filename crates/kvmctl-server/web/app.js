@@ -4,6 +4,8 @@
 import { action, api, apiText, bar, el, enc, form, go, main, mib, page, session, setRouter, table, toast, when } from '/ui/lib.js';
 
 let events = null; // the EventSource of /v1/events
+let eventSeq = 0; // state events seen so far
+const lastState = new Map(); // VM name -> { state, seq } of its latest state event
 const vms = new Map(); // name -> Vm, for the dashboard's live updates
 
 // ---------------------------------------------------------------------------- pages
@@ -153,6 +155,8 @@ function refreshLog(name, log) {
 }
 
 async function vmPage(name) {
+  // A state change that arrives while the page loads is applied once it is drawn.
+  const seq0 = eventSeq;
   const vm = await api('GET', `/v1/vms/${encodeURIComponent(name)}`);
   vms.set(vm.name, vm);
   const act = (label, path, body, confirmText, cls) => el('button', {
@@ -249,6 +253,16 @@ async function vmPage(name) {
     el('h2', {}, 'Size'), resize,
     el('h2', {}, 'Snapshots'), snapshots, takeSnapshot,
     el('h2', {}, 'Console log'), log);
+  const later = lastState.get(name);
+  if (later && later.seq > seq0) showState(later.state);
+}
+
+function showState(state) {
+  const s = document.getElementById('vm-state');
+  if (!s) return;
+  s.textContent = state;
+  s.className = `state state-${state}`;
+  s.dataset.state = state;
 }
 
 // Usage: per VM and day for a month, a chart of the cost per day, the hourly records as CSV.
@@ -413,17 +427,13 @@ function listen() {
   events = new EventSource('/v1/events');
   events.addEventListener('vm.state', (ev) => {
     const e = JSON.parse(ev.data);
+    lastState.set(e.vm, { state: e.state, seq: ++eventSeq });
     const vm = vms.get(e.vm);
     if (vm) vm.state = e.state;
     const row = document.querySelector(`tr[data-vm="${CSS.escape(e.vm)}"]`);
     if (row) row.children[1].replaceWith(stateCell({ state: e.state }));
     else if (location.hash === '#/' || location.hash === '') dashboard().catch(() => {});
-    const s = document.getElementById('vm-state');
-    if (s && location.hash === `#/vm/${encodeURIComponent(e.vm)}`) {
-      s.textContent = e.state;
-      s.className = `state state-${e.state}`;
-      s.dataset.state = e.state;
-    }
+    if (location.hash === `#/vm/${encodeURIComponent(e.vm)}`) showState(e.state);
   });
   events.addEventListener('vm.stage', (ev) => {
     const e = JSON.parse(ev.data);
@@ -448,7 +458,25 @@ function stopListening() {
 
 // ---------------------------------------------------------------------------- routing
 
-async function route() {
+// Pages render in the order of the hash changes that asked for them: a slow page never draws
+// over a later one. Changes during a render are coalesced into one more pass.
+let routing = null;
+let routeAgain = false;
+function route() {
+  if (routing) {
+    routeAgain = true;
+    return routing;
+  }
+  routing = (async () => {
+    do {
+      routeAgain = false;
+      await routeOnce();
+    } while (routeAgain);
+  })().finally(() => { routing = null; });
+  return routing;
+}
+
+async function routeOnce() {
   if (!session.me) {
     try {
       session.me = await api('GET', '/v1/session');

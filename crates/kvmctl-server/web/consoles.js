@@ -70,11 +70,14 @@ export async function openConsole(kind, name, screen, status, ticket) {
     let opened = false;
     const text = new TextEncoder();
     ws.onopen = () => { opened = true; status('connected', 'connected'); term.focus(); };
-    ws.onmessage = (ev) => term.write(new Uint8Array(ev.data));
+    ws.onmessage = (ev) => {
+      screen.dataset.bytes = String((Number(screen.dataset.bytes) || 0) + ev.data.byteLength);
+      term.write(new Uint8Array(ev.data));
+    };
     ws.onclose = () => status(opened ? 'closed' : `not opened: ${REFUSED.serial}`, opened ? 'closed' : 'error');
     term.onData((d) => { if (ws.readyState === WebSocket.OPEN) ws.send(text.encode(d)); });
     return {
-      close() { ws.close(); term.dispose(); },
+      close() { ws.close(); term.dispose(); if (window.kvmctlTerm === term) window.kvmctlTerm = null; },
       paste(s) { if (ws.readyState === WebSocket.OPEN) ws.send(text.encode(s.replace(/\r?\n/g, '\r'))); },
       ctrlAltDel() {},
     };

@@ -156,6 +156,18 @@ impl Browser {
         Element(v[ELEMENT_KEY].as_str().expect("an element").to_owned())
     }
 
+    /// Runs `script` (a function body whose last argument is the callback to call with the
+    /// result) in the page; its result.
+    pub async fn execute_async(&self, script: &str, args: Value) -> Value {
+        match self.session_call("POST", "/execute/async", Some(json!({ "script": script, "args": args }))).await {
+            Ok(v) => v,
+            Err(e) => {
+                let page = self.execute("return location.hash + '\\n' + document.body.innerText;", json!([])).await;
+                panic!("{e}\nthe page then: {}", page.as_str().unwrap_or_default());
+            }
+        }
+    }
+
     /// Waits (checking every 25 ms) until `expr` (a JavaScript expression) is true, and returns its
     /// value: for what changes without touching the DOM (a canvas's pixels). The bound is
     /// WebDriver's script timeout.
@@ -196,6 +208,11 @@ impl Browser {
 
     pub async fn click(&self, e: &Element) {
         self.session_call("POST", &format!("/element/{}/click", e.0), Some(json!({}))).await.unwrap();
+    }
+
+    /// Sets the window's size in CSS pixels (a phone's width, say).
+    pub async fn window_size(&self, width: u32, height: u32) {
+        self.session_call("POST", "/window/rect", Some(json!({ "width": width, "height": height }))).await.unwrap();
     }
 
     /// Saves a PNG screenshot as `name`.png in the shots directory.
