@@ -258,6 +258,17 @@ async fn scenario() {
         )
         .await;
     assert_eq!(second, json!("refused"), "one serial viewer at a time");
+    // Pop out: the console closes here and opens in a window of its own, without the header.
+    b.execute("window.kvmctlOpened = []; window.open = (url) => { window.kvmctlOpened.push(url); return null; };", json!([])).await;
+    b.click(&b.find("#popout").await).await;
+    b.wait_for("main h1", &format!("el.textContent === '{VM}'")).await;
+    let opened = b.execute("return window.kvmctlOpened;", json!([])).await;
+    assert_eq!(opened, json!([format!("#/vm/{VM}/serial/popout")]));
+    b.goto(&format!("{base}#/vm/{VM}/serial/popout")).await;
+    b.wait_for("#console-status", "el.dataset.state === 'connected'").await;
+    assert_eq!(b.execute("return getComputedStyle(document.querySelector('header')).display;", json!([])).await, json!("none"));
+    b.wait_frames(&format!("window.kvmctlTerm && {TERM_TEXT}.includes('web-42')"), json!([])).await;
+    b.screenshot("08b-serial-popout").await;
 
     // The VNC display in the page (noVNC, proxied by the daemon, no VNC port opened): the
     // framebuffer arrives, and keys typed through it change the guest's screen.

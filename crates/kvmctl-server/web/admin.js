@@ -155,7 +155,7 @@ async function images() {
   page('Images',
     el('p', { class: 'muted' }, 'Import images with the CLI: kvmctl image import PATH|URL (or kvmctl image build debian-12).'),
     table('images', [
-      ['Name', (i) => i.name], ['OS', (i) => (i.template && i.template.os) || '-'], ['Format', (i) => i.format],
+      ['Name', (i) => i.name], ['OS', (i) => [i.template?.os_family, i.template?.os_version].filter(Boolean).join(' ') || '-'], ['Format', (i) => i.format],
       ['Size', (i) => `${(i.virtual_bytes / 2 ** 30).toFixed(1)} GiB (file ${(i.file_bytes / 2 ** 20).toFixed(0)} MiB)`],
       ['Node', (i) => i.node], ['Used by', (i) => String((i.used_by || []).length)], ['Added', (i) => when(i.created_at)],
       ['', (i) => ((i.used_by || []).length ? '' : action('Delete', async () => { await api('DELETE', `/v1/images/${enc(i.name)}`); go('#/admin/images'); },

@@ -114,10 +114,13 @@ async function dashboard() {
 }
 
 async function createPage() {
-  const [plans, images, keys] = await Promise.all([
+  const [plans, images, keys, networks] = await Promise.all([
     api('GET', '/v1/plans'), api('GET', '/v1/images'),
     api('GET', `/v1/users/${enc(session.me.user.name)}/ssh-keys`).catch(() => []),
+    api('GET', '/v1/networks').catch(() => []),
   ]);
+  const netSel = el('select', {}, el('option', { value: '' }, 'the daemon\'s default network'),
+    networks.filter((n) => n.state === 'active' || n.managed).map((n) => el('option', { value: n.name }, `${n.name} (${n.mode}${n.subnet ? `, ${n.subnet}` : ''})`)));
   // The profile's keys, each offered (and ticked) for the new VM.
   const keyBoxes = el('fieldset', { id: 'saved-keys', class: 'keys' }, el('legend', {}, 'SSH keys from your profile'),
     keys.length ? keys.map((k) => el('label', { class: 'check' },
@@ -125,16 +128,18 @@ async function createPage() {
       : el('p', { class: 'muted' }, 'None saved. ', el('a', { href: '#/keys' }, 'Add one to your profile'), ' or paste one below.'));
   const planSel = el('select', {}, plans.filter((p) => p.active).map((p) =>
     el('option', { value: p.name }, `${p.name}: ${p.vcpus} vCPU, ${mib(p.memory_mib)}, ${p.disk_gib} GiB, ${p.price_hourly} ${p.currency}/h`)));
-  const imageSel = el('select', {}, images.map((i) => el('option', { value: i.name }, i.name)));
+  const os = (i) => [i.template?.os_family, i.template?.os_version].filter(Boolean).join(' ');
+  const imageSel = el('select', {}, images.map((i) => el('option', { value: i.name }, os(i) ? `${i.name} (${os(i)})` : i.name)));
   const f = form([
     { name: 'name', label: 'Name (lowercase letters, digits, -)', required: true },
     { name: 'plan', label: 'Plan', input: planSel },
     { name: 'image', label: 'Image', input: imageSel },
+    { name: 'network', label: 'Network', input: netSel },
     { name: 'saved_keys', label: '', input: keyBoxes },
     { name: 'ssh_key', label: 'Another SSH public key (optional)', multiline: true },
     { name: 'user_data', label: 'cloud-init user-data (optional)', multiline: true },
   ], 'Create', async (v) => {
-    const req = { name: v.name, image: v.image, plan: v.plan || undefined };
+    const req = { name: v.name, image: v.image, plan: v.plan || undefined, network: v.network || undefined };
     const chosen = keys.filter((k) => v[`key-${k.id}`]).map((k) => k.public_key);
     if (v.ssh_key && v.ssh_key.trim()) chosen.push(v.ssh_key.trim());
     if (chosen.length) req.ssh_keys = chosen;
