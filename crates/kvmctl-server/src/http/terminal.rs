@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{SinkExt, StreamExt};
-use kvmctl_types::api::{ConsoleKind, ConsoleTicket, ConsoleTicketRequest, ErrorBody};
+use kvmctl_types::api::{ConsoleTicket, ConsoleTicketRequest, ErrorBody};
 use std::time::Duration;
 
 /// Largest frame and message a client may send: keystrokes and pastes, not bulk data. The
@@ -60,10 +60,6 @@ pub(crate) struct TicketQuery {
     ticket: String,
 }
 
-/// How much of the console log the serial WebSocket replays first.
-const REPLAY_LINES: usize = 200;
-const REPLAY_BYTES: usize = 64 * 1024;
-
 /// The serial console for the web console: a ticket's WebSocket (binary frames both ways).
 /// It first replays the end of the console log (VMs on the daemon's own node), then goes
 /// live. One viewer at a time: a second is refused (409).
@@ -77,19 +73,7 @@ pub(crate) async fn vm_console_serial(
     Query(q): Query<TicketQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let opened = async {
-        let rec = app::vms::console_ticket_redeem(&ctx, &caller, &name, ConsoleKind::Serial, &q.ticket).await?;
-        let replay = if rec.node == app::LOCAL {
-            app::vms::vm_console_log(&ctx, &caller, &name, REPLAY_LINES).await.unwrap_or_default()
-        } else {
-            String::new()
-        };
-        // The log's lines end in `\n` alone; a terminal needs `\r\n`.
-        let replay = replay.replace('\n', "\r\n").into_bytes();
-        let replay = replay[replay.len().saturating_sub(REPLAY_BYTES)..].to_vec();
-        let (stream, guard) = app::vms::vm_console_open(&ctx, &caller, &name).await?;
-        Ok::<_, kvmctl_core::Error>((replay, stream, guard))
-    };
+    let opened = app::vms::console_serial_open(&ctx, &caller, &name, &q.ticket);
     match opened.await {
         Ok((replay, stream, guard)) => bounded(ws).on_upgrade(move |mut socket| async move {
             if replay.is_empty() || socket.send(Message::Binary(replay.into())).await.is_ok() {
@@ -114,10 +98,7 @@ pub(crate) async fn vm_console_vnc(
     Query(q): Query<TicketQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let opened = async {
-        let rec = app::vms::console_ticket_redeem(&ctx, &caller, &name, ConsoleKind::Vnc, &q.ticket).await?;
-        app::vms::vm_vnc_open(&ctx, &caller, &rec).await
-    };
+    let opened = app::vms::console_vnc_open(&ctx, &caller, &name, &q.ticket);
     match opened.await {
         Ok((fd, guard)) => bounded(ws).on_upgrade(move |socket| async move {
             vnc_bridge(fd, socket).await;

@@ -75,6 +75,42 @@ pub async fn console_ticket_redeem(ctx: &Context, caller: &Caller, name: &str, k
     Ok(rec)
 }
 
+/// How much of the console log the serial console replays first.
+const REPLAY_LINES: usize = 200;
+const REPLAY_BYTES: usize = 64 * 1024;
+
+/// The serial console for a ticket: the end of the console log to replay first (VMs on the
+/// daemon's own node, which keeps the log; `\r\n` line ends for a terminal), then the live
+/// console with its session place. One viewer at a time, as for `kvmctl vm console`.
+pub async fn console_serial_open(
+    ctx: &Context,
+    caller: &Caller,
+    name: &str,
+    ticket: &str,
+) -> Result<(Vec<u8>, Box<dyn kvmctl_libvirt::Console>, crate::app::context::SessionGuard), Error> {
+    let rec = console_ticket_redeem(ctx, caller, name, ConsoleKind::Serial, ticket).await?;
+    let replay = if rec.node == crate::app::context::LOCAL {
+        super::vm_console_log(ctx, caller, name, REPLAY_LINES).await.unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let replay = replay.replace('\n', "\r\n").into_bytes();
+    let replay = replay[replay.len().saturating_sub(REPLAY_BYTES)..].to_vec();
+    let (stream, guard) = super::vm_console_open(ctx, caller, name).await?;
+    Ok((replay, stream, guard))
+}
+
+/// The VNC display for a ticket (`vm_vnc_open`).
+pub async fn console_vnc_open(
+    ctx: &Context,
+    caller: &Caller,
+    name: &str,
+    ticket: &str,
+) -> Result<(std::os::fd::OwnedFd, crate::app::context::SessionGuard), Error> {
+    let rec = console_ticket_redeem(ctx, caller, name, ConsoleKind::Vnc, ticket).await?;
+    vm_vnc_open(ctx, caller, &rec).await
+}
+
 /// A connection to the VM's VNC display for a redeemed ticket: a socket to QEMU's VNC server
 /// with its password check skipped (the ticket was the check), and a guest-session place.
 /// Viewers share the display (noVNC asks for a shared session) up to `sessions_per_vm`.
