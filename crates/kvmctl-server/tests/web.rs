@@ -163,10 +163,23 @@ async fn scenario() {
     assert!(lower.contains("x-content-type-options: nosniff") && lower.contains("x-frame-options: deny"), "{head}");
     assert!(!page.contains("<script>") && !page.contains("style="), "no inline script or style");
     // Only the embedded assets are served, by name: no path reaches the file system.
-    for path in ["/ui/../../etc/passwd", "/ui/..%2f..%2fetc%2fpasswd", "/ui/%2e%2e", "/ui/app.js%00.html"] {
+    for path in [
+        "/ui/../../etc/passwd",
+        "/ui/..%2f..%2fetc%2fpasswd",
+        "/ui/%2e%2e",
+        "/ui/app.js%00.html",
+        "/ui/vendor/../../../../etc/passwd",
+        "/ui/vendor/novnc/..%2f..%2f..%2fbuild.rs",
+        "/ui/vendor/%2fetc%2fpasswd",
+    ] {
         let (s, _, body) = raw(addr, "GET", path, &[], "").await;
         assert!(s != 200 && !body.contains("root:"), "{path}: {s}");
     }
+
+    // noVNC and xterm.js are built in (scripts/web-assets.sh) and served like the pages.
+    let (s, head, body) = raw(addr, "GET", "/ui/vendor/novnc/core/rfb.js", &[], "").await;
+    assert!(s == 200 && body.contains("export default class RFB"), "noVNC is embedded: {s}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/javascript"), "{head}");
 
     let b = Browser::start(d, &shots()).await;
     b.goto(&base).await;
