@@ -60,7 +60,7 @@ pub async fn console_ticket(ctx: &Context, caller: &Caller, name: &str, req: Con
 }
 
 /// Spends a ticket: the caller's, for this VM and kind, not expired. Returns the VM.
-pub async fn console_ticket_redeem(ctx: &Context, caller: &Caller, name: &str, kind: ConsoleKind, secret: &str) -> Result<VmRecord, Error> {
+async fn console_ticket_redeem(ctx: &Context, caller: &Caller, name: &str, kind: ConsoleKind, secret: &str) -> Result<VmRecord, Error> {
     // Spent before anything is checked: a ticket is tried once, right or wrong.
     let ticket = ctx.tickets.0.lock().expect("ticket map poisoned").remove(&super::super::users::hash_hex(secret));
     let ticket = ticket.ok_or_else(refused)?;
@@ -114,7 +114,7 @@ pub async fn console_vnc_open(
 /// A connection to the VM's VNC display for a redeemed ticket: a socket to QEMU's VNC server
 /// with its password check skipped (the ticket was the check), and a guest-session place.
 /// Viewers share the display (noVNC asks for a shared session) up to `sessions_per_vm`.
-pub async fn vm_vnc_open(
+async fn vm_vnc_open(
     ctx: &Context,
     caller: &Caller,
     rec: &VmRecord,

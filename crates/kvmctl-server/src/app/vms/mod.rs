@@ -34,7 +34,7 @@ pub use backup::{vm_export, vm_restore, RestoreOptions};
 pub(crate) use clone::base_release;
 pub use clone::{recover as clones_recover, vm_clone};
 pub(crate) use consoles::Tickets;
-pub use consoles::{console_serial_open, console_ticket, console_ticket_redeem, console_vnc_open, vm_vnc_open, TICKET_SECONDS};
+pub use consoles::{console_serial_open, console_ticket, console_vnc_open, TICKET_SECONDS};
 pub use create::*;
 pub use power::*;
 pub use resize::*;
