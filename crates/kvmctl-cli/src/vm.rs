@@ -49,6 +49,9 @@ pub enum VmCommand {
         /// bios, uefi or uefi-secure (Secure Boot) [default: the image's first boot mode].
         #[arg(long)]
         firmware: Option<String>,
+        /// Give the VM an emulated TPM 2.0 (swtpm); its state is kept per VM and removed with it.
+        #[arg(long)]
+        tpm: bool,
         /// Define the VM but leave it stopped.
         #[arg(long, conflicts_with = "wait")]
         no_start: bool,
@@ -322,7 +325,7 @@ impl Table for Vm {
                     v.plan.as_deref().unwrap_or("none")
                 ),
             ],
-            vec!["image:".into(), format!("{} ({})", v.image, v.firmware)],
+            vec!["image:".into(), format!("{} ({}{})", v.image, v.firmware, if v.tpm { ", TPM 2.0" } else { "" })],
             vec!["network:".into(), format!("{} mac {} ip {}", v.network, v.mac, v.ip.as_deref().unwrap_or("-"))],
             vec![
                 "ssh:".into(),
@@ -436,6 +439,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             user_data,
             network,
             firmware,
+            tpm,
             no_start,
             no_ssh_forward,
             node_labels,
@@ -465,6 +469,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 user_data,
                 network,
                 firmware,
+                tpm,
                 no_start,
                 no_ssh_forward,
                 node_labels: node_labels.into_iter().collect(),

@@ -19,6 +19,7 @@ fn spec(name: &str) -> DomainSpec {
         vnc_password: None,
         vnc_port: None,
         guest_agent: false,
+        tpm: false,
         metadata: Metadata { vm_id: VmId::new(), owner: "root".into(), plan: None, net: None },
     }
 }

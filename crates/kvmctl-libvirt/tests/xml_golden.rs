@@ -46,6 +46,7 @@ fn tiny() -> DomainSpec {
         vnc_password: None,
         vnc_port: None,
         guest_agent: false,
+        tpm: false,
         metadata: Metadata { vm_id: vm_id(), owner: "root".into(), plan: None, net: None },
     }
 }
@@ -78,6 +79,7 @@ fn disk_boot_kvm_domain_with_vnc_and_agent() {
         vnc_password: Some("s3cret".into()),
         vnc_port: None,
         guest_agent: true,
+        tpm: false,
         metadata: Metadata { vm_id: vm_id(), owner: "alice".into(), plan: Some("small".into()), net: None },
     };
     golden("domain-disk-kvm.xml", &domain_xml(&spec).unwrap());
@@ -149,6 +151,17 @@ fn secure_boot_domain() {
     spec.firmware = Firmware::UefiSecure;
     spec.boot = Boot::Disk;
     golden("domain-uefi-secure.xml", &domain_xml(&spec).unwrap());
+}
+
+#[test]
+fn tpm_domain() {
+    let mut spec = tiny();
+    spec.firmware = Firmware::UefiSecure;
+    spec.boot = Boot::Disk;
+    spec.tpm = true;
+    let xml = domain_xml(&spec).unwrap();
+    assert!(xml.contains("<tpm model=\"tpm-crb\">") && xml.contains("<backend type=\"emulator\" version=\"2.0\"/>"), "{xml}");
+    golden("domain-uefi-secure-tpm.xml", &xml);
 }
 
 #[test]

@@ -40,14 +40,16 @@ pub struct VmRecord {
     pub updated_at: i64,
     /// When an ephemeral VM (`vm create --ttl`) is deleted, Unix seconds.
     pub expires_at: Option<i64>,
+    /// An emulated TPM 2.0.
+    pub tpm: bool,
 }
 
 const COLUMNS: &str = "id, name, owner, node, image, plan, vcpus, memory_mib, disk_gib, network, mac, firmware, pool, root_volume, \
-                       seed_volume, vnc_password, state, error, created_at, updated_at, ip, ssh_user, host_key, host_key_source";
+                       seed_volume, vnc_password, state, error, created_at, updated_at, ip, ssh_user, host_key, host_key_source, tpm";
 
 /// What reads select: the columns writes set, and those changed only by their own updates.
 const SELECTED: &str = "id, name, owner, node, image, plan, vcpus, memory_mib, disk_gib, network, mac, firmware, pool, root_volume, \
-                        seed_volume, vnc_password, state, error, created_at, updated_at, ip, ssh_user, host_key, host_key_source, expires_at";
+                        seed_volume, vnc_password, state, error, created_at, updated_at, ip, ssh_user, host_key, host_key_source, tpm, expires_at";
 
 fn vm_from_row(row: sqlx::sqlite::SqliteRow) -> Result<VmRecord, StoreError> {
     let decode = |what: &str, e: String| StoreError::Query(sqlx::Error::Decode(format!("{what}: {e}").into()));
@@ -79,6 +81,7 @@ fn vm_from_row(row: sqlx::sqlite::SqliteRow) -> Result<VmRecord, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         expires_at: row.try_get("expires_at")?,
+        tpm: row.try_get::<i64, _>("tpm")? != 0,
     })
 }
 
@@ -99,7 +102,7 @@ impl DataStore {
         let lim = |v: u64| v.min(i64::MAX as u64) as i64;
         let snapshots = crate::snapshots::snapshot_gib_of("$3");
         let done = sqlx::query(&format!(
-            "INSERT INTO vms ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, $20, $21, $22, $23 \
+            "INSERT INTO vms ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, $20, $21, $22, $23, $31 \
              WHERE ($24 IS NULL OR ( \
                (SELECT COUNT(*) FROM vms WHERE owner = $3) + 1 <= $24 \
                AND (SELECT COALESCE(SUM(vcpus), 0) FROM vms WHERE owner = $3) + $7 <= $25 \
@@ -140,6 +143,7 @@ impl DataStore {
         .bind(node_capacity.map(|c| lim(c.0)))
         .bind(node_capacity.map(|c| lim(c.1)))
         .bind(node_capacity.map(|c| lim(c.2)))
+        .bind(vm.tpm as i64)
         .execute(&self.pool)
         .await
         .map_err(unique("vm", vm.name.as_str()))?;
@@ -394,6 +398,7 @@ pub(crate) mod tests {
             created_at: 0,
             updated_at: 0,
             expires_at: None,
+            tpm: false,
         }
     }
 

@@ -135,6 +135,9 @@ pub struct DomainSpec {
     pub vnc_password: Option<String>,
     pub vnc_port: Option<u16>,
     pub guest_agent: bool,
+    /// An emulated TPM 2.0 (swtpm, `tpm-crb` on q35). libvirt keeps its state per domain
+    /// (`/var/lib/libvirt/swtpm/UUID`) and removes it when the domain is undefined.
+    pub tpm: bool,
     pub metadata: Metadata,
 }
 
@@ -292,6 +295,11 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
         d.open("video", &[])?;
         d.empty("model", &[("type", "vga")])?;
         d.close("video")?;
+    }
+    if spec.tpm {
+        d.open("tpm", &[("model", "tpm-crb")])?;
+        d.empty("backend", &[("type", "emulator"), ("version", "2.0")])?;
+        d.close("tpm")?;
     }
     // Entropy for the guest: key generation at first boot otherwise stalls under emulation.
     d.open("rng", &[("model", "virtio")])?;

@@ -57,6 +57,7 @@ pub(crate) fn domain_spec(
         vnc_password: Some(rec.vnc_password.clone()),
         vnc_port,
         guest_agent: true,
+        tpm: rec.tpm,
         metadata,
     }
 }

@@ -86,6 +86,9 @@ pub struct VmCreateRequest {
     /// one of its boot modes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware: Option<String>,
+    /// An emulated TPM 2.0 (swtpm): its state is kept per VM and removed with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tpm: bool,
     /// Leave the VM stopped after creating it.
     #[serde(default)]
     pub no_start: bool,
@@ -268,6 +271,9 @@ pub struct Vm {
     pub readiness: Vec<ReadinessStage>,
     /// `bios`, `uefi` or `uefi-secure`.
     pub firmware: String,
+    /// Has an emulated TPM 2.0.
+    #[serde(default)]
+    pub tpm: bool,
     pub owner: String,
     /// Why the VM is `failed`, or what the last operation reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -73,6 +73,9 @@ struct ExportedVm {
     memory_mib: u64,
     disk_gib: u64,
     firmware: String,
+    /// The VM had a TPM: the restored VM gets one too, fresh (its state is not archived).
+    #[serde(default)]
+    tpm: bool,
     ssh_user: String,
     plan: Option<String>,
     network: String,
@@ -200,6 +203,7 @@ async fn export_stage(ctx: &Context, rec: &VmRecord, dir: &Path) -> Result<Vec<&
         memory_mib: rec.memory_mib,
         disk_gib: rec.disk_gib,
         firmware: rec.firmware.clone(),
+        tpm: rec.tpm,
         ssh_user: rec.ssh_user.clone(),
         plan: rec.plan.clone(),
         network: rec.network.clone(),
@@ -575,6 +579,8 @@ where
         memory_mib: vm.memory_mib,
         disk_gib: vm.disk_gib,
         firmware: vm.firmware.clone(),
+        // A fresh TPM: the archive does not carry the TPM's state.
+        tpm: vm.tpm,
         user: user.to_string(),
         network,
         id,

@@ -68,6 +68,8 @@ fn clone_spec(
         memory_mib: src.memory_mib,
         disk_gib: src.disk_gib,
         firmware: src.firmware.clone(),
+        // A TPM of its own, fresh: secrets sealed to the source's TPM stay with the source.
+        tpm: src.tpm,
         user: src.ssh_user.clone(),
         network: src.network.clone(),
         id,
@@ -270,6 +272,12 @@ async fn warm_check(ctx: &Context, src: &VmRecord, s: &SnapshotRecord, req: &VmC
     }
     if req.no_start {
         return Err(Error::invalid("warm", "a warm clone is started by its wake; leave no_start out"));
+    }
+    if src.tpm {
+        return Err(Error::invalid(
+            "warm",
+            format!("{} has a TPM, whose state a clone does not share: clone it cold (leave warm out)", src.name),
+        ));
     }
     if src.ip.is_none() {
         return Err(Error::invalid("warm", format!("{} has no reserved address: warm clones need a managed network", src.name)));

@@ -140,6 +140,7 @@ pub(super) struct CreateSpec {
     pub(super) memory_mib: u64,
     pub(super) disk_gib: u64,
     pub(super) firmware: String,
+    pub(super) tpm: bool,
     pub(super) user: String,
     pub(super) network: String,
     pub(super) id: VmId,
@@ -195,7 +196,7 @@ async fn create_spec(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> R
     let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), &user, keys);
     seed_spec.user_data = req.user_data.clone();
     let (seed_iso, host_key) = seed_finish(seed_spec, &image, &name)?;
-    Ok(CreateSpec { name, image, plan, vcpus, memory_mib, disk_gib, firmware, user, network, id, vm_key, seed_iso, host_key })
+    Ok(CreateSpec { name, image, plan, vcpus, memory_mib, disk_gib, firmware, tpm: req.tpm, user, network, id, vm_key, seed_iso, host_key })
 }
 
 pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> Result<Vm, Error> {
@@ -302,6 +303,7 @@ pub(super) async fn create_reserve(
         network: network.clone(),
         mac: mac_random(),
         firmware: spec.firmware.clone(),
+        tpm: spec.tpm,
         pool: image.pool.clone(),
         root_volume: rules::root_volume(name.as_str()),
         seed_volume: rules::seed_volume(name.as_str()),

@@ -130,6 +130,7 @@ pub(crate) fn vm_view(r: VmRecord) -> Vm {
         host_key: r.host_key.map(|k| format!("{k} ({})", r.host_key_source.as_deref().unwrap_or("first use"))),
         readiness: Vec::new(),
         firmware: r.firmware,
+        tpm: r.tpm,
         owner: r.owner,
         error: r.error,
         created_at: r.created_at,
