@@ -164,27 +164,13 @@ async function vmPage(name) {
   const seq0 = eventSeq;
   const vm = await api('GET', `/v1/vms/${encodeURIComponent(name)}`);
   vms.set(vm.name, vm);
-  const act = (label, path, body, confirmText, cls) => el('button', {
-    type: 'button', class: cls || 'plain', 'data-action': label.toLowerCase(),
-    onclick: async () => {
-      if (confirmText && !window.confirm(confirmText)) return;
-      try {
-        if (label === 'Delete') {
-          await api('DELETE', `/v1/vms/${encodeURIComponent(name)}`);
-          toast(`${name} deleted`);
-          go('#/');
-          return;
-        }
-        await api('POST', `/v1/vms/${encodeURIComponent(name)}/${path}`, body);
-        toast(`${label}: ${name}`);
-      } catch (e) {
-        toast(e.message);
-      }
-    },
-  }, label);
   const stages = el('ol', { id: 'stages' }, (vm.readiness || []).map((s) => el('li', {}, s.elapsed_ms != null ? `${s.stage} +${(s.elapsed_ms / 1000).toFixed(1)} s` : s.stage, s.detail ? ` (${s.detail})` : '')));
   const vmPath = `/v1/vms/${enc(name)}`;
   const again = () => go(`#/vm/${enc(name)}`);
+  const power = (label, path, confirmText) => action(label, async () => {
+    await api('POST', `${vmPath}/${path}`, {});
+    toast(`${label}: ${name}`);
+  }, { confirmText });
   const forwards = table('forwards', [
     ['Protocol', (f) => f.protocol],
     ['Host port', (f) => String(f.host_port)],
@@ -246,10 +232,14 @@ async function vmPage(name) {
       el('p', { class: 'muted' }, `${vm.image}, ${vm.vcpus} vCPU, ${mib(vm.memory_mib)}, ${vm.disk_gib} GiB on ${vm.node}`),
       vm.error ? el('p', { class: 'error' }, vm.error) : null,
       el('div', { class: 'actions' },
-        act('Start', 'start', {}),
-        act('Stop', 'stop', {}, `Stop ${name}?`),
-        act('Reboot', 'reboot', {}, `Reboot ${name}?`),
-        act('Delete', null, null, `Delete ${name} and its disk? This cannot be undone.`, 'danger'))),
+        power('Start', 'start'),
+        power('Stop', 'stop', `Stop ${name}?`),
+        power('Reboot', 'reboot', `Reboot ${name}?`),
+        action('Delete', async () => {
+          await api('DELETE', vmPath);
+          toast(`${name} deleted`);
+          go('#/');
+        }, { confirmText: `Delete ${name} and its disk? This cannot be undone.`, cls: 'danger' }))),
     el('div', { class: 'actions' },
       el('a', { class: 'button plain', id: 'open-serial', href: `#/vm/${encodeURIComponent(name)}/serial` }, 'Serial console'),
       el('a', { class: 'button plain', id: 'open-vnc', href: `#/vm/${encodeURIComponent(name)}/vnc` }, 'VNC console')),

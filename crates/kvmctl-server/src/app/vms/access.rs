@@ -138,14 +138,23 @@ pub async fn vm_console_open(
     name: &str,
 ) -> Result<(Box<dyn kvmctl_libvirt::Console>, crate::app::context::SessionGuard), Error> {
     let name = parse_name("name", name)?;
-    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
+    console_open(ctx, caller, &vm_record(ctx, &Scope::of(caller), &name).await?).await
+}
+
+/// `vm_console_open` for a VM record the caller may see.
+pub(super) async fn console_open(
+    ctx: &Context,
+    caller: &Caller,
+    rec: &VmRecord,
+) -> Result<(Box<dyn kvmctl_libvirt::Console>, crate::app::context::SessionGuard), Error> {
+    let name = &rec.name;
     if rec.state != VmState::Running {
         return Err(Error::Conflict(format!(
             "VM {name} is {}; start it first (kvmctl vm start {name}), or read its log with `kvmctl vm console {name} --log`",
             rec.state
         )));
     }
-    let guard = ctx.session_open(&rec.id, &name, &caller.name)?;
+    let guard = ctx.session_open(&rec.id, name, &caller.name)?;
     let node = ctx.node_conn(&rec.node).await?;
     let stream = node.domain_console(name.as_str()).await.map_err(|e| match e {
         NodeError::InvalidState { .. } | NodeError::Libvirt { .. } => Error::Conflict(format!(
@@ -157,18 +166,24 @@ pub async fn vm_console_open(
     Ok((stream, guard))
 }
 
-/// The last `lines` lines the VM wrote on its serial console (all boots, logged by virtlogd).
+/// The last `lines` lines the VM wrote on its serial console since it last started (logged
+/// by virtlogd; libvirt starts the log afresh at each start).
 pub async fn vm_console_log(ctx: &Context, caller: &Caller, name: &str, lines: usize) -> Result<String, Error> {
     let name = parse_name("name", name)?;
-    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
+    console_log_tail(ctx, &vm_record(ctx, &Scope::of(caller), &name).await?, lines).await
+}
+
+/// `vm_console_log` for a VM record the caller may see.
+pub(super) async fn console_log_tail(ctx: &Context, rec: &VmRecord, lines: usize) -> Result<String, Error> {
+    let name = &rec.name;
     if rec.node != crate::app::context::LOCAL {
         return Err(Error::Conflict(format!(
             "VM {name} runs on node {}, whose host keeps its console log ({}); use the live console (kvmctl vm console {name})",
             rec.node,
-            serial_log_on_node(ctx, &rec).display()
+            serial_log_on_node(ctx, rec).display()
         )));
     }
-    let path = console_log(ctx, &name);
+    let path = console_log(ctx, name);
     let text = match blocking(move || console_tail(&path)).await? {
         Ok(t) => t,
         Err(e) => return Err(Error::Unavailable(format!("cannot read the console log of {name}: {e}"))),

@@ -89,14 +89,11 @@ pub async fn console_serial_open(
     ticket: &str,
 ) -> Result<(Vec<u8>, Box<dyn kvmctl_libvirt::Console>, crate::app::context::SessionGuard), Error> {
     let rec = console_ticket_redeem(ctx, caller, name, ConsoleKind::Serial, ticket).await?;
-    let replay = if rec.node == crate::app::context::LOCAL {
-        super::vm_console_log(ctx, caller, name, REPLAY_LINES).await.unwrap_or_default()
-    } else {
-        String::new()
-    };
+    // Empty for a VM on another node, whose host keeps its log.
+    let replay = super::access::console_log_tail(ctx, &rec, REPLAY_LINES).await.unwrap_or_default();
     let replay = replay.replace('\n', "\r\n").into_bytes();
     let replay = replay[replay.len().saturating_sub(REPLAY_BYTES)..].to_vec();
-    let (stream, guard) = super::vm_console_open(ctx, caller, name).await?;
+    let (stream, guard) = super::access::console_open(ctx, caller, &rec).await?;
     Ok((replay, stream, guard))
 }
 
