@@ -237,6 +237,9 @@ pub enum VmCommand {
     /// Snapshots of the VM: create, list, revert, delete.
     #[command(subcommand)]
     Snapshot(crate::snapshot::SnapshotCommand),
+    /// Data disks of the VM: add, list, resize, rm (hot-plugged while it runs).
+    #[command(subcommand)]
+    Disk(DiskCommand),
     /// Delete a VM: stop it, remove its domain, seed, root disk and logs.
     Delete {
         name: String,
@@ -305,6 +308,97 @@ impl Table for Vec<Vm> {
     }
 }
 
+#[derive(clap::Subcommand, Debug)]
+pub enum DiskCommand {
+    /// Add an empty disk to VM NAME (hot-plugged when it runs); its size counts against your
+    /// disk quota. The guest sees the disk's name as its serial:
+    /// /dev/disk/by-id/virtio-DISK (virtio) or /dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_DISK (scsi).
+    Add {
+        name: String,
+        /// Size, e.g. 20G.
+        #[arg(long, value_parser = parse_gib)]
+        size: u64,
+        /// virtio (default) or scsi.
+        #[arg(long, value_parser = ["virtio", "scsi"])]
+        bus: Option<String>,
+        /// The disk's name: 1-16 lower-case letters and digits [default: disk1, disk2...].
+        #[arg(long = "name", value_name = "DISK")]
+        disk: Option<String>,
+    },
+    /// List VM NAME's data disks.
+    List { name: String },
+    /// Grow a data disk (online when the VM runs); disks only grow.
+    Resize {
+        name: String,
+        disk: String,
+        /// New size, e.g. 40G.
+        #[arg(long, value_parser = parse_gib)]
+        size: u64,
+    },
+    /// Detach a data disk and delete it with its data. A running guest is asked to let it go
+    /// first; unmount it in the guest before.
+    Rm { name: String, disk: String },
+}
+
+impl Table for Vec<kvmctl_types::api::VmDisk> {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![["name", "size", "bus", "device", "state"].map(String::from).to_vec()];
+        rows.extend(
+            self.iter().map(|d| vec![d.name.clone(), format!("{}G", d.size_gib), d.bus.clone(), d.target.clone(), d.state.clone()]),
+        );
+        rows
+    }
+}
+
+impl Table for kvmctl_types::api::VmDisk {
+    fn header(&self) -> bool {
+        false
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        vec![
+            vec!["disk:".into(), self.name.clone()],
+            vec!["size:".into(), format!("{}G", self.size_gib)],
+            vec!["bus:".into(), format!("{} ({})", self.bus, self.target)],
+            vec!["state:".into(), self.state.clone()],
+        ]
+    }
+}
+
+async fn disk_run(client: &Client, cmd: DiskCommand, format: OutputFormat) -> anyhow::Result<()> {
+    use kvmctl_types::api::{VmDiskAddRequest, VmDiskResizeRequest};
+    match cmd {
+        DiskCommand::Add { name, size, bus, disk } => {
+            let req = VmDiskAddRequest { name: disk, size_gib: size, bus };
+            let d = with_progress(
+                &format!("adding a {size}G disk to VM {name}"),
+                &format!("disk added to VM {name}"),
+                client.disk_add(&name, &req),
+            )
+            .await?;
+            output::print(&d, format)?;
+        }
+        DiskCommand::List { name } => output::print(&client.disk_list(&name).await?, format)?,
+        DiskCommand::Resize { name, disk, size } => {
+            let d = with_progress(
+                &format!("growing disk {disk} of VM {name}"),
+                &format!("disk {disk} of VM {name} grown"),
+                client.disk_resize(&name, &disk, &VmDiskResizeRequest { size_gib: size }),
+            )
+            .await?;
+            output::print(&d, format)?;
+        }
+        DiskCommand::Rm { name, disk } => {
+            with_progress(
+                &format!("removing disk {disk} of VM {name}"),
+                &format!("disk {disk} of VM {name} removed"),
+                client.disk_remove(&name, &disk),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 impl Table for Vm {
     fn header(&self) -> bool {
         false
@@ -357,6 +451,10 @@ impl Table for Vm {
             vec!["owner:".into(), v.owner.clone()],
             vec!["age:".into(), age(v.created_at)],
         ];
+        if !v.disks.is_empty() {
+            let disks = v.disks.iter().map(|d| format!("{} {}G {} ({})", d.name, d.size_gib, d.bus, d.target)).collect::<Vec<_>>();
+            rows.insert(4, vec!["disks:".into(), disks.join(", ")]);
+        }
         if let Some(at) = v.expires_at {
             rows.push(vec!["expires:".into(), format!("{} (--ttl; deleted then)", crate::users::humantime_utc(at))]);
         }
@@ -655,6 +753,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
         }
         VmCommand::Forward(cmd) => return crate::network::run_forward(client, cmd, format).await,
         VmCommand::Snapshot(cmd) => return crate::snapshot::run(client, cmd, format).await,
+        VmCommand::Disk(cmd) => disk_run(client, cmd, format).await?,
         VmCommand::Delete { name, keep_disk } => {
             with_progress(&format!("deleting VM {name}"), &format!("VM {name} deleted"), client.vm_delete(&name, keep_disk)).await?;
         }

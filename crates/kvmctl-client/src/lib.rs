@@ -20,7 +20,8 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use kvmctl_types::api::{
     ApiEvent, ErrorBody, Forward, ForwardCreateRequest, Image, ImageImportRequest, Network, NetworkCreateRequest, Plan, PortPoolStatus,
-    StatusResponse, Vm, VmCloneRequest, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest,
+    StatusResponse, Vm, VmCloneRequest, VmCreateRequest, VmDisk, VmDiskAddRequest, VmDiskResizeRequest, VmExecRequest, VmExecResponse,
+    VmResizeRequest, VmStopRequest,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -342,6 +343,22 @@ impl Client {
 
     pub async fn vm_resize(&self, name: &str, req: &VmResizeRequest) -> Result<Vm, ClientError> {
         self.send_json(Method::POST, &format!("/v1/vms/{}/resize", seg(name)), req).await
+    }
+
+    pub async fn disk_list(&self, vm: &str) -> Result<Vec<VmDisk>, ClientError> {
+        self.get(&format!("/v1/vms/{}/disks", seg(vm))).await
+    }
+
+    pub async fn disk_add(&self, vm: &str, req: &VmDiskAddRequest) -> Result<VmDisk, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/vms/{}/disks", seg(vm)), req).await
+    }
+
+    pub async fn disk_resize(&self, vm: &str, disk: &str, req: &VmDiskResizeRequest) -> Result<VmDisk, ClientError> {
+        self.send_json(Method::PATCH, &format!("/v1/vms/{}/disks/{}", seg(vm), seg(disk)), req).await
+    }
+
+    pub async fn disk_remove(&self, vm: &str, disk: &str) -> Result<(), ClientError> {
+        self.empty(Method::DELETE, &format!("/v1/vms/{}/disks/{}", seg(vm), seg(disk))).await
     }
 
     /// Blocks until the VM reaches `stage` (`running`, `ssh`, `cloud-init`) or the timeout.

@@ -51,6 +51,11 @@ pub fn seed_volume(vm: &str) -> String {
     format!("{vm}-seed.iso")
 }
 
+/// The data disk `disk` of VM `vm` (disk names are letters and digits only).
+pub fn data_volume(vm: &str, disk: &str) -> String {
+    format!("{vm}-data-{disk}.qcow2")
+}
+
 /// The read-only base of linked clones with id `id` (a UUID). Names of VMs start with a
 /// letter, so no VM's volume is ever named like a base.
 pub fn base_volume(id: &str) -> String {
@@ -62,9 +67,12 @@ pub fn volume_base(volume: &str) -> Option<&str> {
     volume.strip_prefix("_base-").and_then(|v| v.strip_suffix(".qcow2"))
 }
 
-/// The VM a volume is named for, when it is named like a root disk or seed.
+/// The VM a volume is named for, when it is named like a root disk, seed or data disk.
 pub fn volume_vm(volume: &str) -> Option<&str> {
-    volume.strip_suffix("-root.qcow2").or_else(|| volume.strip_suffix("-seed.iso"))
+    volume
+        .strip_suffix("-root.qcow2")
+        .or_else(|| volume.strip_suffix("-seed.iso"))
+        .or_else(|| volume.strip_suffix(".qcow2").and_then(|v| v.rsplit_once("-data-")).map(|(vm, _)| vm))
 }
 
 /// A VM's network attachment as written in its record: a libvirt network, `bridge:BR` or
@@ -127,6 +135,7 @@ mod tests {
     fn volume_names_round_trip() {
         assert_eq!(volume_vm(&root_volume("web")), Some("web"));
         assert_eq!(volume_vm(&seed_volume("web-1")), Some("web-1"));
+        assert_eq!(volume_vm(&data_volume("web-data-1", "disk1")), Some("web-data-1"));
         assert_eq!(volume_vm("image-web.qcow2"), None);
     }
 }

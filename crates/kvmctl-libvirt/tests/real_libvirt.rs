@@ -120,8 +120,8 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
                 cmdline: "console=ttyS0 quiet panic=-1".into(),
             },
             disks: vec![
-                Disk { source: o.path.clone(), format: DiskFormat::Qcow2, target: "vda".into(), readonly: false },
-                Disk { source: seed.path.clone(), format: DiskFormat::Raw, target: "vdb".into(), readonly: true },
+                Disk::virtio(o.path.clone(), DiskFormat::Qcow2, "vda", false),
+                Disk::virtio(seed.path.clone(), DiskFormat::Raw, "vdb", true),
             ],
             nics: vec![Nic { source: NicSource::Network(network), mac: None, filter: None, link_down: false }],
             serial_log: Some(serial_log.clone()),

@@ -30,12 +30,7 @@ fn tiny() -> DomainSpec {
             initrd: Some(PathBuf::from("/var/cache/kvmctl/tiny/initrd.gz")),
             cmdline: "console=ttyS0 quiet".into(),
         },
-        disks: vec![Disk {
-            source: "/var/lib/kvmctl/pool/tiny-1-seed.iso".into(),
-            format: DiskFormat::Raw,
-            target: "vdb".into(),
-            readonly: true,
-        }],
+        disks: vec![Disk::virtio("/var/lib/kvmctl/pool/tiny-1-seed.iso".into(), DiskFormat::Raw, "vdb", true)],
         nics: vec![Nic {
             source: NicSource::Network("kvmctl-test".into()),
             mac: Some("52:54:00:aa:bb:cc".into()),
@@ -66,8 +61,8 @@ fn disk_boot_kvm_domain_with_vnc_and_agent() {
         memory_mib: 2048,
         boot: Boot::Disk,
         disks: vec![
-            Disk { source: "/var/lib/kvmctl/pool/web-1.qcow2".into(), format: DiskFormat::Qcow2, target: "vda".into(), readonly: false },
-            Disk { source: "/var/lib/kvmctl/pool/web-1-seed.iso".into(), format: DiskFormat::Raw, target: "vdb".into(), readonly: true },
+            Disk::virtio("/var/lib/kvmctl/pool/web-1.qcow2".into(), DiskFormat::Qcow2, "vda", false),
+            Disk::virtio("/var/lib/kvmctl/pool/web-1-seed.iso".into(), DiskFormat::Raw, "vdb", true),
         ],
         nics: vec![Nic {
             source: NicSource::Bridge("br0".into()),

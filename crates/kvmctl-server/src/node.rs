@@ -110,6 +110,14 @@ impl NodeHandle {
         let (name, target) = (name.to_owned(), target.to_owned());
         self.run(move |n| n.domain_block_resize(&name, &target, capacity_bytes)).await
     }
+    pub async fn domain_device_attach(&self, name: &str, device_xml: String) -> Result<(), NodeError> {
+        let name = name.to_owned();
+        self.run(move |n| n.domain_device_attach(&name, &device_xml)).await
+    }
+    pub async fn domain_device_detach(&self, name: &str, device_xml: String) -> Result<(), NodeError> {
+        let name = name.to_owned();
+        self.run(move |n| n.domain_device_detach(&name, &device_xml)).await
+    }
     pub async fn domain_metadata_set(&self, name: &str, element_xml: String) -> Result<(), NodeError> {
         let name = name.to_owned();
         self.run(move |n| n.domain_metadata_set(&name, &element_xml)).await

@@ -134,6 +134,10 @@ impl RunningServer {
         if let Err(e) = crate::app::snapshots::recover(&ctx).await {
             tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the snapshot operations a crash interrupted");
         }
+        // Data disks a crash left half added, before the reconciler compares definitions.
+        if let Err(e) = crate::app::vms::disks_recover(&ctx).await {
+            tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the disk additions a crash interrupted");
+        }
         reconcile_pass(&ctx, &restarts_tx).await;
         // Clone bases a crash left unused, once the reconciler undid interrupted clones.
         if let Err(e) = crate::app::vms::clones_recover(&ctx).await {

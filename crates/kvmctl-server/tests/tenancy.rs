@@ -251,6 +251,11 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("GET /v1/vms/{name}/forwards", call(Owned));
     m.insert("POST /v1/vms/{name}/forwards", with_body(Owned, json!({"guest_port": 80})));
     m.insert("DELETE /v1/vms/{name}/forwards/{protocol}/{host_port}", call(Owned));
+    m.insert("GET /v1/vms/{name}/disks", call(Owned));
+    // Bad sizes: refused (400) once the VM is found; no disk is made.
+    m.insert("POST /v1/vms/{name}/disks", with_body(Owned, json!({"size_gib": 0})));
+    m.insert("PATCH /v1/vms/{name}/disks/{disk}", with_body(Owned, json!({"size_gib": 2})));
+    m.insert("DELETE /v1/vms/{name}/disks/{disk}", call(Owned));
     m.insert("GET /v1/vms/{name}/snapshots", call(Owned));
     m.insert("POST /v1/vms/{name}/snapshots", with_body(Owned, json!({"name": "kt-az-snap"})));
     m.insert("POST /v1/vms/{name}/snapshots/{snapshot}/revert", with_body(Owned, json!({})));
@@ -366,6 +371,7 @@ async fn every_endpoint_authorizes_every_kind_of_caller() {
                 .replace("{protocol}", "tcp")
                 .replace("{host_port}", &ssh_port.to_string())
                 .replace("{snapshot}", "kt-az-snap")
+                .replace("{disk}", "data1")
                 + c.query;
             let (status, body) = run(client, method, &path, c).await;
             let message = body.as_ref().map(|b| b.message.clone()).unwrap_or_default();
@@ -558,6 +564,7 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
         ("POST", "/v1/vms/kt-bi-vm/forwards", json!({"guest_port": 80}), vec!["guest_port", "host_port", "pool", "protocol"]),
         ("POST", "/v1/vms/kt-bi-vm/resize", json!({"disk_gib": 2}), vec!["vcpus", "memory_mib", "disk_gib"]),
         ("POST", "/v1/vms/kt-bi-vm/exec", json!({"command": "true"}), vec!["timeout_seconds"]),
+        ("POST", "/v1/vms/kt-bi-vm/disks", json!({"size_gib": 1}), vec!["name", "size_gib", "bus"]),
         ("POST", "/v1/vms/kt-bi-vm/snapshots", json!({"name": "kt-bi-snap"}), vec!["name", "memory", "description"]),
         (
             "POST",
@@ -591,6 +598,7 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
                 root.token_list(None).await.unwrap().len(),
                 root.quota_get("alice").await.unwrap(),
                 root.ssh_key_list("alice").await.unwrap().len(),
+                root.disk_list("kt-bi-vm").await.unwrap(),
                 root.node_list()
                     .await
                     .unwrap()

@@ -47,7 +47,7 @@ impl DataStore {
         let stored = crate::snapshots::stored_gib_with("$2", "$8");
         let done = sqlx::query(&format!(
             "INSERT INTO clone_bases ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
-             WHERE $10 IS NULL OR (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = $2) + {stored} <= $10"
+             WHERE $10 IS NULL OR (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms WHERE owner = $2) + {stored} <= $10"
         ))
         .bind(&b.id)
         .bind(&b.owner)

@@ -17,6 +17,7 @@ pub(crate) type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sql
 
 mod audit;
 mod clones;
+mod disks;
 mod forwards;
 mod images;
 mod networks;
@@ -32,6 +33,7 @@ mod vms;
 
 pub use audit::AuditRecord;
 pub use clones::CloneBaseRecord;
+pub use disks::DiskRecord;
 pub use forwards::{ForwardRecord, PoolRange};
 pub use images::ImageRecord;
 pub use networks::{NetworkDeleteRefusal, NetworkRecord};

@@ -165,7 +165,7 @@ impl DataStore {
     pub async fn node_allocations(&self) -> Result<BTreeMap<String, NodeAllocation>, StoreError> {
         let rows = sqlx::query(
             "SELECT node, COUNT(*) AS vms, COALESCE(SUM(vcpus), 0) AS vcpus, COALESCE(SUM(memory_mib), 0) AS memory_mib, \
-             COALESCE(SUM(disk_gib), 0) AS disk_gib FROM vms WHERE state <> 'deleted' GROUP BY node",
+             COALESCE(SUM(disk_gib + data_gib), 0) AS disk_gib FROM vms WHERE state <> 'deleted' GROUP BY node",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -73,7 +73,7 @@ impl DataStore {
         let stored = stored_gib_with(owner, "$9");
         let done = sqlx::query(&format!(
             "INSERT INTO snapshots ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12 \
-             WHERE $11 IS NULL OR (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = {owner}) + {stored} <= $11"
+             WHERE $11 IS NULL OR (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms WHERE owner = {owner}) + {stored} <= $11"
         ))
         .bind(&s.id)
         .bind(s.vm_id.to_string())

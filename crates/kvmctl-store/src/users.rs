@@ -214,7 +214,7 @@ impl DataStore {
         let snapshots = crate::snapshots::snapshot_gib_of("$1");
         let r = sqlx::query(&format!(
             "SELECT COUNT(*) AS n, COALESCE(SUM(vcpus), 0) AS c, COALESCE(SUM(memory_mib), 0) AS m, \
-             COALESCE(SUM(disk_gib), 0) + {snapshots} AS d, \
+             COALESCE(SUM(disk_gib + data_gib), 0) + {snapshots} AS d, \
              (SELECT COUNT(*) FROM forwards f JOIN vms w ON w.id = f.vm_id WHERE w.owner = $1) AS f \
              FROM vms WHERE owner = $1"
         ))

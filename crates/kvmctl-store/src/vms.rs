@@ -107,11 +107,11 @@ impl DataStore {
                (SELECT COUNT(*) FROM vms WHERE owner = $3) + 1 <= $24 \
                AND (SELECT COALESCE(SUM(vcpus), 0) FROM vms WHERE owner = $3) + $7 <= $25 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms WHERE owner = $3) + $8 <= $26 \
-               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE owner = $3) + {snapshots} + $9 <= $27)) \
+               AND (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms WHERE owner = $3) + {snapshots} + $9 <= $27)) \
              AND ($28 IS NULL OR ( \
                (SELECT COALESCE(SUM(vcpus), 0) FROM vms WHERE node = $4) + $7 <= $28 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms WHERE node = $4) + $8 <= $29 \
-               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms WHERE node = $4) + $9 <= $30))"
+               AND (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms WHERE node = $4) + $9 <= $30))"
         ))
         .bind(vm.id.to_string())
         .bind(vm.name.as_str())
@@ -206,12 +206,12 @@ impl DataStore {
              AND ($7 IS NULL OR ( \
                (SELECT COALESCE(SUM(vcpus), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $2 <= $7 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $3 <= $8 \
-               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) \
-                   + {snapshots} + $4 <= $9)) \
+               AND (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) \
+                   + {snapshots} + $4 + vms.data_gib <= $9)) \
              AND ($10 IS NULL OR ( \
                (SELECT COALESCE(SUM(vcpus), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $2 <= $10 \
                AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $3 <= $11 \
-               AND (SELECT COALESCE(SUM(disk_gib), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $4 <= $12))"
+               AND (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $4 + vms.data_gib <= $12))"
         ))
         .bind(id.to_string())
         .bind(size.0 as i64)
@@ -326,17 +326,22 @@ impl DataStore {
 
     /// Records the VM's root disk as kept (before the delete that keeps it); idempotent.
     pub async fn kept_disk_insert(&self, vm: &VmRecord) -> Result<(), StoreError> {
+        self.kept_volume_insert(vm, &vm.root_volume, vm.disk_gib).await
+    }
+
+    /// Records one of the VM's volumes (its root disk or a data disk) as kept.
+    pub async fn kept_volume_insert(&self, vm: &VmRecord, volume: &str, disk_gib: u64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO kept_disks (node, pool, volume, owner, vm_name, image, disk_gib, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (node, pool, volume) DO NOTHING",
         )
         .bind(&vm.node)
         .bind(&vm.pool)
-        .bind(&vm.root_volume)
+        .bind(volume)
         .bind(&vm.owner)
         .bind(vm.name.as_str())
         .bind(vm.image.as_str())
-        .bind(vm.disk_gib as i64)
+        .bind(disk_gib as i64)
         .bind(unix_now())
         .execute(&self.pool)
         .await?;

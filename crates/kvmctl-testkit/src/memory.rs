@@ -522,6 +522,32 @@ impl Node for MemoryNode {
         Ok(())
     }
 
+    fn domain_device_attach(&self, name: &str, device_xml: &str) -> Result<(), NodeError> {
+        let mut st = self.enter("domain_device_attach", name)?;
+        let d = domain(&mut st, name)?;
+        let at = d.xml.rfind("</devices>").ok_or_else(|| refused("attach a device to", name, "no devices"))?;
+        d.xml.insert_str(at, device_xml);
+        Ok(())
+    }
+
+    fn domain_device_detach(&self, name: &str, device_xml: &str) -> Result<(), NodeError> {
+        let mut st = self.enter("domain_device_detach", name)?;
+        let d = domain(&mut st, name)?;
+        // The `<disk>` whose target is the detached one's.
+        let target = device_xml.split("dev='").nth(1).and_then(|t| t.split('\'').next()).unwrap_or_default();
+        let needle = format!("dev='{target}'");
+        let mut from = 0;
+        while let Some(start) = d.xml[from..].find("<disk").map(|i| i + from) {
+            let end = d.xml[start..].find("</disk>").map(|i| start + i + "</disk>".len()).unwrap_or(d.xml.len());
+            if d.xml[start..end].contains(&needle) {
+                d.xml.replace_range(start..end, "");
+                return Ok(());
+            }
+            from = end;
+        }
+        Err(not_found("disk", target))
+    }
+
     fn domain_block_resize(&self, name: &str, target: &str, capacity_bytes: u64) -> Result<(), NodeError> {
         let mut st = self.enter("domain_block_resize", name)?;
         let d = domain(&mut st, name)?;

@@ -148,6 +148,23 @@ fn firewall_retry(what: &str, mut call: impl FnMut() -> Result<(), virt::error::
     }
 }
 
+impl LibvirtNode {
+    /// Attaches or detaches a device in the persistent definition, and live when it runs.
+    fn device_change(&self, name: &str, device_xml: &str, attach: bool) -> Result<(), NodeError> {
+        let op = if attach { "attach a device to" } else { "detach a device from" };
+        self.with_conn(|c| {
+            let d = Self::domain(c, name, op)?;
+            let err = |e| NodeError::from_virt(op, "domain", name, e);
+            let mut flags = virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+            if d.is_active().map_err(err)? {
+                flags |= virt::sys::VIR_DOMAIN_AFFECT_LIVE;
+            }
+            let done = if attach { d.attach_device_flags(device_xml, flags) } else { d.detach_device_flags(device_xml, flags) };
+            done.map(drop).map_err(err)
+        })
+    }
+}
+
 impl Node for LibvirtNode {
     fn uri(&self) -> &str {
         &self.uri
@@ -650,6 +667,14 @@ impl Node for LibvirtNode {
                 .map(drop)
                 .map_err(|e| NodeError::from_virt("resize a disk of", "domain", name, e))
         })
+    }
+
+    fn domain_device_attach(&self, name: &str, device_xml: &str) -> Result<(), NodeError> {
+        self.device_change(name, device_xml, true)
+    }
+
+    fn domain_device_detach(&self, name: &str, device_xml: &str) -> Result<(), NodeError> {
+        self.device_change(name, device_xml, false)
     }
 
     fn domain_metadata_set(&self, name: &str, element_xml: &str) -> Result<(), NodeError> {

@@ -178,6 +178,13 @@ pub trait Node: Send + Sync {
     fn domain_reboot(&self, name: &str) -> Result<(), NodeError>;
     /// Grows the disk `target` (`vda`) of a running domain; the guest sees the new size at once.
     fn domain_block_resize(&self, name: &str, target: &str, capacity_bytes: u64) -> Result<(), NodeError>;
+    /// Adds a device (`<disk>`, `<controller>`) to the domain's persistent definition and,
+    /// when it runs, to the running guest (hotplug).
+    fn domain_device_attach(&self, name: &str, device_xml: &str) -> Result<(), NodeError>;
+    /// Removes a device from the persistent definition and, when the domain runs, asks the
+    /// guest to let it go (the removal finishes when the guest agrees; see
+    /// `domain_xml`'s live devices).
+    fn domain_device_detach(&self, name: &str, device_xml: &str) -> Result<(), NodeError>;
     /// Replaces kvmctl's metadata element (namespace [`xml::METADATA_NS`]) in the domain's
     /// persistent definition and, when it runs, in the live one too.
     fn domain_metadata_set(&self, name: &str, element_xml: &str) -> Result<(), NodeError>;

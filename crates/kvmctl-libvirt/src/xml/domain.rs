@@ -72,13 +72,92 @@ impl DiskFormat {
     }
 }
 
+/// Spare PCIe root ports in every definition: hot-plugged devices need an empty one each
+/// (8 data disks and the SCSI controller).
+pub const HOTPLUG_PORTS: usize = 9;
+
+/// The bus a disk sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBus {
+    /// virtio-blk (`vdX`), one PCI device per disk.
+    Virtio,
+    /// virtio-scsi (`sdX`), behind one controller; what guests without virtio-blk drivers
+    /// (and `discard` on some) prefer.
+    Scsi,
+    /// SATA (`sdX`): installer and driver CD-ROMs, which firmware boots from.
+    Sata,
+}
+
+impl DiskBus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "virtio",
+            DiskBus::Scsi => "scsi",
+            DiskBus::Sata => "sata",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DiskBus> {
+        [DiskBus::Virtio, DiskBus::Scsi, DiskBus::Sata].into_iter().find(|b| b.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disk {
     pub source: PathBuf,
     pub format: DiskFormat,
-    /// Guest device name, `vda`, `vdb`, ...
+    /// Guest device name, `vda`, `vdb`, `sda`...
     pub target: String,
     pub readonly: bool,
+    pub bus: DiskBus,
+    /// A CD-ROM (always read-only) rather than a disk.
+    pub cdrom: bool,
+    /// The serial the guest sees (`/dev/disk/by-id/virtio-SERIAL`).
+    pub serial: Option<String>,
+    /// Its place in the boot order (1 first). When any disk has one, the firmware tries only
+    /// the devices that do, in that order (libvirt refuses `<boot dev>` beside them).
+    pub boot_order: Option<u8>,
+}
+
+impl Disk {
+    /// A virtio disk, as the root disk and the seed are.
+    pub fn virtio(source: PathBuf, format: DiskFormat, target: &str, readonly: bool) -> Disk {
+        Disk { source, format, target: target.into(), readonly, bus: DiskBus::Virtio, cdrom: false, serial: None, boot_order: None }
+    }
+}
+
+/// One `<disk>` element, as in the domain definition (to attach or detach it).
+pub fn disk_xml(disk: &Disk) -> Result<String, XmlError> {
+    let mut d = Doc::new();
+    disk_write(&mut d, disk)?;
+    Ok(d.finish())
+}
+
+/// The virtio-scsi controller SCSI disks sit behind (one per domain).
+pub fn scsi_controller_xml() -> String {
+    "<controller type='scsi' index='0' model='virtio-scsi'/>".to_owned()
+}
+
+fn disk_write(d: &mut Doc, disk: &Disk) -> Result<(), XmlError> {
+    d.open("disk", &[("type", "file"), ("device", if disk.cdrom { "cdrom" } else { "disk" })])?;
+    if disk.cdrom {
+        d.empty("driver", &[("name", "qemu"), ("type", disk.format.as_str())])?;
+    } else {
+        d.empty("driver", &[("name", "qemu"), ("type", disk.format.as_str()), ("discard", "unmap")])?;
+    }
+    d.empty("source", &[("file", &path_str("disk source", &disk.source)?)])?;
+    d.empty("target", &[("dev", &checked("disk target", &disk.target)?), ("bus", disk.bus.as_str())])?;
+    if disk.readonly || disk.cdrom {
+        d.empty("readonly", &[])?;
+    }
+    if let Some(serial) = &disk.serial {
+        d.text("serial", &[], &checked("disk serial", serial)?)?;
+    }
+    if let Some(order) = disk.boot_order {
+        d.empty("boot", &[("order", &order.to_string())])?;
+    }
+    d.close("disk")?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +301,7 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
         d.empty("loader", &[("secure", "yes")])?;
     }
     match &spec.boot {
+        Boot::Disk if spec.disks.iter().any(|disk| disk.boot_order.is_some()) => {}
         Boot::Disk => d.empty("boot", &[("dev", "hd")])?,
         Boot::Kernel { kernel, initrd, cmdline } => {
             d.text("kernel", &[], &path_str("kernel", kernel)?)?;
@@ -252,14 +332,23 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
 
     d.open("devices", &[])?;
     for disk in &spec.disks {
-        d.open("disk", &[("type", "file"), ("device", "disk")])?;
-        d.empty("driver", &[("name", "qemu"), ("type", disk.format.as_str()), ("discard", "unmap")])?;
-        d.empty("source", &[("file", &path_str("disk source", &disk.source)?)])?;
-        d.empty("target", &[("dev", &checked("disk target", &disk.target)?), ("bus", "virtio")])?;
-        if disk.readonly {
-            d.empty("readonly", &[])?;
-        }
-        d.close("disk")?;
+        disk_write(&mut d, disk)?;
+    }
+    let scsi = spec.disks.iter().any(|disk| disk.bus == DiskBus::Scsi);
+    if scsi {
+        d.empty("controller", &[("type", "scsi"), ("index", "0"), ("model", "virtio-scsi")])?;
+    }
+    // On q35 each PCIe device sits behind a root port, and only an empty port takes a
+    // hot-plugged device: libvirt makes one port per device it places (and one spare), so the
+    // definition asks for as many more as a VM may hot-plug.
+    let placed = spec.disks.iter().filter(|disk| disk.bus == DiskBus::Virtio).count()
+        + usize::from(scsi)
+        + spec.nics.len()
+        + usize::from(spec.guest_agent)
+        + 3; // rng, memballoon, USB
+    d.empty("controller", &[("type", "pci"), ("index", "0"), ("model", "pcie-root")])?;
+    for i in 1..=placed + HOTPLUG_PORTS {
+        d.empty("controller", &[("type", "pci"), ("index", &i.to_string()), ("model", "pcie-root-port")])?;
     }
     for nic in &spec.nics {
         nic_write(&mut d, nic)?;
@@ -393,9 +482,11 @@ pub fn guest_agent_connected(domain_xml: &str) -> bool {
 pub struct DomainDevices {
     pub macs: Vec<String>,
     pub disk_files: Vec<String>,
+    /// The disks' guest devices (`vda`, `sdd`).
+    pub disk_targets: Vec<String>,
 }
 
-/// Reads the interfaces' MACs and the disks' source files of a domain definition.
+/// Reads the interfaces' MACs and the disks' source files and targets of a domain definition.
 pub fn domain_devices(domain_xml: &str) -> DomainDevices {
     use quick_xml::events::Event as E;
     let mut reader = quick_xml::Reader::from_str(domain_xml);
@@ -414,6 +505,7 @@ pub fn domain_devices(domain_xml: &str) -> DomainDevices {
                 match e.name().as_ref() {
                     b"mac" if in_iface => out.macs.extend(attr(b"address").map(|m| m.to_ascii_lowercase())),
                     b"source" if in_disk => out.disk_files.extend(attr(b"file")),
+                    b"target" if in_disk => out.disk_targets.extend(attr(b"dev")),
                     _ => {}
                 }
             }

@@ -108,10 +108,13 @@ fn domain_type_and_dhcp_host_names_are_read() {
     let entry = dhcp_host_entry_xml(&hosts[0]).unwrap();
     assert_eq!(network_dhcp_hosts(&format!("<dhcp>{entry}</dhcp>")), hosts);
     let d = domain_devices(
-        "<domain><devices><disk type='file'><source file='/p/a b.qcow2'/></disk><interface type='network'>\
+        "<domain><devices><disk type='file'><source file='/p/a b.qcow2'/><target dev='vdc' bus='virtio'/></disk><interface type='network'>\
          <mac address='52:54:00:AB:CD:EF'/><source network='default'/></interface><hostdev><source><address/></source></hostdev></devices></domain>",
     );
-    assert_eq!(d, DomainDevices { macs: vec!["52:54:00:ab:cd:ef".into()], disk_files: vec!["/p/a b.qcow2".into()] });
+    assert_eq!(
+        d,
+        DomainDevices { macs: vec!["52:54:00:ab:cd:ef".into()], disk_files: vec!["/p/a b.qcow2".into()], disk_targets: vec!["vdc".into()] }
+    );
 }
 
 #[test]

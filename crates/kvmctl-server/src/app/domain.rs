@@ -34,8 +34,8 @@ pub(crate) fn domain_spec(
         memory_mib: rec.memory_mib,
         boot,
         disks: vec![
-            Disk { source: pool_dir.join(&rec.root_volume), format: DiskFormat::Qcow2, target: "vda".into(), readonly: false },
-            Disk { source: pool_dir.join(&rec.seed_volume), format: DiskFormat::Raw, target: "vdb".into(), readonly: true },
+            Disk::virtio(pool_dir.join(&rec.root_volume), DiskFormat::Qcow2, "vda", false),
+            Disk::virtio(pool_dir.join(&rec.seed_volume), DiskFormat::Raw, "vdb", true),
         ],
         nics: vec![Nic {
             source: match Attachment::parse(&rec.network) {
@@ -175,5 +175,8 @@ pub(crate) async fn domain_xml_of(
     dtype: DomainType,
 ) -> Result<String, Error> {
     let extras = (vmnet::metadata_of(ctx, rec).await?, vmnet::vnc_port(ctx, rec).await?);
-    Ok(xml::domain_xml(&domain_spec(ctx, rec, image, paths, dtype, extras))?)
+    let pool_dir = paths.0.clone();
+    let mut spec = domain_spec(ctx, rec, image, paths, dtype, extras);
+    spec.disks.extend(super::vms::data_disks_of(ctx, rec, &pool_dir).await?);
+    Ok(xml::domain_xml(&spec)?)
 }

@@ -5,7 +5,10 @@ use crate::app::{self, Context};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::Json;
-use kvmctl_types::api::{ErrorBody, Vm, VmCloneRequest, VmCreateRequest, VmExecRequest, VmExecResponse, VmResizeRequest, VmStopRequest};
+use kvmctl_types::api::{
+    ErrorBody, Vm, VmCloneRequest, VmCreateRequest, VmDisk, VmDiskAddRequest, VmDiskResizeRequest, VmExecRequest, VmExecResponse,
+    VmResizeRequest, VmStopRequest,
+};
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms", operation_id = "vm_list", responses((status = 200, description = "VMs", body = [Vm])))]
 pub(crate) async fn vm_list(Call { ctx, caller }: Call) -> Result<Json<Vec<Vm>>, ApiError> {
@@ -211,4 +214,51 @@ async fn timed<T>(
     };
     ctx.metrics.operation(op, outcome, started.elapsed().as_secs_f64());
     r
+}
+
+#[utoipa::path(get, path = "/v1/vms/{name}/disks", tag = "vms", operation_id = "disk_list",
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, description = "The VM's data disks", body = [VmDisk]), (status = 404, description = "No such VM", body = ErrorBody)))]
+pub(crate) async fn disk_list(Call { ctx, caller }: Call, Path(name): Path<String>) -> Result<Json<Vec<VmDisk>>, ApiError> {
+    Ok(Json(app::vms::disk_list(&ctx, &caller, &name).await?))
+}
+
+/// Adds an empty data disk, hot-plugged when the VM runs; its size counts against the
+/// owner's disk quota and the node's disk capacity.
+#[utoipa::path(post, path = "/v1/vms/{name}/disks", tag = "vms", operation_id = "disk_add", request_body = VmDiskAddRequest,
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 201, description = "Added", body = VmDisk),
+        (status = 400, description = "Bad input; `field` names it", body = ErrorBody),
+        (status = 404, description = "No such VM", body = ErrorBody),
+        (status = 409, description = "The name is taken, the VM has the most disks or has snapshots, or is busy", body = ErrorBody),
+        (status = 403, description = "Over the disk quota", body = ErrorBody),
+        (status = 503, description = "The node has no room", body = ErrorBody)))]
+pub(crate) async fn disk_add(
+    Call { ctx, caller }: Call,
+    Path(name): Path<String>,
+    Body(req): Body<VmDiskAddRequest>,
+) -> Result<Created<VmDisk>, ApiError> {
+    created(app::vms::disk_add(&ctx, &caller, &name, req).await)
+}
+
+/// Grows a data disk (online when the VM runs).
+#[utoipa::path(patch, path = "/v1/vms/{name}/disks/{disk}", tag = "vms", operation_id = "disk_resize", request_body = VmDiskResizeRequest,
+    params(("name" = String, Path, description = "VM name"), ("disk" = String, Path, description = "Disk name")),
+    responses((status = 200, description = "Grown", body = VmDisk), (status = 400, description = "A shrink, or out of range", body = ErrorBody),
+        (status = 404, description = "No such VM or disk", body = ErrorBody)))]
+pub(crate) async fn disk_resize(
+    Call { ctx, caller }: Call,
+    Path((name, disk)): Path<(String, String)>,
+    Body(req): Body<VmDiskResizeRequest>,
+) -> Result<Json<VmDisk>, ApiError> {
+    Ok(Json(app::vms::disk_resize(&ctx, &caller, &name, &disk, req).await?))
+}
+
+/// Detaches a data disk (a running guest is asked to let it go) and deletes its volume.
+#[utoipa::path(delete, path = "/v1/vms/{name}/disks/{disk}", tag = "vms", operation_id = "disk_remove",
+    params(("name" = String, Path, description = "VM name"), ("disk" = String, Path, description = "Disk name")),
+    responses((status = 204, description = "Removed"), (status = 404, description = "No such VM or disk", body = ErrorBody),
+        (status = 409, description = "The guest kept the disk (stop the VM and retry), or the VM is busy", body = ErrorBody)))]
+pub(crate) async fn disk_remove(Call { ctx, caller }: Call, Path((name, disk)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    no_content(app::vms::disk_remove(&ctx, &caller, &name, &disk).await)
 }

@@ -274,6 +274,9 @@ pub struct Vm {
     /// Has an emulated TPM 2.0.
     #[serde(default)]
     pub tpm: bool,
+    /// Data disks, besides the root disk (`disk_gib`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<VmDisk>,
     pub owner: String,
     /// Why the VM is `failed`, or what the last operation reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -286,6 +289,41 @@ pub struct Vm {
     /// How the node was chosen, node by node (create's answer, for admins).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement: Vec<PlacementVerdict>,
+}
+
+/// A VM's data disk (`kvmctl vm disk add`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmDisk {
+    /// Its name within the VM; the guest sees it as its serial
+    /// (`/dev/disk/by-id/virtio-NAME`, `/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_NAME`).
+    pub name: String,
+    pub size_gib: u64,
+    /// `virtio` or `scsi`.
+    pub bus: String,
+    /// The guest device it is attached as (`vdc`, `sdd`); the guest may name it otherwise.
+    pub target: String,
+    /// `attached`, or `attaching`/`detaching` while an operation is under way.
+    pub state: String,
+}
+
+/// `POST /v1/vms/{name}/disks`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmDiskAddRequest {
+    /// 1-16 lower-case letters and digits, starting with a letter; default `disk1`, `disk2`...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub size_gib: u64,
+    /// `virtio` (default) or `scsi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
+}
+
+/// `PATCH /v1/vms/{name}/disks/{disk}`: grow a data disk.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmDiskResizeRequest {
+    pub size_gib: u64,
 }
 
 /// `POST /v1/vms/{name}/stop`.

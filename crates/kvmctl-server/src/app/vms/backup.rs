@@ -159,6 +159,7 @@ pub async fn vm_export(
         let ctx = ctx.as_ref();
         let staged = async {
             let (rec, busy) = snapshots::vm_ready(ctx, &caller, &name, "exporting").await?;
+            super::root_only_check(ctx, &rec, "an export").await?;
             let staging = Staging::new(snapshots::vm_dir(ctx, &rec).join(format!("export-{}", uuid::Uuid::new_v4())))?;
             ctx.publish("vm.export", &rec.name, &rec.owner, Some("started"), None, None);
             let files = export_stage(ctx, &rec, &staging.0).await?;

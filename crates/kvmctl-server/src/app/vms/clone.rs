@@ -211,6 +211,7 @@ pub async fn vm_clone(ctx: &Context, caller: &Caller, source: &str, req: VmClone
     }
     // The source is held busy until its disk is read.
     let (src, src_busy) = crate::app::snapshots::vm_ready(ctx, caller, source, "cloning").await?;
+    super::root_only_check(ctx, &src, "a clone").await?;
     if src.name == name {
         return Err(Error::invalid("name", "a clone needs a name of its own"));
     }

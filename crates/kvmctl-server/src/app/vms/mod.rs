@@ -19,6 +19,7 @@ mod backup;
 mod clone;
 mod consoles;
 mod create;
+mod disks;
 mod power;
 mod resize;
 mod teardown;
@@ -36,6 +37,8 @@ pub use clone::{recover as clones_recover, vm_clone};
 pub(crate) use consoles::Tickets;
 pub use consoles::{console_serial_open, console_ticket, console_vnc_open, TICKET_SECONDS};
 pub use create::*;
+pub(crate) use disks::{data_disks_of, root_only_check};
+pub use disks::{disk_add, disk_list, disk_remove, disk_resize, recover as disks_recover, MAX_DATA_DISKS};
 pub use power::*;
 pub use resize::*;
 pub use teardown::*;
@@ -78,7 +81,8 @@ pub async fn vm_get(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm, Er
     let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
     let readiness = readiness::stages(ctx, &rec.id).await?;
     let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(vmnet::forward_view).collect();
-    let vm = Vm { readiness, forwards, ..vm_view(rec) };
+    let disks = ctx.store.disk_list(&rec.id).await?.into_iter().map(disks::disk_view).collect();
+    let vm = Vm { readiness, forwards, disks, ..vm_view(rec) };
     Ok(with_addresses(ctx, vec![vm]).await.remove(0))
 }
 
@@ -108,7 +112,8 @@ async fn with_addresses(ctx: &Context, mut vms: Vec<Vm>) -> Vec<Vm> {
 /// The view of a VM after an operation: the record and its forwards.
 async fn vm_out(ctx: &Context, rec: VmRecord) -> Result<Vm, Error> {
     let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(vmnet::forward_view).collect();
-    Ok(Vm { forwards, ..vm_view(rec) })
+    let disks = ctx.store.disk_list(&rec.id).await?.into_iter().map(disks::disk_view).collect();
+    Ok(Vm { forwards, disks, ..vm_view(rec) })
 }
 
 pub(crate) fn vm_view(r: VmRecord) -> Vm {
@@ -131,6 +136,7 @@ pub(crate) fn vm_view(r: VmRecord) -> Vm {
         readiness: Vec::new(),
         firmware: r.firmware,
         tpm: r.tpm,
+        disks: Vec::new(),
         owner: r.owner,
         error: r.error,
         created_at: r.created_at,

@@ -22,8 +22,11 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
     let node = ctx.node_conn(&rec.node).await?;
     let name = rec.name.to_string();
     let mut volumes = vec![rec.seed_volume.clone()];
+    // Data disks go with the root disk, or stay with it.
+    let data = ctx.store.disk_list(&rec.id).await?;
     if !keep_disk {
         volumes.push(rec.root_volume.clone());
+        volumes.extend(data.iter().map(|d| d.volume.clone()));
     }
     volumes.retain(|v| made.is_none_or(|m| m.contains(v)));
     let gone = |r: Result<(), NodeError>| match r {
@@ -60,6 +63,9 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
         gone(node.volume_delete(&rec.pool, v).await)?;
     }
     ctx.failpoints.hit("delete.volumes").await?;
+    if made.is_none() {
+        ctx.store.disk_delete_vm(&rec.id).await?;
+    }
     // A linked clone lets go of its base (the last one removes it).
     if rec.node == crate::app::context::LOCAL {
         super::base_release(ctx, rec).await?;
@@ -135,6 +141,9 @@ pub(super) async fn vm_delete_checked(
     }
     if keep_disk {
         ctx.store.kept_disk_insert(&rec).await?;
+        for d in ctx.store.disk_list(&rec.id).await? {
+            ctx.store.kept_volume_insert(&rec, &d.volume, d.size_gib).await?;
+        }
     }
     vm_teardown(ctx, &rec, keep_disk, None).await?;
     ctx.store.vm_delete(&name).await?;
