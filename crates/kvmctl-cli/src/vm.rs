@@ -52,6 +52,11 @@ pub enum VmCommand {
         /// Give the VM an emulated TPM 2.0 (swtpm); its state is kept per VM and removed with it.
         #[arg(long)]
         tpm: bool,
+        /// Share a host directory over virtio-fs (admins; under the daemon's share_roots):
+        /// HOST_DIR:TAG[:ro][:GUEST_DIR]; cloud-init mounts it at GUEST_DIR [default:
+        /// /mnt/TAG]. Repeat for more.
+        #[arg(long = "share", value_name = "HOST_DIR:TAG[:ro][:GUEST_DIR]", value_parser = parse_share)]
+        shares: Vec<kvmctl_types::api::VmShare>,
         /// Define the VM but leave it stopped.
         #[arg(long, conflicts_with = "wait")]
         no_start: bool,
@@ -240,6 +245,10 @@ pub enum VmCommand {
     /// Data disks of the VM: add, list, resize, rm (hot-plugged while it runs).
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// Host directories shared with the VM over virtio-fs: add, list, rm (admins; the VM
+    /// stopped).
+    #[command(subcommand)]
+    Share(ShareCommand),
     /// Delete a VM: stop it, remove its domain, seed, root disk and logs.
     Delete {
         name: String,
@@ -306,6 +315,84 @@ impl Table for Vec<Vm> {
         }));
         rows
     }
+}
+
+/// `HOST_DIR:TAG[:ro][:GUEST_DIR]`.
+fn parse_share(s: &str) -> Result<kvmctl_types::api::VmShare, String> {
+    let mut parts = s.split(':');
+    let (Some(source), Some(tag)) = (parts.next(), parts.next()) else {
+        return Err("expected HOST_DIR:TAG[:ro][:GUEST_DIR]".into());
+    };
+    let mut share = kvmctl_types::api::VmShare { source: source.into(), tag: tag.into(), ..Default::default() };
+    for p in parts {
+        match p {
+            "ro" if !share.readonly && share.mount.is_none() => share.readonly = true,
+            "rw" if share.mount.is_none() => {}
+            m if m.starts_with('/') && share.mount.is_none() => share.mount = Some(m.into()),
+            other => return Err(format!("{other:?}: expected HOST_DIR:TAG[:ro][:GUEST_DIR]")),
+        }
+    }
+    if tag.is_empty() || source.is_empty() {
+        return Err("expected HOST_DIR:TAG[:ro][:GUEST_DIR]".into());
+    }
+    Ok(share)
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ShareCommand {
+    /// Share HOST_DIR with stopped VM NAME as TAG (admins; under the daemon's share_roots).
+    /// Mount it in the guest with `mount -t virtiofs TAG DIR` (cloud-init mounts only the
+    /// shares given at create).
+    Add {
+        name: String,
+        /// HOST_DIR:TAG[:ro]
+        #[arg(value_parser = parse_share)]
+        share: kvmctl_types::api::VmShare,
+    },
+    /// List VM NAME's shared folders.
+    List { name: String },
+    /// Stop sharing TAG with stopped VM NAME.
+    Rm { name: String, tag: String },
+}
+
+impl Table for Vec<kvmctl_types::api::VmShare> {
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![["tag", "host directory", "access", "guest mount"].map(String::from).to_vec()];
+        rows.extend(self.iter().map(|s| {
+            vec![
+                s.tag.clone(),
+                s.source.clone(),
+                if s.readonly { "ro" } else { "rw" }.into(),
+                s.mount.clone().unwrap_or_else(|| "-".into()),
+            ]
+        }));
+        rows
+    }
+}
+
+impl Table for kvmctl_types::api::VmShare {
+    fn header(&self) -> bool {
+        false
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        vec![
+            vec!["tag:".into(), self.tag.clone()],
+            vec!["host directory:".into(), self.source.clone()],
+            vec!["access:".into(), if self.readonly { "read-only" } else { "read-write" }.into()],
+        ]
+    }
+}
+
+async fn share_run(client: &Client, cmd: ShareCommand, format: OutputFormat) -> anyhow::Result<()> {
+    match cmd {
+        ShareCommand::Add { name, share } => output::print(&client.share_add(&name, &share).await?, format)?,
+        ShareCommand::List { name } => output::print(&client.share_list(&name).await?, format)?,
+        ShareCommand::Rm { name, tag } => {
+            client.share_remove(&name, &tag).await?;
+            eprintln!("share {tag} of VM {name} removed");
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -451,6 +538,11 @@ impl Table for Vm {
             vec!["owner:".into(), v.owner.clone()],
             vec!["age:".into(), age(v.created_at)],
         ];
+        if !v.shares.is_empty() {
+            let shares =
+                v.shares.iter().map(|s| format!("{} {}{}", s.tag, s.source, if s.readonly { " (ro)" } else { "" })).collect::<Vec<_>>();
+            rows.insert(4, vec!["shares:".into(), shares.join(", ")]);
+        }
         if !v.disks.is_empty() {
             let disks = v.disks.iter().map(|d| format!("{} {}G {} ({})", d.name, d.size_gib, d.bus, d.target)).collect::<Vec<_>>();
             rows.insert(4, vec!["disks:".into(), disks.join(", ")]);
@@ -538,6 +630,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             network,
             firmware,
             tpm,
+            shares,
             no_start,
             no_ssh_forward,
             node_labels,
@@ -568,6 +661,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 network,
                 firmware,
                 tpm,
+                shares,
                 no_start,
                 no_ssh_forward,
                 node_labels: node_labels.into_iter().collect(),
@@ -754,6 +848,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
         VmCommand::Forward(cmd) => return crate::network::run_forward(client, cmd, format).await,
         VmCommand::Snapshot(cmd) => return crate::snapshot::run(client, cmd, format).await,
         VmCommand::Disk(cmd) => disk_run(client, cmd, format).await?,
+        VmCommand::Share(cmd) => share_run(client, cmd, format).await?,
         VmCommand::Delete { name, keep_disk } => {
             with_progress(&format!("deleting VM {name}"), &format!("VM {name} deleted"), client.vm_delete(&name, keep_disk)).await?;
         }

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use kvmctl_types::api::{
     ApiEvent, ErrorBody, Forward, ForwardCreateRequest, Image, ImageImportRequest, Network, NetworkCreateRequest, Plan, PortPoolStatus,
     StatusResponse, Vm, VmCloneRequest, VmCreateRequest, VmDisk, VmDiskAddRequest, VmDiskResizeRequest, VmExecRequest, VmExecResponse,
-    VmResizeRequest, VmStopRequest,
+    VmResizeRequest, VmShare, VmStopRequest,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -343,6 +343,18 @@ impl Client {
 
     pub async fn vm_resize(&self, name: &str, req: &VmResizeRequest) -> Result<Vm, ClientError> {
         self.send_json(Method::POST, &format!("/v1/vms/{}/resize", seg(name)), req).await
+    }
+
+    pub async fn share_list(&self, vm: &str) -> Result<Vec<VmShare>, ClientError> {
+        self.get(&format!("/v1/vms/{}/shares", seg(vm))).await
+    }
+
+    pub async fn share_add(&self, vm: &str, req: &VmShare) -> Result<VmShare, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/vms/{}/shares", seg(vm)), req).await
+    }
+
+    pub async fn share_remove(&self, vm: &str, tag: &str) -> Result<(), ClientError> {
+        self.empty(Method::DELETE, &format!("/v1/vms/{}/shares/{}", seg(vm), seg(tag))).await
     }
 
     pub async fn disk_list(&self, vm: &str) -> Result<Vec<VmDisk>, ClientError> {

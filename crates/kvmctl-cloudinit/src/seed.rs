@@ -49,6 +49,8 @@ pub struct SeedSpec {
     pub packages: Vec<String>,
     pub write_files: Vec<WriteFile>,
     pub runcmd: Vec<String>,
+    /// Commands run at every boot, early (cloud-init's `bootcmd`): mounting shared folders.
+    pub bootcmd: Vec<String>,
     pub network: NetworkConfig,
     /// The user's own user-data (`#cloud-config` or a `#!` script), merged with ours.
     pub user_data: Option<String>,
@@ -84,6 +86,7 @@ impl SeedSpec {
             packages: vec![],
             write_files: vec![],
             runcmd: vec![],
+            bootcmd: vec![],
             network: NetworkConfig::Dhcp,
             user_data: None,
             host_key: None,
@@ -234,6 +237,8 @@ struct CloudConfig<'a> {
     write_files: Vec<CloudConfigFile<'a>>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     runcmd: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    bootcmd: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     ssh_deletekeys: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -308,6 +313,7 @@ pub fn render(spec: &SeedSpec) -> Result<Seed, SeedError> {
             .map(|f| CloudConfigFile { path: &f.path, content: &f.content, permissions: &f.permissions })
             .collect(),
         runcmd: &runcmd,
+        bootcmd: &spec.bootcmd,
         ssh_deletekeys: spec.host_key.as_ref().map(|_| true),
         ssh_keys: spec.host_key.as_ref().map(|k| CloudConfigSshKeys { ed25519_private: &k.private_openssh, ed25519_public: &k.public }),
     };

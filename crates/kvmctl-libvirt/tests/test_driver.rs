@@ -20,6 +20,7 @@ fn spec(name: &str) -> DomainSpec {
         vnc_port: None,
         guest_agent: false,
         tpm: false,
+        shares: vec![],
         metadata: Metadata { vm_id: VmId::new(), owner: "root".into(), plan: None, net: None },
     }
 }

@@ -42,6 +42,7 @@ fn tiny() -> DomainSpec {
         vnc_port: None,
         guest_agent: false,
         tpm: false,
+        shares: vec![],
         metadata: Metadata { vm_id: vm_id(), owner: "root".into(), plan: None, net: None },
     }
 }
@@ -75,6 +76,7 @@ fn disk_boot_kvm_domain_with_vnc_and_agent() {
         vnc_port: None,
         guest_agent: true,
         tpm: false,
+        shares: vec![],
         metadata: Metadata { vm_id: vm_id(), owner: "alice".into(), plan: Some("small".into()), net: None },
     };
     golden("domain-disk-kvm.xml", &domain_xml(&spec).unwrap());
@@ -157,6 +159,30 @@ fn tpm_domain() {
     let xml = domain_xml(&spec).unwrap();
     assert!(xml.contains("<tpm model=\"tpm-crb\">") && xml.contains("<backend type=\"emulator\" version=\"2.0\"/>"), "{xml}");
     golden("domain-uefi-secure-tpm.xml", &xml);
+}
+
+/// Data disks on virtio and SCSI (the controller comes with the first SCSI disk), and shared
+/// folders (shared memory; a read-only one through the wrapper).
+#[test]
+fn data_disks_and_shares_domain() {
+    let mut spec = tiny();
+    spec.boot = Boot::Disk;
+    spec.disks.push(Disk {
+        serial: Some("data1".into()),
+        ..Disk::virtio("/var/lib/kvmctl/pool/tiny-1-data-data1.qcow2".into(), DiskFormat::Qcow2, "vdc", false)
+    });
+    spec.disks.push(Disk {
+        bus: DiskBus::Scsi,
+        serial: Some("logs".into()),
+        ..Disk::virtio("/var/lib/kvmctl/pool/tiny-1-data-logs.qcow2".into(), DiskFormat::Qcow2, "sdd", false)
+    });
+    spec.shares = vec![
+        Share { source: "/srv/shares/src".into(), tag: "src".into(), binary: None },
+        Share { source: "/srv/shares/ref".into(), tag: "ref".into(), binary: Some("/var/lib/kvmctl/virtiofsd-ro".into()) },
+    ];
+    let xml = domain_xml(&spec).unwrap();
+    assert!(xml.contains("<access mode=\"shared\"/>") && xml.contains("model=\"virtio-scsi\""), "{xml}");
+    golden("domain-disks-shares.xml", &xml);
 }
 
 #[test]

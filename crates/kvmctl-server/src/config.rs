@@ -112,6 +112,13 @@ pub struct Config {
     /// one user over all their VMs; more get a 409 until one ends.
     pub sessions_per_vm: u32,
     pub sessions_per_user: u32,
+    /// Host directories under which admins may share folders with VMs over virtio-fs
+    /// (`vm create --share`); empty (the default): no sharing. A share's path is resolved
+    /// (symlinks followed) before it is checked against these.
+    pub share_roots: Vec<PathBuf>,
+    /// Where the daemon writes its read-only virtiofsd wrapper (see docs/vms.md, Shared
+    /// folders).
+    pub share_helper: PathBuf,
     /// Testing only: steps that fail on purpose, `step=error|crash|pause,...` (see
     /// docs/testing.md). Empty in production.
     pub failpoints: String,
@@ -174,6 +181,8 @@ impl Default for Config {
             user_network_pools: vec!["10.200.0.0/16".into()],
             networks_per_user: 4,
             nic_filter: "clean-traffic".into(),
+            share_roots: Vec::new(),
+            share_helper: PathBuf::from("/var/lib/kvmctl/virtiofsd-ro"),
             exec_output_max_bytes: 8 << 20,
             sessions_per_vm: 4,
             sessions_per_user: 16,

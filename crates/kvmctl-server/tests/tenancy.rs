@@ -256,6 +256,10 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("POST /v1/vms/{name}/disks", with_body(Owned, json!({"size_gib": 0})));
     m.insert("PATCH /v1/vms/{name}/disks/{disk}", with_body(Owned, json!({"size_gib": 2})));
     m.insert("DELETE /v1/vms/{name}/disks/{disk}", call(Owned));
+    m.insert("GET /v1/vms/{name}/shares", call(Owned));
+    // Admins only (403 for the owner too); the daemon has no share_roots: refused (400).
+    m.insert("POST /v1/vms/{name}/shares", with_body(Admin, json!({"source": "/srv", "tag": "t"})));
+    m.insert("DELETE /v1/vms/{name}/shares/{tag}", call(Owned));
     m.insert("GET /v1/vms/{name}/snapshots", call(Owned));
     m.insert("POST /v1/vms/{name}/snapshots", with_body(Owned, json!({"name": "kt-az-snap"})));
     m.insert("POST /v1/vms/{name}/snapshots/{snapshot}/revert", with_body(Owned, json!({})));
@@ -372,6 +376,7 @@ async fn every_endpoint_authorizes_every_kind_of_caller() {
                 .replace("{host_port}", &ssh_port.to_string())
                 .replace("{snapshot}", "kt-az-snap")
                 .replace("{disk}", "data1")
+                .replace("{tag}", "t")
                 + c.query;
             let (status, body) = run(client, method, &path, c).await;
             let message = body.as_ref().map(|b| b.message.clone()).unwrap_or_default();
@@ -565,6 +570,7 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
         ("POST", "/v1/vms/kt-bi-vm/resize", json!({"disk_gib": 2}), vec!["vcpus", "memory_mib", "disk_gib"]),
         ("POST", "/v1/vms/kt-bi-vm/exec", json!({"command": "true"}), vec!["timeout_seconds"]),
         ("POST", "/v1/vms/kt-bi-vm/disks", json!({"size_gib": 1}), vec!["name", "size_gib", "bus"]),
+        ("POST", "/v1/vms/kt-bi-vm/shares", json!({"source": "/srv", "tag": "t"}), vec!["source", "tag", "readonly", "mount"]),
         ("POST", "/v1/vms/kt-bi-vm/snapshots", json!({"name": "kt-bi-snap"}), vec!["name", "memory", "description"]),
         (
             "POST",
@@ -599,6 +605,7 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
                 root.quota_get("alice").await.unwrap(),
                 root.ssh_key_list("alice").await.unwrap().len(),
                 root.disk_list("kt-bi-vm").await.unwrap(),
+                root.share_list("kt-bi-vm").await.unwrap(),
                 root.node_list()
                     .await
                     .unwrap()

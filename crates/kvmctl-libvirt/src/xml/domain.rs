@@ -217,7 +217,21 @@ pub struct DomainSpec {
     /// An emulated TPM 2.0 (swtpm, `tpm-crb` on q35). libvirt keeps its state per domain
     /// (`/var/lib/libvirt/swtpm/UUID`) and removes it when the domain is undefined.
     pub tpm: bool,
+    /// Host directories over virtio-fs; with any, the guest's memory is shared memory (memfd),
+    /// which virtiofsd needs.
+    pub shares: Vec<Share>,
     pub metadata: Metadata,
+}
+
+/// A host directory shared over virtio-fs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub source: PathBuf,
+    pub tag: String,
+    /// The virtiofsd libvirt runs for it; `None` for the one libvirt finds itself. A
+    /// read-only share names kvmctl's wrapper, which runs virtiofsd in a mount namespace of
+    /// its own where the directory is mounted read-only (libvirt 9.0 has no read-only virtiofs).
+    pub binary: Option<PathBuf>,
 }
 
 /// One `<interface>` element, as in the domain definition (for a live device update).
@@ -277,6 +291,12 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
     d.text("memory", &[("unit", "MiB")], &memory)?;
     d.text("currentMemory", &[("unit", "MiB")], &memory)?;
     d.text("vcpu", &[("placement", "static")], &vcpus)?;
+    if !spec.shares.is_empty() {
+        d.open("memoryBacking", &[])?;
+        d.empty("source", &[("type", "memfd")])?;
+        d.empty("access", &[("mode", "shared")])?;
+        d.close("memoryBacking")?;
+    }
 
     match spec.firmware {
         Firmware::Bios => d.open("os", &[])?,
@@ -344,11 +364,22 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String, XmlError> {
     let placed = spec.disks.iter().filter(|disk| disk.bus == DiskBus::Virtio).count()
         + usize::from(scsi)
         + spec.nics.len()
+        + spec.shares.len()
         + usize::from(spec.guest_agent)
         + 3; // rng, memballoon, USB
     d.empty("controller", &[("type", "pci"), ("index", "0"), ("model", "pcie-root")])?;
     for i in 1..=placed + HOTPLUG_PORTS {
         d.empty("controller", &[("type", "pci"), ("index", &i.to_string()), ("model", "pcie-root-port")])?;
+    }
+    for share in &spec.shares {
+        d.open("filesystem", &[("type", "mount"), ("accessmode", "passthrough")])?;
+        d.empty("driver", &[("type", "virtiofs")])?;
+        if let Some(binary) = &share.binary {
+            d.empty("binary", &[("path", &path_str("virtiofsd", binary)?)])?;
+        }
+        d.empty("source", &[("dir", &path_str("share source", &share.source)?)])?;
+        d.empty("target", &[("dir", &checked("share tag", &share.tag)?)])?;
+        d.close("filesystem")?;
     }
     for nic in &spec.nics {
         nic_write(&mut d, nic)?;

@@ -58,6 +58,7 @@ pub(crate) fn domain_spec(
         vnc_port,
         guest_agent: true,
         tpm: rec.tpm,
+        shares: Vec::new(),
         metadata,
     }
 }
@@ -178,5 +179,6 @@ pub(crate) async fn domain_xml_of(
     let pool_dir = paths.0.clone();
     let mut spec = domain_spec(ctx, rec, image, paths, dtype, extras);
     spec.disks.extend(super::vms::data_disks_of(ctx, rec, &pool_dir).await?);
+    spec.shares = super::vms::shares_of(ctx, rec).await?;
     Ok(xml::domain_xml(&spec)?)
 }

@@ -165,6 +165,9 @@ pub async fn snapshot_create(ctx: &Context, caller: &Caller, vm: &str, req: Snap
     }
     let (rec, _busy) = vm_ready(ctx, caller, vm, "snapshotting").await?;
     crate::app::vms::root_only_check(ctx, &rec, "a snapshot").await?;
+    if req.memory {
+        crate::app::vms::shares_memory_check(ctx, &rec, "a snapshot with memory").await?;
+    }
     let was_running = running(ctx, &rec).await?;
     if req.memory && !was_running {
         return Err(Error::invalid("memory", format!("VM {} is stopped: there is no memory to keep; leave --memory out", rec.name)));

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use kvmctl_types::api::{
     ErrorBody, Vm, VmCloneRequest, VmCreateRequest, VmDisk, VmDiskAddRequest, VmDiskResizeRequest, VmExecRequest, VmExecResponse,
-    VmResizeRequest, VmStopRequest,
+    VmResizeRequest, VmShare, VmStopRequest,
 };
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms", operation_id = "vm_list", responses((status = 200, description = "VMs", body = [Vm])))]
@@ -261,4 +261,35 @@ pub(crate) async fn disk_resize(
         (status = 409, description = "The guest kept the disk (stop the VM and retry), or the VM is busy", body = ErrorBody)))]
 pub(crate) async fn disk_remove(Call { ctx, caller }: Call, Path((name, disk)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     no_content(app::vms::disk_remove(&ctx, &caller, &name, &disk).await)
+}
+
+#[utoipa::path(get, path = "/v1/vms/{name}/shares", tag = "vms", operation_id = "share_list",
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, description = "The VM's shared folders", body = [VmShare]), (status = 404, description = "No such VM", body = ErrorBody)))]
+pub(crate) async fn share_list(Call { ctx, caller }: Call, Path(name): Path<String>) -> Result<Json<Vec<VmShare>>, ApiError> {
+    Ok(Json(app::vms::share_list(&ctx, &caller, &name).await?))
+}
+
+/// Shares a host directory with a stopped VM over virtio-fs (admins only, under the daemon's
+/// `share_roots`).
+#[utoipa::path(post, path = "/v1/vms/{name}/shares", tag = "vms", operation_id = "share_add", request_body = VmShare,
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 201, description = "Shared", body = VmShare),
+        (status = 400, description = "Bad input (a path outside share_roots, say); `field` names it", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 409, description = "The VM runs, the tag is taken, or the VM is busy", body = ErrorBody)))]
+pub(crate) async fn share_add(
+    Call { ctx, caller }: Call,
+    Path(name): Path<String>,
+    Body(req): Body<VmShare>,
+) -> Result<Created<VmShare>, ApiError> {
+    created(app::vms::share_add(&ctx, &caller, &name, req).await)
+}
+
+#[utoipa::path(delete, path = "/v1/vms/{name}/shares/{tag}", tag = "vms", operation_id = "share_remove",
+    params(("name" = String, Path, description = "VM name"), ("tag" = String, Path, description = "Share tag")),
+    responses((status = 204, description = "Removed"), (status = 404, description = "No such VM or share", body = ErrorBody),
+        (status = 409, description = "The VM runs, or is busy", body = ErrorBody)))]
+pub(crate) async fn share_remove(Call { ctx, caller }: Call, Path((name, tag)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    no_content(app::vms::share_remove(&ctx, &caller, &name, &tag).await)
 }

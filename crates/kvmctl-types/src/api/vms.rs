@@ -89,6 +89,10 @@ pub struct VmCreateRequest {
     /// An emulated TPM 2.0 (swtpm): its state is kept per VM and removed with it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tpm: bool,
+    /// Host directories shared with the guest over virtio-fs (admins only; under the
+    /// daemon's `share_roots`). cloud-init mounts each at its `mount` path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<VmShare>,
     /// Leave the VM stopped after creating it.
     #[serde(default)]
     pub no_start: bool,
@@ -277,6 +281,9 @@ pub struct Vm {
     /// Data disks, besides the root disk (`disk_gib`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<VmDisk>,
+    /// Host directories shared over virtio-fs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<VmShare>,
     pub owner: String,
     /// Why the VM is `failed`, or what the last operation reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,6 +311,25 @@ pub struct VmDisk {
     pub target: String,
     /// `attached`, or `attaching`/`detaching` while an operation is under way.
     pub state: String,
+}
+
+/// A host directory shared with a VM over virtio-fs (`vm create --share`, `vm share add`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmShare {
+    /// The host directory: absolute, under one of the daemon's `share_roots` once symlinks
+    /// are resolved (the resolved path is what is recorded and shared).
+    pub source: String,
+    /// The virtio-fs tag the guest mounts it by (`mount -t virtiofs TAG DIR`): 1-36 of
+    /// letters, digits, `-` and `_`.
+    pub tag: String,
+    /// The guest may read but not write (enforced on the host).
+    #[serde(default)]
+    pub readonly: bool,
+    /// Where cloud-init mounts it in a Linux guest at boot (shares given at create; default
+    /// `/mnt/TAG`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
 }
 
 /// `POST /v1/vms/{name}/disks`.

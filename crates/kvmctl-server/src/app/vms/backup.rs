@@ -588,6 +588,7 @@ where
         vm_key,
         seed_iso,
         host_key,
+        shares: Vec::new(),
     };
     let create = VmCreateRequest { name: opts.name.clone(), image: image.name.to_string(), ..Default::default() };
     let strategy = crate::app::nodes::strategy(None)?;

@@ -76,6 +76,7 @@ fn clone_spec(
         vm_key,
         seed_iso,
         host_key,
+        shares: Vec::new(),
     };
     Ok((spec, vm_public, host_key_pair))
 }

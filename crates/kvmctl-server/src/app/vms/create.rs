@@ -147,6 +147,8 @@ pub(super) struct CreateSpec {
     pub(super) vm_key: String,
     pub(super) seed_iso: Vec<u8>,
     pub(super) host_key: Option<String>,
+    /// Host directories shared with it (resolved and checked).
+    pub(super) shares: Vec<kvmctl_store::ShareRecord>,
 }
 
 /// Everything about the request that can be checked before anything is made.
@@ -189,14 +191,32 @@ async fn create_spec(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> R
     let network = req.network.clone().unwrap_or_else(|| ctx.config.network.clone());
     attachment_check(ctx, caller, &network).await?;
     let id = VmId::new();
+    let shares = super::shares::shares_resolve(ctx, caller, id, &req.shares)?;
     // The VM's own key, for `vm exec` and the readiness watch; the user's keys come first so
     // that seed errors keep naming `ssh_keys[N]` as sent.
     let (vm_key, vm_public) = ssh::key_generate(&format!("kvmctl-{name}"))?;
     let keys: Vec<String> = req.ssh_keys.iter().cloned().chain(std::iter::once(vm_public)).collect();
     let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), &user, keys);
     seed_spec.user_data = req.user_data.clone();
+    seed_spec.bootcmd = shares.iter().map(super::shares::share_bootcmd).collect();
     let (seed_iso, host_key) = seed_finish(seed_spec, &image, &name)?;
-    Ok(CreateSpec { name, image, plan, vcpus, memory_mib, disk_gib, firmware, tpm: req.tpm, user, network, id, vm_key, seed_iso, host_key })
+    Ok(CreateSpec {
+        name,
+        image,
+        plan,
+        vcpus,
+        memory_mib,
+        disk_gib,
+        firmware,
+        tpm: req.tpm,
+        user,
+        network,
+        id,
+        vm_key,
+        seed_iso,
+        host_key,
+        shares,
+    })
 }
 
 pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> Result<Vm, Error> {
@@ -208,6 +228,12 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     let name = spec.name.clone();
     let _busy = ctx.vm_lock(&name, "creating").await?;
     let (rec, placed) = create_reserve(ctx, caller, &req, strategy, &spec, &mut steps, None).await?;
+    // The shares' rows, which the definition is written from.
+    for s in &spec.shares {
+        if let Err(e) = ctx.store.share_insert(s).await {
+            return build_end(ctx, &rec, Err(e.into()), &[], steps, None).await;
+        }
+    }
     let domain_type = domain_type(ctx, &rec.node).await;
     // Forwards are rules in the local node's firewall: VMs on other nodes get none.
     let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some() && rec.node == crate::app::context::LOCAL;

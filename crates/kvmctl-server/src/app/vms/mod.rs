@@ -22,6 +22,7 @@ mod create;
 mod disks;
 mod power;
 mod resize;
+mod shares;
 mod teardown;
 mod warm;
 
@@ -41,6 +42,8 @@ pub(crate) use disks::{data_disks_of, root_only_check};
 pub use disks::{disk_add, disk_list, disk_remove, disk_resize, recover as disks_recover, MAX_DATA_DISKS};
 pub use power::*;
 pub use resize::*;
+pub(crate) use shares::{memory_check as shares_memory_check, shares_of};
+pub use shares::{share_add, share_list, share_remove, MAX_SHARES};
 pub use teardown::*;
 
 use super::{blocking, images, parse_name, readiness, ssh, Context};
@@ -82,7 +85,8 @@ pub async fn vm_get(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm, Er
     let readiness = readiness::stages(ctx, &rec.id).await?;
     let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(vmnet::forward_view).collect();
     let disks = ctx.store.disk_list(&rec.id).await?.into_iter().map(disks::disk_view).collect();
-    let vm = Vm { readiness, forwards, disks, ..vm_view(rec) };
+    let shares = ctx.store.share_list(&rec.id).await?.into_iter().map(shares::share_view).collect();
+    let vm = Vm { readiness, forwards, disks, shares, ..vm_view(rec) };
     Ok(with_addresses(ctx, vec![vm]).await.remove(0))
 }
 
@@ -113,7 +117,8 @@ async fn with_addresses(ctx: &Context, mut vms: Vec<Vm>) -> Vec<Vm> {
 async fn vm_out(ctx: &Context, rec: VmRecord) -> Result<Vm, Error> {
     let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(vmnet::forward_view).collect();
     let disks = ctx.store.disk_list(&rec.id).await?.into_iter().map(disks::disk_view).collect();
-    Ok(Vm { forwards, disks, ..vm_view(rec) })
+    let shares = ctx.store.share_list(&rec.id).await?.into_iter().map(shares::share_view).collect();
+    Ok(Vm { forwards, disks, shares, ..vm_view(rec) })
 }
 
 pub(crate) fn vm_view(r: VmRecord) -> Vm {
@@ -137,6 +142,7 @@ pub(crate) fn vm_view(r: VmRecord) -> Vm {
         firmware: r.firmware,
         tpm: r.tpm,
         disks: Vec::new(),
+        shares: Vec::new(),
         owner: r.owner,
         error: r.error,
         created_at: r.created_at,
