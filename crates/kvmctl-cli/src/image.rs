@@ -77,6 +77,16 @@ pub enum ImageCommand {
         /// Kernel command line for --kernel [default: console=ttyS0].
         #[arg(long, requires = "kernel")]
         cmdline: Option<String>,
+        /// disk (a qcow2 or raw disk image) or iso (an installer or driver ISO, such as
+        /// Windows' or virtio-win's, for `vm create --install-iso` and `--extra-iso`).
+        #[arg(long, value_parser = ["disk", "iso"], default_value = "disk")]
+        kind: String,
+        /// VMs made from it get an emulated TPM 2.0 (template default).
+        #[arg(long)]
+        tpm: bool,
+        /// The guest profile VMs made from it get: windows-11 (template default).
+        #[arg(long, value_parser = ["windows-11"])]
+        profile: Option<String>,
     },
     /// List images.
     List,
@@ -204,14 +214,35 @@ pub async fn run_remote(client: &Client, cmd: ImageCommand, format: OutputFormat
             };
             import(client, &req, format).await
         }
-        ImageCommand::Import { source, name, sha256, os, os_version, cloud_init, default_user, boot_modes, kernel, initrd, cmdline } => {
+        ImageCommand::Import {
+            source,
+            name,
+            sha256,
+            os,
+            os_version,
+            cloud_init,
+            default_user,
+            boot_modes,
+            kernel,
+            initrd,
+            cmdline,
+            kind,
+            tpm,
+            profile,
+        } => {
             // A relative path means the caller's directory; the daemon needs it absolute.
             let source = if source.contains("://") { source } else { absolute(&source)? };
             let kernel = kernel.map(|k| absolute(&k)).transpose()?;
             let initrd = initrd.map(|k| absolute(&k)).transpose()?;
-            let given = os.is_some() || os_version.is_some() || cloud_init || default_user.is_some() || !boot_modes.is_empty();
-            let template = given.then_some(ImageTemplate { os_family: os, os_version, cloud_init, default_user, boot_modes });
-            let req = ImageImportRequest { name, source, sha256, template, kernel, initrd, cmdline };
+            let given = os.is_some()
+                || os_version.is_some()
+                || cloud_init
+                || default_user.is_some()
+                || !boot_modes.is_empty()
+                || tpm
+                || profile.is_some();
+            let template = given.then_some(ImageTemplate { os_family: os, os_version, cloud_init, default_user, boot_modes, tpm, profile });
+            let req = ImageImportRequest { name, source, sha256, template, kernel, initrd, cmdline, kind: Some(kind) };
             import(client, &req, format).await
         }
         ImageCommand::List => {

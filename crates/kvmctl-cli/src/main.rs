@@ -53,6 +53,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process; the size of the vm variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon (REST API on a unix socket, optionally TCP).

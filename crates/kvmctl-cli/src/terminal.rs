@@ -95,3 +95,78 @@ pub async fn run(ws: Terminal, escape: Option<u8>) -> anyhow::Result<Option<i32>
         status = downstream => Ok(status),
     }
 }
+
+/// `vm console --vnc`: a local port that relays each connection to the VM's VNC display
+/// through the daemon (a fresh single-use ticket per connection; no VNC password, as the
+/// daemon's own socket to QEMU skips it). The port is on 127.0.0.1 only, so users of this
+/// machine can reach it while the relay runs.
+pub async fn vnc_relay(client: &kvmctl_client::Client, name: &str) -> anyhow::Result<()> {
+    // Fails early (and clearly) when the VM is not there or has no display to give.
+    client.console_ticket(name, kvmctl_types::api::ConsoleKind::Vnc).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    eprintln!("VNC display of {name} on 127.0.0.1:{port}; open it with one of:");
+    eprintln!("  vncviewer 127.0.0.1::{port}");
+    eprintln!("  remote-viewer vnc://127.0.0.1:{port}");
+    eprintln!("(no password: only this machine can connect; Ctrl-C stops the relay)");
+    println!("vnc://127.0.0.1:{port}");
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let ticket = match client.console_ticket(name, kvmctl_types::api::ConsoleKind::Vnc).await {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("cannot open the display: {e}");
+                continue;
+            }
+        };
+        let ws = match client.terminal(&ticket.path).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                eprintln!("cannot open the display: {e}");
+                continue;
+            }
+        };
+        tokio::spawn(vnc_bridge(tcp, ws));
+    }
+}
+
+/// Copies bytes between a local VNC viewer and the daemon's WebSocket until either side ends.
+async fn vnc_bridge(tcp: tokio::net::TcpStream, ws: Terminal) {
+    use tokio::io::AsyncWriteExt;
+    let (mut tcp_rx, mut tcp_tx) = tcp.into_split();
+    let (mut to_daemon, mut from_daemon) = ws.split();
+    let up = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match tcp_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to_daemon.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to_daemon.send(Message::Close(None)).await;
+    };
+    let down = async {
+        while let Some(Ok(m)) = from_daemon.next().await {
+            let written = match m {
+                Message::Binary(b) => tcp_tx.write_all(&b).await,
+                Message::Close(_) => break,
+                _ => Ok(()),
+            };
+            if written.is_err() {
+                break;
+            }
+        }
+        let _ = tcp_tx.shutdown().await;
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+}

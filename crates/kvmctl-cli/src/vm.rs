@@ -13,13 +13,39 @@ use std::process::ExitCode;
 #[derive(clap::Subcommand, Debug)]
 pub enum VmCommand {
     /// Create a VM from an image: a copy-on-write root disk, a cloud-init seed and a libvirt
-    /// domain, started unless --no-start. A failure at any step leaves nothing behind.
+    /// domain, started unless --no-start; or, with --install-iso, an empty disk and an
+    /// installer to follow on the VNC console (`vm console --vnc`). A failure at any step
+    /// leaves nothing behind.
     Create {
         /// VM name: a DNS label (a-z, 0-9, '-'), also the guest's hostname.
         name: String,
         /// Image to boot (`kvmctl image list`).
+        #[arg(long, required_unless_present = "install_iso", conflicts_with = "install_iso")]
+        image: Option<String>,
+        /// Install from this ISO image (`image import --kind iso`): an empty root disk of
+        /// --disk, the ISO booted first.
+        #[arg(long, value_name = "IMAGE")]
+        install_iso: Option<String>,
+        /// Attach this ISO image as a CD-ROM too (virtio-win's drivers); up to 2.
+        #[arg(long = "extra-iso", value_name = "IMAGE")]
+        extra_isos: Vec<String>,
+        /// Guest profile: windows-11 (UEFI Secure Boot, TPM 2.0, Hyper-V enlightenments,
+        /// a Windows clock; with --install-iso, an install without clicks) [default: the
+        /// image's].
+        #[arg(long, value_parser = ["windows-11"])]
+        profile: Option<String>,
+        /// windows-11 installs: the account's password, read from FILE (`-`: stdin).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// windows-11 installs: locale [default: en-US].
         #[arg(long)]
-        image: String,
+        locale: Option<String>,
+        /// windows-11 installs: Windows time zone name [default: UTC].
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// windows-11 installs: the edition to install [default: Windows 11 Pro].
+        #[arg(long)]
+        edition: Option<String>,
         /// Size by plan (`kvmctl plan list`); --cpus, --memory and --disk override it.
         #[arg(long)]
         plan: Option<String>,
@@ -104,6 +130,10 @@ pub enum VmCommand {
         /// With --log: how many of the last lines.
         #[arg(long, default_value_t = 100)]
         lines: usize,
+        /// The graphical console instead: relays the VM's VNC display (through the daemon)
+        /// to a port on 127.0.0.1 and prints the viewer command to open it; Ctrl-C stops.
+        #[arg(long, conflicts_with = "log")]
+        vnc: bool,
     },
     /// A shell in the VM over SSH, through the daemon (as the VM's user, with its own key);
     /// with -- CMD, runs CMD in a terminal and exits with its status.
@@ -538,6 +568,11 @@ impl Table for Vm {
             vec!["owner:".into(), v.owner.clone()],
             vec!["age:".into(), age(v.created_at)],
         ];
+        if v.profile.is_some() || !v.media.is_empty() {
+            let profile = v.profile.clone().unwrap_or_else(|| "none".into());
+            let media = if v.media.is_empty() { String::new() } else { format!("; CD-ROMs {}", v.media.join(", ")) };
+            rows.insert(4, vec!["profile:".into(), format!("{profile}{media}")]);
+        }
         if !v.shares.is_empty() {
             let shares =
                 v.shares.iter().map(|s| format!("{} {}{}", s.tag, s.source, if s.readonly { " (ro)" } else { "" })).collect::<Vec<_>>();
@@ -620,6 +655,13 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
         VmCommand::Create {
             name,
             image,
+            install_iso,
+            extra_isos,
+            profile,
+            password_file,
+            locale,
+            time_zone,
+            edition,
             plan,
             cpus,
             memory,
@@ -648,9 +690,24 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 );
             }
             let user_data = user_data.as_ref().map(|f| read("--user-data", f)).transpose()?;
+            let unattend = match password_file {
+                Some(f) => {
+                    let text = if f.as_os_str() == "-" { std::io::read_to_string(std::io::stdin())? } else { read("--password-file", &f)? };
+                    let password = text.lines().next().unwrap_or_default().to_owned();
+                    Some(kvmctl_types::api::UnattendSettings { password, locale, time_zone, edition, product_key: None })
+                }
+                None if locale.is_some() || time_zone.is_some() || edition.is_some() => {
+                    anyhow::bail!("--locale, --time-zone and --edition go with --password-file (a windows-11 install)")
+                }
+                None => None,
+            };
             let req = VmCreateRequest {
                 name: name.clone(),
-                image,
+                image: image.unwrap_or_default(),
+                install_iso,
+                extra_isos,
+                profile,
+                unattend,
                 plan,
                 vcpus: cpus,
                 memory_mib: memory,
@@ -706,7 +763,8 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             .await?;
             output::print(&vm, format)?;
         }
-        VmCommand::Console { name, log: true, lines } => print!("{}", client.vm_console_log(&name, lines).await?),
+        VmCommand::Console { name, log: true, lines, .. } => print!("{}", client.vm_console_log(&name, lines).await?),
+        VmCommand::Console { name, vnc: true, .. } => crate::terminal::vnc_relay(client, &name).await?,
         VmCommand::Console { name, log: false, .. } => {
             let ws = client.terminal(&format!("/v1/vms/{name}/console")).await?;
             eprint!("Connected to the console of {name}; leave with Ctrl-]\r\n");

@@ -79,6 +79,36 @@ fn create_wait_exec_cp_ssh_and_console_log() {
     let log = env.ok(&["vm", "console", "kt-cli", "--log", "--lines", "200"]);
     assert!(log.contains("KVMCTL_TINY_READY"), "{log}");
 
+    // The graphical console relayed to a local port: a VNC viewer there meets QEMU's server
+    // (its RFB greeting), twice (a fresh ticket per connection).
+    let mut relay = std::process::Command::new(common::BIN)
+        .arg("--socket")
+        .arg(env.socket())
+        .args(["vm", "console", "kt-cli", "--vnc"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(relay.stdout.take().unwrap()), &mut line).unwrap();
+    let addr = line.trim().strip_prefix("vnc://").unwrap_or_else(|| panic!("a vnc:// address, not {line:?}")).to_owned();
+    for _ in 0..2 {
+        let mut viewer = std::net::TcpStream::connect(&addr).unwrap();
+        viewer.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let mut greeting = [0u8; 12];
+        std::io::Read::read_exact(&mut viewer, &mut greeting).unwrap();
+        assert_eq!(&greeting, b"RFB 003.008\n");
+    }
+    let _ = relay.kill();
+    let _ = relay.wait();
+
+    // A data disk from the CLI, listed and removed.
+    env.ok(&["vm", "disk", "add", "kt-cli", "--size", "1G", "--name", "scratch"]);
+    let disks: serde_json::Value = serde_json::from_str(&env.ok(&["vm", "disk", "list", "kt-cli", "-o", "json"])).unwrap();
+    assert_eq!(disks[0]["name"], "scratch");
+    assert!(env.ok(&["vm", "show", "kt-cli"]).contains("scratch 1G virtio (vdc)"));
+    env.ok(&["vm", "disk", "rm", "kt-cli", "scratch"]);
+
     env.ok(&["vm", "delete", "kt-cli"]);
     env.ok(&["image", "rm", "kt-cli-img"]);
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());

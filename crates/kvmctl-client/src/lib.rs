@@ -357,6 +357,16 @@ impl Client {
         self.empty(Method::DELETE, &format!("/v1/vms/{}/shares/{}", seg(vm), seg(tag))).await
     }
 
+    /// A single-use console ticket (`serial` or `vnc`) for the WebSocket at its `path`.
+    pub async fn console_ticket(
+        &self,
+        vm: &str,
+        kind: kvmctl_types::api::ConsoleKind,
+    ) -> Result<kvmctl_types::api::ConsoleTicket, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/vms/{}/console/ticket", seg(vm)), &kvmctl_types::api::ConsoleTicketRequest { kind })
+            .await
+    }
+
     pub async fn disk_list(&self, vm: &str) -> Result<Vec<VmDisk>, ClientError> {
         self.get(&format!("/v1/vms/{}/disks", seg(vm))).await
     }

@@ -7,3 +7,4 @@
 
 pub mod iso;
 pub mod seed;
+pub mod unattend;

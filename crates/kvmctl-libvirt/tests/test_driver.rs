@@ -21,6 +21,7 @@ fn spec(name: &str) -> DomainSpec {
         guest_agent: false,
         tpm: false,
         shares: vec![],
+        windows: false,
         metadata: Metadata { vm_id: VmId::new(), owner: "root".into(), plan: None, net: None },
     }
 }

@@ -43,6 +43,7 @@ fn tiny() -> DomainSpec {
         guest_agent: false,
         tpm: false,
         shares: vec![],
+        windows: false,
         metadata: Metadata { vm_id: vm_id(), owner: "root".into(), plan: None, net: None },
     }
 }
@@ -77,6 +78,7 @@ fn disk_boot_kvm_domain_with_vnc_and_agent() {
         guest_agent: true,
         tpm: false,
         shares: vec![],
+        windows: false,
         metadata: Metadata { vm_id: vm_id(), owner: "alice".into(), plan: Some("small".into()), net: None },
     };
     golden("domain-disk-kvm.xml", &domain_xml(&spec).unwrap());
@@ -183,6 +185,46 @@ fn data_disks_and_shares_domain() {
     let xml = domain_xml(&spec).unwrap();
     assert!(xml.contains("<access mode=\"shared\"/>") && xml.contains("model=\"virtio-scsi\""), "{xml}");
     golden("domain-disks-shares.xml", &xml);
+}
+
+/// The `windows-11` profile's install under KVM: Secure Boot, SMM, TPM 2.0, Hyper-V
+/// enlightenments, the Windows clock, a USB tablet; the installer booted first from SATA,
+/// virtio-win and the answer file beside it, the virtio root disk second.
+fn windows_11_install(domain_type: DomainType) -> DomainSpec {
+    let mut spec = tiny();
+    spec.domain_type = domain_type;
+    spec.firmware = Firmware::UefiSecure;
+    spec.boot = Boot::Disk;
+    spec.tpm = true;
+    spec.windows = true;
+    spec.vcpus = 2;
+    spec.memory_mib = 4096;
+    let cdrom = |path: &str, target: &str, boot_order: Option<u8>| Disk {
+        bus: DiskBus::Sata,
+        cdrom: true,
+        boot_order,
+        ..Disk::virtio(path.into(), DiskFormat::Raw, target, true)
+    };
+    spec.disks = vec![
+        Disk { boot_order: Some(2), ..Disk::virtio("/var/lib/kvmctl/pool/win-1-root.qcow2".into(), DiskFormat::Qcow2, "vda", false) },
+        cdrom("/var/lib/kvmctl/pool/image-win11.iso", "sda", Some(1)),
+        cdrom("/var/lib/kvmctl/pool/image-virtio-win.iso", "sdb", None),
+        cdrom("/var/lib/kvmctl/pool/win-1-seed.iso", "sdc", None),
+    ];
+    spec.vnc_password = Some("s3cret".into());
+    spec
+}
+
+#[test]
+fn windows_11_domain() {
+    let xml = domain_xml(&windows_11_install(DomainType::Kvm)).unwrap();
+    assert!(xml.contains("<hyperv mode=\"custom\">") && xml.contains("<timer name=\"hypervclock\" present=\"yes\"/>"), "{xml}");
+    assert!(!xml.contains("<boot dev="), "per-device boot order only: {xml}");
+    golden("domain-windows-11-kvm.xml", &xml);
+    // Under TCG QEMU emulates no Hyper-V enlightenment: the rest stays.
+    let tcg = domain_xml(&windows_11_install(DomainType::Qemu)).unwrap();
+    assert!(!tcg.contains("hyperv") && tcg.contains("<clock offset=\"localtime\">") && tcg.contains("<input type=\"tablet\""), "{tcg}");
+    golden("domain-windows-11-tcg.xml", &tcg);
 }
 
 #[test]

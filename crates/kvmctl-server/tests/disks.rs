@@ -97,7 +97,7 @@ async fn data_disks_hotplug_grow_unplug_and_are_admitted_and_cleaned_up() {
 
     // A SCSI disk brings its virtio-scsi controller; the default name is disk1.
     let scsi = alice.disk_add(VM, &VmDiskAddRequest { size_gib: 1, bus: Some("scsi".into()), ..Default::default() }).await.unwrap();
-    assert_eq!((scsi.name.as_str(), scsi.target.as_str()), ("disk1", "sdd"));
+    assert_eq!((scsi.name.as_str(), scsi.target.as_str()), ("disk1", "sde"));
     guest_until(&c, VM, BLOCKS, |o| o.lines().any(|l| l.starts_with("sd") && l.ends_with(" 2097152"))).await;
 
     // Quota: alice may have 6 GiB of disk; the root disk (1) and the data disks (3 + 1) leave 1.

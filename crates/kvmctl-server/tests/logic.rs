@@ -71,6 +71,8 @@ impl Logic {
                 initrd_volume: None,
                 cmdline: None,
                 created_at: 0,
+                tpm: false,
+                profile: None,
             })
             .await
             .unwrap();

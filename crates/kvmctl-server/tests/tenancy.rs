@@ -538,6 +538,11 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
                 "plan",
                 "placement",
                 "node_labels",
+                "install_iso",
+                "extra_isos",
+                "profile",
+                "unattend",
+                "shares",
             ],
         ),
         (

@@ -15,7 +15,7 @@ pub struct DiskRecord {
     pub size_gib: u64,
     /// `virtio` or `scsi`.
     pub bus: String,
-    /// The guest device (`vdc`, `sdd`).
+    /// The guest device (`vdc`, `sde`).
     pub target: String,
     /// `attaching` (recorded, maybe not yet made), `attached`, `detaching`.
     pub state: String,

@@ -30,10 +30,14 @@ pub struct ImageRecord {
     pub cmdline: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
+    /// VMs made from it get an emulated TPM 2.0 unless asked otherwise.
+    pub tpm: bool,
+    /// The guest profile VMs made from it get (`windows-11`).
+    pub profile: Option<String>,
 }
 
 const COLUMNS: &str = "name, node, pool, volume, path, format, virtual_bytes, file_bytes, sha256, source, os_family, os_version, \
-                       cloud_init, default_user, boot_modes, kernel_volume, initrd_volume, cmdline, created_at";
+                       cloud_init, default_user, boot_modes, kernel_volume, initrd_volume, cmdline, created_at, tpm, profile";
 
 fn image_from_row(row: sqlx::sqlite::SqliteRow) -> Result<ImageRecord, StoreError> {
     let modes: String = row.try_get("boot_modes")?;
@@ -57,6 +61,8 @@ fn image_from_row(row: sqlx::sqlite::SqliteRow) -> Result<ImageRecord, StoreErro
         initrd_volume: row.try_get("initrd_volume")?,
         cmdline: row.try_get("cmdline")?,
         created_at: row.try_get("created_at")?,
+        tpm: row.try_get::<i64, _>("tpm")? != 0,
+        profile: row.try_get("profile")?,
     })
 }
 
@@ -64,7 +70,7 @@ impl DataStore {
     /// Records an imported image; `Exists` when the name is taken. `created_at` is set here.
     pub async fn image_insert(&self, img: &ImageRecord) -> Result<ImageRecord, StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO images ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+            "INSERT INTO images ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
         ))
         .bind(img.name.as_str())
         .bind(&img.node)
@@ -85,6 +91,8 @@ impl DataStore {
         .bind(&img.initrd_volume)
         .bind(&img.cmdline)
         .bind(unix_now())
+        .bind(img.tpm as i64)
+        .bind(&img.profile)
         .execute(&self.pool)
         .await
         .map_err(unique("image", img.name.as_str()))?;
@@ -108,7 +116,9 @@ impl DataStore {
     pub async fn image_delete_unused(&self, name: &Name) -> Result<Result<bool, Vec<String>>, StoreError> {
         let done = sqlx::query(
             "DELETE FROM images WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM vms WHERE vms.image = images.name) \
-             AND NOT EXISTS (SELECT 1 FROM kept_disks k WHERE k.image = images.name)",
+             AND NOT EXISTS (SELECT 1 FROM kept_disks k WHERE k.image = images.name) \
+             AND NOT EXISTS (SELECT 1 FROM vm_media m WHERE m.installer = images.name \
+                 OR ',' || m.extras || ',' LIKE '%,' || images.name || ',%')",
         )
         .bind(name.as_str())
         .execute(&self.pool)
@@ -125,6 +135,8 @@ impl DataStore {
     pub async fn image_users(&self, name: &Name) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
             "SELECT name FROM (SELECT name FROM vms WHERE image = $1 \
+             UNION ALL SELECT v.name FROM vm_media m JOIN vms v ON v.id = m.vm_id \
+                 WHERE v.image <> $1 AND (m.installer = $1 OR ',' || m.extras || ',' LIKE '%,' || $1 || ',%') \
              UNION ALL SELECT 'kept disk ' || pool || '/' || volume AS name FROM kept_disks WHERE image = $1) u ORDER BY name",
         )
         .bind(name.as_str())

@@ -430,6 +430,8 @@ pub(crate) mod tests {
             initrd_volume: None,
             cmdline: None,
             created_at: 0,
+            tpm: false,
+            profile: None,
         };
         store.image_insert(&img).await.unwrap();
     }

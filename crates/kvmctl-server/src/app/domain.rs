@@ -59,6 +59,7 @@ pub(crate) fn domain_spec(
         guest_agent: true,
         tpm: rec.tpm,
         shares: Vec::new(),
+        windows: false,
         metadata,
     }
 }
@@ -180,5 +181,6 @@ pub(crate) async fn domain_xml_of(
     let mut spec = domain_spec(ctx, rec, image, paths, dtype, extras);
     spec.disks.extend(super::vms::data_disks_of(ctx, rec, &pool_dir).await?);
     spec.shares = super::vms::shares_of(ctx, rec).await?;
+    super::vms::media_apply(ctx, rec, &mut spec, &pool_dir).await?;
     Ok(xml::domain_xml(&spec)?)
 }

@@ -192,6 +192,8 @@ fn image_view(rec: ImageRecord, used_by: Vec<String>) -> Image {
             cloud_init: rec.cloud_init,
             default_user: rec.default_user,
             boot_modes: rec.boot_modes,
+            tpm: rec.tpm,
+            profile: rec.profile,
         },
         kernel_boot,
         used_by,
@@ -210,6 +212,14 @@ pub async fn image_import(ctx: &Context, caller: &kvmctl_core::Caller, req: Imag
     }
     if req.kernel.is_none() && (req.initrd.is_some() || req.cmdline.is_some()) {
         return Err(Error::invalid("kernel", "initrd and cmdline need a kernel to boot"));
+    }
+    let iso = match req.kind.as_deref() {
+        None | Some("disk") => false,
+        Some("iso") => true,
+        Some(k) => return Err(Error::invalid("kind", format!("{k:?} is not disk or iso"))),
+    };
+    if iso && req.kernel.is_some() {
+        return Err(Error::invalid("kernel", "an ISO image boots through firmware; leave kernel out"));
     }
     if let Some(t) = &req.template {
         template_check(t)?;
@@ -238,7 +248,7 @@ pub async fn image_import(ctx: &Context, caller: &kvmctl_core::Caller, req: Imag
     ctx.failpoints.hit("import.copied").await?;
     let inspect_path = private.clone();
     let (facts, sha256, file_bytes) = blocking(move || -> Result<_, Error> {
-        let facts = disk_inspect(&inspect_path)?;
+        let facts = if iso { iso_inspect(&inspect_path)? } else { disk_inspect(&inspect_path)? };
         let (sha, len) = sha256_file(&inspect_path).map_err(|e| Error::invalid("source", format!("cannot read it: {e}")))?;
         Ok((facts, sha, len))
     })
@@ -261,7 +271,7 @@ pub async fn image_import(ctx: &Context, caller: &kvmctl_core::Caller, req: Imag
 
     // Volumes: the disk, then kernel and initrd. Each registers its undo.
     let pool = ctx.config.pool.clone();
-    let ext = facts.format.as_str();
+    let ext = if iso { "iso" } else { facts.format.as_str() };
     let disk_vol = format!("image-{name}.{ext}");
     let kernel_vol = kernel.as_ref().map(|_| format!("image-{name}.kernel"));
     let initrd_vol = initrd.as_ref().map(|_| format!("image-{name}.initrd"));
@@ -293,6 +303,8 @@ pub async fn image_import(ctx: &Context, caller: &kvmctl_core::Caller, req: Imag
         initrd_volume: initrd_vol,
         cmdline: req.kernel.as_ref().map(|_| req.cmdline.clone().unwrap_or_else(|| "console=ttyS0".into())),
         created_at: 0,
+        tpm: template.tpm,
+        profile: template.profile,
     };
     match ctx.store.image_insert(&rec).await {
         Ok(rec) => {
@@ -312,7 +324,29 @@ pub async fn image_import(ctx: &Context, caller: &kvmctl_core::Caller, req: Imag
     }
 }
 
+/// An ISO image: an ISO 9660 volume descriptor (`CD001`) or a UDF one (`BEA01`, Windows' ISOs
+/// carry both) at sector 16; its size is the file's.
+fn iso_inspect(path: &Path) -> Result<DiskFacts, Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| Error::invalid("source", format!("cannot read it: {e}")))?;
+    let len = f.metadata().map_err(|e| Error::invalid("source", format!("cannot read it: {e}")))?.len();
+    let mut id = [0u8; 5];
+    let read = f.seek(SeekFrom::Start(0x8001)).and_then(|_| f.read_exact(&mut id));
+    if read.is_err() || !(&id == b"CD001" || &id == b"BEA01") {
+        return Err(Error::invalid(
+            "source",
+            "it is not an ISO image (no ISO 9660 or UDF volume descriptor at sector 16); import disks with kind disk",
+        ));
+    }
+    Ok(DiskFacts { format: DiskFormat::Raw, virtual_bytes: len })
+}
+
 fn template_check(t: &ImageTemplate) -> Result<(), Error> {
+    if let Some(p) = &t.profile {
+        if p != "windows-11" {
+            return Err(Error::invalid("template.profile", format!("{p:?} is not a profile; the one there is: windows-11")));
+        }
+    }
     for m in &t.boot_modes {
         if kvmctl_libvirt::xml::Firmware::parse(m).is_none() {
             return Err(Error::invalid("template.boot_modes", format!("{m:?} is not a boot mode; use bios, uefi or uefi-secure")));
@@ -522,6 +556,7 @@ fn built_image_template(path: &Path) -> Option<ImageTemplate> {
             .as_array()
             .map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_owned)).collect())
             .unwrap_or_default(),
+        ..Default::default()
     })
 }
 

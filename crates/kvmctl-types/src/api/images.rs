@@ -22,13 +22,19 @@ pub struct ImageTemplate {
     /// Boot with Microsoft's keys enrolled). The first is the default.
     #[serde(default)]
     pub boot_modes: Vec<String>,
+    /// VMs made from it get an emulated TPM 2.0 (as if created with `tpm`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tpm: bool,
+    /// The guest profile VMs made from it get: `windows-11` (see `VmCreateRequest.profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// A base image on a node: VMs' root disks are copy-on-write overlays of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Image {
     pub name: String,
-    /// `qcow2` or `raw`.
+    /// `qcow2` or `raw`; `iso` for installer and driver ISOs (`kind: iso`).
     pub format: String,
     /// Disk size the guest sees, in bytes.
     pub virtual_bytes: u64,
@@ -86,4 +92,9 @@ pub struct ImageImportRequest {
     /// Kernel command line for `kernel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+    /// `disk` (default: a qcow2 or raw disk image VMs' root disks are overlays of) or `iso`
+    /// (an installer or driver ISO, such as Windows' or virtio-win's, that VMs boot or
+    /// attach as a CD-ROM: `install_iso`, `extra_isos`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }

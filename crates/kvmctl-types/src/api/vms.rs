@@ -58,7 +58,8 @@ pub struct PlanUpdateRequest {
 pub struct VmCreateRequest {
     /// VM name (a DNS label); also the guest's hostname.
     pub name: String,
-    /// Image to boot from.
+    /// Image to boot from; may be left out with `install_iso`.
+    #[serde(default)]
     pub image: String,
     /// Plan giving vCPUs, memory and disk; `vcpus`, `memory_mib` and `disk_gib` override it.
     /// Without a plan all three are required.
@@ -93,6 +94,21 @@ pub struct VmCreateRequest {
     /// daemon's `share_roots`). cloud-init mounts each at its `mount` path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<VmShare>,
+    /// Install from an ISO image (`kind: iso`): the VM gets an empty root disk of
+    /// `disk_gib` and boots this ISO first (then its disk), with a VNC console to follow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_iso: Option<String>,
+    /// More ISO images attached as CD-ROMs (such as virtio-win's drivers), at most 2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_isos: Vec<String>,
+    /// A guest profile: `windows-11` (q35, UEFI Secure Boot with Microsoft's keys, SMM, TPM
+    /// 2.0, Hyper-V enlightenments, a Windows clock, virtio disk and NIC, a USB tablet; with
+    /// `install_iso`, an answer file for an install without clicks). Defaults to the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The Windows install's answers (profile `windows-11` with `install_iso`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unattend: Option<UnattendSettings>,
     /// Leave the VM stopped after creating it.
     #[serde(default)]
     pub no_start: bool,
@@ -112,6 +128,40 @@ pub struct VmCreateRequest {
     /// when the run's runner goes silent past its grace period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_run: Option<String>,
+}
+
+/// What a Windows install answers by itself (profile `windows-11`). The account is
+/// `VmCreateRequest.user` (default `kvmctl`), a local administrator.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnattendSettings {
+    /// The account's password, 8-127 characters. It is written into the answer file, which
+    /// stays on the VM's node (mode 0600) as its install medium until the VM is deleted.
+    pub password: String,
+    /// `en-US` (default), `de-DE`...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// A Windows time zone name; default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// The edition to install, by its name in the ISO; default `Windows 11 Pro`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edition: Option<String>,
+    /// A product key; without one, setup does not ask and Windows is activated later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_key: Option<String>,
+}
+
+impl std::fmt::Debug for UnattendSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnattendSettings")
+            .field("password", &"(hidden)")
+            .field("locale", &self.locale)
+            .field("time_zone", &self.time_zone)
+            .field("edition", &self.edition)
+            .field("product_key", &self.product_key.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
 }
 
 /// `POST /v1/vms/{name}/clone`: a new VM from the VM's disk (now, or at one of its
@@ -284,6 +334,12 @@ pub struct Vm {
     /// Host directories shared over virtio-fs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<VmShare>,
+    /// The guest profile (`windows-11`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// ISO images attached as CD-ROMs: the installer first (when it installs from one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
     pub owner: String,
     /// Why the VM is `failed`, or what the last operation reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -307,7 +363,7 @@ pub struct VmDisk {
     pub size_gib: u64,
     /// `virtio` or `scsi`.
     pub bus: String,
-    /// The guest device it is attached as (`vdc`, `sdd`); the guest may name it otherwise.
+    /// The guest device it is attached as (`vdc`, `sde`); the guest may name it otherwise.
     pub target: String,
     /// `attached`, or `attaching`/`detaching` while an operation is under way.
     pub state: String,

@@ -160,6 +160,12 @@ pub async fn vm_export(
         let staged = async {
             let (rec, busy) = snapshots::vm_ready(ctx, &caller, &name, "exporting").await?;
             super::root_only_check(ctx, &rec, "an export").await?;
+            if ctx.store.media_get(&rec.id).await? != kvmctl_store::MediaRecord::default() {
+                return Err(Error::Conflict(format!(
+                    "VM {} has a guest profile or installer media, which archives do not carry yet; clone it instead",
+                    rec.name
+                )));
+            }
             let staging = Staging::new(snapshots::vm_dir(ctx, &rec).join(format!("export-{}", uuid::Uuid::new_v4())))?;
             ctx.publish("vm.export", &rec.name, &rec.owner, Some("started"), None, None);
             let files = export_stage(ctx, &rec, &staging.0).await?;
@@ -589,6 +595,7 @@ where
         seed_iso,
         host_key,
         shares: Vec::new(),
+        media: Default::default(),
     };
     let create = VmCreateRequest { name: opts.name.clone(), image: image.name.to_string(), ..Default::default() };
     let strategy = crate::app::nodes::strategy(None)?;

@@ -77,6 +77,7 @@ fn clone_spec(
         seed_iso,
         host_key,
         shares: Vec::new(),
+        media: Default::default(),
     };
     Ok((spec, vm_public, host_key_pair))
 }
@@ -243,6 +244,11 @@ pub async fn vm_clone(ctx: &Context, caller: &Caller, source: &str, req: VmClone
     let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some() && rec.node == crate::app::context::LOCAL;
     let mut made = Vec::new();
     let built = async {
+        // The clone keeps its source's guest profile (not its installer media).
+        let profile = ctx.store.media_get(&src.id).await?.profile;
+        if profile.is_some() {
+            ctx.store.media_set(&rec.id, &kvmctl_store::MediaRecord { profile, ..Default::default() }).await?;
+        }
         let (root, nvram) = clone_disk(ctx, &src, snap.as_ref(), &image, &rec, full, &mut made).await?;
         steps.mark("disk_copy");
         drop(src_busy);

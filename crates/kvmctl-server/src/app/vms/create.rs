@@ -149,29 +149,30 @@ pub(super) struct CreateSpec {
     pub(super) host_key: Option<String>,
     /// Host directories shared with it (resolved and checked).
     pub(super) shares: Vec<kvmctl_store::ShareRecord>,
+    /// Its guest profile and ISO media (`install_iso`, `extra_isos`).
+    pub(super) media: kvmctl_store::MediaRecord,
 }
 
 /// Everything about the request that can be checked before anything is made.
 async fn create_spec(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> Result<CreateSpec, Error> {
     let name = parse_name("name", &req.name)?;
-    let image_name = parse_name("image", &req.image)?;
-    let image = ctx
-        .store
-        .image_get(&image_name)
-        .await?
-        .ok_or_else(|| Error::invalid("image", format!("there is no image {image_name}; `kvmctl image list` shows them")))?;
+    let image = super::media::boot_image(ctx, req).await?;
+    let image_name = image.name.clone();
+    let install = req.install_iso.is_some();
     let (plan, vcpus, memory_mib, disk_gib) = vm_size(ctx, caller, req).await?;
-    if disk_gib * GIB < image.virtual_bytes {
+    let media = super::media::media_plan(ctx, req, &image, (vcpus, memory_mib, disk_gib)).await?;
+    if !install && disk_gib * GIB < image.virtual_bytes {
         return Err(Error::invalid(
             "disk_gib",
             format!("{disk_gib} GiB is smaller than image {image_name} ({} GiB); a disk can only grow", image.virtual_bytes.div_ceil(GIB)),
         ));
     }
-    let firmware = match &req.firmware {
+    let firmware = match media.firmware.as_ref().or(req.firmware.as_ref()) {
         Some(f) if Firmware::parse(f).is_none() => {
             return Err(Error::invalid("firmware", format!("{f:?} is not bios, uefi or uefi-secure")))
         }
-        Some(f) if !image.boot_modes.is_empty() && !image.boot_modes.contains(f) => {
+        // An installer's boot modes are its own business; a disk image's are its template's.
+        Some(f) if !install && !image.boot_modes.is_empty() && !image.boot_modes.contains(f) => {
             return Err(Error::invalid("firmware", format!("image {image_name} boots with {} only", image.boot_modes.join(" or "))))
         }
         Some(f) => f.clone(),
@@ -199,7 +200,9 @@ async fn create_spec(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> R
     let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), &user, keys);
     seed_spec.user_data = req.user_data.clone();
     seed_spec.bootcmd = shares.iter().map(super::shares::share_bootcmd).collect();
-    let (seed_iso, host_key) = seed_finish(seed_spec, &image, &name)?;
+    let windows_install = install && media.media.profile.as_deref() == Some(super::media::WINDOWS_11);
+    let (seed_iso, host_key) =
+        if windows_install { (super::media::unattend_seed(req, &name, &user)?, None) } else { seed_finish(seed_spec, &image, &name)? };
     Ok(CreateSpec {
         name,
         image,
@@ -208,7 +211,7 @@ async fn create_spec(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> R
         memory_mib,
         disk_gib,
         firmware,
-        tpm: req.tpm,
+        tpm: media.tpm,
         user,
         network,
         id,
@@ -216,6 +219,7 @@ async fn create_spec(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> R
         seed_iso,
         host_key,
         shares,
+        media: media.media,
     })
 }
 
@@ -228,18 +232,23 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     let name = spec.name.clone();
     let _busy = ctx.vm_lock(&name, "creating").await?;
     let (rec, placed) = create_reserve(ctx, caller, &req, strategy, &spec, &mut steps, None).await?;
-    // The shares' rows, which the definition is written from.
+    // The shares' and media's rows, which the definition is written from.
     for s in &spec.shares {
         if let Err(e) = ctx.store.share_insert(s).await {
             return build_end(ctx, &rec, Err(e.into()), &[], steps, None).await;
         }
     }
+    if spec.media != kvmctl_store::MediaRecord::default() {
+        if let Err(e) = ctx.store.media_set(&rec.id, &spec.media).await {
+            return build_end(ctx, &rec, Err(e.into()), &[], steps, None).await;
+        }
+    }
+    let root = if req.install_iso.is_some() { RootDisk::Blank } else { RootDisk::Image };
     let domain_type = domain_type(ctx, &rec.node).await;
     // Forwards are rules in the local node's firewall: VMs on other nodes get none.
     let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some() && rec.node == crate::app::context::LOCAL;
     let CreateSpec { vm_key, seed_iso, image, .. } = spec;
-    let opts =
-        BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root: RootDisk::Image, nvram: None, warm: None };
+    let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root, nvram: None, warm: None };
     let mut made = Vec::new();
     let built = vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await;
     let mut vm = build_end(ctx, &rec, built, &made, steps, None).await?;
@@ -463,6 +472,8 @@ pub(super) enum RootDisk {
     Base(PathBuf),
     /// Made already (a full clone's copy), and in `made`.
     Made,
+    /// Empty, for an installer to fill.
+    Blank,
 }
 
 /// Create's node steps; returns the state the VM ends in.
@@ -488,22 +499,24 @@ pub(super) async fn vm_build(
     let conn = ctx.node_conn(&rec.node).await?;
     // The image's volumes on the VM's node (copied there on first use).
     images::image_to_node(ctx, &rec.node, image).await?;
+    super::media::media_to_node(ctx, rec).await?;
     steps.mark("image_copy");
     let paths = image_paths(&conn, image).await?;
     steps.mark("image");
+    let make = !matches!(root, RootDisk::Made);
     let backing = match root {
         RootDisk::Image => Some((paths.0.join(&image.volume), if image.format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 })),
         RootDisk::Base(base) => Some((base, DiskFormat::Qcow2)),
-        RootDisk::Made => None,
+        RootDisk::Made | RootDisk::Blank => None,
     };
     ctx.failpoints.hit("create.before_volumes").await?;
-    if let Some(backing) = backing {
+    if make {
         let overlay = VolumeSpec {
             private: true,
             name: rec.root_volume.clone(),
             capacity_bytes: rec.disk_gib * GIB,
             format: DiskFormat::Qcow2,
-            backing: Some(backing),
+            backing,
         };
         conn.volume_create(&rec.pool, overlay).await.map_err(|e| crate::app::context::volume_error(e, &rec.pool))?;
         made.push(rec.root_volume.clone());

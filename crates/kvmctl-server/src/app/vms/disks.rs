@@ -42,11 +42,11 @@ fn disk_name_parse(field: &str, s: &str) -> Result<String, Error> {
 }
 
 /// The next free guest device on `bus`: `vdc`.. on virtio (`vda` is the root disk, `vdb` the
-/// seed), `sdd`.. on SCSI (`sda`-`sdc` are left to installer CD-ROMs).
+/// seed), `sde`.. on SCSI (`sda`-`sdd` are left to CD-ROMs: installer, ISOs, seed).
 fn target_free(bus: DiskBus, taken: &[DiskRecord]) -> Option<String> {
     let (prefix, first) = match bus {
         DiskBus::Virtio => ("vd", b'c'),
-        _ => ("sd", b'd'),
+        _ => ("sd", b'e'),
     };
     (first..=b'z').map(|c| format!("{prefix}{}", c as char)).find(|t| !taken.iter().any(|d| &d.target == t))
 }

@@ -20,6 +20,7 @@ mod clone;
 mod consoles;
 mod create;
 mod disks;
+mod media;
 mod power;
 mod resize;
 mod shares;
@@ -40,6 +41,8 @@ pub use consoles::{console_serial_open, console_ticket, console_vnc_open, TICKET
 pub use create::*;
 pub(crate) use disks::{data_disks_of, root_only_check};
 pub use disks::{disk_add, disk_list, disk_remove, disk_resize, recover as disks_recover, MAX_DATA_DISKS};
+pub(crate) use media::media_apply;
+pub use media::{MAX_EXTRA_ISOS, WINDOWS_11};
 pub use power::*;
 pub use resize::*;
 pub(crate) use shares::{memory_check as shares_memory_check, shares_of};
@@ -86,7 +89,9 @@ pub async fn vm_get(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm, Er
     let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(vmnet::forward_view).collect();
     let disks = ctx.store.disk_list(&rec.id).await?.into_iter().map(disks::disk_view).collect();
     let shares = ctx.store.share_list(&rec.id).await?.into_iter().map(shares::share_view).collect();
-    let vm = Vm { readiness, forwards, disks, shares, ..vm_view(rec) };
+    let m = ctx.store.media_get(&rec.id).await?;
+    let media = m.installer.into_iter().chain(m.extras).collect();
+    let vm = Vm { readiness, forwards, disks, shares, profile: m.profile, media, ..vm_view(rec) };
     Ok(with_addresses(ctx, vec![vm]).await.remove(0))
 }
 
@@ -118,7 +123,9 @@ async fn vm_out(ctx: &Context, rec: VmRecord) -> Result<Vm, Error> {
     let forwards = ctx.store.forward_list_vm(&rec.id).await?.into_iter().map(vmnet::forward_view).collect();
     let disks = ctx.store.disk_list(&rec.id).await?.into_iter().map(disks::disk_view).collect();
     let shares = ctx.store.share_list(&rec.id).await?.into_iter().map(shares::share_view).collect();
-    Ok(Vm { forwards, disks, shares, ..vm_view(rec) })
+    let m = ctx.store.media_get(&rec.id).await?;
+    let media = m.installer.into_iter().chain(m.extras).collect();
+    Ok(Vm { forwards, disks, shares, profile: m.profile, media, ..vm_view(rec) })
 }
 
 pub(crate) fn vm_view(r: VmRecord) -> Vm {
@@ -143,6 +150,8 @@ pub(crate) fn vm_view(r: VmRecord) -> Vm {
         tpm: r.tpm,
         disks: Vec::new(),
         shares: Vec::new(),
+        profile: None,
+        media: Vec::new(),
         owner: r.owner,
         error: r.error,
         created_at: r.created_at,

@@ -67,6 +67,7 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
         ctx.store.disk_delete_vm(&rec.id).await?;
     }
     ctx.store.share_delete_vm(&rec.id).await?;
+    ctx.store.media_delete(&rec.id).await?;
     // A linked clone lets go of its base (the last one removes it).
     if rec.node == crate::app::context::LOCAL {
         super::base_release(ctx, rec).await?;
