@@ -7,6 +7,7 @@ mod network;
 mod node;
 mod output;
 mod plan;
+mod pool;
 mod progress;
 mod serve;
 mod snapshot;
@@ -76,6 +77,9 @@ enum Command {
     /// Plans: the named sizes VMs are created with, and their hourly prices.
     #[command(subcommand)]
     Plan(plan::PlanCommand),
+    /// Storage pools (admins): directories and LVM volume groups that VMs' disks go in.
+    #[command(subcommand)]
+    Pool(pool::PoolCommand),
     /// Users of the daemon (admins), and `user whoami`.
     #[command(subcommand)]
     User(users::UserCommand),
@@ -166,6 +170,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gc(args) => node::run_gc(&client()?, args, cli.output).await,
         Command::Usage(args) => users::run_usage(&client()?, args, cli.output).await,
         Command::Plan(cmd) => plan::run_plan(&client()?, cmd, cli.output).await,
+        Command::Pool(cmd) => pool::run(&client()?, cmd, cli.output).await,
         Command::Test(cmd) => test::run(&client()?, cmd, cli.output).await,
         Command::Serve(args) => serve::run(args, cli.socket).await,
         Command::Openapi => {

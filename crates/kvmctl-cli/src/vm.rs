@@ -22,6 +22,10 @@ pub enum VmCommand {
         /// Image to boot (`kvmctl image list`).
         #[arg(long, required_unless_present = "install_iso", conflicts_with = "install_iso")]
         image: Option<String>,
+        /// The storage pool for the root disk and seed (`kvmctl pool list`) [default: the
+        /// image's]; on an LVM pool the root disk is a raw copy of the image.
+        #[arg(long)]
+        pool: Option<String>,
         /// Install from this ISO image (`image import --kind iso`): an empty root disk of
         /// --disk, the ISO booted first.
         #[arg(long, value_name = "IMAGE")]
@@ -441,6 +445,9 @@ pub enum DiskCommand {
         /// The disk's name: 1-16 lower-case letters and digits [default: disk1, disk2...].
         #[arg(long = "name", value_name = "DISK")]
         disk: Option<String>,
+        /// The storage pool for it (`kvmctl pool list`) [default: the VM's].
+        #[arg(long)]
+        pool: Option<String>,
     },
     /// List VM NAME's data disks.
     List { name: String },
@@ -484,8 +491,8 @@ impl Table for kvmctl_types::api::VmDisk {
 async fn disk_run(client: &Client, cmd: DiskCommand, format: OutputFormat) -> anyhow::Result<()> {
     use kvmctl_types::api::{VmDiskAddRequest, VmDiskResizeRequest};
     match cmd {
-        DiskCommand::Add { name, size, bus, disk } => {
-            let req = VmDiskAddRequest { name: disk, size_gib: size, bus };
+        DiskCommand::Add { name, size, bus, disk, pool } => {
+            let req = VmDiskAddRequest { name: disk, size_gib: size, bus, pool };
             let d = with_progress(
                 &format!("adding a {size}G disk to VM {name}"),
                 &format!("disk added to VM {name}"),
@@ -655,6 +662,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
         VmCommand::Create {
             name,
             image,
+            pool,
             install_iso,
             extra_isos,
             profile,
@@ -704,6 +712,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             let req = VmCreateRequest {
                 name: name.clone(),
                 image: image.unwrap_or_default(),
+                pool,
                 install_iso,
                 extra_isos,
                 profile,

@@ -367,6 +367,22 @@ impl Client {
             .await
     }
 
+    pub async fn pool_list(&self) -> Result<Vec<kvmctl_types::api::StoragePool>, ClientError> {
+        self.get("/v1/pools").await
+    }
+
+    pub async fn pool_get(&self, name: &str) -> Result<kvmctl_types::api::StoragePool, ClientError> {
+        self.get(&format!("/v1/pools/{}", seg(name))).await
+    }
+
+    pub async fn pool_create(&self, req: &kvmctl_types::api::PoolCreateRequest) -> Result<kvmctl_types::api::StoragePool, ClientError> {
+        self.send_json(Method::POST, "/v1/pools", req).await
+    }
+
+    pub async fn pool_delete(&self, name: &str) -> Result<(), ClientError> {
+        self.empty(Method::DELETE, &format!("/v1/pools/{}", seg(name))).await
+    }
+
     pub async fn disk_list(&self, vm: &str) -> Result<Vec<VmDisk>, ClientError> {
         self.get(&format!("/v1/vms/{}/disks", seg(vm))).await
     }

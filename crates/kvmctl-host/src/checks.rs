@@ -169,6 +169,18 @@ pub fn doctor(f: &HostFacts) -> DoctorReport {
             None => check(&id, if blocks { Fail } else { Warn }, format!("{tool} not found: needed for {why}"), install, blocks),
         });
     }
+    // LVM's tools, for LVM storage pools only: optional, and not installed by setup (a host
+    // that does not use LVM need not run its services).
+    c.push(match f.tools.get("vgcreate") {
+        Some(p) => check("tools.lvm", Pass, format!("{p} (LVM storage pools)"), "", false),
+        None => check(
+            "tools.lvm",
+            Skipped,
+            "LVM's tools are not installed: only directory storage pools (optional)",
+            "apt-get install lvm2 (or dnf install lvm2) for LVM pools",
+            false,
+        ),
+    });
     // The other programs the daemon runs, from the one table (`programs`), each with the
     // package that brings it on this host's family.
     for prog in crate::programs::PROGRAMS

@@ -321,6 +321,7 @@ pub fn gather(opts: &GatherOptions<'_>) -> HostFacts {
         ("virtiofsd", &["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"][..]),
         ("qemu-img", &[][..]),
         ("prlimit", &[][..]),
+        ("vgcreate", &["/usr/sbin/vgcreate", "/sbin/vgcreate"][..]),
         ("systemctl", &[][..]),
     ] {
         if let Some(p) = which(name, extra) {

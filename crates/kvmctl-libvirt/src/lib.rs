@@ -12,5 +12,6 @@ pub mod xml;
 
 pub use error::NodeError;
 pub use node::{
-    AgentExec, Console, ConsoleStream, DomainState, DomainSummary, LibvirtNode, Node, NodeResources, NodeVersions, ObjectState, VolumeInfo,
+    AgentExec, Console, ConsoleStream, DomainState, DomainSummary, LibvirtNode, Node, NodeResources, NodeVersions, ObjectState, PoolInfo,
+    VolumeInfo,
 };

@@ -110,6 +110,25 @@ impl NodeHandle {
         let (name, target) = (name.to_owned(), target.to_owned());
         self.run(move |n| n.domain_block_resize(&name, &target, capacity_bytes)).await
     }
+    pub async fn pool_info(&self, name: &str) -> Result<Option<kvmctl_libvirt::PoolInfo>, NodeError> {
+        self.named(name, |n, name| n.pool_info(name)).await
+    }
+    pub async fn pool_ensure_logical(&self, name: &str, vg: &str, devices: Vec<std::path::PathBuf>) -> Result<(), NodeError> {
+        let (name, vg) = (name.to_owned(), vg.to_owned());
+        self.run(move |n| n.pool_ensure_logical(&name, &vg, &devices)).await
+    }
+    pub async fn pool_ensure_dir(&self, name: &str, path: std::path::PathBuf) -> Result<(), NodeError> {
+        let name = name.to_owned();
+        self.run(move |n| n.pool_ensure_dir(&name, &path)).await
+    }
+    pub async fn pool_remove(&self, name: &str, wipe: bool) -> Result<(), NodeError> {
+        let name = name.to_owned();
+        self.run(move |n| n.pool_remove(&name, wipe)).await
+    }
+    pub async fn volume_create_from(&self, pool: &str, spec: VolumeSpec, from_pool: &str, from: &str) -> Result<VolumeInfo, NodeError> {
+        let (pool, from_pool, from) = (pool.to_owned(), from_pool.to_owned(), from.to_owned());
+        self.run(move |n| n.volume_create_from(&pool, &spec, &from_pool, &from)).await
+    }
     pub async fn domain_device_attach(&self, name: &str, device_xml: String) -> Result<(), NodeError> {
         let name = name.to_owned();
         self.run(move |n| n.domain_device_attach(&name, &device_xml)).await

@@ -68,7 +68,7 @@ async fn a_debian_guest_uses_its_tpm_shared_folder_and_hotplugged_data_disk_acro
     assert_eq!(std::fs::read_to_string(share_dir.join("from-guest.txt")).unwrap(), "hello host\n");
 
     // A data disk into the running guest: found by its serial, formatted, mounted by UUID.
-    c.disk_add(VM, &VmDiskAddRequest { name: Some("data".into()), size_gib: 2, bus: None }).await.unwrap();
+    c.disk_add(VM, &VmDiskAddRequest { name: Some("data".into()), size_gib: 2, ..Default::default() }).await.unwrap();
     exec(&c, "for i in $(seq 300); do test -e /dev/disk/by-id/virtio-data && break; sleep 0.1; done; test -e /dev/disk/by-id/virtio-data")
         .await;
     exec(

@@ -78,7 +78,7 @@ async fn data_disks_hotplug_grow_unplug_and_are_admitted_and_cleaned_up() {
     c.vm_wait(VM, "ssh", 300).await.unwrap();
 
     // A virtio disk into the running guest: its name is the serial, 2 GiB = 4194304 sectors.
-    let added = alice.disk_add(VM, &VmDiskAddRequest { name: Some("data1".into()), size_gib: 2, bus: None }).await.unwrap();
+    let added = alice.disk_add(VM, &VmDiskAddRequest { name: Some("data1".into()), size_gib: 2, ..Default::default() }).await.unwrap();
     assert_eq!((added.target.as_str(), added.bus.as_str(), added.state.as_str()), ("vdc", "virtio", "attached"));
     let blocks = guest_until(&c, VM, BLOCKS, |o| o.contains("vdc data1 4194304")).await;
     assert!(blocks.contains("vdc data1 4194304"), "{blocks}");
@@ -146,7 +146,7 @@ async fn data_disks_hotplug_grow_unplug_and_are_admitted_and_cleaned_up() {
 
     // Stopped: a disk added now is in the definition and boots with the VM.
     alice.vm_stop(VM, &VmStopRequest { force: true, ..Default::default() }).await.unwrap();
-    let added = alice.disk_add(VM, &VmDiskAddRequest { name: Some("cold".into()), size_gib: 1, bus: None }).await.unwrap();
+    let added = alice.disk_add(VM, &VmDiskAddRequest { name: Some("cold".into()), size_gib: 1, ..Default::default() }).await.unwrap();
     assert_eq!(added.target, "vdd");
     alice.disk_resize(VM, "cold", &VmDiskResizeRequest { size_gib: 2 }).await.unwrap();
     alice.vm_start(VM).await.unwrap();

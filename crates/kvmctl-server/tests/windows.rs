@@ -64,7 +64,10 @@ async fn a_windows_11_install_is_defined_and_started_with_its_devices_and_answer
     };
     let (s, body) = api_err(c.image_import(&import("kt-win-bad", "not-an-iso.img", "iso")).await.unwrap_err());
     assert!(s == 400 && body.field.as_deref() == Some("source"), "{body:?}");
-    let iso = c.image_import(&import(INSTALLER, "win11.iso", "iso")).await.unwrap();
+    // The installer carries the profile as its template's default.
+    let template = kvmctl_types::api::ImageTemplate { profile: Some("windows-11".into()), ..Default::default() };
+    let iso = c.image_import(&ImageImportRequest { template: Some(template), ..import(INSTALLER, "win11.iso", "iso") }).await.unwrap();
+    assert_eq!(iso.template.profile.as_deref(), Some("windows-11"));
     assert_eq!((iso.format.as_str(), iso.virtual_bytes), ("iso", installer.len() as u64));
     c.image_import(&import(VIRTIO, "virtio-win.iso", "iso")).await.unwrap();
     c.image_import(&import(DISK_IMG, "not-an-iso.img", "disk")).await.unwrap();
@@ -157,7 +160,8 @@ async fn a_windows_11_install_is_defined_and_started_with_its_devices_and_answer
     // set (defined, not started: KVM does not boot guests on this machine).
     let cfg = kvmctl_server::Config { domain_type: kvmctl_server::config::DomainTypeSetting::Kvm, ..daemon::config(d) };
     let (server, c) = daemon::start(&cfg).await;
-    c.vm_create(&VmCreateRequest { no_start: true, ..windows_vm(KVM_VM) }).await.unwrap();
+    // No profile asked: the installer's template gives it.
+    c.vm_create(&VmCreateRequest { no_start: true, profile: None, ..windows_vm(KVM_VM) }).await.unwrap();
     let defined = sweep.node_xml(KVM_VM);
     for want in [
         "<domain type='kvm'",

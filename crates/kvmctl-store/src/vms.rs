@@ -326,17 +326,17 @@ impl DataStore {
 
     /// Records the VM's root disk as kept (before the delete that keeps it); idempotent.
     pub async fn kept_disk_insert(&self, vm: &VmRecord) -> Result<(), StoreError> {
-        self.kept_volume_insert(vm, &vm.root_volume, vm.disk_gib).await
+        self.kept_volume_insert(vm, &vm.pool, &vm.root_volume, vm.disk_gib).await
     }
 
-    /// Records one of the VM's volumes (its root disk or a data disk) as kept.
-    pub async fn kept_volume_insert(&self, vm: &VmRecord, volume: &str, disk_gib: u64) -> Result<(), StoreError> {
+    /// Records one of the VM's volumes (its root disk or a data disk, in `pool`) as kept.
+    pub async fn kept_volume_insert(&self, vm: &VmRecord, pool: &str, volume: &str, disk_gib: u64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO kept_disks (node, pool, volume, owner, vm_name, image, disk_gib, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (node, pool, volume) DO NOTHING",
         )
         .bind(&vm.node)
-        .bind(&vm.pool)
+        .bind(pool)
         .bind(volume)
         .bind(&vm.owner)
         .bind(vm.name.as_str())

@@ -187,6 +187,8 @@ pub mod daemon {
         pub vms: Vec<String>,
         pub images: Vec<String>,
         pub networks: Vec<String>,
+        /// Storage pools the test makes (their volumes go first).
+        pub pools: Vec<String>,
     }
 
     impl Sweep {
@@ -197,6 +199,25 @@ pub mod daemon {
                 vms: vms.iter().map(|s| s.to_string()).collect(),
                 images: images.iter().map(|s| s.to_string()).collect(),
                 networks: Vec::new(),
+                pools: Vec::new(),
+            }
+        }
+
+        /// Also removes these storage pools, with their volumes (a failed test's leftovers).
+        pub fn with_pools(mut self, pools: &[&str]) -> Self {
+            self.pools = pools.iter().map(|s| s.to_string()).collect();
+            self.clear_pools();
+            self
+        }
+
+        fn clear_pools(&self) {
+            for p in &self.pools {
+                if let Ok(vols) = self.node.volume_list(p) {
+                    for v in vols {
+                        let _ = self.node.volume_delete(p, &v.name);
+                    }
+                }
+                let _ = self.node.pool_remove(p, false);
             }
         }
 
@@ -284,6 +305,7 @@ pub mod daemon {
             for n in &self.networks {
                 let _ = self.node.network_delete(n);
             }
+            self.clear_pools();
         }
     }
 

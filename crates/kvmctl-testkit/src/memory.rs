@@ -418,6 +418,33 @@ impl Node for MemoryNode {
         Ok(())
     }
 
+    fn pool_ensure_logical(&self, name: &str, vg: &str, _devices: &[PathBuf]) -> Result<(), NodeError> {
+        let mut st = self.enter("pool_ensure_logical", name)?;
+        st.pools.entry(name.to_owned()).or_insert(MemPool { path: PathBuf::from("/dev").join(vg), active: true, volumes: BTreeMap::new() });
+        Ok(())
+    }
+
+    fn pool_info(&self, name: &str) -> Result<Option<kvmctl_libvirt::PoolInfo>, NodeError> {
+        let st = self.enter("pool_info", name)?;
+        Ok(st.pools.get(name).map(|p| kvmctl_libvirt::PoolInfo {
+            kind: if p.path.starts_with("/dev") { "logical" } else { "dir" }.into(),
+            target: p.path.clone(),
+            active: p.active,
+            capacity_bytes: 100 << 30,
+            allocation_bytes: p.volumes.values().map(|(v, _)| v.capacity_bytes).sum(),
+            available_bytes: (100u64 << 30).saturating_sub(p.volumes.values().map(|(v, _)| v.capacity_bytes).sum()),
+        }))
+    }
+
+    fn pool_remove(&self, name: &str, _wipe: bool) -> Result<(), NodeError> {
+        let mut st = self.enter("pool_remove", name)?;
+        st.pools.remove(name).map(|_| ()).ok_or_else(|| not_found("storage pool", name))
+    }
+
+    fn volume_create_from(&self, pool_name: &str, spec: &VolumeSpec, _from_pool: &str, _from: &str) -> Result<VolumeInfo, NodeError> {
+        self.volume_create(pool_name, spec)
+    }
+
     fn pool_delete(&self, name: &str) -> Result<(), NodeError> {
         let mut st = self.enter("pool_delete", name)?;
         st.pools.remove(name).map(|_| ()).ok_or_else(|| not_found("storage pool", name))

@@ -549,6 +549,89 @@ impl Node for LibvirtNode {
         })
     }
 
+    fn pool_ensure_logical(&self, name: &str, vg: &str, devices: &[std::path::PathBuf]) -> Result<(), NodeError> {
+        let pool_xml = xml::logical_pool_xml(name, vg, devices)?;
+        self.with_conn(|c| {
+            let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
+            let pool = match StoragePool::lookup_by_name(c, name) {
+                Ok(p) => p,
+                Err(e) if e.code() == virt::error::ErrorNumber::NoStoragePool => {
+                    let p = StoragePool::define_xml(c, &pool_xml, 0).map_err(err("define"))?;
+                    // With devices, the group is made on them (an existing group is used as is).
+                    if !devices.is_empty() && !std::path::Path::new("/dev").join(vg).exists() {
+                        if let Err(e) = p.build(0) {
+                            let _ = p.undefine();
+                            return Err(err("build")(e));
+                        }
+                    }
+                    p
+                }
+                Err(e) => return Err(err("find")(e)),
+            };
+            if !pool.is_active().map_err(err("read state of"))? {
+                if let Err(e) = pool.create(0) {
+                    return Err(err("start")(e));
+                }
+            }
+            pool.set_autostart(true).map_err(err("set autostart of"))?;
+            Ok(())
+        })
+    }
+
+    fn pool_info(&self, name: &str) -> Result<Option<super::PoolInfo>, NodeError> {
+        self.with_conn(|c| {
+            let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
+            let p = match StoragePool::lookup_by_name(c, name) {
+                Ok(p) => p,
+                Err(e) if e.code() == virt::error::ErrorNumber::NoStoragePool => return Ok(None),
+                Err(e) => return Err(err("find")(e)),
+            };
+            let active = p.is_active().map_err(err("read state of"))?;
+            if active {
+                // Sizes as they are now, not as of the last start.
+                let _ = p.refresh(0);
+            }
+            let info = p.get_info().map_err(err("read the size of"))?;
+            let (kind, target) = xml::pool_kind_target(&p.get_xml_desc(0).map_err(err("read"))?);
+            Ok(Some(super::PoolInfo {
+                kind,
+                target,
+                active,
+                capacity_bytes: info.capacity,
+                allocation_bytes: info.allocation,
+                available_bytes: info.available,
+            }))
+        })
+    }
+
+    fn pool_remove(&self, name: &str, wipe: bool) -> Result<(), NodeError> {
+        self.with_conn(|c| {
+            let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
+            let pool = Self::pool(c, name)?;
+            if pool.is_active().map_err(err("read state of"))? {
+                pool.destroy().map_err(err("stop"))?;
+            }
+            if wipe {
+                // vgremove and pvremove for LVM; rmdir (of an empty directory) for dir pools.
+                pool.delete(0).map_err(err("delete the storage of"))?;
+            }
+            pool.undefine().map_err(err("undefine"))
+        })
+    }
+
+    fn volume_create_from(&self, pool: &str, spec: &VolumeSpec, from_pool: &str, from: &str) -> Result<VolumeInfo, NodeError> {
+        let vol_xml = xml::volume_xml(spec)?;
+        // A copy of a whole image runs on a connection of its own.
+        let own = self.connect_own()?;
+        let c = &own.0;
+        let p = Self::pool(c, pool)?;
+        let src =
+            StorageVol::lookup_by_name(&Self::pool(c, from_pool)?, from).map_err(|e| NodeError::from_virt("find", "volume", from, e))?;
+        let vol =
+            StorageVol::create_xml_from(&p, &vol_xml, &src, 0).map_err(|e| NodeError::from_virt("copy into", "volume", &spec.name, e))?;
+        Self::volume_info(&vol, &spec.name)
+    }
+
     fn volume_create(&self, pool: &str, spec: &VolumeSpec) -> Result<VolumeInfo, NodeError> {
         let vol_xml = xml::volume_xml(spec)?;
         self.with_conn(|c| {

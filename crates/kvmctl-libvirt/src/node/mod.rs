@@ -67,6 +67,19 @@ pub struct ObjectState {
     pub persistent: bool,
 }
 
+/// A storage pool as libvirt reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolInfo {
+    /// libvirt's pool type: `dir`, `logical` (an LVM volume group), ...
+    pub kind: String,
+    /// Where its volumes are: a directory, or `/dev/VG`.
+    pub target: std::path::PathBuf,
+    pub active: bool,
+    pub capacity_bytes: u64,
+    pub allocation_bytes: u64,
+    pub available_bytes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeInfo {
     pub name: String,
@@ -141,6 +154,17 @@ pub trait Node: Send + Sync {
     /// Makes sure a directory pool `name` over `path` exists, is active and autostarts.
     fn pool_ensure_dir(&self, name: &str, path: &Path) -> Result<(), NodeError>;
     fn pool_delete(&self, name: &str) -> Result<(), NodeError>;
+    /// Defines, builds (`vgcreate` on `devices`, when the group does not exist yet), starts
+    /// and autostarts an LVM pool over volume group `vg`; an existing pool is only started.
+    fn pool_ensure_logical(&self, name: &str, vg: &str, devices: &[std::path::PathBuf]) -> Result<(), NodeError>;
+    /// The pool's type, target and sizes; `None` when there is no such pool.
+    fn pool_info(&self, name: &str) -> Result<Option<PoolInfo>, NodeError>;
+    /// Stops and undefines a pool, removing its storage first when `wipe` (an LVM pool's
+    /// volume group; a directory pool's directory when empty).
+    fn pool_remove(&self, name: &str, wipe: bool) -> Result<(), NodeError>;
+    /// A new volume in `pool` holding a copy of volume `from` of pool `from_pool`, converted
+    /// to the new one's format (a raw logical volume from a qcow2 image, say).
+    fn volume_create_from(&self, pool: &str, spec: &VolumeSpec, from_pool: &str, from: &str) -> Result<VolumeInfo, NodeError>;
     fn volume_create(&self, pool: &str, spec: &VolumeSpec) -> Result<VolumeInfo, NodeError>;
     /// Creates a private volume (`VolumeSpec::private`: a VM's seed) of `format` holding
     /// exactly `data`, sent over a libvirt stream in chunks (works for remote nodes too). A

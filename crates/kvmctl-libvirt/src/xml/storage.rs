@@ -51,3 +51,52 @@ pub fn dir_pool_xml(name: &str, path: &std::path::Path) -> Result<String, XmlErr
     d.close("pool")?;
     Ok(d.finish())
 }
+
+/// An LVM storage pool over volume group `vg`; with `devices`, the group is built on them
+/// (`pool-build`: pvcreate and vgcreate).
+pub fn logical_pool_xml(name: &str, vg: &str, devices: &[PathBuf]) -> Result<String, XmlError> {
+    let mut d = Doc::new();
+    d.open("pool", &[("type", "logical")])?;
+    d.text("name", &[], &checked("pool name", name)?)?;
+    d.open("source", &[])?;
+    for dev in devices {
+        d.empty("device", &[("path", &path_str("pool device", dev)?)])?;
+    }
+    d.text("name", &[], &checked("volume group", vg)?)?;
+    d.empty("format", &[("type", "lvm2")])?;
+    d.close("source")?;
+    d.open("target", &[])?;
+    d.text("path", &[], &format!("/dev/{}", checked("volume group", vg)?))?;
+    d.close("target")?;
+    d.close("pool")?;
+    Ok(d.finish())
+}
+
+/// A pool definition's type (`dir`, `logical`...) and target path.
+pub fn pool_kind_target(pool_xml: &str) -> (String, PathBuf) {
+    use quick_xml::events::Event as E;
+    let mut reader = quick_xml::Reader::from_str(pool_xml);
+    let (mut kind, mut target) = (String::new(), PathBuf::new());
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    loop {
+        match reader.read_event() {
+            Ok(E::Start(e)) => {
+                if path.is_empty() && e.name().as_ref() == b"pool" {
+                    if let Some(t) = e.attributes().flatten().find(|a| a.key.as_ref() == b"type") {
+                        kind = t.unescape_value().map(|v| v.into_owned()).unwrap_or_default();
+                    }
+                }
+                path.push(e.name().as_ref().to_vec());
+            }
+            Ok(E::End(_)) => {
+                path.pop();
+            }
+            Ok(E::Text(t)) if path.len() == 3 && path[1] == b"target" && path[2] == b"path" => {
+                target = PathBuf::from(t.unescape().map(|v| v.trim().to_owned()).unwrap_or_default());
+            }
+            Ok(E::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    (kind, target)
+}

@@ -19,8 +19,11 @@ pub async fn host_report(ctx: &Context, caller: &kvmctl_core::Caller) -> Result<
         }
         Err(e) => return Err(Error::Unavailable(format!("cannot read {}: {e}", path.display()))),
     };
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Internal(format!("{} is not a doctor report: {e}; run `kvmctl host doctor` again", path.display())))
+    let mut report: DoctorReport = serde_json::from_str(&text)
+        .map_err(|e| Error::Internal(format!("{} is not a doctor report: {e}; run `kvmctl host doctor` again", path.display())))?;
+    // The pools kvmctl made, as they are now (the doctor itself knows only the default one).
+    report.checks.extend(super::pools::pool_checks(ctx).await);
+    Ok(report)
 }
 
 /// `(domain type, why)` for new VMs.

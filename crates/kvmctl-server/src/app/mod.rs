@@ -14,6 +14,7 @@ pub mod metering;
 pub mod networks;
 pub mod nodes;
 pub mod plans;
+pub mod pools;
 pub mod readiness;
 pub mod reconcile;
 pub mod restart;

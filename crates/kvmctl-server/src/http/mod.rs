@@ -13,6 +13,7 @@ pub(crate) mod metrics;
 pub(crate) mod networks;
 pub(crate) mod nodes;
 pub(crate) mod plans;
+pub(crate) mod pools;
 pub(crate) mod snapshots;
 pub(crate) mod status;
 pub(crate) mod terminal;
@@ -58,6 +59,10 @@ fn routes() -> Vec<Route> {
         route!(post "/v1/images", images::image_import),
         route!(get "/v1/images/{name}", images::image_get),
         route!(delete "/v1/images/{name}", images::image_delete),
+        route!(get "/v1/pools", pools::pool_list),
+        route!(post "/v1/pools", pools::pool_create),
+        route!(get "/v1/pools/{name}", pools::pool_get),
+        route!(delete "/v1/pools/{name}", pools::pool_delete),
         route!(get "/v1/plans", plans::plan_list),
         route!(post "/v1/plans", plans::plan_create),
         route!(get "/v1/plans/{name}", plans::plan_get),

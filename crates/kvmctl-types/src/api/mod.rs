@@ -5,6 +5,7 @@
 
 mod images;
 mod networking;
+mod pools;
 mod snapshots;
 mod status;
 mod testruns;
@@ -13,6 +14,7 @@ mod vms;
 
 pub use images::*;
 pub use networking::*;
+pub use pools::*;
 pub use snapshots::*;
 pub use status::*;
 pub use testruns::*;

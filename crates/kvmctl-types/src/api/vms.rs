@@ -94,6 +94,10 @@ pub struct VmCreateRequest {
     /// daemon's `share_roots`). cloud-init mounts each at its `mount` path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<VmShare>,
+    /// The storage pool for the root disk and seed (`kvmctl pool list`); default: the image's.
+    /// On an LVM pool the root disk is a raw logical volume holding a copy of the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// Install from an ISO image (`kind: iso`): the VM gets an empty root disk of
     /// `disk_gib` and boots this ISO first (then its disk), with a VNC console to follow it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -367,6 +371,9 @@ pub struct VmDisk {
     pub target: String,
     /// `attached`, or `attaching`/`detaching` while an operation is under way.
     pub state: String,
+    /// The storage pool it is in.
+    #[serde(default)]
+    pub pool: String,
 }
 
 /// A host directory shared with a VM over virtio-fs (`vm create --share`, `vm share add`).
@@ -399,6 +406,9 @@ pub struct VmDiskAddRequest {
     /// `virtio` (default) or `scsi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bus: Option<String>,
+    /// The storage pool for the disk (`kvmctl pool list`); default: the VM's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 /// `PATCH /v1/vms/{name}/disks/{disk}`: grow a data disk.

@@ -596,6 +596,8 @@ where
         host_key,
         shares: Vec::new(),
         media: Default::default(),
+        pool: image.pool.clone(),
+        pool_node: None,
     };
     let create = VmCreateRequest { name: opts.name.clone(), image: image.name.to_string(), ..Default::default() };
     let strategy = crate::app::nodes::strategy(None)?;

@@ -78,6 +78,8 @@ fn clone_spec(
         host_key,
         shares: Vec::new(),
         media: Default::default(),
+        pool: image.pool.clone(),
+        pool_node: None,
     };
     Ok((spec, vm_public, host_key_pair))
 }

@@ -151,6 +151,10 @@ pub(super) struct CreateSpec {
     pub(super) shares: Vec<kvmctl_store::ShareRecord>,
     /// Its guest profile and ISO media (`install_iso`, `extra_isos`).
     pub(super) media: kvmctl_store::MediaRecord,
+    /// The pool of its root disk and seed, and the node that pool is on (when not the
+    /// image's pool, which is on every node).
+    pub(super) pool: String,
+    pub(super) pool_node: Option<String>,
 }
 
 /// Everything about the request that can be checked before anything is made.
@@ -161,6 +165,7 @@ async fn create_spec(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> R
     let install = req.install_iso.is_some();
     let (plan, vcpus, memory_mib, disk_gib) = vm_size(ctx, caller, req).await?;
     let media = super::media::media_plan(ctx, req, &image, (vcpus, memory_mib, disk_gib)).await?;
+    let (pool, pool_node, _) = crate::app::pools::pool_for_disk(ctx, "pool", req.pool.as_deref(), &image.pool, disk_gib * GIB).await?;
     if !install && disk_gib * GIB < image.virtual_bytes {
         return Err(Error::invalid(
             "disk_gib",
@@ -220,6 +225,8 @@ async fn create_spec(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> R
         host_key,
         shares,
         media: media.media,
+        pool,
+        pool_node,
     })
 }
 
@@ -231,7 +238,7 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     steps.mark("validate");
     let name = spec.name.clone();
     let _busy = ctx.vm_lock(&name, "creating").await?;
-    let (rec, placed) = create_reserve(ctx, caller, &req, strategy, &spec, &mut steps, None).await?;
+    let (rec, placed) = create_reserve(ctx, caller, &req, strategy, &spec, &mut steps, spec.pool_node.as_deref()).await?;
     // The shares' and media's rows, which the definition is written from.
     for s in &spec.shares {
         if let Err(e) = ctx.store.share_insert(s).await {
@@ -339,7 +346,7 @@ pub(super) async fn create_reserve(
         mac: mac_random(),
         firmware: spec.firmware.clone(),
         tpm: spec.tpm,
-        pool: image.pool.clone(),
+        pool: spec.pool.clone(),
         root_volume: rules::root_volume(name.as_str()),
         seed_volume: rules::seed_volume(name.as_str()),
         vnc_password: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
@@ -510,7 +517,24 @@ pub(super) async fn vm_build(
         RootDisk::Made | RootDisk::Blank => None,
     };
     ctx.failpoints.hit("create.before_volumes").await?;
-    if make {
+    let lvm = make && rec.pool != image.pool && crate::app::pools::pool_is_lvm(ctx, &rec.node, &rec.pool).await?;
+    if lvm {
+        // A raw logical volume: a copy of the image (libvirt converts it), or empty.
+        let spec = VolumeSpec {
+            private: true,
+            name: rec.root_volume.clone(),
+            capacity_bytes: rec.disk_gib * GIB,
+            format: DiskFormat::Raw,
+            backing: None,
+        };
+        let made_vol = if backing.is_some() {
+            conn.volume_create_from(&rec.pool, spec, &image.pool, &image.volume).await
+        } else {
+            conn.volume_create(&rec.pool, spec).await
+        };
+        made_vol.map_err(|e| crate::app::context::volume_error(e, &rec.pool))?;
+        made.push(rec.root_volume.clone());
+    } else if make {
         let overlay = VolumeSpec {
             private: true,
             name: rec.root_volume.clone(),

@@ -27,7 +27,7 @@ pub const MAX_DATA_DISKS: usize = 8;
 const UNPLUG_WAIT: Duration = Duration::from_secs(30);
 
 pub(crate) fn disk_view(d: DiskRecord) -> VmDisk {
-    VmDisk { name: d.name, size_gib: d.size_gib, bus: d.bus, target: d.target, state: d.state }
+    VmDisk { name: d.name, size_gib: d.size_gib, bus: d.bus, target: d.target, state: d.state, pool: d.pool }
 }
 
 /// A data disk's name: what the guest sees as the serial, and part of the volume's name.
@@ -51,33 +51,75 @@ fn target_free(bus: DiskBus, taken: &[DiskRecord]) -> Option<String> {
     (first..=b'z').map(|c| format!("{prefix}{}", c as char)).find(|t| !taken.iter().any(|d| &d.target == t))
 }
 
-/// The `<disk>` device of a data disk whose volume is at `path`.
-pub(crate) fn data_disk(d: &DiskRecord, path: PathBuf) -> Disk {
+/// The `<disk>` device of a data disk whose volume is at `path` (a raw logical volume when
+/// `raw`, else qcow2).
+pub(crate) fn data_disk(d: &DiskRecord, path: PathBuf, raw: bool) -> Disk {
     Disk {
         bus: DiskBus::parse(&d.bus).unwrap_or(DiskBus::Virtio),
         serial: Some(d.name.clone()),
-        ..Disk::virtio(path, DiskFormat::Qcow2, &d.target, false)
+        ..Disk::virtio(path, if raw { DiskFormat::Raw } else { DiskFormat::Qcow2 }, &d.target, false)
     }
 }
 
-/// The VM's attached data disks as devices, their volumes in the pool directory `pool_dir`.
-pub(crate) async fn data_disks_of(ctx: &Context, rec: &VmRecord, pool_dir: &std::path::Path) -> Result<Vec<Disk>, Error> {
-    Ok(ctx
-        .store
-        .disk_list(&rec.id)
-        .await?
-        .into_iter()
-        .filter(|d| d.state == "attached")
-        .map(|d| {
-            let path = pool_dir.join(&d.volume);
-            data_disk(&d, path)
-        })
-        .collect())
+/// Where a pool's volumes are on the VM's node, and whether they are raw logical volumes.
+async fn pool_place(ctx: &Context, rec: &VmRecord, pool: &str, what: &str) -> Result<(PathBuf, bool), Error> {
+    let info =
+        ctx.node_conn(&rec.node).await?.pool_info(pool).await?.ok_or_else(|| {
+            Error::Conflict(format!("pool {pool} of {what} is missing on node {}; the VM cannot start without it", rec.node))
+        })?;
+    Ok((info.target, info.kind == "logical"))
+}
+
+/// The VM's attached data disks as devices: those in the image's pool under `pool_dir`,
+/// the others under their pool's target (a directory, or `/dev/VG`).
+pub(crate) async fn data_disks_of(ctx: &Context, rec: &VmRecord, pool_dir: &std::path::Path, image_pool: &str) -> Result<Vec<Disk>, Error> {
+    let mut out = Vec::new();
+    let mut pools: std::collections::HashMap<String, (PathBuf, bool)> = std::collections::HashMap::new();
+    for d in ctx.store.disk_list(&rec.id).await?.into_iter().filter(|d| d.state == "attached") {
+        if !pools.contains_key(&d.pool) {
+            let place = if d.pool == image_pool {
+                (pool_dir.to_owned(), false)
+            } else {
+                pool_place(ctx, rec, &d.pool, &format!("disk {}", d.name)).await?
+            };
+            pools.insert(d.pool.clone(), place);
+        }
+        let (dir, raw) = &pools[&d.pool];
+        out.push(data_disk(&d, dir.join(&d.volume), *raw));
+    }
+    Ok(out)
+}
+
+/// A VM whose root disk and seed are in another pool than its image's: their paths there,
+/// and a raw root disk on LVM.
+pub(crate) async fn root_on_pool(ctx: &Context, rec: &VmRecord, image: &ImageRecord, spec: &mut xml::DomainSpec) -> Result<(), Error> {
+    if rec.pool == image.pool {
+        return Ok(());
+    }
+    let (dir, raw) = pool_place(ctx, rec, &rec.pool, &format!("VM {}", rec.name)).await?;
+    for disk in spec.disks.iter_mut() {
+        if disk.target == "vda" {
+            disk.source = dir.join(&rec.root_volume);
+            if raw {
+                disk.format = DiskFormat::Raw;
+            }
+        } else if disk.target == "vdb" {
+            disk.source = dir.join(&rec.seed_volume);
+        }
+    }
+    Ok(())
 }
 
 /// Refuses an operation that covers the root disk only (snapshot, clone, export) on a VM
 /// with data disks.
 pub(crate) async fn root_only_check(ctx: &Context, rec: &VmRecord, what: &str) -> Result<(), Error> {
+    let image = images::image_record(ctx, &rec.image).await?;
+    if rec.pool != image.pool {
+        return Err(Error::Conflict(format!(
+            "the disk of VM {} is in pool {}; {what} works on disks in their image's pool ({}) only",
+            rec.name, rec.pool, image.pool
+        )));
+    }
     let disks = ctx.store.disk_list(&rec.id).await?;
     if let Some(d) = disks.first() {
         return Err(Error::Conflict(format!(
@@ -135,6 +177,7 @@ pub async fn disk_add(ctx: &Context, caller: &Caller, name: &str, req: VmDiskAdd
     let name = parse_name("name", name)?;
     vm_record(ctx, &Scope::of(caller), &name).await?;
     let size_gib = size_parse(req.size_gib)?;
+    let lvm_check_pool = req.pool.clone();
     let bus = match req.bus.as_deref() {
         None | Some("virtio") => DiskBus::Virtio,
         Some("scsi") => DiskBus::Scsi,
@@ -161,10 +204,14 @@ pub async fn disk_add(ctx: &Context, caller: &Caller, name: &str, req: VmDiskAdd
         None => (1..).map(|i| format!("disk{i}")).find(|n| !disks.iter().any(|d| &d.name == n)).expect("a free name"),
     };
     let target = target_free(bus, &disks).ok_or_else(|| Error::Conflict(format!("VM {name} has no free {} device left", bus.as_str())))?;
+    let (pool, pool_node, _) = crate::app::pools::pool_for_disk(ctx, "pool", lvm_check_pool.as_deref(), &rec.pool, size_gib * GIB).await?;
+    if let Some(n) = pool_node.filter(|n| *n != rec.node) {
+        return Err(Error::invalid("pool", format!("pool {pool} is on node {n}, VM {name} on node {}", rec.node)));
+    }
     let d = DiskRecord {
         vm_id: rec.id,
         name: disk_name.clone(),
-        pool: rec.pool.clone(),
+        pool,
         volume: kvmctl_core::rules::data_volume(name.as_str(), &disk_name),
         size_gib,
         bus: bus.as_str().to_owned(),
@@ -202,11 +249,12 @@ pub async fn disk_add(ctx: &Context, caller: &Caller, name: &str, req: VmDiskAdd
 async fn disk_attach(ctx: &Context, rec: &VmRecord, d: &DiskRecord) -> Result<(), Error> {
     let conn = ctx.node_conn(&rec.node).await?;
     ctx.failpoints.hit("disk.before_volume").await?;
-    let spec =
-        VolumeSpec { private: true, name: d.volume.clone(), capacity_bytes: d.size_gib * GIB, format: DiskFormat::Qcow2, backing: None };
+    let raw = crate::app::pools::pool_is_lvm(ctx, &rec.node, &d.pool).await?;
+    let format = if raw { DiskFormat::Raw } else { DiskFormat::Qcow2 };
+    let spec = VolumeSpec { private: true, name: d.volume.clone(), capacity_bytes: d.size_gib * GIB, format, backing: None };
     let vol = conn.volume_create(&d.pool, spec).await.map_err(|e| crate::app::context::volume_error(e, &d.pool))?;
     ctx.failpoints.hit("disk.volume").await?;
-    let device = data_disk(d, vol.path);
+    let device = data_disk(d, vol.path, raw);
     let live = conn.domain_xml(rec.name.as_str()).await?;
     if device.bus == DiskBus::Scsi && !live.contains("model='virtio-scsi'") {
         conn.domain_device_attach(rec.name.as_str(), xml::scsi_controller_xml()).await?;
@@ -226,7 +274,7 @@ async fn disk_undo(ctx: &Context, rec: &VmRecord, d: &DiskRecord) -> Result<(), 
     };
     if let Ok(def) = conn.domain_xml(rec.name.as_str()).await {
         if def.contains(&format!("dev='{}'", d.target)) {
-            let device = data_disk(d, PathBuf::from(format!("/{}", d.volume)));
+            let device = data_disk(d, PathBuf::from(format!("/{}", d.volume)), false);
             if let Err(e) = conn.domain_device_detach(rec.name.as_str(), xml::disk_xml(&device)?).await {
                 tracing::warn!(vm = %rec.name, disk = %d.name, error = %kvmctl_core::error::chain(&e), "cannot detach the disk while undoing");
             }

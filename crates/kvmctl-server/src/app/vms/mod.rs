@@ -39,7 +39,7 @@ pub use clone::{recover as clones_recover, vm_clone};
 pub(crate) use consoles::Tickets;
 pub use consoles::{console_serial_open, console_ticket, console_vnc_open, TICKET_SECONDS};
 pub use create::*;
-pub(crate) use disks::{data_disks_of, root_only_check};
+pub(crate) use disks::{data_disks_of, root_on_pool, root_only_check};
 pub use disks::{disk_add, disk_list, disk_remove, disk_resize, recover as disks_recover, MAX_DATA_DISKS};
 pub(crate) use media::media_apply;
 pub use media::{MAX_EXTRA_ISOS, WINDOWS_11};

@@ -21,14 +21,15 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
     let keep_disk = keep_disk || ctx.store.kept_disk_exists(&rec.node, &rec.pool, &rec.root_volume).await?;
     let node = ctx.node_conn(&rec.node).await?;
     let name = rec.name.to_string();
-    let mut volumes = vec![rec.seed_volume.clone()];
-    // Data disks go with the root disk, or stay with it.
+    // (pool, volume): the seed, and unless kept the root disk and the data disks (each in its
+    // own pool).
+    let mut volumes = vec![(rec.pool.clone(), rec.seed_volume.clone())];
     let data = ctx.store.disk_list(&rec.id).await?;
     if !keep_disk {
-        volumes.push(rec.root_volume.clone());
-        volumes.extend(data.iter().map(|d| d.volume.clone()));
+        volumes.push((rec.pool.clone(), rec.root_volume.clone()));
+        volumes.extend(data.iter().map(|d| (d.pool.clone(), d.volume.clone())));
     }
-    volumes.retain(|v| made.is_none_or(|m| m.contains(v)));
+    volumes.retain(|(_, v)| made.is_none_or(|m| m.contains(v)));
     let gone = |r: Result<(), NodeError>| match r {
         Err(e) if e.is_not_found() => Ok(()),
         r => r,
@@ -59,8 +60,8 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
         }
     }
     ctx.failpoints.hit("delete.undefine").await?;
-    for v in &volumes {
-        gone(node.volume_delete(&rec.pool, v).await)?;
+    for (pool, v) in &volumes {
+        gone(node.volume_delete(pool, v).await)?;
     }
     ctx.failpoints.hit("delete.volumes").await?;
     if made.is_none() {
@@ -144,7 +145,7 @@ pub(super) async fn vm_delete_checked(
     if keep_disk {
         ctx.store.kept_disk_insert(&rec).await?;
         for d in ctx.store.disk_list(&rec.id).await? {
-            ctx.store.kept_volume_insert(&rec, &d.volume, d.size_gib).await?;
+            ctx.store.kept_volume_insert(&rec, &d.pool, &d.volume, d.size_gib).await?;
         }
     }
     vm_teardown(ctx, &rec, keep_disk, None).await?;
