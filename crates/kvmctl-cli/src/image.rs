@@ -87,6 +87,9 @@ pub enum ImageCommand {
         /// The guest profile VMs made from it get: windows-11 (template default).
         #[arg(long, value_parser = ["windows-11"])]
         profile: Option<String>,
+        /// The directory storage pool it goes in (`kvmctl pool list`) [default: the daemon's].
+        #[arg(long)]
+        pool: Option<String>,
     },
     /// List images.
     List,
@@ -229,6 +232,7 @@ pub async fn run_remote(client: &Client, cmd: ImageCommand, format: OutputFormat
             kind,
             tpm,
             profile,
+            pool,
         } => {
             // A relative path means the caller's directory; the daemon needs it absolute.
             let source = if source.contains("://") { source } else { absolute(&source)? };
@@ -242,7 +246,7 @@ pub async fn run_remote(client: &Client, cmd: ImageCommand, format: OutputFormat
                 || tpm
                 || profile.is_some();
             let template = given.then_some(ImageTemplate { os_family: os, os_version, cloud_init, default_user, boot_modes, tpm, profile });
-            let req = ImageImportRequest { name, source, sha256, template, kernel, initrd, cmdline, kind: Some(kind) };
+            let req = ImageImportRequest { name, source, sha256, template, kernel, initrd, cmdline, kind: Some(kind), pool };
             import(client, &req, format).await
         }
         ImageCommand::List => {

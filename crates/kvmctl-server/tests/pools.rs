@@ -16,6 +16,7 @@ use std::time::Duration;
 const IMG: &str = "kt-pool-img";
 const DIR_POOL: &str = "kt-pool-dir";
 const LVM_POOL: &str = "kt-pool-lvm";
+const IMG2: &str = "kt-pool-img2";
 
 fn api_err(e: ClientError) -> (u16, ErrorBody) {
     match e {
@@ -63,7 +64,7 @@ impl Drop for Loop {
 async fn directory_and_lvm_pools_hold_vm_disks_and_go_only_when_empty() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sweep = Sweep::new(&["kt-pool-vm1", "kt-pool-vm2", "kt-pool-vm3"], &[IMG]).with_pools(&[DIR_POOL, LVM_POOL]);
+    let sweep = Sweep::new(&["kt-pool-vm1", "kt-pool-vm2", "kt-pool-vm3", "kt-pool-vm4"], &[IMG, IMG2]).with_pools(&[DIR_POOL, LVM_POOL]);
     let mut cfg = daemon::config(d);
     cfg.listen = Some("127.0.0.1:0".parse().unwrap());
     let (server, c) = daemon::start(&cfg).await;
@@ -155,11 +156,32 @@ async fn directory_and_lvm_pools_hold_vm_disks_and_go_only_when_empty() {
     assert!(s == 400 && body.field.as_deref() == Some("pool"), "{body:?}");
     let huge = VmCreateRequest { pool: Some(DIR_POOL.into()), disk_gib: Some(16384), ..daemon::tiny_vm("kt-pool-vm3", IMG, vec![]) };
     assert_eq!(api_err(c.vm_create(&huge).await.unwrap_err()).0, 503);
+    // An image in the directory pool: a VM made from it has its disks there too.
+    let tiny = std::path::PathBuf::from(kvmctl_testkit::env("KVMCTL_TEST_TINY"));
+    let import = kvmctl_types::api::ImageImportRequest {
+        name: IMG2.into(),
+        source: d.join(format!("{IMG}-disk.qcow2")).display().to_string(),
+        kernel: Some(tiny.join("vmlinuz").display().to_string()),
+        initrd: Some(tiny.join("initrd.gz").display().to_string()),
+        cmdline: Some("console=ttyS0 quiet panic=-1".into()),
+        pool: Some(DIR_POOL.into()),
+        ..Default::default()
+    };
+    let img2 = c.image_import(&import).await.unwrap();
+    assert_eq!(img2.pool, DIR_POOL);
+    assert!(pool_dir.join(format!("image-{IMG2}.qcow2")).exists());
+    c.vm_create(&daemon::tiny_vm("kt-pool-vm4", IMG2, vec![])).await.unwrap();
+    assert!(pool_dir.join("kt-pool-vm4-root.qcow2").exists());
+    assert!(console_ready(&c, "kt-pool-vm4").await.contains("KVMCTL_TINY_READY"));
     // In use: not removed, and it says by what.
     let (s, body) = api_err(c.pool_delete(DIR_POOL).await.unwrap_err());
     assert!(s == 409 && body.message.contains("vm kt-pool-vm1") && body.message.contains("disk kt-pool-vm2/disk1"), "{body:?}");
     c.vm_delete("kt-pool-vm1", false).await.unwrap();
     c.vm_delete("kt-pool-vm2", false).await.unwrap();
+    c.vm_delete("kt-pool-vm4", false).await.unwrap();
+    let (s, body) = api_err(c.pool_delete(DIR_POOL).await.unwrap_err());
+    assert!(s == 409 && body.message.contains(&format!("image {IMG2}")), "{body:?}");
+    c.image_delete(IMG2).await.unwrap();
     assert!(!pool_dir.join("kt-pool-vm1-root.qcow2").exists() && !pool_dir.join("kt-pool-vm2-data-disk1.qcow2").exists());
     c.pool_delete(DIR_POOL).await.unwrap();
     assert!(kvmctl_libvirt::Node::pool_info(&sweep.node, DIR_POOL).unwrap().is_none());
@@ -179,6 +201,17 @@ async fn directory_and_lvm_pools_hold_vm_disks_and_go_only_when_empty() {
         .unwrap();
     assert_eq!((p.kind.as_str(), p.state.as_str(), p.path.clone()), ("lvm", "active", format!("/dev/{vg}")));
     assert!(p.capacity_bytes > (1 << 30), "{p:?}");
+    // Images are files: not in an LVM pool.
+    let (s, body) = api_err(
+        c.image_import(&kvmctl_types::api::ImageImportRequest {
+            name: "kt-pool-never".into(),
+            pool: Some(LVM_POOL.into()),
+            ..import.clone()
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert!(s == 400 && body.field.as_deref() == Some("pool"), "{body:?}");
     let vgs = Command::new("vgs").args(["--noheadings", "-o", "vg_name"]).output().unwrap();
     assert!(String::from_utf8_lossy(&vgs.stdout).contains(&vg), "the volume group exists");
     let dm = std::fs::read_to_string("/proc/misc").unwrap_or_default().contains("device-mapper");

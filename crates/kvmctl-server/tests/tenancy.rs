@@ -557,7 +557,7 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
             json!({"name": "kt-bi-net", "subnet": "10.250.1.0/24", "isolated": true}),
             vec!["name", "subnet", "dhcp_range"],
         ),
-        ("POST", "/v1/images", json!({"name": "kt-bi-new", "source": "/nonexistent"}), vec!["name", "source", "kind"]),
+        ("POST", "/v1/images", json!({"name": "kt-bi-new", "source": "/nonexistent"}), vec!["name", "source", "kind", "pool"]),
         (
             "POST",
             "/v1/pools",

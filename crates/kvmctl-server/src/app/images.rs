@@ -227,6 +227,16 @@ pub async fn image_import(ctx: &Context, caller: &kvmctl_core::Caller, req: Imag
     if ctx.store.image_get(&name).await?.is_some() {
         return Err(Error::Conflict(format!("image {name} exists; remove it first (kvmctl image rm {name}) or pick another name")));
     }
+    // Images are files VMs' overlays point at: a directory pool on the local node.
+    let pool = match req.pool.as_deref() {
+        None => ctx.config.pool.clone(),
+        Some(p) if p == ctx.config.pool => p.to_owned(),
+        Some(p) => match ctx.store.pool_get(p).await? {
+            Some(rec) if rec.kind == "dir" && rec.node == super::context::LOCAL => p.to_owned(),
+            Some(_) => return Err(Error::invalid("pool", format!("pool {p} is not a directory pool on the local node; images are files"))),
+            None => return Err(Error::invalid("pool", format!("there is no pool {p}; `kvmctl pool list` shows them"))),
+        },
+    };
     let kernel = req.kernel.as_deref().map(|k| local_file("kernel", k)).transpose()?;
     let initrd = req.initrd.as_deref().map(|k| local_file("initrd", k)).transpose()?;
 
@@ -270,7 +280,6 @@ pub async fn image_import(ctx: &Context, caller: &kvmctl_core::Caller, req: Imag
         ImageTemplate { boot_modes: if template.boot_modes.is_empty() { vec!["bios".into()] } else { template.boot_modes }, ..template };
 
     // Volumes: the disk, then kernel and initrd. Each registers its undo.
-    let pool = ctx.config.pool.clone();
     let ext = if iso { "iso" } else { facts.format.as_str() };
     let disk_vol = format!("image-{name}.{ext}");
     let kernel_vol = kernel.as_ref().map(|_| format!("image-{name}.kernel"));

@@ -97,4 +97,7 @@ pub struct ImageImportRequest {
     /// attach as a CD-ROM: `install_iso`, `extra_isos`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// The directory storage pool it goes in (`kvmctl pool list`); default: the daemon's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
