@@ -10,6 +10,8 @@ use kvmctl_types::api::{Image, ImageImportRequest, ImageTemplate};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// Parsed once per process; the size of the import variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug)]
 pub enum ImageCommand {
     /// Build a cloud-init guest image offline from distribution packages (mmdebstrap): a
