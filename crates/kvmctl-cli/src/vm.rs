@@ -221,6 +221,9 @@ pub enum VmCommand {
         /// guest).
         #[arg(long, requires = "from_snapshot", conflicts_with_all = ["full", "no_start"])]
         warm: bool,
+        /// Give the clone a copy of the source's TPM state instead of a fresh TPM.
+        #[arg(long = "copy-tpm", conflicts_with = "warm")]
+        copy_tpm: bool,
         #[arg(long)]
         no_start: bool,
         #[arg(long)]
@@ -839,7 +842,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             let vm = with_progress(&format!("resizing VM {name}"), &format!("VM {name} resized"), client.vm_resize(&name, &req)).await?;
             output::print(&vm, format)?;
         }
-        VmCommand::Clone { source, name, from_snapshot, linked: _, full, warm, no_start, no_ssh_forward, ttl, wait, timeout } => {
+        VmCommand::Clone { source, name, from_snapshot, linked: _, full, warm, copy_tpm, no_start, no_ssh_forward, ttl, wait, timeout } => {
             let req = VmCloneRequest {
                 name: name.clone(),
                 from_snapshot,
@@ -848,6 +851,7 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
                 no_ssh_forward,
                 ttl_seconds: ttl.map(|t| t as u64),
                 warm,
+                tpm: copy_tpm.then(|| "copy".to_owned()),
                 test_run: None,
             };
             let mut vm = with_vm_progress(

@@ -593,7 +593,7 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
             "POST",
             "/v1/vms/kt-bi-vm/clone",
             json!({"name": "kt-bi-clone", "no_start": true}),
-            vec!["name", "from_snapshot", "mode", "ttl_seconds"],
+            vec!["name", "from_snapshot", "mode", "ttl_seconds", "tpm"],
         ),
         ("POST", "/v1/vms/kt-bi-vm/stop", json!({"force": true}), vec!["timeout_seconds"]),
         (

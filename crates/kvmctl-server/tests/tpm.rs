@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 const VM: &str = "kt-tpm-1";
 const CLONE: &str = "kt-tpm-2";
+const COPY: &str = "kt-tpm-3";
+const RESTORED: &str = "kt-tpm-4";
 const IMG: &str = "kt-tpm-img";
 
 async fn exec(c: &kvmctl_client::Client, vm: &str, command: &str) -> String {
@@ -31,7 +33,7 @@ fn tpm_state(id: &kvmctl_types::VmId) -> PathBuf {
 async fn a_tpm_is_seen_by_the_guest_kept_across_restarts_fresh_in_clones_and_removed_with_the_vm() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sweep = Sweep::new(&[VM, CLONE], &[IMG]);
+    let sweep = Sweep::new(&[VM, CLONE, COPY, RESTORED], &[IMG]);
     let (server, c) = daemon::start(&daemon::config(d)).await;
     daemon::tiny_image(&c, d, IMG).await;
 
@@ -84,6 +86,38 @@ async fn a_tpm_is_seen_by_the_guest_kept_across_restarts_fresh_in_clones_and_rem
     // Deleted: the state goes with each VM.
     c.vm_delete(CLONE, false).await.unwrap();
     assert!(!tpm_state(&clone.id).exists(), "the clone's TPM state is removed");
+
+    // As asked: a clone with a copy of the source's TPM state (the source stopped, so the
+    // state is at rest): the same bytes before its first start, and a TPM that answers after.
+    let permall = |id: &kvmctl_types::VmId| std::fs::read(tpm_state(id).join("tpm2/tpm2-00.permall")).unwrap();
+    let copied = c
+        .vm_clone(VM, &VmCloneRequest { name: COPY.into(), tpm: Some("copy".into()), no_start: true, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(permall(&copied.id), permall(&vm.id), "the source's TPM state, copied");
+    c.vm_start(COPY).await.unwrap();
+    c.vm_wait(COPY, "ssh", 300).await.unwrap();
+    assert!(exec(&c, COPY, GET_RANDOM).await.starts_with("80010000001400000000"), "the copied TPM answers");
+    c.vm_delete(COPY, false).await.unwrap();
+    let (s, _) =
+        match c.vm_clone(VM, &VmCloneRequest { name: COPY.into(), tpm: Some("borrow".into()), ..Default::default() }).await.unwrap_err() {
+            kvmctl_client::ClientError::Api { status, body } => (status, body),
+            e => panic!("{e}"),
+        };
+    assert_eq!(s, 400, "tpm is fresh or copy");
+
+    // Exported and restored: the archive carries the TPM's state.
+    let archive = dir.path().join("tpm-vm.tar");
+    let mut out = tokio::fs::File::create(&archive).await.unwrap();
+    c.vm_export(VM, &mut out).await.unwrap();
+    drop(out);
+    let listing = std::process::Command::new("tar").arg("-tf").arg(&archive).output().unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).lines().any(|l| l == "tpm.state"), "{listing:?}");
+    let req = kvmctl_client::RestoreRequest { name: RESTORED.into(), no_start: true, ..Default::default() };
+    let restored = c.vm_restore(&req, tokio::fs::File::open(&archive).await.unwrap(), Default::default()).await.unwrap();
+    assert!(restored.tpm);
+    assert_eq!(permall(&restored.id), permall(&vm.id), "the archive's TPM state");
+    c.vm_delete(RESTORED, false).await.unwrap();
     for s in c.snapshot_list(VM).await.unwrap() {
         c.snapshot_delete(VM, &s.name).await.unwrap();
     }

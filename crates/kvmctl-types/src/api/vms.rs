@@ -198,6 +198,10 @@ pub struct VmCloneRequest {
     /// guest (cloud-init images have it).
     #[serde(default)]
     pub warm: bool,
+    /// A source with a TPM: `fresh` (default: the clone's own, empty TPM; secrets sealed to
+    /// the source's stay there) or `copy` (the source's TPM state as it is now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<String>,
     /// The test run the clone belongs to (as in `VmCreateRequest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_run: Option<String>,

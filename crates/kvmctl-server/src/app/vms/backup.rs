@@ -5,6 +5,7 @@
 //!   it was made from: name, OS, boot modes);
 //! - `domain.xml`: its libvirt definition, for reference;
 //! - `nvram.fd`: its UEFI variable store (UEFI guests);
+//! - `tpm.state`: its TPM 2.0's state (VMs with a TPM; swtpm's `tpm2-00.permall`);
 //! - `disk.qcow2`: its root disk, flattened (no backing file);
 //! - `manifest.json`, last: the size and sha256 of every other member.
 //!
@@ -38,11 +39,13 @@ use std::sync::Arc;
 const FORMAT: &str = "kvmctl-export";
 const VERSION: u32 = 1;
 /// The members, in the order an export writes them; the manifest names all but itself.
-const MEMBERS: [&str; 4] = ["vm.json", "domain.xml", "nvram.fd", "disk.qcow2"];
+const MEMBERS: [&str; 5] = ["vm.json", "domain.xml", "nvram.fd", "tpm.state", "disk.qcow2"];
 const MANIFEST: &str = "manifest.json";
 /// Largest JSON or XML member, and largest UEFI variable store.
 const SMALL_MAX: u64 = 1 << 20;
 const NVRAM_MAX: u64 = 64 << 20;
+/// Largest TPM state (swtpm's is tens of KiB).
+const TPM_MAX: u64 = 4 << 20;
 /// What a qcow2 file may hold beyond its virtual size (metadata).
 const QCOW2_OVERHEAD: u64 = 256 << 20;
 
@@ -238,6 +241,10 @@ async fn export_stage(ctx: &Context, rec: &VmRecord, dir: &Path) -> Result<Vec<&
         if let Some(n) = &nvram {
             std::fs::copy(n, dir.join("nvram.fd")).map_err(|e| internal(&format!("cannot copy {}", n.display()), e))?;
         }
+        let tpm = super::create::tpm_state_file(&rec.id);
+        if rec.tpm && tpm.exists() {
+            std::fs::copy(&tpm, dir.join("tpm.state")).map_err(|e| internal(&format!("cannot copy {}", tpm.display()), e))?;
+        }
         Ok(())
     };
     let r = snapshots::at_rest(ctx, rec, running, &pause, work).await;
@@ -377,6 +384,7 @@ fn tar_read(reader: impl Read, dir: &Path, disk_max: u64) -> Result<(Vec<Member>
         let max = match member {
             "disk.qcow2" => disk_max,
             "nvram.fd" => NVRAM_MAX,
+            "tpm.state" => TPM_MAX,
             _ => SMALL_MAX,
         };
         let size = entry.header().size().map_err(|e| damaged(format!("member {member} has no size: {e}")))?;
@@ -574,6 +582,7 @@ where
     let disk = staging.0.join("disk.qcow2");
     disk_check(&disk, vm.disk_gib).await?;
     let nvram = Some(staging.0.join("nvram.fd")).filter(|p| p.exists() && firmware != Firmware::Bios);
+    let tpm_state = Some(staging.0.join("tpm.state")).filter(|p| p.exists() && vm.tpm);
     steps.mark("verify");
 
     // The new VM, by create's path, with the archive's disk as its root disk.
@@ -586,7 +595,7 @@ where
         memory_mib: vm.memory_mib,
         disk_gib: vm.disk_gib,
         firmware: vm.firmware.clone(),
-        // A fresh TPM: the archive does not carry the TPM's state.
+        // The archive's TPM state, when it carries one (else a fresh TPM).
         tpm: vm.tpm,
         user: user.to_string(),
         network,
@@ -629,8 +638,17 @@ where
         steps.mark("disk");
         ctx.failpoints.hit("restore.disk").await?;
         let CreateSpec { vm_key, seed_iso, .. } = spec;
-        let opts =
-            BuildOptions { seed_iso, vm_key, domain_type, start: !opts.no_start, ssh_forward, root: RootDisk::Made, nvram, warm: None };
+        let opts = BuildOptions {
+            seed_iso,
+            vm_key,
+            domain_type,
+            start: !opts.no_start,
+            ssh_forward,
+            root: RootDisk::Made,
+            nvram,
+            warm: None,
+            tpm_state,
+        };
         vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await
     }
     .await;

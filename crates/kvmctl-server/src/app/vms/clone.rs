@@ -213,8 +213,22 @@ pub async fn vm_clone(ctx: &Context, caller: &Caller, source: &str, req: VmClone
     if let Some(ttl) = req.ttl_seconds {
         rules::ttl_check(ttl)?;
     }
+    let copy_tpm = match req.tpm.as_deref() {
+        None | Some("fresh") => false,
+        Some("copy") => true,
+        Some(t) => return Err(Error::invalid("tpm", format!("{t:?} is not fresh or copy"))),
+    };
     // The source is held busy until its disk is read.
     let (src, src_busy) = crate::app::snapshots::vm_ready(ctx, caller, source, "cloning").await?;
+    if copy_tpm && !src.tpm {
+        return Err(Error::invalid("tpm", format!("{} has no TPM to copy", src.name)));
+    }
+    if copy_tpm && src.node != crate::app::context::LOCAL {
+        return Err(Error::invalid(
+            "tpm",
+            format!("{} is on node {}: TPM state is copied on the daemon's own node only", src.name, src.node),
+        ));
+    }
     super::root_only_check(ctx, &src, "a clone").await?;
     if src.name == name {
         return Err(Error::invalid("name", "a clone needs a name of its own"));
@@ -262,7 +276,12 @@ pub async fn vm_clone(ctx: &Context, caller: &Caller, source: &str, req: VmClone
             host_key: host_key_pair,
             agent: snap.as_ref().is_some_and(|s| s.agent),
         });
-        let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root, nvram, warm };
+        // The source's TPM state, copied while it is at rest for the disk (or as it is now).
+        let tpm_state = match (copy_tpm, rec.node == crate::app::context::LOCAL) {
+            (true, true) => Some(super::create::tpm_state_file(&src.id)).filter(|p| p.exists()),
+            _ => None,
+        };
+        let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root, nvram, warm, tpm_state };
         vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await
     }
     .await;

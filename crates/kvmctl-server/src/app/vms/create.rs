@@ -255,7 +255,8 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     // Forwards are rules in the local node's firewall: VMs on other nodes get none.
     let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some() && rec.node == crate::app::context::LOCAL;
     let CreateSpec { vm_key, seed_iso, image, .. } = spec;
-    let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root, nvram: None, warm: None };
+    let opts =
+        BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root, nvram: None, warm: None, tpm_state: None };
     let mut made = Vec::new();
     let built = vm_build(ctx, &rec, &image, opts, &mut made, &mut steps).await;
     let mut vm = build_end(ctx, &rec, built, &made, steps, None).await?;
@@ -469,6 +470,14 @@ pub(super) struct BuildOptions {
     pub(super) nvram: Option<PathBuf>,
     /// Wake from a source's memory instead of booting (a warm clone).
     pub(super) warm: Option<super::warm::WarmStart>,
+    /// A TPM state to start from (a clone's copy of its source's, a restored archive's).
+    pub(super) tpm_state: Option<PathBuf>,
+}
+
+/// Where libvirt keeps a VM's TPM 2.0 state on its node (by the domain's UUID, the VM's id);
+/// libvirt gives it to swtpm's user at each start.
+pub(crate) fn tpm_state_file(id: &VmId) -> PathBuf {
+    PathBuf::from("/var/lib/libvirt/swtpm").join(id.to_string()).join("tpm2/tpm2-00.permall")
 }
 
 /// What the VM's root disk is made from.
@@ -492,7 +501,7 @@ pub(super) async fn vm_build(
     made: &mut Vec<String>,
     steps: &mut Steps,
 ) -> Result<VmState, Error> {
-    let BuildOptions { seed_iso, vm_key, domain_type, start, ssh_forward, root, nvram, warm } = opts;
+    let BuildOptions { seed_iso, vm_key, domain_type, start, ssh_forward, root, nvram, warm, tpm_state } = opts;
     ssh::key_store(&ssh::key_path(&ctx.config.key_dir, &rec.id), &vm_key)?;
     steps.mark("key");
     ctx.failpoints.hit("create.reserve").await?;
@@ -583,6 +592,14 @@ pub(super) async fn vm_build(
             None if conn.uri() == "qemu:///system" => PathBuf::from(format!("/var/lib/libvirt/qemu/nvram/{}_VARS.fd", rec.name)),
             None => return Err(Error::Internal(format!("the domain of {} has no UEFI variable store to copy into", rec.name))),
         };
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        std::fs::copy(&from, &to).map_err(|e| Error::Internal(format!("cannot copy {} to {}: {e}", from.display(), to.display())))?;
+    }
+    // The TPM state libvirt finds at the first start (it makes a new one only when none is there).
+    if let Some(from) = tpm_state {
+        let to = tpm_state_file(&rec.id);
         if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
         }
