@@ -33,12 +33,25 @@ fn tpm_state(id: &kvmctl_types::VmId) -> PathBuf {
 async fn a_tpm_is_seen_by_the_guest_kept_across_restarts_fresh_in_clones_and_removed_with_the_vm() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sweep = Sweep::new(&[VM, CLONE, COPY, RESTORED], &[IMG]);
+    let sweep = Sweep::new(&[VM, CLONE, COPY, RESTORED], &[IMG, "kt-tpm-base"]);
     let (server, c) = daemon::start(&daemon::config(d)).await;
-    daemon::tiny_image(&c, d, IMG).await;
+    // The image's template makes the TPM the default of its VMs (the request does not ask).
+    daemon::tiny_image(&c, d, "kt-tpm-base").await;
+    let tiny = PathBuf::from(kvmctl_testkit::env("KVMCTL_TEST_TINY"));
+    let import = kvmctl_types::api::ImageImportRequest {
+        name: IMG.into(),
+        source: d.join("kt-tpm-base-disk.qcow2").display().to_string(),
+        kernel: Some(tiny.join("vmlinuz").display().to_string()),
+        initrd: Some(tiny.join("initrd.gz").display().to_string()),
+        cmdline: Some("console=ttyS0 quiet panic=-1".into()),
+        template: Some(kvmctl_types::api::ImageTemplate { tpm: true, boot_modes: vec!["bios".into()], ..Default::default() }),
+        ..Default::default()
+    };
+    assert!(c.image_import(&import).await.unwrap().template.tpm);
+    c.image_delete("kt-tpm-base").await.unwrap();
 
-    let vm = c.vm_create(&VmCreateRequest { tpm: true, ..daemon::tiny_vm(VM, IMG, vec![]) }).await.unwrap();
-    assert!(vm.tpm, "the VM says it has a TPM");
+    let vm = c.vm_create(&daemon::tiny_vm(VM, IMG, vec![])).await.unwrap();
+    assert!(vm.tpm, "the VM says it has a TPM (its template's default)");
     c.vm_wait(VM, "ssh", 300).await.unwrap();
     assert_eq!(exec(&c, VM, "cat /sys/class/tpm/tpm0/tpm_version_major").await.trim(), "2", "a TPM 2.0");
     let answer = exec(&c, VM, GET_RANDOM).await;
