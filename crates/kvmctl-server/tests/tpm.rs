@@ -4,7 +4,7 @@
 //! TPM of its own); delete removes the state.
 
 use kvmctl_testkit::daemon::{self, Sweep};
-use kvmctl_types::api::{SnapshotCreateRequest, VmCloneRequest, VmCreateRequest, VmExecRequest, VmStopRequest};
+use kvmctl_types::api::{SnapshotCreateRequest, VmCloneRequest, VmExecRequest, VmStopRequest};
 use std::path::PathBuf;
 
 const VM: &str = "kt-tpm-1";

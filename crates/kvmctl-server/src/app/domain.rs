@@ -179,9 +179,9 @@ pub(crate) async fn domain_xml_of(
     let extras = (vmnet::metadata_of(ctx, rec).await?, vmnet::vnc_port(ctx, rec).await?);
     let pool_dir = paths.0.clone();
     let mut spec = domain_spec(ctx, rec, image, paths, dtype, extras);
-    super::vms::root_on_pool(ctx, rec, image, &mut spec).await?;
-    spec.disks.extend(super::vms::data_disks_of(ctx, rec, &pool_dir, &image.pool).await?);
-    spec.shares = super::vms::shares_of(ctx, rec).await?;
-    super::vms::media_apply(ctx, rec, &mut spec, &pool_dir).await?;
+    super::devices::root_on_pool(ctx, rec, image, &mut spec).await?;
+    spec.disks.extend(super::devices::data_disks_of(ctx, rec, &pool_dir, &image.pool).await?);
+    spec.shares = super::devices::shares_of(ctx, rec).await?;
+    super::devices::media_apply(ctx, rec, &mut spec, &pool_dir).await?;
     Ok(xml::domain_xml(&spec)?)
 }

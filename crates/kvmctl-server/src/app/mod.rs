@@ -2,6 +2,7 @@
 //! bottom layer every other module builds on; see docs/architecture.md for the layers.
 
 mod context;
+pub mod devices;
 pub mod domain;
 pub mod files;
 pub mod forwards;

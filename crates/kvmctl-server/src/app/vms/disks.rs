@@ -16,7 +16,7 @@
 //! snapshots (a revert would bring back a definition without them).
 
 use super::*;
-use kvmctl_libvirt::xml::{Disk, DiskBus};
+use kvmctl_libvirt::xml::DiskBus;
 use kvmctl_store::DiskRecord;
 use kvmctl_types::api::{VmDisk, VmDiskAddRequest, VmDiskResizeRequest};
 
@@ -49,65 +49,6 @@ fn target_free(bus: DiskBus, taken: &[DiskRecord]) -> Option<String> {
         _ => ("sd", b'e'),
     };
     (first..=b'z').map(|c| format!("{prefix}{}", c as char)).find(|t| !taken.iter().any(|d| &d.target == t))
-}
-
-/// The `<disk>` device of a data disk whose volume is at `path` (a raw logical volume when
-/// `raw`, else qcow2).
-pub(crate) fn data_disk(d: &DiskRecord, path: PathBuf, raw: bool) -> Disk {
-    Disk {
-        bus: DiskBus::parse(&d.bus).unwrap_or(DiskBus::Virtio),
-        serial: Some(d.name.clone()),
-        ..Disk::virtio(path, if raw { DiskFormat::Raw } else { DiskFormat::Qcow2 }, &d.target, false)
-    }
-}
-
-/// Where a pool's volumes are on the VM's node, and whether they are raw logical volumes.
-async fn pool_place(ctx: &Context, rec: &VmRecord, pool: &str, what: &str) -> Result<(PathBuf, bool), Error> {
-    let info =
-        ctx.node_conn(&rec.node).await?.pool_info(pool).await?.ok_or_else(|| {
-            Error::Conflict(format!("pool {pool} of {what} is missing on node {}; the VM cannot start without it", rec.node))
-        })?;
-    Ok((info.target, info.kind == "logical"))
-}
-
-/// The VM's attached data disks as devices: those in the image's pool under `pool_dir`,
-/// the others under their pool's target (a directory, or `/dev/VG`).
-pub(crate) async fn data_disks_of(ctx: &Context, rec: &VmRecord, pool_dir: &std::path::Path, image_pool: &str) -> Result<Vec<Disk>, Error> {
-    let mut out = Vec::new();
-    let mut pools: std::collections::HashMap<String, (PathBuf, bool)> = std::collections::HashMap::new();
-    for d in ctx.store.disk_list(&rec.id).await?.into_iter().filter(|d| d.state == "attached") {
-        if !pools.contains_key(&d.pool) {
-            let place = if d.pool == image_pool {
-                (pool_dir.to_owned(), false)
-            } else {
-                pool_place(ctx, rec, &d.pool, &format!("disk {}", d.name)).await?
-            };
-            pools.insert(d.pool.clone(), place);
-        }
-        let (dir, raw) = &pools[&d.pool];
-        out.push(data_disk(&d, dir.join(&d.volume), *raw));
-    }
-    Ok(out)
-}
-
-/// A VM whose root disk and seed are in another pool than its image's: their paths there,
-/// and a raw root disk on LVM.
-pub(crate) async fn root_on_pool(ctx: &Context, rec: &VmRecord, image: &ImageRecord, spec: &mut xml::DomainSpec) -> Result<(), Error> {
-    if rec.pool == image.pool {
-        return Ok(());
-    }
-    let (dir, raw) = pool_place(ctx, rec, &rec.pool, &format!("VM {}", rec.name)).await?;
-    for disk in spec.disks.iter_mut() {
-        if disk.target == "vda" {
-            disk.source = dir.join(&rec.root_volume);
-            if raw {
-                disk.format = DiskFormat::Raw;
-            }
-        } else if disk.target == "vdb" {
-            disk.source = dir.join(&rec.seed_volume);
-        }
-    }
-    Ok(())
 }
 
 /// Refuses an operation that covers the root disk only (snapshot, clone, export) on a VM
@@ -254,7 +195,7 @@ async fn disk_attach(ctx: &Context, rec: &VmRecord, d: &DiskRecord) -> Result<()
     let spec = VolumeSpec { private: true, name: d.volume.clone(), capacity_bytes: d.size_gib * GIB, format, backing: None };
     let vol = conn.volume_create(&d.pool, spec).await.map_err(|e| crate::app::context::volume_error(e, &d.pool))?;
     ctx.failpoints.hit("disk.volume").await?;
-    let device = data_disk(d, vol.path, raw);
+    let device = crate::app::devices::data_disk(d, vol.path, raw);
     let live = conn.domain_xml(rec.name.as_str()).await?;
     if device.bus == DiskBus::Scsi && !live.contains("model='virtio-scsi'") {
         conn.domain_device_attach(rec.name.as_str(), xml::scsi_controller_xml()).await?;
@@ -274,7 +215,7 @@ async fn disk_undo(ctx: &Context, rec: &VmRecord, d: &DiskRecord) -> Result<(), 
     };
     if let Ok(def) = conn.domain_xml(rec.name.as_str()).await {
         if def.contains(&format!("dev='{}'", d.target)) {
-            let device = data_disk(d, PathBuf::from(format!("/{}", d.volume)), false);
+            let device = crate::app::devices::data_disk(d, PathBuf::from(format!("/{}", d.volume)), false);
             if let Err(e) = conn.domain_device_detach(rec.name.as_str(), xml::disk_xml(&device)?).await {
                 tracing::warn!(vm = %rec.name, disk = %d.name, error = %kvmctl_core::error::chain(&e), "cannot detach the disk while undoing");
             }

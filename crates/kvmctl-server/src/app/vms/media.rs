@@ -13,10 +13,9 @@
 //! (SCSI data disks start at `sde`).
 
 use super::*;
-use kvmctl_libvirt::xml::{Disk, DiskBus};
 use kvmctl_store::MediaRecord;
 
-pub const WINDOWS_11: &str = "windows-11";
+pub use crate::app::devices::WINDOWS_11;
 
 /// Extra ISOs one VM may have.
 pub const MAX_EXTRA_ISOS: usize = 2;
@@ -143,42 +142,6 @@ pub(super) fn unattend_seed(req: &VmCreateRequest, name: &Name, user: &str) -> R
         };
         Error::invalid(field, e.message)
     })
-}
-
-/// The SATA CD-ROM at `target` holding the volume at `path`.
-fn cdrom(path: PathBuf, target: &str, boot_order: Option<u8>) -> Disk {
-    Disk { bus: DiskBus::Sata, cdrom: true, boot_order, ..Disk::virtio(path, DiskFormat::Raw, target, true) }
-}
-
-/// Applies the VM's profile and media to its definition: the Windows setup, the installer
-/// booted first and its root disk second, the seed as a CD-ROM, the extra ISOs.
-pub(crate) async fn media_apply(
-    ctx: &Context,
-    rec: &VmRecord,
-    spec: &mut xml::DomainSpec,
-    pool_dir: &std::path::Path,
-) -> Result<(), Error> {
-    let media = ctx.store.media_get(&rec.id).await?;
-    spec.windows = media.profile.as_deref() == Some(WINDOWS_11);
-    if let Some(installer) = &media.installer {
-        let volume = iso_volume(ctx, installer).await?;
-        if let Some(seed) = spec.disks.iter_mut().find(|d| d.target == "vdb") {
-            *seed = cdrom(seed.source.clone(), "sdc", None);
-        }
-        if let Some(root) = spec.disks.iter_mut().find(|d| d.target == "vda") {
-            root.boot_order = Some(2);
-        }
-        spec.disks.push(cdrom(pool_dir.join(volume), "sda", Some(1)));
-    }
-    for (extra, target) in media.extras.iter().zip(["sdb", "sdd"]) {
-        let volume = iso_volume(ctx, extra).await?;
-        spec.disks.push(cdrom(pool_dir.join(volume), target, None));
-    }
-    Ok(())
-}
-
-async fn iso_volume(ctx: &Context, image: &str) -> Result<String, Error> {
-    Ok(images::image_record(ctx, &parse_name("image", image)?).await?.volume)
 }
 
 /// Copies the extra ISOs to the VM's node (the installer is its image, copied with it).

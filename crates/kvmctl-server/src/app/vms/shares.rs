@@ -11,15 +11,11 @@
 //! (the definition is rewritten); the guest's memory is shared memory while it has any.
 
 use super::*;
-use kvmctl_libvirt::xml::Share;
 use kvmctl_store::ShareRecord;
 use kvmctl_types::api::VmShare;
 
 /// Shares one VM may have.
 pub const MAX_SHARES: usize = 8;
-
-/// Where virtiofsd is: QEMU's (Debian 12) or the standalone one (Debian 13).
-const VIRTIOFSD: [&str; 2] = ["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"];
 
 pub(crate) fn share_view(s: ShareRecord) -> VmShare {
     VmShare { source: s.source, tag: s.tag, readonly: s.readonly, mount: s.mount }
@@ -119,58 +115,6 @@ pub(crate) fn share_bootcmd(s: &ShareRecord) -> String {
         "mkdir -p {mount} && (grep -qs '^{tag} {mount} virtiofs ' /etc/fstab || echo '{tag} {mount} virtiofs {opts} 0 0' >> /etc/fstab) && (mountpoint -q {mount} || mount {mount})",
         tag = s.tag
     )
-}
-
-/// The VM's shares as devices; a read-only one through the wrapper, written first.
-pub(crate) async fn shares_of(ctx: &Context, rec: &VmRecord) -> Result<Vec<Share>, Error> {
-    let shares = ctx.store.share_list(&rec.id).await?;
-    if shares.iter().any(|s| s.readonly) {
-        helper_write(ctx)?;
-    }
-    Ok(shares
-        .into_iter()
-        .map(|s| Share { binary: s.readonly.then(|| ctx.config.share_helper.clone()), source: PathBuf::from(s.source), tag: s.tag })
-        .collect())
-}
-
-fn virtiofsd() -> Result<&'static str, Error> {
-    VIRTIOFSD.into_iter().find(|p| std::path::Path::new(p).exists()).ok_or_else(|| {
-        Error::Unavailable(format!("virtiofsd is not installed ({}); kvmctl host setup installs it", VIRTIOFSD.join(" or ")))
-    })
-}
-
-/// Writes the read-only virtiofsd wrapper (mode 0755, atomically: daemons and libvirt may run
-/// it meanwhile). libvirt runs it as `--fd=N -o source=DIR[,...] ...`.
-fn helper_write(ctx: &Context) -> Result<(), Error> {
-    let real = virtiofsd()?;
-    let script = format!(
-        "#!/bin/sh\n\
-         # Written by kvmctl: virtiofsd for a read-only share (libvirt 9.0 has no read-only virtio-fs).\n\
-         # Runs {real} in a mount namespace of its own, where the shared directory is\n\
-         # bind-mounted read-only over itself; the host's own mounts are untouched.\n\
-         set -eu\n\
-         src=\n\
-         prev=\n\
-         for a in \"$@\"; do\n\
-         \x20 if [ \"$prev\" = -o ]; then case \"$a\" in source=*) src=${{a#source=}}; src=${{src%%,*}};; esac; fi\n\
-         \x20 prev=$a\n\
-         done\n\
-         [ -n \"$src\" ] || {{ echo \"virtiofsd-ro: no -o source= among the arguments\" >&2; exit 1; }}\n\
-         exec unshare --mount --propagation private /bin/sh -c 'mount --bind \"$1\" \"$1\" && mount -o remount,bind,ro \"$1\" && shift && exec \"$@\"' \\\n\
-         \x20 virtiofsd-ro \"$src\" {real} \"$@\"\n"
-    );
-    let path = &ctx.config.share_helper;
-    if std::fs::read_to_string(path).is_ok_and(|s| s == script) {
-        return Ok(());
-    }
-    let err = |e: std::io::Error| Error::Internal(format!("cannot write the read-only virtiofsd wrapper {}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&tmp, script).map_err(err)?;
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
 }
 
 /// Refuses what the shares of a running VM do not allow: memory snapshots and warm clones
