@@ -69,6 +69,7 @@ leak_check() {
             virsh pool-refresh "$KVMCTL_TEST_POOL" >/dev/null 2>&1 || true
             virsh vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 {print $1}' | grep -E '^((image-)?kt-|_base-|r[0-9a-f]{10}-)' | sed 's/^/volume /' || true
             ls /var/log/libvirt/qemu/ 2>/dev/null | grep -E '^(kt-|r[0-9a-f]{10}-)' | sed 's/^/log /' || true
+            ls /var/log/swtpm/libvirt/qemu/ 2>/dev/null | grep -E '^(kt-|r[0-9a-f]{10}-)' | sed 's/^/swtpm log /' || true
             virsh net-dumpxml "$KVMCTL_TEST_NETWORK" 2>/dev/null | grep -oE "<host [^>]*name='(kt-|r[0-9a-f]{10}-)[^']*'" | sed 's/^/dhcp reservation /' || true
             virsh net-list --all --name | grep -E '^kt-' | sed 's/^/network /' || true
             netns_exec virsh -c "$KVMCTL_TEST_NODE2_URI" list --all --name | grep -E '^kt-' | sed 's/^/node 2 domain /' || true

@@ -241,33 +241,34 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// The daemon killed in the middle of a data disk add: on restart the add is undone (no
 /// volume, no row, nothing in the definition) when the disk was not yet attached, and kept
-/// when it was.
+/// when it was. (Its VM's name shares no prefix with the test above, which runs beside it
+/// and sweeps volumes by prefix.)
 #[test]
 fn a_crash_in_a_disk_add_is_undone_or_kept_on_restart() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env { dir: dir.path().to_owned() };
-    let sweep = Sweep::new(&["kt-kill-dsk"], &["kt-kill-dimg"]);
+    let sweep = Sweep::new(&["kt-dskkill"], &["kt-dskkill-img"]);
     let daemon = env.serve("");
-    tiny_import(&env, "kt-kill-dimg");
-    let mut create = create_args("kt-kill-dsk", "kt-kill-dimg");
+    tiny_import(&env, "kt-dskkill-img");
+    let mut create = create_args("kt-dskkill", "kt-dskkill-img");
     create.push("--no-start".into());
     let create: Vec<&str> = create.iter().map(String::as_str).collect();
     env.ok(&create);
     daemon.kill();
-    let volume = "kt-kill-dsk-data-disk1.qcow2";
+    let volume = "kt-dskkill-data-disk1.qcow2";
     for (step, kept) in [("before_volume", false), ("volume", false), ("attach", true)] {
         let daemon = env.serve(&format!("disk.{step}=crash"));
-        let out = env.kvmctl(&["vm", "disk", "add", "kt-kill-dsk", "--size", "1G"]);
+        let out = env.kvmctl(&["vm", "disk", "add", "kt-dskkill", "--size", "1G"]);
         assert!(!out.status.success(), "disk add survived a crash after {step}");
         assert!(daemon.died(), "the daemon should have crashed after disk.{step}");
         let daemon = env.serve("");
-        let disks: serde_json::Value = serde_json::from_str(&env.ok(&["vm", "disk", "list", "kt-kill-dsk", "-o", "json"])).unwrap();
-        let defined = sweep.node_xml("kt-kill-dsk").contains(volume);
+        let disks: serde_json::Value = serde_json::from_str(&env.ok(&["vm", "disk", "list", "kt-dskkill", "-o", "json"])).unwrap();
+        let defined = sweep.node_xml("kt-dskkill").contains(volume);
         let on_node = sweep.leftovers().iter().any(|l| l.contains(volume));
         if kept {
             assert_eq!(disks[0]["state"], "attached", "after {step}: {disks}");
             assert!(defined && on_node, "after {step}: kept whole");
-            env.ok(&["vm", "disk", "rm", "kt-kill-dsk", "disk1"]);
+            env.ok(&["vm", "disk", "rm", "kt-dskkill", "disk1"]);
         } else {
             assert_eq!(disks, serde_json::json!([]), "after {step}: undone");
             assert!(!defined && !on_node, "after {step}: nothing left: {:?}", sweep.leftovers());
@@ -275,8 +276,8 @@ fn a_crash_in_a_disk_add_is_undone_or_kept_on_restart() {
         daemon.kill();
     }
     let daemon = env.serve("");
-    env.ok(&["vm", "delete", "kt-kill-dsk"]);
-    env.ok(&["image", "rm", "kt-kill-dimg"]);
+    env.ok(&["vm", "delete", "kt-dskkill"]);
+    env.ok(&["image", "rm", "kt-dskkill-img"]);
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     daemon.kill();
 }

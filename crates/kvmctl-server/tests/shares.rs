@@ -131,6 +131,12 @@ async fn shared_folders_carry_files_both_ways_and_read_only_is_enforced_on_the_h
     daemon::until(&c, VM, "running", |v| v.state == "running").await;
 
     c.vm_delete(VM, false).await.unwrap();
+    let logs: Vec<_> = std::fs::read_dir("/var/log/libvirt/qemu")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("kt-shr-1"))
+        .collect();
+    assert!(logs.is_empty(), "the VM's logs (virtiofsd's too) go with it: {logs:?}");
     c.image_delete(IMG).await.unwrap();
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     server.stop().await;

@@ -136,6 +136,7 @@ async fn a_tpm_is_seen_by_the_guest_kept_across_restarts_fresh_in_clones_and_rem
     }
     c.vm_delete(VM, false).await.unwrap();
     assert!(!state.exists(), "the TPM state is removed with the VM");
+    assert!(!std::path::Path::new(&format!("/var/log/swtpm/libvirt/qemu/{VM}-swtpm.log")).exists(), "and swtpm's log");
     c.image_delete(IMG).await.unwrap();
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     server.stop().await;

@@ -289,6 +289,10 @@ pub mod daemon {
                 let _ = self.node.domain_destroy(vm);
                 let _ = self.node.domain_undefine(vm);
                 let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{vm}.log"));
+                for n in 0..8 {
+                    let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{vm}-fs{n}-virtiofsd.log"));
+                }
+                let _ = std::fs::remove_file(format!("/var/log/swtpm/libvirt/qemu/{vm}-swtpm.log"));
             }
             for b in self.bases() {
                 let _ = self.node.volume_delete(&self.pool, &b);

@@ -149,6 +149,36 @@ fn firewall_retry(what: &str, mut call: impl FnMut() -> Result<(), virt::error::
 }
 
 impl LibvirtNode {
+    /// Defines the pool from `pool_xml` when libvirt has none of that name (building its
+    /// storage when `build`; a failed build leaves no definition), starts it and marks it
+    /// autostart. An existing pool is only started.
+    fn pool_ensure(&self, name: &str, pool_xml: &str, build: bool) -> Result<(), NodeError> {
+        self.with_conn(|c| {
+            let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
+            let pool = match StoragePool::lookup_by_name(c, name) {
+                Ok(p) => p,
+                Err(e) if e.code() == virt::error::ErrorNumber::NoStoragePool => {
+                    let p = StoragePool::define_xml(c, pool_xml, 0).map_err(err("define"))?;
+                    if build {
+                        if let Err(e) = p.build(0) {
+                            let _ = p.undefine();
+                            return Err(err("build")(e));
+                        }
+                    }
+                    p
+                }
+                Err(e) => return Err(err("find")(e)),
+            };
+            if !pool.is_active().map_err(err("read state of"))? {
+                pool.create(0).map_err(err("start"))?;
+            }
+            if pool.is_persistent().map_err(err("read persistence of"))? && !pool.get_autostart().map_err(err("read autostart of"))? {
+                pool.set_autostart(true).map_err(err("set autostart of"))?;
+            }
+            Ok(())
+        })
+    }
+
     /// Attaches or detaches a device in the persistent definition, and live when it runs.
     fn device_change(&self, name: &str, device_xml: &str, attach: bool) -> Result<(), NodeError> {
         let op = if attach { "attach a device to" } else { "detach a device from" };
@@ -516,26 +546,7 @@ impl Node for LibvirtNode {
     }
 
     fn pool_ensure_dir(&self, name: &str, path: &Path) -> Result<(), NodeError> {
-        let pool_xml = xml::dir_pool_xml(name, path)?;
-        self.with_conn(|c| {
-            let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
-            let pool = match StoragePool::lookup_by_name(c, name) {
-                Ok(p) => p,
-                Err(e) if e.code() == virt::error::ErrorNumber::NoStoragePool => {
-                    let p = StoragePool::define_xml(c, &pool_xml, 0).map_err(err("define"))?;
-                    p.build(0).map_err(err("build"))?;
-                    p
-                }
-                Err(e) => return Err(err("find")(e)),
-            };
-            if !pool.is_active().map_err(err("read state of"))? {
-                pool.create(0).map_err(err("start"))?;
-            }
-            if pool.is_persistent().map_err(err("read persistence of"))? && !pool.get_autostart().map_err(err("read autostart of"))? {
-                pool.set_autostart(true).map_err(err("set autostart of"))?;
-            }
-            Ok(())
-        })
+        self.pool_ensure(name, &xml::dir_pool_xml(name, path)?, true)
     }
 
     fn pool_delete(&self, name: &str) -> Result<(), NodeError> {
@@ -550,32 +561,9 @@ impl Node for LibvirtNode {
     }
 
     fn pool_ensure_logical(&self, name: &str, vg: &str, devices: &[std::path::PathBuf]) -> Result<(), NodeError> {
-        let pool_xml = xml::logical_pool_xml(name, vg, devices)?;
-        self.with_conn(|c| {
-            let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
-            let pool = match StoragePool::lookup_by_name(c, name) {
-                Ok(p) => p,
-                Err(e) if e.code() == virt::error::ErrorNumber::NoStoragePool => {
-                    let p = StoragePool::define_xml(c, &pool_xml, 0).map_err(err("define"))?;
-                    // With devices, the group is made on them (an existing group is used as is).
-                    if !devices.is_empty() && !std::path::Path::new("/dev").join(vg).exists() {
-                        if let Err(e) = p.build(0) {
-                            let _ = p.undefine();
-                            return Err(err("build")(e));
-                        }
-                    }
-                    p
-                }
-                Err(e) => return Err(err("find")(e)),
-            };
-            if !pool.is_active().map_err(err("read state of"))? {
-                if let Err(e) = pool.create(0) {
-                    return Err(err("start")(e));
-                }
-            }
-            pool.set_autostart(true).map_err(err("set autostart of"))?;
-            Ok(())
-        })
+        // With devices, the group is made on them (an existing group is used as is).
+        let build = !devices.is_empty() && !std::path::Path::new("/dev").join(vg).exists();
+        self.pool_ensure(name, &xml::logical_pool_xml(name, vg, devices)?, build)
     }
 
     fn pool_info(&self, name: &str) -> Result<Option<super::PoolInfo>, NodeError> {

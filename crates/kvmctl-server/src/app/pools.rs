@@ -201,17 +201,16 @@ fn which(program: &str) -> Option<PathBuf> {
 }
 
 /// The pool a VM's disk goes in: the named one (which must exist, be active and have room
-/// for `bytes`), or `default`. Its node, and whether it holds raw logical volumes.
+/// for `bytes`), or `default`; and the node the named one is on.
 pub(crate) async fn pool_for_disk(
     ctx: &Context,
     field: &str,
     wanted: Option<&str>,
     default: &str,
     bytes: u64,
-) -> Result<(String, Option<String>, bool), Error> {
+) -> Result<(String, Option<String>), Error> {
     let Some(name) = wanted.filter(|w| *w != default) else {
-        let lvm = pool_is_lvm(ctx, LOCAL, default).await?;
-        return Ok((default.to_owned(), None, lvm));
+        return Ok((default.to_owned(), None));
     };
     let unknown = || Error::invalid(field, format!("there is no pool {name}; `kvmctl pool list` shows them"));
     let rec = if name == ctx.config.pool { default_pool(ctx).await? } else { ctx.store.pool_get(name).await?.ok_or_else(unknown)? };
@@ -228,11 +227,10 @@ pub(crate) async fn pool_for_disk(
             )],
         });
     }
-    let lvm = info.kind == "logical";
-    if lvm && rec.node == LOCAL && !device_mapper() {
+    if info.kind == "logical" && rec.node == LOCAL && !device_mapper() {
         return Err(Error::Unavailable(DM_MISSING.into()));
     }
-    Ok((name.to_owned(), Some(rec.node), lvm))
+    Ok((name.to_owned(), Some(rec.node)))
 }
 
 const DM_MISSING: &str =

@@ -280,6 +280,23 @@ pub async fn quota_set(ctx: &Context, caller: &Caller, name: &str, req: QuotaSet
 
 /// The error for a refused reservation: the first limit the request would exceed, with the
 /// amounts (or, when a concurrent change already freed room, a retry hint).
+/// The owner's quota refusal when `extra` more does not fit within `limits` (named like
+/// create's); `None` when it fits (so the refusal was the node's room). A failed read is
+/// the error itself.
+pub(crate) async fn quota_refusal_if_over(
+    ctx: &Context,
+    owner: &str,
+    limits: Option<&QuotaLimits>,
+    extra: &kvmctl_core::Usage,
+) -> Option<Error> {
+    let l = limits?;
+    match ctx.store.usage_of(owner).await {
+        Ok(usage) if kvmctl_core::auth::quota_check(l, &usage, extra).is_err() => Some(quota_refusal(ctx, owner, l, extra).await),
+        Err(e) => Some(e.into()),
+        _ => None,
+    }
+}
+
 pub(crate) async fn quota_refusal(ctx: &Context, owner: &str, limits: &QuotaLimits, requested: &kvmctl_core::Usage) -> Error {
     match ctx.store.usage_of(owner).await {
         Ok(used) => match kvmctl_core::auth::quota_check(limits, &used, requested) {

@@ -165,7 +165,7 @@ async fn create_spec(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> R
     let install = req.install_iso.is_some();
     let (plan, vcpus, memory_mib, disk_gib) = vm_size(ctx, caller, req).await?;
     let media = super::media::media_plan(ctx, req, &image, (vcpus, memory_mib, disk_gib)).await?;
-    let (pool, pool_node, _) = crate::app::pools::pool_for_disk(ctx, "pool", req.pool.as_deref(), &image.pool, disk_gib * GIB).await?;
+    let (pool, pool_node) = crate::app::pools::pool_for_disk(ctx, "pool", req.pool.as_deref(), &image.pool, disk_gib * GIB).await?;
     if !install && disk_gib * GIB < image.virtual_bytes {
         return Err(Error::invalid(
             "disk_gib",

@@ -100,14 +100,8 @@ fn disk_state_check(rec: &VmRecord) -> Result<(), Error> {
 /// Why a disk's size was not admitted: the owner's quota, or the node's room.
 async fn disk_refusal(ctx: &Context, rec: &VmRecord, extra_gib: u64, limits: Option<&kvmctl_core::QuotaLimits>) -> Error {
     let extra = kvmctl_core::Usage { vms: 0, vcpus: 0, memory_mib: 0, disk_gib: extra_gib, forwards: 0 };
-    if let Some(l) = limits {
-        match ctx.store.usage_of(&rec.owner).await {
-            Ok(usage) if kvmctl_core::auth::quota_check(l, &usage, &extra).is_err() => {
-                return crate::app::users::quota_refusal(ctx, &rec.owner, l, &extra).await
-            }
-            Err(e) => return e.into(),
-            _ => {}
-        }
+    if let Some(e) = crate::app::users::quota_refusal_if_over(ctx, &rec.owner, limits, &extra).await {
+        return e;
     }
     Error::InsufficientCapacity {
         reasons: vec![format!("node {} has no room for {extra_gib} GiB more disk; pick a smaller size, or remove disks there", rec.node)],
@@ -118,7 +112,6 @@ pub async fn disk_add(ctx: &Context, caller: &Caller, name: &str, req: VmDiskAdd
     let name = parse_name("name", name)?;
     vm_record(ctx, &Scope::of(caller), &name).await?;
     let size_gib = size_parse(req.size_gib)?;
-    let lvm_check_pool = req.pool.clone();
     let bus = match req.bus.as_deref() {
         None | Some("virtio") => DiskBus::Virtio,
         Some("scsi") => DiskBus::Scsi,
@@ -145,7 +138,7 @@ pub async fn disk_add(ctx: &Context, caller: &Caller, name: &str, req: VmDiskAdd
         None => (1..).map(|i| format!("disk{i}")).find(|n| !disks.iter().any(|d| &d.name == n)).expect("a free name"),
     };
     let target = target_free(bus, &disks).ok_or_else(|| Error::Conflict(format!("VM {name} has no free {} device left", bus.as_str())))?;
-    let (pool, pool_node, _) = crate::app::pools::pool_for_disk(ctx, "pool", lvm_check_pool.as_deref(), &rec.pool, size_gib * GIB).await?;
+    let (pool, pool_node) = crate::app::pools::pool_for_disk(ctx, "pool", req.pool.as_deref(), &rec.pool, size_gib * GIB).await?;
     if let Some(n) = pool_node.filter(|n| *n != rec.node) {
         return Err(Error::invalid("pool", format!("pool {pool} is on node {n}, VM {name} on node {}", rec.node)));
     }

@@ -115,14 +115,8 @@ pub(super) async fn resize_refusal(
         disk_gib: size.2.saturating_sub(rec.disk_gib),
         forwards: 0,
     };
-    if let Some(l) = limits {
-        match ctx.store.usage_of(&rec.owner).await {
-            Ok(usage) if kvmctl_core::auth::quota_check(l, &usage, &extra).is_err() => {
-                return crate::app::users::quota_refusal(ctx, &rec.owner, l, &extra).await
-            }
-            Err(e) => return e.into(),
-            _ => {}
-        }
+    if let Some(e) = crate::app::users::quota_refusal_if_over(ctx, &rec.owner, limits, &extra).await {
+        return e;
     }
     let room = node_cap.map(|(c, m, d)| format!(" (it gives out {c} vCPUs, {m} MiB, {d} GiB in all after overcommit)")).unwrap_or_default();
     Error::InsufficientCapacity {

@@ -96,7 +96,19 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
     }
     // Logs live on the node's filesystem; only the local node's can be removed from here.
     if rec.node == crate::app::context::LOCAL && ctx.local_node.uri().starts_with("qemu:///") {
-        for log in [console_log(ctx, &rec.name), PathBuf::from(format!("/var/log/libvirt/qemu/{name}.log"))] {
+        let qemu_logs = std::path::Path::new("/var/log/libvirt/qemu");
+        // libvirt's log of each share's virtiofsd: `NAME-fsN-virtiofsd.log`.
+        let virtiofsd_logs = std::fs::read_dir(qemu_logs).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| {
+            p.file_name()
+                .and_then(|f| f.to_str())
+                .and_then(|f| f.strip_prefix(&format!("{name}-fs")))
+                .and_then(|f| f.strip_suffix("-virtiofsd.log"))
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        });
+        let swtpm_log = PathBuf::from(format!("/var/log/swtpm/libvirt/qemu/{name}-swtpm.log"));
+        let logs: Vec<PathBuf> =
+            [console_log(ctx, &rec.name), qemu_logs.join(format!("{name}.log")), swtpm_log].into_iter().chain(virtiofsd_logs).collect();
+        for log in logs {
             match std::fs::remove_file(&log) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
