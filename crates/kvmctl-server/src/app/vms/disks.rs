@@ -207,7 +207,7 @@ async fn disk_undo(ctx: &Context, rec: &VmRecord, d: &DiskRecord) -> Result<(), 
         r => r,
     };
     if let Ok(def) = conn.domain_xml(rec.name.as_str()).await {
-        if def.contains(&format!("dev='{}'", d.target)) {
+        if xml::domain_devices(&def).disk_targets.contains(&d.target) {
             let device = crate::app::devices::data_disk(d, PathBuf::from(format!("/{}", d.volume)), false);
             if let Err(e) = conn.domain_device_detach(rec.name.as_str(), xml::disk_xml(&device)?).await {
                 tracing::warn!(vm = %rec.name, disk = %d.name, error = %kvmctl_core::error::chain(&e), "cannot detach the disk while undoing");
@@ -317,8 +317,13 @@ pub async fn disk_resize(ctx: &Context, caller: &Caller, name: &str, disk: &str,
 /// Data disks a crash left `attaching`: attached when the VM's definition has them, else
 /// undone (device, volume, row).
 pub async fn recover(ctx: &Context) -> Result<(), Error> {
-    for d in ctx.store.disk_list_attaching().await? {
-        let Some(rec) = ctx.store.vm_list(&Scope::all()).await?.into_iter().find(|v| v.id == d.vm_id) else {
+    let attaching = ctx.store.disk_list_attaching().await?;
+    if attaching.is_empty() {
+        return Ok(());
+    }
+    let vms = ctx.store.vm_list(&Scope::all()).await?;
+    for d in attaching {
+        let Some(rec) = vms.iter().find(|v| v.id == d.vm_id) else {
             ctx.store.disk_delete(&d.vm_id, &d.name).await?;
             continue;
         };
@@ -328,7 +333,7 @@ pub async fn recover(ctx: &Context) -> Result<(), Error> {
             ctx.store.disk_state_set(&rec.id, &d.name, "attached").await?;
             tracing::info!(vm = %rec.name, disk = %d.name, "finished adding a data disk a crash interrupted");
         } else {
-            disk_undo(ctx, &rec, &d).await?;
+            disk_undo(ctx, rec, &d).await?;
             tracing::info!(vm = %rec.name, disk = %d.name, "undid adding a data disk a crash interrupted");
         }
     }
