@@ -16,6 +16,8 @@ mod terminal;
 mod test;
 mod users;
 mod vm;
+mod vm_create;
+mod vm_devices;
 mod vm_guest;
 
 use clap::{Parser, Subcommand};

@@ -2,9 +2,10 @@
 
 use crate::output::{self, age, OutputFormat, Table};
 use crate::progress::{settle_progress, with_progress, Progress};
+use crate::vm_devices::{disk_run, share_run, DiskCommand, ShareCommand};
 use crate::vm_guest::{download, guest_side, query_escape, shell_quote, terminal_size};
 use kvmctl_client::Client;
-use kvmctl_types::api::{Vm, VmCloneRequest, VmCreateRequest, VmExecRequest, VmResizeRequest, VmStopRequest};
+use kvmctl_types::api::{Vm, VmCloneRequest, VmExecRequest, VmResizeRequest, VmStopRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,105 +17,7 @@ pub enum VmCommand {
     /// domain, started unless --no-start; or, with --install-iso, an empty disk and an
     /// installer to follow on the VNC console (`vm console --vnc`). A failure at any step
     /// leaves nothing behind.
-    Create {
-        /// VM name: a DNS label (a-z, 0-9, '-'), also the guest's hostname.
-        name: String,
-        /// Image to boot (`kvmctl image list`).
-        #[arg(long, required_unless_present = "install_iso", conflicts_with = "install_iso")]
-        image: Option<String>,
-        /// The storage pool for the root disk and seed (`kvmctl pool list`) [default: the
-        /// image's]; on an LVM pool the root disk is a raw copy of the image.
-        #[arg(long)]
-        pool: Option<String>,
-        /// Install from this ISO image (`image import --kind iso`): an empty root disk of
-        /// --disk, the ISO booted first.
-        #[arg(long, value_name = "IMAGE")]
-        install_iso: Option<String>,
-        /// Attach this ISO image as a CD-ROM too (virtio-win's drivers); up to 2.
-        #[arg(long = "extra-iso", value_name = "IMAGE")]
-        extra_isos: Vec<String>,
-        /// Guest profile: windows-11 (UEFI Secure Boot, TPM 2.0, Hyper-V enlightenments,
-        /// a Windows clock; with --install-iso, an install without clicks) [default: the
-        /// image's].
-        #[arg(long, value_parser = ["windows-11"])]
-        profile: Option<String>,
-        /// windows-11 installs: the account's password, read from FILE (`-`: stdin).
-        #[arg(long, value_name = "FILE")]
-        password_file: Option<PathBuf>,
-        /// windows-11 installs: locale [default: en-US].
-        #[arg(long)]
-        locale: Option<String>,
-        /// windows-11 installs: Windows time zone name [default: UTC].
-        #[arg(long)]
-        time_zone: Option<String>,
-        /// windows-11 installs: the edition to install [default: Windows 11 Pro].
-        #[arg(long)]
-        edition: Option<String>,
-        /// Size by plan (`kvmctl plan list`); --cpus, --memory and --disk override it.
-        #[arg(long)]
-        plan: Option<String>,
-        /// Virtual CPUs.
-        #[arg(long)]
-        cpus: Option<u32>,
-        /// Memory, e.g. 512M or 2G.
-        #[arg(long, value_parser = parse_mib)]
-        memory: Option<u64>,
-        /// Root disk size, e.g. 20G (at least the image's size).
-        #[arg(long, value_parser = parse_gib)]
-        disk: Option<u64>,
-        /// OpenSSH public key file for the default user; repeat for more
-        /// [default: ~/.ssh/id_ed25519.pub or ~/.ssh/id_rsa.pub when present].
-        #[arg(long = "ssh-key", value_name = "FILE")]
-        ssh_keys: Vec<PathBuf>,
-        /// User cloud-init creates [default: the image's default user, else kvmctl].
-        #[arg(long)]
-        user: Option<String>,
-        /// Your own user-data (cloud-config or script), merged with kvmctl's.
-        #[arg(long, value_name = "FILE")]
-        user_data: Option<PathBuf>,
-        /// Network to join: a libvirt network (`kvmctl network list`), bridge:BR (an existing
-        /// host bridge) or macvtap:DEV (a host NIC) [default: the daemon's `network` setting].
-        #[arg(long)]
-        network: Option<String>,
-        /// bios, uefi or uefi-secure (Secure Boot) [default: the image's first boot mode].
-        #[arg(long)]
-        firmware: Option<String>,
-        /// Give the VM an emulated TPM 2.0 (swtpm); its state is kept per VM and removed with it.
-        #[arg(long)]
-        tpm: bool,
-        /// Share a host directory over virtio-fs (admins; under the daemon's share_roots):
-        /// HOST_DIR:TAG[:ro][:GUEST_DIR]; cloud-init mounts it at GUEST_DIR [default:
-        /// /mnt/TAG]. Repeat for more.
-        #[arg(long = "share", value_name = "HOST_DIR:TAG[:ro][:GUEST_DIR]", value_parser = parse_share)]
-        shares: Vec<kvmctl_types::api::VmShare>,
-        /// Define the VM but leave it stopped.
-        #[arg(long, conflicts_with = "wait")]
-        no_start: bool,
-        /// Do not forward a host port from the SSH pool to the guest's port 22.
-        #[arg(long)]
-        no_ssh_forward: bool,
-        /// Only nodes carrying this label may take the VM, KEY=VALUE (repeat).
-        #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = crate::node::parse_label)]
-        node_labels: Vec<(String, String)>,
-        /// How to pick the node: best-fit (least capacity left after the VM) or spread.
-        #[arg(long, value_name = "STRATEGY")]
-        placement: Option<String>,
-        /// Delete the VM this long after it is created (an ephemeral VM), e.g. 90m, 2h,
-        /// 7d; 1m to 30d.
-        #[arg(long, value_name = "DURATION", value_parser = crate::users::parse_duration)]
-        ttl: Option<i64>,
-        /// Print why each node was chosen or refused (admins).
-        #[arg(long)]
-        explain: bool,
-        /// Return once the VM reaches a readiness stage: running (the default for a bare
-        /// --wait), ssh (login with the VM's key works) or cloud-init (finished); the stages
-        /// and their timings are shown.
-        #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "running")]
-        wait: Option<String>,
-        /// Seconds --wait waits.
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-    },
+    Create(crate::vm_create::CreateArgs),
     /// Wait until a VM reaches a readiness stage (running, ssh, cloud-init); on timeout, the
     /// last stage reached and the end of its console.
     Wait {
@@ -354,178 +257,6 @@ impl Table for Vec<Vm> {
     }
 }
 
-/// `HOST_DIR:TAG[:ro][:GUEST_DIR]`.
-fn parse_share(s: &str) -> Result<kvmctl_types::api::VmShare, String> {
-    let mut parts = s.split(':');
-    let (Some(source), Some(tag)) = (parts.next(), parts.next()) else {
-        return Err("expected HOST_DIR:TAG[:ro][:GUEST_DIR]".into());
-    };
-    let mut share = kvmctl_types::api::VmShare { source: source.into(), tag: tag.into(), ..Default::default() };
-    for p in parts {
-        match p {
-            "ro" if !share.readonly && share.mount.is_none() => share.readonly = true,
-            "rw" if share.mount.is_none() => {}
-            m if m.starts_with('/') && share.mount.is_none() => share.mount = Some(m.into()),
-            other => return Err(format!("{other:?}: expected HOST_DIR:TAG[:ro][:GUEST_DIR]")),
-        }
-    }
-    if tag.is_empty() || source.is_empty() {
-        return Err("expected HOST_DIR:TAG[:ro][:GUEST_DIR]".into());
-    }
-    Ok(share)
-}
-
-#[derive(clap::Subcommand, Debug)]
-pub enum ShareCommand {
-    /// Share HOST_DIR with stopped VM NAME as TAG (admins; under the daemon's share_roots).
-    /// Mount it in the guest with `mount -t virtiofs TAG DIR` (cloud-init mounts only the
-    /// shares given at create).
-    Add {
-        name: String,
-        /// HOST_DIR:TAG[:ro]
-        #[arg(value_parser = parse_share)]
-        share: kvmctl_types::api::VmShare,
-    },
-    /// List VM NAME's shared folders.
-    List { name: String },
-    /// Stop sharing TAG with stopped VM NAME.
-    Rm { name: String, tag: String },
-}
-
-impl Table for Vec<kvmctl_types::api::VmShare> {
-    fn rows(&self) -> Vec<Vec<String>> {
-        let mut rows = vec![["tag", "host directory", "access", "guest mount"].map(String::from).to_vec()];
-        rows.extend(self.iter().map(|s| {
-            vec![
-                s.tag.clone(),
-                s.source.clone(),
-                if s.readonly { "ro" } else { "rw" }.into(),
-                s.mount.clone().unwrap_or_else(|| "-".into()),
-            ]
-        }));
-        rows
-    }
-}
-
-impl Table for kvmctl_types::api::VmShare {
-    fn header(&self) -> bool {
-        false
-    }
-    fn rows(&self) -> Vec<Vec<String>> {
-        vec![
-            vec!["tag:".into(), self.tag.clone()],
-            vec!["host directory:".into(), self.source.clone()],
-            vec!["access:".into(), if self.readonly { "read-only" } else { "read-write" }.into()],
-        ]
-    }
-}
-
-async fn share_run(client: &Client, cmd: ShareCommand, format: OutputFormat) -> anyhow::Result<()> {
-    match cmd {
-        ShareCommand::Add { name, share } => output::print(&client.share_add(&name, &share).await?, format)?,
-        ShareCommand::List { name } => output::print(&client.share_list(&name).await?, format)?,
-        ShareCommand::Rm { name, tag } => {
-            client.share_remove(&name, &tag).await?;
-            eprintln!("share {tag} of VM {name} removed");
-        }
-    }
-    Ok(())
-}
-
-#[derive(clap::Subcommand, Debug)]
-pub enum DiskCommand {
-    /// Add an empty disk to VM NAME (hot-plugged when it runs); its size counts against your
-    /// disk quota. The guest sees the disk's name as its serial:
-    /// /dev/disk/by-id/virtio-DISK (virtio) or /dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_DISK (scsi).
-    Add {
-        name: String,
-        /// Size, e.g. 20G.
-        #[arg(long, value_parser = parse_gib)]
-        size: u64,
-        /// virtio (default) or scsi.
-        #[arg(long, value_parser = ["virtio", "scsi"])]
-        bus: Option<String>,
-        /// The disk's name: 1-16 lower-case letters and digits [default: disk1, disk2...].
-        #[arg(long = "name", value_name = "DISK")]
-        disk: Option<String>,
-        /// The storage pool for it (`kvmctl pool list`) [default: the VM's].
-        #[arg(long)]
-        pool: Option<String>,
-    },
-    /// List VM NAME's data disks.
-    List { name: String },
-    /// Grow a data disk (online when the VM runs); disks only grow.
-    Resize {
-        name: String,
-        disk: String,
-        /// New size, e.g. 40G.
-        #[arg(long, value_parser = parse_gib)]
-        size: u64,
-    },
-    /// Detach a data disk and delete it with its data. A running guest is asked to let it go
-    /// first; unmount it in the guest before.
-    Rm { name: String, disk: String },
-}
-
-impl Table for Vec<kvmctl_types::api::VmDisk> {
-    fn rows(&self) -> Vec<Vec<String>> {
-        let mut rows = vec![["name", "size", "bus", "device", "state"].map(String::from).to_vec()];
-        rows.extend(
-            self.iter().map(|d| vec![d.name.clone(), format!("{}G", d.size_gib), d.bus.clone(), d.target.clone(), d.state.clone()]),
-        );
-        rows
-    }
-}
-
-impl Table for kvmctl_types::api::VmDisk {
-    fn header(&self) -> bool {
-        false
-    }
-    fn rows(&self) -> Vec<Vec<String>> {
-        vec![
-            vec!["disk:".into(), self.name.clone()],
-            vec!["size:".into(), format!("{}G", self.size_gib)],
-            vec!["bus:".into(), format!("{} ({})", self.bus, self.target)],
-            vec!["state:".into(), self.state.clone()],
-        ]
-    }
-}
-
-async fn disk_run(client: &Client, cmd: DiskCommand, format: OutputFormat) -> anyhow::Result<()> {
-    use kvmctl_types::api::{VmDiskAddRequest, VmDiskResizeRequest};
-    match cmd {
-        DiskCommand::Add { name, size, bus, disk, pool } => {
-            let req = VmDiskAddRequest { name: disk, size_gib: size, bus, pool };
-            let d = with_progress(
-                &format!("adding a {size}G disk to VM {name}"),
-                &format!("disk added to VM {name}"),
-                client.disk_add(&name, &req),
-            )
-            .await?;
-            output::print(&d, format)?;
-        }
-        DiskCommand::List { name } => output::print(&client.disk_list(&name).await?, format)?,
-        DiskCommand::Resize { name, disk, size } => {
-            let d = with_progress(
-                &format!("growing disk {disk} of VM {name}"),
-                &format!("disk {disk} of VM {name} grown"),
-                client.disk_resize(&name, &disk, &VmDiskResizeRequest { size_gib: size }),
-            )
-            .await?;
-            output::print(&d, format)?;
-        }
-        DiskCommand::Rm { name, disk } => {
-            with_progress(
-                &format!("removing disk {disk} of VM {name}"),
-                &format!("disk {disk} of VM {name} removed"),
-                client.disk_remove(&name, &disk),
-            )
-            .await?;
-        }
-    }
-    Ok(())
-}
-
 impl Table for Vm {
     fn header(&self) -> bool {
         false
@@ -609,19 +340,19 @@ impl Table for Vm {
     }
 }
 
-fn default_keys() -> Vec<PathBuf> {
+pub(crate) fn default_keys() -> Vec<PathBuf> {
     let Some(home) = std::env::var_os("HOME").map(PathBuf::from) else { return vec![] };
     ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"].iter().map(|f| home.join(".ssh").join(f)).filter(|p| p.is_file()).take(1).collect()
 }
 
-fn read(flag: &str, path: &PathBuf) -> anyhow::Result<String> {
+pub(crate) fn read(flag: &str, path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {flag} {}: {e}", path.display()))
 }
 
 /// Runs `op` behind a progress line that follows VM `vm` through the daemon's events (its
 /// state changes and readiness stages); without events it is a plain progress line.
 /// `--wait STAGE` after a create, clone or restore: the VM once it reached the stage.
-async fn wait_for(client: &Client, name: &str, stage: &str, timeout: u64) -> anyhow::Result<Vm> {
+pub(crate) async fn wait_for(client: &Client, name: &str, stage: &str, timeout: u64) -> anyhow::Result<Vm> {
     with_vm_progress(
         client,
         name,
@@ -632,7 +363,7 @@ async fn wait_for(client: &Client, name: &str, stage: &str, timeout: u64) -> any
     .await
 }
 
-async fn with_vm_progress<T>(
+pub(crate) async fn with_vm_progress<T>(
     client: &Client,
     vm: &str,
     doing: &str,
@@ -662,108 +393,7 @@ async fn with_vm_progress<T>(
 
 pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
     match cmd {
-        VmCommand::Create {
-            name,
-            image,
-            pool,
-            install_iso,
-            extra_isos,
-            profile,
-            password_file,
-            locale,
-            time_zone,
-            edition,
-            plan,
-            cpus,
-            memory,
-            disk,
-            ssh_keys,
-            user,
-            user_data,
-            network,
-            firmware,
-            tpm,
-            shares,
-            no_start,
-            no_ssh_forward,
-            node_labels,
-            placement,
-            ttl,
-            explain,
-            wait,
-            timeout,
-        } => {
-            let key_files = if ssh_keys.is_empty() { default_keys() } else { ssh_keys };
-            let mut keys = Vec::new();
-            for f in &key_files {
-                keys.extend(
-                    read("--ssh-key", f)?.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned),
-                );
-            }
-            let user_data = user_data.as_ref().map(|f| read("--user-data", f)).transpose()?;
-            let unattend = match password_file {
-                Some(f) => {
-                    let text = if f.as_os_str() == "-" { std::io::read_to_string(std::io::stdin())? } else { read("--password-file", &f)? };
-                    let password = text.lines().next().unwrap_or_default().to_owned();
-                    Some(kvmctl_types::api::UnattendSettings { password, locale, time_zone, edition, product_key: None })
-                }
-                None if locale.is_some() || time_zone.is_some() || edition.is_some() => {
-                    anyhow::bail!("--locale, --time-zone and --edition go with --password-file (a windows-11 install)")
-                }
-                None => None,
-            };
-            let req = VmCreateRequest {
-                name: name.clone(),
-                image: image.unwrap_or_default(),
-                pool,
-                install_iso,
-                extra_isos,
-                profile,
-                unattend,
-                plan,
-                vcpus: cpus,
-                memory_mib: memory,
-                disk_gib: disk,
-                ssh_keys: keys,
-                user,
-                user_data,
-                network,
-                firmware,
-                tpm,
-                shares,
-                no_start,
-                no_ssh_forward,
-                node_labels: node_labels.into_iter().collect(),
-                placement,
-                ttl_seconds: ttl.map(|t| t as u64),
-                test_run: None,
-            };
-            let mut vm =
-                with_vm_progress(client, &name, &format!("creating VM {name}"), &format!("VM {name} created"), client.vm_create(&req))
-                    .await?;
-            if let Some(stage) = wait {
-                vm = wait_for(client, &name, &stage, timeout).await?;
-            }
-            if explain && format == OutputFormat::Table {
-                let mut rows = vec![["node", "verdict", "reason"].map(String::from).to_vec()];
-                rows.extend(vm.placement.iter().map(|v| {
-                    vec![
-                        v.node.clone(),
-                        if v.chosen {
-                            "chosen"
-                        } else if v.fits {
-                            "fits"
-                        } else {
-                            "refused"
-                        }
-                        .into(),
-                        v.reason.clone(),
-                    ]
-                }));
-                eprint!("{}", output::table(&rows, true));
-            }
-            output::print(&vm, format)?;
-        }
+        VmCommand::Create(args) => return crate::vm_create::create(client, args, format).await,
         VmCommand::Wait { name, stage, timeout } => {
             let vm = with_vm_progress(
                 client,

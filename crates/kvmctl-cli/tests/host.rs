@@ -86,6 +86,10 @@ fn setup_is_idempotent_verified_and_reversible() {
     assert_eq!(state["verification"]["blocking_failures"], serde_json::json!([]));
     let log = std::fs::read_to_string(&run.log).unwrap();
     assert!(log.contains("] [INFO] pool: done") && log.contains("host setup: finished"), "{log}");
+    // The default network runs with its addresses reserved ahead (ADR 0015).
+    let net = |args: &[&str]| String::from_utf8_lossy(&Command::new("virsh").args(args).output().unwrap().stdout).into_owned();
+    let premade = "52:4b:c0:a8:7a:02"; // 192.168.122.2's
+    assert!(net(&["net-dumpxml", "default"]).contains(premade), "{}", net(&["net-dumpxml", "default"]));
 
     // 2. A second run changes nothing and says so.
     let out = run.kvmctl(&["host", "setup", "--yes", "-o", "json"]);
@@ -124,6 +128,9 @@ fn setup_is_idempotent_verified_and_reversible() {
         assert_eq!(after[key], serde_json::json!([]), "{key} left in the record: {after}");
     }
     assert!(after["hook"].is_null() && after["kvm_device"].is_null());
+    // What setup added to the default network is gone from its definition (or the network
+    // with it, when setup defined it).
+    assert!(!net(&["net-dumpxml", "--inactive", "default"]).contains(premade));
     // libvirtd is still there for the rest of the suite (setup started nothing it did not find running).
     assert!(Command::new("virsh").arg("version").output().unwrap().status.success());
 }

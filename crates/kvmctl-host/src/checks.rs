@@ -112,9 +112,23 @@ pub fn doctor(f: &HostFacts) -> DoctorReport {
     let reachable = f.libvirt.as_ref().map(|l| l.reachable).unwrap_or(false);
     c.push(match f.libvirt.as_ref().and_then(|l| l.default_network) {
         _ if !reachable => check("libvirt.default_network", Skipped, "libvirt unreachable", "", false),
-        Some(s) if s.active && s.autostart => {
-            check("libvirt.default_network", Pass, format!("network default: {}", state_words(&s)), "", false)
-        }
+        Some(s) if s.active && s.autostart => match f.libvirt.as_ref().and_then(|l| l.default_network_reserved_ahead) {
+            Some(false) => check(
+                "libvirt.default_network",
+                Warn,
+                format!(
+                    "network default: {}; its addresses are not reserved ahead, so each VM create changes the network live \
+                     (libvirt reloads its firewall rules, about 0.4 s)",
+                    state_words(&s)
+                ),
+                "kvmctl host setup",
+                false,
+            ),
+            Some(true) => {
+                check("libvirt.default_network", Pass, format!("network default: {}, addresses reserved ahead", state_words(&s)), "", false)
+            }
+            None => check("libvirt.default_network", Pass, format!("network default: {}", state_words(&s)), "", false),
+        },
         Some(s) => check(
             "libvirt.default_network",
             Warn,
@@ -313,6 +327,7 @@ mod tests {
                 version: Some("9.0.0".into()),
                 error: None,
                 default_network: Some(StateFact { active: true, autostart: true }),
+                default_network_reserved_ahead: Some(true),
                 pool: Some(StateFact { active: true, autostart: true }),
                 clean_traffic: Some(true),
             }),
@@ -365,6 +380,7 @@ mod tests {
             version: None,
             error: Some("no socket".into()),
             default_network: None,
+            default_network_reserved_ahead: None,
             pool: None,
             clean_traffic: None,
         });

@@ -293,18 +293,50 @@ impl Executor<'_> {
                 }
                 Ok(())
             }
-            StepAction::EnsureDefaultNetwork { defined, active, autostart } => {
-                let xml = std::fs::read_to_string("/usr/share/libvirt/networks/default.xml").or_else(|_| {
-                    kvmctl_libvirt::xml::nat_network_xml(&kvmctl_libvirt::xml::NatNetworkSpec::libvirt_default()).map_err(|e| e.to_string())
-                })?;
-                self.node().network_ensure("default", &xml).map_err(|e| kvmctl_core::error::chain(&e))?;
-                state.networks.push(NetworkRecord {
-                    name: "default".into(),
-                    defined: !defined,
-                    started: !active,
-                    autostart_set: !autostart,
-                    at: at(),
-                });
+            StepAction::EnsureDefaultNetwork { defined, active, autostart, reserved_ahead } => {
+                use kvmctl_libvirt::xml;
+                let xml = std::fs::read_to_string("/usr/share/libvirt/networks/default.xml")
+                    .or_else(|_| xml::nat_network_xml(&xml::NatNetworkSpec::libvirt_default()).map_err(|e| e.to_string()))?;
+                // Defined with its addresses reserved ahead (ADR 0015).
+                let xml = xml::network_reserve_ahead(&xml).map_err(|e| e.to_string())?.unwrap_or(xml);
+                let node = self.node();
+                node.network_ensure("default", &xml).map_err(|e| kvmctl_core::error::chain(&e))?;
+                // A network that was there already gets them added.
+                let mut added = false;
+                if *defined && !reserved_ahead {
+                    match node.network_reserve_ahead("default", true).map_err(|e| kvmctl_core::error::chain(&e))? {
+                        kvmctl_libvirt::ReserveAhead::Unchanged => {}
+                        kvmctl_libvirt::ReserveAhead::Live => {
+                            added = true;
+                            self.log(
+                                "INFO",
+                                "network default: addresses reserved ahead (the network was restarted; no guest was connected)",
+                            );
+                        }
+                        kvmctl_libvirt::ReserveAhead::NextStart { connections } => {
+                            added = true;
+                            self.log(
+                                "WARN",
+                                &format!(
+                                    "network default: addresses reserved ahead in its definition; {connections} guest interface(s) are connected, \
+                                     so the running network has them when it next starts (virsh net-destroy default && virsh net-start default \
+                                     once no guest runs); until then each VM create reserves its address live"
+                                ),
+                            );
+                        }
+                    }
+                }
+                match state.networks.iter_mut().find(|n| n.name == "default") {
+                    Some(n) => n.reserved_ahead |= added,
+                    None => state.networks.push(NetworkRecord {
+                        name: "default".into(),
+                        defined: !defined,
+                        started: !active,
+                        autostart_set: !autostart,
+                        reserved_ahead: added,
+                        at: at(),
+                    }),
+                }
                 Ok(())
             }
             StepAction::EnsurePool { name, path } => {
@@ -373,8 +405,15 @@ impl Executor<'_> {
                 state.pools.retain(|p| &p.name != name);
                 Ok(())
             }
-            StepAction::RevertNetwork { name, undefine, stop, unset_autostart } => {
+            StepAction::RevertNetwork { name, undefine, stop, unset_autostart, unreserve } => {
                 let node = self.node();
+                if *unreserve {
+                    match node.network_reserve_ahead(name, false) {
+                        Ok(_) => self.log("INFO", &format!("network {name}: addresses reserved ahead taken out")),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(kvmctl_core::error::chain(&e)),
+                    }
+                }
                 let r = if *undefine {
                     node.network_delete(name)
                 } else {

@@ -43,6 +43,10 @@ pub struct LibvirtFacts {
     /// `default` network: absent (None) or its state.
     #[serde(default)]
     pub default_network: Option<StateFact>,
+    /// Whether every address of the `default` network's DHCP range is reserved ahead, as
+    /// the network runs (ADR 0015); `None`: no such network, or a range that cannot be.
+    #[serde(default)]
+    pub default_network_reserved_ahead: Option<bool>,
     /// kvmctl's storage pool.
     #[serde(default)]
     pub pool: Option<StateFact>,
@@ -390,6 +394,7 @@ fn libvirt_facts(uri: &str, pool: &str) -> LibvirtFacts {
             version: Some(v.libvirt),
             error: None,
             default_network: node.network_state("default").ok().flatten().map(Into::into),
+            default_network_reserved_ahead: node.network_xml("default").ok().and_then(|x| kvmctl_libvirt::xml::network_reserved_ahead(&x)),
             pool: node.pool_state(pool).ok().flatten().map(Into::into),
             clean_traffic: node.nwfilter_exists("clean-traffic").ok(),
         },
@@ -399,6 +404,7 @@ fn libvirt_facts(uri: &str, pool: &str) -> LibvirtFacts {
             version: None,
             error: Some(e.to_string()),
             default_network: None,
+            default_network_reserved_ahead: None,
             pool: None,
             clean_traffic: None,
         },

@@ -53,6 +53,9 @@ pub enum StepAction {
         defined: bool,
         active: bool,
         autostart: bool,
+        /// Every address of its range is reserved ahead already (ADR 0015).
+        #[serde(default)]
+        reserved_ahead: bool,
     },
     EnsurePool {
         name: String,
@@ -82,6 +85,9 @@ pub enum StepAction {
         undefine: bool,
         stop: bool,
         unset_autostart: bool,
+        /// Take out the addresses setup reserved ahead.
+        #[serde(default)]
+        unreserve: bool,
     },
     StopService {
         name: String,
@@ -200,18 +206,20 @@ pub fn setup_plan(f: &HostFacts, o: &SetupOptions) -> Result<Vec<Step>, PlanErro
     });
     let net = f.libvirt.as_ref().and_then(|l| l.default_network);
     let net_ok = net.map(|n| n.active && n.autostart).unwrap_or(false);
+    let reserved = f.libvirt.as_ref().and_then(|l| l.default_network_reserved_ahead) != Some(false);
     steps.push(Step {
         id: "network-default".into(),
-        description: if net_ok {
-            "libvirt network default is active and autostarts".into()
-        } else {
-            "define, start and autostart the libvirt NAT network default".into()
+        description: match (net_ok, reserved) {
+            (true, true) => "libvirt network default is active and autostarts".into(),
+            (true, false) => "reserve the addresses of network default ahead, so that creating a VM changes nothing live".into(),
+            _ => "define, start and autostart the libvirt NAT network default, its addresses reserved ahead".into(),
         },
-        done: net_ok,
+        done: net_ok && reserved,
         action: StepAction::EnsureDefaultNetwork {
             defined: net.is_some(),
             active: net.map(|n| n.active).unwrap_or(false),
             autostart: net.map(|n| n.autostart).unwrap_or(false),
+            reserved_ahead: reserved && net.is_some(),
         },
     });
     let pool_ok = f.libvirt.as_ref().and_then(|l| l.pool).map(|p| p.active && p.autostart).unwrap_or(false);
@@ -270,14 +278,19 @@ pub fn uninstall_plan(s: &StateRecord, only: Option<&str>) -> Vec<Step> {
         );
     }
     for n in s.networks.iter().rev() {
+        let unreserve = n.reserved_ahead && !n.defined;
         let what = if n.defined {
             "undefine".to_owned()
         } else {
-            [n.started.then_some("stop"), n.autostart_set.then_some("unset autostart of")]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(" and ")
+            [
+                unreserve.then_some("take the addresses reserved ahead out of"),
+                n.started.then_some("stop"),
+                n.autostart_set.then_some("unset autostart of"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" and ")
         };
         push(
             "network-default",
@@ -287,6 +300,7 @@ pub fn uninstall_plan(s: &StateRecord, only: Option<&str>) -> Vec<Step> {
                 undefine: n.defined,
                 stop: n.started || n.defined,
                 unset_autostart: n.autostart_set,
+                unreserve,
             },
         );
     }
@@ -402,6 +416,38 @@ mod tests {
     }
 
     #[test]
+    fn a_default_network_without_addresses_reserved_ahead_gets_them() {
+        let mut f = facts("debian12-prepared.json");
+        f.libvirt.as_mut().unwrap().default_network_reserved_ahead = Some(false);
+        let steps = setup_plan(&f, &SetupOptions { user: None, ..opts() }).unwrap();
+        assert_eq!(todo(&steps), ["network-default"]);
+        let step = steps.iter().find(|s| s.id == "network-default").unwrap();
+        assert!(step.description.starts_with("reserve the addresses of network default ahead"), "{}", step.description);
+        assert_eq!(step.action, StepAction::EnsureDefaultNetwork { defined: true, active: true, autostart: true, reserved_ahead: false });
+        let warn = crate::checks::doctor(&f).checks.into_iter().find(|c| c.id == "libvirt.default_network").unwrap();
+        assert_eq!((warn.status, warn.fix.as_str()), (crate::checks::CheckStatus::Warn, "kvmctl host setup"));
+        assert!(warn.evidence.contains("not reserved ahead"), "{}", warn.evidence);
+        // Uninstall takes out what setup added to a network it did not define.
+        let s = StateRecord {
+            networks: vec![NetworkRecord {
+                name: "default".into(),
+                defined: false,
+                started: false,
+                autostart_set: false,
+                reserved_ahead: true,
+                at: "2026-12-01T00:00:00Z".into(),
+            }],
+            ..Default::default()
+        };
+        let plan = uninstall_plan(&s, None);
+        assert_eq!(plan[0].description, "take the addresses reserved ahead out of network default");
+        assert_eq!(
+            plan[0].action,
+            StepAction::RevertNetwork { name: "default".into(), undefine: false, stop: false, unset_autostart: false, unreserve: true }
+        );
+    }
+
+    #[test]
     fn a_hook_that_runs_another_kvmctl_is_updated() {
         let mut f = facts("debian12-prepared.json");
         f.hook_script = Some(hook_script(std::path::Path::new("/old/target/debug/kvmctl")));
@@ -439,7 +485,14 @@ mod tests {
                 ServiceRecord { name: "virtlogd".into(), how: "direct".into(), netns: None, at: at.clone() },
                 ServiceRecord { name: "libvirtd".into(), how: "direct".into(), netns: None, at: at.clone() },
             ],
-            networks: vec![NetworkRecord { name: "default".into(), defined: false, started: true, autostart_set: true, at: at.clone() }],
+            networks: vec![NetworkRecord {
+                name: "default".into(),
+                defined: false,
+                started: true,
+                autostart_set: true,
+                reserved_ahead: false,
+                at: at.clone(),
+            }],
             pools: vec![PoolRecord { name: "kvmctl".into(), path: "/var/lib/kvmctl/images".into(), dir_created: true, at: at.clone() }],
             hook: Some(HookRecord { path: "/etc/libvirt/hooks/qemu".into(), at: at.clone(), previous: None }),
             groups: vec![GroupRecord { user: "alice".into(), group: "libvirt".into(), at }],
@@ -451,7 +504,7 @@ mod tests {
         assert_eq!(plan[7].action, StepAction::RemovePackages { family: Family::Apt, packages: vec!["ovmf".into(), "swtpm".into()] });
         assert_eq!(
             plan[2].action,
-            StepAction::RevertNetwork { name: "default".into(), undefine: false, stop: true, unset_autostart: true }
+            StepAction::RevertNetwork { name: "default".into(), undefine: false, stop: true, unset_autostart: true, unreserve: false }
         );
         assert_eq!(plan[2].description, "stop and unset autostart of network default");
         let only: Vec<_> = uninstall_plan(&s, Some("pool")).into_iter().map(|s| s.id).collect();

@@ -64,6 +64,9 @@ pub struct NetworkRecord {
     pub defined: bool,
     pub started: bool,
     pub autostart_set: bool,
+    /// Setup added the addresses reserved ahead to a network it did not define.
+    #[serde(default)]
+    pub reserved_ahead: bool,
     pub at: String,
 }
 

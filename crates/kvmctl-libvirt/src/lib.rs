@@ -13,5 +13,5 @@ pub mod xml;
 pub use error::NodeError;
 pub use node::{
     AgentExec, Console, ConsoleStream, DomainState, DomainSummary, LibvirtNode, Node, NodeResources, NodeVersions, ObjectState, PoolInfo,
-    VolumeInfo,
+    ReserveAhead, VolumeInfo,
 };

@@ -184,3 +184,48 @@ fn a_transient_network_is_made_persistent() {
     let info = String::from_utf8_lossy(&info.stdout);
     assert!(info.contains("Persistent:     yes") && info.contains("Autostart:      yes"), "{info}");
 }
+
+/// Addresses reserved ahead (ADR 0015) are added to and taken out of a running network
+/// with no guest connected: its definition changes, and it is restarted so that dnsmasq has
+/// them at once; asking again changes nothing.
+#[test]
+fn addresses_are_reserved_ahead_and_taken_out_of_a_running_network() {
+    use kvmctl_libvirt::{xml, ReserveAhead};
+    let id = std::process::id();
+    let name = format!("kt-ra{}", id % 100_000);
+    let def = format!(
+        "<network><name>{name}</name><bridge name='ktra{}' stp='off'/><ip address='10.253.{net}.1' netmask='255.255.255.0'>\
+         <dhcp><range start='10.253.{net}.10' end='10.253.{net}.19'/><host mac='52:54:00:00:00:01' name='mine' ip='10.253.{net}.10'/></dhcp></ip></network>",
+        id % 10_000,
+        net = id % 200
+    );
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let uri = env("KVMCTL_TEST_URI");
+            let _ = Command::new("virsh").args(["-q", "-c", &uri, "net-destroy", &self.0]).output();
+            let _ = Command::new("virsh").args(["-q", "-c", &uri, "net-undefine", &self.0]).output();
+        }
+    }
+    let _gone = Gone(name.clone());
+    let node = LibvirtNode::new(env("KVMCTL_TEST_URI"));
+    node.network_ensure(&name, &def).unwrap();
+    assert_eq!(xml::network_reserved_ahead(&node.network_xml(&name).unwrap()), Some(false));
+
+    assert_eq!(node.network_reserve_ahead(&name, true).unwrap(), ReserveAhead::Live);
+    let live = node.network_xml(&name).unwrap();
+    assert_eq!(xml::network_reserved_ahead(&live), Some(true), "{live}");
+    let hosts = xml::network_dhcp_hosts(&live);
+    assert_eq!(hosts.iter().filter(|h| xml::is_premade(h)).count(), 9, "{live}");
+    assert!(hosts.iter().any(|h| h.name == "mine"), "an entry of its own stays: {live}");
+    // dnsmasq runs with them: its hosts file, written by libvirt at the start, lists them.
+    let hostsfile = std::fs::read_to_string(format!("/var/lib/libvirt/dnsmasq/{name}.hostsfile")).unwrap();
+    assert!(hostsfile.contains(&xml::premade_mac(format!("10.253.{}.19", id % 200).parse().unwrap())), "{hostsfile}");
+    assert_eq!(node.network_reserve_ahead(&name, true).unwrap(), ReserveAhead::Unchanged);
+
+    assert_eq!(node.network_reserve_ahead(&name, false).unwrap(), ReserveAhead::Live);
+    let live = node.network_xml(&name).unwrap();
+    let hosts = xml::network_dhcp_hosts(&live);
+    assert_eq!(hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["mine"], "{live}");
+    assert_eq!(node.network_reserve_ahead(&name, false).unwrap(), ReserveAhead::Unchanged);
+}

@@ -344,6 +344,39 @@ async fn hygiene_deletes_expired_vms_only() {
 }
 
 #[tokio::test]
+async fn a_network_reserved_ahead_is_not_changed_by_creates_deletes_or_gc() {
+    let l = Logic::new().await;
+    let premade: Vec<DhcpHost> = (2..=254u8)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::new(10, 9, 0, i);
+            DhcpHost { mac: xml::premade_mac(ip), name: String::new(), ip: ip.to_string() }
+        })
+        .collect();
+    l.node.with(|st| {
+        let xml = kvmctl_testkit::memory::nat_network_xml("lab", "virbr9", "10.9.0");
+        let net = kvmctl_testkit::memory::MemNetwork { xml, active: true, autostart: true, hosts: premade.clone(), leases: Vec::new() };
+        st.networks.insert("lab".into(), net);
+    });
+    let ctx = l.ready("").await;
+    let on_lab = |name: &str| VmCreateRequest { network: Some("lab".into()), ..request(name) };
+    let web = app::vms::vm_create(&ctx, &admin(), on_lab("web")).await.unwrap();
+    let db = app::vms::vm_create(&ctx, &admin(), on_lab("db")).await.unwrap();
+    // Each takes an address and the MAC reserved ahead for it; the domain carries that MAC.
+    assert_eq!((web.ip.as_deref(), web.mac.as_str()), (Some("10.9.0.2"), "52:4b:0a:09:00:02"));
+    assert_eq!((db.ip.as_deref(), db.mac.as_str()), (Some("10.9.0.3"), "52:4b:0a:09:00:03"));
+    assert!(l.node.domain_xml("web").unwrap().contains("52:4b:0a:09:00:02"));
+    // Nothing reserved live, nothing removed, nothing called debris.
+    let report = app::gc::gc(&ctx, &admin(), true).await.unwrap();
+    assert!(report.items.is_empty(), "{:?}", report.items);
+    app::vms::vm_delete(&ctx, &admin(), "web", false).await.unwrap();
+    assert!(!l.node.calls().iter().any(|c| c.starts_with("network_dhcp_host")), "{:?}", l.node.calls());
+    assert_eq!(l.node.dhcp_hosts("lab"), premade);
+    // The address is free again, with its MAC.
+    let again = app::vms::vm_create(&ctx, &admin(), on_lab("cache")).await.unwrap();
+    assert_eq!((again.ip.as_deref(), again.mac.as_str()), (Some("10.9.0.2"), "52:4b:0a:09:00:02"));
+}
+
+#[tokio::test]
 async fn an_address_taken_meanwhile_is_replaced_before_the_domain_is_made() {
     let l = Logic::new().await;
     let ctx = l.ready("").await;

@@ -263,10 +263,11 @@ impl DataStore {
         })
     }
 
-    /// Records the VM's address (when the one picked was taken meanwhile).
-    pub async fn vm_set_ip(&self, id: &VmId, ip: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE vms SET ip = $1, updated_at = $2 WHERE id = $3")
+    /// Records the VM's address and MAC (when the address picked was taken meanwhile).
+    pub async fn vm_set_address(&self, id: &VmId, ip: &str, mac: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE vms SET ip = $1, mac = $2, updated_at = $3 WHERE id = $4")
             .bind(ip)
+            .bind(mac)
             .bind(unix_now())
             .bind(id.to_string())
             .execute(&self.pool)

@@ -29,11 +29,11 @@ impl Drop for Conn {
 }
 
 /// Uploads larger than this get a libvirt connection of their own.
-const OWN_CONNECTION_BYTES: u64 = 8 << 20;
+pub(super) const OWN_CONNECTION_BYTES: u64 = 8 << 20;
 
 /// A node reached through libvirt.
 pub struct LibvirtNode {
-    uri: String,
+    pub(super) uri: String,
     conn: Mutex<Option<Conn>>,
 }
 
@@ -82,7 +82,7 @@ impl LibvirtNode {
     }
 
     /// Runs `f` on a live connection, (re)connecting first when there is none or it died.
-    fn with_conn<T>(&self, f: impl FnOnce(&Connect) -> Result<T, NodeError>) -> Result<T, NodeError> {
+    pub(super) fn with_conn<T>(&self, f: impl FnOnce(&Connect) -> Result<T, NodeError>) -> Result<T, NodeError> {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let alive = guard.as_ref().map(|c| c.0.is_alive().unwrap_or(false)).unwrap_or(false);
         if !alive {
@@ -107,18 +107,18 @@ impl LibvirtNode {
     }
 
     /// A connection of its own, for a stream that lasts (console, image upload).
-    fn connect_own(&self) -> Result<Conn, NodeError> {
+    pub(super) fn connect_own(&self) -> Result<Conn, NodeError> {
         Ok(Conn(Connect::open(Some(&self.uri)).map_err(|source| NodeError::Connect { uri: self.uri.clone(), source })?))
     }
 
-    fn domain(conn: &Connect, name: &str, op: &'static str) -> Result<Domain, NodeError> {
+    pub(super) fn domain(conn: &Connect, name: &str, op: &'static str) -> Result<Domain, NodeError> {
         Domain::lookup_by_name(conn, name).map_err(|e| NodeError::from_virt(op, "domain", name, e))
     }
 
     pub(super) fn pool(conn: &Connect, name: &str) -> Result<StoragePool, NodeError> {
         StoragePool::lookup_by_name(conn, name).map_err(|e| NodeError::from_virt("find pool", "storage pool", name, e))
     }
-    fn network(conn: &Connect, name: &str) -> Result<Network, NodeError> {
+    pub(super) fn network(conn: &Connect, name: &str) -> Result<Network, NodeError> {
         Network::lookup_by_name(conn, name).map_err(|e| NodeError::from_virt("find", "network", name, e))
     }
 
@@ -149,36 +149,6 @@ fn firewall_retry(what: &str, mut call: impl FnMut() -> Result<(), virt::error::
 }
 
 impl LibvirtNode {
-    /// Defines the pool from `pool_xml` when libvirt has none of that name (building its
-    /// storage when `build`; a failed build leaves no definition), starts it and marks it
-    /// autostart. An existing pool is only started.
-    fn pool_ensure(&self, name: &str, pool_xml: &str, build: bool) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
-            let pool = match StoragePool::lookup_by_name(c, name) {
-                Ok(p) => p,
-                Err(e) if e.code() == virt::error::ErrorNumber::NoStoragePool => {
-                    let p = StoragePool::define_xml(c, pool_xml, 0).map_err(err("define"))?;
-                    if build {
-                        if let Err(e) = p.build(0) {
-                            let _ = p.undefine();
-                            return Err(err("build")(e));
-                        }
-                    }
-                    p
-                }
-                Err(e) => return Err(err("find")(e)),
-            };
-            if !pool.is_active().map_err(err("read state of"))? {
-                pool.create(0).map_err(err("start"))?;
-            }
-            if pool.is_persistent().map_err(err("read persistence of"))? && !pool.get_autostart().map_err(err("read autostart of"))? {
-                pool.set_autostart(true).map_err(err("set autostart of"))?;
-            }
-            Ok(())
-        })
-    }
-
     /// Attaches or detaches a device in the persistent definition, and live when it runs.
     fn device_change(&self, name: &str, device_xml: &str, attach: bool) -> Result<(), NodeError> {
         let op = if attach { "attach a device to" } else { "detach a device from" };
@@ -338,7 +308,7 @@ impl Node for LibvirtNode {
             if r["exited"].as_bool() == Some(true) {
                 // What the guest wrote is bounded before it is decoded.
                 let err = r["err-data"].as_str().unwrap_or_default();
-                let err = base64_decode(&err[..err.len().min(8192)]);
+                let err = super::base64::decode(&err[..err.len().min(8192)]);
                 return Ok(AgentExec {
                     exit_code: r["exitcode"].as_i64().unwrap_or(-1) as i32,
                     stderr: String::from_utf8_lossy(&err[..err.len().min(4096)]).into_owned(),
@@ -423,210 +393,63 @@ impl Node for LibvirtNode {
     }
 
     fn network_xml(&self, name: &str) -> Result<String, NodeError> {
-        self.with_conn(|c| {
-            let net = Self::network(c, name)?;
-            net.get_xml_desc(0).map_err(|e| NodeError::from_virt("read XML of", "network", name, e))
-        })
+        LibvirtNode::network_xml(self, name)
     }
 
     fn network_dhcp_host(&self, name: &str, host_xml: &str, add: bool) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            let net = Self::network(c, name)?;
-            let cmd = if add { virt::sys::VIR_NETWORK_UPDATE_COMMAND_ADD_LAST } else { virt::sys::VIR_NETWORK_UPDATE_COMMAND_DELETE };
-            let mut flags = virt::sys::VIR_NETWORK_UPDATE_AFFECT_CONFIG;
-            if net.is_active().unwrap_or(false) {
-                flags |= virt::sys::VIR_NETWORK_UPDATE_AFFECT_LIVE;
-            }
-            net.update(cmd, virt::sys::VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host_xml, flags).map_err(|e| {
-                // libvirt reports a clash with another entry, and a missing entry, as an
-                // invalid operation; only its message tells them from other refusals.
-                let invalid = e.code() == virt::error::ErrorNumber::OperationInvalid;
-                if invalid && add && e.message().contains("existing dhcp host entry") {
-                    NodeError::AlreadyExists { kind: "DHCP host entry for that address or name in network", name: name.to_owned() }
-                } else if invalid && !add && e.message().contains("couldn't locate") {
-                    NodeError::NotFound { kind: "DHCP host entry in network", name: name.to_owned() }
-                } else {
-                    NodeError::from_virt(if add { "add a DHCP host to" } else { "remove a DHCP host from" }, "network", name, e)
-                }
-            })
-        })
+        LibvirtNode::network_dhcp_host(self, name, host_xml, add)
     }
 
     fn network_leases(&self, name: &str) -> Result<Vec<(String, String)>, NodeError> {
-        self.with_conn(|c| {
-            let net = Self::network(c, name)?;
-            super::leases::dhcp_leases(&net, name)
-        })
+        LibvirtNode::network_leases(self, name)
     }
 
     fn network_state(&self, name: &str) -> Result<Option<ObjectState>, NodeError> {
-        self.with_conn(|c| {
-            let err = |op| move |e| NodeError::from_virt(op, "network", name, e);
-            let n = match Network::lookup_by_name(c, name) {
-                Ok(n) => n,
-                Err(e) if e.code() == virt::error::ErrorNumber::NoNetwork => return Ok(None),
-                Err(e) => return Err(err("find")(e)),
-            };
-            Ok(Some(ObjectState {
-                active: n.is_active().map_err(err("read state of"))?,
-                autostart: n.get_autostart().map_err(err("read autostart of"))?,
-                persistent: n.is_persistent().map_err(err("read persistence of"))?,
-            }))
-        })
+        LibvirtNode::network_state(self, name)
     }
 
     fn network_ensure(&self, name: &str, xml: &str) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            let err = |op| move |e| NodeError::from_virt(op, "network", name, e);
-            let n = match Network::lookup_by_name(c, name) {
-                Ok(n) => n,
-                Err(e) if e.code() == virt::error::ErrorNumber::NoNetwork => Network::define_xml(c, xml).map_err(err("define"))?,
-                Err(e) => return Err(err("find")(e)),
-            };
-            // A transient network of that name (left active in /run by a libvirtd that lost
-            // its configuration, say) is made persistent as it is, so it can autostart.
-            let n = if n.is_persistent().map_err(err("read persistence of"))? {
-                n
-            } else {
-                let current = n.get_xml_desc(0).map_err(err("read"))?;
-                Network::define_xml(c, &current).map_err(err("define"))?
-            };
-            if !n.is_active().map_err(err("read state of"))? {
-                n.create().map_err(err("start"))?;
-            }
-            if !n.get_autostart().map_err(err("read autostart of"))? {
-                n.set_autostart(true).map_err(err("set autostart of"))?;
-            }
-            Ok(())
-        })
+        LibvirtNode::network_ensure(self, name, xml)
     }
 
     fn network_delete(&self, name: &str) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            let err = |op| move |e| NodeError::from_virt(op, "network", name, e);
-            let n = Network::lookup_by_name(c, name).map_err(err("find"))?;
-            if n.is_active().map_err(err("read state of"))? {
-                n.destroy().map_err(err("stop"))?;
-            }
-            n.undefine().map_err(err("undefine"))
-        })
+        LibvirtNode::network_delete(self, name)
     }
 
     fn network_set(&self, name: &str, active: Option<bool>, autostart: Option<bool>) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            let err = |op| move |e| NodeError::from_virt(op, "network", name, e);
-            let n = Network::lookup_by_name(c, name).map_err(err("find"))?;
-            let is_active = n.is_active().map_err(err("read state of"))?;
-            match active {
-                Some(true) if !is_active => drop(n.create().map_err(err("start"))?),
-                Some(false) if is_active => n.destroy().map_err(err("stop"))?,
-                _ => {}
-            }
-            if let Some(a) = autostart {
-                n.set_autostart(a).map_err(err("set autostart of"))?;
-            }
-            Ok(())
-        })
+        LibvirtNode::network_set(self, name, active, autostart)
     }
 
     fn pool_state(&self, name: &str) -> Result<Option<ObjectState>, NodeError> {
-        self.with_conn(|c| {
-            let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
-            let p = match StoragePool::lookup_by_name(c, name) {
-                Ok(p) => p,
-                Err(e) if e.code() == virt::error::ErrorNumber::NoStoragePool => return Ok(None),
-                Err(e) => return Err(err("find")(e)),
-            };
-            Ok(Some(ObjectState {
-                active: p.is_active().map_err(err("read state of"))?,
-                autostart: p.get_autostart().map_err(err("read autostart of"))?,
-                persistent: p.is_persistent().map_err(err("read persistence of"))?,
-            }))
-        })
+        LibvirtNode::pool_state(self, name)
     }
 
     fn pool_ensure_dir(&self, name: &str, path: &Path) -> Result<(), NodeError> {
-        self.pool_ensure(name, &xml::dir_pool_xml(name, path)?, true)
+        LibvirtNode::pool_ensure_dir(self, name, path)
     }
 
     fn pool_delete(&self, name: &str) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
-            let pool = Self::pool(c, name)?;
-            if pool.is_active().map_err(err("read state of"))? {
-                pool.destroy().map_err(err("stop"))?;
-            }
-            pool.undefine().map_err(err("undefine"))
-        })
+        LibvirtNode::pool_delete(self, name)
     }
 
     fn pool_ensure_logical(&self, name: &str, vg: &str, devices: &[std::path::PathBuf]) -> Result<(), NodeError> {
-        // With devices, the group is made on them (an existing group is used as is).
-        let build = !devices.is_empty() && !std::path::Path::new("/dev").join(vg).exists();
-        self.pool_ensure(name, &xml::logical_pool_xml(name, vg, devices)?, build)
+        LibvirtNode::pool_ensure_logical(self, name, vg, devices)
     }
 
     fn pool_info(&self, name: &str) -> Result<Option<super::PoolInfo>, NodeError> {
-        self.with_conn(|c| {
-            let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
-            let p = match StoragePool::lookup_by_name(c, name) {
-                Ok(p) => p,
-                Err(e) if e.code() == virt::error::ErrorNumber::NoStoragePool => return Ok(None),
-                Err(e) => return Err(err("find")(e)),
-            };
-            let active = p.is_active().map_err(err("read state of"))?;
-            if active {
-                // Sizes as they are now, not as of the last start.
-                let _ = p.refresh(0);
-            }
-            let info = p.get_info().map_err(err("read the size of"))?;
-            let (kind, target) = xml::pool_kind_target(&p.get_xml_desc(0).map_err(err("read"))?);
-            Ok(Some(super::PoolInfo {
-                kind,
-                target,
-                active,
-                capacity_bytes: info.capacity,
-                allocation_bytes: info.allocation,
-                available_bytes: info.available,
-            }))
-        })
+        LibvirtNode::pool_info(self, name)
     }
 
     fn pool_remove(&self, name: &str, wipe: bool) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
-            let pool = Self::pool(c, name)?;
-            if pool.is_active().map_err(err("read state of"))? {
-                pool.destroy().map_err(err("stop"))?;
-            }
-            if wipe {
-                // vgremove and pvremove for LVM; rmdir (of an empty directory) for dir pools.
-                pool.delete(0).map_err(err("delete the storage of"))?;
-            }
-            pool.undefine().map_err(err("undefine"))
-        })
+        LibvirtNode::pool_remove(self, name, wipe)
     }
 
     fn volume_create_from(&self, pool: &str, spec: &VolumeSpec, from_pool: &str, from: &str) -> Result<VolumeInfo, NodeError> {
-        let vol_xml = xml::volume_xml(spec)?;
-        // A copy of a whole image runs on a connection of its own.
-        let own = self.connect_own()?;
-        let c = &own.0;
-        let p = Self::pool(c, pool)?;
-        let src =
-            StorageVol::lookup_by_name(&Self::pool(c, from_pool)?, from).map_err(|e| NodeError::from_virt("find", "volume", from, e))?;
-        let vol =
-            StorageVol::create_xml_from(&p, &vol_xml, &src, 0).map_err(|e| NodeError::from_virt("copy into", "volume", &spec.name, e))?;
-        Self::volume_info(&vol, &spec.name)
+        LibvirtNode::volume_create_from(self, pool, spec, from_pool, from)
     }
 
     fn volume_create(&self, pool: &str, spec: &VolumeSpec) -> Result<VolumeInfo, NodeError> {
-        let vol_xml = xml::volume_xml(spec)?;
-        self.with_conn(|c| {
-            let p = Self::pool(c, pool)?;
-            let vol = StorageVol::create_xml(&p, &vol_xml, 0).map_err(|e| NodeError::from_virt("create", "volume", &spec.name, e))?;
-            Self::volume_info(&vol, &spec.name)
-        })
+        LibvirtNode::volume_create(self, pool, spec)
     }
 
     fn volume_upload_from(
@@ -638,55 +461,19 @@ impl Node for LibvirtNode {
         len: u64,
         data: &mut dyn std::io::Read,
     ) -> Result<VolumeInfo, NodeError> {
-        // The upload overwrites the whole file; the capacity only has to admit `data`.
-        let spec = VolumeSpec { name: name.to_owned(), capacity_bytes: len, format, backing: None, private };
-        let vol_xml = xml::volume_xml(&spec)?;
-        let mut upload = |c: &Connect| super::upload::upload(c, pool, name, &vol_xml, len, data);
-        // A large stream (an image) runs on a connection of its own: the shared one stays
-        // free for every other call to the node while it lasts.
-        if len > OWN_CONNECTION_BYTES {
-            let conn = self.connect_own()?;
-            upload(&conn.0)
-        } else {
-            self.with_conn(upload)
-        }
+        LibvirtNode::volume_upload_from(self, pool, name, format, private, len, data)
     }
 
     fn volume_delete(&self, pool: &str, name: &str) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            let p = Self::pool(c, pool)?;
-            // A file made behind libvirt's back (by qemu-img: a clone's disk) is a volume only
-            // once the pool is refreshed.
-            let vol = match StorageVol::lookup_by_name(&p, name) {
-                Ok(v) => v,
-                Err(_) => {
-                    let _ = p.refresh(0);
-                    StorageVol::lookup_by_name(&p, name).map_err(|e| NodeError::from_virt("find", "volume", name, e))?
-                }
-            };
-            vol.delete(0).map_err(|e| NodeError::from_virt("delete", "volume", name, e))
-        })
+        LibvirtNode::volume_delete(self, pool, name)
     }
 
     fn volume_get(&self, pool: &str, name: &str) -> Result<Option<VolumeInfo>, NodeError> {
-        self.with_conn(|c| {
-            let p = Self::pool(c, pool)?;
-            match StorageVol::lookup_by_name(&p, name) {
-                Ok(v) => Self::volume_info(&v, name).map(Some),
-                Err(e) => match NodeError::from_virt("find", "volume", name, e) {
-                    NodeError::NotFound { .. } => Ok(None),
-                    other => Err(other),
-                },
-            }
-        })
+        LibvirtNode::volume_get(self, pool, name)
     }
 
     fn volume_resize(&self, pool: &str, name: &str, capacity_bytes: u64) -> Result<(), NodeError> {
-        self.with_conn(|c| {
-            let p = Self::pool(c, pool)?;
-            let vol = StorageVol::lookup_by_name(&p, name).map_err(|e| NodeError::from_virt("find", "volume", name, e))?;
-            vol.resize(capacity_bytes, 0).map(drop).map_err(|e| NodeError::from_virt("resize", "volume", name, e))
-        })
+        LibvirtNode::volume_resize(self, pool, name, capacity_bytes)
     }
 
     fn domain_agent_addresses(&self, name: &str) -> Result<Vec<(String, String)>, NodeError> {
@@ -771,66 +558,10 @@ impl Node for LibvirtNode {
     }
 
     fn network_list(&self) -> Result<Vec<String>, NodeError> {
-        self.with_conn(|c| {
-            let nets = c.list_all_networks(0).map_err(|e| NodeError::from_virt("list", "networks", &self.uri, e))?;
-            let mut names: Vec<String> = nets.iter().filter_map(|n| n.get_name().ok()).collect();
-            names.sort();
-            Ok(names)
-        })
+        LibvirtNode::network_list(self)
     }
 
     fn volume_list(&self, pool: &str) -> Result<Vec<VolumeInfo>, NodeError> {
-        self.with_conn(|c| {
-            let p = Self::pool(c, pool)?;
-            let _ = p.refresh(0); // pick up files changed behind libvirt's back
-            let vols = p.list_all_volumes(0).map_err(|e| NodeError::from_virt("list volumes of", "storage pool", pool, e))?;
-            let mut out = Vec::with_capacity(vols.len());
-            for v in vols {
-                let Ok(name) = v.get_name() else { continue };
-                // A volume can vanish between listing and reading it; skip it then.
-                match Self::volume_info(&v, &name) {
-                    Ok(info) => out.push(info),
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            out.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(out)
-        })
-    }
-}
-
-/// Standard base64 (what the guest agent sends); stops at the first byte outside it.
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let Some(v) = val(c) else { break };
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod base64_tests {
-    #[test]
-    fn decodes_what_the_agent_sends() {
-        assert_eq!(super::base64_decode("aGVsbG8gd29ybGQ="), b"hello world");
-        assert_eq!(super::base64_decode("YQ=="), b"a");
-        assert_eq!(super::base64_decode(""), b"");
+        LibvirtNode::volume_list(self, pool)
     }
 }

@@ -5,13 +5,17 @@
 //! libvirt calls block, so `Node` is a synchronous trait; the daemon calls it through an
 //! async facade that runs each call on a blocking thread.
 
+mod base64;
 mod console;
 mod leases;
 mod libvirt;
+mod networks;
+mod storage;
 mod upload;
 
 pub use console::ConsoleStream;
 pub use libvirt::LibvirtNode;
+pub use networks::ReserveAhead;
 
 use crate::error::NodeError;
 use crate::xml::{self, VolumeSpec};

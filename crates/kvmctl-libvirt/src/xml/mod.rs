@@ -8,15 +8,19 @@
 //! spec, same bytes) so that golden files can pin it.
 
 mod domain;
+mod domain_read;
 mod metadata;
 mod network;
+mod reserve;
 mod storage;
 #[cfg(test)]
 mod tests;
 
 pub use domain::*;
+pub use domain_read::*;
 pub use metadata::*;
 pub use network::*;
+pub use reserve::*;
 pub use storage::*;
 
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
@@ -28,6 +32,8 @@ pub enum XmlError {
     BadText { field: &'static str, value: String },
     #[error("writing XML")]
     Io(#[from] std::io::Error),
+    #[error("reading XML: {0}")]
+    Parse(String),
 }
 
 /// A small wrapper that keeps element nesting readable and every string escaped.

@@ -53,6 +53,13 @@ fn ip_dhcp(
     d.open("ip", &[("address", &address.to_string()), ("prefix", &prefix.to_string())])?;
     d.open("dhcp", &[])?;
     d.empty("range", &[("start", &start.to_string()), ("end", &end.to_string())])?;
+    // Every address reserved ahead (ADR 0015), unless the range is too large for it.
+    let (s, e) = (u32::from(start), u32::from(end));
+    if s <= e && e - s < super::RESERVE_AHEAD_MAX {
+        for ip in (s..=e).map(std::net::Ipv4Addr::from) {
+            d.empty("host", &[("mac", &super::premade_mac(ip)), ("ip", &ip.to_string())])?;
+        }
+    }
     d.close("dhcp")?;
     d.close("ip")?;
     d.close("network")?;
@@ -186,10 +193,33 @@ pub fn network_dhcp_info(network_xml: &str) -> Option<DhcpInfo> {
     info
 }
 
-/// The first address of the DHCP range that no host entry holds and `taken` does not list.
+/// The first address of the DHCP range that no host entry holds (an entry reserved ahead
+/// holds it for whichever VM is given it) and `taken` does not list.
 pub fn dhcp_pick(info: &DhcpInfo, taken: &std::collections::HashSet<std::net::Ipv4Addr>) -> Option<std::net::Ipv4Addr> {
     let (start, end) = (u32::from(info.range_start), u32::from(info.range_end));
-    (start..=end).map(std::net::Ipv4Addr::from).find(|ip| !taken.contains(ip) && !info.hosts.iter().any(|(_, h)| h == ip))
+    (start..=end)
+        .map(std::net::Ipv4Addr::from)
+        .find(|ip| !taken.contains(ip) && !info.hosts.iter().any(|(m, h)| h == ip && *m != super::premade_mac(*ip)))
+}
+
+/// How many guest interfaces are connected to an active network (libvirt's `connections`).
+pub fn network_connections(network_xml: &str) -> u32 {
+    use quick_xml::events::Event as E;
+    let mut reader = quick_xml::Reader::from_str(network_xml);
+    loop {
+        match reader.read_event() {
+            Ok(E::Start(e)) | Ok(E::Empty(e)) if e.name().as_ref() == b"network" => {
+                return e
+                    .attributes()
+                    .flatten()
+                    .find(|a| a.key.as_ref() == b"connections")
+                    .and_then(|a| a.unescape_value().ok()?.parse().ok())
+                    .unwrap_or(0)
+            }
+            Ok(E::Eof) | Err(_) => return 0,
+            _ => {}
+        }
+    }
 }
 
 /// A DHCP host entry (`<host mac ip name/>`) for `virNetworkUpdate`.

@@ -166,7 +166,8 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
     // DHCP reservations for MACs of no VM.
     for (net, host) in &hosts {
         let DhcpHost { mac, name, ip } = host;
-        if macs.contains(mac) || domain_macs.contains(mac) {
+        // An address reserved ahead is the network's, whoever has it (ADR 0015).
+        if macs.contains(mac) || domain_macs.contains(mac) || xml::is_premade(host) {
             continue;
         }
         let item_name = format!("{net}/{name}");

@@ -10,6 +10,7 @@ pub mod gc;
 pub mod guest;
 pub mod host;
 pub mod hygiene;
+mod image_files;
 pub mod images;
 pub mod metering;
 pub mod networks;

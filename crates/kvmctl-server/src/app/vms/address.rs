@@ -1,11 +1,15 @@
-//! The VM's address on a libvirt network: picked from the DHCP range and reserved as a
-//! DHCP host entry.
+//! The VM's address on a libvirt network: picked from the DHCP range, with the MAC of the
+//! address's entry reserved ahead (ADR 0015) when the network has one, or else reserved
+//! live as a DHCP host entry of the VM's own MAC.
 
 use super::*;
 
-/// The address a new VM gets on `network` of `node` (`None` on a bridge or NIC, where the
-/// LAN's DHCP hands it out).
-pub(super) async fn address_for(ctx: &Context, node: &str, network: &str, seen: NetworkSeen) -> Result<Option<std::net::Ipv4Addr>, Error> {
+/// An address and the MAC that goes with it.
+pub(super) type Address = (std::net::Ipv4Addr, String);
+
+/// The address a new VM gets on `network` of `node`, and its MAC (`None` on a bridge or NIC,
+/// where the LAN's DHCP hands it out).
+pub(super) async fn address_for(ctx: &Context, node: &str, network: &str, seen: NetworkSeen) -> Result<Option<Address>, Error> {
     match Attachment::parse(network) {
         Attachment::Network(n) => address_pick(ctx, node, &n, &Default::default(), seen).await,
         _ => Ok(None),
@@ -31,9 +35,10 @@ pub(super) async fn address_reserve(ctx: &Context, rec: &mut VmRecord) -> Result
                 let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse().ok()) else { return Err(e.into()) };
                 tracing::info!(vm = %rec.name, %ip, "address taken meanwhile; picking another");
                 lost.insert(ip);
-                let Some(next) = address_pick(ctx, &rec.node, &rec.network, &lost, None).await? else { return Err(e.into()) };
-                ctx.store.vm_set_ip(&rec.id, &next.to_string()).await?;
+                let Some((next, mac)) = address_pick(ctx, &rec.node, &rec.network, &lost, None).await? else { return Err(e.into()) };
+                ctx.store.vm_set_address(&rec.id, &next.to_string(), &mac).await?;
                 rec.ip = Some(next.to_string());
+                rec.mac = mac;
             }
             Err(e) => return Err(e.into()),
         }
@@ -47,7 +52,7 @@ pub(super) async fn address_pick(
     network: &str,
     lost: &std::collections::HashSet<std::net::Ipv4Addr>,
     seen: NetworkSeen,
-) -> Result<Option<std::net::Ipv4Addr>, Error> {
+) -> Result<Option<Address>, Error> {
     let (net_xml, leases) = match seen {
         Some(s) => s,
         None => {
@@ -68,7 +73,7 @@ pub(super) async fn address_pick(
             .filter_map(|v| v.ip.as_deref()?.parse::<std::net::Ipv4Addr>().ok()),
     );
     match xml::dhcp_pick(&info, &taken) {
-        Some(ip) => Ok(Some(ip)),
+        Some(ip) => Ok(Some((ip, xml::premade_mac_of(&net_xml, ip).unwrap_or_else(super::create::mac_random)))),
         None => Err(Error::InsufficientCapacity {
             reasons: vec![format!(
                 "network {network} has no free address in its DHCP range {}-{}; delete a VM or widen the range (virsh net-edit {network})",

@@ -14,7 +14,8 @@
 //! `authorized_keys`), machine-id (made anew on first boot) and SSH forward. The source's
 //! user-data does not run again. A UEFI clone starts from a copy of the source's variables.
 
-use super::create::{build_end, create_reserve, vm_build, BuildOptions, CreateSpec, RootDisk, Steps};
+use super::build::{vm_build, BuildOptions, RootDisk};
+use super::create::{build_end, create_reserve, CreateSpec, Steps};
 use super::*;
 use crate::app::snapshots;
 use kvmctl_core::rules;
@@ -48,7 +49,7 @@ pub(super) fn identity_new(source: &Name, user: &Name, image: &ImageRecord, name
     let (vm_key, vm_public) = ssh::key_generate(&format!("kvmctl-{name}"))?;
     let mut seed_spec = kvmctl_cloudinit::seed::SeedSpec::new(&id.to_string(), name.as_str(), user.as_str(), vec![vm_public.clone()]);
     seed_spec.runcmd = identity_reset(source.as_str(), user.as_str());
-    let (seed_iso, host_key, host_key_pair) = super::create::seed_with_key(seed_spec, image, name)?;
+    let (seed_iso, host_key, host_key_pair) = super::build::seed_with_key(seed_spec, image, name)?;
     Ok(Identity { id, vm_key, vm_public, seed_iso, host_key, host_key_pair })
 }
 
@@ -278,7 +279,7 @@ pub async fn vm_clone(ctx: &Context, caller: &Caller, source: &str, req: VmClone
         });
         // The source's TPM state, copied while it is at rest for the disk (or as it is now).
         let tpm_state = match (copy_tpm, rec.node == crate::app::context::LOCAL) {
-            (true, true) => Some(super::create::tpm_state_file(&src.id)).filter(|p| p.exists()),
+            (true, true) => Some(super::build::tpm_state_file(&src.id)).filter(|p| p.exists()),
             _ => None,
         };
         let opts = BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root, nvram, warm, tpm_state };

@@ -15,7 +15,9 @@
 
 mod access;
 mod address;
+mod archive;
 mod backup;
+mod build;
 mod clone;
 mod consoles;
 mod create;
@@ -35,6 +37,7 @@ pub use access::*;
 use address::*;
 pub(crate) use backup::staging_sweep;
 pub use backup::{vm_export, vm_restore, RestoreOptions};
+use build::*;
 pub(crate) use clone::base_release;
 pub use clone::{recover as clones_recover, vm_clone};
 pub(crate) use consoles::Tickets;

@@ -2,9 +2,11 @@
 
 use super::*;
 
-/// The DHCP host entry reserving the VM's address, when it has a reserved one.
+/// The DHCP host entry reserving the VM's address, when it has one of its own (not one
+/// reserved ahead, which stays with the network).
 pub(super) fn dhcp_host(rec: &VmRecord) -> Result<Option<String>, Error> {
     match rec.ip.as_deref().and_then(|i| i.parse().ok()) {
+        Some(ip) if rec.mac == xml::premade_mac(ip) => Ok(None),
         Some(ip) => Ok(Some(xml::dhcp_host_xml(&rec.mac, ip, rec.name.as_str())?)),
         None => Ok(None),
     }

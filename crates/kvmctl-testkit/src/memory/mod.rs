@@ -10,48 +10,15 @@
 
 use kvmctl_libvirt::xml::{self, DiskFormat, VolumeSpec};
 use kvmctl_libvirt::{Console, DomainState, DomainSummary, Node, NodeError, NodeResources, NodeVersions, ObjectState, VolumeInfo};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-#[derive(Debug, Clone)]
-pub struct MemDomain {
-    pub xml: String,
-    pub uuid: String,
-    pub state: DomainState,
-    pub failed_stop: bool,
-}
+mod state;
 
-#[derive(Debug, Clone)]
-pub struct MemPool {
-    pub path: PathBuf,
-    pub active: bool,
-    pub volumes: BTreeMap<String, (VolumeInfo, Vec<u8>)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct MemNetwork {
-    /// The definition, with `<dhcp>` holding no host entries (they are `hosts`).
-    pub xml: String,
-    pub active: bool,
-    pub autostart: bool,
-    pub hosts: Vec<xml::DhcpHost>,
-    pub leases: Vec<(String, String)>,
-}
-
-/// Everything the node holds; tests may look and change it through `MemoryNode::with`.
-#[derive(Debug, Default)]
-pub struct MemState {
-    pub domains: BTreeMap<String, MemDomain>,
-    /// Saved-state files (`domain_save`) and the domain each holds.
-    pub saved: BTreeMap<std::path::PathBuf, String>,
-    pub pools: BTreeMap<String, MemPool>,
-    pub networks: BTreeMap<String, MemNetwork>,
-    pub nwfilters: BTreeSet<String>,
-    pub cpus: u64,
-    pub memory_bytes: u64,
-}
+use state::{domain, network, network_render, not_found, pool, refused};
+pub use state::{MemDomain, MemNetwork, MemPool, MemState};
 
 /// A failure to inject: the next `times` calls of `op` fail with what `error` makes.
 struct Failure {
@@ -158,35 +125,6 @@ impl MemoryNode {
         }
         drop(failures);
         Ok(self.state.lock().expect("memory node poisoned"))
-    }
-}
-
-fn not_found(kind: &'static str, name: &str) -> NodeError {
-    NodeError::NotFound { kind, name: name.to_owned() }
-}
-
-fn refused(op: &'static str, name: &str, reason: &str) -> NodeError {
-    NodeError::InvalidState { op, name: name.to_owned(), reason: reason.to_owned() }
-}
-
-fn domain<'a>(st: &'a mut MemState, name: &str) -> Result<&'a mut MemDomain, NodeError> {
-    st.domains.get_mut(name).ok_or_else(|| not_found("domain", name))
-}
-
-fn pool<'a>(st: &'a mut MemState, name: &str) -> Result<&'a mut MemPool, NodeError> {
-    st.pools.get_mut(name).ok_or_else(|| not_found("storage pool", name))
-}
-
-fn network<'a>(st: &'a mut MemState, name: &str) -> Result<&'a mut MemNetwork, NodeError> {
-    st.networks.get_mut(name).ok_or_else(|| not_found("network", name))
-}
-
-/// A network's XML with its DHCP host entries in its first `<dhcp>`.
-fn network_render(n: &MemNetwork) -> String {
-    let hosts: String = n.hosts.iter().filter_map(|h| xml::dhcp_host_entry_xml(h).ok()).map(|h| h.trim().to_owned()).collect();
-    match n.xml.find("</dhcp>") {
-        Some(i) => format!("{}{hosts}{}", &n.xml[..i], &n.xml[i..]),
-        None => n.xml.clone(),
     }
 }
 
