@@ -88,7 +88,7 @@ fn setup_is_idempotent_verified_and_reversible() {
     assert!(log.contains("] [INFO] pool: done") && log.contains("host setup: finished"), "{log}");
     // The default network runs with its addresses reserved ahead (ADR 0015).
     let net = |args: &[&str]| String::from_utf8_lossy(&Command::new("virsh").args(args).output().unwrap().stdout).into_owned();
-    let premade = "52:4b:c0:a8:7a:02"; // 192.168.122.2's
+    let premade = "52:4b:c0:a8:7a:80"; // 192.168.122.128's, the first of the upper half
     assert!(net(&["net-dumpxml", "default"]).contains(premade), "{}", net(&["net-dumpxml", "default"]));
 
     // 2. A second run changes nothing and says so.

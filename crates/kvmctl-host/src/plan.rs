@@ -279,22 +279,23 @@ pub fn uninstall_plan(s: &StateRecord, only: Option<&str>) -> Vec<Step> {
     }
     for n in s.networks.iter().rev() {
         let unreserve = n.reserved_ahead && !n.defined;
-        let what = if n.defined {
-            "undefine".to_owned()
+        let description = if n.defined {
+            format!("undefine network {}", n.name)
         } else {
-            [
-                unreserve.then_some("take the addresses reserved ahead out of"),
-                n.started.then_some("stop"),
-                n.autostart_set.then_some("unset autostart of"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" and ")
+            let what = [n.started.then_some("stop"), n.autostart_set.then_some("unset autostart of")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" and ");
+            match (unreserve, what.is_empty()) {
+                (true, true) => format!("take the addresses reserved ahead out of network {}", n.name),
+                (true, false) => format!("take the addresses reserved ahead out of network {}, then {what} it", n.name),
+                (false, _) => format!("{what} network {}", n.name),
+            }
         };
         push(
             "network-default",
-            format!("{what} network {}", n.name),
+            description,
             StepAction::RevertNetwork {
                 name: n.name.clone(),
                 undefine: n.defined,

@@ -461,7 +461,18 @@ impl Node for LibvirtNode {
         len: u64,
         data: &mut dyn std::io::Read,
     ) -> Result<VolumeInfo, NodeError> {
-        LibvirtNode::volume_upload_from(self, pool, name, format, private, len, data)
+        // The upload overwrites the whole file; the capacity only has to admit `data`.
+        let spec = VolumeSpec { name: name.to_owned(), capacity_bytes: len, format, backing: None, private };
+        let vol_xml = xml::volume_xml(&spec)?;
+        let mut upload = |c: &Connect| super::upload::upload(c, pool, name, &vol_xml, len, data);
+        // A large stream (an image) runs on a connection of its own: the shared one stays
+        // free for every other call to the node while it lasts.
+        if len > OWN_CONNECTION_BYTES {
+            let conn = self.connect_own()?;
+            upload(&conn.0)
+        } else {
+            self.with_conn(upload)
+        }
     }
 
     fn volume_delete(&self, pool: &str, name: &str) -> Result<(), NodeError> {

@@ -43,11 +43,7 @@ impl LibvirtNode {
     pub(super) fn pool_state(&self, name: &str) -> Result<Option<ObjectState>, NodeError> {
         self.with_conn(|c| {
             let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
-            let p = match StoragePool::lookup_by_name(c, name) {
-                Ok(p) => p,
-                Err(e) if e.code() == virt::error::ErrorNumber::NoStoragePool => return Ok(None),
-                Err(e) => return Err(err("find")(e)),
-            };
+            let Some(p) = pool_find(c, name)? else { return Ok(None) };
             Ok(Some(ObjectState {
                 active: p.is_active().map_err(err("read state of"))?,
                 autostart: p.get_autostart().map_err(err("read autostart of"))?,
@@ -80,11 +76,7 @@ impl LibvirtNode {
     pub(super) fn pool_info(&self, name: &str) -> Result<Option<super::PoolInfo>, NodeError> {
         self.with_conn(|c| {
             let err = |op| move |e| NodeError::from_virt(op, "storage pool", name, e);
-            let p = match StoragePool::lookup_by_name(c, name) {
-                Ok(p) => p,
-                Err(e) if e.code() == virt::error::ErrorNumber::NoStoragePool => return Ok(None),
-                Err(e) => return Err(err("find")(e)),
-            };
+            let Some(p) = pool_find(c, name)? else { return Ok(None) };
             let active = p.is_active().map_err(err("read state of"))?;
             if active {
                 // Sizes as they are now, not as of the last start.
@@ -138,29 +130,6 @@ impl LibvirtNode {
             let vol = StorageVol::create_xml(&p, &vol_xml, 0).map_err(|e| NodeError::from_virt("create", "volume", &spec.name, e))?;
             Self::volume_info(&vol, &spec.name)
         })
-    }
-
-    pub(super) fn volume_upload_from(
-        &self,
-        pool: &str,
-        name: &str,
-        format: xml::DiskFormat,
-        private: bool,
-        len: u64,
-        data: &mut dyn std::io::Read,
-    ) -> Result<VolumeInfo, NodeError> {
-        // The upload overwrites the whole file; the capacity only has to admit `data`.
-        let spec = VolumeSpec { name: name.to_owned(), capacity_bytes: len, format, backing: None, private };
-        let vol_xml = xml::volume_xml(&spec)?;
-        let mut upload = |c: &Connect| super::upload::upload(c, pool, name, &vol_xml, len, data);
-        // A large stream (an image) runs on a connection of its own: the shared one stays
-        // free for every other call to the node while it lasts.
-        if len > super::libvirt::OWN_CONNECTION_BYTES {
-            let conn = self.connect_own()?;
-            upload(&conn.0)
-        } else {
-            self.with_conn(upload)
-        }
     }
 
     pub(super) fn volume_delete(&self, pool: &str, name: &str) -> Result<(), NodeError> {
@@ -218,5 +187,14 @@ impl LibvirtNode {
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(out)
         })
+    }
+}
+
+/// The storage pool of that name, or `None` when libvirt has none.
+fn pool_find(c: &Connect, name: &str) -> Result<Option<StoragePool>, NodeError> {
+    match StoragePool::lookup_by_name(c, name) {
+        Ok(p) => Ok(Some(p)),
+        Err(e) if e.code() == virt::error::ErrorNumber::NoStoragePool => Ok(None),
+        Err(e) => Err(NodeError::from_virt("find", "storage pool", name, e)),
     }
 }

@@ -53,12 +53,9 @@ fn ip_dhcp(
     d.open("ip", &[("address", &address.to_string()), ("prefix", &prefix.to_string())])?;
     d.open("dhcp", &[])?;
     d.empty("range", &[("start", &start.to_string()), ("end", &end.to_string())])?;
-    // Every address reserved ahead (ADR 0015), unless the range is too large for it.
-    let (s, e) = (u32::from(start), u32::from(end));
-    if s <= e && e - s < super::RESERVE_AHEAD_MAX {
-        for ip in (s..=e).map(std::net::Ipv4Addr::from) {
-            d.empty("host", &[("mac", &super::premade_mac(ip)), ("ip", &ip.to_string())])?;
-        }
+    // The upper half of the range reserved ahead (ADR 0015).
+    for ip in super::reserve_ahead_range(start, end).map(std::net::Ipv4Addr::from) {
+        d.empty("host", &[("mac", &super::premade_mac(ip)), ("ip", &ip.to_string())])?;
     }
     d.close("dhcp")?;
     d.close("ip")?;
@@ -193,13 +190,15 @@ pub fn network_dhcp_info(network_xml: &str) -> Option<DhcpInfo> {
     info
 }
 
-/// The first address of the DHCP range that no host entry holds (an entry reserved ahead
-/// holds it for whichever VM is given it) and `taken` does not list.
+/// An address of the DHCP range that `taken` does not list: the first one reserved ahead
+/// (its entry is for whichever VM is given it), else the first one no host entry holds.
 pub fn dhcp_pick(info: &DhcpInfo, taken: &std::collections::HashSet<std::net::Ipv4Addr>) -> Option<std::net::Ipv4Addr> {
     let (start, end) = (u32::from(info.range_start), u32::from(info.range_end));
-    (start..=end)
-        .map(std::net::Ipv4Addr::from)
-        .find(|ip| !taken.contains(ip) && !info.hosts.iter().any(|(m, h)| h == ip && *m != super::premade_mac(*ip)))
+    let premade: std::collections::HashSet<std::net::Ipv4Addr> =
+        info.hosts.iter().filter(|(m, h)| *m == super::premade_mac(*h)).map(|(_, h)| *h).collect();
+    let held: std::collections::HashSet<std::net::Ipv4Addr> = info.hosts.iter().map(|(_, h)| *h).collect();
+    let range = || (start..=end).map(std::net::Ipv4Addr::from).filter(|ip| !taken.contains(ip));
+    range().find(|ip| premade.contains(ip)).or_else(|| range().find(|ip| !held.contains(ip)))
 }
 
 /// How many guest interfaces are connected to an active network (libvirt's `connections`).

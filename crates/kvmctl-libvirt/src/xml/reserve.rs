@@ -1,16 +1,28 @@
-//! Addresses reserved ahead (ADR 0015): a DHCP host entry for every address of a network's
-//! range, each with a MAC made from its address. A VM created on such a network takes the
-//! MAC of the address it is given, and no live network update is made: libvirt 9.0 removes
-//! and re-adds every firewall rule of a network on each live `ip-dhcp-host` change (about
-//! 0.4 s), which was most of what a create spent beyond starting the domain.
+//! Addresses reserved ahead (ADR 0015): a DHCP host entry for every address of the upper
+//! half of a network's range, each with a MAC made from its address. A VM created on such a
+//! network takes an address of that half and its entry's MAC, and no live network update is
+//! made: libvirt 9.0 removes and re-adds every firewall rule of a network on each live
+//! `ip-dhcp-host` change (about 0.4 s), which was most of what a create spent beyond
+//! starting the domain. The lower half stays dynamic, for the network's other DHCP clients
+//! (guests made with virt-install, say), and for kvmctl's live reservations once the upper
+//! half is taken.
 
 use super::{network_dhcp_info, DhcpHost, XmlError};
 use quick_xml::events::{BytesStart, Event};
 use std::net::Ipv4Addr;
 
-/// Ranges of more addresses than this are not reserved ahead (their VMs' addresses are
-/// reserved live, one entry at a time).
+/// At most this many addresses of a range are reserved ahead (the last ones).
 pub const RESERVE_AHEAD_MAX: u32 = 1024;
+
+/// The addresses of a DHCP range `start`-`end` that are reserved ahead: its upper half, at
+/// most [`RESERVE_AHEAD_MAX`] of them; empty for a range that ends before it starts.
+pub fn reserve_ahead_range(start: Ipv4Addr, end: Ipv4Addr) -> std::ops::RangeInclusive<u32> {
+    // (255.255.255.255 is never a host's address; capping it keeps `e + 1` in range.)
+    let (s, e) = (u32::from(start), u32::from(end).min(u32::MAX - 1));
+    // An empty range when `end` is before `start` (`count` is 0 then).
+    let count = if e < s { 0 } else { ((e - s) / 2 + 1).min(RESERVE_AHEAD_MAX) };
+    (e + 1 - count)..=e
+}
 
 /// The MAC of an address reserved ahead: `52:4b` (locally administered, unicast) and the
 /// address's four bytes, so every address of every network has its own.
@@ -32,25 +44,22 @@ pub fn premade_mac_of(network_xml: &str, ip: Ipv4Addr) -> Option<String> {
     info.hosts.iter().any(|(m, h)| *h == ip && *m == mac).then_some(mac)
 }
 
-/// The addresses of the DHCP range without a host entry; `None` when the network has no
-/// IPv4 DHCP range or one larger than [`RESERVE_AHEAD_MAX`].
+/// The addresses to reserve ahead that have no host entry; `None` when the network has no
+/// IPv4 DHCP range.
 fn unreserved(network_xml: &str) -> Option<Vec<Ipv4Addr>> {
     let info = network_dhcp_info(network_xml)?;
-    let (s, e) = (u32::from(info.range_start), u32::from(info.range_end));
-    if e < s || e - s >= RESERVE_AHEAD_MAX {
-        return None;
-    }
-    Some((s..=e).map(Ipv4Addr::from).filter(|ip| !info.hosts.iter().any(|(_, h)| h == ip)).collect())
+    let range = reserve_ahead_range(info.range_start, info.range_end);
+    Some(range.map(Ipv4Addr::from).filter(|ip| !info.hosts.iter().any(|(_, h)| h == ip)).collect())
 }
 
-/// Whether every address of the network's DHCP range has a host entry (`None`: the network
-/// cannot be reserved ahead: no range, or a range too large).
+/// Whether every address to reserve ahead has a host entry (`None`: the network has no
+/// IPv4 DHCP range).
 pub fn network_reserved_ahead(network_xml: &str) -> Option<bool> {
     unreserved(network_xml).map(|missing| missing.is_empty())
 }
 
-/// The network's XML with an entry reserved ahead for every address of its DHCP range that
-/// has none; `None` when there is nothing to add (or it cannot be reserved ahead).
+/// The network's XML with an entry reserved ahead for every address to reserve ahead that
+/// has none; `None` when there is nothing to add.
 pub fn network_reserve_ahead(network_xml: &str) -> Result<Option<String>, XmlError> {
     match unreserved(network_xml) {
         Some(missing) if !missing.is_empty() => rewrite(network_xml, &missing, false).map(Some),

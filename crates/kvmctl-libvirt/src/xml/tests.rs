@@ -27,16 +27,20 @@ fn network_shape_is_read() {
     assert_eq!((i.bridge.as_deref(), i.forward_mode, i.ipv4), (Some("kvt0"), None, Some(("10.77.0.1".parse().unwrap(), 16))));
 }
 
-#[test]
-fn managed_networks_route_or_isolate() {
-    let mut spec = ManagedNetworkSpec {
+fn lab() -> ManagedNetworkSpec {
+    ManagedNetworkSpec {
         name: "lab".into(),
         nat: true,
         address: "192.168.100.1".parse().unwrap(),
         prefix: 24,
         dhcp_start: "192.168.100.2".parse().unwrap(),
         dhcp_end: "192.168.100.254".parse().unwrap(),
-    };
+    }
+}
+
+#[test]
+fn managed_networks_route_or_isolate() {
+    let mut spec = lab();
     let x = managed_network_xml(&spec).unwrap();
     assert!(x.contains(r#"<forward mode="route"/>"#) && x.contains(r#"prefix="24""#), "{x}");
     assert_eq!(network_info(&x).forward_mode.as_deref(), Some("route"));
@@ -163,48 +167,49 @@ fn a_connected_guest_agent_is_read_from_the_live_xml() {
 #[test]
 fn addresses_reserved_ahead_are_added_found_and_taken_out() {
     let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+    let ip_of = std::net::Ipv4Addr::from;
     assert_eq!(premade_mac(ip("10.77.0.100")), "52:4b:0a:4d:00:64");
     assert_eq!(network_reserved_ahead(NET), Some(false));
     let full = network_reserve_ahead(NET).unwrap().unwrap();
     assert_eq!(network_reserved_ahead(&full), Some(true));
     assert!(network_reserve_ahead(&full).unwrap().is_none(), "nothing more to add");
-    // .2 keeps its own entry; .3-.5 are reserved ahead; the IPv6 range is left alone.
+    // The upper half (.4, .5) is reserved ahead; .2 keeps its own entry, .3 stays dynamic;
+    // the IPv6 range is left alone.
     let hosts = network_dhcp_hosts(&full);
-    assert_eq!(hosts.len(), 4, "{full}");
-    assert_eq!(
-        hosts.iter().filter(|h| is_premade(h)).map(|h| h.ip.as_str()).collect::<Vec<_>>(),
-        ["192.168.122.3", "192.168.122.4", "192.168.122.5"]
-    );
+    assert_eq!(hosts.len(), 3, "{full}");
+    assert_eq!(hosts.iter().filter(|h| is_premade(h)).map(|h| h.ip.as_str()).collect::<Vec<_>>(), ["192.168.122.4", "192.168.122.5"]);
     assert!(full.contains("fd00::10"), "{full}");
-    // An entry reserved ahead does not hold its address from a pick; its MAC is found.
+    // A pick takes an address reserved ahead first, then one no entry holds; its MAC is found.
     let info = network_dhcp_info(&full).unwrap();
-    assert_eq!(dhcp_pick(&info, &HashSet::new()), Some(ip("192.168.122.3")));
-    assert_eq!(premade_mac_of(&full, ip("192.168.122.3")).as_deref(), Some("52:4b:c0:a8:7a:03"));
+    assert_eq!(dhcp_pick(&info, &HashSet::new()), Some(ip("192.168.122.4")));
+    let taken: HashSet<_> = [ip("192.168.122.4"), ip("192.168.122.5")].into();
+    assert_eq!(dhcp_pick(&info, &taken), Some(ip("192.168.122.3")));
+    assert_eq!(premade_mac_of(&full, ip("192.168.122.4")).as_deref(), Some("52:4b:c0:a8:7a:04"));
     assert_eq!(premade_mac_of(&full, ip("192.168.122.2")), None, "a VM's own entry is not reserved ahead");
-    assert_eq!(premade_mac_of(NET, ip("192.168.122.3")), None);
+    assert_eq!(premade_mac_of(&full, ip("192.168.122.3")), None);
     // Taken out again: the document is as before but for whitespace.
     let back = network_unreserve_ahead(&full).unwrap().unwrap();
     assert_eq!(network_dhcp_hosts(&back), network_dhcp_hosts(NET));
     assert!(network_unreserve_ahead(NET).unwrap().is_none());
     // A named entry with a MAC of that shape is somebody's, not reserved ahead.
     assert!(!is_premade(&DhcpHost { mac: premade_mac(ip("10.0.0.1")), name: "web".into(), ip: "10.0.0.1".into() }));
-    // Too large a range is not reserved ahead.
+    // Of a large range, the last 1,024 addresses; of libvirt's default, .128-.254.
     let big = "<network><ip address='10.0.0.1' prefix='16'><dhcp><range start='10.0.0.2' end='10.0.255.254'/></dhcp></ip></network>";
-    assert_eq!((network_reserved_ahead(big), network_reserve_ahead(big).unwrap()), (None, None));
+    let big = network_reserve_ahead(big).unwrap().unwrap();
+    assert_eq!(network_dhcp_hosts(&big).len(), 1024);
+    assert_eq!(network_dhcp_hosts(&big)[0].ip, "10.0.251.255");
+    let r = reserve_ahead_range(ip("192.168.122.2"), ip("192.168.122.254"));
+    assert_eq!((ip_of(*r.start()), ip_of(*r.end())), (ip("192.168.122.128"), ip("192.168.122.254")));
+    assert_eq!(reserve_ahead_range(ip("10.77.0.100"), ip("10.77.0.250")).count(), 76);
+    assert_eq!(reserve_ahead_range(ip("10.0.0.9"), ip("10.0.0.1")).count(), 0);
+    assert_eq!(network_reserved_ahead("<network><name>x</name></network>"), None);
     assert_eq!(network_connections("<network connections='3'><name>n</name></network>"), 3);
     assert_eq!(network_connections(NET), 0);
 }
 
 #[test]
 fn networks_kvmctl_defines_are_reserved_ahead() {
-    let spec = ManagedNetworkSpec {
-        name: "lab".into(),
-        nat: true,
-        address: "192.168.100.1".parse().unwrap(),
-        prefix: 24,
-        dhcp_start: "192.168.100.2".parse().unwrap(),
-        dhcp_end: "192.168.100.254".parse().unwrap(),
-    };
+    let spec = lab();
     assert_eq!(network_reserved_ahead(&managed_network_xml(&spec).unwrap()), Some(true));
     assert_eq!(network_reserved_ahead(&nat_network_xml(&NatNetworkSpec::libvirt_default()).unwrap()), Some(true));
 }
