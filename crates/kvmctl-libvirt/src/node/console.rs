@@ -1,6 +1,6 @@
 //! A domain's serial console over a libvirt stream.
 
-use super::libvirt::Conn;
+use super::conn::Conn;
 use super::Console;
 use crate::error::NodeError;
 use virt::stream::Stream;

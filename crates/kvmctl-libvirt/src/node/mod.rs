@@ -6,6 +6,7 @@
 //! async facade that runs each call on a blocking thread.
 
 mod base64;
+mod conn;
 mod console;
 mod leases;
 mod libvirt;
@@ -13,8 +14,8 @@ mod networks;
 mod storage;
 mod upload;
 
+pub use conn::LibvirtNode;
 pub use console::ConsoleStream;
-pub use libvirt::LibvirtNode;
 pub use networks::ReserveAhead;
 
 use crate::error::NodeError;

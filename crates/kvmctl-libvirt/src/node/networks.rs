@@ -1,7 +1,8 @@
 //! `LibvirtNode`'s networks: the bodies of the `Node` trait's network calls (the trait's
 //! impl in `libvirt.rs` hands them here) and reserving a network's addresses ahead.
 
-use super::{LibvirtNode, ObjectState};
+use super::conn::LibvirtNode;
+use super::ObjectState;
 use crate::error::NodeError;
 use crate::xml;
 use virt::network::Network;

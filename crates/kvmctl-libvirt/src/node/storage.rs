@@ -1,7 +1,8 @@
 //! `LibvirtNode`'s storage: the bodies of the `Node` trait's pool and volume calls (the
 //! trait's impl in `libvirt.rs` hands them here).
 
-use super::{LibvirtNode, ObjectState, VolumeInfo};
+use super::conn::LibvirtNode;
+use super::{ObjectState, VolumeInfo};
 use crate::error::NodeError;
 use crate::xml::{self, VolumeSpec};
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! Volume uploads over a libvirt stream, in 1 MiB chunks.
 
-use super::{LibvirtNode, VolumeInfo};
+use super::conn::LibvirtNode;
+use super::VolumeInfo;
 use crate::error::NodeError;
 use virt::connect::Connect;
 use virt::storage_vol::StorageVol;
