@@ -37,9 +37,8 @@ pub fn is_premade(h: &DhcpHost) -> bool {
     h.name.is_empty() && h.ip.parse::<Ipv4Addr>().is_ok_and(|ip| premade_mac(ip) == h.mac)
 }
 
-/// The MAC reserved ahead for `ip` in a network's XML, if it has one.
-pub fn premade_mac_of(network_xml: &str, ip: Ipv4Addr) -> Option<String> {
-    let info = network_dhcp_info(network_xml)?;
+/// The MAC reserved ahead for `ip` among a network's DHCP host entries, if it has one.
+pub fn premade_mac_in(info: &super::DhcpInfo, ip: Ipv4Addr) -> Option<String> {
     let mac = premade_mac(ip);
     info.hosts.iter().any(|(m, h)| *h == ip && *m == mac).then_some(mac)
 }

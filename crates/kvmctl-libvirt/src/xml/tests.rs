@@ -184,9 +184,9 @@ fn addresses_reserved_ahead_are_added_found_and_taken_out() {
     assert_eq!(dhcp_pick(&info, &HashSet::new()), Some(ip("192.168.122.4")));
     let taken: HashSet<_> = [ip("192.168.122.4"), ip("192.168.122.5")].into();
     assert_eq!(dhcp_pick(&info, &taken), Some(ip("192.168.122.3")));
-    assert_eq!(premade_mac_of(&full, ip("192.168.122.4")).as_deref(), Some("52:4b:c0:a8:7a:04"));
-    assert_eq!(premade_mac_of(&full, ip("192.168.122.2")), None, "a VM's own entry is not reserved ahead");
-    assert_eq!(premade_mac_of(&full, ip("192.168.122.3")), None);
+    assert_eq!(premade_mac_in(&info, ip("192.168.122.4")).as_deref(), Some("52:4b:c0:a8:7a:04"));
+    assert_eq!(premade_mac_in(&info, ip("192.168.122.2")), None, "a VM's own entry is not reserved ahead");
+    assert_eq!(premade_mac_in(&info, ip("192.168.122.3")), None);
     // Taken out again: the document is as before but for whitespace.
     let back = network_unreserve_ahead(&full).unwrap().unwrap();
     assert_eq!(network_dhcp_hosts(&back), network_dhcp_hosts(NET));

@@ -73,7 +73,7 @@ pub(super) async fn address_pick(
             .filter_map(|v| v.ip.as_deref()?.parse::<std::net::Ipv4Addr>().ok()),
     );
     match xml::dhcp_pick(&info, &taken) {
-        Some(ip) => Ok(Some((ip, xml::premade_mac_of(&net_xml, ip).unwrap_or_else(super::create::mac_random)))),
+        Some(ip) => Ok(Some((ip, xml::premade_mac_in(&info, ip).unwrap_or_else(super::create::mac_random)))),
         None => Err(Error::InsufficientCapacity {
             reasons: vec![format!(
                 "network {network} has no free address in its DHCP range {}-{}; delete a VM or widen the range (virsh net-edit {network})",
