@@ -23,9 +23,17 @@ pub trait Table {
     }
 }
 
+/// Prints `value` on stdout. A reader that went away (`kvmctl vm list | head -1`, a pipe into
+/// a program that is missing) ends the command quietly, as it does for other Unix tools,
+/// instead of a panic.
 pub fn print<T: Serialize + Table>(value: &T, format: OutputFormat) -> anyhow::Result<()> {
-    print!("{}", render(value, format)?);
-    Ok(())
+    use std::io::Write;
+    let text = render(value, format)?;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => Ok(r?),
+    }
 }
 
 pub fn render<T: Serialize + Table>(value: &T, format: OutputFormat) -> anyhow::Result<String> {

@@ -60,6 +60,22 @@ fn status_without_a_daemon_says_how_to_start_it() {
     assert!(err.starts_with("error: cannot reach the kvmctl daemon at") && err.contains("kvmctl serve"), "{err}");
 }
 
+/// A reader that went away before the output (a pipe into a program that is missing) ends
+/// the command quietly, not with a panic about a broken pipe.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills the two descriptors; the read end is closed at once, the write end
+    // is handed to the child and owned by the `File` that closes it in the parent.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    unsafe { libc::close(fds[0]) };
+    let write_end = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+    let out = std::process::Command::new(BIN).args(["host", "doctor", "--no-probe", "-o", "json"]).stdout(write_end).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert!(out.status.success(), "{:?} {stderr}", out.status);
+}
+
 #[test]
 fn bad_output_format_names_the_choices() {
     let out = kvmctl(&["status", "-o", "xml"]);

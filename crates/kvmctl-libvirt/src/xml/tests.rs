@@ -213,3 +213,11 @@ fn networks_kvmctl_defines_are_reserved_ahead() {
     assert_eq!(network_reserved_ahead(&managed_network_xml(&spec).unwrap()), Some(true));
     assert_eq!(network_reserved_ahead(&nat_network_xml(&NatNetworkSpec::libvirt_default()).unwrap()), Some(true));
 }
+
+#[test]
+fn libvirts_default_network_file_is_reserved_ahead() {
+    let shipped = "<network>\n  <name>default</name>\n  <bridge name='virbr0'/>\n  <forward/>\n  <ip address='192.168.122.1' netmask='255.255.255.0'>\n    <dhcp>\n      <range start='192.168.122.2' end='192.168.122.254'/>\n    </dhcp>\n  </ip>\n</network>\n";
+    let x = network_reserve_ahead(shipped).unwrap().expect("entries to add");
+    assert_eq!(network_reserved_ahead(&x), Some(true), "{x}");
+    assert_eq!(network_dhcp_hosts(&x).len(), 127);
+}
