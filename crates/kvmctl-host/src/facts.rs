@@ -43,8 +43,8 @@ pub struct LibvirtFacts {
     /// `default` network: absent (None) or its state.
     #[serde(default)]
     pub default_network: Option<StateFact>,
-    /// Whether every address of the `default` network's DHCP range is reserved ahead, as
-    /// the network runs (ADR 0015); `None`: no such network, or a range that cannot be.
+    /// Whether the upper half of the `default` network's DHCP range is reserved ahead, as
+    /// the network runs (ADR 0015); `None`: no such network, or one without a DHCP range.
     #[serde(default)]
     pub default_network_reserved_ahead: Option<bool>,
     /// kvmctl's storage pool.

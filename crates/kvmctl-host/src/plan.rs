@@ -53,7 +53,7 @@ pub enum StepAction {
         defined: bool,
         active: bool,
         autostart: bool,
-        /// Every address of its range is reserved ahead already (ADR 0015).
+        /// The upper half of its DHCP range is reserved ahead already (ADR 0015).
         #[serde(default)]
         reserved_ahead: bool,
     },
