@@ -24,9 +24,9 @@
 //! identity as a clone gets), with the archive's disk as its root disk.
 
 use super::archive::*;
-use super::build::{vm_build, BuildOptions, RootDisk};
+use super::build::{vm_build, BuildOptions, RootDisk, Steps};
 use super::clone::{identity_new, Identity};
-use super::create::{build_end, create_reserve, CreateSpec, Steps};
+use super::create::{build_end, create_reserve, CreateSpec};
 use super::*;
 use crate::app::snapshots;
 use bytes::Bytes;

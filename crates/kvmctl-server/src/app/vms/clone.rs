@@ -14,8 +14,8 @@
 //! `authorized_keys`), machine-id (made anew on first boot) and SSH forward. The source's
 //! user-data does not run again. A UEFI clone starts from a copy of the source's variables.
 
-use super::build::{vm_build, BuildOptions, RootDisk};
-use super::create::{build_end, create_reserve, CreateSpec, Steps};
+use super::build::{vm_build, BuildOptions, RootDisk, Steps};
+use super::create::{build_end, create_reserve, CreateSpec};
 use super::*;
 use crate::app::snapshots;
 use kvmctl_core::rules;
