@@ -31,8 +31,7 @@ impl LibvirtNode {
             let changed = if add { xml::network_reserve_ahead(&inactive)? } else { xml::network_unreserve_ahead(&inactive)? };
             let active = net.is_active().map_err(err("read state of"))?;
             let live = if active { net.get_xml_desc(0).map_err(err("read XML of"))? } else { inactive.clone() };
-            let live_as_asked =
-                if add { xml::network_reserved_ahead(&live) != Some(false) } else { xml::network_unreserve_ahead(&live)?.is_none() };
+            let live_as_asked = if add { xml::network_reserved_ahead(&live) != Some(false) } else { !xml::network_has_premade(&live) };
             if changed.is_none() && live_as_asked {
                 return Ok(ReserveAhead::Unchanged);
             }

@@ -66,10 +66,14 @@ pub fn network_reserve_ahead(network_xml: &str) -> Result<Option<String>, XmlErr
     }
 }
 
+/// Whether the network's XML holds any entry reserved ahead.
+pub fn network_has_premade(network_xml: &str) -> bool {
+    super::network_dhcp_hosts(network_xml).iter().any(is_premade)
+}
+
 /// The network's XML without the entries reserved ahead; `None` when it has none.
 pub fn network_unreserve_ahead(network_xml: &str) -> Result<Option<String>, XmlError> {
-    let has = super::network_dhcp_hosts(network_xml).iter().any(is_premade);
-    if has {
+    if network_has_premade(network_xml) {
         rewrite(network_xml, &[], true).map(Some)
     } else {
         Ok(None)
