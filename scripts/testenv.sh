@@ -4,6 +4,7 @@
 #   - network namespace $KVMCTL_NETNS with virtlogd and libvirtd running inside it, so that
 #     libvirt networks, dnsmasq, guest NICs and nftables rules never touch the host's network;
 #   - the isolated libvirt network and the storage pool tests use;
+#   - a PostgreSQL server on a Unix socket (scripts/testpg.sh);
 #   - a second compute node: another libvirtd in its own network and mount namespaces
 #     (scripts/testnode2.sh), reached over a veth pair;
 #   - guest fixtures, built once into $KVMCTL_CACHE keyed by a hash of their inputs.
@@ -104,6 +105,10 @@ fi
 # shellcheck source=testnode2.sh
 . "$here/testnode2.sh"
 
+# PostgreSQL for the store's tests on the second engine and for several daemons on one database.
+# shellcheck source=testpg.sh
+. "$here/testpg.sh"
+
 tiny=$(KVMCTL_CACHE="$KVMCTL_CACHE" "$here/../tests/fixtures/tiny-guest/build.sh")
 
 # KVM exists here but may hang guests; until `kvmctl host doctor` decides, tests use TCG
@@ -117,5 +122,6 @@ export KVMCTL_TEST_POOL=$KVMCTL_TEST_POOL
 export KVMCTL_TEST_POOL_DIR=$KVMCTL_TEST_POOL_DIR
 export KVMCTL_TEST_DOMAIN_TYPE=${KVMCTL_TEST_DOMAIN_TYPE:-qemu}
 export KVMCTL_TEST_NODE2_URI=$KVMCTL_TEST_NODE2_URI
+export KVMCTL_TEST_POSTGRES='$KVMCTL_TEST_POSTGRES'
 ENV
 log "test environment ready ($KVMCTL_RUN/env)"

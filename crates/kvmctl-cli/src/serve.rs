@@ -20,7 +20,9 @@ pub struct ServeArgs {
     /// Private key (PEM) of --tls-cert [config: tls_key; env: KVMCTL_TLS_KEY].
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// SQLite database file [config: database; env: KVMCTL_DATABASE].
+    /// SQLite database file [config: database; env: KVMCTL_DATABASE]. For PostgreSQL set
+    /// database_url in the configuration file or KVMCTL_DATABASE_URL (no flag: a password on
+    /// the command line would show in `ps`).
     #[arg(long, value_name = "FILE")]
     database: Option<PathBuf>,
     /// libvirt URI of the local node [config: libvirt_uri; env: KVMCTL_LIBVIRT_URI].

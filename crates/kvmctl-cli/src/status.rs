@@ -26,7 +26,7 @@ impl Table for StatusResponse {
         };
         vec![
             vec!["daemon:".into(), format!("kvmctl {} (up {}s)", s.version, s.uptime_seconds)],
-            vec!["database:".into(), format!("{} (schema {})", s.database.path, s.database.schema_version)],
+            vec!["database:".into(), format!("{} {} (schema {})", s.database.engine, s.database.path, s.database.schema_version)],
             vec!["libvirt:".into(), libvirt],
             vec!["guests:".into(), format!("domain type {} ({})", h.domain_type, h.domain_type_source)],
         ]

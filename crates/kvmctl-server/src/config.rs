@@ -22,6 +22,9 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     /// SQLite database file.
     pub database: PathBuf,
+    /// A PostgreSQL database (`postgres://USER:PASSWORD@HOST/DB`), used instead of `database`;
+    /// several daemons may share one.
+    pub database_url: Option<String>,
     /// libvirt URI of the local compute node.
     pub libvirt_uri: String,
     /// tracing filter, e.g. `info` or `kvmctl_server=debug`.
@@ -132,6 +135,16 @@ pub enum DomainTypeSetting {
     Qemu,
 }
 
+impl Config {
+    /// Where the daemon's database is: `database_url` when set, else the SQLite file.
+    pub fn database_location(&self) -> kvmctl_store::Location {
+        match &self.database_url {
+            Some(url) => kvmctl_store::Location::Postgres(url.clone()),
+            None => kvmctl_store::Location::Sqlite(self.database.clone()),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -139,6 +152,7 @@ impl Default for Config {
             socket_group: None,
             listen: None,
             database: DEFAULT_DATABASE.into(),
+            database_url: None,
             libvirt_uri: DEFAULT_LIBVIRT_URI.into(),
             log: "info".into(),
             host_state_dir: "/var/lib/kvmctl/host".into(),
@@ -243,6 +257,9 @@ impl Config {
         if let Some(v) = env("KVMCTL_DATABASE") {
             cfg.database = v.into();
         }
+        if let Some(v) = env("KVMCTL_DATABASE_URL") {
+            cfg.database_url = (!v.is_empty()).then_some(v);
+        }
         if let Some(v) = env("KVMCTL_LIBVIRT_URI") {
             cfg.libvirt_uri = v;
         }
@@ -301,6 +318,14 @@ impl Config {
             };
         }
         cfg.port_pools().map_err(ConfigError::Invalid)?;
+        if let Some(url) = &cfg.database_url {
+            if !matches!(kvmctl_store::Location::parse(url), kvmctl_store::Location::Postgres(_)) {
+                return Err(ConfigError::Invalid(format!(
+                    "database_url = {:?} is not a PostgreSQL URL; write postgres://USER:PASSWORD@HOST/DATABASE, or leave it out and set database (a SQLite file)",
+                    kvmctl_store::redact_url(url)
+                )));
+            }
+        }
         if cfg.tls_cert.is_some() != cfg.tls_key.is_some() {
             return Err(ConfigError::Invalid("tls_cert and tls_key go together: set both for HTTPS, or neither".into()));
         }

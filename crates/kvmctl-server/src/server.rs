@@ -107,8 +107,10 @@ impl RunningServer {
             return Err(e);
         }
         let opened = async {
-            let store = DataStore::open(&cfg.database).await?;
-            store_files_protect(&cfg.database);
+            let store = DataStore::connect(&cfg.database_location()).await?;
+            if let Some(path) = store.sqlite_path() {
+                store_files_protect(path);
+            }
             store.node_upsert(&Name::parse("local").expect("valid"), &cfg.libvirt_uri, &cfg.local_node_settings()).await?;
             Ok::<_, StoreError>(store)
         };
@@ -216,7 +218,7 @@ impl RunningServer {
                 }
             }));
         }
-        tracing::info!(socket = %cfg.socket.display(), tcp = ?tcp_addr, tls, database = %cfg.database.display(), libvirt = %cfg.libvirt_uri, "kvmctl daemon serving");
+        tracing::info!(socket = %cfg.socket.display(), tcp = ?tcp_addr, tls, database = %cfg.database_location().display(), libvirt = %cfg.libvirt_uri, "kvmctl daemon serving");
         Ok(RunningServer {
             socket: cfg.socket.clone(),
             tcp_addr,
@@ -317,7 +319,7 @@ fn group_id(name: &str) -> Option<u32> {
 fn state_protect(cfg: &Config) -> Result<(), ServeError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let dirs = [
-        cfg.database.parent().map(|d| (d.to_path_buf(), 0o711)),
+        cfg.database_url.is_none().then(|| cfg.database.parent().map(|d| (d.to_path_buf(), 0o711))).flatten(),
         Some((cfg.key_dir.clone(), 0o700)),
         Some((cfg.console_log_dir.clone(), 0o700)),
     ];

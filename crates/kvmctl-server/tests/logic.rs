@@ -1,7 +1,8 @@
 //! The daemon's logic on the in-memory node (`kvmctl_testkit::memory::MemoryNode`): create
 //! and its undo at every step, delete, the reconciler's answers to drift, gc and hygiene.
 //! No libvirtd, no guest: these run in seconds, beside the real-libvirt tests that cover
-//! every capability end to end.
+//! every capability end to end. `KVMCTL_TEST_ENGINE=postgres` runs them on PostgreSQL
+//! (scripts/test.sh does both).
 
 use kvmctl_core::{Caller, Error, VmState};
 use kvmctl_libvirt::xml::{self, DhcpHost};
@@ -29,7 +30,7 @@ struct Logic {
 impl Logic {
     async fn new() -> Logic {
         let dir = tempfile::tempdir().unwrap();
-        let store = DataStore::open(&dir.path().join("kvmctl.db")).await.unwrap();
+        let store = DataStore::connect(&kvmctl_store::testing::location_for_tests(dir.path()).await).await.unwrap();
         let node = Arc::new(MemoryNode::new("memory:///local", &dir.path().join("pool")));
         node.with(|st| {
             let p = st.pools.remove("default").unwrap();

@@ -22,7 +22,7 @@ pub struct CloneBaseRecord {
 
 const COLUMNS: &str = "id, owner, source_vm, snapshot, pool, volume, state, size_bytes, created_at";
 
-fn base_from_row(row: sqlx::sqlite::SqliteRow) -> Result<CloneBaseRecord, StoreError> {
+fn base_from_row(row: sqlx::any::AnyRow) -> Result<CloneBaseRecord, StoreError> {
     let source: String = row.try_get("source_vm")?;
     Ok(CloneBaseRecord {
         id: row.try_get("id")?,
@@ -43,11 +43,11 @@ impl DataStore {
     /// bases (checked in the same statement), and makes VM `user` its first user, in one
     /// transaction: whatever undoes the VM finds the base. `Ok(false)`: refused.
     pub async fn clone_base_insert(&self, b: &CloneBaseRecord, user: &VmId, max_disk_gib: Option<u64>) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.admission().await?;
         let stored = crate::snapshots::stored_gib_with("$2", "$8");
         let done = sqlx::query(&format!(
             "INSERT INTO clone_bases ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 \
-             WHERE $10 IS NULL OR (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms WHERE owner = $2) + {stored} <= $10"
+             WHERE $10 IS NULL OR (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms WHERE owner = $2) + {stored} <= $10"
         ))
         .bind(&b.id)
         .bind(&b.owner)
@@ -159,10 +159,9 @@ impl DataStore {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_base_goes_with_its_last_user_and_is_never_taken_while_going() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DataStore::open(&dir.path().join("s.db")).await.unwrap();
+    crate::on_both_engines!(a_base_goes_with_its_last_user_and_is_never_taken_while_going);
+
+    async fn a_base_goes_with_its_last_user_and_is_never_taken_while_going(store: DataStore) {
         crate::vms::tests::image_fixture(&store).await;
         let mut vms = Vec::new();
         for n in ["c1", "c2", "c3"] {

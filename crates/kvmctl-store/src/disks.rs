@@ -24,7 +24,7 @@ pub struct DiskRecord {
 
 const COLUMNS: &str = "vm_id, name, pool, volume, size_gib, bus, target, state, created_at";
 
-fn disk_from_row(row: sqlx::sqlite::SqliteRow) -> Result<DiskRecord, StoreError> {
+fn disk_from_row(row: sqlx::any::AnyRow) -> Result<DiskRecord, StoreError> {
     let id: String = row.try_get("vm_id")?;
     Ok(DiskRecord {
         vm_id: crate::decode_vm_id(&id)?,
@@ -42,8 +42,8 @@ fn disk_from_row(row: sqlx::sqlite::SqliteRow) -> Result<DiskRecord, StoreError>
 /// The admission of `extra` GiB more disk for the VM `$1`: its owner's disks and snapshots
 /// within `$3` (when set), its node's disks within `$4` (when set).
 const ADMIT: &str = "($3 IS NULL OR \
-       (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms o WHERE o.owner = vms.owner) + {snapshots} + $2 <= $3) \
-     AND ($4 IS NULL OR (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms o WHERE o.node = vms.node) + $2 <= $4)";
+       (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms o WHERE o.owner = vms.owner) + {snapshots} + $2 <= $3) \
+     AND ($4 IS NULL OR (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms o WHERE o.node = vms.node) + $2 <= $4)";
 
 fn admit_sql() -> String {
     ADMIT.replace("{snapshots}", &crate::snapshots::snapshot_gib_of("vms.owner"))
@@ -59,7 +59,7 @@ impl DataStore {
     /// admission. `Ok(false)` when refused (or the VM is gone); `Exists` when the VM has a
     /// disk of that name or at that target.
     pub async fn disk_insert(&self, d: &DiskRecord, max_disk_gib: Option<u64>, node_disk_gib: Option<u64>) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.admission().await?;
         let admitted = sqlx::query(&format!("UPDATE vms SET data_gib = data_gib + $2 WHERE id = $1 AND {}", admit_sql()))
             .bind(d.vm_id.to_string())
             .bind(d.size_gib as i64)
@@ -123,7 +123,7 @@ impl DataStore {
         node_disk_gib: Option<u64>,
     ) -> Result<bool, StoreError> {
         let Some(extra) = size_gib.checked_sub(d.size_gib) else { return Ok(false) };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.admission().await?;
         let admitted = sqlx::query(&format!("UPDATE vms SET data_gib = data_gib + $2 WHERE id = $1 AND {}", admit_sql()))
             .bind(d.vm_id.to_string())
             .bind(extra as i64)

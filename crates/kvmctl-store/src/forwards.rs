@@ -26,7 +26,7 @@ const COLUMNS: &str = "node, protocol, host_port, vm_id, guest_port, pool, creat
 const OWNER_BELOW_MAX: &str = "($9 IS NULL OR (SELECT COUNT(*) FROM forwards f JOIN vms v ON v.id = f.vm_id \
      WHERE v.owner = (SELECT owner FROM vms WHERE id = $5)) < $9)";
 
-fn forward_from_row(row: sqlx::sqlite::SqliteRow) -> Result<ForwardRecord, StoreError> {
+fn forward_from_row(row: sqlx::any::AnyRow) -> Result<ForwardRecord, StoreError> {
     let id: String = row.try_get("vm_id")?;
     Ok(ForwardRecord {
         node: row.try_get("node")?,
@@ -60,6 +60,7 @@ impl DataStore {
         guest_port: u16,
         max_forwards: Option<u64>,
     ) -> Result<Option<ForwardRecord>, StoreError> {
+        let mut tx = self.admission().await?;
         let row = sqlx::query(&format!(
             "WITH RECURSIVE p(port) AS (SELECT $1 UNION ALL SELECT port + 1 FROM p WHERE port < $2) \
              INSERT INTO forwards ({COLUMNS}) \
@@ -78,14 +79,16 @@ impl DataStore {
         .bind(pool.name)
         .bind(unix_now())
         .bind(max_forwards.map(|m| m.min(i64::MAX as u64) as i64))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         row.map(forward_from_row).transpose()
     }
 
     /// Records a forward on a port the caller chose; `Exists` when the port is taken, `None`
     /// when the owner's `max_forwards` refused it.
     pub async fn forward_insert(&self, f: &ForwardRecord, max_forwards: Option<u64>) -> Result<Option<ForwardRecord>, StoreError> {
+        let mut tx = self.admission().await?;
         let key = format!("{}/{}", f.protocol, f.host_port);
         let row = sqlx::query(&format!(
             "INSERT INTO forwards ({COLUMNS}) SELECT $3, $4, $1, $5, $6, $7, $8 WHERE $2 = $2 AND {OWNER_BELOW_MAX} RETURNING {COLUMNS}"
@@ -99,9 +102,10 @@ impl DataStore {
         .bind(&f.pool)
         .bind(unix_now())
         .bind(max_forwards.map(|m| m.min(i64::MAX as u64) as i64))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(unique("port", &key))?;
+        tx.commit().await?;
         row.map(forward_from_row).transpose()
     }
 
@@ -140,10 +144,9 @@ impl DataStore {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn concurrent_allocations_never_collide_and_exhaustion_is_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DataStore::open(&dir.path().join("k.db")).await.unwrap();
+    crate::on_both_engines!(concurrent_allocations_never_collide_and_exhaustion_is_none);
+
+    async fn concurrent_allocations_never_collide_and_exhaustion_is_none(store: DataStore) {
         let pool = PoolRange { name: "ssh", start: 2200, end: 2239 };
         // 60 concurrent requests for a pool of 40 ports.
         let tasks: Vec<_> = (0..60)

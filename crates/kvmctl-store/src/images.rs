@@ -39,7 +39,11 @@ pub struct ImageRecord {
 const COLUMNS: &str = "name, node, pool, volume, path, format, virtual_bytes, file_bytes, sha256, source, os_family, os_version, \
                        cloud_init, default_user, boot_modes, kernel_volume, initrd_volume, cmdline, created_at, tpm, profile";
 
-fn image_from_row(row: sqlx::sqlite::SqliteRow) -> Result<ImageRecord, StoreError> {
+/// What reads select: `cloud_init` as an integer (sqlx's Any driver decodes no SQLite BOOLEAN).
+const SELECTED: &str = "name, node, pool, volume, path, format, virtual_bytes, file_bytes, sha256, source, os_family, os_version, \
+                        CAST(cloud_init AS INTEGER) AS cloud_init, default_user, boot_modes, kernel_volume, initrd_volume, cmdline, created_at, tpm, profile";
+
+fn image_from_row(row: sqlx::any::AnyRow) -> Result<ImageRecord, StoreError> {
     let modes: String = row.try_get("boot_modes")?;
     Ok(ImageRecord {
         name: decode_name("image name", row.try_get("name")?)?,
@@ -54,7 +58,7 @@ fn image_from_row(row: sqlx::sqlite::SqliteRow) -> Result<ImageRecord, StoreErro
         source: row.try_get("source")?,
         os_family: row.try_get("os_family")?,
         os_version: row.try_get("os_version")?,
-        cloud_init: row.try_get("cloud_init")?,
+        cloud_init: row.try_get::<i64, _>("cloud_init")? != 0,
         default_user: row.try_get("default_user")?,
         boot_modes: modes.split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect(),
         kernel_volume: row.try_get("kernel_volume")?,
@@ -101,12 +105,12 @@ impl DataStore {
 
     pub async fn image_get(&self, name: &Name) -> Result<Option<ImageRecord>, StoreError> {
         let row =
-            sqlx::query(&format!("SELECT {COLUMNS} FROM images WHERE name = $1")).bind(name.as_str()).fetch_optional(&self.pool).await?;
+            sqlx::query(&format!("SELECT {SELECTED} FROM images WHERE name = $1")).bind(name.as_str()).fetch_optional(&self.pool).await?;
         row.map(image_from_row).transpose()
     }
 
     pub async fn image_list(&self) -> Result<Vec<ImageRecord>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM images ORDER BY name")).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&format!("SELECT {SELECTED} FROM images ORDER BY name")).fetch_all(&self.pool).await?;
         rows.into_iter().map(image_from_row).collect()
     }
 

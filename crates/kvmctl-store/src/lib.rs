@@ -1,19 +1,21 @@
-//! kvmctl's state: an embedded SQLite database (PostgreSQL for replicated control planes
-//! comes later with the same portable SQL).
+//! kvmctl's state: an embedded SQLite database by default, or PostgreSQL, which several
+//! daemons can share (ADR 0017).
 //!
-//! Owns the schema and its migrations (`migrations/`, embedded in the binary and applied on
-//! open) and exposes `DataStore` methods named `<resource>_<verb>`. It decides no policy:
-//! callers validate and authorise, the store records.
+//! Owns the schema and its migrations (`migrations/sqlite` and `migrations/postgres`, the same
+//! versions written once per engine, embedded in the binary and applied on open) and exposes
+//! `DataStore` methods named `<resource>_<verb>`. Queries are one text for both engines (sqlx's
+//! `Any` driver; `$n` placeholders, portable SQL). It decides no policy: callers validate and
+//! authorise, the store records.
 
 use kvmctl_types::Name;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A query with its arguments, as the helpers that bind a record's fields take and return it.
-pub(crate) type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 mod audit;
 mod clones;
@@ -29,6 +31,7 @@ mod sessions;
 mod shares;
 mod snapshots;
 mod sshkeys;
+pub mod testing;
 mod testruns;
 mod usage;
 mod users;
@@ -77,7 +80,72 @@ impl Scope {
     }
 }
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATIONS_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MIGRATIONS_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+
+    fn migrator(self) -> &'static sqlx::migrate::Migrator {
+        match self {
+            Engine::Sqlite => &MIGRATIONS_SQLITE,
+            Engine::Postgres => &MIGRATIONS_POSTGRES,
+        }
+    }
+}
+
+/// Where a store's database is: a SQLite file, or a PostgreSQL server (`postgres://...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Location {
+    /// A `postgres://` or `postgresql://` URL is PostgreSQL; anything else is a SQLite file
+    /// (`sqlite://` in front is allowed).
+    pub fn parse(s: &str) -> Location {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Location::Postgres(s.to_owned())
+        } else {
+            Location::Sqlite(PathBuf::from(s.strip_prefix("sqlite://").unwrap_or(s)))
+        }
+    }
+
+    /// What status output and logs show: the file, or the URL without its password.
+    pub fn display(&self) -> String {
+        match self {
+            Location::Sqlite(p) => p.display().to_string(),
+            Location::Postgres(url) => redact_url(url),
+        }
+    }
+}
+
+/// A URL with the password of its user part replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (auth, tail) = rest.split_at(end);
+    match auth.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{scheme}://{name}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,13 +157,13 @@ pub enum StoreError {
     },
     #[error("cannot open the database at {path}")]
     Open {
-        path: PathBuf,
+        path: String,
         #[source]
         source: sqlx::Error,
     },
     #[error("cannot apply database migrations to {path}")]
     Migrate {
-        path: PathBuf,
+        path: String,
         #[source]
         source: sqlx::migrate::MigrateError,
     },
@@ -119,15 +187,23 @@ impl From<StoreError> for kvmctl_core::Error {
             StoreError::Exists { .. } => E::Conflict(e.to_string()),
             StoreError::Query(q) => match q {
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => busy(),
-                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-                sqlx::Error::Database(d) if d.code().and_then(|c| c.parse::<u32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6)) => {
-                    busy()
-                }
+                sqlx::Error::Database(d) if is_busy(d.as_ref()) => busy(),
                 sqlx::Error::Database(d) if d.is_unique_violation() => E::Conflict("that name or port is taken; pick another".into()),
                 _ => E::Internal(detail),
             },
             StoreError::CreateDir { .. } | StoreError::Open { .. } | StoreError::Migrate { .. } => busy(),
         }
+    }
+}
+
+/// SQLite's SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes; PostgreSQL's
+/// serialization failure and deadlock (retried by the store first), lock timeout, too many
+/// connections and shutdown (`40001`, `40P01`, `55P03`, `53300`, `57P01`-`57P03`).
+fn is_busy(d: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = d.code() else { return false };
+    match code.parse::<u32>() {
+        Ok(c) => matches!(c & 0xff, 5 | 6),
+        Err(_) => matches!(&*code, "40001" | "40P01" | "55P03" | "53300" | "57P01" | "57P02" | "57P03"),
     }
 }
 
@@ -148,38 +224,83 @@ pub(crate) fn decode_vm_id(s: &str) -> Result<kvmctl_types::VmId, StoreError> {
     s.parse().map(kvmctl_types::VmId).map_err(|e: uuid::Error| StoreError::Query(sqlx::Error::Decode(format!("vm id {s:?}: {e}").into())))
 }
 
+/// The advisory lock key of admissions on PostgreSQL (`DataStore::admission`): "kvmadmit".
+const ADMISSION_LOCK: i64 = 0x6b76_6d61_646d_6974;
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct DataStore {
-    pub(crate) pool: SqlitePool,
-    path: PathBuf,
+    pub(crate) pool: AnyPool,
+    engine: Engine,
+    location: Location,
 }
 
 impl DataStore {
     /// Opens (creating if needed) the SQLite database at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
-        }
-        let opts = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
-        MIGRATIONS.run(&pool).await.map_err(|source| StoreError::Migrate { path: path.to_owned(), source })?;
-        Ok(DataStore { pool, path: path.to_owned() })
+        Self::connect(&Location::Sqlite(path.to_owned())).await
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Opens the database at `location` (a SQLite file is created if needed; a PostgreSQL
+    /// database must exist) and applies pending migrations. Several daemons may open one
+    /// PostgreSQL database at once: migrations run under the migrator's advisory lock.
+    pub async fn connect(location: &Location) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let shown = location.display();
+        let open_err = |source| StoreError::Open { path: shown.clone(), source };
+        let (engine, url, pool_opts) = match location {
+            Location::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+                }
+                // WAL and a generous busy timeout, on every connection the pool opens.
+                let opts = AnyPoolOptions::new().max_connections(4).after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON")
+                            .await
+                            .map(|_| ())
+                    })
+                });
+                (Engine::Sqlite, format!("sqlite://{}?mode=rwc", sqlite_url_path(path)), opts)
+            }
+            Location::Postgres(url) => (Engine::Postgres, url.clone(), AnyPoolOptions::new().max_connections(8)),
+        };
+        let opts = AnyConnectOptions::from_str(&url).map_err(open_err)?;
+        let pool = pool_opts.connect_with(opts).await.map_err(open_err)?;
+        engine.migrator().run(&pool).await.map_err(|source| StoreError::Migrate { path: shown.clone(), source })?;
+        Ok(DataStore { pool, engine, location: location.clone() })
+    }
+
+    /// A transaction for an admission: statements that check a quota or a node's capacity
+    /// against sums of rows and write a row that changes those sums. SQLite runs one writer
+    /// at a time, so each such statement is exact by itself. PostgreSQL (READ COMMITTED)
+    /// would let two transactions read the same sums and both write: there, the transaction
+    /// first takes one advisory lock that every admission of every daemon on the database
+    /// takes, so admissions run one after another (each a few milliseconds) and each sees
+    /// the rows of those before it. A transaction waiting for it holds no other lock, so it
+    /// cannot deadlock.
+    pub(crate) async fn admission(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.engine == Engine::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(ADMISSION_LOCK).execute(&mut *tx).await?;
+        }
+        Ok(tx)
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The SQLite file, if the store is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &self.location {
+            Location::Sqlite(p) => Some(p),
+            Location::Postgres(_) => None,
+        }
     }
 
     /// The highest migration applied.
@@ -191,7 +312,7 @@ impl DataStore {
 
     /// The highest migration this binary knows; a database ahead of it was written by a newer kvmctl.
     pub fn schema_version_known() -> i64 {
-        MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
+        MIGRATIONS_SQLITE.iter().map(|m| m.version).max().unwrap_or(0)
     }
 
     pub async fn close(&self) {
@@ -199,13 +320,74 @@ impl DataStore {
     }
 }
 
+/// A file path as the path part of a `sqlite://` URL: the characters a URL gives meaning to
+/// are percent-encoded (sqlx decodes the path).
+fn sqlite_url_path(path: &Path) -> String {
+    let mut out = String::new();
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'%' | b'?' | b'#' | b' ' | 0x80.. => out.push_str(&format!("%{b:02X}")),
+            _ => out.push(*b as char),
+        }
+    }
+    out
+}
+
 pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// Runs a store test on each engine: `$name::sqlite` on a file, `$name::postgres` on a fresh
+/// database of the test PostgreSQL server. `$name` is also the async function of the store that
+/// is the test.
+#[cfg(test)]
+macro_rules! on_both_engines {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                super::$name(crate::DataStore::open(&dir.path().join("k.db")).await.unwrap()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let url = crate::testing::postgres_database().await.unwrap();
+                super::$name(crate::DataStore::connect(&crate::Location::Postgres(url)).await.unwrap()).await;
+            }
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use on_both_engines;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_engines_know_the_same_migrations() {
+        let versions = |m: &sqlx::migrate::Migrator| m.iter().map(|m| (m.version, m.description.to_string())).collect::<Vec<_>>();
+        assert_eq!(versions(&MIGRATIONS_SQLITE), versions(&MIGRATIONS_POSTGRES), "write each migration once per engine");
+    }
+
+    #[test]
+    fn urls_are_shown_without_passwords() {
+        assert_eq!(redact_url("postgres://kvm:s3cret@db:5432/kvmctl"), "postgres://kvm:***@db:5432/kvmctl");
+        assert_eq!(redact_url("postgres://kvm@db/kvmctl?host=/run"), "postgres://kvm@db/kvmctl?host=/run");
+        assert_eq!(Location::parse("postgresql://a:b@h/d").display(), "postgresql://a:***@h/d");
+        assert_eq!(Location::parse("sqlite:///var/lib/k.db"), Location::Sqlite("/var/lib/k.db".into()));
+        assert_eq!(Location::parse("/var/lib/k.db"), Location::Sqlite("/var/lib/k.db".into()));
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_path_with_url_characters_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a dir?#%/k.db");
+        let store = DataStore::open(&path).await.unwrap();
+        assert!(path.exists(), "the file is where the path says");
+        assert_eq!(store.engine(), Engine::Sqlite);
+    }
 
     #[tokio::test]
     async fn open_migrates_and_reopens() {

@@ -23,7 +23,7 @@ pub struct NetworkRecord {
 
 const COLUMNS: &str = "name, owner, node, nat, subnet, gateway, dhcp_start, dhcp_end, bridge, state, created_at";
 
-fn network_from_row(row: sqlx::sqlite::SqliteRow) -> Result<NetworkRecord, StoreError> {
+fn network_from_row(row: sqlx::any::AnyRow) -> Result<NetworkRecord, StoreError> {
     Ok(NetworkRecord {
         name: row.try_get("name")?,
         owner: row.try_get("owner")?,
@@ -59,6 +59,7 @@ impl DataStore {
     /// written in one statement, so concurrent creates cannot pass the limit together);
     /// false when the limit refused it. `None`: no limit.
     pub async fn network_insert_within(&self, n: &NetworkRecord, max: Option<u64>) -> Result<bool, StoreError> {
+        let mut tx = self.admission().await?;
         let done = sqlx::query(&format!(
             "INSERT INTO networks ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'creating', $10 \
              WHERE $11 IS NULL OR (SELECT COUNT(*) FROM networks WHERE owner = $2) + 1 <= $11"
@@ -74,9 +75,10 @@ impl DataStore {
         .bind(&n.bridge)
         .bind(unix_now())
         .bind(max.map(|m| m.min(i64::MAX as u64) as i64))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(unique("network", &n.name))?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -2,7 +2,7 @@
 //! the admin's settings (overcommit, reservations, labels, draining), and what their VMs
 //! are given.
 
-use crate::{decode_name, unix_now, DataStore, SqliteQuery, StoreError};
+use crate::{decode_name, unix_now, DataStore, AnyQuery, StoreError};
 use kvmctl_types::Name;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -61,7 +61,7 @@ pub fn labels_decode(s: &str) -> BTreeMap<String, String> {
     s.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
 }
 
-fn node_from_row(row: sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError> {
+fn node_from_row(row: sqlx::any::AnyRow) -> Result<NodeRecord, StoreError> {
     let n = |c: &str| -> Result<u64, StoreError> { Ok(row.try_get::<i64, _>(c)?.max(0) as u64) };
     Ok(NodeRecord {
         name: decode_name("node name", row.try_get("name")?)?,
@@ -164,8 +164,8 @@ impl DataStore {
     /// What each node's VMs are given.
     pub async fn node_allocations(&self) -> Result<BTreeMap<String, NodeAllocation>, StoreError> {
         let rows = sqlx::query(
-            "SELECT node, COUNT(*) AS vms, COALESCE(SUM(vcpus), 0) AS vcpus, COALESCE(SUM(memory_mib), 0) AS memory_mib, \
-             COALESCE(SUM(disk_gib + data_gib), 0) AS disk_gib FROM vms WHERE state <> 'deleted' GROUP BY node",
+            "SELECT node, COUNT(*) AS vms, CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) AS vcpus, CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) AS memory_mib, \
+             CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) AS disk_gib FROM vms WHERE state <> 'deleted' GROUP BY node",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -182,7 +182,7 @@ impl DataStore {
 }
 
 /// Binds a node's settings: overcommits, reservations, labels (five arguments, in that order).
-fn settings_bind<'q>(q: SqliteQuery<'q>, s: &NodeSettings) -> SqliteQuery<'q> {
+fn settings_bind<'q>(q: AnyQuery<'q>, s: &NodeSettings) -> AnyQuery<'q> {
     q.bind(s.cpu_overcommit as i64)
         .bind(s.memory_overcommit as i64)
         .bind(s.reserved_cpus as i64)

@@ -1,7 +1,7 @@
 //! `plans`: named sizes (vCPUs, memory, disk) with an hourly price. A retired plan (not
 //! `active`) keeps its VMs but takes no new ones.
 
-use crate::{unique, unix_now, DataStore, SqliteQuery, StoreError};
+use crate::{unique, unix_now, DataStore, AnyQuery, StoreError};
 use sqlx::Row;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct PlanRecord {
 
 const COLUMNS: &str = "name, vcpus, memory_mib, disk_gib, price_hourly, sort_order, active";
 
-fn plan_from_row(row: sqlx::sqlite::SqliteRow) -> Result<PlanRecord, StoreError> {
+fn plan_from_row(row: sqlx::any::AnyRow) -> Result<PlanRecord, StoreError> {
     Ok(PlanRecord {
         name: row.try_get("name")?,
         vcpus: row.try_get::<i64, _>("vcpus")? as u32,
@@ -65,7 +65,7 @@ impl DataStore {
 }
 
 /// Binds a plan's fields as $1-$7, in `COLUMNS`' order.
-fn plan_bind<'q>(q: SqliteQuery<'q>, p: &'q PlanRecord) -> SqliteQuery<'q> {
+fn plan_bind<'q>(q: AnyQuery<'q>, p: &'q PlanRecord) -> AnyQuery<'q> {
     q.bind(&p.name)
         .bind(p.vcpus as i64)
         .bind(p.memory_mib as i64)

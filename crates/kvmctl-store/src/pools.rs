@@ -16,7 +16,7 @@ pub struct PoolRecord {
     pub created_at: i64,
 }
 
-fn pool_from_row(r: sqlx::sqlite::SqliteRow) -> Result<PoolRecord, StoreError> {
+fn pool_from_row(r: sqlx::any::AnyRow) -> Result<PoolRecord, StoreError> {
     let devices: String = r.try_get("devices")?;
     Ok(PoolRecord {
         name: r.try_get("name")?,

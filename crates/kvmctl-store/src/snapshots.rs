@@ -26,7 +26,7 @@ pub struct SnapshotRecord {
 
 const COLUMNS: &str = "id, vm_id, name, parent, description, memory, vm_state, state, size_bytes, created_at, agent";
 
-fn snapshot_from_row(row: sqlx::sqlite::SqliteRow) -> Result<SnapshotRecord, StoreError> {
+fn snapshot_from_row(row: sqlx::any::AnyRow) -> Result<SnapshotRecord, StoreError> {
     let vm_id: String = row.try_get("vm_id")?;
     Ok(SnapshotRecord {
         id: row.try_get("id")?,
@@ -47,8 +47,8 @@ fn snapshot_from_row(row: sqlx::sqlite::SqliteRow) -> Result<SnapshotRecord, Sto
 /// of their disks: they count in the disk quota beside the VMs' disks.
 pub(crate) fn stored_bytes_of(owner: &str) -> String {
     format!(
-        "((SELECT COALESCE(SUM(s.size_bytes), 0) FROM snapshots s JOIN vms w ON w.id = s.vm_id WHERE w.owner = {owner}) \
-         + (SELECT COALESCE(SUM(b.size_bytes), 0) FROM clone_bases b WHERE b.owner = {owner}))"
+        "((SELECT CAST(COALESCE(SUM(s.size_bytes), 0) AS BIGINT) FROM snapshots s JOIN vms w ON w.id = s.vm_id WHERE w.owner = {owner}) \
+         + (SELECT CAST(COALESCE(SUM(b.size_bytes), 0) AS BIGINT) FROM clone_bases b WHERE b.owner = {owner}))"
     )
 }
 
@@ -69,11 +69,12 @@ impl DataStore {
     /// snapshots (checked in the same statement); `Ok(false)` when it does not, `Exists` when
     /// the VM has a snapshot by that name.
     pub async fn snapshot_insert(&self, s: &SnapshotRecord, max_disk_gib: Option<u64>) -> Result<bool, StoreError> {
+        let mut tx = self.admission().await?;
         let owner = "(SELECT owner FROM vms WHERE id = $2)";
         let stored = stored_gib_with(owner, "$9");
         let done = sqlx::query(&format!(
             "INSERT INTO snapshots ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12 \
-             WHERE $11 IS NULL OR (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms WHERE owner = {owner}) + {stored} <= $11"
+             WHERE $11 IS NULL OR (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms WHERE owner = {owner}) + {stored} <= $11"
         ))
         .bind(&s.id)
         .bind(s.vm_id.to_string())
@@ -87,9 +88,10 @@ impl DataStore {
         .bind(unix_now())
         .bind(max_disk_gib.map(|v| v.min(i64::MAX as u64) as i64))
         .bind(s.agent as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(unique("snapshot", &s.name))?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -13,7 +13,7 @@ pub struct SshKeyRecord {
     pub created_at: i64,
 }
 
-fn from_row(r: sqlx::sqlite::SqliteRow) -> Result<SshKeyRecord, StoreError> {
+fn from_row(r: sqlx::any::AnyRow) -> Result<SshKeyRecord, StoreError> {
     Ok(SshKeyRecord {
         id: r.try_get("id")?,
         user: r.try_get("user_name")?,
@@ -28,6 +28,7 @@ impl DataStore {
     /// Saves a key for `user`, unless they have `max` already (then `Ok(false)`). The same
     /// key (fingerprint) twice is `Exists`.
     pub async fn ssh_key_insert(&self, key: &SshKeyRecord, max: u32) -> Result<bool, StoreError> {
+        let mut tx = self.admission().await?;
         let done = sqlx::query(
             "INSERT INTO ssh_keys (id, user_name, name, public_key, fingerprint, created_at) \
              SELECT $1, $2, $3, $4, $5, $6 WHERE (SELECT COUNT(*) FROM ssh_keys WHERE user_name = $2) < $7",
@@ -39,9 +40,10 @@ impl DataStore {
         .bind(&key.fingerprint)
         .bind(unix_now())
         .bind(i64::from(max))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(crate::unique("ssh key", &key.fingerprint))?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 

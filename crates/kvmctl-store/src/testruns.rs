@@ -22,7 +22,7 @@ pub struct TestRunRecord {
 
 const COLUMNS: &str = "id, owner, name, state, grace_seconds, heartbeat_at, created_at, finished_at, summary";
 
-fn run_from_row(row: sqlx::sqlite::SqliteRow) -> Result<TestRunRecord, StoreError> {
+fn run_from_row(row: sqlx::any::AnyRow) -> Result<TestRunRecord, StoreError> {
     Ok(TestRunRecord {
         id: row.try_get("id")?,
         owner: row.try_get("owner")?,

@@ -51,7 +51,7 @@ impl QuotaOverride {
     }
 }
 
-fn user_from_row(row: sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError> {
+fn user_from_row(row: sqlx::any::AnyRow) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
         name: row.try_get("name")?,
         role: row.try_get("role")?,
@@ -61,7 +61,7 @@ fn user_from_row(row: sqlx::sqlite::SqliteRow) -> Result<UserRecord, StoreError>
     })
 }
 
-fn token_from_row(row: sqlx::sqlite::SqliteRow) -> Result<TokenRecord, StoreError> {
+fn token_from_row(row: sqlx::any::AnyRow) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
         id: row.try_get("id")?,
         user_name: row.try_get("user_name")?,
@@ -213,8 +213,8 @@ impl DataStore {
     pub async fn usage_of(&self, user: &str) -> Result<Usage, StoreError> {
         let snapshots = crate::snapshots::snapshot_gib_of("$1");
         let r = sqlx::query(&format!(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(vcpus), 0) AS c, COALESCE(SUM(memory_mib), 0) AS m, \
-             COALESCE(SUM(disk_gib + data_gib), 0) + {snapshots} AS d, \
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) AS c, CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) AS m, \
+             CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) + {snapshots} AS d, \
              (SELECT COUNT(*) FROM forwards f JOIN vms w ON w.id = f.vm_id WHERE w.owner = $1) AS f \
              FROM vms WHERE owner = $1"
         ))

@@ -51,7 +51,7 @@ const COLUMNS: &str = "id, name, owner, node, image, plan, vcpus, memory_mib, di
 const SELECTED: &str = "id, name, owner, node, image, plan, vcpus, memory_mib, disk_gib, network, mac, firmware, pool, root_volume, \
                         seed_volume, vnc_password, state, error, created_at, updated_at, ip, ssh_user, host_key, host_key_source, tpm, expires_at";
 
-fn vm_from_row(row: sqlx::sqlite::SqliteRow) -> Result<VmRecord, StoreError> {
+fn vm_from_row(row: sqlx::any::AnyRow) -> Result<VmRecord, StoreError> {
     let decode = |what: &str, e: String| StoreError::Query(sqlx::Error::Decode(format!("{what}: {e}").into()));
     let id: String = row.try_get("id")?;
     let state: String = row.try_get("state")?;
@@ -98,6 +98,7 @@ impl DataStore {
         limits: Option<&kvmctl_core::QuotaLimits>,
         node_capacity: Option<(u64, u64, u64)>,
     ) -> Result<Option<VmRecord>, StoreError> {
+        let mut tx = self.admission().await?;
         let now = unix_now();
         let lim = |v: u64| v.min(i64::MAX as u64) as i64;
         let snapshots = crate::snapshots::snapshot_gib_of("$3");
@@ -105,13 +106,13 @@ impl DataStore {
             "INSERT INTO vms ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, $20, $21, $22, $23, $31 \
              WHERE ($24 IS NULL OR ( \
                (SELECT COUNT(*) FROM vms WHERE owner = $3) + 1 <= $24 \
-               AND (SELECT COALESCE(SUM(vcpus), 0) FROM vms WHERE owner = $3) + $7 <= $25 \
-               AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms WHERE owner = $3) + $8 <= $26 \
-               AND (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms WHERE owner = $3) + {snapshots} + $9 <= $27)) \
+               AND (SELECT CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) FROM vms WHERE owner = $3) + $7 <= $25 \
+               AND (SELECT CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) FROM vms WHERE owner = $3) + $8 <= $26 \
+               AND (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms WHERE owner = $3) + {snapshots} + $9 <= $27)) \
              AND ($28 IS NULL OR ( \
-               (SELECT COALESCE(SUM(vcpus), 0) FROM vms WHERE node = $4) + $7 <= $28 \
-               AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms WHERE node = $4) + $8 <= $29 \
-               AND (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms WHERE node = $4) + $9 <= $30))"
+               (SELECT CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) FROM vms WHERE node = $4) + $7 <= $28 \
+               AND (SELECT CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) FROM vms WHERE node = $4) + $8 <= $29 \
+               AND (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms WHERE node = $4) + $9 <= $30))"
         ))
         .bind(vm.id.to_string())
         .bind(vm.name.as_str())
@@ -144,9 +145,10 @@ impl DataStore {
         .bind(node_capacity.map(|c| lim(c.1)))
         .bind(node_capacity.map(|c| lim(c.2)))
         .bind(vm.tpm as i64)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(unique("vm", vm.name.as_str()))?;
+        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }
@@ -198,20 +200,21 @@ impl DataStore {
         limits: Option<&kvmctl_core::QuotaLimits>,
         node_capacity: Option<(u64, u64, u64)>,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.admission().await?;
         let lim = |v: u64| v.min(i64::MAX as u64) as i64;
         let snapshots = crate::snapshots::snapshot_gib_of("vms.owner");
         let done = sqlx::query(&format!(
             "UPDATE vms SET vcpus = $2, memory_mib = $3, disk_gib = $4, plan = $5, updated_at = $6 \
              WHERE id = $1 \
              AND ($7 IS NULL OR ( \
-               (SELECT COALESCE(SUM(vcpus), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $2 <= $7 \
-               AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $3 <= $8 \
-               AND (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) \
+               (SELECT CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $2 <= $7 \
+               AND (SELECT CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) + $3 <= $8 \
+               AND (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) \
                    + {snapshots} + $4 + vms.data_gib <= $9)) \
              AND ($10 IS NULL OR ( \
-               (SELECT COALESCE(SUM(vcpus), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $2 <= $10 \
-               AND (SELECT COALESCE(SUM(memory_mib), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $3 <= $11 \
-               AND (SELECT COALESCE(SUM(disk_gib + data_gib), 0) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $4 + vms.data_gib <= $12))"
+               (SELECT CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $2 <= $10 \
+               AND (SELECT CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $3 <= $11 \
+               AND (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $4 + vms.data_gib <= $12))"
         ))
         .bind(id.to_string())
         .bind(size.0 as i64)
@@ -225,8 +228,9 @@ impl DataStore {
         .bind(node_capacity.map(|c| lim(c.0)))
         .bind(node_capacity.map(|c| lim(c.1)))
         .bind(node_capacity.map(|c| lim(c.2)))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -256,9 +260,10 @@ impl DataStore {
 
     /// Whether the VM's owner wants it running; `false` for a VM that no longer exists.
     pub async fn vm_run_wanted(&self, id: &VmId) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT run_wanted FROM vms WHERE id = $1").bind(id.to_string()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT CAST(run_wanted AS INTEGER) AS run_wanted FROM vms WHERE id = $1").bind(id.to_string()).fetch_optional(&self.pool).await?;
         Ok(match row {
-            Some(r) => r.try_get("run_wanted")?,
+            // Read as an integer: sqlx's Any driver decodes no SQLite BOOLEAN.
+            Some(r) => r.try_get::<i64, _>("run_wanted")? != 0,
             None => false,
         })
     }
@@ -437,12 +442,11 @@ pub(crate) mod tests {
         store.image_insert(&img).await.unwrap();
     }
 
+    crate::on_both_engines!(the_insert_never_overfills_a_node_with_or_without_a_quota);
+
     /// The node's capacity holds in the insert itself, for callers with a quota and for
     /// admins without one, under concurrency; another node's VMs do not count.
-    #[tokio::test]
-    async fn the_insert_never_overfills_a_node_with_or_without_a_quota() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DataStore::open(&dir.path().join("k.db")).await.unwrap();
+    async fn the_insert_never_overfills_a_node_with_or_without_a_quota(store: DataStore) {
         for n in ["local", "other"] {
             store.node_upsert(&Name::parse(n).unwrap(), &format!("test:///default?{n}"), &NodeSettings::default()).await.unwrap();
         }

@@ -117,6 +117,7 @@ pub mod daemon {
         Config {
             socket: dir.join("kvmctl.sock"),
             database: dir.join("kvmctl.db"),
+            database_url: database_url(),
             libvirt_uri: super::env("KVMCTL_TEST_URI"),
             host_state_dir: dir.join("host"),
             domain_type: kvmctl_server::config::DomainTypeSetting::Qemu,
@@ -140,6 +141,20 @@ pub mod daemon {
             networks_per_user: 100,
             ..Config::default()
         }
+    }
+
+    /// With `KVMCTL_TEST_ENGINE=postgres`, a fresh database on the test PostgreSQL server
+    /// (made on a thread of its own: tests call `config` inside and outside a runtime);
+    /// otherwise none, and the daemon uses its SQLite file.
+    pub fn database_url() -> Option<String> {
+        (std::env::var("KVMCTL_TEST_ENGINE").as_deref() == Ok("postgres")).then(|| {
+            std::thread::spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+                rt.block_on(kvmctl_store::testing::postgres_database()).expect("the test PostgreSQL makes a database")
+            })
+            .join()
+            .expect("the database thread")
+        })
     }
 
     /// A block of 30 host ports for one test daemon's pools (ssh, general, vnc: 10 each).

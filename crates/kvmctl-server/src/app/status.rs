@@ -38,7 +38,11 @@ pub async fn status_get(ctx: &Context, _caller: &kvmctl_core::Caller) -> Result<
     };
     Ok(StatusResponse {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        database: DatabaseStatus { path: ctx.store.path().display().to_string(), schema_version },
+        database: DatabaseStatus {
+            engine: ctx.store.engine().as_str().into(),
+            path: ctx.store.location().display(),
+            schema_version,
+        },
         hypervisor,
         uptime_seconds: ctx.started.elapsed().as_secs(),
     })

@@ -32,7 +32,10 @@ pub struct StatusResponse {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DatabaseStatus {
-    /// Where the database lives (a file path for SQLite).
+    /// `sqlite` or `postgres`.
+    pub engine: String,
+    /// Where the database lives: a file path for SQLite, the URL (without its password) for
+    /// PostgreSQL.
     pub path: String,
     /// Highest applied migration.
     pub schema_version: i64,
