@@ -5,8 +5,10 @@
 #   2. cargo fmt --check, cargo clippy -D warnings, cargo deny (licenses, bans, sources;
 #      installed on first use);
 #   3. every test, run inside the namespace so guest traffic never leaves it;
-#   4. the tests that restart the shared libvirtd or change the host, one at a time;
-#   5. a leak check: no test domain, volume (clone bases included), log file, network or firewall rule may survive
+#   4. the daemon's logic, tenancy, metering and status tests again on PostgreSQL
+#      (KVMCTL_TEST_ENGINE=postgres; the store's own tests cover both engines in step 3);
+#   5. the tests that restart the shared libvirtd or change the host, one at a time;
+#   6. a leak check: no test domain, volume (clone bases included), log file, network or firewall rule may survive
 #      (on the second test node either).
 # Needs root. Pass cargo test filters after --, e.g. scripts/test.sh -- smoke
 set -euo pipefail
@@ -86,6 +88,9 @@ log "running tests inside namespace $KVMCTL_NETNS"
 status=0
 netns_exec cargo test --workspace --offline --no-fail-fast -- "${filter[@]}" || status=$?
 if [ ${#filter[@]} -eq 0 ]; then
+  log "running the daemon's logic, tenancy, metering and status tests on PostgreSQL"
+  KVMCTL_TEST_ENGINE=postgres netns_exec cargo test --offline --no-fail-fast -p kvmctl-server \
+    --test logic --test tenancy --test metering --test status || status=$?
   log "running the tests that restart libvirtd"
   netns_exec cargo test --offline -p kvmctl-server --test libvirt_restart -- --ignored --test-threads=1 || status=$?
   log "running the tests that change the host (kvmctl host setup/uninstall)"

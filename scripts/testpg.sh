@@ -3,7 +3,7 @@
 # cluster of its own in $KVMCTL_PG_DIR run by pg_ctl as the `postgres` user (no systemd
 # needed), listening on a Unix socket in $KVMCTL_RUN/pg only (no TCP port: nothing but this
 # machine's root and postgres can reach it; trust authentication on that socket). Tests make
-# a database each (kvmctl-store's test helper) and drop it when they pass.
+# a database each (kvmctl-store's test helper), which the next run of this script drops.
 # Sourced by scripts/testenv.sh; sets KVMCTL_TEST_POSTGRES.
 set -euo pipefail
 
@@ -35,3 +35,11 @@ if ! pgu "$pg_bin/pg_ctl" -D "$KVMCTL_PG_DIR/data" status >/dev/null 2>&1; then
     || { tail -20 "$KVMCTL_PG_DIR/server.log" >&2; die "the test PostgreSQL did not start (log: $KVMCTL_PG_DIR/server.log)"; }
 fi
 KVMCTL_TEST_POSTGRES="postgres://postgres@localhost/postgres?host=$pg_sock"
+# Databases earlier test runs made (kt_*): tests do not drop their own (a failed test's
+# database is kept for a look until the next run).
+pg_psql() { runuser -u postgres -- psql -qAt -h "$pg_sock" -d postgres "$@"; }
+old=$(pg_psql -c "SELECT datname FROM pg_database WHERE datname LIKE 'kt\_%'")
+if [ -n "$old" ]; then
+  log "dropping $(wc -l <<<"$old") databases of earlier test runs"
+  while read -r db; do pg_psql -c "DROP DATABASE \"$db\" WITH (FORCE)"; done <<<"$old"
+fi

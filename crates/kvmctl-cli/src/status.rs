@@ -26,7 +26,7 @@ impl Table for StatusResponse {
         };
         vec![
             vec!["daemon:".into(), format!("kvmctl {} (up {}s)", s.version, s.uptime_seconds)],
-            vec!["database:".into(), format!("{} {} (schema {})", s.database.engine, s.database.path, s.database.schema_version)],
+            vec!["database:".into(), database_line(&s.database)],
             vec!["libvirt:".into(), libvirt],
             vec!["guests:".into(), format!("domain type {} ({})", h.domain_type, h.domain_type_source)],
         ]
@@ -38,4 +38,15 @@ pub async fn run(client: &Client, format: OutputFormat) -> anyhow::Result<ExitCo
     let reachable = status.hypervisor.reachable;
     output::print(&status, format)?;
     Ok(if reachable { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `sqlite /var/lib/kvmctl/kvmctl.db (schema 22)`; on PostgreSQL also who runs the periodic
+/// work, since several daemons may share it.
+fn database_line(d: &kvmctl_types::api::DatabaseStatus) -> String {
+    let who = match (d.engine.as_str(), d.leader) {
+        ("sqlite", _) => String::new(),
+        (_, true) => "; this daemon leads".into(),
+        (_, false) => "; another daemon leads".into(),
+    };
+    format!("{} {} (schema {}{who})", d.engine, d.path, d.schema_version)
 }

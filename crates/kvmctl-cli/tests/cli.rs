@@ -128,12 +128,14 @@ fn serve_then_status_in_every_format() {
     assert_eq!(v["hypervisor"]["reachable"], true);
     assert_eq!(v["hypervisor"]["driver"], "TEST");
     assert_eq!(v["database"]["schema_version"], kvmctl_store_schema());
+    assert_eq!((v["database"]["engine"].as_str(), v["database"]["leader"].as_bool()), (Some("sqlite"), Some(true)));
 
     let yaml = String::from_utf8(kvmctl(&["--socket", s, "status", "-o", "yaml"]).stdout).unwrap();
     assert!(yaml.contains("reachable: true"), "{yaml}");
 
     let table = String::from_utf8(kvmctl(&["--socket", s, "status"]).stdout).unwrap();
     assert!(table.contains("libvirt:") && table.contains("test:///default reachable"), "{table}");
+    assert!(table.contains(&format!("database:  sqlite {}", dir.path().join("k.db").display())), "{table}");
 }
 
 #[test]
@@ -156,6 +158,6 @@ fn openapi_command_prints_the_committed_document() {
 
 /// The schema version this build migrates to: the highest numbered migration file.
 fn kvmctl_store_schema() -> i64 {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmctl-store/migrations");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmctl-store/migrations/sqlite");
     std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.split('_').next()?.parse().ok()).max().unwrap()
 }

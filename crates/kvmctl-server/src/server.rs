@@ -71,6 +71,9 @@ pub struct RunningServer {
     reaper: JoinHandle<()>,
     restarts: JoinHandle<()>,
     closing: watch::Sender<bool>,
+    /// Renews this daemon's leases (shared database).
+    leases: Option<JoinHandle<()>>,
+    ctx: Arc<Context>,
 }
 
 impl RunningServer {
@@ -130,20 +133,16 @@ impl RunningServer {
         let closing = ctx.closing.clone();
         // VMs wanted running that a failure shut off are started again, one at a time.
         let (restarts_tx, restarts_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
-        // Operations a crash interrupted are finished or undone before any request is taken:
-        // snapshots first, so a VM a crash left saved is restored, not booted afresh.
+        // Operations a crash interrupted are finished or undone before any request is taken
+        // (on a shared database, by the leader: ADR 0017).
         crate::app::vms::staging_sweep(&ctx);
-        if let Err(e) = crate::app::snapshots::recover(&ctx).await {
-            tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the snapshot operations a crash interrupted");
-        }
-        // Data disks a crash left half added, before the reconciler compares definitions.
-        if let Err(e) = crate::app::vms::disks_recover(&ctx).await {
-            tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the disk additions a crash interrupted");
-        }
-        reconcile_pass(&ctx, &restarts_tx).await;
-        // Clone bases a crash left unused, once the reconciler undid interrupted clones.
-        if let Err(e) = crate::app::vms::clones_recover(&ctx).await {
-            tracing::warn!(error = %e, "cannot finish clone bases a crash interrupted");
+        if ctx.lead().await {
+            recover_interrupted(&ctx).await;
+            reconcile_pass(&ctx, &restarts_tx).await;
+            // Clone bases a crash left unused, once the reconciler undid interrupted clones.
+            if let Err(e) = crate::app::vms::clones_recover(&ctx).await {
+                tracing::warn!(error = %e, "cannot finish clone bases a crash interrupted");
+            }
         }
         // Boots that were being watched when the daemon stopped are watched again, from the
         // stage they reached.
@@ -170,6 +169,7 @@ impl RunningServer {
             let _ = events_tx.send(domain);
         });
         tasks.push(tokio::spawn({
+            let ctx = ctx.clone();
             let mut rx = rx.clone();
             let every = std::time::Duration::from_secs(cfg.reconcile_interval_seconds.max(1));
             async move {
@@ -187,10 +187,33 @@ impl RunningServer {
                     if stopping {
                         break;
                     }
+                    // On a shared database only the leader reconciles; it also finishes what
+                    // other daemons left when they died (their VMs' leases expired).
+                    if !ctx.lead().await {
+                        continue;
+                    }
+                    if ctx.shared {
+                        recover_interrupted(&ctx).await;
+                    }
                     reconcile_pass(&ctx, &restarts_tx).await;
+                    if ctx.shared {
+                        if let Err(e) = crate::app::vms::clones_recover(&ctx).await {
+                            tracing::warn!(error = %e, "cannot finish clone bases left unused");
+                        }
+                    }
                 }
             }
         }));
+        // Leases (shared database): renewed every third of their life while the daemon runs.
+        let leases = ctx.shared.then(|| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(crate::app::LEASE_TTL_MS as u64 / 3)).await;
+                    ctx.leases_renew().await;
+                }
+            })
+        });
         tasks.push(tokio::spawn({
             let app = app.clone();
             let rx = rx.clone();
@@ -232,6 +255,8 @@ impl RunningServer {
             reaper,
             restarts,
             closing,
+            leases,
+            ctx: ctx.clone(),
         })
     }
 
@@ -244,12 +269,32 @@ impl RunningServer {
         self.hygiene.abort();
         self.reaper.abort();
         self.restarts.abort();
+        if let Some(l) = &self.leases {
+            l.abort();
+        }
         for t in self.tasks {
             let _ = t.await;
+        }
+        // Another daemon on the database takes the periodic work at once, not after the TTL.
+        if self.ctx.shared {
+            if let Err(e) = self.store.lease_release("leader", &self.ctx.instance).await {
+                tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot give up the leader lease; it expires");
+            }
         }
         let _ = std::fs::remove_file(&self.socket);
         self.store.close().await;
         tracing::info!("kvmctl daemon stopped");
+    }
+}
+
+/// Snapshot and data-disk operations a crash interrupted, of VMs no operation holds.
+async fn recover_interrupted(ctx: &Context) {
+    if let Err(e) = crate::app::snapshots::recover(ctx).await {
+        tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the snapshot operations a crash interrupted");
+    }
+    // Data disks a crash left half added, before the reconciler compares definitions.
+    if let Err(e) = crate::app::vms::disks_recover(ctx).await {
+        tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the disk additions a crash interrupted");
     }
 }
 

@@ -22,6 +22,7 @@ mod clones;
 mod disks;
 mod forwards;
 mod images;
+mod leases;
 mod media;
 mod networks;
 mod nodes;
@@ -256,9 +257,11 @@ impl DataStore {
                 // WAL and a generous busy timeout, on every connection the pool opens.
                 let opts = AnyPoolOptions::new().max_connections(4).after_connect(|conn, _| {
                     Box::pin(async move {
-                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON")
-                            .await
-                            .map(|_| ())
+                        conn.execute(
+                            "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON",
+                        )
+                        .await
+                        .map(|_| ())
                     })
                 });
                 (Engine::Sqlite, format!("sqlite://{}?mode=rwc", sqlite_url_path(path)), opts)

@@ -2,7 +2,7 @@
 //! the admin's settings (overcommit, reservations, labels, draining), and what their VMs
 //! are given.
 
-use crate::{decode_name, unix_now, DataStore, AnyQuery, StoreError};
+use crate::{decode_name, unix_now, AnyQuery, DataStore, StoreError};
 use kvmctl_types::Name;
 use sqlx::Row;
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! `plans`: named sizes (vCPUs, memory, disk) with an hourly price. A retired plan (not
 //! `active`) keeps its VMs but takes no new ones.
 
-use crate::{unique, unix_now, DataStore, AnyQuery, StoreError};
+use crate::{unique, unix_now, AnyQuery, DataStore, StoreError};
 use sqlx::Row;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -260,7 +260,10 @@ impl DataStore {
 
     /// Whether the VM's owner wants it running; `false` for a VM that no longer exists.
     pub async fn vm_run_wanted(&self, id: &VmId) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT CAST(run_wanted AS INTEGER) AS run_wanted FROM vms WHERE id = $1").bind(id.to_string()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT CAST(run_wanted AS INTEGER) AS run_wanted FROM vms WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match row {
             // Read as an integer: sqlx's Any driver decodes no SQLite BOOLEAN.
             Some(r) => r.try_get::<i64, _>("run_wanted")? != 0,

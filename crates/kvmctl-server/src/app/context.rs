@@ -14,9 +14,18 @@ use std::time::Instant;
 /// The node every daemon registers for its own libvirt.
 pub const LOCAL: &str = "local";
 
+/// How long a lease lives without renewal (ADR 0017): a daemon that dies lets its VMs and
+/// its leadership go after this long; a live one renews every third of it.
+pub const LEASE_TTL_MS: i64 = 15_000;
+
 /// Shared by every request.
 pub struct Context {
     pub store: DataStore,
+    /// This daemon process, among the daemons sharing a database (a random id per start).
+    pub instance: String,
+    /// Whether other daemons may share the database (PostgreSQL): VM busy locks and the
+    /// periodic work then go through leases in it (ADR 0017).
+    pub shared: bool,
     pub local_node: NodeHandle,
     pub started: Instant,
     pub config: crate::config::Config,
@@ -100,8 +109,11 @@ impl Context {
             crate::config::Config::default().port_pools().expect("default pools are valid")
         });
         let (booted, boots) = tokio::sync::mpsc::unbounded_channel();
+        let shared = store.engine() == kvmctl_store::Engine::Postgres;
         let ctx = Context {
             store,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            shared,
             local_node: NodeHandle::new(local_node),
             started: Instant::now(),
             config,
@@ -175,24 +187,100 @@ impl Context {
     /// waits for it to pass instead of failing.
     pub(crate) async fn vm_lock(&self, name: &Name, op: &'static str) -> Result<VmGuard<'_>, Error> {
         for _ in 0..1000 {
-            match self.vm_try_lock(name, op) {
+            match self.vm_take(name, op).await? {
                 Ok(guard) => return Ok(guard),
-                Err(RECONCILING) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                Err(other) if other == RECONCILING || other == "finishing" => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
                 Err(other) => return Err(Error::Conflict(format!("VM {name} is busy ({other}); try again when that finishes"))),
             }
         }
         Err(Error::Conflict(format!("VM {name} is busy ({RECONCILING}); try again")))
     }
 
-    /// Marks `name` busy with `op`, or returns what holds it.
-    pub(crate) fn vm_try_lock(&self, name: &Name, op: &'static str) -> Result<VmGuard<'_>, &'static str> {
-        let mut busy = self.busy.lock().expect("busy map poisoned");
-        if let Some(other) = busy.get(name) {
-            return Err(other);
+    /// Marks `name` busy with `op`, or returns what holds it (a database that does not
+    /// answer holds it too).
+    pub(crate) async fn vm_try_lock(&self, name: &Name, op: &'static str) -> Result<VmGuard<'_>, String> {
+        match self.vm_take(name, op).await {
+            Ok(taken) => taken,
+            Err(e) => Err(format!("unknown: {e}")),
         }
-        busy.insert(name.clone(), op);
-        Ok(VmGuard { ctx: self, name: name.clone() })
     }
+
+    /// Marks `name` busy with `op` in this daemon and, on a shared database, takes its lease
+    /// (`vm:NAME`) there: an operation of another daemon holds it too. `Ok(Err(op))`: busy.
+    async fn vm_take(&self, name: &Name, op: &'static str) -> Result<Result<VmGuard<'_>, String>, Error> {
+        {
+            let mut busy = self.busy.lock().expect("busy map poisoned");
+            if let Some(other) = busy.get(name) {
+                return Ok(Err((*other).to_owned()));
+            }
+            busy.insert(name.clone(), op);
+        }
+        // From here the guard frees the local mark whatever happens.
+        let mut guard = VmGuard { ctx: self, name: name.clone(), token: None };
+        if self.shared {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            match self.store.lease_take(&format!("vm:{name}"), &self.instance, &token, op, now_ms(), LEASE_TTL_MS).await? {
+                Ok(()) => guard.token = Some(token),
+                Err(other) => return Ok(Err(other)),
+            }
+        }
+        Ok(Ok(guard))
+    }
+
+    /// Whether an operation holds the VM: in this daemon, or (shared database) a live lease
+    /// of another. Recoveries leave such VMs alone.
+    pub(crate) async fn vm_held(&self, name: &Name) -> Result<bool, Error> {
+        if self.busy.lock().expect("busy map poisoned").contains_key(name) {
+            return Ok(true);
+        }
+        if !self.shared {
+            return Ok(false);
+        }
+        Ok(match self.store.lease_get(&format!("vm:{name}")).await? {
+            Some((holder, _, until)) => holder != self.instance && until >= now_ms(),
+            None => false,
+        })
+    }
+
+    /// Whether this daemon runs the periodic work (reconciler, metering, hygiene, gc, the
+    /// test-run reaper): always alone on SQLite; on a shared database, while it holds the
+    /// `leader` lease (taken when free or expired, renewed by each call and by the lease
+    /// task).
+    pub async fn lead(&self) -> bool {
+        if !self.shared {
+            return true;
+        }
+        match self.store.lease_take("leader", &self.instance, &self.instance, "leader", now_ms(), LEASE_TTL_MS).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(e) => {
+                tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot reach the database for the leader lease");
+                false
+            }
+        }
+    }
+
+    /// Whether this daemon holds the leader lease now (takes nothing: for status).
+    pub async fn is_leader(&self) -> bool {
+        if !self.shared {
+            return true;
+        }
+        matches!(self.store.lease_get("leader").await, Ok(Some((holder, _, until))) if holder == self.instance && until >= now_ms())
+    }
+
+    /// Renews every lease this daemon holds; the server calls it every third of the TTL.
+    pub async fn leases_renew(&self) {
+        if self.shared {
+            if let Err(e) = self.store.lease_renew(&self.instance, now_ms(), LEASE_TTL_MS).await {
+                tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot renew this daemon's leases");
+            }
+        }
+    }
+}
+
+/// Wall-clock Unix milliseconds (leases are between daemons: never the injected clock).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl Context {
@@ -237,16 +325,27 @@ impl Context {
 /// What the reconciler holds a VM busy as.
 pub(crate) const RECONCILING: &str = "reconciling";
 
-/// Holds a VM busy; dropping it frees the VM.
+/// Holds a VM busy; dropping it frees the VM (its lease, on a shared database, a moment
+/// later: the release is sent from a task, and a lease not released expires).
 pub(crate) struct VmGuard<'a> {
     ctx: &'a Context,
     name: Name,
+    /// The lease's acquisition, on a shared database.
+    token: Option<String>,
 }
 
 impl Drop for VmGuard<'_> {
     fn drop(&mut self) {
         if let Ok(mut busy) = self.ctx.busy.lock() {
             busy.remove(&self.name);
+        }
+        if let (Some(token), Ok(rt)) = (self.token.take(), tokio::runtime::Handle::try_current()) {
+            let (store, lease) = (self.ctx.store.clone(), format!("vm:{}", self.name));
+            rt.spawn(async move {
+                if let Err(e) = store.lease_release(&lease, &token).await {
+                    tracing::warn!(%lease, error = %kvmctl_core::error::chain(&e), "cannot release a lease; it expires");
+                }
+            });
         }
     }
 }

@@ -79,6 +79,12 @@ pub async fn meter_pass(ctx: &Context) -> Result<u64, Error> {
 /// Runs `meter_pass` at start and after every hour boundary, until the task is aborted.
 pub async fn run(ctx: std::sync::Arc<Context>) {
     loop {
+        // Another daemon on the database meters (ADR 0017); this one asks again in a minute.
+        if !ctx.lead().await {
+            let t = ctx.clock.now() + 60;
+            ctx.clock.sleep_until(t).await;
+            continue;
+        }
         if let Err(e) = meter_pass(&ctx).await {
             tracing::warn!(error = %e, "metering pass failed; retrying in a minute");
             let t = ctx.clock.now() + 60;

@@ -30,4 +30,4 @@ pub mod vmnet;
 pub mod vms;
 
 pub(crate) use context::{blocking, parse_name};
-pub use context::{Context, SessionGuard, LOCAL};
+pub use context::{Context, SessionGuard, LEASE_TTL_MS, LOCAL};

@@ -84,7 +84,7 @@ pub async fn reconcile(ctx: &Context) -> Result<ReconcileReport, Error> {
     let mut report = ReconcileReport::default();
     for listed in ctx.store.vm_list(&kvmctl_store::Scope::all()).await? {
         // A VM an operation holds is that operation's business.
-        let Ok(_busy) = ctx.vm_try_lock(&listed.name, super::context::RECONCILING) else { continue };
+        let Ok(_busy) = ctx.vm_try_lock(&listed.name, super::context::RECONCILING).await else { continue };
         let Some(rec) = ctx.store.vm_get(&kvmctl_store::Scope::all(), &listed.name).await? else { continue };
         if unreachable.contains(&rec.node) {
             continue;
@@ -152,7 +152,7 @@ async fn firewall_reconcile(ctx: &Context, running_ids: &HashSet<String>) -> Res
     for listed in ctx.store.vm_list(&kvmctl_store::Scope::all()).await? {
         let key = kvmctl_netfw::vm_key(&listed.id.to_string());
         ours.insert(key.clone());
-        let Ok(guard) = ctx.vm_try_lock(&listed.name, super::context::RECONCILING) else {
+        let Ok(guard) = ctx.vm_try_lock(&listed.name, super::context::RECONCILING).await else {
             held.insert(key);
             continue;
         };

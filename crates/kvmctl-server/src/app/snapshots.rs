@@ -371,7 +371,14 @@ pub(crate) async fn remove_all(ctx: &Context, rec: &VmRecord) -> Result<(), Erro
 pub async fn recover(ctx: &Context) -> Result<(), Error> {
     let unsettled = ctx.store.snapshot_list_unsettled().await?;
     let vms = ctx.store.vm_list(&Scope::all()).await?;
-    for rec in vms.iter().filter(|v| v.node == LOCAL) {
+    // VMs an operation holds (here, or in another daemon on the database) are its business.
+    let mut held = std::collections::HashSet::new();
+    for rec in &vms {
+        if ctx.vm_held(&rec.name).await? {
+            held.insert(rec.id);
+        }
+    }
+    for rec in vms.iter().filter(|v| v.node == LOCAL && !held.contains(&v.id)) {
         let dir = vm_dir(ctx, rec);
         // A memory snapshot being made saved the VM to its own file.
         let mut saved = vec![pause_file(&dir)];
@@ -385,7 +392,7 @@ pub async fn recover(ctx: &Context) -> Result<(), Error> {
         }
         remove(&pause_file(&dir));
     }
-    for s in unsettled {
+    for s in unsettled.into_iter().filter(|s| !held.contains(&s.vm_id)) {
         let Some(rec) = vms.iter().find(|v| v.id == s.vm_id) else {
             ctx.store.snapshot_delete(&s).await?;
             continue;

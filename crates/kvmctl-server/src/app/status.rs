@@ -42,6 +42,7 @@ pub async fn status_get(ctx: &Context, _caller: &kvmctl_core::Caller) -> Result<
             engine: ctx.store.engine().as_str().into(),
             path: ctx.store.location().display(),
             schema_version,
+            leader: ctx.is_leader().await,
         },
         hypervisor,
         uptime_seconds: ctx.started.elapsed().as_secs(),

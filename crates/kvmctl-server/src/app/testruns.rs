@@ -217,6 +217,11 @@ pub async fn reap(ctx: &Context) -> Result<(), Error> {
 
 pub async fn run(ctx: Arc<Context>) {
     loop {
+        // Another daemon on the database reaps (ADR 0017).
+        if !ctx.lead().await {
+            tokio::time::sleep(REAP_EVERY).await;
+            continue;
+        }
         if let Err(e) = reap(&ctx).await {
             tracing::warn!(error = %e, "test run reaper pass failed; trying again");
         }

@@ -39,6 +39,9 @@ pub struct DatabaseStatus {
     pub path: String,
     /// Highest applied migration.
     pub schema_version: i64,
+    /// Whether this daemon runs the periodic work (reconciler, metering, hygiene, gc): always
+    /// with SQLite; with PostgreSQL, the one daemon holding the leader lease.
+    pub leader: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

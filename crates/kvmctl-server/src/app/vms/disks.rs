@@ -327,6 +327,10 @@ pub async fn recover(ctx: &Context) -> Result<(), Error> {
             ctx.store.disk_delete(&d.vm_id, &d.name).await?;
             continue;
         };
+        // An operation (here, or in another daemon on the database) is still adding it.
+        if ctx.vm_held(&rec.name).await? {
+            continue;
+        }
         let conn = ctx.node_conn(&rec.node).await?;
         let defined = conn.domain_xml(rec.name.as_str()).await.is_ok_and(|x| x.contains(&format!("{}'", d.volume)));
         if defined {
