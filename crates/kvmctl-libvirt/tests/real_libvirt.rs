@@ -131,7 +131,7 @@ fn tiny_guest_boots_and_serves_ssh_and_leaves_nothing_behind() {
             tpm: false,
             shares: vec![],
             windows: false,
-            metadata: Metadata { vm_id: VmId::new(), owner: "test".into(), plan: None, net: None },
+            metadata: Metadata { vm_id: VmId::new(), owner: "test".into(), plan: None, installation: None, net: None },
         };
         node.domain_define(&domain_xml(&spec).unwrap()).unwrap();
         debris.domain = Some(name.clone());

@@ -22,7 +22,7 @@ fn spec(name: &str) -> DomainSpec {
         tpm: false,
         shares: vec![],
         windows: false,
-        metadata: Metadata { vm_id: VmId::new(), owner: "root".into(), plan: None, net: None },
+        metadata: Metadata { vm_id: VmId::new(), owner: "root".into(), plan: None, installation: None, net: None },
     }
 }
 

@@ -44,7 +44,7 @@ fn tiny() -> DomainSpec {
         tpm: false,
         shares: vec![],
         windows: false,
-        metadata: Metadata { vm_id: vm_id(), owner: "root".into(), plan: None, net: None },
+        metadata: Metadata { vm_id: vm_id(), owner: "root".into(), plan: None, installation: None, net: None },
     }
 }
 
@@ -79,7 +79,13 @@ fn disk_boot_kvm_domain_with_vnc_and_agent() {
         tpm: false,
         shares: vec![],
         windows: false,
-        metadata: Metadata { vm_id: vm_id(), owner: "alice".into(), plan: Some("small".into()), net: None },
+        metadata: Metadata {
+            vm_id: vm_id(),
+            owner: "alice".into(),
+            plan: Some("small".into()),
+            installation: Some("5d1e9c0b".into()),
+            net: None,
+        },
     };
     golden("domain-disk-kvm.xml", &domain_xml(&spec).unwrap());
 }

@@ -3,7 +3,7 @@
 //! spread round-robin over the daemons' sockets; then every VM is deleted. Prints
 //! `creates_per_second X`, `p50_ms X`, `p99_ms X` and `made N`.
 //!
-//!   createbench --image IMG --count 100 --concurrency 8 --prefix kt-cb SOCKET...
+//!   createbench --image IMG [--network NET] --count 100 --concurrency 8 --prefix kt-cb SOCKET...
 
 use kvmctl_client::Client;
 use kvmctl_types::api::VmCreateRequest;
@@ -21,6 +21,7 @@ async fn main() {
     let count: usize = arg("--count").map_or(100, |v| v.parse().expect("--count N"));
     let concurrency: usize = arg("--concurrency").map_or(8, |v| v.parse().expect("--concurrency N"));
     let prefix = arg("--prefix").unwrap_or_else(|| "kt-cb".into());
+    let network = arg("--network");
     let sockets: Vec<String> = std::env::args().skip(1).filter(|a| a.ends_with(".sock")).collect();
     assert!(!sockets.is_empty(), "name at least one daemon socket (*.sock)");
     let clients: Vec<Client> = sockets.iter().map(Client::unix).collect();
@@ -38,6 +39,7 @@ async fn main() {
                 disk_gib: Some(1),
                 no_start: true,
                 no_ssh_forward: true,
+                network: network.clone(),
                 ..Default::default()
             };
             tokio::spawn(async move {

@@ -115,9 +115,10 @@ impl RunningServer {
                 store_files_protect(path);
             }
             store.node_upsert(&Name::parse("local").expect("valid"), &cfg.libvirt_uri, &cfg.local_node_settings()).await?;
-            Ok::<_, StoreError>(store)
+            let installation = store.installation_id(&uuid::Uuid::new_v4().simple().to_string()).await?;
+            Ok::<_, StoreError>((store, installation))
         };
-        let store = match opened.await {
+        let (store, installation) = match opened.await {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(&cfg.socket);
@@ -129,6 +130,7 @@ impl RunningServer {
         let local_node = Arc::new(LibvirtNode::new(cfg.libvirt_uri.clone()));
         let (mut ctx, boots) = Context::new(store.clone(), local_node, cfg.clone());
         ctx.clock = clock;
+        ctx.installation = Some(installation);
         let ctx = Arc::new(ctx);
         let closing = ctx.closing.clone();
         // VMs wanted running that a failure shut off are started again, one at a time.

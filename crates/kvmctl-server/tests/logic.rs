@@ -299,7 +299,14 @@ async fn gc_reports_debris_then_removes_it() {
     l.node.volume_create("kvmctl", &spec).unwrap();
     let host = xml::dhcp_host_xml("52:54:00:00:00:99", "192.168.122.250".parse().unwrap(), "ghost").unwrap();
     l.node.network_dhcp_host("default", &host, true).unwrap();
-    let meta = xml::metadata_xml(&xml::Metadata { vm_id: kvmctl_types::VmId::new(), owner: "x".into(), plan: None, net: None }).unwrap();
+    let meta = xml::metadata_xml(&xml::Metadata {
+        vm_id: kvmctl_types::VmId::new(),
+        owner: "x".into(),
+        plan: None,
+        installation: None,
+        net: None,
+    })
+    .unwrap();
     let meta = kvmctl_testkit::memory::metadata_bound(&meta);
     l.node.domain_define(&format!("<domain type='qemu'><name>orphan</name><metadata>{meta}</metadata></domain>")).unwrap();
 

@@ -2,6 +2,8 @@
 //! - 200 concurrent creates by one user, split across both daemons, get exactly the quota;
 //!   a token made through one daemon works on the other, and each sees the other's VMs;
 //! - one daemon leads (runs the periodic work) and the other takes over when it stops;
+//! - usage is metered once per VM-hour with both daemons running, and on by the other when
+//!   the leader stops (time moved by a manual clock both share);
 //! - a VM one daemon holds busy is busy for the other too.
 //!
 //! The daemon killed by SIGKILL during a create is `kvmctl-cli/tests/shared_db.rs`.
@@ -23,6 +25,11 @@ struct Pair {
 /// Daemon A on a fresh PostgreSQL database, daemon B on the same one; each has its own
 /// socket, directories and port block.
 async fn pair(dir: &std::path::Path, failpoints_a: &str) -> Pair {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    pair_with_clock(dir, failpoints_a, std::sync::Arc::new(kvmctl_server::clock::ManualClock::new(now))).await
+}
+
+async fn pair_with_clock(dir: &std::path::Path, failpoints_a: &str, clock: std::sync::Arc<kvmctl_server::clock::ManualClock>) -> Pair {
     let url = kvmctl_store::testing::postgres_database().await.unwrap();
     let mut cfg_a = daemon::config(&dir.join("a"));
     cfg_a.failpoints = failpoints_a.into();
@@ -34,8 +41,8 @@ async fn pair(dir: &std::path::Path, failpoints_a: &str) -> Pair {
     for d in ["a", "b"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    let (a, root_a) = daemon::start(&cfg_a).await;
-    let (b, root_b) = daemon::start(&cfg_b).await;
+    let (a, root_a) = daemon::start_with_clock(&cfg_a, clock.clone()).await;
+    let (b, root_b) = daemon::start_with_clock(&cfg_b, clock).await;
     Pair { a, b, root_a, root_b, cfg_a }
 }
 
@@ -157,5 +164,55 @@ async fn one_daemon_leads_and_the_other_takes_over_when_it_stops() {
     }
     assert!(now.is_some_and(|h| h != first), "B took the lease");
     assert!(p.root_b.status().await.unwrap().database.leader, "B leads");
+    p.b.stop().await;
+}
+
+/// Usage once it holds `n` records (metering runs in the background after the clock moves);
+/// fails with what it saw after a generous wait, never on speed.
+async fn usage_reaching(c: &Client, n: usize) -> Vec<kvmctl_types::api::UsageRecord> {
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        seen = c.usage_list(None, None, None).await.unwrap();
+        if seen.len() >= n {
+            // A second daemon metering too would add its records in the same moment.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            return c.usage_list(None, None, None).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("expected {n} usage records, have {}: {seen:#?}", seen.len());
+}
+
+#[tokio::test]
+async fn usage_is_metered_once_by_whichever_daemon_leads() {
+    const HOUR: i64 = 3600;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sweep = Sweep::new(&["kt-sm-1", "kt-sm-2"], &["kt-sm-img"]);
+    let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let clock = std::sync::Arc::new(kvmctl_server::clock::ManualClock::new(t0));
+    let p = pair_with_clock(d, "", clock.clone()).await;
+    daemon::tiny_image(&p.root_a, &d.join("a"), "kt-sm-img").await;
+    for (c, n) in [(&p.root_a, "kt-sm-1"), (&p.root_b, "kt-sm-2")] {
+        c.vm_create(&VmCreateRequest { no_start: true, no_ssh_forward: true, ..daemon::tiny_vm(n, "kt-sm-img", vec![]) }).await.unwrap();
+    }
+    // Two hours end with both daemons running: two records per VM, not four.
+    clock.advance(2 * HOUR);
+    let two = usage_reaching(&p.root_b, 4).await;
+    assert_eq!(two.len(), 4, "{two:#?}");
+    // The leader stops; the other meters the next hour.
+    p.a.stop().await;
+    clock.advance(HOUR);
+    let three = usage_reaching(&p.root_b, 6).await;
+    assert_eq!(three.len(), 6, "{three:#?}");
+    let mut keys: Vec<(String, i64)> = three.iter().map(|r| (r.vm.clone(), r.hour)).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 6, "one record per VM-hour");
+    for n in ["kt-sm-1", "kt-sm-2"] {
+        p.root_b.vm_delete(n, false).await.unwrap();
+    }
+    p.root_b.image_delete("kt-sm-img").await.unwrap();
+    assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
     p.b.stop().await;
 }

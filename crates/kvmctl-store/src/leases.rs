@@ -59,6 +59,18 @@ impl DataStore {
         Ok(done.rows_affected())
     }
 
+    /// The installation's id: made (from `candidate`) by the first caller, the same for every
+    /// daemon on the database afterwards.
+    pub async fn installation_id(&self, candidate: &str) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO installation (one, id, created_at) VALUES (1, $1, $2) ON CONFLICT (one) DO NOTHING")
+            .bind(candidate)
+            .bind(crate::unix_now())
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT id FROM installation WHERE one = 1").fetch_one(&self.pool).await?;
+        Ok(row.try_get("id")?)
+    }
+
     /// Who holds lease `name` and until when (Unix ms), expired or not.
     pub async fn lease_get(&self, name: &str) -> Result<Option<(String, String, i64)>, StoreError> {
         let row = sqlx::query("SELECT holder, op, expires_at FROM leases WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
@@ -105,5 +117,8 @@ mod tests {
             won += t.await.unwrap() as u32;
         }
         assert_eq!(won, 1);
+        // The installation id is the first caller's, for everyone.
+        assert_eq!(store.installation_id("first").await.unwrap(), "first");
+        assert_eq!(store.installation_id("second").await.unwrap(), "first");
     }
 }

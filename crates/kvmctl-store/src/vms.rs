@@ -85,8 +85,18 @@ fn vm_from_row(row: sqlx::any::AnyRow) -> Result<VmRecord, StoreError> {
     })
 }
 
+/// Whether `e` is the unique index on a VM's address (`vms_address`): another VM on the
+/// node's network has it (a create of another daemon on the same database got it first).
+pub(crate) fn address_taken(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => d.constraint() == Some("vms_address") || d.message().contains("vms.ip"),
+        _ => false,
+    }
+}
+
 impl DataStore {
-    /// Records a new VM (normally in state `creating`); `Exists` when the name is taken.
+    /// Records a new VM (normally in state `creating`); `Exists` (kind `vm`) when the name is
+    /// taken, `Exists` (kind `address`) when another VM has its address on its network.
     /// With `limits`, the row is written only if the owner's VMs, vCPUs, memory and disk stay
     /// within them, checked and written in one statement, so concurrent creates can never
     /// exceed a quota together; `None` when the quota refused it. With `node_capacity`
@@ -147,7 +157,10 @@ impl DataStore {
         .bind(vm.tpm as i64)
         .execute(&mut *tx)
         .await
-        .map_err(unique("vm", vm.name.as_str()))?;
+        .map_err(|e| match address_taken(&e) {
+            true => StoreError::Exists { kind: "address", name: vm.ip.clone().unwrap_or_default() },
+            false => unique("vm", vm.name.as_str())(e),
+        })?;
         tx.commit().await?;
         if done.rows_affected() == 0 {
             return Ok(None);
@@ -279,7 +292,11 @@ impl DataStore {
             .bind(unix_now())
             .bind(id.to_string())
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(|e| match address_taken(&e) {
+                true => StoreError::Exists { kind: "address", name: ip.to_owned() },
+                false => StoreError::Query(e),
+            })?;
         Ok(())
     }
 
@@ -446,6 +463,45 @@ pub(crate) mod tests {
     }
 
     crate::on_both_engines!(the_insert_never_overfills_a_node_with_or_without_a_quota);
+    crate::on_both_engines!(an_address_is_one_vms_on_its_network);
+
+    /// Two VMs never share an address on one node's network (two daemons on one database
+    /// pick from the rows they read; the index decides); other networks and nodes may.
+    async fn an_address_is_one_vms_on_its_network(store: DataStore) {
+        for n in ["local", "other"] {
+            store.node_upsert(&Name::parse(n).unwrap(), &format!("test:///default?{n}"), &NodeSettings::default()).await.unwrap();
+        }
+        image_fixture(&store).await;
+        let with_ip = |name: &str, node: &str, network: &str, ip: &str| VmRecord {
+            ip: Some(ip.into()),
+            network: network.into(),
+            ..vm(name, "alice", node, 1)
+        };
+        assert!(store.vm_insert(&with_ip("a1", "local", "default", "10.0.0.5"), None, None).await.unwrap().is_some());
+        match store.vm_insert(&with_ip("a2", "local", "default", "10.0.0.5"), None, None).await {
+            Err(StoreError::Exists { kind: "address", name }) => assert_eq!(name, "10.0.0.5"),
+            other => panic!("expected the address taken, got {other:?}"),
+        }
+        assert!(store.vm_get(&crate::Scope::all(), &Name::parse("a2").unwrap()).await.unwrap().is_none(), "nothing recorded");
+        assert!(store.vm_insert(&with_ip("a3", "other", "default", "10.0.0.5"), None, None).await.unwrap().is_some());
+        assert!(store.vm_insert(&with_ip("a4", "local", "isolated", "10.0.0.5"), None, None).await.unwrap().is_some());
+        // VMs without an address (bridges) are many.
+        for n in ["b1", "b2"] {
+            assert!(store.vm_insert(&vm(n, "alice", "local", 1), None, None).await.unwrap().is_some());
+        }
+        // A taken name is still a taken name.
+        assert!(matches!(
+            store.vm_insert(&with_ip("a1", "local", "default", "10.0.0.6"), None, None).await,
+            Err(StoreError::Exists { kind: "vm", .. })
+        ));
+        let a4 = store.vm_get(&crate::Scope::all(), &Name::parse("a4").unwrap()).await.unwrap().unwrap();
+        assert!(matches!(store.vm_set_address(&a4.id, "10.0.0.5", "52:54:00:00:00:01").await, Ok(())));
+        let b1 = store.vm_get(&crate::Scope::all(), &Name::parse("b1").unwrap()).await.unwrap().unwrap();
+        assert!(matches!(
+            store.vm_set_address(&b1.id, "10.0.0.5", "52:54:00:00:00:02").await,
+            Err(StoreError::Exists { kind: "address", .. })
+        ));
+    }
 
     /// The node's capacity holds in the insert itself, for callers with a quota and for
     /// admins without one, under concurrency; another node's VMs do not count.

@@ -14,6 +14,9 @@ pub struct Metadata {
     pub vm_id: VmId,
     pub owner: String,
     pub plan: Option<String>,
+    /// The kvmctl installation (database) that made the VM: another installation's gc
+    /// on the same libvirt leaves it alone. `None` on domains made before it was recorded.
+    pub installation: Option<String>,
     /// Where the VM sits on its network and its port forwards: what the node's libvirt
     /// hook needs to apply the VM's firewall rules without the control plane.
     pub net: Option<NetMetadata>,
@@ -59,6 +62,9 @@ pub(crate) fn metadata_element(d: &mut Doc, m: &Metadata, prefixed: bool) -> Res
     if let Some(plan) = &m.plan {
         d.text(&tag("plan"), &[], &checked("plan", plan)?)?;
     }
+    if let Some(inst) = &m.installation {
+        d.text(&tag("installation"), &[], &checked("installation", inst)?)?;
+    }
     if let Some(n) = &m.net {
         let nat = n.nat_subnet.map(|(a, l)| format!("{a}/{l}"));
         let mut attrs = vec![("ip", n.ip.to_string()), ("bridge", checked("bridge", &n.bridge)?)];
@@ -93,7 +99,7 @@ pub fn metadata_parse(domain_xml: &str) -> Option<Metadata> {
     let attr = |e: &BytesStart, name: &[u8]| {
         e.attributes().flatten().find(|a| a.key.as_ref() == name).and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
     };
-    let (mut id, mut owner, mut plan, mut net) = (None, String::new(), None, None::<NetMetadata>);
+    let (mut id, mut owner, mut plan, mut installation, mut net) = (None, String::new(), None, None, None::<NetMetadata>);
     let mut text_of: Option<Vec<u8>> = None;
     // Depth inside kvmctl's root element (in our namespace); its children are ours whether
     // they carry the prefix (as written at define) or not (as set by virDomainSetMetadata).
@@ -139,6 +145,7 @@ pub fn metadata_parse(domain_xml: &str) -> Option<Metadata> {
                         b"id" => id = v.parse::<uuid::Uuid>().ok(),
                         b"owner" => owner = v,
                         b"plan" => plan = Some(v),
+                        b"installation" => installation = Some(v),
                         _ => {}
                     }
                 }
@@ -156,5 +163,5 @@ pub fn metadata_parse(domain_xml: &str) -> Option<Metadata> {
             _ => {}
         }
     }
-    Some(Metadata { vm_id: VmId(id?), owner, plan, net })
+    Some(Metadata { vm_id: VmId(id?), owner, plan, installation, net })
 }

@@ -54,6 +54,7 @@ fn metadata_round_trips_through_the_domain_xml() {
         vm_id: VmId::new(),
         owner: "alice".into(),
         plan: Some("small".into()),
+        installation: Some("0f4c2a".into()),
         net: Some(NetMetadata {
             ip: "192.168.100.7".parse().unwrap(),
             bridge: "virbr3".into(),

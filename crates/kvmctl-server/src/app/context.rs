@@ -23,6 +23,9 @@ pub struct Context {
     pub store: DataStore,
     /// This daemon process, among the daemons sharing a database (a random id per start).
     pub instance: String,
+    /// The installation (database) this daemon serves, as domains carry it in their metadata
+    /// (set by the server at start; `None` in contexts built without one, such as tests).
+    pub installation: Option<String>,
     /// Whether other daemons may share the database (PostgreSQL): VM busy locks and the
     /// periodic work then go through leases in it (ADR 0017).
     pub shared: bool,
@@ -113,6 +116,7 @@ impl Context {
         let ctx = Context {
             store,
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            installation: None,
             shared,
             local_node: NodeHandle::new(local_node),
             started: Instant::now(),

@@ -7,9 +7,11 @@
 //! network) for MACs of no VM, and entries of the `inet kvmctl` table for VM ids of no row.
 //! Volumes, reservations and rules that any domain on the node still references are never
 //! debris (they may be another daemon's), and nothing is removed before it has been
-//! reported for `gc_grace_seconds`, so a create in flight is never taken for debris. A second
-//! daemon's domains on the same libvirt do look like debris to the first (they carry ids it
-//! has no row for): give each daemon its own libvirt, or keep `gc_clean` off.
+//! reported for `gc_grace_seconds`, so a create in flight is never taken for debris. Domains
+//! whose metadata names another installation (another database) are not ours to judge:
+//! two installations can share one libvirt. Daemons sharing one database are one
+//! installation. Domains made before the installation was recorded carry none and are
+//! judged as before.
 
 use super::context::{blocking, Context};
 use kvmctl_core::{Caller, Error, VmState};
@@ -51,7 +53,7 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
     let mut networks: BTreeSet<String> = ctx.store.network_list(&Scope::all()).await?.into_iter().map(|n| n.name.to_string()).collect();
     networks.insert(ctx.config.network.clone());
 
-    let (pools2, networks2) = (pools.clone(), networks.clone());
+    let (pools2, networks2, installation) = (pools.clone(), networks.clone(), ctx.installation.clone());
     // Everything read in one blocking call: domains (with their XML), volumes, DHCP hosts.
     type Seen = (Vec<(String, String, bool, Option<String>, xml::DomainDevices)>, Vec<(String, String)>, Vec<(String, DhcpHost)>);
     let seen: Seen = ctx
@@ -68,7 +70,11 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
                 let devices = xml::domain_devices(&xml);
                 disks_in_use.extend(devices.disk_files.iter().cloned());
                 let running = d.state == kvmctl_libvirt::DomainState::Running;
-                let id = xml::metadata_parse(&xml).map(|m| m.vm_id.to_string());
+                // Another installation's domain (its metadata names another database) is
+                // never ours to judge.
+                let id = xml::metadata_parse(&xml)
+                    .filter(|m| m.installation.is_none() || m.installation == installation)
+                    .map(|m| m.vm_id.to_string());
                 domains.push((d.name, d.uuid, running, id, devices));
             }
             let mut volumes = Vec::new();

@@ -99,5 +99,11 @@ pub(crate) async fn rules_remove(ctx: &Context, rec: &VmRecord) -> Result<(), Er
 
 /// The VM's metadata as its domain should carry it now.
 pub(crate) async fn metadata_of(ctx: &Context, rec: &VmRecord) -> Result<Metadata, Error> {
-    Ok(Metadata { vm_id: rec.id, owner: rec.owner.clone(), plan: rec.plan.clone(), net: vm_net(ctx, rec).await? })
+    Ok(Metadata {
+        vm_id: rec.id,
+        owner: rec.owner.clone(),
+        plan: rec.plan.clone(),
+        installation: ctx.installation.clone(),
+        net: vm_net(ctx, rec).await?,
+    })
 }

@@ -341,11 +341,23 @@ pub(super) async fn create_reserve(
     let limits = crate::app::users::limits_of(ctx, &rec.owner).await?;
     let requested = kvmctl_core::Usage { vms: 1, vcpus: vcpus.into(), memory_mib, disk_gib, forwards: 0 };
     let mut attempts = 0;
+    let mut lost = std::collections::HashSet::new();
     let mut rec = loop {
-        let inserted = ctx.store.vm_insert(&rec, limits.as_ref(), node_cap).await.map_err(|e| match e {
-            kvmctl_store::StoreError::Exists { .. } => Error::Conflict(format!("a VM named {name} exists already; pick another name")),
-            e => e.into(),
-        })?;
+        let inserted = match ctx.store.vm_insert(&rec, limits.as_ref(), node_cap).await {
+            Ok(r) => r,
+            // Another daemon on the database recorded this address first: pick again.
+            Err(kvmctl_store::StoreError::Exists { kind: "address", name: ip }) if lost.len() < 16 => {
+                lost.extend(ip.parse::<std::net::Ipv4Addr>());
+                let address = super::address::address_pick(ctx, &rec.node, &rec.network, &lost, None).await?;
+                rec.mac = address.as_ref().map(|(_, mac)| mac.clone()).unwrap_or_else(mac_random);
+                rec.ip = address.map(|(ip, _)| ip.to_string());
+                continue;
+            }
+            Err(kvmctl_store::StoreError::Exists { kind: "vm", .. }) => {
+                return Err(Error::Conflict(format!("a VM named {name} exists already; pick another name")))
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some(r) = inserted {
             break r;
         }
