@@ -158,6 +158,6 @@ fn openapi_command_prints_the_committed_document() {
 
 /// The schema version this build migrates to: the highest numbered migration file.
 fn kvmctl_store_schema() -> i64 {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmctl-store/migrations/sqlite");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmctl-store/migrations");
     std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.split('_').next()?.parse().ok()).max().unwrap()
 }
