@@ -62,7 +62,6 @@ pub struct RunningServer {
     pub tcp_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    store: DataStore,
     /// Stops the libvirt event watch when the server is dropped.
     _events: kvmctl_libvirt::events::EventWatch,
     readiness: JoinHandle<()>,
@@ -70,9 +69,9 @@ pub struct RunningServer {
     hygiene: JoinHandle<()>,
     reaper: JoinHandle<()>,
     restarts: JoinHandle<()>,
-    closing: watch::Sender<bool>,
     /// Renews this daemon's leases (shared database).
     leases: Option<JoinHandle<()>>,
+    /// The daemon's context: its store, and what stopping tells open event streams.
     ctx: Arc<Context>,
 }
 
@@ -132,19 +131,13 @@ impl RunningServer {
         ctx.clock = clock;
         ctx.installation = Some(installation);
         let ctx = Arc::new(ctx);
-        let closing = ctx.closing.clone();
         // VMs wanted running that a failure shut off are started again, one at a time.
         let (restarts_tx, restarts_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
         // Operations a crash interrupted are finished or undone before any request is taken
         // (on a shared database, by the leader: ADR 0017).
         crate::app::vms::staging_sweep(&ctx);
         if ctx.lead().await {
-            recover_interrupted(&ctx).await;
-            reconcile_pass(&ctx, &restarts_tx).await;
-            // Clone bases a crash left unused, once the reconciler undid interrupted clones.
-            if let Err(e) = crate::app::vms::clones_recover(&ctx).await {
-                tracing::warn!(error = %e, "cannot finish clone bases a crash interrupted");
-            }
+            leader_pass(&ctx, &restarts_tx, true).await;
         }
         // Boots that were being watched when the daemon stopped are watched again, from the
         // stage they reached.
@@ -191,17 +184,8 @@ impl RunningServer {
                     }
                     // On a shared database only the leader reconciles; it also finishes what
                     // other daemons left when they died (their VMs' leases expired).
-                    if !ctx.lead().await {
-                        continue;
-                    }
-                    if ctx.shared {
-                        recover_interrupted(&ctx).await;
-                    }
-                    reconcile_pass(&ctx, &restarts_tx).await;
-                    if ctx.shared {
-                        if let Err(e) = crate::app::vms::clones_recover(&ctx).await {
-                            tracing::warn!(error = %e, "cannot finish clone bases left unused");
-                        }
+                    if ctx.lead().await {
+                        leader_pass(&ctx, &restarts_tx, ctx.shared).await;
                     }
                 }
             }
@@ -249,14 +233,12 @@ impl RunningServer {
             tcp_addr,
             shutdown,
             tasks,
-            store,
             _events: events_watch,
             readiness,
             metering,
             hygiene,
             reaper,
             restarts,
-            closing,
             leases,
             ctx: ctx.clone(),
         })
@@ -265,7 +247,7 @@ impl RunningServer {
     /// Stops accepting, lets requests in flight finish, removes the socket.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.closing.send(true);
+        let _ = self.ctx.closing.send(true);
         self.readiness.abort();
         self.metering.abort();
         self.hygiene.abort();
@@ -279,24 +261,35 @@ impl RunningServer {
         }
         // Another daemon on the database takes the periodic work at once, not after the TTL.
         if self.ctx.shared {
-            if let Err(e) = self.store.lease_release("leader", &self.ctx.instance).await {
+            if let Err(e) = self.ctx.store.lease_release("leader", &self.ctx.instance).await {
                 tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot give up the leader lease; it expires");
             }
         }
         let _ = std::fs::remove_file(&self.socket);
-        self.store.close().await;
+        self.ctx.store.close().await;
         tracing::info!("kvmctl daemon stopped");
     }
 }
 
-/// Snapshot and data-disk operations a crash interrupted, of VMs no operation holds.
-async fn recover_interrupted(ctx: &Context) {
-    if let Err(e) = crate::app::snapshots::recover(ctx).await {
-        tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the snapshot operations a crash interrupted");
+/// The leader's pass: the reconciler and, with `recover` (at start-up, and on every pass on a
+/// shared database, where another daemon may have died), the operations a crash interrupted
+/// of VMs no operation holds: snapshots first, so a VM a crash left saved is restored, not
+/// booted afresh; data disks half added, before the reconciler compares definitions; clone
+/// bases left unused, once the reconciler undid interrupted clones.
+async fn leader_pass(ctx: &Context, restarts: &tokio::sync::mpsc::UnboundedSender<Vec<String>>, recover: bool) {
+    if recover {
+        if let Err(e) = crate::app::snapshots::recover(ctx).await {
+            tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the snapshot operations a crash interrupted");
+        }
+        if let Err(e) = crate::app::vms::disks_recover(ctx).await {
+            tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the disk additions a crash interrupted");
+        }
     }
-    // Data disks a crash left half added, before the reconciler compares definitions.
-    if let Err(e) = crate::app::vms::disks_recover(ctx).await {
-        tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the disk additions a crash interrupted");
+    reconcile_pass(ctx, restarts).await;
+    if recover {
+        if let Err(e) = crate::app::vms::clones_recover(ctx).await {
+            tracing::warn!(error = %e, "cannot finish clone bases a crash interrupted");
+        }
     }
 }
 
