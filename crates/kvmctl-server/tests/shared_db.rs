@@ -79,6 +79,10 @@ async fn two_daemons_on_one_database_admit_exactly_the_quota() {
     let alice_a = Client::http(&format!("http://{}", p.a.tcp_addr.unwrap())).unwrap().with_token(token.clone());
     let alice_b = Client::http(&format!("http://{}", p.b.tcp_addr.unwrap())).unwrap().with_token(token);
     assert_eq!(alice_b.whoami().await.unwrap().name, "alice");
+    // Where the database is, is the admins': a user sees the engine only.
+    let seen = alice_a.status().await.unwrap().database;
+    assert_eq!((seen.engine.as_str(), seen.path.as_str()), ("postgres", ""));
+    assert!(status.database.path.starts_with("postgres://postgres@"), "{}", status.database.path);
     daemon::tiny_image(&p.root_a, &d.join("a"), "kt-sq-img").await;
     assert_eq!(p.root_b.image_list().await.unwrap().iter().filter(|i| i.name == "kt-sq-img").count(), 1);
 

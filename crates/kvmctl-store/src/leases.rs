@@ -49,14 +49,16 @@ impl DataStore {
         Ok(())
     }
 
-    /// Extends every lease `holder` holds to `now_ms + ttl_ms`; how many it holds.
-    pub async fn lease_renew(&self, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE leases SET expires_at = $2 WHERE holder = $1")
-            .bind(holder)
+    /// Extends one acquisition of a lease to `now_ms + ttl_ms`; false when it is not held by
+    /// that acquisition any more (released, or taken over after it expired).
+    pub async fn lease_extend(&self, name: &str, token: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE leases SET expires_at = $3 WHERE name = $1 AND token = $2")
+            .bind(name)
+            .bind(token)
             .bind(now_ms + ttl_ms)
             .execute(&self.pool)
             .await?;
-        Ok(done.rows_affected())
+        Ok(done.rows_affected() == 1)
     }
 
     /// The installation's id: made (from `candidate`) by the first caller, the same for every
@@ -93,8 +95,9 @@ mod tests {
         assert_eq!(take("b", "b1", 500).await, Err("leader".into()), "a holds it until 1000");
         assert_eq!(take("a", "a2", 900).await, Ok(()), "its holder renews it (to 1900)");
         assert_eq!(take("b", "b1", 1500).await, Err("leader".into()));
-        assert_eq!(store.lease_renew("a", 1800, 1000).await.unwrap(), 1);
-        assert_eq!(take("b", "b1", 2500).await, Err("leader".into()), "renewed to 2800");
+        assert!(!store.lease_extend("leader", "a1", 1800, 1000).await.unwrap(), "an older acquisition extends nothing");
+        assert!(store.lease_extend("leader", "a2", 1800, 1000).await.unwrap());
+        assert_eq!(take("b", "b1", 2500).await, Err("leader".into()), "extended to 2800");
         assert_eq!(take("b", "b1", 2801).await, Ok(()), "a died: b takes over");
         assert_eq!(store.lease_get("leader").await.unwrap().unwrap().0, "b");
         // A release of an older acquisition frees nothing.

@@ -26,6 +26,9 @@ pub struct Context {
     /// The installation (database) this daemon serves, as domains carry it in their metadata
     /// (set by the server at start; `None` in contexts built without one, such as tests).
     pub installation: Option<String>,
+    /// The leases this daemon holds now (lease name to acquisition token), which the lease
+    /// task extends: only these, so a lease whose release failed is not kept alive.
+    pub(crate) leases: Mutex<HashMap<String, String>>,
     /// Whether other daemons may share the database (PostgreSQL): VM busy locks and the
     /// periodic work then go through leases in it (ADR 0017).
     pub shared: bool,
@@ -117,6 +120,7 @@ impl Context {
             store,
             instance: uuid::Uuid::new_v4().simple().to_string(),
             installation: None,
+            leases: Mutex::new(HashMap::new()),
             shared,
             local_node: NodeHandle::new(local_node),
             started: Instant::now(),
@@ -223,8 +227,12 @@ impl Context {
         let mut guard = VmGuard { ctx: self, name: name.clone(), token: None };
         if self.shared {
             let token = uuid::Uuid::new_v4().simple().to_string();
-            match self.store.lease_take(&format!("vm:{name}"), &self.instance, &token, op, now_ms(), LEASE_TTL_MS).await? {
-                Ok(()) => guard.token = Some(token),
+            let lease = format!("vm:{name}");
+            match self.store.lease_take(&lease, &self.instance, &token, op, now_ms(), LEASE_TTL_MS).await? {
+                Ok(()) => {
+                    self.leases.lock().expect("lease map poisoned").insert(lease, token.clone());
+                    guard.token = Some(token);
+                }
                 Err(other) => return Ok(Err(other)),
             }
         }
@@ -254,9 +262,17 @@ impl Context {
         if !self.shared {
             return true;
         }
+        let held = |on: bool| {
+            let mut leases = self.leases.lock().expect("lease map poisoned");
+            match on {
+                true => leases.insert("leader".into(), self.instance.clone()),
+                false => leases.remove("leader"),
+            };
+            on
+        };
         match self.store.lease_take("leader", &self.instance, &self.instance, "leader", now_ms(), LEASE_TTL_MS).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => false,
+            Ok(Ok(())) => held(true),
+            Ok(Err(_)) => held(false),
             Err(e) => {
                 tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot reach the database for the leader lease");
                 false
@@ -272,11 +288,20 @@ impl Context {
         matches!(self.store.lease_get("leader").await, Ok(Some((holder, _, until))) if holder == self.instance && until >= now_ms())
     }
 
-    /// Renews every lease this daemon holds; the server calls it every third of the TTL.
+    /// Extends the leases this daemon holds now; the server calls it every third of the TTL.
     pub async fn leases_renew(&self) {
-        if self.shared {
-            if let Err(e) = self.store.lease_renew(&self.instance, now_ms(), LEASE_TTL_MS).await {
-                tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot renew this daemon's leases");
+        let held: Vec<(String, String)> = self.leases.lock().expect("lease map poisoned").clone().into_iter().collect();
+        for (lease, token) in held {
+            match self.store.lease_extend(&lease, &token, now_ms(), LEASE_TTL_MS).await {
+                Ok(true) => {}
+                // Released meanwhile, or lost (another daemon took it after it expired).
+                Ok(false) => {
+                    let mut leases = self.leases.lock().expect("lease map poisoned");
+                    if leases.get(&lease) == Some(&token) {
+                        leases.remove(&lease);
+                    }
+                }
+                Err(e) => tracing::warn!(%lease, error = %kvmctl_core::error::chain(&e), "cannot renew a lease"),
             }
         }
     }
@@ -343,8 +368,15 @@ impl Drop for VmGuard<'_> {
         if let Ok(mut busy) = self.ctx.busy.lock() {
             busy.remove(&self.name);
         }
-        if let (Some(token), Ok(rt)) = (self.token.take(), tokio::runtime::Handle::try_current()) {
-            let (store, lease) = (self.ctx.store.clone(), format!("vm:{}", self.name));
+        let Some(token) = self.token.take() else { return };
+        let lease = format!("vm:{}", self.name);
+        if let Ok(mut leases) = self.ctx.leases.lock() {
+            if leases.get(&lease) == Some(&token) {
+                leases.remove(&lease);
+            }
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let store = self.ctx.store.clone();
             rt.spawn(async move {
                 if let Err(e) = store.lease_release(&lease, &token).await {
                     tracing::warn!(%lease, error = %kvmctl_core::error::chain(&e), "cannot release a lease; it expires");

@@ -3,7 +3,7 @@
 use super::context::Context;
 use kvmctl_types::api::{DatabaseStatus, HypervisorStatus, StatusResponse};
 
-pub async fn status_get(ctx: &Context, _caller: &kvmctl_core::Caller) -> Result<StatusResponse, kvmctl_core::Error> {
+pub async fn status_get(ctx: &Context, caller: &kvmctl_core::Caller) -> Result<StatusResponse, kvmctl_core::Error> {
     let schema_version = ctx.store.schema_version().await?;
     let uri = ctx.local_node.uri().to_owned();
     let versions = ctx.local_node.versions().await;
@@ -40,7 +40,8 @@ pub async fn status_get(ctx: &Context, _caller: &kvmctl_core::Caller) -> Result<
         version: env!("CARGO_PKG_VERSION").to_owned(),
         database: DatabaseStatus {
             engine: ctx.store.engine().as_str().into(),
-            path: ctx.store.location().display(),
+            // Where the database is (a server and its user, on PostgreSQL) is the admins'.
+            path: if caller.is_admin() { ctx.store.location().display() } else { String::new() },
             schema_version,
             leader: ctx.is_leader().await,
         },

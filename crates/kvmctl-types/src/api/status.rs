@@ -35,7 +35,7 @@ pub struct DatabaseStatus {
     /// `sqlite` or `postgres`.
     pub engine: String,
     /// Where the database lives: a file path for SQLite, the URL (without its password) for
-    /// PostgreSQL.
+    /// PostgreSQL; empty for callers who are not admins.
     pub path: String,
     /// Highest applied migration.
     pub schema_version: i64,
