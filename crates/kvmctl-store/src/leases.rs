@@ -73,6 +73,19 @@ impl DataStore {
         Ok(row.try_get("id")?)
     }
 
+    /// The names of the live leases starting with `prefix` (a fixed string such as `vm:`)
+    /// that holders other than `holder` have at `now_ms`, in one query.
+    pub async fn lease_live_of_others(&self, prefix: &str, holder: &str, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT name FROM leases WHERE substr(name, 1, CAST($1 AS INTEGER)) = $2 AND holder <> $3 AND expires_at >= $4")
+            .bind(prefix.len() as i64)
+            .bind(prefix)
+            .bind(holder)
+            .bind(now_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(|r| Ok(r.try_get("name")?)).collect()
+    }
+
     /// Who holds lease `name` and until when (Unix ms), expired or not.
     pub async fn lease_get(&self, name: &str) -> Result<Option<(String, String, i64)>, StoreError> {
         let row = sqlx::query("SELECT holder, op, expires_at FROM leases WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
@@ -100,6 +113,10 @@ mod tests {
         assert_eq!(take("b", "b1", 2500).await, Err("leader".into()), "extended to 2800");
         assert_eq!(take("b", "b1", 2801).await, Ok(()), "a died: b takes over");
         assert_eq!(store.lease_get("leader").await.unwrap().unwrap().0, "b");
+        assert_eq!(store.lease_live_of_others("lead", "a", 2900).await.unwrap(), ["leader"]);
+        assert!(store.lease_live_of_others("lead", "b", 2900).await.unwrap().is_empty(), "its own");
+        assert!(store.lease_live_of_others("lead", "a", 4000).await.unwrap().is_empty(), "expired");
+        assert!(store.lease_live_of_others("vm:", "a", 2900).await.unwrap().is_empty(), "another prefix");
         // A release of an older acquisition frees nothing.
         store.lease_release("leader", "a2").await.unwrap();
         assert_eq!(store.lease_get("leader").await.unwrap().unwrap().0, "b");

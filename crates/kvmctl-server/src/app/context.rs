@@ -239,19 +239,17 @@ impl Context {
         Ok(Ok(guard))
     }
 
-    /// Whether an operation holds the VM: in this daemon, or (shared database) a live lease
-    /// of another. Recoveries leave such VMs alone.
-    pub(crate) async fn vm_held(&self, name: &Name) -> Result<bool, Error> {
-        if self.busy.lock().expect("busy map poisoned").contains_key(name) {
-            return Ok(true);
+    /// The VMs an operation holds: in this daemon, or (shared database) by a live lease of
+    /// another, read in one query. Recoveries leave them alone.
+    pub(crate) async fn vms_held(&self) -> Result<std::collections::HashSet<String>, Error> {
+        let mut held: std::collections::HashSet<String> =
+            self.busy.lock().expect("busy map poisoned").keys().map(|n| n.to_string()).collect();
+        if self.shared {
+            for lease in self.store.lease_live_of_others("vm:", &self.instance, now_ms()).await? {
+                held.extend(lease.strip_prefix("vm:").map(str::to_owned));
+            }
         }
-        if !self.shared {
-            return Ok(false);
-        }
-        Ok(match self.store.lease_get(&format!("vm:{name}")).await? {
-            Some((holder, _, until)) => holder != self.instance && until >= now_ms(),
-            None => false,
-        })
+        Ok(held)
     }
 
     /// Whether this daemon runs the periodic work (reconciler, metering, hygiene, gc, the

@@ -372,12 +372,8 @@ pub async fn recover(ctx: &Context) -> Result<(), Error> {
     let unsettled = ctx.store.snapshot_list_unsettled().await?;
     let vms = ctx.store.vm_list(&Scope::all()).await?;
     // VMs an operation holds (here, or in another daemon on the database) are its business.
-    let mut held = std::collections::HashSet::new();
-    for rec in &vms {
-        if ctx.vm_held(&rec.name).await? {
-            held.insert(rec.id);
-        }
-    }
+    let held_names = ctx.vms_held().await?;
+    let held: std::collections::HashSet<_> = vms.iter().filter(|v| held_names.contains(v.name.as_str())).map(|v| v.id).collect();
     for rec in vms.iter().filter(|v| v.node == LOCAL && !held.contains(&v.id)) {
         let dir = vm_dir(ctx, rec);
         // A memory snapshot being made saved the VM to its own file.

@@ -322,13 +322,14 @@ pub async fn recover(ctx: &Context) -> Result<(), Error> {
         return Ok(());
     }
     let vms = ctx.store.vm_list(&Scope::all()).await?;
+    let held = ctx.vms_held().await?;
     for d in attaching {
         let Some(rec) = vms.iter().find(|v| v.id == d.vm_id) else {
             ctx.store.disk_delete(&d.vm_id, &d.name).await?;
             continue;
         };
         // An operation (here, or in another daemon on the database) is still adding it.
-        if ctx.vm_held(&rec.name).await? {
+        if held.contains(rec.name.as_str()) {
             continue;
         }
         let conn = ctx.node_conn(&rec.node).await?;
