@@ -1,7 +1,6 @@
 //! Hourly metering against the real daemon and libvirtd, with time moved by a manual clock:
 //! one record per VM-hour, priced by plan and state, exactly once across a daemon restart.
 
-use kvmctl_client::Client;
 use kvmctl_server::clock::ManualClock;
 use kvmctl_testkit::daemon::{self, Sweep};
 use kvmctl_types::api::{PlanCreateRequest, UsageRecord, VmCreateRequest};
@@ -9,22 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const HOUR: i64 = 3600;
-
-/// Usage once it holds `n` records (the metering task runs in the background after the
-/// clock moves); fails with what it saw after a generous wait, never on speed.
-async fn usage_reaching(c: &Client, n: usize) -> Vec<UsageRecord> {
-    let mut seen = Vec::new();
-    for _ in 0..200 {
-        seen = c.usage_list(None, None, None).await.unwrap();
-        if seen.len() >= n {
-            // Anything more would arrive in the same pass: give it a moment, then return all.
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            return c.usage_list(None, None, None).await.unwrap();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("expected {n} usage records, have {}: {seen:#?}", seen.len());
-}
 
 #[tokio::test]
 async fn every_vm_hour_is_recorded_once_across_a_restart() {
@@ -64,7 +47,7 @@ async fn every_vm_hour_is_recorded_once_across_a_restart() {
 
     // The hour they were created in ends: one record each, priced by state.
     clock.advance(HOUR);
-    let first = usage_reaching(&c, 2).await;
+    let first = daemon::usage_reaching(&c, 2).await;
     assert_eq!(first.len(), 2, "{first:#?}");
     let by_vm: BTreeMap<&str, &UsageRecord> = first.iter().map(|r| (r.vm.as_str(), r)).collect();
     let on = by_vm["kt-me-on"];
@@ -77,7 +60,7 @@ async fn every_vm_hour_is_recorded_once_across_a_restart() {
     server.stop().await;
     clock.advance(3 * HOUR);
     let (server, c) = daemon::start_with_clock(&cfg, clock.clone()).await;
-    let all = usage_reaching(&c, 8).await;
+    let all = daemon::usage_reaching(&c, 8).await;
     let mut keys: Vec<(String, i64)> = all.iter().map(|r| (r.vm.clone(), r.hour)).collect();
     keys.sort();
     let expected: Vec<(String, i64)> =

@@ -171,22 +171,6 @@ async fn one_daemon_leads_and_the_other_takes_over_when_it_stops() {
     p.b.stop().await;
 }
 
-/// Usage once it holds `n` records (metering runs in the background after the clock moves);
-/// fails with what it saw after a generous wait, never on speed.
-async fn usage_reaching(c: &Client, n: usize) -> Vec<kvmctl_types::api::UsageRecord> {
-    let mut seen = Vec::new();
-    for _ in 0..300 {
-        seen = c.usage_list(None, None, None).await.unwrap();
-        if seen.len() >= n {
-            // A second daemon metering too would add its records in the same moment.
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            return c.usage_list(None, None, None).await.unwrap();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("expected {n} usage records, have {}: {seen:#?}", seen.len());
-}
-
 #[tokio::test]
 async fn usage_is_metered_once_by_whichever_daemon_leads() {
     const HOUR: i64 = 3600;
@@ -202,12 +186,12 @@ async fn usage_is_metered_once_by_whichever_daemon_leads() {
     }
     // Two hours end with both daemons running: two records per VM, not four.
     clock.advance(2 * HOUR);
-    let two = usage_reaching(&p.root_b, 4).await;
+    let two = daemon::usage_reaching(&p.root_b, 4).await;
     assert_eq!(two.len(), 4, "{two:#?}");
     // The leader stops; the other meters the next hour.
     p.a.stop().await;
     clock.advance(HOUR);
-    let three = usage_reaching(&p.root_b, 6).await;
+    let three = daemon::usage_reaching(&p.root_b, 6).await;
     assert_eq!(three.len(), 6, "{three:#?}");
     let mut keys: Vec<(String, i64)> = three.iter().map(|r| (r.vm.clone(), r.hour)).collect();
     keys.sort();

@@ -76,13 +76,14 @@ impl DataStore {
     /// The names of the live leases starting with `prefix` (a fixed string such as `vm:`)
     /// that holders other than `holder` have at `now_ms`, in one query.
     pub async fn lease_live_of_others(&self, prefix: &str, holder: &str, now_ms: i64) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT name FROM leases WHERE substr(name, 1, CAST($1 AS INTEGER)) = $2 AND holder <> $3 AND expires_at >= $4")
-            .bind(prefix.len() as i64)
-            .bind(prefix)
-            .bind(holder)
-            .bind(now_ms)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name FROM leases WHERE substr(name, 1, CAST($1 AS INTEGER)) = $2 AND holder <> $3 AND expires_at >= $4")
+                .bind(prefix.len() as i64)
+                .bind(prefix)
+                .bind(holder)
+                .bind(now_ms)
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter().map(|r| Ok(r.try_get("name")?)).collect()
     }
 

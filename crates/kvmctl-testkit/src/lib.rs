@@ -407,6 +407,22 @@ pub mod daemon {
         found
     }
 
+    /// Usage once it holds `n` records (metering runs in the background after a test's clock
+    /// moves), then again after half a second, so records a second pass (or a second daemon)
+    /// would add are in it too; fails with what it saw after a generous wait, never on speed.
+    pub async fn usage_reaching(c: &Client, n: usize) -> Vec<kvmctl_types::api::UsageRecord> {
+        let mut seen = Vec::new();
+        for _ in 0..200 {
+            seen = c.usage_list(None, None, None).await.unwrap();
+            if seen.len() >= n {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                return c.usage_list(None, None, None).await.unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("expected {n} usage records, have {}: {seen:#?}", seen.len());
+    }
+
     pub fn tiny_vm(name: &str, image: &str, keys: Vec<String>) -> VmCreateRequest {
         VmCreateRequest {
             name: name.into(),
