@@ -41,7 +41,14 @@ if ! nst ip link show kvn2a >/dev/null 2>&1; then
 fi
 nst ip route replace 10.78.0.0/24 via 10.79.0.2 dev kvn2a
 
-if ! node2_alive; then
+# Live migration needs the two libvirtds to be distinct hosts to libvirt: its own host UUID
+# (both would otherwise read the machine's SMBIOS UUID and refuse to migrate "to the same host").
+restart_node2=
+if [ -f "$KVMCTL_NODE2_DIR/etc/libvirtd.conf" ] && ! grep -q '^host_uuid' "$KVMCTL_NODE2_DIR/etc/libvirtd.conf"; then
+  echo "host_uuid = \"$(cat /proc/sys/kernel/random/uuid)\"" >> "$KVMCTL_NODE2_DIR/etc/libvirtd.conf"
+  restart_node2=1
+fi
+if [ -n "$restart_node2" ] || ! node2_alive; then
   for f in libvirtd virtlogd; do
     pid=$(cat "$KVMCTL_NODE2_DIR/$f.pid" 2>/dev/null || true)
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
@@ -63,6 +70,7 @@ listen_tls = 0
 listen_tcp = 1
 listen_addr = "10.79.0.2"
 auth_tcp = "none"
+host_uuid = "$(cat /proc/sys/kernel/random/uuid)"
 CONF
     mkdir -p "$d/lib/boot" "$d/lib/dnsmasq" "$d/lib/images" "$d/lib/qemu"
   fi
@@ -77,6 +85,32 @@ CONF
   for _ in $(seq 100); do node2_alive && break; sleep 0.1; done
   node2_alive || die "the second test node's libvirtd did not answer at $node2_uri; see $d/log/libvirtd.log"
 fi
+
+# The migration tests' network, on both nodes with the same subnet (a live migration keeps
+# the guest's address): isolated, reached through forwards only.
+mig_xml() {
+  cat <<XML
+<network>
+  <name>$KVMCTL_TEST_MIG_NETWORK</name>
+  <bridge name='$1' stp='off'/>
+  <ip address='10.76.0.1' netmask='255.255.255.0'>
+    <dhcp><range start='10.76.0.100' end='10.76.0.250'/></dhcp>
+  </ip>
+</network>
+XML
+}
+KVMCTL_TEST_MIG_NETWORK=${KVMCTL_TEST_MIG_NETWORK:-kvmctl-mig}
+for side in 1 2; do
+  if [ $side = 1 ]; then vsh() { virsh -q "$@"; }; else vsh() { virsh2 "$@"; }; fi
+  if ! vsh net-info "$KVMCTL_TEST_MIG_NETWORK" >/dev/null 2>&1; then
+    log "defining libvirt network $KVMCTL_TEST_MIG_NETWORK on node $side"
+    xml=$(mktemp); mig_xml "kvmig$side" > "$xml"
+    if [ $side = 1 ]; then virsh -q net-define "$xml" >/dev/null; else nst virsh -q -c "$node2_uri" net-define "$xml" >/dev/null; fi
+    rm -f "$xml"
+    vsh net-autostart "$KVMCTL_TEST_MIG_NETWORK" >/dev/null
+  fi
+  [[ "$(vsh net-info "$KVMCTL_TEST_MIG_NETWORK")" =~ Active:\ +yes ]] || vsh net-start "$KVMCTL_TEST_MIG_NETWORK" >/dev/null
+done
 
 # Its network (routed, so the test namespace reaches guests) and pool, named as on node 1.
 if ! virsh2 net-info "$KVMCTL_TEST_NETWORK" >/dev/null 2>&1; then

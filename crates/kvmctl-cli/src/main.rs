@@ -1,6 +1,7 @@
 //! `kvmctl`: one binary. `kvmctl serve` runs the daemon; every other command is a client of
 //! its API (the host commands, when they arrive, run locally). One module per noun.
 
+mod agent;
 mod host;
 mod image;
 mod network;
@@ -97,6 +98,10 @@ enum Command {
     /// Compute nodes (admins): add, list, show, set, drain, undrain, remove.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// The node agent a compute node runs (its port forwards, console logs, KVM probe), and
+    /// the certificates controllers and agents authenticate each other with.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
     /// Find (--dry-run) or remove debris kvmctl made that belongs to no VM: domains,
     /// volumes, DHCP reservations, firewall rules (admins). Debris is removed only once
     /// it has been reported for gc_grace_seconds (default 10 minutes).
@@ -175,6 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pool(cmd) => pool::run(&client()?, cmd, cli.output).await,
         Command::Test(cmd) => test::run(&client()?, cmd, cli.output).await,
         Command::Serve(args) => serve::run(args, cli.socket).await,
+        Command::Agent(cmd) => agent::run(cmd, cli.output).await,
         Command::Openapi => {
             print!("{}", kvmctl_server::openapi::openapi_json());
             Ok(ExitCode::SUCCESS)

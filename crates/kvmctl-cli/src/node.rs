@@ -20,6 +20,10 @@ pub enum NodeCommand {
         /// A label, KEY=VALUE (repeat); `vm create --node-label` asks for them.
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// The node's agent (`kvmctl agent` there), https://HOST:PORT: it writes the node's
+        /// port forwards and keeps its console logs. It must answer.
+        #[arg(long, value_name = "URL")]
+        agent: Option<String>,
     },
     /// Nodes with capacity (after reservations and overcommit), allocation and what is left.
     List,
@@ -33,6 +37,9 @@ pub enum NodeCommand {
         /// Replace the labels, KEY=VALUE (repeat; `--label ''` clears them).
         #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label_or_empty)]
         labels: Vec<Option<(String, String)>>,
+        /// The node's agent, https://HOST:PORT (it must answer); `--agent ''` forgets it.
+        #[arg(long, value_name = "URL")]
+        agent: Option<String>,
     },
     /// Stop placing new VMs on a node; its VMs keep running.
     Drain { name: String },
@@ -115,6 +122,14 @@ impl Table for ComputeNode {
             vec!["available:".into(), format!("{} vCPUs, {} MiB, {} GiB", n.available_vcpus, n.available_memory_mib, n.available_disk_gib)],
             vec!["labels:".into(), if labels.is_empty() { "-".into() } else { labels }],
             vec!["vms:".into(), if n.vm_names.is_empty() { n.vms.to_string() } else { n.vm_names.join(", ") }],
+            vec![
+                "agent:".into(),
+                match (&n.agent, &n.agent_status) {
+                    (None, _) => "-".into(),
+                    (Some(a), None) => a.clone(),
+                    (Some(a), Some(s)) => format!("{a} ({s})"),
+                },
+            ],
         ]
     }
 
@@ -125,7 +140,7 @@ impl Table for ComputeNode {
 
 pub async fn run(client: &Client, cmd: NodeCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
     match cmd {
-        NodeCommand::Add { name, uri, sizing: Sizing { cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory }, labels } => {
+        NodeCommand::Add { name, uri, sizing: Sizing { cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory }, labels, agent } => {
             let req = NodeAddRequest {
                 name,
                 uri,
@@ -134,12 +149,13 @@ pub async fn run(client: &Client, cmd: NodeCommand, format: OutputFormat) -> any
                 reserved_cpus,
                 reserved_memory_mib: reserved_memory,
                 labels: labels.into_iter().collect(),
+                agent,
             };
             output::print(&client.node_add(&req).await?, format)?;
         }
         NodeCommand::List => output::print(&client.node_list().await?, format)?,
         NodeCommand::Show { name } => output::print(&client.node_get(&name).await?, format)?,
-        NodeCommand::Set { name, sizing: Sizing { cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory }, labels } => {
+        NodeCommand::Set { name, sizing: Sizing { cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory }, labels, agent } => {
             let labels: Option<BTreeMap<String, String>> =
                 if labels.is_empty() { None } else { Some(labels.into_iter().flatten().collect()) };
             let req = NodeUpdateRequest {
@@ -149,6 +165,7 @@ pub async fn run(client: &Client, cmd: NodeCommand, format: OutputFormat) -> any
                 reserved_memory_mib: reserved_memory,
                 labels,
                 state: None,
+                agent,
             };
             output::print(&client.node_update(&name, &req).await?, format)?;
         }

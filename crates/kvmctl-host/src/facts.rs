@@ -203,7 +203,7 @@ fn read(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
-fn which(name: &str, extra: &[&str]) -> Option<String> {
+pub fn which(name: &str, extra: &[&str]) -> Option<String> {
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     path.split(':').map(|d| format!("{d}/{name}")).chain(extra.iter().map(|s| s.to_string())).find(|p| Path::new(p).is_file())
 }

@@ -99,6 +99,12 @@ pub struct Config {
     /// PEM certificate chain and private key: with both, `listen` serves HTTPS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Node agents (`kvmctl agent`, docs/nodes.md): the CA that signed the agents'
+    /// certificates, and this daemon's client certificate and key (`kvmctl agent certs`
+    /// makes all three). Without them, nodes with an agent are not reached.
+    pub agent_ca: Option<PathBuf>,
+    pub agent_cert: Option<PathBuf>,
+    pub agent_key: Option<PathBuf>,
     /// Address pools users' networks are carved from (CIDRs); a user's subnet must lie
     /// within one. Admins may use any private range.
     pub user_network_pools: Vec<String>,
@@ -192,6 +198,9 @@ impl Default for Config {
             price_disk_gib_hourly: "0".into(),
             tls_cert: None,
             tls_key: None,
+            agent_ca: None,
+            agent_cert: None,
+            agent_key: None,
             user_network_pools: vec!["10.200.0.0/16".into()],
             networks_per_user: 4,
             nic_filter: "clean-traffic".into(),
@@ -306,6 +315,13 @@ impl Config {
         if let Some(v) = env("KVMCTL_TLS_KEY") {
             cfg.tls_key = Some(v.into()).filter(|p: &PathBuf| !p.as_os_str().is_empty());
         }
+        for (name, slot) in
+            [("KVMCTL_AGENT_CA", &mut cfg.agent_ca), ("KVMCTL_AGENT_CERT", &mut cfg.agent_cert), ("KVMCTL_AGENT_KEY", &mut cfg.agent_key)]
+        {
+            if let Some(v) = env(name) {
+                *slot = Some(v.into()).filter(|p: &PathBuf| !p.as_os_str().is_empty());
+            }
+        }
         if let Some(v) = env("KVMCTL_FAILPOINTS") {
             cfg.failpoints = v;
         }
@@ -328,6 +344,11 @@ impl Config {
         }
         if cfg.tls_cert.is_some() != cfg.tls_key.is_some() {
             return Err(ConfigError::Invalid("tls_cert and tls_key go together: set both for HTTPS, or neither".into()));
+        }
+        if [&cfg.agent_ca, &cfg.agent_cert, &cfg.agent_key].iter().filter(|v| v.is_some()).count() % 3 != 0 {
+            return Err(ConfigError::Invalid(
+                "agent_ca, agent_cert and agent_key go together: set all three to reach node agents (kvmctl agent certs makes them), or none".into(),
+            ));
         }
         for (key, v) in [("local_cpu_overcommit", &cfg.local_cpu_overcommit), ("local_memory_overcommit", &cfg.local_memory_overcommit)] {
             kvmctl_core::placement::Ratio::parse(v).map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))?;

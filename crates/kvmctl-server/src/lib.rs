@@ -5,6 +5,7 @@
 //! The daemon owns the database and the libvirt connections; every client, the CLI and the
 //! web console included, goes through its API.
 
+pub mod agent;
 pub mod app;
 pub mod clock;
 pub mod config;

@@ -40,6 +40,8 @@ pub enum ServeError {
     },
     #[error("cannot serve HTTPS")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("node agents: {0}")]
+    Agent(String),
     #[error("cannot listen on {addr}")]
     BindTcp {
         addr: SocketAddr,
@@ -130,6 +132,9 @@ impl RunningServer {
         let (mut ctx, boots) = Context::new(store.clone(), local_node, cfg.clone());
         ctx.clock = clock;
         ctx.installation = Some(installation);
+        if let (Some(ca), Some(cert), Some(key)) = (&cfg.agent_ca, &cfg.agent_cert, &cfg.agent_key) {
+            ctx.agent_tls = Some(crate::agent::client::AgentTls::load(ca, cert, key).map_err(ServeError::Agent)?);
+        }
         let ctx = Arc::new(ctx);
         // VMs wanted running that a failure shut off are started again, one at a time.
         let (restarts_tx, restarts_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();

@@ -30,9 +30,9 @@ pub enum TlsError {
     Mismatch(String),
 }
 
-/// Reads the certificate chain and key (PEM) and builds the acceptor; every error names the
-/// file and what is wrong with it.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+/// Reads a certificate chain and its private key (PEM); every error names the file and what
+/// is wrong with it, and a key readable by others is warned about.
+pub fn cert_and_key(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let cert_err = |message: String| TlsError::Cert { path: cert.to_owned(), message };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| cert_err(format!("cannot read it ({e})")))?
@@ -49,6 +49,12 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
             tracing::warn!(key = %key.display(), "the TLS private key is readable by others; chmod 600 it");
         }
     }
+    Ok((certs, key_der))
+}
+
+/// Reads the certificate chain and key (PEM) and builds the acceptor.
+pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    let (certs, key_der) = cert_and_key(cert, key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -39,6 +39,8 @@ pub struct NodeRecord {
     pub refreshed_at: Option<i64>,
     /// Why the last read failed (the node is down for placement).
     pub error: Option<String>,
+    /// The https URL of the node's agent (`kvmctl agent`), when it runs one.
+    pub agent: Option<String>,
 }
 
 /// What a node's VMs are given (every VM not deleted, running or not).
@@ -51,7 +53,7 @@ pub struct NodeAllocation {
 }
 
 const COLUMNS: &str = "name, uri, state, cpus, memory_mib, disk_gib, reserved_cpus, reserved_memory_mib, cpu_overcommit, \
-                       memory_overcommit, labels, refreshed_at, error";
+                       memory_overcommit, labels, refreshed_at, error, agent";
 
 pub fn labels_encode(labels: &BTreeMap<String, String>) -> String {
     labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
@@ -79,6 +81,7 @@ fn node_from_row(row: sqlx::any::AnyRow) -> Result<NodeRecord, StoreError> {
         },
         refreshed_at: row.try_get("refreshed_at")?,
         error: row.try_get("error")?,
+        agent: row.try_get("agent")?,
     })
 }
 
@@ -137,6 +140,17 @@ impl DataStore {
              updated_at = $6 WHERE name = $7",
         );
         let done = settings_bind(q, s).bind(unix_now()).bind(name.as_str()).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets (or, with `None`, forgets) the URL of the node's agent.
+    pub async fn node_set_agent(&self, name: &Name, agent: Option<&str>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE nodes SET agent = $1, updated_at = $2 WHERE name = $3")
+            .bind(agent.map(str::to_owned))
+            .bind(unix_now())
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -74,6 +74,8 @@ pub struct Context {
     pub(crate) logins: super::sessions::LoginLimiter,
     /// Unused web console tickets (hashed; ADR 0013).
     pub(crate) tickets: super::vms::Tickets,
+    /// How node agents are reached (`agent_ca`, `agent_cert`, `agent_key`), when set.
+    pub agent_tls: Option<crate::agent::client::AgentTls>,
 }
 
 /// Counts of open guest sessions: `"vm:<id>"` and `"user:<name>"` to how many.
@@ -143,6 +145,7 @@ impl Context {
             anonymous_audit: Mutex::new((0, 0, 0)),
             logins: Default::default(),
             tickets: Default::default(),
+            agent_tls: None,
         };
         (ctx, boots)
     }
@@ -160,6 +163,23 @@ impl Context {
         let rec = self.store.node_get(&name).await?.ok_or_else(|| Error::NotFound { kind: "node", name: node.to_owned() })?;
         let conn = NodeHandle::new((self.connector)(&rec.uri));
         Ok(self.node_conns.lock().expect("node map poisoned").entry(node.to_owned()).or_insert(conn).clone())
+    }
+
+    /// The agent of a compute node, when it has one (`None` for the local node, whose host
+    /// is the daemon's own, and for nodes without an agent). A node with an agent but no
+    /// agent keys in the configuration is an error that says which keys to set.
+    pub(crate) async fn node_agent(&self, node: &str) -> Result<Option<crate::agent::client::AgentClient>, Error> {
+        if node == LOCAL {
+            return Ok(None);
+        }
+        let name = parse_name("node", node)?;
+        let Some(url) = self.store.node_get(&name).await?.and_then(|r| r.agent) else { return Ok(None) };
+        let tls = self.agent_tls.clone().ok_or_else(|| {
+            Error::Unavailable(format!(
+                "node {node} has an agent ({url}), but this daemon has no agent_ca, agent_cert and agent_key to reach it; set them in /etc/kvmctl/kvmctl.toml"
+            ))
+        })?;
+        crate::agent::client::AgentClient::new(&url, tls).map(Some).map_err(|e| Error::Internal(format!("node {node}: agent URL {url}: {e}")))
     }
 
     /// Takes a place for one more guest session on `vm` for its caller, within

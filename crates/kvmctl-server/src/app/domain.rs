@@ -92,13 +92,24 @@ pub(crate) async fn image_volume(node: &NodeHandle, image: &ImageRecord, v: &str
 }
 
 /// The domain type for a new VM on `node`: the local node's from `host doctor`'s functional
-/// probe; other nodes' from `domain_type` when it is forced, else `qemu` (TCG), since whether
-/// KVM really boots guests there has not been probed.
+/// probe; another node's from `domain_type` when it is forced, else from its agent's probe,
+/// else `qemu` (TCG), since whether KVM really boots guests there has not been probed.
 pub(crate) async fn domain_type(ctx: &Context, node: &str) -> DomainType {
     if node != LOCAL {
         return match ctx.config.domain_type {
             crate::config::DomainTypeSetting::Kvm => DomainType::Kvm,
-            _ => DomainType::Qemu,
+            crate::config::DomainTypeSetting::Qemu => DomainType::Qemu,
+            crate::config::DomainTypeSetting::Auto => match ctx.node_agent(node).await {
+                Ok(Some(agent)) => match agent.status().await {
+                    Ok(s) if s.domain_type == "kvm" => DomainType::Kvm,
+                    Ok(_) => DomainType::Qemu,
+                    Err(e) => {
+                        tracing::warn!(%node, error = %e, "cannot ask the node's agent whether KVM works there; using TCG");
+                        DomainType::Qemu
+                    }
+                },
+                _ => DomainType::Qemu,
+            },
         };
     }
     match host::domain_type(ctx).await.0.as_str() {

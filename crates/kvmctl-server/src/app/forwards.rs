@@ -110,10 +110,10 @@ pub async fn forward_list(ctx: &Context, caller: &Caller, name: &str) -> Result<
 pub async fn forward_add(ctx: &Context, caller: &Caller, name: &str, req: ForwardCreateRequest) -> Result<Forward, Error> {
     let name = parse_name("name", name)?;
     let vm = super::context::vm_record(ctx, &Scope::of(caller), &name).await?;
-    if vm.node != super::context::LOCAL {
+    if vm.node != super::context::LOCAL && ctx.node_agent(&vm.node).await?.is_none() {
         return Err(Error::Conflict(format!(
-            "VM {name} runs on node {}; port forwards are rules on the local node's firewall, so only VMs there can have them (reach it on its node's network)",
-            vm.node
+            "VM {name} runs on node {node}, which runs no agent; port forwards are rules in a node's firewall, which its agent writes: run `kvmctl agent` there and `kvmctl node set {node} --agent https://HOST:7443` (docs/nodes.md), or reach the VM on its node's network",
+            node = vm.node
         )));
     }
     let protocol = match req.protocol.as_deref() {

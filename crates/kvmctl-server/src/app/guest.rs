@@ -32,6 +32,23 @@ pub(crate) fn console_tail(path: &std::path::Path) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// The end of the VM's console log wherever its node keeps it: read here for the local
+/// node, through the node's agent for another (`Ok(None)`: that node runs no agent).
+pub(crate) async fn console_text(ctx: &Context, rec: &VmRecord) -> Result<Option<String>, kvmctl_core::Error> {
+    if rec.node == LOCAL {
+        let path = console_log(ctx, &rec.name);
+        let name = rec.name.clone();
+        return match super::context::blocking(move || console_tail(&path)).await? {
+            Ok(t) => Ok(Some(t)),
+            Err(e) => Err(kvmctl_core::Error::Unavailable(format!("cannot read the console log of {name}: {e}"))),
+        };
+    }
+    let Some(agent) = ctx.node_agent(&rec.node).await? else { return Ok(None) };
+    agent.console(&rec.name, CONSOLE_TAIL_MAX).await.map(Some).map_err(|e| {
+        kvmctl_core::Error::Unavailable(format!("cannot read the console log of {} on node {}: {e}", rec.name, rec.node))
+    })
+}
+
 /// Where the VM's serial console is logged on its node: `console_log_dir` on the local node,
 /// libvirt's own log directory (present on every libvirt host) on the others.
 pub(crate) fn serial_log_on_node(ctx: &Context, rec: &VmRecord) -> PathBuf {
@@ -53,7 +70,7 @@ pub(crate) async fn ssh_session(ctx: &Context, rec: &VmRecord, ip: std::net::IpA
     };
     let session = ssh::login(addr, &rec.ssh_user, &ssh::key_path(&ctx.config.key_dir, &rec.id), pinned.as_deref()).await?;
     if pinned.is_none() {
-        let console = console_tail(&console_log(ctx, &rec.name)).unwrap_or_default();
+        let console = console_text(ctx, rec).await.ok().flatten().unwrap_or_default();
         let printed = console_fingerprints(&console);
         let source = if printed.is_empty() {
             "first use"

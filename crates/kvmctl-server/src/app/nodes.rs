@@ -163,6 +163,8 @@ fn node_view(rec: NodeRecord, c: &NodeCapacity, a: NodeAllocation, vm_names: Vec
         vms: a.vms,
         vm_names,
         refreshed_at: rec.refreshed_at,
+        agent: rec.agent,
+        agent_status: None,
     }
 }
 
@@ -187,7 +189,32 @@ pub async fn node_get(ctx: &Context, caller: &Caller, name: &str) -> Result<Comp
         .filter(|v| v.node == r.name.as_str())
         .map(|v| v.name.to_string())
         .collect();
-    Ok(node_view(r, &c, a, vms))
+    let mut view = node_view(r, &c, a, vms);
+    if view.agent.is_some() {
+        view.agent_status = Some(match ctx.node_agent(name.as_str()).await {
+            Ok(Some(agent)) => match agent.status().await {
+                Ok(s) if s.probed => format!("answers; domain type {} ({})", s.domain_type, s.kvm),
+                Ok(s) => format!("answers; domain type {} (its KVM probe has not finished)", s.domain_type),
+                Err(e) => format!("does not answer: {e}"),
+            },
+            Ok(None) => "none".into(),
+            Err(e) => e.to_string(),
+        });
+    }
+    Ok(view)
+}
+
+/// Checks an agent URL for a node and that the agent answers with this daemon's keys.
+async fn agent_check(ctx: &Context, url: &str) -> Result<(), Error> {
+    let tls = ctx.agent_tls.clone().ok_or_else(|| {
+        Error::invalid(
+            "agent",
+            "this daemon has no agent_ca, agent_cert and agent_key to reach agents with; set them in /etc/kvmctl/kvmctl.toml (kvmctl agent certs makes them) and restart it",
+        )
+    })?;
+    let agent = crate::agent::client::AgentClient::new(url, tls).map_err(|e| Error::invalid("agent", format!("{url:?}: {e}")))?;
+    agent.status().await.map_err(|e| Error::invalid("agent", format!("the agent at {url} does not answer: {e}")))?;
+    Ok(())
 }
 
 /// A label key or value: 1 to 63 of `[A-Za-z0-9._-]`.
@@ -265,7 +292,13 @@ pub async fn node_add(ctx: &Context, caller: &Caller, req: NodeAddRequest) -> Re
             ),
         ));
     }
+    if let Some(url) = &req.agent {
+        agent_check(ctx, url).await?;
+    }
     let rec = ctx.store.node_insert(&name, &req.uri, &settings).await?;
+    if let Some(url) = &req.agent {
+        ctx.store.node_set_agent(&name, Some(url)).await?;
+    }
     refresh_one(ctx, &rec).await;
     node_get(ctx, caller, name.as_str()).await
 }
@@ -290,7 +323,19 @@ pub async fn node_update(ctx: &Context, caller: &Caller, name: &str, req: NodeUp
         Some(st @ ("active" | "draining")) => Some(st),
         Some(other) => return Err(Error::invalid("state", format!("{other:?}: use active or draining"))),
     };
+    match req.agent.as_deref() {
+        Some(_) if name.as_str() == LOCAL => {
+            return Err(Error::invalid("agent", "the local node is the daemon's own host; it needs no agent"));
+        }
+        Some("") => {}
+        Some(url) => agent_check(ctx, url).await?,
+        None => {}
+    }
     ctx.store.node_set_settings(&name, &settings).await?;
+    if let Some(url) = req.agent.as_deref() {
+        ctx.store.node_set_agent(&name, Some(url).filter(|u| !u.is_empty())).await?;
+        tracing::info!(node = %name, agent = url, "node agent set");
+    }
     if let Some(st) = state {
         ctx.store.node_set_state(&name, st).await?;
         tracing::info!(node = %name, state = st, "node state changed");

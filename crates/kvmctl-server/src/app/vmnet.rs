@@ -67,7 +67,10 @@ pub(crate) fn node_is_local(ctx: &Context) -> bool {
 
 /// Writes the VM's rules into the node's table (replacing what it had), for a running VM.
 pub(crate) async fn rules_apply(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
-    if !node_is_local(ctx) || rec.node != super::context::LOCAL {
+    if rec.node != super::context::LOCAL {
+        return agent_sync(ctx, rec).await;
+    }
+    if !node_is_local(ctx) {
         return Ok(());
     }
     let id = rec.id.to_string();
@@ -87,7 +90,16 @@ pub(crate) async fn rules_apply(ctx: &Context, rec: &VmRecord) -> Result<(), Err
 
 /// Removes every rule of the VM from the node's table.
 pub(crate) async fn rules_remove(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
-    if !node_is_local(ctx) || rec.node != super::context::LOCAL {
+    if rec.node != super::context::LOCAL {
+        // The agent removes the rules of every domain that no longer runs at its next sync
+        // (at its start, at each lifecycle event, every 30 s): one it cannot be told now
+        // does not hold up a stop or a delete.
+        if let Err(e) = agent_sync(ctx, rec).await {
+            tracing::warn!(vm = %rec.name, node = %rec.node, error = %e, "the node's agent will remove the VM's rules at its next sync");
+        }
+        return Ok(());
+    }
+    if !node_is_local(ctx) {
         return Ok(());
     }
     let id = rec.id.to_string();
@@ -95,6 +107,17 @@ pub(crate) async fn rules_remove(ctx: &Context, rec: &VmRecord) -> Result<(), Er
         .await?
         .map(|_| ())
         .map_err(|e| Error::Unavailable(format!("cannot remove the firewall rules of VM {}: {}", rec.name, kvmctl_core::error::chain(&e))))
+}
+
+/// On another node, its agent makes the node's table what the running domains' metadata
+/// asks for (nothing to do on a node without an agent: it has no kvmctl rules).
+async fn agent_sync(ctx: &Context, rec: &VmRecord) -> Result<(), Error> {
+    let Some(agent) = ctx.node_agent(&rec.node).await? else { return Ok(()) };
+    agent
+        .sync()
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::Unavailable(format!("cannot write the firewall rules of VM {} on node {}: {e}", rec.name, rec.node)))
 }
 
 /// The VM's metadata as its domain should carry it now.

@@ -255,6 +255,14 @@ pub struct ComputeNode {
     /// Unix seconds of the last capacity check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refreshed_at: Option<i64>,
+    /// The https URL of the node's agent (`kvmctl agent`), which writes its forwards and
+    /// keeps its console logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// What the agent reports (in `GET /v1/nodes/{name}`): the domain type its KVM probe
+    /// chose and why, or why it did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_status: Option<String>,
 }
 
 /// `POST /v1/nodes` (admins): a libvirt host by URI. Overcommit ratios are decimals
@@ -275,6 +283,9 @@ pub struct NodeAddRequest {
     pub reserved_memory_mib: Option<u64>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The node's agent, `https://HOST:PORT` (default port 7443); it must answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// `PATCH /v1/nodes/{name}` (admins): what is given changes. `state` is `active` or
@@ -295,6 +306,9 @@ pub struct NodeUpdateRequest {
     pub labels: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// The node's agent, `https://HOST:PORT` (it must answer); `""` forgets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// A virtual machine.

@@ -176,17 +176,12 @@ pub async fn vm_console_log(ctx: &Context, caller: &Caller, name: &str, lines: u
 /// `vm_console_log` for a VM record the caller may see.
 pub(super) async fn console_log_tail(ctx: &Context, rec: &VmRecord, lines: usize) -> Result<String, Error> {
     let name = &rec.name;
-    if rec.node != crate::app::context::LOCAL {
+    let Some(text) = crate::app::guest::console_text(ctx, rec).await? else {
         return Err(Error::Conflict(format!(
-            "VM {name} runs on node {}, whose host keeps its console log ({}); use the live console (kvmctl vm console {name})",
-            rec.node,
-            serial_log_on_node(ctx, rec).display()
+            "VM {name} runs on node {node}, whose host keeps its console log ({}), and node {node} runs no agent to read it (docs/nodes.md); use the live console (kvmctl vm console {name})",
+            serial_log_on_node(ctx, rec).display(),
+            node = rec.node,
         )));
-    }
-    let path = console_log(ctx, name);
-    let text = match blocking(move || console_tail(&path)).await? {
-        Ok(t) => t,
-        Err(e) => return Err(Error::Unavailable(format!("cannot read the console log of {name}: {e}"))),
     };
     let all: Vec<&str> = text.lines().collect();
     Ok(all[all.len().saturating_sub(lines)..].join("\n") + if all.is_empty() { "" } else { "\n" })

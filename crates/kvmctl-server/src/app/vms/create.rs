@@ -226,8 +226,12 @@ pub async fn vm_create(ctx: &Context, caller: &Caller, req: VmCreateRequest) -> 
     }
     let root = if req.install_iso.is_some() { RootDisk::Blank } else { RootDisk::Image };
     let domain_type = domain_type(ctx, &rec.node).await;
-    // Forwards are rules in the local node's firewall: VMs on other nodes get none.
-    let ssh_forward = ctx.config.ssh_forward && !req.no_ssh_forward && rec.ip.is_some() && rec.node == crate::app::context::LOCAL;
+    // Forwards are rules in the node's firewall: the daemon writes the local node's, an agent
+    // another node's; VMs on nodes without an agent get none.
+    let ssh_forward = ctx.config.ssh_forward
+        && !req.no_ssh_forward
+        && rec.ip.is_some()
+        && (rec.node == crate::app::context::LOCAL || matches!(ctx.node_agent(&rec.node).await, Ok(Some(_))));
     let CreateSpec { vm_key, seed_iso, image, .. } = spec;
     let opts =
         BuildOptions { seed_iso, vm_key, domain_type, start: !req.no_start, ssh_forward, root, nvram: None, warm: None, tpm_state: None };

@@ -96,8 +96,15 @@ pub(crate) async fn vm_teardown(ctx: &Context, rec: &VmRecord, keep_disk: bool, 
             tracing::warn!(key = %key.display(), error = %e, "cannot remove the VM's key");
         }
     }
-    // Logs live on the node's filesystem; only the local node's can be removed from here.
-    if rec.node == crate::app::context::LOCAL && ctx.local_node.uri().starts_with("qemu:///") {
+    // Logs live on the node's filesystem: the local node's are removed here, another node's
+    // by its agent (gc finds those whose removal failed).
+    if rec.node != crate::app::context::LOCAL {
+        if let Ok(Some(agent)) = ctx.node_agent(&rec.node).await {
+            if let Err(e) = agent.logs_remove(&rec.name).await {
+                tracing::warn!(vm = %name, node = %rec.node, error = %e, "cannot remove the VM's logs on its node; gc will");
+            }
+        }
+    } else if ctx.local_node.uri().starts_with("qemu:///") {
         let qemu_logs = std::path::Path::new("/var/log/libvirt/qemu");
         // libvirt's log of each share's virtiofsd: `NAME-fsN-virtiofsd.log`.
         let virtiofsd_logs = std::fs::read_dir(qemu_logs).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| {
