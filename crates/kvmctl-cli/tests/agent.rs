@@ -181,11 +181,19 @@ fn an_agent_gives_the_second_node_forwards_and_console_logs() {
     };
     assert!(shown.starts_with("answers; domain type") && !shown.contains("has not finished"), "{shown}");
 
+    // gc finds, through the agent, the logs of a VM that is gone from node 2 (never those of
+    // one that is there).
+    let logs = PathBuf::from(kvmctl_testkit::env("KVMCTL_TEST_NODE2_DIR")).join("log/qemu");
+    std::fs::write(logs.join("kt-ag-junk-serial.log"), "left behind\n").unwrap();
+    let report = env.ok(&["gc", "--dry-run"]);
+    assert!(report.contains("kt-ag-n2/kt-ag-junk"), "{report}");
+    assert!(!report.contains("kt-ag-n2/kt-ag "), "{report}");
+    std::fs::remove_file(logs.join("kt-ag-junk-serial.log")).unwrap();
+
     // Deleted, its rules and its logs on node 2 go.
     env.ok(&["vm", "delete", "kt-ag"]);
     let table = node2_table();
     assert!(!table.contains(&format!("dport {host_port}")) && !table.contains(&format!("dport {second}")), "{table}");
-    let logs = PathBuf::from(kvmctl_testkit::env("KVMCTL_TEST_NODE2_DIR")).join("log/qemu");
     assert!(!logs.join("kt-ag-serial.log").exists() && !logs.join("kt-ag.log").exists());
     env.ok(&["node", "remove", "kt-ag-n2"]);
     env.ok(&["image", "rm", "kt-ag-img"]);

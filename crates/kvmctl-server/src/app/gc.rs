@@ -220,6 +220,30 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
             items.push(item);
         }
     }
+    // Other nodes' logs, through their agents: those of VMs with neither a domain there nor
+    // a row here (a delete whose log removal failed, a VM created behind kvmctl's back).
+    for node in ctx.store.node_list().await? {
+        let Ok(Some(agent)) = ctx.node_agent(node.name.as_str()).await else { continue };
+        let keep: Vec<String> = rows.iter().filter(|v| v.node == node.name.as_str()).map(|v| v.name.to_string()).collect();
+        let found = match agent.gc(true, &keep).await {
+            Ok(r) => r.logs,
+            Err(e) => {
+                tracing::warn!(node = %node.name, error = %e, "gc cannot ask the node's agent for debris");
+                continue;
+            }
+        };
+        for vm in found {
+            let name = format!("{}/{vm}", node.name);
+            let (first_seen_at, due) = first_seen("log", &name);
+            let mut item = GcItem { kind: "log".into(), name, detail: "console and QEMU logs of a VM that is gone".into(), removed: false, first_seen_at };
+            if due {
+                if let Ok(n) = kvmctl_types::Name::parse(&vm) {
+                    item.removed = agent.logs_remove(&n).await.is_ok();
+                }
+            }
+            items.push(item);
+        }
+    }
     // Rows whose domain vanished (the reconciler marks them failed; deleting them is the
     // owner's decision, so gc only reports).
     for v in &rows {

@@ -173,8 +173,9 @@ pub struct GcReport {
     pub items: Vec<GcItem>,
 }
 
-/// One piece of debris: `domain`, `volume`, `dhcp_host`, `firewall` (removable) or `row`
-/// (a VM whose domain vanished; reported only).
+/// One piece of debris: `domain`, `volume`, `dhcp_host`, `firewall`, `log` (another node's
+/// logs of a VM that is gone, `NODE/VM`; removable) or `row` (a VM whose domain vanished;
+/// reported only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GcItem {
     pub kind: String,
