@@ -87,11 +87,14 @@ CONF
 fi
 
 # The migration tests' network, on both nodes with the same subnet (a live migration keeps
-# the guest's address): isolated, reached through forwards only.
+# the guest's address): routed (so forwarded connections reach guests; libvirt rejects
+# forwarding into an isolated network), and reached from the test namespace through
+# forwards on node 2, where the route to the subnet is node 1's own bridge.
 mig_xml() {
   cat <<XML
 <network>
   <name>$KVMCTL_TEST_MIG_NETWORK</name>
+  <forward mode='route'$2/>
   <bridge name='$1' stp='off'/>
   <ip address='10.76.0.1' netmask='255.255.255.0'>
     <dhcp><range start='10.76.0.100' end='10.76.0.250'/></dhcp>
@@ -102,9 +105,15 @@ XML
 KVMCTL_TEST_MIG_NETWORK=${KVMCTL_TEST_MIG_NETWORK:-kvmctl-mig}
 for side in 1 2; do
   if [ $side = 1 ]; then vsh() { virsh -q "$@"; }; else vsh() { virsh2 "$@"; }; fi
+  # An earlier, isolated version of it is replaced.
+  if vsh net-info "$KVMCTL_TEST_MIG_NETWORK" >/dev/null 2>&1 && [[ "$(vsh net-dumpxml --inactive "$KVMCTL_TEST_MIG_NETWORK")" != *"mode='route'"* ]]; then
+    vsh net-destroy "$KVMCTL_TEST_MIG_NETWORK" >/dev/null 2>&1 || true
+    vsh net-undefine "$KVMCTL_TEST_MIG_NETWORK" >/dev/null
+  fi
   if ! vsh net-info "$KVMCTL_TEST_MIG_NETWORK" >/dev/null 2>&1; then
     log "defining libvirt network $KVMCTL_TEST_MIG_NETWORK on node $side"
-    xml=$(mktemp); mig_xml "kvmig$side" > "$xml"
+    dev=""; [ $side = 2 ] && dev=" dev='kvn2b'"
+    xml=$(mktemp); mig_xml "kvmig$side" "$dev" > "$xml"
     if [ $side = 1 ]; then virsh -q net-define "$xml" >/dev/null; else nst virsh -q -c "$node2_uri" net-define "$xml" >/dev/null; fi
     rm -f "$xml"
     vsh net-autostart "$KVMCTL_TEST_MIG_NETWORK" >/dev/null

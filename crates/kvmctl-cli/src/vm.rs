@@ -83,6 +83,18 @@ pub enum VmCommand {
     },
     /// Reboot a running VM (ACPI).
     Reboot { name: String },
+    /// Move a VM to another node (admins): cold when it is stopped (its disk copied there),
+    /// live with --live while it runs (its disk mirrored, then its memory; the guest keeps
+    /// running and keeps its address). A failure leaves it whole where it was.
+    Migrate {
+        name: String,
+        /// The node to move it to (`kvmctl node list`).
+        #[arg(long, value_name = "NODE")]
+        to: String,
+        /// Migrate it while it runs.
+        #[arg(long)]
+        live: bool,
+    },
     /// Change CPUs and memory (VM stopped) or grow the disk (running or stopped), within
     /// your quota and the node's capacity.
     Resize {
@@ -465,6 +477,13 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
         }
         VmCommand::Reboot { name } => {
             let vm = with_progress(&format!("rebooting VM {name}"), &format!("VM {name} rebooting"), client.vm_reboot(&name)).await?;
+            output::print(&vm, format)?;
+        }
+        VmCommand::Migrate { name, to, live } => {
+            let started = std::time::Instant::now();
+            eprintln!("migrating VM {name} to node {to}{} ...", if live { " live" } else { "" });
+            let vm = client.vm_migrate(&name, &kvmctl_types::api::VmMigrateRequest { to, live }).await?;
+            eprintln!("VM {name} is on node {} ({:.1} s)", vm.node, started.elapsed().as_secs_f64());
             output::print(&vm, format)?;
         }
         VmCommand::Resize { name, plan, cpus, memory, disk } => {

@@ -7,84 +7,13 @@
 
 mod common;
 
-use common::{Env, BIN};
+use common::Env;
 use kvmctl_server::agent::client::{AgentClient, AgentTls};
 use kvmctl_testkit::daemon::Sweep;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const NODE2_ADDR: &str = "10.79.0.2";
-
-/// An agent process on node 2; killed when dropped.
-pub struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A command run inside node 2's network and mount namespaces (those of its libvirtd).
-pub fn on_node2(program: &str) -> Command {
-    let dir = PathBuf::from(kvmctl_testkit::env("KVMCTL_TEST_NODE2_DIR"));
-    let pid = std::fs::read_to_string(dir.join("libvirtd.pid")).unwrap();
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net=/run/netns/{}", kvmctl_testkit::env("KVMCTL_TEST_NODE2_NETNS")))
-        .arg(format!("--mount=/proc/{}/ns/mnt", pid.trim()))
-        .arg(program);
-    c
-}
-
-/// Starts `kvmctl agent run` on node 2 with the certificates in `certs`, and waits until it
-/// accepts connections.
-pub fn agent_start(certs: &Path, port: u16, log: &Path) -> Agent {
-    let f = |n: &str| certs.join(n).display().to_string();
-    let child = on_node2(BIN)
-        .args(["agent", "run", "--listen", &format!("{NODE2_ADDR}:{port}")])
-        .args(["--tls-cert", &f(&format!("agent-{NODE2_ADDR}.pem")), "--tls-key", &f(&format!("agent-{NODE2_ADDR}-key.pem"))])
-        .args(["--client-ca", &f("ca.pem")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
-        .spawn()
-        .unwrap();
-    let agent = Agent(child);
-    for _ in 0..200 {
-        if std::net::TcpStream::connect((NODE2_ADDR, port)).is_ok() {
-            return agent;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the agent did not listen: {}", std::fs::read_to_string(log).unwrap_or_default());
-}
-
-/// What node 2's `inet kvmctl` table holds (empty when there is none).
-fn node2_table() -> String {
-    let out = on_node2("nft").args(["list", "table", "inet", "kvmctl"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The first line a TCP server at `addr:port` sends (an SSH banner), if it sends one.
-fn banner(addr: &str, port: u16) -> Option<String> {
-    use std::io::BufRead;
-    let s = std::net::TcpStream::connect_timeout(&format!("{addr}:{port}").parse().ok()?, Duration::from_secs(3)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut line = String::new();
-    std::io::BufReader::new(s).read_line(&mut line).ok()?;
-    Some(line)
-}
-
-fn banner_within(addr: &str, port: u16, limit: Duration) -> Option<String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match banner(addr, port) {
-            Some(b) if b.starts_with("SSH-2.0") => return Some(b),
-            _ if Instant::now() > deadline => return None,
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
+use common::node2::{agent_start, banner, banner_within, node2_table, on_node2, NODE2_ADDR};
 
 #[test]
 fn an_agent_gives_the_second_node_forwards_and_console_logs() {

@@ -346,6 +346,10 @@ impl Client {
         self.send_json(Method::POST, &format!("/v1/vms/{}/resize", seg(name)), req).await
     }
 
+    pub async fn vm_migrate(&self, name: &str, req: &kvmctl_types::api::VmMigrateRequest) -> Result<Vm, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/vms/{}/migrate", seg(name)), req).await
+    }
+
     /// Opens a terminal WebSocket (`/v1/vms/{name}/console` or `/ssh?...`).
     pub async fn terminal(&self, path: &str) -> Result<Terminal, ClientError> {
         let url = format!("ws://{}{path}", self.host_header());

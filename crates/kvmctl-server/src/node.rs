@@ -47,6 +47,23 @@ impl NodeHandle {
         let pool = pool.to_owned();
         self.run(move |n| n.resources(&pool)).await
     }
+    pub async fn volume_download_to(&self, pool: &str, name: &str, to: std::path::PathBuf) -> Result<u64, NodeError> {
+        let (pool, name) = (pool.to_owned(), name.to_owned());
+        self.run(move |n| {
+            let mut f = std::fs::File::create(&to).map_err(|source| NodeError::Read { name: name.clone(), source })?;
+            let got = n.volume_download(&pool, &name, &mut f)?;
+            f.sync_all().map_err(|source| NodeError::Read { name: name.clone(), source })?;
+            Ok(got)
+        })
+        .await
+    }
+    pub async fn domain_xml_migratable(&self, name: &str) -> Result<String, NodeError> {
+        self.named(name, |n, name| n.domain_xml_migratable(name)).await
+    }
+    pub async fn domain_migrate_live(&self, name: &str, dest_uri: &str, migration_uri: Option<String>, dest_xml: String) -> Result<(), NodeError> {
+        let (name, dest_uri) = (name.to_owned(), dest_uri.to_owned());
+        self.run(move |n| n.domain_migrate_live(&name, &dest_uri, migration_uri.as_deref(), &dest_xml)).await
+    }
     pub async fn domain_define(&self, xml: String) -> Result<DomainSummary, NodeError> {
         self.run(move |n| n.domain_define(&xml)).await
     }

@@ -43,7 +43,7 @@ fn disk_from_row(row: sqlx::any::AnyRow) -> Result<DiskRecord, StoreError> {
 /// within `$3` (when set), its node's disks within `$4` (when set).
 const ADMIT: &str = "($3 IS NULL OR \
        (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms o WHERE o.owner = vms.owner) + {snapshots} + $2 <= $3) \
-     AND ($4 IS NULL OR (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms o WHERE o.node = vms.node) + $2 <= $4)";
+     AND ($4 IS NULL OR (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms o WHERE o.node = vms.node OR o.migrating_to = vms.node) + $2 <= $4)";
 
 fn admit_sql() -> String {
     ADMIT.replace("{snapshots}", &crate::snapshots::snapshot_gib_of("vms.owner"))

@@ -168,7 +168,7 @@ impl DataStore {
     /// Removes a node that holds no VM, in one statement; `Ok(false)` when it has VMs or
     /// does not exist (the caller tells which).
     pub async fn node_delete_unused(&self, name: &Name) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM nodes WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM vms WHERE vms.node = $1)")
+        let done = sqlx::query("DELETE FROM nodes WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM vms WHERE vms.node = $1 OR vms.migrating_to = $1)")
             .bind(name.as_str())
             .execute(&self.pool)
             .await?;
@@ -179,7 +179,9 @@ impl DataStore {
     pub async fn node_allocations(&self) -> Result<BTreeMap<String, NodeAllocation>, StoreError> {
         let rows = sqlx::query(
             "SELECT node, COUNT(*) AS vms, CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) AS vcpus, CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) AS memory_mib, \
-             CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) AS disk_gib FROM vms WHERE state <> 'deleted' GROUP BY node",
+             CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) AS disk_gib FROM (SELECT node, vcpus, memory_mib, disk_gib, data_gib, state FROM vms \
+             UNION ALL SELECT migrating_to AS node, vcpus, memory_mib, disk_gib, data_gib, state FROM vms WHERE migrating_to IS NOT NULL) m \
+             WHERE state <> 'deleted' GROUP BY node",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -120,9 +120,9 @@ impl DataStore {
                AND (SELECT CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) FROM vms WHERE owner = $3) + $8 <= $26 \
                AND (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms WHERE owner = $3) + {snapshots} + $9 <= $27)) \
              AND ($28 IS NULL OR ( \
-               (SELECT CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) FROM vms WHERE node = $4) + $7 <= $28 \
-               AND (SELECT CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) FROM vms WHERE node = $4) + $8 <= $29 \
-               AND (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms WHERE node = $4) + $9 <= $30))"
+               (SELECT CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) FROM vms WHERE node = $4 OR migrating_to = $4) + $7 <= $28 \
+               AND (SELECT CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) FROM vms WHERE node = $4 OR migrating_to = $4) + $8 <= $29 \
+               AND (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms WHERE node = $4 OR migrating_to = $4) + $9 <= $30))"
         ))
         .bind(vm.id.to_string())
         .bind(vm.name.as_str())
@@ -225,9 +225,9 @@ impl DataStore {
                AND (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms o WHERE o.owner = vms.owner AND o.id <> $1) \
                    + {snapshots} + $4 + vms.data_gib <= $9)) \
              AND ($10 IS NULL OR ( \
-               (SELECT CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $2 <= $10 \
-               AND (SELECT CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $3 <= $11 \
-               AND (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms o WHERE o.node = vms.node AND o.id <> $1) + $4 + vms.data_gib <= $12))"
+               (SELECT CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) FROM vms o WHERE (o.node = vms.node OR o.migrating_to = vms.node) AND o.id <> $1) + $2 <= $10 \
+               AND (SELECT CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) FROM vms o WHERE (o.node = vms.node OR o.migrating_to = vms.node) AND o.id <> $1) + $3 <= $11 \
+               AND (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms o WHERE (o.node = vms.node OR o.migrating_to = vms.node) AND o.id <> $1) + $4 + vms.data_gib <= $12))"
         ))
         .bind(id.to_string())
         .bind(size.0 as i64)
@@ -245,6 +245,69 @@ impl DataStore {
         .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Starts a migration of the VM to `to`: the VM counts against `to` too from now on, if
+    /// it fits there within `node_capacity` (checked and written in one statement, as
+    /// `vm_insert`). False when it does not fit, or the VM is gone or moving already.
+    pub async fn vm_migrate_begin(&self, id: &VmId, to: &str, node_capacity: (u64, u64, u64)) -> Result<bool, StoreError> {
+        let mut tx = self.admission().await?;
+        let lim = |v: u64| v.min(i64::MAX as u64) as i64;
+        let done = sqlx::query(
+            "UPDATE vms SET migrating_to = $2, updated_at = $6 WHERE id = $1 AND migrating_to IS NULL AND node <> $2 \
+             AND (SELECT CAST(COALESCE(SUM(vcpus), 0) AS BIGINT) FROM vms o WHERE o.node = $2 OR o.migrating_to = $2) + vms.vcpus <= $3 \
+             AND (SELECT CAST(COALESCE(SUM(memory_mib), 0) AS BIGINT) FROM vms o WHERE o.node = $2 OR o.migrating_to = $2) + vms.memory_mib <= $4 \
+             AND (SELECT CAST(COALESCE(SUM(disk_gib + data_gib), 0) AS BIGINT) FROM vms o WHERE o.node = $2 OR o.migrating_to = $2) \
+                 + vms.disk_gib + vms.data_gib <= $5",
+        )
+        .bind(id.to_string())
+        .bind(to)
+        .bind(lim(node_capacity.0))
+        .bind(lim(node_capacity.1))
+        .bind(lim(node_capacity.2))
+        .bind(unix_now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends a migration: the VM is on the node it moved to, at `ip` there, and its forwards
+    /// with it. `Exists { kind: "address" }` when the address is taken there.
+    pub async fn vm_migrate_finish(&self, id: &VmId, ip: Option<&str>, mac: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE vms SET node = migrating_to, migrating_to = NULL, ip = $2, mac = $3, updated_at = $4 WHERE id = $1 AND migrating_to IS NOT NULL",
+        )
+        .bind(id.to_string())
+        .bind(ip.map(str::to_owned))
+        .bind(mac)
+        .bind(unix_now())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match address_taken(&e) {
+            true => StoreError::Exists { kind: "address", name: ip.unwrap_or_default().to_owned() },
+            false => e.into(),
+        })?;
+        sqlx::query("UPDATE forwards SET node = (SELECT node FROM vms WHERE id = $1) WHERE vm_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(crate::unique("forward", "host port on the new node"))?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends a migration that did not happen: the VM stays where it is.
+    pub async fn vm_migrate_abort(&self, id: &VmId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE vms SET migrating_to = NULL, updated_at = $2 WHERE id = $1").bind(id.to_string()).bind(unix_now()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// VMs whose migration was interrupted (the daemon stopped mid-way): (name, target node).
+    pub async fn vm_migrations_open(&self) -> Result<Vec<(Name, String)>, StoreError> {
+        let rows = sqlx::query("SELECT name, migrating_to FROM vms WHERE migrating_to IS NOT NULL").fetch_all(&self.pool).await?;
+        rows.into_iter().map(|r| Ok((decode_name("vm name", r.try_get("name")?)?, r.try_get("migrating_to")?))).collect()
     }
 
     /// Sets when the VM expires (`None`: never).

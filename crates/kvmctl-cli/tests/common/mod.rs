@@ -1,6 +1,8 @@
 #![allow(dead_code)]
 //! A `kvmctl serve` process on the test pool and network, driven by the real CLI.
 
+pub mod node2;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;

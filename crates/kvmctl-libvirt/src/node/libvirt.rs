@@ -390,6 +390,63 @@ impl Node for LibvirtNode {
         LibvirtNode::volume_delete(self, pool, name)
     }
 
+    fn volume_download(&self, pool: &str, name: &str, to: &mut dyn std::io::Write) -> Result<u64, NodeError> {
+        // A stream of a whole disk runs on a connection of its own (see volume_upload_from).
+        let conn = self.connect_own()?;
+        let c = &conn.0;
+        let err = |op| move |e| NodeError::from_virt(op, "volume", name, e);
+        let p = LibvirtNode::pool(c, pool)?;
+        let vol = virt::storage_vol::StorageVol::lookup_by_name(&p, name).map_err(err("find"))?;
+        let stream = virt::stream::Stream::new(c, 0).map_err(err("open a stream from"))?;
+        vol.download(&stream, 0, 0, 0).map_err(err("download"))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        loop {
+            let n = match stream.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = stream.abort();
+                    return Err(err("receive data of")(e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            if let Err(source) = to.write_all(&buf[..n]) {
+                let _ = stream.abort();
+                return Err(NodeError::Read { name: name.to_owned(), source });
+            }
+            got += n as u64;
+        }
+        stream.finish().map_err(err("finish download of"))?;
+        Ok(got)
+    }
+
+    fn domain_xml_migratable(&self, name: &str) -> Result<String, NodeError> {
+        let flags = virt::sys::VIR_DOMAIN_XML_MIGRATABLE | virt::sys::VIR_DOMAIN_XML_SECURE;
+        self.with_conn(|c| {
+            Self::domain(c, name, "read XML of")?.get_xml_desc(flags).map_err(|e| NodeError::from_virt("read XML of", "domain", name, e))
+        })
+    }
+
+    fn domain_migrate_live(&self, name: &str, dest_uri: &str, migration_uri: Option<&str>, dest_xml: &str) -> Result<(), NodeError> {
+        // The migration takes long: on a connection of its own.
+        let conn = self.connect_own()?;
+        let d = Self::domain(&conn.0, name, "migrate")?;
+        let params = virt::domain::MigrateParameters {
+            dest_xml: Some(dest_xml.to_owned()),
+            persist_xml: Some(dest_xml.to_owned()),
+            uri: migration_uri.map(str::to_owned),
+            ..Default::default()
+        };
+        let flags = virt::sys::VIR_MIGRATE_LIVE
+            | virt::sys::VIR_MIGRATE_PEER2PEER
+            | virt::sys::VIR_MIGRATE_PERSIST_DEST
+            | virt::sys::VIR_MIGRATE_NON_SHARED_INC
+            | virt::sys::VIR_MIGRATE_AUTO_CONVERGE;
+        d.migrate_to_uri3(Some(dest_uri), params, flags).map_err(|e| NodeError::from_virt("migrate", "domain", name, e))
+    }
+
     fn volume_get(&self, pool: &str, name: &str) -> Result<Option<VolumeInfo>, NodeError> {
         LibvirtNode::volume_get(self, pool, name)
     }

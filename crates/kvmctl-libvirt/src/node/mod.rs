@@ -189,6 +189,31 @@ pub trait Node: Send + Sync {
         data: &mut dyn std::io::Read,
     ) -> Result<VolumeInfo, NodeError>;
     fn volume_delete(&self, pool: &str, name: &str) -> Result<(), NodeError>;
+    /// Writes the whole file of a volume to `to`, over a libvirt stream (works for remote
+    /// nodes too); returns the bytes written.
+    fn volume_download(&self, _pool: &str, name: &str, _to: &mut dyn std::io::Write) -> Result<u64, NodeError> {
+        Err(NodeError::Libvirt { op: "download", name: name.to_owned(), message: "this node cannot stream volumes".into() })
+    }
+    /// The domain's definition as a migration takes it: without runtime details, with
+    /// secrets (its VNC password).
+    fn domain_xml_migratable(&self, name: &str) -> Result<String, NodeError> {
+        self.domain_xml(name)
+    }
+    /// Moves the running domain to the libvirt at `dest_uri`, live, peer to peer: the
+    /// source libvirtd connects to the destination itself; the guest's writable disks are
+    /// mirrored onto the volumes already made there (their top layer only), QEMU's memory
+    /// over `migration_uri` (`tcp://HOST`; `None`: the destination's host name). The
+    /// destination defines it persistently as `dest_xml`. A failure leaves the domain running
+    /// here.
+    fn domain_migrate_live(
+        &self,
+        name: &str,
+        _dest_uri: &str,
+        _migration_uri: Option<&str>,
+        _dest_xml: &str,
+    ) -> Result<(), NodeError> {
+        Err(NodeError::Libvirt { op: "migrate", name: name.to_owned(), message: "this node cannot migrate domains".into() })
+    }
     fn volume_list(&self, pool: &str) -> Result<Vec<VolumeInfo>, NodeError>;
     /// A volume by name, `None` when the pool has no such volume.
     fn volume_get(&self, pool: &str, name: &str) -> Result<Option<VolumeInfo>, NodeError>;

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use kvmctl_types::api::{
     ErrorBody, Vm, VmCloneRequest, VmCreateRequest, VmDisk, VmDiskAddRequest, VmDiskResizeRequest, VmExecRequest, VmExecResponse,
-    VmResizeRequest, VmShare, VmStopRequest,
+    VmMigrateRequest, VmResizeRequest, VmShare, VmStopRequest,
 };
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms", operation_id = "vm_list", responses((status = 200, description = "VMs", body = [Vm])))]
@@ -147,6 +147,22 @@ pub(crate) async fn vm_stop(
     responses((status = 200, description = "Reboot requested", body = Vm), (status = 409, description = "Not running, or busy", body = ErrorBody)))]
 pub(crate) async fn vm_reboot(Call { ctx, caller }: Call, Path(name): Path<String>) -> Result<Json<Vm>, ApiError> {
     Ok(Json(timed(&ctx, "reboot", app::vms::vm_reboot(&ctx, &caller, &name)).await?))
+}
+
+/// Moves the VM to another node (admins): cold when it is stopped, live (`live`) when it runs.
+#[utoipa::path(post, path = "/v1/vms/{name}/migrate", tag = "vms", operation_id = "vm_migrate", request_body = VmMigrateRequest,
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, description = "Migrated: the VM on its new node", body = Vm),
+        (status = 400, description = "No such node, the same node, or --live for a stopped VM", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 409, description = "Busy, in a state that does not migrate, something migration does not move, or libvirt refused", body = ErrorBody),
+        (status = 503, description = "The target node has no room", body = ErrorBody)))]
+pub(crate) async fn vm_migrate(
+    Call { ctx, caller }: Call,
+    Path(name): Path<String>,
+    Body(req): Body<VmMigrateRequest>,
+) -> Result<Json<Vm>, ApiError> {
+    Ok(Json(timed(&ctx, "migrate", app::vms::vm_migrate(&ctx, &caller, &name, req)).await?))
 }
 
 /// Changes CPUs and memory (VM stopped) or grows the disk (running or stopped).

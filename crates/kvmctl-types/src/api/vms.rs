@@ -436,6 +436,16 @@ pub struct VmDiskResizeRequest {
     pub size_gib: u64,
 }
 
+/// `POST /v1/vms/{name}/migrate` (admins): move the VM to node `to`, cold (it is stopped)
+/// or live (`live`, it runs; its address must be free in the same subnet there).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmMigrateRequest {
+    pub to: String,
+    #[serde(default)]
+    pub live: bool,
+}
+
 /// `POST /v1/vms/{name}/stop`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
