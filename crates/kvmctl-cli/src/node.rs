@@ -41,8 +41,13 @@ pub enum NodeCommand {
         #[arg(long, value_name = "URL")]
         agent: Option<String>,
     },
-    /// Stop placing new VMs on a node; its VMs keep running.
-    Drain { name: String },
+    /// Stop placing new VMs on a node; its VMs keep running. With --migrate, then move each
+    /// of them to the node placement picks (live when it runs, cold when stopped).
+    Drain {
+        name: String,
+        #[arg(long)]
+        migrate: bool,
+    },
     /// Place new VMs on a drained node again.
     Undrain { name: String },
     /// Remove a node without VMs.
@@ -169,7 +174,25 @@ pub async fn run(client: &Client, cmd: NodeCommand, format: OutputFormat) -> any
             };
             output::print(&client.node_update(&name, &req).await?, format)?;
         }
-        NodeCommand::Drain { name } => {
+        NodeCommand::Drain { name, migrate: true } => {
+            eprintln!("draining node {name} and migrating its VMs ...");
+            let report = client.node_evacuate(&name).await?;
+            let failed = report.vms.iter().filter(|m| m.error.is_some()).count();
+            if format == OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for m in &report.vms {
+                    match (&m.to, &m.error) {
+                        (Some(to), _) => println!("{} -> {to} ({}, {:.1} s)", m.vm, if m.live { "live" } else { "cold" }, m.elapsed_ms as f64 / 1000.0),
+                        (None, Some(e)) => println!("{} stays: {e}", m.vm),
+                        (None, None) => println!("{} stays", m.vm),
+                    }
+                }
+                eprintln!("node {name}: {} moved, {failed} stayed", report.vms.len() - failed);
+            }
+            return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        NodeCommand::Drain { name, migrate: false } => {
             let req = NodeUpdateRequest { state: Some("draining".into()), ..Default::default() };
             output::print(&client.node_update(&name, &req).await?, format)?;
         }

@@ -1,6 +1,7 @@
 //! Migration between the two test nodes, from the real CLI: the tiny guest moves live from
 //! the local node to node 2 while a counter in it keeps counting, and its SSH forward
-//! answers on node 2 afterwards; stopped, it moves back cold with its disk's content. A
+//! answers on node 2 afterwards; stopped, it moves back cold with its disk's content when
+//! node 2 is drained with --migrate. A
 //! failed migration leaves it whole where it was. Both nodes have network `kvmctl-mig` with
 //! the same subnet (a live migration keeps the guest's address).
 
@@ -107,8 +108,14 @@ fn the_tiny_guest_migrates_live_and_back_cold() {
     let root2 = "/var/lib/libvirt/kvmctl-pool/kt-mg-root.qcow2";
     let w = on_node2("qemu-io").args(["-f", "qcow2", "-c", "write -P 0x5a 1M 64k", root2]).output().unwrap();
     assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
-    let back: serde_json::Value = serde_json::from_str(&env.ok(&["vm", "migrate", "kt-mg", "--to", "local", "-o", "json"])).unwrap();
+    // Node 2 is emptied by draining it with --migrate: placement picks the local node.
+    let report: serde_json::Value = serde_json::from_str(&env.ok(&["node", "drain", "kt-mg-n2", "--migrate", "-o", "json"])).unwrap();
+    assert_eq!(report["vms"][0]["to"], "local", "{report}");
+    assert_eq!(report["vms"][0]["live"], false, "{report}");
+    let back = vm(&env);
     assert_eq!((back["node"].as_str(), back["state"].as_str()), (Some("local"), Some("stopped")), "{back}");
+    let n2: serde_json::Value = serde_json::from_str(&env.ok(&["node", "show", "kt-mg-n2", "-o", "json"])).unwrap();
+    assert_eq!((n2["state"].as_str(), n2["vms"].as_u64()), (Some("draining"), Some(0)), "{n2}");
     assert!(!virsh2(&["list", "--all", "--name"]).lines().any(|l| l.trim() == "kt-mg"), "gone from node 2");
     assert!(!virsh2(&["vol-list", &pool]).contains("kt-mg-root"), "its volumes on node 2 are gone");
     let root1 = format!("{}/kt-mg-root.qcow2", kvmctl_testkit::env("KVMCTL_TEST_POOL_DIR"));

@@ -346,6 +346,10 @@ impl Client {
         self.send_json(Method::POST, &format!("/v1/vms/{}/resize", seg(name)), req).await
     }
 
+    pub async fn node_evacuate(&self, name: &str) -> Result<kvmctl_types::api::NodeEvacuation, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/nodes/{}/evacuate", seg(name)), &serde_json::json!({})).await
+    }
+
     pub async fn vm_migrate(&self, name: &str, req: &kvmctl_types::api::VmMigrateRequest) -> Result<Vm, ClientError> {
         self.send_json(Method::POST, &format!("/v1/vms/{}/migrate", seg(name)), req).await
     }

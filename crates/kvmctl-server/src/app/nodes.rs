@@ -343,6 +343,39 @@ pub async fn node_update(ctx: &Context, caller: &Caller, name: &str, req: NodeUp
     node_get(ctx, caller, name.as_str()).await
 }
 
+/// Drains the node and migrates each of its VMs to the node placement picks for it (live
+/// when it runs, cold when stopped), one after the other; a VM that cannot move stays, with
+/// the reason.
+pub async fn node_evacuate(ctx: &Context, caller: &Caller, name: &str) -> Result<kvmctl_types::api::NodeEvacuation, Error> {
+    caller.require_admin("evacuating nodes")?;
+    let name = parse_name("name", name)?;
+    ctx.store.node_get(&name).await?.ok_or_else(|| Error::NotFound { kind: "node", name: name.to_string() })?;
+    ctx.store.node_set_state(&name, "draining").await?;
+    tracing::info!(node = %name, "node draining; evacuating its VMs");
+    let vms: Vec<kvmctl_store::VmRecord> =
+        ctx.store.vm_list(&kvmctl_store::Scope::all()).await?.into_iter().filter(|v| v.node == name.as_str()).collect();
+    let mut moves = Vec::new();
+    for v in vms {
+        let live = v.state == kvmctl_core::VmState::Running;
+        let started = std::time::Instant::now();
+        let size = (v.vcpus as u64, v.memory_mib, v.disk_gib);
+        let (placed, _) = place(ctx, size, &BTreeMap::new(), Strategy::BestFit, None).await?;
+        let result = match placed.chosen {
+            None => Err(Error::InsufficientCapacity { reasons: vec![format!("no other node has room for VM {}", v.name)] }),
+            Some(to) => {
+                let req = kvmctl_types::api::VmMigrateRequest { to: to.clone(), live };
+                crate::app::vms::vm_migrate(ctx, caller, v.name.as_str(), req).await.map(|_| to)
+            }
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        moves.push(match result {
+            Ok(to) => kvmctl_types::api::VmMove { vm: v.name.to_string(), to: Some(to), live, elapsed_ms, error: None },
+            Err(e) => kvmctl_types::api::VmMove { vm: v.name.to_string(), to: None, live, elapsed_ms, error: Some(e.to_string()) },
+        });
+    }
+    Ok(kvmctl_types::api::NodeEvacuation { node: name.to_string(), vms: moves })
+}
+
 /// Removes a node that holds no VM; the local node stays.
 pub async fn node_remove(ctx: &Context, caller: &Caller, name: &str) -> Result<(), Error> {
     caller.require_admin("removing nodes")?;

@@ -98,6 +98,7 @@ fn routes() -> Vec<Route> {
         route!(get "/v1/nodes/{name}", nodes::node_get),
         route!(patch "/v1/nodes/{name}", nodes::node_update),
         route!(delete "/v1/nodes/{name}", nodes::node_remove),
+        route!(post "/v1/nodes/{name}/evacuate", nodes::node_evacuate),
         route!(get "/v1/vms/{name}/forwards", networks::forward_list),
         route!(post "/v1/vms/{name}/forwards", networks::forward_create),
         route!(delete "/v1/vms/{name}/forwards/{protocol}/{host_port}", networks::forward_delete),

@@ -5,7 +5,7 @@ use crate::app;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
-use kvmctl_types::api::{ComputeNode, ErrorBody, NodeAddRequest, NodeUpdateRequest};
+use kvmctl_types::api::{ComputeNode, ErrorBody, NodeAddRequest, NodeEvacuation, NodeUpdateRequest};
 
 /// Compute nodes with capacity, allocation and availability (admins).
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes", operation_id = "node_list",
@@ -67,4 +67,14 @@ pub(crate) async fn gc_report(Call { ctx, caller }: Call) -> Result<Json<kvmctl_
         (status = 403, description = "Admins only", body = ErrorBody)))]
 pub(crate) async fn gc_clean(Call { ctx, caller }: Call) -> Result<Json<kvmctl_types::api::GcReport>, ApiError> {
     Ok(Json(app::gc::gc(&ctx, &caller, true).await?))
+}
+
+/// Drains the node and migrates each of its VMs where placement puts it (live when it runs,
+/// cold when stopped); each VM's result says where it went or why it stayed.
+#[utoipa::path(post, path = "/v1/nodes/{name}/evacuate", tag = "nodes", operation_id = "node_evacuate",
+    params(("name" = String, Path, description = "Node name")),
+    responses((status = 200, description = "What moved", body = NodeEvacuation), (status = 403, description = "Admins only", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody)))]
+pub(crate) async fn node_evacuate(Call { ctx, caller }: Call, Path(name): Path<String>) -> Result<Json<NodeEvacuation>, ApiError> {
+    Ok(Json(app::nodes::node_evacuate(&ctx, &caller, &name).await?))
 }

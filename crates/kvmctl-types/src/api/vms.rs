@@ -311,6 +311,27 @@ pub struct NodeUpdateRequest {
     pub agent: Option<String>,
 }
 
+/// `POST /v1/nodes/{name}/evacuate` (admins): the node is drained and each of its VMs
+/// migrated to the node placement picks (live when it runs, cold when stopped).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct NodeEvacuation {
+    pub node: String,
+    pub vms: Vec<VmMove>,
+}
+
+/// One VM of an evacuation: where it went, or why it stayed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct VmMove {
+    pub vm: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub live: bool,
+    /// Milliseconds the migration took.
+    pub elapsed_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// A virtual machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Vm {
