@@ -22,6 +22,32 @@ fn vm(env: &Env) -> serde_json::Value {
     serde_json::from_str(&env.ok(&["vm", "show", "kt-mg", "-o", "json"])).unwrap()
 }
 
+fn pid_now(key: &std::path::Path, host: &str, port: u16) -> String {
+    kvmctl_testkit::ssh_at(key, "kvmctl", host, port, "cat counter.pid").unwrap().trim().to_owned()
+}
+
+/// Until the guest at `ip` answers SSH (the tiny guest makes new host keys at each boot, so
+/// the daemon's pinned key does not admit its login after a restart: the test's own SSH
+/// reaches it).
+fn ssh_wait(key: &std::path::Path, ip: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        match kvmctl_testkit::ssh_at(key, "kvmctl", ip, 22, "hostname") {
+            Ok(h) => return h,
+            Err(e) if started.elapsed() > Duration::from_secs(300) => panic!("{ip} did not answer: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+fn ssh_wait_file(key: &std::path::Path, ip: &str, file: &str) {
+    let started = std::time::Instant::now();
+    while kvmctl_testkit::ssh_at(key, "kvmctl", ip, 22, &format!("cat {file}")).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "{file} did not appear");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn ssh_port(v: &serde_json::Value) -> u16 {
     v["forwards"].as_array().unwrap().iter().find(|f| f["guest_port"] == 22).expect("an SSH forward")["host_port"].as_u64().unwrap() as u16
 }
@@ -33,7 +59,7 @@ fn the_tiny_guest_migrates_live_and_back_cold() {
     let sweep = Sweep::new(&["kt-mg"], &["kt-mg-img"]);
     let (_agent, url, agent_env) = agent_for(dir.path());
     let envs: Vec<(&str, &str)> = agent_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let _d = env.serve_with("", &envs);
+    let d = env.serve_with("", &envs);
     common::tiny_import(&env, "kt-mg-img");
     let net = kvmctl_testkit::env("KVMCTL_TEST_MIG_NETWORK");
     let pool = kvmctl_testkit::env("KVMCTL_TEST_POOL");
@@ -52,11 +78,7 @@ fn the_tiny_guest_migrates_live_and_back_cold() {
     let ssh = |host: &str, port: u16, cmd: &str| kvmctl_testkit::ssh_at(&key, "kvmctl", host, port, cmd);
     ssh(&ip, 22, "setsid sh -c 'echo $$ > counter.pid; i=0; while true; do i=$((i+1)); echo $i > count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &")
         .unwrap();
-    let started = std::time::Instant::now();
-    while ssh(&ip, 22, "cat count").is_err() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the counter did not start");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    ssh_wait_file(&key, &ip, "count");
     env.ok(&["node", "add", "kt-mg-n2", "--uri", &kvmctl_testkit::env("KVMCTL_TEST_NODE2_URI"), "--agent", &url]);
 
     // Refusals name what to change, and change nothing.
@@ -81,6 +103,47 @@ fn the_tiny_guest_migrates_live_and_back_cold() {
     assert!(!virsh2(&["net-dumpxml", &net]).contains("kt-mg"), "no reservation left on node 2");
     let n: serde_json::Value = serde_json::from_str(&env.ok(&["node", "show", "kt-mg-n2", "-o", "json"])).unwrap();
     assert_eq!(n["vms"], 0, "the aborted move holds nothing on node 2: {n}");
+
+    // The daemon killed mid-way: after the copy, the restarted daemon undoes the target's
+    // part; after libvirt moved the guest, it finishes the move.
+    let first_pid = ssh(&ip, 22, "cat counter.pid").unwrap().trim().to_owned();
+    d.kill();
+    let settled = |node: &str| {
+        let started = std::time::Instant::now();
+        loop {
+            let v = vm(&env);
+            let target_clean = node != "local" || !virsh2(&["vol-list", &pool]).contains("kt-mg-root");
+            if v["node"] == node && v["state"] == "running" && target_clean {
+                return v;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "not settled on {node}: {v}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let crashing = env.serve_with("migrate.copied=crash", &envs);
+    assert!(!env.kvmctl(&["vm", "migrate", "kt-mg", "--to", "kt-mg-n2", "--live"]).status.success());
+    assert!(crashing.died(), "the daemon crashed after the copy");
+    let d = env.serve_with("", &envs);
+    settled("local");
+    assert!(!virsh2(&["net-dumpxml", &net]).contains(&before["mac"].as_str().unwrap().to_ascii_lowercase()), "the target's reservation is undone");
+    d.kill();
+    let crashing = env.serve_with("migrate.moved=crash", &envs);
+    assert!(!env.kvmctl(&["vm", "migrate", "kt-mg", "--to", "kt-mg-n2", "--live"]).status.success());
+    assert!(crashing.died(), "the daemon crashed after the guest moved");
+    let _d = env.serve_with("", &envs);
+    settled("kt-mg-n2");
+    assert!(!virsh(&["list", "--all", "--name"]).lines().any(|l| l.trim() == "kt-mg"), "the source's definition is gone");
+    let port = ssh_port(&vm(&env));
+    assert!(banner_within(NODE2_ADDR, port, Duration::from_secs(60)).is_some(), "the finished move's forward answers on node 2");
+    assert_eq!(pid_now(&key, NODE2_ADDR, port), first_pid, "the same guest, its counter still running");
+    env.ok(&["vm", "stop", "kt-mg", "--force"]);
+    env.ok(&["node", "drain", "kt-mg-n2", "--migrate"]);
+    env.ok(&["node", "undrain", "kt-mg-n2"]);
+    env.ok(&["vm", "start", "kt-mg"]);
+    ssh_wait(&key, &ip);
+    ssh(&ip, 22, "setsid sh -c 'echo $$ > counter.pid; i=0; while true; do i=$((i+1)); echo $i > count; sleep 0.1; done' </dev/null >/dev/null 2>&1 &")
+        .unwrap();
+    ssh_wait_file(&key, &ip, "count");
 
     // Live: the counter keeps counting in the same process, and the SSH forward answers on
     // node 2's address afterwards.
@@ -124,19 +187,9 @@ fn the_tiny_guest_migrates_live_and_back_cold() {
     let info = std::process::Command::new("qemu-img").args(["info", "-U", "--output=json", &root1]).output().unwrap();
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["full-backing-filename"], format!("{}/image-kt-mg-img.qcow2", kvmctl_testkit::env("KVMCTL_TEST_POOL_DIR")), "{info}");
-    // (The tiny guest makes new host keys at each boot, so the daemon's pinned key does not
-    // admit its login after a restart: it is reached with the test's own SSH.)
     env.ok(&["vm", "start", "kt-mg"]);
     let ip = vm(&env)["ip"].as_str().unwrap().to_owned();
-    let started = std::time::Instant::now();
-    let host = loop {
-        match ssh(&ip, 22, "hostname") {
-            Ok(h) => break h,
-            Err(e) if started.elapsed() > Duration::from_secs(300) => panic!("the moved VM did not answer: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    };
-    assert_eq!(host.trim(), "kt-mg", "booted from its moved seed");
+    assert_eq!(ssh_wait(&key, &ip).trim(), "kt-mg", "booted from its moved seed");
 
     env.ok(&["vm", "delete", "kt-mg"]);
     env.ok(&["node", "remove", "kt-mg-n2"]);

@@ -289,6 +289,9 @@ async fn leader_pass(ctx: &Context, restarts: &tokio::sync::mpsc::UnboundedSende
         if let Err(e) = crate::app::vms::disks_recover(ctx).await {
             tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot finish the disk additions a crash interrupted");
         }
+        if let Err(e) = crate::app::vms::migrations_recover(ctx).await {
+            tracing::warn!(error = %kvmctl_core::error::chain(&e), "cannot settle the migrations a crash interrupted");
+        }
     }
     reconcile_pass(ctx, restarts).await;
     if recover {

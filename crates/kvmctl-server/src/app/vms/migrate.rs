@@ -154,6 +154,7 @@ async fn move_to(
             dst.network_dhcp_host(&moved.network, &host, true).await?;
             made.reservation = true;
         }
+        ctx.failpoints.hit("migrate.copied").await?;
         if live {
             live_migrate(ctx, rec, &moved, target, image, &src_paths, &dst_paths, &src, &dst).await?;
         } else {
@@ -175,6 +176,7 @@ async fn move_to(
             }
         }
         made.domain = true;
+        ctx.failpoints.hit("migrate.moved").await?;
         // The switch: the row, its forwards (each keeps its port when the target has it free).
         forwards_for_target(ctx, rec, to).await?;
         match ctx.store.vm_migrate_finish(&rec.id, moved.ip.as_deref(), &moved.mac).await? {
@@ -501,6 +503,41 @@ async fn source_cleanup(ctx: &Context, rec: &VmRecord, moved: &VmRecord) {
         let _ = agent.logs_remove(&rec.name).await;
     }
     let _ = moved;
+}
+
+/// Migrations a crash interrupted (the mark is set, no operation holds the VM): one whose
+/// guest runs on the target with this VM's metadata, and no longer on the source, is
+/// finished (a live migration libvirt completed); any other is undone on the target.
+pub async fn recover(ctx: &Context) -> Result<(), Error> {
+    for (name, to) in ctx.store.vm_migrations_open().await? {
+        let Ok(_held) = ctx.vm_try_lock(&name, "recovering").await else { continue };
+        let Some(rec) = ctx.store.vm_get(&Scope::all(), &name).await? else { continue };
+        let (src, dst) = (ctx.node_conn(&rec.node).await?, ctx.node_conn(&to).await?);
+        let ours_there = match dst.domain_xml(name.as_str()).await {
+            Ok(x) => xml::metadata_parse(&x).is_some_and(|m| m.vm_id == rec.id),
+            Err(_) => false,
+        };
+        let running_there = ours_there && matches!(dst.domain_state(name.as_str()).await, Ok(kvmctl_libvirt::DomainState::Running));
+        let running_here = matches!(src.domain_state(name.as_str()).await, Ok(kvmctl_libvirt::DomainState::Running));
+        if running_there && !running_here {
+            ctx.store.vm_migrate_finish(&rec.id, rec.ip.as_deref(), &rec.mac).await?;
+            let moved = vm_record(ctx, &Scope::all(), &name).await?;
+            source_cleanup(ctx, &rec, &moved).await;
+            tracing::info!(vm = %name, to = %to, "finished a live migration a crash interrupted");
+            continue;
+        }
+        let moved = VmRecord { node: to.clone(), ..rec.clone() };
+        // Only what is this VM's on the target is removed; a reservation there is ours when
+        // the target network holds this VM's MAC.
+        let reserved = dst.network_xml(&rec.network).await.is_ok_and(|x| x.to_ascii_lowercase().contains(&rec.mac.to_ascii_lowercase()));
+        let made = Made { volumes: if running_there { Vec::new() } else { volumes(&rec).to_vec() }, reservation: reserved, domain: ours_there && !running_there };
+        if !running_there {
+            made.undo(ctx, &moved, &dst).await;
+        }
+        ctx.store.vm_migrate_abort(&rec.id).await?;
+        tracing::info!(vm = %name, to = %to, "undid a migration a crash interrupted; the VM stays on node {}", rec.node);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

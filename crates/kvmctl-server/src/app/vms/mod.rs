@@ -47,7 +47,7 @@ pub use create::*;
 pub(crate) use disks::root_only_check;
 pub use disks::{disk_add, disk_list, disk_remove, disk_resize, recover as disks_recover, MAX_DATA_DISKS};
 pub use media::MAX_EXTRA_ISOS;
-pub use migrate::vm_migrate;
+pub use migrate::{recover as migrations_recover, vm_migrate};
 pub use power::*;
 pub use resize::*;
 pub(crate) use shares::memory_check as shares_memory_check;
