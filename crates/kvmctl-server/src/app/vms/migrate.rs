@@ -96,7 +96,8 @@ pub async fn vm_migrate(ctx: &Context, caller: &Caller, name: &str, req: VmMigra
         });
     }
     let started = std::time::Instant::now();
-    let moved = match move_to(ctx, &rec, &image, &target, live).await {
+    let mut steps = Steps::new();
+    let moved = match move_to(ctx, &rec, &image, &target, live, &mut steps).await {
         Ok(m) => m,
         Err(e) => {
             if let Err(a) = ctx.store.vm_migrate_abort(&rec.id).await {
@@ -106,8 +107,10 @@ pub async fn vm_migrate(ctx: &Context, caller: &Caller, name: &str, req: VmMigra
             return Err(e);
         }
     };
-    tracing::info!(vm = %name, from = %rec.node, to = %to, live, elapsed_ms = started.elapsed().as_millis() as u64, "VM migrated");
     source_cleanup(ctx, &rec, &moved).await;
+    steps.mark("source_cleanup");
+    let (steps, _) = steps.summary();
+    tracing::info!(vm = %name, from = %rec.node, to = %to, live, elapsed_ms = started.elapsed().as_millis() as u64, %steps, "VM migrated");
     let now = vm_record(ctx, &Scope::all(), &name).await?;
     ctx.publish("vm.migrate", &now.name, &now.owner, Some(now.state.as_str()), None, Some(&format!("{} -> {to}", rec.node)));
     super::vm_out(ctx, now).await
@@ -125,11 +128,13 @@ async fn move_to(
     image: &kvmctl_store::ImageRecord,
     target: &kvmctl_store::NodeRecord,
     live: bool,
+    steps: &mut Steps,
 ) -> Result<VmRecord, Error> {
     let to = target.name.as_str();
     let (src, dst) = (ctx.node_conn(&rec.node).await?, ctx.node_conn(to).await?);
     images::image_to_node(ctx, to, image).await?;
     let (src_paths, dst_paths) = (image_paths(&src, image).await?, image_paths(&dst, image).await?);
+    steps.mark("image");
     let mut moved = VmRecord { node: to.to_owned(), ..rec.clone() };
     let kept = address_on_target(ctx, rec, to).await?;
     if live && !kept {
@@ -150,10 +155,12 @@ async fn move_to(
     let mut made = Made::default();
     let result = async {
         copy_volumes(ctx, rec, image, &src_paths, &dst_paths, &src, &dst, live, &mut made).await?;
+        steps.mark("volumes");
         if let Some(host) = dhcp_host(&moved)? {
             dst.network_dhcp_host(&moved.network, &host, true).await?;
             made.reservation = true;
         }
+        steps.mark("reservation");
         ctx.failpoints.hit("migrate.copied").await?;
         if live {
             live_migrate(ctx, rec, &moved, target, image, &src_paths, &dst_paths, &src, &dst).await?;
@@ -176,10 +183,13 @@ async fn move_to(
             }
         }
         made.domain = true;
+        steps.mark(if live { "migrate" } else { "define" });
         ctx.failpoints.hit("migrate.moved").await?;
         // The switch: the row, its forwards (each keeps its port when the target has it free).
         forwards_for_target(ctx, rec, to).await?;
-        match ctx.store.vm_migrate_finish(&rec.id, moved.ip.as_deref(), &moved.mac).await? {
+        let switched = ctx.store.vm_migrate_finish(&rec.id, moved.ip.as_deref(), &moved.mac).await?;
+        steps.mark("switch");
+        match switched {
             true => Ok(()),
             false => Err(Error::Conflict(format!("VM {} changed while it moved", rec.name))),
         }
@@ -206,6 +216,7 @@ async fn move_to(
             tracing::warn!(vm = %moved.name, error = %e, "cannot write the migrated VM's rules on its new node yet");
         }
     }
+    steps.mark("metadata");
     Ok(moved)
 }
 
