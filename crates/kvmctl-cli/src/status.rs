@@ -40,7 +40,7 @@ pub async fn run(client: &Client, format: OutputFormat) -> anyhow::Result<ExitCo
     Ok(if reachable { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// `sqlite /var/lib/kvmctl/kvmctl.db (schema 22)`; on PostgreSQL also who runs the periodic
+/// `sqlite /var/lib/kvmctl/kvmctl.db (schema 25)`; on PostgreSQL also who runs the periodic
 /// work, since several daemons may share it.
 fn database_line(d: &kvmctl_types::api::DatabaseStatus) -> String {
     let who = match (d.engine.as_str(), d.leader) {

@@ -527,6 +527,70 @@ pub(crate) mod tests {
 
     crate::on_both_engines!(the_insert_never_overfills_a_node_with_or_without_a_quota);
     crate::on_both_engines!(an_address_is_one_vms_on_its_network);
+    crate::on_both_engines!(a_migrating_vm_counts_on_both_nodes_until_it_moves);
+
+    /// A migration takes room on its target in the statement that checks it, against
+    /// concurrent creates and other migrations; the VM counts on both nodes until the switch
+    /// (which moves its forwards) or the abort.
+    async fn a_migrating_vm_counts_on_both_nodes_until_it_moves(store: DataStore) {
+        for n in ["local", "other"] {
+            store.node_upsert(&Name::parse(n).unwrap(), &format!("test:///default?{n}"), &NodeSettings::default()).await.unwrap();
+        }
+        image_fixture(&store).await;
+        let cap = (4, 1 << 20, 100);
+        for i in 0..6 {
+            assert!(store.vm_insert(&vm(&format!("m{i}"), "admin", "local", 1), None, None).await.unwrap().is_some());
+        }
+        // Six 1-vCPU VMs try to move to a 4-vCPU node while 6 creates race for it too.
+        let ids: Vec<VmId> = {
+            let all = store.vm_list(&crate::Scope::all()).await.unwrap();
+            all.iter().map(|v| v.id).collect()
+        };
+        let moves: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (store, id) = (store.clone(), *id);
+                tokio::spawn(async move { store.vm_migrate_begin(&id, "other", cap).await.unwrap() })
+            })
+            .collect();
+        let creates: Vec<_> = (0..6)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.vm_insert(&vm(&format!("c{i}"), "admin", "other", 1), None, Some(cap)).await.unwrap().is_some() })
+            })
+            .collect();
+        let (mut moved_in, mut created) = (0u64, 0u64);
+        for t in moves {
+            moved_in += t.await.unwrap() as u64;
+        }
+        for t in creates {
+            created += t.await.unwrap() as u64;
+        }
+        assert_eq!(moved_in + created, 4, "moves and creates together fill the target exactly");
+        let alloc = store.node_allocations().await.unwrap();
+        assert_eq!(alloc["other"].vcpus, 4);
+        assert_eq!(alloc["local"].vcpus, 6, "a moving VM still counts where it is");
+        // A VM moving already cannot start a second move; the same node is refused.
+        let moving: Vec<(Name, String)> = store.vm_migrations_open().await.unwrap();
+        assert_eq!(moving.len() as u64, moved_in);
+        let finished = moving.first().is_some() as u64;
+        if let Some((name, _)) = moving.first() {
+            let rec = store.vm_get(&crate::Scope::all(), name).await.unwrap().unwrap();
+            assert!(!store.vm_migrate_begin(&rec.id, "other", (100, 1 << 30, 1000)).await.unwrap());
+            store.forward_insert(&crate::ForwardRecord { node: "local".into(), vm_id: rec.id, protocol: "tcp".into(), host_port: 2201, guest_port: 22, pool: "ssh".into(), created_at: 0 }, None).await.unwrap();
+            assert!(store.vm_migrate_finish(&rec.id, Some("10.9.0.7"), "52:54:00:00:00:07").await.unwrap());
+            let moved = store.vm_get(&crate::Scope::all(), name).await.unwrap().unwrap();
+            assert_eq!((moved.node.as_str(), moved.ip.as_deref()), ("other", Some("10.9.0.7")));
+            assert!(store.forward_list_vm(&rec.id).await.unwrap().iter().all(|f| f.node == "other"), "its forwards moved with it");
+            assert_eq!(store.node_allocations().await.unwrap()["local"].vcpus, 5);
+        }
+        for (name, _) in store.vm_migrations_open().await.unwrap() {
+            let rec = store.vm_get(&crate::Scope::all(), &name).await.unwrap().unwrap();
+            store.vm_migrate_abort(&rec.id).await.unwrap();
+        }
+        assert!(store.vm_migrations_open().await.unwrap().is_empty());
+        assert_eq!(store.node_allocations().await.unwrap()["other"].vcpus, created + finished, "aborts free the target");
+    }
 
     /// Two VMs never share an address on one node's network (two daemons on one database
     /// pick from the rows they read; the index decides); other networks and nodes may.
