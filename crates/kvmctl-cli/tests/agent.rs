@@ -19,7 +19,7 @@ use common::node2::{agent_start, banner, banner_within, node2_table, on_node2, N
 fn an_agent_gives_the_second_node_forwards_and_console_logs() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env { dir: dir.path().to_owned() };
-    let sweep = Sweep::new(&["kt-ag"], &["kt-ag-img"]);
+    let sweep = Sweep::new(&["kt-ag", "kt-ag2"], &["kt-ag-img"]);
     let certs = dir.path().join("certs");
     let agent_log = dir.path().join("agent.log");
     let (port,) = kvmctl_testkit::daemon::port_block();
@@ -118,6 +118,24 @@ fn an_agent_gives_the_second_node_forwards_and_console_logs() {
     assert!(report.contains("kt-ag-n2/kt-ag-junk"), "{report}");
     assert!(!report.contains("kt-ag-n2/kt-ag "), "{report}");
     std::fs::remove_file(logs.join("kt-ag-junk-serial.log")).unwrap();
+
+    // A managed network goes to node 2 with the first VM there that joins it (NAT by the
+    // agent's table); the network's delete removes it there too.
+    env.ok(&["network", "create", "kt-agnet", "--subnet", "10.75.0.0/24"]);
+    let vm2: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "vm", "create", "kt-ag2", "--image", "kt-ag-img", "--cpus", "1", "--memory", "256M", "--disk", "1G", "--network", "kt-agnet",
+        "--node-label", "zone=ag", "--ssh-key", &pubfile.display().to_string(), "-o", "json",
+    ]))
+    .unwrap();
+    assert_eq!(vm2["node"], "kt-ag-n2", "{vm2}");
+    assert!(vm2["ip"].as_str().unwrap_or_default().starts_with("10.75.0."), "{vm2}");
+    let port2 = vm2["forwards"][0]["host_port"].as_u64().unwrap() as u16;
+    assert!(banner_within(NODE2_ADDR, port2, Duration::from_secs(180)).is_some(), "a VM on the managed network answers through node 2's forward");
+    assert!(node2_table().contains("masquerade"), "its network's NAT is in node 2's table: {}", node2_table());
+    env.ok(&["vm", "delete", "kt-ag2"]);
+    env.ok(&["network", "delete", "kt-agnet"]);
+    let nets = common::node2::virsh2(&["net-list", "--all", "--name"]);
+    assert!(nets.contains("kvmctl-test") && !nets.contains("kt-agnet"), "gone from node 2: {nets}");
 
     // Deleted, its rules and its logs on node 2 go.
     env.ok(&["vm", "delete", "kt-ag"]);

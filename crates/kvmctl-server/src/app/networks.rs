@@ -275,12 +275,53 @@ async fn network_build(ctx: &Context, spec: &ManagedNetworkSpec) -> Result<Strin
     xml::network_info(&net_xml).bridge.ok_or_else(|| Error::Internal(format!("libvirt gave network {} no bridge", spec.name)))
 }
 
-/// Removes the libvirt network of a managed network, when it exists.
+/// Removes the libvirt network of a managed network, when it exists: on the local node, and
+/// on every other node a VM took it to (`network_on_node`).
 async fn network_teardown(ctx: &Context, name: &str) -> Result<(), Error> {
+    for node in ctx.store.node_list().await?.into_iter().filter(|n| n.name.as_str() != super::context::LOCAL) {
+        let Ok(conn) = ctx.node_conn(node.name.as_str()).await else { continue };
+        match conn.network_delete(name).await {
+            Err(e) if !e.is_not_found() => {
+                tracing::warn!(network = %name, node = %node.name, error = %e, "cannot remove the network on the node; remove it there with virsh")
+            }
+            _ => {}
+        }
+    }
     match ctx.local_node.network_delete(name).await {
         Err(e) if !e.is_not_found() => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// A managed network on another node: defined there (the same definition as on the local
+/// node: subnet, DHCP range, addresses reserved ahead; its own bridge) the first time a VM
+/// there joins it. Nothing for libvirt's own networks, which must exist on the node.
+pub(crate) async fn network_on_node(ctx: &Context, node: &str, name: &str) -> Result<(), Error> {
+    if node == super::context::LOCAL {
+        return Ok(());
+    }
+    let Some(rec) = ctx.store.network_get(&Scope::all(), name).await? else { return Ok(()) };
+    let conn = ctx.node_conn(node).await?;
+    if conn.network_state(name).await?.is_some_and(|s| s.active) {
+        return Ok(());
+    }
+    let bad = || Error::Internal(format!("network {name} has a malformed record"));
+    let (_, prefix) = cidr_parse(&rec.subnet).ok_or_else(bad)?;
+    let spec = ManagedNetworkSpec {
+        name: name.to_owned(),
+        nat: rec.nat,
+        address: rec.gateway.parse().map_err(|_| bad())?,
+        prefix,
+        dhcp_start: rec.dhcp_start.parse().map_err(|_| bad())?,
+        dhcp_end: rec.dhcp_end.parse().map_err(|_| bad())?,
+    };
+    let xml = xml::managed_network_xml(&spec)?;
+    let n = name.to_owned();
+    conn.run(move |node| node.network_ensure(&n, &xml))
+        .await
+        .map_err(|e| Error::Conflict(format!("libvirt cannot start network {name} on node {node}: {}", kvmctl_core::error::chain(&e))))?;
+    tracing::info!(network = %name, %node, "managed network defined on the node");
+    Ok(())
 }
 
 pub async fn network_delete(ctx: &Context, caller: &Caller, name: &str) -> Result<(), Error> {

@@ -32,7 +32,9 @@ pub(crate) async fn vm_net(ctx: &Context, rec: &VmRecord) -> Result<Option<NetMe
     let Attachment::Network(network) = Attachment::parse(&rec.network) else { return Ok(None) };
     let Some(ip) = rec.ip.as_deref().and_then(|i| i.parse::<Ipv4Addr>().ok()) else { return Ok(None) };
     let managed = ctx.store.network_get(&Scope::all(), &network).await?;
-    let bridge = match managed.as_ref().and_then(|n| n.bridge.clone()) {
+    // The recorded bridge is the local node's; another node's is its own.
+    let recorded = managed.as_ref().filter(|_| rec.node == super::context::LOCAL).and_then(|n| n.bridge.clone());
+    let bridge = match recorded {
         Some(b) => b,
         None => {
             let node = ctx.node_conn(&rec.node).await?;

@@ -44,6 +44,9 @@ pub(super) fn mac_random() -> String {
 /// never remove something that is not ours). One trip to the node; returns what it read of
 /// the network (its XML and DHCP leases), from which the VM's address is picked.
 pub(super) async fn node_checks(ctx: &Context, node_name: &str, name: &Name, pool: &str, network: &str) -> Result<NetworkSeen, Error> {
+    if let Attachment::Network(n) = Attachment::parse(network) {
+        crate::app::networks::network_on_node(ctx, node_name, &n).await?;
+    }
     let node = ctx.node_conn(node_name).await?;
     let net = match Attachment::parse(network) {
         Attachment::Network(n) => Some(n),

@@ -136,6 +136,7 @@ async fn move_to(
     let (src_paths, dst_paths) = (image_paths(&src, image).await?, image_paths(&dst, image).await?);
     steps.mark("image");
     let mut moved = VmRecord { node: to.to_owned(), ..rec.clone() };
+    crate::app::networks::network_on_node(ctx, to, &rec.network).await?;
     let kept = address_on_target(ctx, rec, to).await?;
     if live && !kept {
         return Err(Error::Conflict(format!(
