@@ -80,7 +80,10 @@ pub async fn run(cmd: AgentCommand, format: OutputFormat) -> anyhow::Result<Exit
             for f in &files.made {
                 println!("made {}", f.display());
             }
-            println!("controllers (kvmctl.toml): agent_ca = {:?}, agent_cert = {:?}, agent_key = {:?}", files.ca, files.controller_cert, files.controller_key);
+            println!(
+                "controllers (kvmctl.toml): agent_ca = {:?}, agent_cert = {:?}, agent_key = {:?}",
+                files.ca, files.controller_cert, files.controller_key
+            );
             for (h, c, k) in &files.agents {
                 println!(
                     "agent on {h}: copy {}, {} and {} to it; kvmctl agent run --tls-cert .../{} --tls-key .../{} --client-ca .../ca.pem",

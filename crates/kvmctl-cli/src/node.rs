@@ -145,7 +145,13 @@ impl Table for ComputeNode {
 
 pub async fn run(client: &Client, cmd: NodeCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
     match cmd {
-        NodeCommand::Add { name, uri, sizing: Sizing { cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory }, labels, agent } => {
+        NodeCommand::Add {
+            name,
+            uri,
+            sizing: Sizing { cpu_overcommit, memory_overcommit, reserved_cpus, reserved_memory },
+            labels,
+            agent,
+        } => {
             let req = NodeAddRequest {
                 name,
                 uri,
@@ -183,7 +189,9 @@ pub async fn run(client: &Client, cmd: NodeCommand, format: OutputFormat) -> any
             } else {
                 for m in &report.vms {
                     match (&m.to, &m.error) {
-                        (Some(to), _) => println!("{} -> {to} ({}, {:.1} s)", m.vm, if m.live { "live" } else { "cold" }, m.elapsed_ms as f64 / 1000.0),
+                        (Some(to), _) => {
+                            println!("{} -> {to} ({}, {:.1} s)", m.vm, if m.live { "live" } else { "cold" }, m.elapsed_ms as f64 / 1000.0)
+                        }
                         (None, Some(e)) => println!("{} stays: {e}", m.vm),
                         (None, None) => println!("{} stays", m.vm),
                     }

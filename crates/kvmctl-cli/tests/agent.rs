@@ -31,7 +31,10 @@ fn an_agent_gives_the_second_node_forwards_and_console_logs() {
     let agent = agent_start(&certs, port, &agent_log);
 
     let f = |n: &str| certs.join(n).display().to_string();
-    let _d = env.serve_with("", &[("KVMCTL_AGENT_CA", &f("ca.pem")), ("KVMCTL_AGENT_CERT", &f("controller.pem")), ("KVMCTL_AGENT_KEY", &f("controller-key.pem"))]);
+    let _d = env.serve_with(
+        "",
+        &[("KVMCTL_AGENT_CA", &f("ca.pem")), ("KVMCTL_AGENT_CERT", &f("controller.pem")), ("KVMCTL_AGENT_KEY", &f("controller-key.pem"))],
+    );
     common::tiny_import(&env, "kt-ag-img");
     let url = format!("https://{NODE2_ADDR}:{port}");
     let bad = env.kvmctl(&["node", "add", "kt-ag-n2", "--uri", &kvmctl_testkit::env("KVMCTL_TEST_NODE2_URI"), "--agent", "http://x:1"]);
@@ -44,8 +47,23 @@ fn an_agent_gives_the_second_node_forwards_and_console_logs() {
     let pubfile = dir.path().join("key.pub");
     std::fs::write(&pubfile, &public).unwrap();
     let vm: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "vm", "create", "kt-ag", "--image", "kt-ag-img", "--cpus", "1", "--memory", "256M", "--disk", "1G",
-        "--node-label", "zone=ag", "--ssh-key", &pubfile.display().to_string(), "-o", "json",
+        "vm",
+        "create",
+        "kt-ag",
+        "--image",
+        "kt-ag-img",
+        "--cpus",
+        "1",
+        "--memory",
+        "256M",
+        "--disk",
+        "1G",
+        "--node-label",
+        "zone=ag",
+        "--ssh-key",
+        &pubfile.display().to_string(),
+        "-o",
+        "json",
     ]))
     .unwrap();
     assert_eq!(vm["node"], "kt-ag-n2", "{vm}");
@@ -53,7 +71,11 @@ fn an_agent_gives_the_second_node_forwards_and_console_logs() {
     let host_port = fwd["host_port"].as_u64().unwrap() as u16;
     assert!(node2_table().contains(&format!("dport {host_port}")), "node 2's table: {}", node2_table());
     let b = banner_within(NODE2_ADDR, host_port, Duration::from_secs(180));
-    assert!(b.is_some(), "the forward on node 2 answers with the guest's SSH server; agent log: {}", std::fs::read_to_string(&agent_log).unwrap_or_default());
+    assert!(
+        b.is_some(),
+        "the forward on node 2 answers with the guest's SSH server; agent log: {}",
+        std::fs::read_to_string(&agent_log).unwrap_or_default()
+    );
     let hostname = kvmctl_testkit::ssh_at(&key, "kvmctl", NODE2_ADDR, host_port, "hostname").unwrap();
     assert_eq!(hostname.trim(), "kt-ag");
 
@@ -123,14 +145,34 @@ fn an_agent_gives_the_second_node_forwards_and_console_logs() {
     // agent's table); the network's delete removes it there too.
     env.ok(&["network", "create", "kt-agnet", "--subnet", "10.75.0.0/24"]);
     let vm2: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "vm", "create", "kt-ag2", "--image", "kt-ag-img", "--cpus", "1", "--memory", "256M", "--disk", "1G", "--network", "kt-agnet",
-        "--node-label", "zone=ag", "--ssh-key", &pubfile.display().to_string(), "-o", "json",
+        "vm",
+        "create",
+        "kt-ag2",
+        "--image",
+        "kt-ag-img",
+        "--cpus",
+        "1",
+        "--memory",
+        "256M",
+        "--disk",
+        "1G",
+        "--network",
+        "kt-agnet",
+        "--node-label",
+        "zone=ag",
+        "--ssh-key",
+        &pubfile.display().to_string(),
+        "-o",
+        "json",
     ]))
     .unwrap();
     assert_eq!(vm2["node"], "kt-ag-n2", "{vm2}");
     assert!(vm2["ip"].as_str().unwrap_or_default().starts_with("10.75.0."), "{vm2}");
     let port2 = vm2["forwards"][0]["host_port"].as_u64().unwrap() as u16;
-    assert!(banner_within(NODE2_ADDR, port2, Duration::from_secs(180)).is_some(), "a VM on the managed network answers through node 2's forward");
+    assert!(
+        banner_within(NODE2_ADDR, port2, Duration::from_secs(180)).is_some(),
+        "a VM on the managed network answers through node 2's forward"
+    );
     assert!(node2_table().contains("masquerade"), "its network's NAT is in node 2's table: {}", node2_table());
     env.ok(&["vm", "delete", "kt-ag2"]);
     env.ok(&["network", "delete", "kt-agnet"]);

@@ -69,8 +69,22 @@ fn the_tiny_guest_migrates_live_and_back_cold() {
     let pubfile = dir.path().join("key.pub");
     std::fs::write(&pubfile, &public).unwrap();
     env.ok(&[
-        "vm", "create", "kt-mg", "--image", "kt-mg-img", "--cpus", "1", "--memory", "256M", "--disk", "1G", "--network", &net,
-        "--ssh-key", &pubfile.display().to_string(), "--wait=ssh",
+        "vm",
+        "create",
+        "kt-mg",
+        "--image",
+        "kt-mg-img",
+        "--cpus",
+        "1",
+        "--memory",
+        "256M",
+        "--disk",
+        "1G",
+        "--network",
+        &net,
+        "--ssh-key",
+        &pubfile.display().to_string(),
+        "--wait=ssh",
     ]);
     let before = vm(&env);
     assert_eq!(before["node"], "local");
@@ -125,7 +139,10 @@ fn the_tiny_guest_migrates_live_and_back_cold() {
     assert!(crashing.died(), "the daemon crashed after the copy");
     let d = env.serve_with("", &envs);
     settled("local");
-    assert!(!virsh2(&["net-dumpxml", &net]).contains(&before["mac"].as_str().unwrap().to_ascii_lowercase()), "the target's reservation is undone");
+    assert!(
+        !virsh2(&["net-dumpxml", &net]).contains(&before["mac"].as_str().unwrap().to_ascii_lowercase()),
+        "the target's reservation is undone"
+    );
     d.kill();
     let crashing = env.serve_with("migrate.moved=crash", &envs);
     assert!(!env.kvmctl(&["vm", "migrate", "kt-mg", "--to", "kt-mg-n2", "--live"]).status.success());
@@ -151,7 +168,10 @@ fn the_tiny_guest_migrates_live_and_back_cold() {
     let count_before: u64 = ssh(&ip, 22, "cat count").unwrap().trim().parse().unwrap();
     let moved: serde_json::Value =
         serde_json::from_str(&env.ok(&["vm", "migrate", "kt-mg", "--to", "kt-mg-n2", "--live", "-o", "json"])).unwrap();
-    assert_eq!((moved["node"].as_str(), moved["state"].as_str(), moved["ip"].as_str()), (Some("kt-mg-n2"), Some("running"), Some(ip.as_str())));
+    assert_eq!(
+        (moved["node"].as_str(), moved["state"].as_str(), moved["ip"].as_str()),
+        (Some("kt-mg-n2"), Some("running"), Some(ip.as_str()))
+    );
     assert!(virsh2(&["list", "--name"]).lines().any(|l| l.trim() == "kt-mg"), "running on node 2");
     assert!(!virsh(&["list", "--all", "--name"]).lines().any(|l| l.trim() == "kt-mg"), "gone from the local node");
     assert!(!virsh(&["vol-list", &pool]).contains("kt-mg-root"), "its local volumes are gone");

@@ -60,7 +60,13 @@ impl NodeHandle {
     pub async fn domain_xml_migratable(&self, name: &str) -> Result<String, NodeError> {
         self.named(name, |n, name| n.domain_xml_migratable(name)).await
     }
-    pub async fn domain_migrate_live(&self, name: &str, dest_uri: &str, migration_uri: Option<String>, dest_xml: String) -> Result<(), NodeError> {
+    pub async fn domain_migrate_live(
+        &self,
+        name: &str,
+        dest_uri: &str,
+        migration_uri: Option<String>,
+        dest_xml: String,
+    ) -> Result<(), NodeError> {
         let (name, dest_uri) = (name.to_owned(), dest_uri.to_owned());
         self.run(move |n| n.domain_migrate_live(&name, &dest_uri, migration_uri.as_deref(), &dest_xml)).await
     }

@@ -168,10 +168,12 @@ impl DataStore {
     /// Removes a node that holds no VM, in one statement; `Ok(false)` when it has VMs or
     /// does not exist (the caller tells which).
     pub async fn node_delete_unused(&self, name: &Name) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM nodes WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM vms WHERE vms.node = $1 OR vms.migrating_to = $1)")
-            .bind(name.as_str())
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM nodes WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM vms WHERE vms.node = $1 OR vms.migrating_to = $1)",
+        )
+        .bind(name.as_str())
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -300,7 +300,11 @@ impl DataStore {
 
     /// Ends a migration that did not happen: the VM stays where it is.
     pub async fn vm_migrate_abort(&self, id: &VmId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE vms SET migrating_to = NULL, updated_at = $2 WHERE id = $1").bind(id.to_string()).bind(unix_now()).execute(&self.pool).await?;
+        sqlx::query("UPDATE vms SET migrating_to = NULL, updated_at = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(unix_now())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -556,7 +560,9 @@ pub(crate) mod tests {
         let creates: Vec<_> = (0..6)
             .map(|i| {
                 let store = store.clone();
-                tokio::spawn(async move { store.vm_insert(&vm(&format!("c{i}"), "admin", "other", 1), None, Some(cap)).await.unwrap().is_some() })
+                tokio::spawn(async move {
+                    store.vm_insert(&vm(&format!("c{i}"), "admin", "other", 1), None, Some(cap)).await.unwrap().is_some()
+                })
             })
             .collect();
         let (mut moved_in, mut created) = (0u64, 0u64);
@@ -573,11 +579,25 @@ pub(crate) mod tests {
         // A VM moving already cannot start a second move; the same node is refused.
         let moving: Vec<(Name, String)> = store.vm_migrations_open().await.unwrap();
         assert_eq!(moving.len() as u64, moved_in);
-        let finished = moving.first().is_some() as u64;
+        let finished = !moving.is_empty() as u64;
         if let Some((name, _)) = moving.first() {
             let rec = store.vm_get(&crate::Scope::all(), name).await.unwrap().unwrap();
             assert!(!store.vm_migrate_begin(&rec.id, "other", (100, 1 << 30, 1000)).await.unwrap());
-            store.forward_insert(&crate::ForwardRecord { node: "local".into(), vm_id: rec.id, protocol: "tcp".into(), host_port: 2201, guest_port: 22, pool: "ssh".into(), created_at: 0 }, None).await.unwrap();
+            store
+                .forward_insert(
+                    &crate::ForwardRecord {
+                        node: "local".into(),
+                        vm_id: rec.id,
+                        protocol: "tcp".into(),
+                        host_port: 2201,
+                        guest_port: 22,
+                        pool: "ssh".into(),
+                        created_at: 0,
+                    },
+                    None,
+                )
+                .await
+                .unwrap();
             assert!(store.vm_migrate_finish(&rec.id, Some("10.9.0.7"), "52:54:00:00:00:07").await.unwrap());
             let moved = store.vm_get(&crate::Scope::all(), name).await.unwrap().unwrap();
             assert_eq!((moved.node.as_str(), moved.ip.as_deref()), ("other", Some("10.9.0.7")));

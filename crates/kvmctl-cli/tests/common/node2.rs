@@ -78,7 +78,6 @@ pub fn banner_within(addr: &str, port: u16, limit: Duration) -> Option<String> {
     }
 }
 
-
 /// `virsh` against node 2.
 pub fn virsh2(args: &[&str]) -> String {
     let uri = kvmctl_testkit::env("KVMCTL_TEST_NODE2_URI");

@@ -205,13 +205,7 @@ pub trait Node: Send + Sync {
     /// over `migration_uri` (`tcp://HOST`; `None`: the destination's host name). The
     /// destination defines it persistently as `dest_xml`. A failure leaves the domain running
     /// here.
-    fn domain_migrate_live(
-        &self,
-        name: &str,
-        _dest_uri: &str,
-        _migration_uri: Option<&str>,
-        _dest_xml: &str,
-    ) -> Result<(), NodeError> {
+    fn domain_migrate_live(&self, name: &str, _dest_uri: &str, _migration_uri: Option<&str>, _dest_xml: &str) -> Result<(), NodeError> {
         Err(NodeError::Libvirt { op: "migrate", name: name.to_owned(), message: "this node cannot migrate domains".into() })
     }
     fn volume_list(&self, pool: &str) -> Result<Vec<VolumeInfo>, NodeError>;

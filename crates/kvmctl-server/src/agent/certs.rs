@@ -53,7 +53,8 @@ fn write(path: &Path, text: &str, secret: bool, made: &mut Vec<PathBuf>) -> Resu
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let err = |e: std::io::Error| CertError::File { path: path.to_owned(), message: e.to_string() };
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(if secret { 0o600 } else { 0o644 }).open(path).map_err(err)?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(if secret { 0o600 } else { 0o644 }).open(path).map_err(err)?;
     f.write_all(text.as_bytes()).map_err(err)?;
     made.push(path.to_owned());
     Ok(())
@@ -65,8 +66,15 @@ fn read(path: &Path) -> Result<String, CertError> {
 
 /// A host name fit for a file name and a subject alternative name.
 fn host_check(h: &str) -> Result<(), CertError> {
-    let ok = !h.is_empty() && h.len() <= 253 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b)) && !h.starts_with(['.', '-']);
-    if ok { Ok(()) } else { Err(CertError::Host(h.to_owned())) }
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+        && !h.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(CertError::Host(h.to_owned()))
+    }
 }
 
 /// Makes (or completes) the directory: CA, controller client certificate, one server

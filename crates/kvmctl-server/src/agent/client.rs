@@ -57,7 +57,10 @@ impl AgentTls {
 pub fn url_check(url: &str) -> Result<(String, u16), String> {
     let rest = url.strip_prefix("https://").ok_or("use https://HOST:PORT (agents speak only TLS)")?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.is_empty() || rest.len() > 255 || rest.contains(['/', '?', '#', '@']) || rest.chars().any(|c| c.is_whitespace() || c.is_control())
+    if rest.is_empty()
+        || rest.len() > 255
+        || rest.contains(['/', '?', '#', '@'])
+        || rest.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         return Err("use https://HOST:PORT with nothing after it".into());
     }

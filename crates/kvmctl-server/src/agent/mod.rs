@@ -168,11 +168,8 @@ impl Agent {
                 desired.insert(r.key(), r);
             }
         }
-        let report = SyncReport {
-            vms_with_rules: desired.len(),
-            forwards: desired.values().map(|r| r.forwards.len()).sum(),
-            changed: false,
-        };
+        let report =
+            SyncReport { vms_with_rules: desired.len(), forwards: desired.values().map(|r| r.forwards.len()).sum(), changed: false };
         let bridges: Vec<String> = desired.values().map(|r| r.bridge.clone()).collect();
         let changed = tokio::task::spawn_blocking(move || -> Result<bool, String> {
             let changed = kvmctl_netfw::table_sync(kvmctl_netfw::TABLE, |set| *set = desired).map_err(|e| chain(&e))?;
@@ -220,8 +217,8 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// A VM name from the URL, or a 400 (it is never used as anything but a file name part).
-fn vm_name(raw: &str) -> Result<kvmctl_types::Name, Response> {
-    kvmctl_types::Name::parse(raw).map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("name: {e}")))
+fn vm_name(raw: &str) -> Result<kvmctl_types::Name, String> {
+    kvmctl_types::Name::parse(raw).map_err(|e| format!("name: {e}"))
 }
 
 async fn status_get(State(a): State<Arc<Agent>>) -> Json<AgentStatus> {
@@ -244,7 +241,7 @@ struct ConsoleQuery {
 async fn console_get(State(a): State<Arc<Agent>>, UrlPath(name): UrlPath<String>, Query(q): Query<ConsoleQuery>) -> Response {
     let name = match vm_name(&name) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
     };
     let [serial, _] = a.log_paths(name.as_str());
     let max = q.bytes.unwrap_or(CONSOLE_MAX).min(CONSOLE_MAX);
@@ -259,7 +256,7 @@ async fn console_get(State(a): State<Arc<Agent>>, UrlPath(name): UrlPath<String>
 async fn logs_delete(State(a): State<Arc<Agent>>, UrlPath(name): UrlPath<String>) -> Response {
     let name = match vm_name(&name) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
     };
     match a.node.domain_list().await {
         Ok(list) if list.iter().any(|d| d.name == name.as_str()) => {
@@ -386,9 +383,7 @@ impl RunningAgent {
 pub async fn start(opts: AgentOptions) -> Result<RunningAgent, AgentError> {
     let acceptor = acceptor(&opts)?;
     let node = NodeHandle::new(Arc::new(kvmctl_libvirt::LibvirtNode::new(opts.libvirt_uri.clone())));
-    node.versions()
-        .await
-        .map_err(|e| AgentError::Libvirt { uri: opts.libvirt_uri.clone(), message: kvmctl_core::error::chain(&e) })?;
+    node.versions().await.map_err(|e| AgentError::Libvirt { uri: opts.libvirt_uri.clone(), message: kvmctl_core::error::chain(&e) })?;
     let tcp = tokio::net::TcpListener::bind(opts.listen).await.map_err(|source| AgentError::Bind { addr: opts.listen, source })?;
     let addr = tcp.local_addr().map_err(|source| AgentError::Bind { addr: opts.listen, source })?;
     let listener = crate::tls::TlsListener::new(tcp, acceptor).map_err(|source| AgentError::Bind { addr, source })?;

@@ -179,7 +179,9 @@ impl Context {
                 "node {node} has an agent ({url}), but this daemon has no agent_ca, agent_cert and agent_key to reach it; set them in /etc/kvmctl/kvmctl.toml"
             ))
         })?;
-        crate::agent::client::AgentClient::new(&url, tls).map(Some).map_err(|e| Error::Internal(format!("node {node}: agent URL {url}: {e}")))
+        crate::agent::client::AgentClient::new(&url, tls)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("node {node}: agent URL {url}: {e}")))
     }
 
     /// Takes a place for one more guest session on `vm` for its caller, within

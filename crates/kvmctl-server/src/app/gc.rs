@@ -235,7 +235,13 @@ pub async fn gc(ctx: &Context, caller: &Caller, clean: bool) -> Result<GcReport,
         for vm in found {
             let name = format!("{}/{vm}", node.name);
             let (first_seen_at, due) = first_seen("log", &name);
-            let mut item = GcItem { kind: "log".into(), name, detail: "console and QEMU logs of a VM that is gone".into(), removed: false, first_seen_at };
+            let mut item = GcItem {
+                kind: "log".into(),
+                name,
+                detail: "console and QEMU logs of a VM that is gone".into(),
+                removed: false,
+                first_seen_at,
+            };
             if due {
                 if let Ok(n) = kvmctl_types::Name::parse(&vm) {
                     item.removed = agent.logs_remove(&n).await.is_ok();

@@ -44,9 +44,11 @@ pub(crate) async fn console_text(ctx: &Context, rec: &VmRecord) -> Result<Option
         };
     }
     let Some(agent) = ctx.node_agent(&rec.node).await? else { return Ok(None) };
-    agent.console(&rec.name, CONSOLE_TAIL_MAX).await.map(Some).map_err(|e| {
-        kvmctl_core::Error::Unavailable(format!("cannot read the console log of {} on node {}: {e}", rec.name, rec.node))
-    })
+    agent
+        .console(&rec.name, CONSOLE_TAIL_MAX)
+        .await
+        .map(Some)
+        .map_err(|e| kvmctl_core::Error::Unavailable(format!("cannot read the console log of {} on node {}: {e}", rec.name, rec.node)))
 }
 
 /// Where the VM's serial console is logged on its node: `console_log_dir` on the local node,

@@ -75,7 +75,9 @@ pub async fn vm_migrate(ctx: &Context, caller: &Caller, name: &str, req: VmMigra
                 "VM {name} is running; migrate it live (--live) or stop it for a cold migration (kvmctl vm stop {name})"
             )))
         }
-        (VmState::Stopped, true) => return Err(Error::invalid("live", format!("VM {name} is stopped: leave --live out to migrate it cold"))),
+        (VmState::Stopped, true) => {
+            return Err(Error::invalid("live", format!("VM {name} is stopped: leave --live out to migrate it cold")))
+        }
         (VmState::Stopped, false) => false,
         (s, _) => return Err(Error::Conflict(format!("VM {name} is {s}; migrate it when it is running or stopped"))),
     };
@@ -84,9 +86,8 @@ pub async fn vm_migrate(ctx: &Context, caller: &Caller, name: &str, req: VmMigra
     if rec.ip.is_none() {
         return Err(Error::Conflict(format!("VM {name} has no address kvmctl reserves (a bridged VM); migration does not move those yet")));
     }
-    let capacity = crate::app::nodes::capacity_total(ctx, to.as_str())
-        .await?
-        .ok_or_else(|| Error::invalid("to", format!("there is no node {to}")))?;
+    let capacity =
+        crate::app::nodes::capacity_total(ctx, to.as_str()).await?.ok_or_else(|| Error::invalid("to", format!("there is no node {to}")))?;
     if !ctx.store.vm_migrate_begin(&rec.id, to.as_str(), capacity).await? {
         return Err(Error::InsufficientCapacity {
             reasons: vec![format!(
@@ -319,7 +320,10 @@ async fn copy_volumes(
     let (src_base, dst_base) = (src_paths.0.join(&image.volume), dst_paths.0.join(&image.volume));
     for (v, root) in [(&rec.root_volume, true), (&rec.seed_volume, false)] {
         if dst.volume_get(&rec.pool, v).await?.is_some() {
-            return Err(Error::Conflict(format!("node {} has a volume {v} already; remove it (or run kvmctl gc) and try again", dst_paths.0.display())));
+            return Err(Error::Conflict(format!(
+                "node {} has a volume {v} already; remove it (or run kvmctl gc) and try again",
+                dst_paths.0.display()
+            )));
         }
         if root && live {
             let spec = VolumeSpec {
@@ -542,7 +546,11 @@ pub async fn recover(ctx: &Context) -> Result<(), Error> {
         // Only what is this VM's on the target is removed; a reservation there is ours when
         // the target network holds this VM's MAC.
         let reserved = dst.network_xml(&rec.network).await.is_ok_and(|x| x.to_ascii_lowercase().contains(&rec.mac.to_ascii_lowercase()));
-        let made = Made { volumes: if running_there { Vec::new() } else { volumes(&rec).to_vec() }, reservation: reserved, domain: ours_there && !running_there };
+        let made = Made {
+            volumes: if running_there { Vec::new() } else { volumes(&rec).to_vec() },
+            reservation: reserved,
+            domain: ours_there && !running_there,
+        };
         if !running_there {
             made.undo(ctx, &moved, &dst).await;
         }
@@ -569,7 +577,10 @@ mod tests {
         let xml = "<disk><source file='/a/pool/vm-root.qcow2'/></disk><kernel>/a/pool/k</kernel><x file='/a/pool/vm-root.qcow2.bak'/>";
         let out = paths_replace(
             xml,
-            &[(PathBuf::from("/a/pool/vm-root.qcow2"), PathBuf::from("/b/vm-root.qcow2")), (PathBuf::from("/a/pool/k"), PathBuf::from("/b/k"))],
+            &[
+                (PathBuf::from("/a/pool/vm-root.qcow2"), PathBuf::from("/b/vm-root.qcow2")),
+                (PathBuf::from("/a/pool/k"), PathBuf::from("/b/k")),
+            ],
         );
         assert_eq!(out, "<disk><source file='/b/vm-root.qcow2'/></disk><kernel>/b/k</kernel><x file='/a/pool/vm-root.qcow2.bak'/>");
     }
@@ -581,7 +592,11 @@ mod tests {
         let overlay = dir.path().join("overlay.qcow2");
         let ok = |c: &mut std::process::Command| assert!(c.status().unwrap().success());
         ok(std::process::Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&base).arg("16M"));
-        ok(std::process::Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"]).arg(&base).arg(&overlay).arg("32M"));
+        ok(std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&base)
+            .arg(&overlay)
+            .arg("32M"));
         let longer = dir.path().join("a-much-longer-pool-directory-name-on-the-target-node");
         std::fs::create_dir(&longer).unwrap();
         std::fs::copy(&base, longer.join("base.qcow2")).unwrap();
