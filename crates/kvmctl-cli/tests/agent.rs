@@ -46,26 +46,8 @@ fn an_agent_gives_the_second_node_forwards_and_console_logs() {
     let (key, public) = kvmctl_testkit::keypair(dir.path());
     let pubfile = dir.path().join("key.pub");
     std::fs::write(&pubfile, &public).unwrap();
-    let vm: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "vm",
-        "create",
-        "kt-ag",
-        "--image",
-        "kt-ag-img",
-        "--cpus",
-        "1",
-        "--memory",
-        "256M",
-        "--disk",
-        "1G",
-        "--node-label",
-        "zone=ag",
-        "--ssh-key",
-        &pubfile.display().to_string(),
-        "-o",
-        "json",
-    ]))
-    .unwrap();
+    let key_arg = pubfile.display().to_string();
+    let vm = common::tiny_create(&env, "kt-ag", "kt-ag-img", &["--node-label", "zone=ag", "--ssh-key", &key_arg]);
     assert_eq!(vm["node"], "kt-ag-n2", "{vm}");
     let fwd = vm["forwards"].as_array().unwrap().iter().find(|f| f["guest_port"] == 22).cloned().expect("an SSH forward");
     let host_port = fwd["host_port"].as_u64().unwrap() as u16;
@@ -144,28 +126,8 @@ fn an_agent_gives_the_second_node_forwards_and_console_logs() {
     // A managed network goes to node 2 with the first VM there that joins it (NAT by the
     // agent's table); the network's delete removes it there too.
     env.ok(&["network", "create", "kt-agnet", "--subnet", "10.75.0.0/24"]);
-    let vm2: serde_json::Value = serde_json::from_str(&env.ok(&[
-        "vm",
-        "create",
-        "kt-ag2",
-        "--image",
-        "kt-ag-img",
-        "--cpus",
-        "1",
-        "--memory",
-        "256M",
-        "--disk",
-        "1G",
-        "--network",
-        "kt-agnet",
-        "--node-label",
-        "zone=ag",
-        "--ssh-key",
-        &pubfile.display().to_string(),
-        "-o",
-        "json",
-    ]))
-    .unwrap();
+    let vm2 =
+        common::tiny_create(&env, "kt-ag2", "kt-ag-img", &["--network", "kt-agnet", "--node-label", "zone=ag", "--ssh-key", &key_arg]);
     assert_eq!(vm2["node"], "kt-ag-n2", "{vm2}");
     assert!(vm2["ip"].as_str().unwrap_or_default().starts_with("10.75.0."), "{vm2}");
     let port2 = vm2["forwards"][0]["host_port"].as_u64().unwrap() as u16;

@@ -68,24 +68,8 @@ fn the_tiny_guest_migrates_live_and_back_cold() {
     let (key, public) = kvmctl_testkit::keypair(dir.path());
     let pubfile = dir.path().join("key.pub");
     std::fs::write(&pubfile, &public).unwrap();
-    env.ok(&[
-        "vm",
-        "create",
-        "kt-mg",
-        "--image",
-        "kt-mg-img",
-        "--cpus",
-        "1",
-        "--memory",
-        "256M",
-        "--disk",
-        "1G",
-        "--network",
-        &net,
-        "--ssh-key",
-        &pubfile.display().to_string(),
-        "--wait=ssh",
-    ]);
+    let key_arg = pubfile.display().to_string();
+    common::tiny_create(&env, "kt-mg", "kt-mg-img", &["--network", &net, "--ssh-key", &key_arg, "--wait=ssh"]);
     let before = vm(&env);
     assert_eq!(before["node"], "local");
     let ip = before["ip"].as_str().unwrap().to_owned();

@@ -114,3 +114,10 @@ pub fn tiny_import(env: &Env, name: &str) {
     let p = |p: &Path| p.display().to_string();
     env.ok(&["image", "import", &p(&disk), "--name", name, "--kernel", &p(&tiny.join("vmlinuz")), "--initrd", &p(&tiny.join("initrd.gz"))]);
 }
+
+/// `vm create NAME` of the tiny image (1 vCPU, 256 MiB, 1 GiB) with `extra` flags; the VM as JSON.
+pub fn tiny_create(env: &Env, name: &str, image: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["vm", "create", name, "--image", image, "--cpus", "1", "--memory", "256M", "--disk", "1G", "-o", "json"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&env.ok(&args)).unwrap()
+}

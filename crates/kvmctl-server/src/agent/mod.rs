@@ -245,7 +245,7 @@ async fn console_get(State(a): State<Arc<Agent>>, UrlPath(name): UrlPath<String>
     };
     let [serial, _] = a.log_paths(name.as_str());
     let max = q.bytes.unwrap_or(CONSOLE_MAX).min(CONSOLE_MAX);
-    match tokio::task::spawn_blocking(move || tail(&serial, max)).await {
+    match tokio::task::spawn_blocking(move || crate::app::guest::file_tail(&serial, max)).await {
         Ok(Ok(text)) => text.into_response(),
         Ok(Err(e)) => refuse(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the console log of {name}: {e}")),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -297,21 +297,6 @@ async fn gc_post(State(a): State<Arc<Agent>>, Json(req): Json<GcRequest>) -> Res
         }
     }
     Json(GcReport { removed: !req.dry_run && !logs.is_empty(), logs }).into_response()
-}
-
-/// The last `max` bytes of a file (empty when there is none), as text.
-fn tail(path: &Path, max: u64) -> std::io::Result<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(e),
-    };
-    let len = f.metadata()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(max)))?;
-    let mut buf = Vec::new();
-    f.take(max).read_to_end(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// The TLS acceptor: the agent's certificate, and client certificates required, signed by

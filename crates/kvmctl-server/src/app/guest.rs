@@ -19,6 +19,12 @@ pub(crate) const CONSOLE_TAIL_MAX: u64 = 1 << 20;
 
 /// The last `CONSOLE_TAIL_MAX` bytes of a console log (empty when there is none), as text.
 pub(crate) fn console_tail(path: &std::path::Path) -> std::io::Result<String> {
+    file_tail(path, CONSOLE_TAIL_MAX)
+}
+
+/// The last `max` bytes of a file a guest writes (empty when there is none), as text: only
+/// its end is read, whatever its size.
+pub(crate) fn file_tail(path: &std::path::Path, max: u64) -> std::io::Result<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -26,9 +32,9 @@ pub(crate) fn console_tail(path: &std::path::Path) -> std::io::Result<String> {
         Err(e) => return Err(e),
     };
     let len = f.metadata()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(CONSOLE_TAIL_MAX)))?;
+    f.seek(SeekFrom::Start(len.saturating_sub(max)))?;
     let mut buf = Vec::new();
-    f.take(CONSOLE_TAIL_MAX).read_to_end(&mut buf)?;
+    f.take(max).read_to_end(&mut buf)?;
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
