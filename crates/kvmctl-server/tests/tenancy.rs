@@ -241,6 +241,8 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("GET /v1/nodes/{name}", call(Admin));
     m.insert("PATCH /v1/nodes/{name}", with_body(Admin, json!({})));
     m.insert("DELETE /v1/nodes/{name}", call(Admin));
+    // On a node that does not exist (an evacuation of `local` would drain it): 404 for admins.
+    m.insert("POST /v1/nodes/{name}/evacuate", call(Admin));
     m.insert("GET /v1/networks", call(Any));
     m.insert("POST /v1/networks", with_body(Any, json!({"name": "kt-az-never", "subnet": "not-a-subnet"})));
     m.insert("GET /v1/networks/{name}", call(Owned));
@@ -253,6 +255,8 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("POST /v1/vms/{name}/stop", with_body(Owned, json!({"force": true})));
     m.insert("POST /v1/vms/{name}/reboot", with_body(Owned, json!({})));
     m.insert("POST /v1/vms/{name}/resize", with_body(Owned, json!({})));
+    // Admins only, before the VM is looked up; to no node: 400 for admins.
+    m.insert("POST /v1/vms/{name}/migrate", with_body(Admin, json!({"to": "kt-az-nowhere"})));
     m.insert("GET /v1/vms/{name}/wait", Call { rule: Owned, query: "?for=running&timeout_seconds=1", body: None, ws: false, sse: false });
     m.insert("POST /v1/vms/{name}/exec", with_body(Owned, json!({"command": "true", "timeout_seconds": 5})));
     m.insert("GET /v1/vms/{name}/console", Call { rule: Owned, query: "", body: None, ws: true, sse: false });
@@ -387,6 +391,7 @@ async fn every_endpoint_authorizes_every_kind_of_caller() {
                 .replace("/v1/plans/{name}", "/v1/plans/micro")
                 .replace("/v1/images/{name}", "/v1/images/kt-az-img")
                 .replace("/v1/pools/{name}", &format!("/v1/pools/{}", kvmctl_testkit::env("KVMCTL_TEST_POOL")))
+                .replace("/v1/nodes/{name}/evacuate", "/v1/nodes/kt-az-nowhere/evacuate")
                 .replace("/v1/nodes/{name}", "/v1/nodes/local")
                 .replace("{id}", token_id)
                 .replace("{protocol}", "tcp")
