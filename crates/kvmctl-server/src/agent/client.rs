@@ -41,7 +41,7 @@ impl AgentTls {
         if roots.is_empty() {
             return Err(format!("agent_ca {}: holds no certificate", ca.display()));
         }
-        let (certs, key) = super::read_identity(cert, key).map_err(|e| format!("agent client certificate: {e}"))?;
+        let (certs, key) = crate::tls::cert_and_key(cert, key).map_err(|e| format!("agent client certificate: {e}"))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

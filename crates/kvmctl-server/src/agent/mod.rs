@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::CertificateDer;
 
 /// How often the agent syncs the firewall without being asked.
 pub const RESYNC: Duration = Duration::from_secs(30);
@@ -327,14 +327,6 @@ pub fn acceptor(opts: &AgentOptions) -> Result<tokio_rustls::TlsAcceptor, AgentE
         .map_err(|e| crate::tls::TlsError::Mismatch(e.to_string()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Reads a PEM certificate chain and key (for the client side as well).
-pub(crate) fn read_identity(
-    cert: &Path,
-    key: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), crate::tls::TlsError> {
-    crate::tls::cert_and_key(cert, key)
 }
 
 /// The agent's routes.

@@ -98,17 +98,14 @@ pub async fn vm_migrate(ctx: &Context, caller: &Caller, name: &str, req: VmMigra
     }
     let started = std::time::Instant::now();
     let mut steps = Steps::new();
-    let moved = match move_to(ctx, &rec, &image, &target, live, &mut steps).await {
-        Ok(m) => m,
-        Err(e) => {
-            if let Err(a) = ctx.store.vm_migrate_abort(&rec.id).await {
-                tracing::error!(vm = %name, error = %a, "cannot clear the migration mark; the reconciler will");
-            }
-            tracing::warn!(vm = %name, to = %to, live, error = %e, "migration failed; the VM stays on its node");
-            return Err(e);
+    if let Err(e) = move_to(ctx, &rec, &image, &target, live, &mut steps).await {
+        if let Err(a) = ctx.store.vm_migrate_abort(&rec.id).await {
+            tracing::error!(vm = %name, error = %a, "cannot clear the migration mark; the reconciler will");
         }
-    };
-    source_cleanup(ctx, &rec, &moved).await;
+        tracing::warn!(vm = %name, to = %to, live, error = %e, "migration failed; the VM stays on its node");
+        return Err(e);
+    }
+    source_cleanup(ctx, &rec).await;
     steps.mark("source_cleanup");
     let (steps, _) = steps.summary();
     tracing::info!(vm = %name, from = %rec.node, to = %to, live, elapsed_ms = started.elapsed().as_millis() as u64, %steps, "VM migrated");
@@ -130,7 +127,7 @@ async fn move_to(
     target: &kvmctl_store::NodeRecord,
     live: bool,
     steps: &mut Steps,
-) -> Result<VmRecord, Error> {
+) -> Result<(), Error> {
     let to = target.name.as_str();
     let (src, dst) = (ctx.node_conn(&rec.node).await?, ctx.node_conn(to).await?);
     images::image_to_node(ctx, to, image).await?;
@@ -184,7 +181,6 @@ async fn move_to(
                 }
             }
         }
-        made.domain = true;
         steps.mark(if live { "migrate" } else { "define" });
         ctx.failpoints.hit("migrate.moved").await?;
         // The switch: the row, its forwards (each keeps its port when the target has it free).
@@ -203,7 +199,7 @@ async fn move_to(
         if running_there {
             tracing::error!(vm = %rec.name, error = %e, "the guest runs on the target but its row could not follow; the reconciler settles it");
         } else {
-            made.undo(ctx, &moved, &dst).await;
+            made.undo(&moved, &dst).await;
         }
         return Err(e);
     }
@@ -219,7 +215,7 @@ async fn move_to(
         }
     }
     steps.mark("metadata");
-    Ok(moved)
+    Ok(())
 }
 
 /// What a migration made on the target, to undo.
@@ -231,7 +227,7 @@ struct Made {
 }
 
 impl Made {
-    async fn undo(&self, ctx: &Context, moved: &VmRecord, dst: &crate::node::NodeHandle) {
+    async fn undo(&self, moved: &VmRecord, dst: &crate::node::NodeHandle) {
         let name = moved.name.as_str();
         if self.domain {
             let _ = dst.domain_destroy(name).await;
@@ -251,7 +247,6 @@ impl Made {
                 let _ = dst.network_dhcp_host(&moved.network, &host, false).await;
             }
         }
-        let _ = ctx;
     }
 }
 
@@ -299,6 +294,28 @@ fn scratch(ctx: &Context, rec: &VmRecord, volume: &str) -> Result<PathBuf, Error
     let dir = ctx.config.snapshot_dir.join(".migrations");
     std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir.join(format!("{}-{volume}", rec.id)))
+}
+
+/// Removes scratch files of copies no migration is making (a daemon that died mid-copy left
+/// them): only those of VMs without an open migration.
+async fn scratch_sweep(ctx: &Context, open: &[(Name, String)]) -> Result<(), Error> {
+    let dir = ctx.config.snapshot_dir.join(".migrations");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+    let mut moving = Vec::new();
+    for (name, _) in open {
+        if let Some(rec) = ctx.store.vm_get(&Scope::all(), name).await? {
+            moving.push(rec.id.to_string());
+        }
+    }
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        if !moving.iter().any(|id| file.starts_with(&format!("{id}-"))) {
+            if let Err(err) = std::fs::remove_file(e.path()) {
+                tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a migration's scratch file");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Copies the VM's volumes to the target: the seed always (read-only, no migration moves
@@ -362,11 +379,6 @@ async fn copy_volumes(
     Ok(())
 }
 
-/// Where the VM's serial console is logged on `node`.
-fn serial_log(ctx: &Context, rec: &VmRecord) -> PathBuf {
-    serial_log_on_node(ctx, rec)
-}
-
 /// The live migration itself: the running domain's definition with the target's paths,
 /// migrated peer to peer over the target's address.
 #[allow(clippy::too_many_arguments)]
@@ -386,7 +398,7 @@ async fn live_migrate(
         (src_paths.0.join(&rec.root_volume), dst_paths.0.join(&rec.root_volume)),
         (src_paths.0.join(&rec.seed_volume), dst_paths.0.join(&rec.seed_volume)),
         (src_paths.0.join(&image.volume), dst_paths.0.join(&image.volume)),
-        (serial_log(ctx, rec), serial_log(ctx, moved)),
+        (serial_log_on_node(ctx, rec), serial_log_on_node(ctx, moved)),
     ];
     if let (Some((k1, i1)), Some((k2, i2))) = (&src_paths.1, &dst_paths.1) {
         pairs.push((k1.clone(), k2.clone()));
@@ -484,7 +496,7 @@ pub(crate) fn qcow2_backing_rename(file: &Path, from: &Path, to: &Path) -> Resul
 
 /// After the switch: the VM's domain, volumes, reservation, rules and logs on the source go.
 /// Failures are logged: what remains is debris gc finds.
-async fn source_cleanup(ctx: &Context, rec: &VmRecord, moved: &VmRecord) {
+async fn source_cleanup(ctx: &Context, rec: &VmRecord) {
     let name = rec.name.as_str();
     let Ok(src) = ctx.node_conn(&rec.node).await else { return };
     match src.domain_state(name).await {
@@ -518,14 +530,15 @@ async fn source_cleanup(ctx: &Context, rec: &VmRecord, moved: &VmRecord) {
     } else if let Ok(Some(agent)) = ctx.node_agent(&rec.node).await {
         let _ = agent.logs_remove(&rec.name).await;
     }
-    let _ = moved;
 }
 
 /// Migrations a crash interrupted (the mark is set, no operation holds the VM): one whose
 /// guest runs on the target with this VM's metadata, and no longer on the source, is
 /// finished (a live migration libvirt completed); any other is undone on the target.
 pub async fn recover(ctx: &Context) -> Result<(), Error> {
-    for (name, to) in ctx.store.vm_migrations_open().await? {
+    let open = ctx.store.vm_migrations_open().await?;
+    scratch_sweep(ctx, &open).await?;
+    for (name, to) in open {
         let Ok(_held) = ctx.vm_try_lock(&name, "recovering").await else { continue };
         let Some(rec) = ctx.store.vm_get(&Scope::all(), &name).await? else { continue };
         let (src, dst) = (ctx.node_conn(&rec.node).await?, ctx.node_conn(&to).await?);
@@ -537,8 +550,7 @@ pub async fn recover(ctx: &Context) -> Result<(), Error> {
         let running_here = matches!(src.domain_state(name.as_str()).await, Ok(kvmctl_libvirt::DomainState::Running));
         if running_there && !running_here {
             ctx.store.vm_migrate_finish(&rec.id, rec.ip.as_deref(), &rec.mac).await?;
-            let moved = vm_record(ctx, &Scope::all(), &name).await?;
-            source_cleanup(ctx, &rec, &moved).await;
+            source_cleanup(ctx, &rec).await;
             tracing::info!(vm = %name, to = %to, "finished a live migration a crash interrupted");
             continue;
         }
@@ -552,7 +564,7 @@ pub async fn recover(ctx: &Context) -> Result<(), Error> {
             domain: ours_there && !running_there,
         };
         if !running_there {
-            made.undo(ctx, &moved, &dst).await;
+            made.undo(&moved, &dst).await;
         }
         ctx.store.vm_migrate_abort(&rec.id).await?;
         tracing::info!(vm = %name, to = %to, "undid a migration a crash interrupted; the VM stays on node {}", rec.node);
