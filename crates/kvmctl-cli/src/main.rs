@@ -36,22 +36,22 @@ use std::process::ExitCode;
 struct Cli {
     /// Unix socket of the daemon: `serve` listens on it, other commands connect to it
     /// [default: /run/kvmctl/kvmctl.sock].
-    #[arg(long, global = true, env = "KVMCTL_SOCKET", hide_env_values = true, value_name = "PATH")]
+    #[arg(long, global = true, help_heading = "Global options", env = "KVMCTL_SOCKET", hide_env_values = true, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// Talk to a daemon over TCP instead of the socket (http://HOST:PORT, or
     /// https://HOST:PORT when the daemon has a certificate).
-    #[arg(long, global = true, env = "KVMCTL_URL", hide_env_values = true, value_name = "URL")]
+    #[arg(long, global = true, help_heading = "Global options", env = "KVMCTL_URL", hide_env_values = true, value_name = "URL")]
     url: Option<String>,
     /// With an https:// --url: trust this CA certificate (PEM) instead of the system's
     /// roots; for a self-signed daemon certificate, that certificate.
-    #[arg(long, global = true, env = "KVMCTL_CA_CERT", hide_env_values = true, value_name = "FILE")]
+    #[arg(long, global = true, help_heading = "Global options", env = "KVMCTL_CA_CERT", hide_env_values = true, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
     /// API token (`kvm_...`, from `kvmctl token create`); needed over --url, and on the
     /// socket by anyone but root.
-    #[arg(long, global = true, env = "KVMCTL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    #[arg(long, global = true, help_heading = "Global options", env = "KVMCTL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     token: Option<String>,
     /// Output format.
-    #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(short, long, global = true, help_heading = "Global options", value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
     #[command(subcommand)]
     command: Command,
@@ -115,6 +115,18 @@ enum Command {
     /// Prepare this host: doctor, setup, uninstall (run locally, without the daemon).
     #[command(subcommand)]
     Host(host::HostCommand),
+    /// Print the shell completion script for bash, zsh or fish, e.g.
+    /// `kvmctl completion bash > /etc/bash_completion.d/kvmctl`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page of kvmctl, or with --dir write one per command (kvmctl.1,
+    /// kvmctl-vm.1, kvmctl-vm-create.1, ...) into DIR.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Entry points for libvirt hooks (installed by `kvmctl host setup`).
     #[command(subcommand)]
     Hook(HookCommand),
@@ -181,6 +193,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(cmd) => test::run(&client()?, cmd, cli.output).await,
         Command::Serve(args) => serve::run(args, cli.socket).await,
         Command::Agent(cmd) => agent::run(cmd, cli.output).await,
+        Command::Completion { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "kvmctl", &mut text);
+            print_bytes(&text)
+        }
+        Command::Man { dir: None } => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut text)?;
+            print_bytes(&text)
+        }
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("--dir {}: {e}", dir.display()))?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+                .map_err(|e| anyhow::anyhow!("--dir {}: {e}", dir.display()))?;
+            eprintln!("man pages written to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Openapi => {
             print!("{}", kvmctl_server::openapi::openapi_json());
             Ok(ExitCode::SUCCESS)
@@ -189,6 +218,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = client()?;
             status::run(&client, cli.output).await
         }
+    }
+}
+
+/// Writes generated text to stdout; a reader that closed early (`| head`) is no error.
+fn print_bytes(text: &[u8]) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    match std::io::stdout().write_all(text).and_then(|()| std::io::stdout().flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -161,3 +161,37 @@ fn kvmctl_store_schema() -> i64 {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kvmctl-store/migrations");
     std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.split('_').next()?.parse().ok()).max().unwrap()
 }
+
+/// Completion scripts load into their shells and complete commands; the man pages are one
+/// per command and render as roff.
+#[test]
+fn completions_and_man_pages() {
+    let bash = kvmctl(&["completion", "bash"]);
+    assert!(bash.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("kvmctl.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    // What bash offers after `kvmctl vm mi<TAB>` once the script is loaded.
+    let probe = format!(
+        "source {}; COMP_WORDS=(kvmctl vm mi); COMP_CWORD=2; COMP_LINE='kvmctl vm mi'; COMP_POINT=${{#COMP_LINE}}; _kvmctl kvmctl mi vm; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display()
+    );
+    let out = Command::new("bash").args(["--norc", "-c", &probe]).output().unwrap();
+    let offered = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && offered.lines().any(|l| l == "migrate"), "{offered} {}", String::from_utf8_lossy(&out.stderr));
+    for (shell, marker) in [("zsh", "#compdef kvmctl"), ("fish", "complete -c kvmctl")] {
+        let out = kvmctl(&["completion", shell]);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(marker), "{shell}");
+    }
+    let bad = kvmctl(&["completion", "tcsh"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("possible values"), "{bad:?}");
+
+    let man = kvmctl(&["man"]);
+    assert!(String::from_utf8_lossy(&man.stdout).starts_with(".ie") || String::from_utf8_lossy(&man.stdout).contains(".TH kvmctl 1"));
+    let pages = dir.path().join("man");
+    assert!(kvmctl(&["man", "--dir", &pages.display().to_string()]).status.success());
+    for page in ["kvmctl.1", "kvmctl-vm.1", "kvmctl-vm-migrate.1", "kvmctl-agent-run.1"] {
+        let text = std::fs::read_to_string(pages.join(page)).unwrap_or_default();
+        assert!(text.contains(".TH "), "{page}");
+    }
+}
