@@ -76,6 +76,7 @@ leak_check() {
             virsh net-list --all --name | grep -E '^kt-' | sed 's/^/network /' || true
             netns_exec virsh -c "$KVMCTL_TEST_NODE2_URI" list --all --name | grep -E '^kt-' | sed 's/^/node 2 domain /' || true
             netns_exec virsh -c "$KVMCTL_TEST_NODE2_URI" vol-list "$KVMCTL_TEST_POOL" 2>/dev/null | awk 'NR>2 && $1 ~ /^(image-)?kt-/ {print "node 2 volume " $1}'
+            netns_exec virsh -c "$KVMCTL_TEST_NODE2_URI" net-list --all --name | grep -E '^kt-' | sed 's/^/node 2 network /' || true
             stale_forwards; } )
   if [ -n "$left" ]; then
     printf 'LEAK: tests left behind:\n%s\n' "$left" >&2

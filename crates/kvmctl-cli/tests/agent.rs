@@ -147,6 +147,8 @@ fn an_agent_gives_the_second_node_forwards_and_console_logs() {
     assert!(!table.contains(&format!("dport {host_port}")) && !table.contains(&format!("dport {second}")), "{table}");
     assert!(!logs.join("kt-ag-serial.log").exists() && !logs.join("kt-ag.log").exists());
     env.ok(&["node", "remove", "kt-ag-n2"]);
+    let vols2 = common::node2::virsh2(&["vol-list", &kvmctl_testkit::env("KVMCTL_TEST_POOL")]);
+    assert!(!vols2.contains("image-kt-ag-img."), "removing the node removes the image's copy there: {vols2}");
     env.ok(&["image", "rm", "kt-ag-img"]);
     drop(agent);
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());

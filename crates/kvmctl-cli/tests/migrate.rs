@@ -197,6 +197,8 @@ fn the_tiny_guest_migrates_live_and_back_cold() {
 
     env.ok(&["vm", "delete", "kt-mg"]);
     env.ok(&["node", "remove", "kt-mg-n2"]);
+    let vols2 = common::node2::virsh2(&["vol-list", &kvmctl_testkit::env("KVMCTL_TEST_POOL")]);
+    assert!(!vols2.contains("image-kt-mg-img."), "removing the node removes the image's copy there: {vols2}");
     env.ok(&["image", "rm", "kt-mg-img"]);
     assert!(sweep.leftovers().is_empty(), "{:?}", sweep.leftovers());
 }

@@ -179,6 +179,12 @@ impl DataStore {
         rows.iter().map(|r| r.try_get("node").map_err(StoreError::from)).collect()
     }
 
+    /// Forgets every copy on `node` (the node was removed).
+    pub async fn image_copies_forget_node(&self, node: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM image_copies WHERE node = $1").bind(node).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Forgets the image's copy on `node` (its volumes were removed).
     pub async fn image_copy_delete(&self, image: &Name, node: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM image_copies WHERE image = $1 AND node = $2").bind(image.as_str()).bind(node).execute(&self.pool).await?;

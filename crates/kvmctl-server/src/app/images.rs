@@ -140,6 +140,21 @@ async fn image_copies_remove(ctx: &Context, rec: &ImageRecord) -> Result<(), Err
     Ok(())
 }
 
+/// Removes every image's copy on `node` (being removed from kvmctl); a copy that cannot be
+/// removed is logged with its volumes.
+pub(crate) async fn image_copies_remove_from(ctx: &Context, conn: NodeHandle, node: &str) -> Result<(), Error> {
+    for rec in ctx.store.image_list().await? {
+        if !ctx.store.image_copy_exists(&rec.name, node).await? {
+            continue;
+        }
+        if let Err(e) = volumes_remove(conn.clone(), &rec).await {
+            let vols = image_volumes(&rec).join(", ");
+            tracing::warn!(image = %rec.name, node, volumes = %vols, error = %kvmctl_core::error::chain(&e), "cannot remove the image's copy on the removed node; remove its volumes there with virsh");
+        }
+    }
+    Ok(())
+}
+
 /// Deletes the image's volumes on a node; what is already gone is fine.
 async fn volumes_remove(node: NodeHandle, rec: &ImageRecord) -> Result<(), kvmctl_libvirt::NodeError> {
     let (pool, vols) = (rec.pool.clone(), image_volumes(rec));

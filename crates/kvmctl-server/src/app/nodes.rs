@@ -383,8 +383,19 @@ pub async fn node_remove(ctx: &Context, caller: &Caller, name: &str) -> Result<(
     if name.as_str() == LOCAL {
         return Err(Error::Conflict("the local node is the daemon's own libvirt; it cannot be removed (drain it instead)".into()));
     }
+    // The connection is taken before the row goes (afterwards the node is unknown); the row
+    // goes only while no VM is on or moving to the node, so no create can place one there
+    // between that and the cleanup below.
+    let conn = ctx.node_conn(name.as_str()).await.ok();
     if ctx.store.node_delete_unused(&name).await? {
         ctx.node_forget(name.as_str());
+        match conn {
+            Some(conn) => node_leftovers_remove(ctx, conn, name.as_str()).await?,
+            None => {
+                tracing::warn!(node = %name, "node removed while unreachable: kvmctl's image copies and networks on it stay; remove them there with virsh")
+            }
+        }
+        ctx.store.image_copies_forget_node(name.as_str()).await?;
         tracing::info!(node = %name, "node removed");
         return Ok(());
     }
@@ -394,6 +405,21 @@ pub async fn node_remove(ctx: &Context, caller: &Caller, name: &str) -> Result<(
             Err(Error::Conflict(format!("node {name} still has VMs; drain it (kvmctl node drain {name}) and move or delete them first")))
         }
     }
+}
+
+/// What kvmctl put on a node besides its VMs: the image copies and the managed networks
+/// VMs took there. Best effort: what cannot be removed is logged with its name.
+async fn node_leftovers_remove(ctx: &Context, conn: NodeHandle, node: &str) -> Result<(), Error> {
+    super::images::image_copies_remove_from(ctx, conn.clone(), node).await?;
+    for net in ctx.store.network_list(&kvmctl_store::Scope::all()).await? {
+        match conn.network_delete(&net.name).await {
+            Err(e) if !e.is_not_found() => {
+                tracing::warn!(network = %net.name, node, error = %e, "cannot remove the network on the removed node; remove it there with virsh")
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Placement strategy from a request.
