@@ -53,7 +53,7 @@ IMAGE_PACKAGES=(mmdebstrap qemu-utils fdisk e2fsprogs dosfstools mtools grub-pc-
 # Packages the tests and the sandboxed quick start need.
 TEST_PACKAGES=(qemu-system-x86 libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   dnsmasq-base nftables iptables ovmf swtpm swtpm-tools busybox-static dropbear-bin iproute2
-  xorriso genisoimage cpio kmod lvm2 sqlite3 postgresql-15 openssh-client openssh-sftp-server procps nasm chromium chromium-driver "${IMAGE_PACKAGES[@]}")
+  xorriso genisoimage cpio kmod lvm2 sqlite3 postgresql-15 openssh-client openssh-sftp-server procps nasm chromium chromium-driver python3-venv "${IMAGE_PACKAGES[@]}")
 
 cargo_check() {
   command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) and re-run"

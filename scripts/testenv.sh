@@ -111,6 +111,17 @@ fi
 
 tiny=$(KVMCTL_CACHE="$KVMCTL_CACHE" "$here/../tests/fixtures/tiny-guest/build.sh")
 
+# Ansible from PyPI (the inventory test runs ansible-inventory and ansible against guests),
+# in a virtualenv of its own, kept by version.
+ansible_version=2.17.7
+ansible_venv="$KVMCTL_CACHE/ansible-core-$ansible_version"
+if [ ! -x "$ansible_venv/bin/ansible-inventory" ]; then
+  log "installing ansible-core $ansible_version from PyPI into $ansible_venv"
+  rm -rf "$ansible_venv"
+  python3 -m venv "$ansible_venv"
+  "$ansible_venv/bin/pip" install --quiet --disable-pip-version-check "ansible-core==$ansible_version"
+fi
+
 # KVM exists here but may hang guests; until `kvmctl host doctor` decides, tests use TCG
 # unless told otherwise.
 cat > "$KVMCTL_RUN/env" <<ENV
@@ -125,6 +136,7 @@ export KVMCTL_TEST_NODE2_URI=$KVMCTL_TEST_NODE2_URI
 export KVMCTL_TEST_NODE2_NETNS=$KVMCTL_NODE2_NETNS
 export KVMCTL_TEST_NODE2_DIR=$KVMCTL_NODE2_DIR
 export KVMCTL_TEST_MIG_NETWORK=$KVMCTL_TEST_MIG_NETWORK
+export KVMCTL_TEST_ANSIBLE=$ansible_venv/bin
 export KVMCTL_TEST_POSTGRES='$KVMCTL_TEST_POSTGRES'
 ENV
 log "test environment ready ($KVMCTL_RUN/env)"

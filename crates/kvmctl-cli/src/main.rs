@@ -4,6 +4,7 @@
 mod agent;
 mod host;
 mod image;
+mod lab;
 mod network;
 mod node;
 mod output;
@@ -108,6 +109,14 @@ enum Command {
     Gc(node::GcArgs),
     /// Hourly usage records (one per VM-hour, with its cost): your own, or anyone's (admins).
     Usage(users::UsageArgs),
+    /// Make a lab file's networks and VMs, or change them to match it: the plan first (create,
+    /// change, replace, delete), then the steps; a second apply changes nothing.
+    Apply(lab::ApplyArgs),
+    /// Delete exactly what a lab file made (what carries its kvmctl.lab label).
+    Delete(lab::DeleteArgs),
+    /// Ansible dynamic inventory of your VMs (--list, --host NAME), grouped by label, plan,
+    /// image and node.
+    Inventory(lab::InventoryArgs),
     /// Ephemeral test VMs from a spec: run (boot, upload, provision, snapshot, check each
     /// case in its own clone, report, clean up), list, show, rm.
     #[command(subcommand)]
@@ -191,6 +200,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(cmd) => plan::run_plan(&client()?, cmd, cli.output).await,
         Command::Pool(cmd) => pool::run(&client()?, cmd, cli.output).await,
         Command::Test(cmd) => test::run(&client()?, cmd, cli.output).await,
+        Command::Apply(args) => lab::apply(&client()?, args, cli.output).await,
+        Command::Delete(args) => lab::delete(&client()?, args, cli.output).await,
+        Command::Inventory(args) => lab::inventory(&client()?, args, cli.url.as_deref()).await,
         Command::Serve(args) => serve::run(args, cli.socket).await,
         Command::Agent(cmd) => agent::run(cmd, cli.output).await,
         Command::Completion { shell } => {

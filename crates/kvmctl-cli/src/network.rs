@@ -23,6 +23,9 @@ pub enum NetworkCommand {
         /// No NAT: guests reach only the host and each other.
         #[arg(long)]
         isolated: bool,
+        /// A label on the network, KEY=VALUE (repeat).
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::node::parse_label)]
+        labels: Vec<(String, String)>,
     },
     /// List the node's networks: kvmctl's (managed) and libvirt's own.
     List,
@@ -137,8 +140,8 @@ impl Table for Forward {
 
 pub async fn run(client: &Client, cmd: NetworkCommand, format: OutputFormat) -> anyhow::Result<ExitCode> {
     match cmd {
-        NetworkCommand::Create { name, subnet, dhcp_range, isolated } => {
-            let req = NetworkCreateRequest { name, subnet, dhcp_range, isolated };
+        NetworkCommand::Create { name, subnet, dhcp_range, isolated, labels } => {
+            let req = NetworkCreateRequest { name, subnet, dhcp_range, isolated, labels: labels.into_iter().collect() };
             output::print(&client.network_create(&req).await?, format)?;
         }
         NetworkCommand::List => output::print(&client.network_list().await?, format)?,

@@ -36,6 +36,37 @@ pub fn print<T: Serialize + Table>(value: &T, format: OutputFormat) -> anyhow::R
     }
 }
 
+/// Prints what `fetch` returns; with `watch`, again every 2 seconds on a cleared screen
+/// (a terminal) until interrupted. JSON and YAML print one document per round.
+pub async fn watch<T, F, Fut, E>(watch: bool, format: OutputFormat, fetch: F) -> anyhow::Result<()>
+where
+    T: Serialize + Table,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: Into<anyhow::Error>,
+{
+    use std::io::IsTerminal;
+    loop {
+        let value = fetch().await.map_err(Into::into)?;
+        if !watch {
+            return print(&value, format);
+        }
+        if format == OutputFormat::Table && std::io::stdout().is_terminal() {
+            // Home and clear, then the new table: no scrolling history of old ones.
+            print!("\x1b[H\x1b[2J");
+            println!("every 2s: {}\n", chrono_now());
+        }
+        print(&value, format)?;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+fn chrono_now() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (h, m, s) = ((now / 3600) % 24, (now / 60) % 60, now % 60);
+    format!("{h:02}:{m:02}:{s:02} UTC")
+}
+
 pub fn render<T: Serialize + Table>(value: &T, format: OutputFormat) -> anyhow::Result<String> {
     Ok(match format {
         OutputFormat::Json => {

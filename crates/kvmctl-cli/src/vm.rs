@@ -67,9 +67,31 @@ pub enum VmCommand {
         command: Vec<String>,
     },
     /// List VMs.
-    List,
+    List {
+        /// Only VMs carrying this label, KEY=VALUE (repeat: all of them).
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::node::parse_label)]
+        labels: Vec<(String, String)>,
+        /// Redraw every 2 seconds until interrupted (Ctrl-C).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Show one VM.
-    Show { name: String },
+    Show {
+        name: String,
+        /// Redraw every 2 seconds until interrupted (Ctrl-C).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Set or remove a VM's labels: `vm label web-1 role=web tier=front`, `--remove tier`.
+    Label {
+        name: String,
+        /// KEY=VALUE pairs to set (others are kept).
+        #[arg(value_name = "KEY=VALUE", value_parser = crate::node::parse_label)]
+        set: Vec<(String, String)>,
+        /// A key to remove (repeat).
+        #[arg(long = "remove", value_name = "KEY")]
+        remove: Vec<String>,
+    },
     /// Start a stopped VM.
     Start { name: String },
     /// Shut a VM down: ACPI first, powered off after --timeout; --force powers off at once.
@@ -319,6 +341,14 @@ impl Table for Vm {
             ],
             vec!["node:".into(), v.node.clone()],
             vec!["owner:".into(), v.owner.clone()],
+            vec![
+                "labels:".into(),
+                if v.labels.is_empty() {
+                    "none".into()
+                } else {
+                    v.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                },
+            ],
             vec!["age:".into(), age(v.created_at)],
         ];
         if v.profile.is_some() || !v.media.is_empty() {
@@ -461,8 +491,26 @@ pub async fn run(client: &Client, cmd: VmCommand, format: OutputFormat) -> anyho
             std::io::stderr().write_all(out.stderr.as_bytes())?;
             return Ok(ExitCode::from(out.exit_status.clamp(0, 255) as u8));
         }
-        VmCommand::List => output::print(&client.vm_list().await?, format)?,
-        VmCommand::Show { name } => output::print(&client.vm_get(&name).await?, format)?,
+        VmCommand::List { labels, watch } => {
+            output::watch(watch, format, || async {
+                let mut vms = client.vm_list().await?;
+                vms.retain(|v| labels.iter().all(|(k, val)| v.labels.get(k) == Some(val)));
+                Ok::<_, kvmctl_client::ClientError>(vms)
+            })
+            .await?
+        }
+        VmCommand::Show { name, watch } => output::watch(watch, format, || client.vm_get(&name)).await?,
+        VmCommand::Label { name, set, remove } => {
+            if set.is_empty() && remove.is_empty() {
+                anyhow::bail!("give KEY=VALUE pairs to set or --remove KEY (kvmctl vm label {name} role=web)");
+            }
+            let mut labels = client.vm_get(&name).await?.labels;
+            for k in &remove {
+                labels.remove(k);
+            }
+            labels.extend(set);
+            output::print(&client.vm_labels_set(&name, &kvmctl_types::api::VmLabelsRequest { labels }).await?, format)?
+        }
         VmCommand::Start { name } => {
             let vm = with_vm_progress(client, &name, &format!("starting VM {name}"), &format!("VM {name} started"), client.vm_start(&name))
                 .await?;

@@ -90,6 +90,9 @@ pub struct CreateArgs {
     /// Only nodes carrying this label may take the VM, KEY=VALUE (repeat).
     #[arg(long = "node-label", value_name = "KEY=VALUE", value_parser = crate::node::parse_label)]
     pub node_labels: Vec<(String, String)>,
+    /// A label on the VM, KEY=VALUE (repeat); `vm list --label` selects by them.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::node::parse_label)]
+    pub labels: Vec<(String, String)>,
     /// How to pick the node: best-fit (least capacity left after the VM) or spread.
     #[arg(long, value_name = "STRATEGY")]
     pub placement: Option<String>,
@@ -136,6 +139,7 @@ pub async fn create(client: &Client, args: CreateArgs, format: OutputFormat) -> 
         no_start,
         no_ssh_forward,
         node_labels,
+        labels,
         placement,
         ttl,
         explain,
@@ -181,6 +185,7 @@ pub async fn create(client: &Client, args: CreateArgs, format: OutputFormat) -> 
         no_start,
         no_ssh_forward,
         node_labels: node_labels.into_iter().collect(),
+        labels: labels.into_iter().collect(),
         placement,
         ttl_seconds: ttl.map(|t| t as u64),
         test_run: None,

@@ -346,6 +346,10 @@ impl Client {
         self.send_json(Method::POST, &format!("/v1/vms/{}/resize", seg(name)), req).await
     }
 
+    pub async fn vm_labels_set(&self, name: &str, req: &kvmctl_types::api::VmLabelsRequest) -> Result<Vm, ClientError> {
+        self.send_json(Method::PUT, &format!("/v1/vms/{}/labels", seg(name)), req).await
+    }
+
     pub async fn node_evacuate(&self, name: &str) -> Result<kvmctl_types::api::NodeEvacuation, ClientError> {
         self.send_json(Method::POST, &format!("/v1/nodes/{}/evacuate", seg(name)), &serde_json::json!({})).await
     }

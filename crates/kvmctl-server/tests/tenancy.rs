@@ -255,6 +255,7 @@ fn rules() -> BTreeMap<&'static str, Call> {
     m.insert("POST /v1/vms/{name}/stop", with_body(Owned, json!({"force": true})));
     m.insert("POST /v1/vms/{name}/reboot", with_body(Owned, json!({})));
     m.insert("POST /v1/vms/{name}/resize", with_body(Owned, json!({})));
+    m.insert("PUT /v1/vms/{name}/labels", with_body(Owned, json!({"labels": {"role": "kt"}})));
     // Admins only, before the VM is looked up; to no node: 400 for admins.
     m.insert("POST /v1/vms/{name}/migrate", with_body(Admin, json!({"to": "kt-az-nowhere"})));
     m.insert("GET /v1/vms/{name}/wait", Call { rule: Owned, query: "?for=running&timeout_seconds=1", body: None, ws: false, sse: false });

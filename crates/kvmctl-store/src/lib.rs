@@ -22,6 +22,7 @@ mod clones;
 mod disks;
 mod forwards;
 mod images;
+mod labels;
 mod leases;
 mod media;
 mod networks;

@@ -19,9 +19,11 @@ pub struct NetworkRecord {
     pub bridge: Option<String>,
     pub state: String,
     pub created_at: i64,
+    /// Set at create (`kvmctl.lab` marks a lab's networks).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
-const COLUMNS: &str = "name, owner, node, nat, subnet, gateway, dhcp_start, dhcp_end, bridge, state, created_at";
+const COLUMNS: &str = "name, owner, node, nat, subnet, gateway, dhcp_start, dhcp_end, bridge, state, created_at, labels";
 
 fn network_from_row(row: sqlx::any::AnyRow) -> Result<NetworkRecord, StoreError> {
     Ok(NetworkRecord {
@@ -36,6 +38,8 @@ fn network_from_row(row: sqlx::any::AnyRow) -> Result<NetworkRecord, StoreError>
         bridge: row.try_get("bridge")?,
         state: row.try_get("state")?,
         created_at: row.try_get("created_at")?,
+        labels: serde_json::from_str(&row.try_get::<String, _>("labels")?)
+            .map_err(|e| StoreError::Query(sqlx::Error::Decode(format!("network labels: {e}").into())))?,
     })
 }
 
@@ -61,7 +65,7 @@ impl DataStore {
     pub async fn network_insert_within(&self, n: &NetworkRecord, max: Option<u64>) -> Result<bool, StoreError> {
         let mut tx = self.admission().await?;
         let done = sqlx::query(&format!(
-            "INSERT INTO networks ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'creating', $10 \
+            "INSERT INTO networks ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'creating', $10, $12 \
              WHERE $11 IS NULL OR (SELECT COUNT(*) FROM networks WHERE owner = $2) + 1 <= $11"
         ))
         .bind(&n.name)
@@ -75,6 +79,7 @@ impl DataStore {
         .bind(&n.bridge)
         .bind(unix_now())
         .bind(max.map(|m| m.min(i64::MAX as u64) as i64))
+        .bind(serde_json::to_string(&n.labels).unwrap_or_else(|_| "{}".into()))
         .execute(&mut *tx)
         .await
         .map_err(unique("network", &n.name))?;

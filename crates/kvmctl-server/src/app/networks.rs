@@ -146,6 +146,7 @@ fn host_subnets() -> Vec<(Ipv4Addr, u8)> {
 
 pub async fn network_create(ctx: &Context, caller: &Caller, req: NetworkCreateRequest) -> Result<Network, Error> {
     let name = parse_name("name", &req.name)?.to_string();
+    crate::app::nodes::label_check(&req.labels)?;
     let (base, prefix, gateway, mut first, mut last) = subnet_plan(&req.subnet)?;
     subnet_policy(caller, (base, prefix), &ctx.config.user_network_pools)?;
     if let Some(range) = &req.dhcp_range {
@@ -228,6 +229,7 @@ pub async fn network_create(ctx: &Context, caller: &Caller, req: NetworkCreateRe
         bridge: None,
         state: "creating".into(),
         created_at: 0,
+        labels: req.labels.clone(),
     };
     let max = (!caller.is_admin()).then_some(ctx.config.networks_per_user);
     let inserted = ctx.store.network_insert_within(&rec, max).await.map_err(|e| match e {
@@ -398,6 +400,7 @@ pub async fn network_list(ctx: &Context, caller: &Caller) -> Result<Vec<Network>
                 },
                 owner: Some(m.owner.clone()),
                 vms: users(&m.name),
+                labels: m.labels.clone(),
             }
         })
         .collect();
@@ -415,6 +418,7 @@ pub async fn network_list(ctx: &Context, caller: &Caller) -> Result<Vec<Network>
             bridge: info.bridge,
             state: if active { "active" } else { "inactive" }.into(),
             owner: None,
+            labels: Default::default(),
         });
     }
     Ok(out)

@@ -110,6 +110,7 @@ fn routes() -> Vec<Route> {
         route!(post "/v1/vms/{name}/stop", vms::vm_stop),
         route!(post "/v1/vms/{name}/reboot", vms::vm_reboot),
         route!(post "/v1/vms/{name}/resize", vms::vm_resize),
+        route!(put "/v1/vms/{name}/labels", vms::vm_labels_set),
         route!(post "/v1/vms/{name}/migrate", vms::vm_migrate),
         route!(get "/v1/vms/{name}/disks", vms::disk_list),
         route!(post "/v1/vms/{name}/disks", vms::disk_add),

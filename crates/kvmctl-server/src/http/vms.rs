@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use kvmctl_types::api::{
     ErrorBody, Vm, VmCloneRequest, VmCreateRequest, VmDisk, VmDiskAddRequest, VmDiskResizeRequest, VmExecRequest, VmExecResponse,
-    VmMigrateRequest, VmResizeRequest, VmShare, VmStopRequest,
+    VmLabelsRequest, VmMigrateRequest, VmResizeRequest, VmShare, VmStopRequest,
 };
 
 #[utoipa::path(get, path = "/v1/vms", tag = "vms", operation_id = "vm_list", responses((status = 200, description = "VMs", body = [Vm])))]
@@ -163,6 +163,19 @@ pub(crate) async fn vm_migrate(
     Body(req): Body<VmMigrateRequest>,
 ) -> Result<Json<Vm>, ApiError> {
     Ok(Json(timed(&ctx, "migrate", app::vms::vm_migrate(&ctx, &caller, &name, req)).await?))
+}
+
+/// Replaces the VM's labels.
+#[utoipa::path(put, path = "/v1/vms/{name}/labels", tag = "vms", operation_id = "vm_labels_set", request_body = VmLabelsRequest,
+    params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, description = "Labels set", body = Vm), (status = 400, description = "A bad key or value, or too many", body = ErrorBody),
+        (status = 404, description = "No such VM", body = ErrorBody), (status = 409, description = "Being deleted", body = ErrorBody)))]
+pub(crate) async fn vm_labels_set(
+    Call { ctx, caller }: Call,
+    Path(name): Path<String>,
+    Body(req): Body<VmLabelsRequest>,
+) -> Result<Json<Vm>, ApiError> {
+    Ok(Json(app::vms::vm_labels_set(&ctx, &caller, &name, req).await?))
 }
 
 /// Changes CPUs and memory (VM stopped) or grows the disk (running or stopped).

@@ -70,6 +70,9 @@ pub struct Network {
     pub owner: Option<String>,
     /// VMs attached to it.
     pub vms: Vec<String>,
+    /// Labels given at create (managed networks).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// `POST /v1/networks`.
@@ -88,4 +91,7 @@ pub struct NetworkCreateRequest {
     /// No NAT: guests reach the host and each other only.
     #[serde(default)]
     pub isolated: bool,
+    /// At most 32; keys and values 1-63 of `A-Z a-z 0-9 . _ -`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }

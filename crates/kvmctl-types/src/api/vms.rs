@@ -122,6 +122,10 @@ pub struct VmCreateRequest {
     /// Only nodes carrying all these labels (`zone: a`) may take the VM.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub node_labels: std::collections::BTreeMap<String, String>,
+    /// The VM's own labels (`role: web`): at most 32, keys and values 1-63 of `A-Z a-z 0-9 .
+    /// _ -`. `kvmctl apply` marks the VMs a lab file made with `kvmctl.lab`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// `best-fit` (default: the node with the least capacity left after the VM) or `spread`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<String>,
@@ -384,6 +388,9 @@ pub struct Vm {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub media: Vec<String>,
     pub owner: String,
+    /// The VM's labels (`vm create --label`, `PUT /v1/vms/{name}/labels`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Why the VM is `failed`, or what the last operation reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -395,6 +402,15 @@ pub struct Vm {
     /// How the node was chosen, node by node (create's answer, for admins).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement: Vec<PlacementVerdict>,
+}
+
+/// `PUT /v1/vms/{name}/labels`: the VM's labels, replaced whole.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmLabelsRequest {
+    /// At most 32; keys and values 1-63 of `A-Z a-z 0-9 . _ -`. An empty map removes them all.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A VM's data disk (`kvmctl vm disk add`).

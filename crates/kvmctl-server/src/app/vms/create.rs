@@ -171,6 +171,7 @@ async fn create_spec(ctx: &Context, caller: &Caller, req: &VmCreateRequest) -> R
         Error::InvalidRequest { message, .. } => Error::invalid("node_labels", message),
         e => e,
     })?;
+    crate::app::nodes::label_check(&req.labels)?;
     let network = req.network.clone().unwrap_or_else(|| ctx.config.network.clone());
     attachment_check(ctx, caller, &network).await?;
     let id = VmId::new();
@@ -396,6 +397,9 @@ pub(super) async fn create_reserve(
         let at = ctx.clock.now() + ttl as i64;
         ctx.store.vm_set_expiry(&rec.id, Some(at)).await?;
         rec.expires_at = Some(at);
+    }
+    if !req.labels.is_empty() {
+        ctx.store.vm_labels_set(&rec.id, &req.labels).await?;
     }
     // A run that ends meanwhile takes the VM with it (the reaper deletes the VMs of ended runs).
     if let Some(run) = &req.test_run {

@@ -74,6 +74,7 @@ pub async fn vm_list(ctx: &Context, caller: &Caller) -> Result<Vec<Vm>, Error> {
     for f in ctx.store.forward_list().await? {
         forwards.entry(f.vm_id).or_default().push(vmnet::forward_view(f));
     }
+    let mut labels = ctx.store.vm_labels_all().await?;
     let vms: Vec<Vm> = ctx
         .store
         .vm_list(&Scope::of(caller))
@@ -81,7 +82,8 @@ pub async fn vm_list(ctx: &Context, caller: &Caller) -> Result<Vec<Vm>, Error> {
         .into_iter()
         .map(|r| {
             let f = forwards.remove(&r.id).unwrap_or_default();
-            Vm { forwards: f, ..vm_view(r) }
+            let l = labels.remove(&r.id).unwrap_or_default();
+            Vm { forwards: f, labels: l, ..vm_view(r) }
         })
         .collect();
     Ok(with_addresses(ctx, vms).await)
@@ -96,8 +98,22 @@ pub async fn vm_get(ctx: &Context, caller: &Caller, name: &str) -> Result<Vm, Er
     let shares = ctx.store.share_list(&rec.id).await?.into_iter().map(shares::share_view).collect();
     let m = ctx.store.media_get(&rec.id).await?;
     let media = m.installer.into_iter().chain(m.extras).collect();
-    let vm = Vm { readiness, forwards, disks, shares, profile: m.profile, media, ..vm_view(rec) };
+    let labels = ctx.store.vm_labels_get(&rec.id).await?;
+    let vm = Vm { readiness, forwards, disks, shares, profile: m.profile, media, labels, ..vm_view(rec) };
     Ok(with_addresses(ctx, vec![vm]).await.remove(0))
+}
+
+/// Replaces the VM's labels (its owner or an admin); any state but `deleting`.
+pub async fn vm_labels_set(ctx: &Context, caller: &Caller, name: &str, req: kvmctl_types::api::VmLabelsRequest) -> Result<Vm, Error> {
+    let name = parse_name("name", name)?;
+    crate::app::nodes::label_check(&req.labels)?;
+    let rec = vm_record(ctx, &Scope::of(caller), &name).await?;
+    if rec.state == VmState::Deleting {
+        return Err(Error::Conflict(format!("VM {name} is being deleted")));
+    }
+    ctx.store.vm_labels_set(&rec.id, &req.labels).await?;
+    tracing::info!(vm = %name, labels = req.labels.len(), "labels set");
+    vm_get(ctx, caller, name.as_str()).await
 }
 
 /// Fills in each running VM's address from its network's DHCP leases: one libvirt call per
@@ -130,7 +146,8 @@ async fn vm_out(ctx: &Context, rec: VmRecord) -> Result<Vm, Error> {
     let shares = ctx.store.share_list(&rec.id).await?.into_iter().map(shares::share_view).collect();
     let m = ctx.store.media_get(&rec.id).await?;
     let media = m.installer.into_iter().chain(m.extras).collect();
-    Ok(Vm { forwards, disks, shares, profile: m.profile, media, ..vm_view(rec) })
+    let labels = ctx.store.vm_labels_get(&rec.id).await?;
+    Ok(Vm { forwards, disks, shares, profile: m.profile, media, labels, ..vm_view(rec) })
 }
 
 pub(crate) fn vm_view(r: VmRecord) -> Vm {
@@ -158,6 +175,7 @@ pub(crate) fn vm_view(r: VmRecord) -> Vm {
         profile: None,
         media: Vec::new(),
         owner: r.owner,
+        labels: Default::default(),
         error: r.error,
         created_at: r.created_at,
         expires_at: r.expires_at,
