@@ -7,7 +7,8 @@
 #   3. every test, run inside the namespace so guest traffic never leaves it;
 #   4. the daemon's logic, tenancy, metering and status tests again on PostgreSQL
 #      (KVMCTL_TEST_ENGINE=postgres; the store's own tests cover both engines in step 3);
-#   5. the tests that restart the shared libvirtd or change the host, one at a time;
+#   5. the tests that restart the shared libvirtd or change the host, one at a time, and
+#      the package test (scripts/test-deb.sh: the .deb installed into a fresh Debian 12 root);
 #   6. a leak check: no test domain, volume (clone bases included), log file, network or firewall rule may survive
 #      (on the second test node either).
 # Needs root. Pass cargo test filters after --, e.g. scripts/test.sh -- smoke
@@ -96,6 +97,8 @@ if [ ${#filter[@]} -eq 0 ]; then
   netns_exec cargo test --offline -p kvmctl-server --test libvirt_restart -- --ignored --test-threads=1 || status=$?
   log "running the tests that change the host (kvmctl host setup/uninstall)"
   netns_exec cargo test --offline -p kvmctl-cli --test host -- --ignored --test-threads=1 || status=$?
+  log "running the package test (the .deb in a fresh Debian 12 root)"
+  "$here/test-deb.sh" "$repo/target/debug/kvmctl" || status=$?
 fi
 leak_check || status=1
 exit $status

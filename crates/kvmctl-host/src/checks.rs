@@ -159,6 +159,7 @@ pub fn doctor(f: &HostFacts) -> DoctorReport {
         ),
     });
     c.push(match f.hook {
+        _ if f.package_hook => check("libvirt.hook", Pass, format!("{} is the kvmctl package's", crate::PACKAGE_HOOK_PATH), "", false),
         Some(true) => check("libvirt.hook", Pass, format!("{} is kvmctl's", crate::HOOK_PATH), "", false),
         Some(false) => check(
             "libvirt.hook",

@@ -128,6 +128,10 @@ pub struct HostFacts {
     /// e.g. when it runs a kvmctl binary that has moved).
     #[serde(default)]
     pub hook_script: Option<String>,
+    /// The kvmctl package's hook (`/etc/libvirt/hooks/qemu.d/kvmctl`) is installed: it does
+    /// what the hook file would, so setup leaves `/etc/libvirt/hooks/qemu` alone.
+    #[serde(default)]
+    pub package_hook: bool,
 }
 
 /// Package manager family of a distribution, from os-release.
@@ -381,6 +385,7 @@ pub fn gather(opts: &GatherOptions<'_>) -> HostFacts {
         packages: package_versions(family),
         hook,
         hook_script,
+        package_hook: Path::new(crate::PACKAGE_HOOK_PATH).is_file(),
         os,
     }
 }

@@ -30,6 +30,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/kvmctl/host";
 pub const DEFAULT_LOG: &str = "/var/log/kvmctl/host.log";
 /// The libvirt hook that applies port forwards (installed by setup).
 pub const HOOK_PATH: &str = "/etc/libvirt/hooks/qemu";
+/// The hook the kvmctl package installs (libvirt runs every file in `qemu.d`).
+pub const PACKAGE_HOOK_PATH: &str = "/etc/libvirt/hooks/qemu.d/kvmctl";
 /// The storage pool kvmctl creates its volumes in.
 pub const DEFAULT_POOL: &str = "kvmctl";
 pub const DEFAULT_POOL_PATH: &str = "/var/lib/kvmctl/images";

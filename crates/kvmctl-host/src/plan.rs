@@ -178,11 +178,13 @@ pub fn setup_plan(f: &HostFacts, o: &SetupOptions) -> Result<Vec<Step>, PlanErro
     });
     let script = hook_script(&o.kvmctl_path);
     // A recorded host without the script text (older facts) counts the marker alone.
-    let hook_ok = f.hook == Some(true) && f.hook_script.as_ref().map(|s| *s == script).unwrap_or(true);
+    let hook_ok = f.package_hook || (f.hook == Some(true) && f.hook_script.as_ref().map(|s| *s == script).unwrap_or(true));
     let hook_stale = f.hook == Some(true) && !hook_ok;
     steps.push(Step {
         id: "hook".into(),
-        description: if hook_ok {
+        description: if f.package_hook {
+            format!("{} (the kvmctl package's hook) is installed", crate::PACKAGE_HOOK_PATH)
+        } else if hook_ok {
             format!("{} is kvmctl's", crate::HOOK_PATH)
         } else if hook_stale {
             format!("update the libvirt hook {} to run {} (then restart libvirtd)", crate::HOOK_PATH, o.kvmctl_path.display())
@@ -446,6 +448,18 @@ mod tests {
             plan[0].action,
             StepAction::RevertNetwork { name: "default".into(), undefine: false, stop: false, unset_autostart: false, unreserve: true }
         );
+    }
+
+    #[test]
+    fn the_packages_hook_stands_for_the_hook_file() {
+        let mut f = facts("debian12-prepared.json");
+        f.hook = None;
+        f.hook_script = None;
+        assert_eq!(todo(&setup_plan(&f, &SetupOptions { user: None, ..opts() }).unwrap()), ["hook"]);
+        f.package_hook = true;
+        let steps = setup_plan(&f, &SetupOptions { user: None, ..opts() }).unwrap();
+        assert!(todo(&steps).is_empty(), "the package's hook in qemu.d does the work: no second hook");
+        assert!(steps.iter().any(|s| s.id == "hook" && s.description.contains("qemu.d/kvmctl")));
     }
 
     #[test]
