@@ -170,6 +170,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", chain(&e));
+            if let Some(h) = hint(&e) {
+                eprintln!("hint: {h}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -257,6 +260,41 @@ fn client(socket: Option<&Path>, url: Option<&str>, token: Option<&str>, ca_cert
 }
 
 /// The error and its causes on one line: "what failed: why".
+/// The next command to run after an error of the daemon, when one helps: where to see
+/// what exists after "not found", your limits after a quota refusal, the nodes after a
+/// capacity refusal.
+fn hint(e: &anyhow::Error) -> Option<String> {
+    let body = e.chain().find_map(|c| match c.downcast_ref::<kvmctl_client::ClientError>() {
+        Some(kvmctl_client::ClientError::Api { body, .. }) => Some(body),
+        _ => None,
+    })?;
+    Some(match body.error.as_str() {
+        "not_found" => {
+            let kind = body.message.split(" \"").next().unwrap_or_default();
+            let list = match kind {
+                "vm" => "kvmctl vm list",
+                "image" => "kvmctl image list",
+                "network" => "kvmctl network list",
+                "plan" => "kvmctl plan list",
+                "node" => "kvmctl node list",
+                "pool" | "storage pool" => "kvmctl pool list",
+                "user" => "kvmctl user list",
+                "token" => "kvmctl token list",
+                "test run" => "kvmctl test list",
+                "snapshot" => "kvmctl vm snapshot list VM",
+                "disk" => "kvmctl vm disk list VM",
+                "forward" => "kvmctl vm forward list VM",
+                "share" => "kvmctl vm share list VM",
+                _ => return None,
+            };
+            format!("`{list}` shows what exists")
+        }
+        "quota_exceeded" => "`kvmctl quota show USER` shows your limits and use; an admin raises them with `kvmctl quota set`".into(),
+        "insufficient_capacity" => "`kvmctl node list` shows what each node has left; a smaller size or another --node-label may fit".into(),
+        _ => return None,
+    })
+}
+
 fn chain(e: &anyhow::Error) -> String {
     e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }

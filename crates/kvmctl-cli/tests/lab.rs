@@ -112,6 +112,10 @@ fn the_example_lab_applies_changes_in_place_and_deletes_what_it_made() {
     assert!(out.contains("labels role=db,tier=back -> role=db,tier=data"), "{out}");
     assert_eq!((vm(&env, DB)["labels"]["tier"].as_str(), &vm(&env, DB)["id"]), (Some("data"), &db["id"]));
 
+    // An error of the daemon comes with the next command to run.
+    let err = env.fails(&["vm", "show", "kt-lab-nothing"]);
+    assert!(err.contains("not found") && err.contains("hint: `kvmctl vm list` shows what exists"), "{err}");
+
     // A damaged file names its line and changes nothing.
     let bad = d.join("bad.yaml");
     std::fs::write(&bad, std::fs::read_to_string(&file).unwrap().replacen("    cpus: 1\n", "    cpus: 1\n    colour: red\n", 1)).unwrap();
