@@ -290,7 +290,9 @@ fn hint(e: &anyhow::Error) -> Option<String> {
             format!("`{list}` shows what exists")
         }
         "quota_exceeded" => "`kvmctl quota show USER` shows your limits and use; an admin raises them with `kvmctl quota set`".into(),
-        "insufficient_capacity" => "`kvmctl node list` shows what each node has left; a smaller size or another --node-label may fit".into(),
+        "insufficient_capacity" => {
+            "`kvmctl node list` shows what each node has left; a smaller size or another --node-label may fit".into()
+        }
         _ => return None,
     })
 }

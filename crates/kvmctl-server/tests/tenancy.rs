@@ -531,6 +531,7 @@ fn bad_values() -> Vec<(&'static str, Value)> {
         ("path-like", json!("../../etc/passwd")),
         ("empty", json!("")),
         ("very long", json!("a".repeat(10_000))),
+        ("a map of bad keys and values", json!({"kt<bad>&'\"": "x\n", "k": "a".repeat(10_000), "../../etc": ""})),
     ]
 }
 
@@ -566,13 +567,14 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
                 "profile",
                 "unattend",
                 "shares",
+                "labels",
             ],
         ),
         (
             "POST",
             "/v1/networks",
             json!({"name": "kt-bi-net", "subnet": "10.250.1.0/24", "isolated": true}),
-            vec!["name", "subnet", "dhcp_range"],
+            vec!["name", "subnet", "dhcp_range", "labels"],
         ),
         ("POST", "/v1/images", json!({"name": "kt-bi-new", "source": "/nonexistent"}), vec!["name", "source", "kind", "pool"]),
         (
@@ -602,6 +604,7 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
         ("POST", "/v1/vms/kt-bi-vm/console/ticket", json!({"kind": "serial"}), vec!["kind"]),
         ("POST", "/v1/vms/kt-bi-vm/forwards", json!({"guest_port": 80}), vec!["guest_port", "host_port", "pool", "protocol"]),
         ("POST", "/v1/vms/kt-bi-vm/resize", json!({"disk_gib": 2}), vec!["vcpus", "memory_mib", "disk_gib"]),
+        ("PUT", "/v1/vms/kt-bi-vm/labels", json!({"labels": {"role": "db"}}), vec!["labels"]),
         ("POST", "/v1/vms/kt-bi-vm/exec", json!({"command": "true"}), vec!["timeout_seconds"]),
         ("POST", "/v1/vms/kt-bi-vm/disks", json!({"size_gib": 1}), vec!["name", "size_gib", "bus"]),
         ("POST", "/v1/vms/kt-bi-vm/shares", json!({"source": "/srv", "tag": "t"}), vec!["source", "tag", "readonly", "mount"]),
@@ -630,8 +633,13 @@ async fn bad_input_is_refused_by_every_create_and_update_endpoint_and_changes_no
         let root = t.root.clone();
         async move {
             (
-                root.vm_list().await.unwrap().iter().map(|v| (v.name.clone(), v.vcpus, v.disk_gib, v.forwards.len())).collect::<Vec<_>>(),
-                root.network_list().await.unwrap().iter().filter(|n| n.managed).count(),
+                root.vm_list()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|v| (v.name.clone(), v.vcpus, v.disk_gib, v.forwards.len(), v.labels.clone()))
+                    .collect::<Vec<_>>(),
+                root.network_list().await.unwrap().iter().filter(|n| n.managed).map(|n| n.labels.clone()).collect::<Vec<_>>(),
                 root.image_list().await.unwrap().len(),
                 root.pool_list().await.unwrap().len(),
                 root.plan_list().await.unwrap(),
