@@ -192,7 +192,15 @@ pub async fn apply(client: &Client, args: ApplyArgs, format: OutputFormat) -> an
     }
     let lab = read_lab(&args.file, &args.set)?;
     let resolved = resolve(&args.file, &lab)?;
-    let (vms, networks) = (client.vm_list().await?, client.network_list().await?);
+    let (mut vms, networks) = (client.vm_list().await?, client.network_list().await?);
+    // The list leaves out disks and shares: the lab's VMs are read whole.
+    let full = vms.iter().filter(|v| v.labels.get(LAB_LABEL) == Some(&lab.name)).map(|v| client.vm_get(&v.name));
+    for got in futures_util::future::join_all(full).await {
+        let got = got?;
+        if let Some(v) = vms.iter_mut().find(|v| v.name == got.name) {
+            *v = got;
+        }
+    }
     let plan = kvmctl_lab::plan(&lab, &resolved, &vms, &networks, args.replace).map_err(|e| anyhow::anyhow!("{e}\nnothing was changed"))?;
     if !plan.needs_replace.is_empty() && !args.replace {
         print_plan(&lab, &plan, format, false)?;
@@ -294,6 +302,7 @@ async fn vm_make(client: &Client, v: &LabVm, labels: &BTreeMap<String, String>, 
         node_labels: v.node_labels.clone(),
         labels: labels.clone(),
         ttl_seconds: v.ttl_seconds,
+        shares: v.shares.clone(),
         ..Default::default()
     };
     let name = &v.name;
@@ -306,7 +315,18 @@ async fn vm_make(client: &Client, v: &LabVm, labels: &BTreeMap<String, String>, 
             .map_err(|e| anyhow::anyhow!("VM {name}: forward {} {}: {e}", f.protocol, f.guest_port))?;
         eprintln!("VM {name}: forward {} {} -> {}", fw.protocol, fw.host_port, fw.guest_port);
     }
+    for d in &v.disks {
+        disk_add(client, name, d).await?;
+    }
     wait_for(client, name, &args.wait, args.timeout).await
+}
+
+async fn disk_add(client: &Client, vm: &str, d: &kvmctl_lab::file::LabDisk) -> anyhow::Result<()> {
+    let req =
+        kvmctl_types::api::VmDiskAddRequest { name: Some(d.name.clone()), size_gib: d.size_gib, bus: Some(d.bus.clone()), pool: None };
+    client.disk_add(vm, &req).await.map_err(|e| anyhow::anyhow!("VM {vm}: disk {}: {e}", d.name))?;
+    eprintln!("VM {vm}: disk {} ({} GiB) added", d.name, d.size_gib);
+    Ok(())
 }
 
 async fn vm_change(client: &Client, s: &kvmctl_lab::Step, args: &ApplyArgs) -> anyhow::Result<()> {
@@ -321,6 +341,15 @@ async fn vm_change(client: &Client, s: &kvmctl_lab::Step, args: &ApplyArgs) -> a
     for f in &c.forwards_add {
         let req = ForwardCreateRequest { guest_port: f.guest_port, host_port: f.host_port, protocol: Some(f.protocol.clone()), pool: None };
         client.forward_create(name, &req).await.map_err(|e| anyhow::anyhow!("VM {name}: forward {} {}: {e}", f.protocol, f.guest_port))?;
+    }
+    for d in &c.disks_add {
+        disk_add(client, name, d).await?;
+    }
+    for (disk, size_gib) in &c.disks_grow {
+        client
+            .disk_resize(name, disk, &kvmctl_types::api::VmDiskResizeRequest { size_gib: *size_gib })
+            .await
+            .map_err(|e| anyhow::anyhow!("VM {name}: disk {disk}: {e}"))?;
     }
     if let Some(resize) = &c.resize {
         if c.restart {

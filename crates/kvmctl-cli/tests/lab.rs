@@ -31,6 +31,22 @@ fn example_lab(dir: &Path) -> std::path::PathBuf {
     file
 }
 
+/// Removes the lab's libvirt network when the test ends, passed or failed (the daemon's
+/// database goes with the test's directory; a network it made would stay in libvirt).
+struct NetGuard;
+
+impl Drop for NetGuard {
+    fn drop(&mut self) {
+        for op in ["net-destroy", "net-undefine"] {
+            let _ = std::process::Command::new("virsh")
+                .args(["-q", "-c", &kvmctl_testkit::env("KVMCTL_TEST_URI"), op, NET])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 fn vms(env: &Env) -> Vec<serde_json::Value> {
     serde_json::from_str::<Vec<serde_json::Value>>(&env.ok(&["vm", "list", "-o", "json"])).unwrap()
 }
@@ -45,6 +61,7 @@ fn the_example_lab_applies_changes_in_place_and_deletes_what_it_made() {
     let d = dir.path();
     let env = Env { dir: d.to_owned() };
     let sweep = Sweep::new(&[DB, WEB], &["kt-lab-img"]);
+    let _net = NetGuard;
     let _daemon = env.serve("");
     tiny_import(&env, "kt-lab-img");
     let (_key, _) = kvmctl_testkit::keypair(d);
@@ -81,6 +98,7 @@ fn the_example_lab_applies_changes_in_place_and_deletes_what_it_made() {
     }
     let nets: Vec<serde_json::Value> = serde_json::from_str(&env.ok(&["network", "list", "-o", "json"])).unwrap();
     assert!(nets.iter().any(|n| n["name"] == NET && n["labels"]["kvmctl.lab"] == "kt-lab"), "{nets:?}");
+    assert_eq!((db["disks"][0]["name"].as_str(), db["disks"][0]["size_gib"].as_u64()), (Some("data"), Some(10)), "{db}");
 
     // Again: no change; nor with the user-data file rewritten with the same content.
     assert!(run(&apply(&[])).contains("lab kt-lab: no changes"));
@@ -100,7 +118,10 @@ fn the_example_lab_applies_changes_in_place_and_deletes_what_it_made() {
     assert!(run(&apply(&["--set", "web_memory=768M"])).contains("no changes"));
 
     // A label changes in place; a user-data change needs --replace and changes nothing.
-    let labelled = std::fs::read_to_string(&file).unwrap().replace("{role: db, tier: back}", "{role: db, tier: data}");
+    let labelled = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("{role: db, tier: back}", "{role: db, tier: data}")
+        .replace("size: 10G", "size: 12G");
     std::fs::write(&file, labelled).unwrap();
     std::fs::write(&ud, "#cloud-config\nwrite_files: [{path: /etc/motd, content: changed}]\n").unwrap();
     let out = env.kvmctl(&apply(&["--set", "web_memory=768M"]).iter().map(String::as_str).collect::<Vec<_>>());
@@ -109,8 +130,10 @@ fn the_example_lab_applies_changes_in_place_and_deletes_what_it_made() {
     assert_eq!(vm(&env, DB)["labels"]["tier"], "back", "nothing changed");
     std::fs::write(&ud, &content).unwrap();
     let out = run(&apply(&["--set", "web_memory=768M"]));
-    assert!(out.contains("labels role=db,tier=back -> role=db,tier=data"), "{out}");
-    assert_eq!((vm(&env, DB)["labels"]["tier"].as_str(), &vm(&env, DB)["id"]), (Some("data"), &db["id"]));
+    assert!(out.contains("labels role=db,tier=back -> role=db,tier=data") && out.contains("disk data 10 GiB -> 12 GiB"), "{out}");
+    let db2 = vm(&env, DB);
+    assert_eq!((db2["labels"]["tier"].as_str(), &db2["id"], db2["disks"][0]["size_gib"].as_u64()), (Some("data"), &db["id"], Some(12)));
+    assert!(run(&apply(&["--set", "web_memory=768M"])).contains("no changes"));
 
     // An error of the daemon comes with the next command to run.
     let err = env.fails(&["vm", "show", "kt-lab-nothing"]);

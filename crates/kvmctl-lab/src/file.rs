@@ -53,9 +53,22 @@ pub struct LabVm {
     pub depends_on: Vec<String>,
     pub node_labels: BTreeMap<String, String>,
     pub firmware: Option<String>,
+    /// Data disks, made after the VM (hot-plugged).
+    pub disks: Vec<LabDisk>,
+    /// Host directories shared over virtio-fs (admins; under the daemon's share_roots).
+    pub shares: Vec<kvmctl_types::api::VmShare>,
     /// The VM's depth in the dependency graph: 0 depends on nothing in the lab; VMs of one
     /// level may be made together.
     pub level: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabDisk {
+    /// Its name in the VM; default `diskN` for the Nth of the list.
+    pub name: String,
+    pub size_gib: u64,
+    /// `virtio` or `scsi`.
+    pub bus: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -137,6 +150,20 @@ struct RawVm {
     node_labels: BTreeMap<String, String>,
     #[serde(default)]
     firmware: Option<String>,
+    #[serde(default)]
+    disks: Vec<RawDisk>,
+    #[serde(default)]
+    shares: Vec<kvmctl_types::api::VmShare>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    #[serde(default)]
+    name: Option<String>,
+    size: Size,
+    #[serde(default)]
+    bus: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -379,6 +406,26 @@ impl Check<'_> {
             return Err(self.err(line, f("labels"), "at most 28 labels (kvmctl keeps 4 for the lab)"));
         }
         let ttl_seconds = v.ttl.as_deref().map(duration).transpose().map_err(|m| self.err(line, f("ttl"), m))?;
+        let mut disks: Vec<LabDisk> = Vec::new();
+        for (j, d) in v.disks.into_iter().enumerate() {
+            let field = f(&format!("disks[{j}]"));
+            let name = d.name.unwrap_or_else(|| format!("disk{}", j + 1));
+            let ok = name.len() <= 16
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            if !ok {
+                return Err(self.err(line, format!("{field}.name"), "1-16 lower-case letters and digits, starting with a letter"));
+            }
+            if disks.iter().any(|x| x.name == name) {
+                return Err(self.err(line, format!("{field}.name"), format!("disk {name} is named twice")));
+            }
+            let size_gib = size(&d.size, 1024, 1 << 16).map_err(|m| self.err(line, format!("{field}.size"), m))?;
+            let bus = d.bus.unwrap_or_else(|| "virtio".into());
+            if !["virtio", "scsi"].contains(&bus.as_str()) {
+                return Err(self.err(line, format!("{field}.bus"), format!("{bus:?} is not virtio or scsi")));
+            }
+            disks.push(LabDisk { name, size_gib, bus });
+        }
         Ok(LabVm {
             name: v.name,
             image: v.image,
@@ -396,6 +443,8 @@ impl Check<'_> {
             depends_on: v.depends_on,
             node_labels: v.node_labels,
             firmware: v.firmware,
+            disks,
+            shares: v.shares,
             level: 0,
         })
     }
@@ -526,6 +575,17 @@ pub(crate) mod tests {
             assert_eq!(e.line, line, "{text}\n{e}");
             assert!(e.to_string().contains(msg), "{e}");
         }
+    }
+
+    #[test]
+    fn disks_take_default_names_and_shares_read_as_the_api_has_them() {
+        let text = "lab: d\nvms:\n  - name: a\n    image: i\n    plan: s\n    disks: [{size: 2G}, {name: logs, size: 1, bus: scsi}]\n    shares: [{source: /srv/src, tag: src, readonly: true}]\n";
+        let lab = parse(text, &no_set()).unwrap();
+        let names: Vec<_> = lab.vms[0].disks.iter().map(|d| (d.name.as_str(), d.size_gib, d.bus.as_str())).collect();
+        assert_eq!(names, [("disk1", 2, "virtio"), ("logs", 1, "scsi")]);
+        assert_eq!((lab.vms[0].shares[0].tag.as_str(), lab.vms[0].shares[0].readonly), ("src", true));
+        let e = parse(&text.replace("bus: scsi", "bus: ide"), &no_set()).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (Some(3), "vms[0].disks[1].bus"), "{e}");
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub struct VmChange {
     pub forwards_add: Vec<LabForward>,
     /// `(protocol, host_port)` of forwards the file no longer has.
     pub forwards_remove: Vec<(String, u16)>,
+    /// Data disks to add (hot-plugged).
+    pub disks_add: Vec<crate::file::LabDisk>,
+    /// Data disks to grow: `(name, size_gib)`.
+    pub disks_grow: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +118,12 @@ pub fn vm_labels(lab: &str, vm: &LabVm, resolved: &Resolved) -> BTreeMap<String,
 
 /// The create-only options, as text to hash.
 fn options_text(vm: &LabVm) -> String {
-    format!("user={:?} ttl={:?} node_labels={:?} firmware={:?}", vm.user, vm.ttl_seconds, vm.node_labels, vm.firmware)
+    let mut text = format!("user={:?} ttl={:?} node_labels={:?} firmware={:?}", vm.user, vm.ttl_seconds, vm.node_labels, vm.firmware);
+    // Shares join the hash only when there are some, so labs without them keep their hash.
+    if !vm.shares.is_empty() {
+        text.push_str(&format!(" shares={:?}", vm.shares));
+    }
+    text
 }
 
 /// The plan from what exists (`vms` and `networks` the caller sees) to `lab`.
@@ -215,7 +224,9 @@ fn compare(v: &LabVm, labels: &BTreeMap<String, String>, x: &Vm) -> (Vec<String>
     if let Some(n) = v.network.as_ref().filter(|n| **n != x.network) {
         fixed.push(format!("network {} -> {n}", x.network));
     }
-    for (key, what) in [(KEYS_LABEL, "ssh_keys"), (USER_DATA_LABEL, "user_data"), (OPTIONS_LABEL, "user, ttl, node_labels or firmware")] {
+    for (key, what) in
+        [(KEYS_LABEL, "ssh_keys"), (USER_DATA_LABEL, "user_data"), (OPTIONS_LABEL, "user, ttl, node_labels, firmware or shares")]
+    {
         if labels.get(key) != x.labels.get(key) {
             fixed.push(format!("{what} changed (it is read at the first boot only)"));
         }
@@ -274,6 +285,28 @@ fn compare(v: &LabVm, labels: &BTreeMap<String, String>, x: &Vm) -> (Vec<String>
             change.forwards_remove.push((h.protocol.clone(), h.host_port));
         }
     }
+    // Data disks: added and grown in place; one that is smaller, on another bus or gone from
+    // the file is not removed or shrunk by an apply.
+    for d in &v.disks {
+        match x.disks.iter().find(|h| h.name == d.name) {
+            None => {
+                details.push(format!("disk {} ({} GiB, {}) added", d.name, d.size_gib, d.bus));
+                change.disks_add.push(d.clone());
+            }
+            Some(h) if h.bus != d.bus => fixed.push(format!("disk {}: bus {} -> {}", d.name, h.bus, d.bus)),
+            Some(h) if d.size_gib < h.size_gib => {
+                fixed.push(format!("disk {} {} GiB -> {} GiB (a disk never shrinks)", d.name, h.size_gib, d.size_gib))
+            }
+            Some(h) if d.size_gib > h.size_gib => {
+                details.push(format!("disk {} {} GiB -> {} GiB", d.name, h.size_gib, d.size_gib));
+                change.disks_grow.push((d.name.clone(), d.size_gib));
+            }
+            Some(_) => {}
+        }
+    }
+    for h in x.disks.iter().filter(|h| !v.disks.iter().any(|d| d.name == h.name)) {
+        fixed.push(format!("disk {} is not in the file (kvmctl vm disk rm {} {} removes it and its data)", h.name, v.name, h.name));
+    }
     (fixed, change, details)
 }
 
@@ -315,6 +348,14 @@ mod tests {
                     state: "running".into(),
                     forwards,
                     labels: vm_labels(&lab.name, v, &res[&v.name]),
+                    disks: v
+                        .disks
+                        .iter()
+                        .map(|d| {
+                            serde_json::from_value(serde_json::json!({"name": d.name, "size_gib": d.size_gib, "bus": d.bus, "target": "vdc", "state": "attached"}))
+                                .unwrap()
+                        })
+                        .collect(),
                     ..serde_json::from_value(serde_json::json!({
                         "id": "00000000-0000-0000-0000-000000000000", "name": "", "state": "", "image": "", "vcpus": 0, "memory_mib": 0,
                         "disk_gib": 0, "node": "local", "network": "", "mac": "", "ssh_user": "kvmctl", "firmware": "bios",
@@ -404,6 +445,36 @@ mod tests {
         assert_eq!(c.forwards_remove, [("udp".to_owned(), 20099)]);
         assert_eq!(c.labels.as_ref().unwrap()["role"], "web");
         assert!(c.resize.is_none() && !c.restart);
+    }
+
+    #[test]
+    fn data_disks_are_added_and_grown_in_place_and_never_shrunk_or_removed() {
+        let text = crate::file::tests::EXAMPLE.replace(
+            "    labels: {role: web, tier: front}\n",
+            "    labels: {role: web, tier: front}\n    disks: [{name: data, size: 2G}]\n",
+        );
+        let lab = parse(&text, &BTreeMap::new()).unwrap();
+        let res = resolved();
+        let (mut vms, nets) = made(&lab, &res);
+        assert!(plan(&lab, &res, &vms, &nets, false).unwrap().is_empty());
+        vms[1].disks.clear();
+        let p = plan(&lab, &res, &vms, &nets, false).unwrap();
+        assert_eq!((p.steps[0].name.as_str(), p.steps[0].change.disks_add.len()), ("web", 1), "{p:?}");
+        let disk = |size: u64| -> kvmctl_types::api::VmDisk {
+            serde_json::from_value(
+                serde_json::json!({"name": "data", "size_gib": size, "bus": "virtio", "target": "vdc", "state": "attached"}),
+            )
+            .unwrap()
+        };
+        vms[1].disks = vec![disk(1)];
+        assert_eq!(plan(&lab, &res, &vms, &nets, false).unwrap().steps[0].change.disks_grow, [("data".to_owned(), 2)]);
+        vms[1].disks = vec![disk(2)];
+        assert!(plan(&lab, &res, &vms, &nets, false).unwrap().is_empty());
+        vms[1].disks = vec![disk(3)];
+        assert!(plan(&lab, &res, &vms, &nets, false).unwrap().needs_replace[0].contains("never shrinks"));
+        let lab0 = parse(crate::file::tests::EXAMPLE, &BTreeMap::new()).unwrap();
+        vms[1].disks = vec![disk(2)];
+        assert!(plan(&lab0, &res, &vms, &nets, false).unwrap().needs_replace[0].contains("disk data is not in the file"));
     }
 
     #[test]
