@@ -223,14 +223,7 @@ pub async fn apply(client: &Client, args: ApplyArgs, format: OutputFormat) -> an
 async fn run_plan(client: &Client, lab: &Lab, resolved: &BTreeMap<String, Resolved>, plan: &Plan, args: &ApplyArgs) -> anyhow::Result<()> {
     let steps = |action: Action, kind: &'static str| plan.steps.iter().filter(move |s| s.action == action && s.kind == kind);
     for s in steps(Action::Delete, "vm") {
-        with_vm_progress(
-            client,
-            &s.name,
-            &format!("deleting VM {}", s.name),
-            &format!("VM {} deleted", s.name),
-            client.vm_delete(&s.name, false),
-        )
-        .await?;
+        vm_remove(client, &s.name, "").await?;
     }
     for s in steps(Action::Create, "network") {
         if let Target::Network(n) = &s.target {
@@ -248,14 +241,7 @@ async fn run_plan(client: &Client, lab: &Lab, resolved: &BTreeMap<String, Resolv
         }
     }
     for s in steps(Action::Replace, "vm") {
-        with_vm_progress(
-            client,
-            &s.name,
-            &format!("deleting VM {} to replace it", s.name),
-            &format!("VM {} deleted", s.name),
-            client.vm_delete(&s.name, false),
-        )
-        .await?;
+        vm_remove(client, &s.name, " to replace it").await?;
     }
     // Made level by level: the VMs of one level together, each level once the one before
     // reached --wait.
@@ -308,17 +294,24 @@ async fn vm_make(client: &Client, v: &LabVm, labels: &BTreeMap<String, String>, 
     let name = &v.name;
     with_vm_progress(client, name, &format!("creating VM {name}"), &format!("VM {name} created"), client.vm_create(&req)).await?;
     for f in &v.forwards {
-        let req = ForwardCreateRequest { guest_port: f.guest_port, host_port: f.host_port, protocol: Some(f.protocol.clone()), pool: None };
-        let fw = client
-            .forward_create(name, &req)
-            .await
-            .map_err(|e| anyhow::anyhow!("VM {name}: forward {} {}: {e}", f.protocol, f.guest_port))?;
-        eprintln!("VM {name}: forward {} {} -> {}", fw.protocol, fw.host_port, fw.guest_port);
+        forward_add(client, name, f).await?;
     }
     for d in &v.disks {
         disk_add(client, name, d).await?;
     }
     wait_for(client, name, &args.wait, args.timeout).await
+}
+
+async fn forward_add(client: &Client, vm: &str, f: &kvmctl_lab::file::LabForward) -> anyhow::Result<()> {
+    let req = ForwardCreateRequest { guest_port: f.guest_port, host_port: f.host_port, protocol: Some(f.protocol.clone()), pool: None };
+    let fw = client.forward_create(vm, &req).await.map_err(|e| anyhow::anyhow!("VM {vm}: forward {} {}: {e}", f.protocol, f.guest_port))?;
+    eprintln!("VM {vm}: forward {} {} -> {}", fw.protocol, fw.host_port, fw.guest_port);
+    Ok(())
+}
+
+/// Deletes a VM behind a progress line (`why` says what for).
+async fn vm_remove(client: &Client, name: &str, why: &str) -> anyhow::Result<()> {
+    with_vm_progress(client, name, &format!("deleting VM {name}{why}"), &format!("VM {name} deleted"), client.vm_delete(name, false)).await
 }
 
 async fn disk_add(client: &Client, vm: &str, d: &kvmctl_lab::file::LabDisk) -> anyhow::Result<()> {
@@ -339,8 +332,7 @@ async fn vm_change(client: &Client, s: &kvmctl_lab::Step, args: &ApplyArgs) -> a
         client.forward_delete(name, protocol, *port).await?;
     }
     for f in &c.forwards_add {
-        let req = ForwardCreateRequest { guest_port: f.guest_port, host_port: f.host_port, protocol: Some(f.protocol.clone()), pool: None };
-        client.forward_create(name, &req).await.map_err(|e| anyhow::anyhow!("VM {name}: forward {} {}: {e}", f.protocol, f.guest_port))?;
+        forward_add(client, name, f).await?;
     }
     for d in &c.disks_add {
         disk_add(client, name, d).await?;
@@ -394,9 +386,7 @@ pub async fn delete(client: &Client, args: DeleteArgs, format: OutputFormat) -> 
     if args.dry_run || plan.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    let deletes = vms.iter().map(|n| async move {
-        with_vm_progress(client, n, &format!("deleting VM {n}"), &format!("VM {n} deleted"), client.vm_delete(n, false)).await
-    });
+    let deletes = vms.iter().map(|n| vm_remove(client, n, ""));
     let mut failed = None;
     for r in futures_util::future::join_all(deletes).await {
         if let Err(e) = r {

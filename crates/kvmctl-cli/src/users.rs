@@ -174,19 +174,7 @@ impl Table for Vec<UsageRecord> {
 
 /// A duration such as 90s, 30m, 2h or 7d, in seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 90s, 30m, 2h or 7d"))?;
-    if n < 0 {
-        return Err(format!("{s:?}: a duration cannot be negative"));
-    }
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{s:?}: end the duration with s, m, h or d")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too long"))
+    kvmctl_types::parse_duration(s)
 }
 
 /// Unix seconds, a UTC date or time, or an age back from now.

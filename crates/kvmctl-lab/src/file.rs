@@ -508,16 +508,7 @@ fn size(s: &Size, unit_mib: u64, max: u64) -> Result<u64, String> {
 
 /// `90s`, `30m`, `2h`, `7d`.
 fn duration(s: &str) -> Result<u64, String> {
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 30m, 2h or 7d"))?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{s:?}: end the duration with s, m, h or d")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too long"))
+    kvmctl_types::parse_duration(s).map(|n| n as u64)
 }
 
 #[cfg(test)]
