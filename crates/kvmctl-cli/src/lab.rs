@@ -209,13 +209,20 @@ pub async fn apply(client: &Client, args: ApplyArgs, format: OutputFormat) -> an
             plan.needs_replace.join("\n  ")
         );
     }
-    print_plan(&lab, &plan, format, !args.dry_run && !plan.is_empty())?;
-    if args.dry_run || plan.is_empty() {
+    // A table shows the plan before the work; JSON and YAML say afterwards whether it was
+    // applied (a failure prints no document, only the error).
+    let nothing = args.dry_run || plan.is_empty();
+    if format == OutputFormat::Table || nothing {
+        print_plan(&lab, &plan, format, false)?;
+    }
+    if nothing {
         return Ok(ExitCode::SUCCESS);
     }
     run_plan(client, &lab, &resolved, &plan, &args).await?;
     if format == OutputFormat::Table {
         println!("lab {}: applied", lab.name);
+    } else {
+        print_plan(&lab, &plan, format, true)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -382,8 +389,11 @@ pub async fn delete(client: &Client, args: DeleteArgs, format: OutputFormat) -> 
             });
         }
     }
-    print_plan(&lab, &plan, format, !args.dry_run && !plan.is_empty())?;
-    if args.dry_run || plan.is_empty() {
+    let nothing = args.dry_run || plan.is_empty();
+    if format == OutputFormat::Table || nothing {
+        print_plan(&lab, &plan, format, false)?;
+    }
+    if nothing {
         return Ok(ExitCode::SUCCESS);
     }
     let deletes = vms.iter().map(|n| vm_remove(client, n, ""));
@@ -402,6 +412,8 @@ pub async fn delete(client: &Client, args: DeleteArgs, format: OutputFormat) -> 
     }
     if format == OutputFormat::Table {
         println!("lab {}: deleted", lab.name);
+    } else {
+        print_plan(&lab, &plan, format, true)?;
     }
     Ok(ExitCode::SUCCESS)
 }

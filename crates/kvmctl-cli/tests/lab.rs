@@ -84,6 +84,10 @@ fn the_example_lab_applies_changes_in_place_and_deletes_what_it_made() {
         assert!(plan.contains(&line), "{line:?} in:\n{plan}");
     }
     assert!(plan.find(&format!("vm {DB}")) < plan.find(&format!("vm {WEB}")), "db first, web depends on it:\n{plan}");
+    let json: serde_json::Value = serde_json::from_str(&run(&apply(&["--dry-run", "-o", "json"]))).unwrap();
+    let steps: Vec<(&str, &str)> =
+        json["steps"].as_array().unwrap().iter().map(|s| (s["action"].as_str().unwrap(), s["name"].as_str().unwrap())).collect();
+    assert_eq!((steps, &json["applied"]), (vec![("create", NET), ("create", DB), ("create", WEB)], &serde_json::json!(false)));
     assert!(vms(&env).is_empty());
 
     // Made: both answer SSH, with their forwards and labels, on the lab's network.
