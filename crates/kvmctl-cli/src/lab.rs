@@ -15,14 +15,21 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// The lab file and its parameters, as `apply` and `delete` take them.
 #[derive(clap::Args, Debug)]
-pub struct ApplyArgs {
+pub struct LabFileArgs {
     /// The lab file (docs/examples/web-lab.yaml shows the format).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: PathBuf,
     /// Set a parameter of the file, KEY=VALUE (repeat).
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::node::parse_label)]
     pub set: Vec<(String, String)>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub lab: LabFileArgs,
     /// Show the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -39,14 +46,11 @@ pub struct ApplyArgs {
     pub timeout: u64,
 }
 
+/// Deletes the VMs and networks carrying the file's kvmctl.lab label.
 #[derive(clap::Args, Debug)]
 pub struct DeleteArgs {
-    /// The lab file whose VMs and networks to delete (those carrying its kvmctl.lab label).
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: PathBuf,
-    /// Set a parameter of the file, KEY=VALUE (repeat).
-    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::node::parse_label)]
-    pub set: Vec<(String, String)>,
+    #[command(flatten)]
+    pub lab: LabFileArgs,
     /// Show what would be deleted and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -190,8 +194,8 @@ pub async fn apply(client: &Client, args: ApplyArgs, format: OutputFormat) -> an
     if !["running", "ssh", "cloud-init"].contains(&args.wait.as_str()) {
         anyhow::bail!("--wait {:?}: use running, ssh or cloud-init", args.wait);
     }
-    let lab = read_lab(&args.file, &args.set)?;
-    let resolved = resolve(&args.file, &lab)?;
+    let lab = read_lab(&args.lab.file, &args.lab.set)?;
+    let resolved = resolve(&args.lab.file, &lab)?;
     let (mut vms, networks) = (client.vm_list().await?, client.network_list().await?);
     // The list leaves out disks and shares: the lab's VMs are read whole.
     let full = vms.iter().filter(|v| v.labels.get(LAB_LABEL) == Some(&lab.name)).map(|v| client.vm_get(&v.name));
@@ -372,7 +376,7 @@ async fn vm_change(client: &Client, s: &kvmctl_lab::Step, args: &ApplyArgs) -> a
 }
 
 pub async fn delete(client: &Client, args: DeleteArgs, format: OutputFormat) -> anyhow::Result<ExitCode> {
-    let lab = read_lab(&args.file, &args.set)?;
+    let lab = read_lab(&args.lab.file, &args.lab.set)?;
     let ours = |l: &BTreeMap<String, String>| l.get(LAB_LABEL) == Some(&lab.name);
     let vms: Vec<String> = client.vm_list().await?.into_iter().filter(|v| ours(&v.labels)).map(|v| v.name).collect();
     let nets: Vec<String> = client.network_list().await?.into_iter().filter(|n| ours(&n.labels)).map(|n| n.name).collect();
